@@ -1,0 +1,128 @@
+"""One error tree for every failure a caller may need to handle.
+
+``NeurocdsError`` is the root; each subclass carries the data a caller needs
+to act on the failure without parsing the message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One problem with an input document, located by its JSON pointer.
+
+    :param pointer: RFC 6901 JSON pointer of the offending value ("" is the root).
+    :param message: plain-language statement of what is wrong.
+    :param expected: what the contract requires there (short, human readable).
+    :param found: what the document holds there, summarised; never the raw value
+        when the value may be sensitive (callers that log must drop it).
+    :param code: stable machine-readable kind (``type``, ``required``, ``enum`` ...).
+    """
+
+    pointer: str
+    message: str
+    expected: str | None = None
+    found: str | None = None
+    code: str = "invalid"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pointer": self.pointer, "message": self.message, "code": self.code}
+        if self.expected is not None:
+            out["expected"] = self.expected
+        if self.found is not None:
+            out["found"] = self.found
+        return out
+
+
+class NeurocdsError(Exception):
+    """Root of every error neurocds raises on purpose."""
+
+
+class FactsValidationError(NeurocdsError):
+    """The facts document was rejected; ``violations`` lists every problem at once."""
+
+    def __init__(self, violations: list[Violation], *, facts_sha256: str | None = None) -> None:
+        self.violations = list(violations)
+        self.facts_sha256 = facts_sha256
+        first = self.violations[0] if self.violations else None
+        head = f"{first.pointer or '/'}: {first.message}" if first else "invalid facts"
+        more = f" (+{len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        super().__init__(f"invalid facts document: {head}{more}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"errors": [v.to_dict() for v in self.violations]}
+
+
+class PackLoadError(NeurocdsError):
+    """A rule pack could not be loaded, registered or compiled.
+
+    :param pack: name of the pack at fault (or ``None`` when unknown).
+    :param source: where the pack came from (entry point, module, file path).
+    :param pointer: JSON pointer into the offending rule file, when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pack: str | None = None,
+        source: str | None = None,
+        pointer: str | None = None,
+        file: str | None = None,
+    ) -> None:
+        self.pack = pack
+        self.source = source
+        self.pointer = pointer
+        self.file = file
+        where = ", ".join(
+            part
+            for part in (
+                f"pack {pack!r}" if pack else "",
+                f"from {source}" if source else "",
+                f"file {file}" if file else "",
+                f"at {pointer}" if pointer is not None else "",
+            )
+            if part
+        )
+        super().__init__(f"{message} ({where})" if where else message)
+
+
+class RuleEvaluationError(NeurocdsError):
+    """Evaluating a rule failed (an action raised, a budget ran out, backends disagree).
+
+    :param rule: the stable rule id at fault, when one is known.
+    :param pack: the pack that owns the rule.
+    :param kind: stable machine-readable kind (``action``, ``budget``, ``disagreement``,
+        ``backend``, ``hook``).
+    """
+
+    def __init__(
+        self, message: str, *, rule: str | None = None, pack: str | None = None, kind: str = "action"
+    ) -> None:
+        self.rule = rule
+        self.pack = pack
+        self.kind = kind
+        super().__init__(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rule": self.rule, "pack": self.pack, "message": str(self)}
+
+
+@dataclass
+class PackFailure:
+    """A pack that failed during one evaluation; the others still ran."""
+
+    pack: str
+    stage: str
+    message: str
+    rule: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pack": self.pack, "stage": self.stage, "message": self.message}
+        if self.rule:
+            out["rule"] = self.rule
+        return out
