@@ -1,0 +1,30 @@
+"""The ``neurocds`` command line: one click group, subcommands in sibling modules."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# Each entry is a module in this package exposing ``register(group)``. A module
+# that is missing is skipped so partial installs still give a working CLI.
+_SUBCOMMAND_MODULES = ("evaluate", "fhir", "audit", "serve")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="neurocds")
+def main() -> None:
+    """neurocds: clinical decision support for leg weakness.
+
+    Decision support for a clinician, never a diagnosis.
+    """
+
+
+for _name in _SUBCOMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as exc:  # only our own missing module is tolerated
+        if exc.name != f"{__name__}.{_name}":
+            raise
+        continue
+    _module.register(main)

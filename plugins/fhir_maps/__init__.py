@@ -1,0 +1,1 @@
+"""FHIR mapping tables (data) for facts-v1."""
