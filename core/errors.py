@@ -99,9 +99,7 @@ class RuleEvaluationError(NeurocdsError):
         ``backend``, ``hook``).
     """
 
-    def __init__(
-        self, message: str, *, rule: str | None = None, pack: str | None = None, kind: str = "action"
-    ) -> None:
+    def __init__(self, message: str, *, rule: str | None = None, pack: str | None = None, kind: str = "action") -> None:
         self.rule = rule
         self.pack = pack
         self.kind = kind

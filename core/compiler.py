@@ -1,0 +1,252 @@
+"""Compile declarative rules into the safe subset of durable_rules' JSON grammar.
+
+What the compiler guarantees (see the shared durable-rules fact sheet):
+
+* every pattern starts with a positive type field (``t``), so no rule can match
+  the session state object and loop forever;
+* no joins on ``id``, no ``when_any``, no negated (``$not``) patterns: negation
+  is pushed down to the leaves of the input-fact pattern (Kleene logic obeys De
+  Morgan), and references to derived facts and findings must be positive;
+* disjunctions that span several facts are split into sibling durable rules
+  (the adapter counts a rule once however many siblings fire);
+* rule sets beyond the measured caps are refused with a clear error instead of
+  being handed to ``create_ruleset``, which hangs on them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from neurocds.conditions import (
+    NEGATED_OP,
+    All,
+    AnyOf,
+    Condition,
+    DerivedRef,
+    FactTest,
+    FindingRef,
+    ItemTest,
+    Not,
+)
+from neurocds.errors import PackLoadError
+from neurocds.ruleset import Rule
+
+# Fact type tags seen by durable_rules: input facts, derived facts, findings.
+TYPE_INPUT, TYPE_DERIVED, TYPE_FINDING = "f", "d", "g"
+INPUT_ROOT = "f"  # input facts are nested under this key of the durable fact
+SENTINEL_RULE = "sentinel"
+
+MAX_RULES = 4096  # durable_rules hard cap per ruleset
+MAX_IDENTICAL = 256  # rules sharing one identical condition path
+MAX_SIBLINGS = 512  # children of one alpha node; create_ruleset hangs beyond
+MAX_SPLITS_PER_RULE = 64  # our own bound on the disjunction split of one rule
+
+
+class CompileError(PackLoadError):
+    """A rule cannot be expressed in the safe durable_rules subset."""
+
+
+def encode(value: Any) -> str:
+    """JSON for durable_rules' C parser: finite numbers only, ASCII only.
+
+    Python writes ``1e-05``; the C parser rejects an exponent without a fraction
+    (error 204), so a ``.0`` is inserted. Strings are ASCII-escaped because the
+    parser compares rule strings and fact strings byte by byte, and only the
+    escaped form matched non-ASCII text when measured.
+    """
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("non-finite number cannot be sent to durable_rules")
+        text = repr(value)
+        mantissa, sep, exponent = text.partition("e")
+        if sep and "." not in mantissa:
+            text = f"{mantissa}.0e{exponent}"
+        return text
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=True)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(encode(v) for v in value) + "]"
+    raise TypeError(f"cannot encode {type(value).__name__} for durable_rules")
+
+
+@dataclass
+class CompiledRuleset:
+    """The durable_rules definition plus what the adapter needs to interpret firings."""
+
+    definition: dict[str, Any]
+    rule_of: dict[str, int]  # durable rule name -> index into ``rules``
+    rules: Sequence[Rule]
+    referenced: set[tuple[str, str, Any]] = field(default_factory=set)
+    input_paths: list[tuple[str, ...]] = field(default_factory=list)
+
+    @property
+    def json(self) -> str:
+        return encode(self.definition)
+
+
+def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
+    definition: dict[str, Any] = {SENTINEL_RULE: {"all": [{"m": {"t": TYPE_INPUT}}]}}
+    rule_of: dict[str, int] = {}
+    referenced: set[tuple[str, str, Any]] = set()
+    paths: set[tuple[str, ...]] = set()
+    for index, rule in enumerate(rules):
+        for node in rule.when.walk():
+            if isinstance(node, FactTest | ItemTest):
+                paths.add(node.path)
+        referenced |= rule.references()
+        splits = _split(_nnf(rule.when, False, rule))
+        if len(splits) > MAX_SPLITS_PER_RULE:
+            raise _error(rule, f"condition splits into {len(splits)} durable rules (cap {MAX_SPLITS_PER_RULE})")
+        for k, (inputs, refs) in enumerate(splits):
+            patterns: list[dict[str, Any]] = []
+            if inputs:
+                cond = inputs[0] if len(inputs) == 1 else {"$and": inputs}
+                patterns.append({"m": {"$and": [{"t": TYPE_INPUT}, cond]}})
+            for j, key in enumerate(sorted(refs, key=repr)):
+                patterns.append({f"r{j}": _ref_pattern(key)})
+            name = f"r{index}_{k}"
+            definition[name] = {"all": patterns}
+            rule_of[name] = index
+    _check_caps(definition, rules, rule_of)
+    return CompiledRuleset(definition, rule_of, rules, referenced, sorted(paths))
+
+
+def _error(rule: Rule, message: str) -> CompileError:
+    return CompileError(f"rule {rule.id}: {message}", pack=rule.pack, file=rule.file, pointer=rule.pointer)
+
+
+def _path(parts: tuple[str, ...]) -> str:
+    return ".".join((INPUT_ROOT, *parts))
+
+
+# NNF nodes: ("and", [...]) | ("or", [...]) | ("leaf", durable-json) | ("ref", key)
+Nnf = tuple[str, Any]
+
+
+def _nnf(node: Condition, negate: bool, rule: Rule) -> Nnf:
+    if isinstance(node, Not):
+        return _nnf(node.item, not negate, rule)
+    if isinstance(node, All | AnyOf):
+        is_and = isinstance(node, All) != negate  # De Morgan
+        return ("and" if is_and else "or", [_nnf(c, negate, rule) for c in node.items])
+    if isinstance(node, FactTest):
+        return ("leaf", _fact_leaf(node, negate))
+    if isinstance(node, ItemTest):
+        if negate:
+            raise _error(rule, "a negated any_item test is not supported; state the positive condition")
+        return ("leaf", {"$iany": {_path(node.path): _compare(node.op, f"$i.{node.field}", node.value)}})
+    if isinstance(node, DerivedRef | FindingRef):
+        if negate:
+            raise _error(
+                rule,
+                f"negated reference to {node.describe()!r}: durable_rules has no truth "
+                "maintenance; test the input facts instead",
+            )
+        return ("ref", node.key)
+    raise _error(rule, f"unsupported condition {type(node).__name__}")
+
+
+def _compare(op: str, field_name: str, value: Any) -> dict[str, Any]:
+    if op == "eq":
+        return {field_name: value}
+    if op == "in":
+        return {"$or": [{field_name: v} for v in value]}
+    return {{"ne": "$neq", "lt": "$lt", "lte": "$lte", "gt": "$gt", "gte": "$gte"}[op]: {field_name: value}}
+
+
+def _fact_leaf(node: FactTest, negate: bool) -> dict[str, Any]:
+    path = _path(node.path)
+    if node.op == "known":
+        return {"$ex" if node.value != negate else "$nex": {path: 1}}
+    if node.op == "is_not":
+        if negate:  # not "not known to be V" == known to be V
+            return {path: node.value}
+        return {"$or": [{"$nex": {path: 1}}, {"$neq": {path: node.value}}]}
+    if node.op == "in":
+        if negate:
+            return {"$and": [{"$neq": {path: v}} for v in node.value]}
+        return _compare("in", path, node.value)
+    return _compare(NEGATED_OP[node.op] if negate else node.op, path, node.value)
+
+
+def _ref_pattern(key: tuple[str, str, Any]) -> dict[str, Any]:
+    kind, name, value = key
+    if kind == "derived":
+        return {"$and": [{"t": TYPE_DERIVED}, {"n": name}, {"v": value}]}
+    return {"$and": [{"t": TYPE_FINDING}, {"n": name}]}
+
+
+Split = tuple[list[dict[str, Any]], frozenset]
+
+
+def _has_ref(node: Nnf) -> bool:
+    kind, body = node
+    if kind == "ref":
+        return True
+    return kind in ("and", "or") and any(_has_ref(c) for c in body)
+
+
+def _to_durable(node: Nnf) -> dict[str, Any]:
+    kind, body = node
+    if kind == "leaf":
+        return body
+    return {"$and" if kind == "and" else "$or": [_to_durable(c) for c in body]}
+
+
+def _split(node: Nnf) -> list[Split]:
+    """Disjunctive form over fact *sources* only: pure input sub-trees stay whole."""
+    kind, body = node
+    if kind == "leaf":
+        return [([body], frozenset())]
+    if kind == "ref":
+        return [([], frozenset([body]))]
+    if not _has_ref(node):
+        return [([_to_durable(node)], frozenset())]
+    parts = [_split(child) for child in body]
+    if kind == "or":
+        return [s for part in parts for s in part]
+    out: list[Split] = []
+    for combo in itertools.product(*parts):
+        out.append(([c for inputs, _ in combo for c in inputs], frozenset().union(*(r for _, r in combo))))
+    return out
+
+
+def _check_caps(definition: dict[str, Any], rules: Sequence[Rule], rule_of: dict[str, int]) -> None:
+    if len(definition) > MAX_RULES:
+        raise CompileError(f"{len(definition)} durable rules exceed the cap of {MAX_RULES}")
+    identical: dict[str, list[str]] = {}
+    children: dict[str, set[str]] = {}
+    for name, body in definition.items():
+        identical.setdefault(encode(body["all"]), []).append(name)
+        for pattern in body["all"]:
+            (cond,) = pattern.values()
+            steps = cond["$and"] if isinstance(cond, dict) and "$and" in cond else [cond]
+            prefix = ""
+            for step in steps:
+                children.setdefault(prefix, set()).add(encode(step))
+                prefix += "|" + encode(step)
+    for names in identical.values():
+        if len(names) > MAX_IDENTICAL:
+            rule = rules[rule_of[names[0]]]
+            raise _error(rule, f"{len(names)} rules share one identical condition (cap {MAX_IDENTICAL})")
+    for prefix, kids in children.items():
+        if len(kids) > MAX_SIBLINGS:
+            raise CompileError(
+                f"{len(kids)} distinct conditions follow one condition path {prefix[:80]!r}... "
+                f"(cap {MAX_SIBLINGS}: durable_rules' create_ruleset hangs beyond it)"
+            )

@@ -1,0 +1,260 @@
+"""Condition trees of declarative rules, with three-valued (Kleene) evaluation.
+
+A condition evaluates to ``True``, ``False`` or ``None`` (unknown). A fact that is
+absent from the document is unknown, never false: ``{fact: a.b, eq: true}`` is
+``None`` when ``a.b`` is absent and ``False`` only when it is recorded as something
+else. ``all``/``any``/``not`` follow Kleene's strong logic, which obeys De Morgan's
+laws; that is what lets the compiler push negations down to the leaves for
+durable_rules and still agree with this evaluator (a rule fires only on ``True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Tri = bool | None
+
+MISSING: Any = object()
+
+# Operators a fact leaf may use; the compiler and the schema accept exactly these.
+COMPARISONS = ("eq", "ne", "lt", "lte", "gt", "gte", "in")
+FACT_OPS = (*COMPARISONS, "known", "is_not")
+NUMERIC_OPS = ("lt", "lte", "gt", "gte")
+
+# Negation of each comparison under Kleene logic (both sides unknown on a missing fact).
+NEGATED_OP = {"eq": "ne", "ne": "eq", "lt": "gte", "lte": "gt", "gt": "lte", "gte": "lt"}
+
+OP_SYMBOL = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥", "in": "in"}
+
+
+def lookup(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """Return the value at ``path`` or :data:`MISSING`."""
+    node: Any = doc
+    for part in path:
+        if not isinstance(node, Mapping):
+            return MISSING
+        node = node.get(part, MISSING)
+        if node is MISSING:
+            return MISSING
+    return node
+
+
+def compare(op: str, found: Any, wanted: Any) -> bool:
+    """Two-valued comparison of a known value (types were checked at compile time)."""
+    if op == "eq":
+        return bool(found == wanted)
+    if op == "ne":
+        return bool(found != wanted)
+    if op == "in":
+        return found in wanted
+    if op == "lt":
+        return bool(found < wanted)
+    if op == "lte":
+        return bool(found <= wanted)
+    if op == "gt":
+        return bool(found > wanted)
+    if op == "gte":
+        return bool(found >= wanted)
+    raise ValueError(f"unknown operator {op!r}")
+
+
+class Condition:
+    """Base of every node. ``evaluate`` returns a tri-state value."""
+
+    __slots__ = ()
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        raise NotImplementedError
+
+    def children(self) -> tuple[Condition, ...]:
+        return ()
+
+    def walk(self) -> Iterator[Condition]:
+        yield self
+        for child in self.children():
+            yield from child.walk()
+
+
+@dataclass(frozen=True, slots=True)
+class FactTest(Condition):
+    """A test of one input fact: ``{fact: path, <op>: value}``."""
+
+    path: tuple[str, ...]
+    op: str
+    value: Any
+
+    @property
+    def pointer(self) -> str:
+        return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in self.path)
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        found = lookup(ctx.facts, self.path)
+        if self.op == "known":
+            return (found is not MISSING) == self.value
+        if self.op == "is_not":
+            # "not known to be V": true when unknown, so it is never itself unknown.
+            return found is MISSING or found != self.value
+        if found is MISSING:
+            return None
+        return compare(self.op, found, self.value)
+
+    def describe(self) -> str:
+        dotted = ".".join(self.path)
+        if self.op == "known":
+            return f"{dotted} is {'recorded' if self.value else 'not recorded'}"
+        if self.op == "is_not":
+            return f"{dotted} is not recorded as {_show(self.value)}"
+        return f"{dotted} {OP_SYMBOL[self.op]} {_show(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTest(Condition):
+    """Some item of an array fact satisfies a test: ``{any_item: path, where: {field, op}}``."""
+
+    path: tuple[str, ...]
+    field: str
+    op: str
+    value: Any
+
+    @property
+    def pointer(self) -> str:
+        return "/" + "/".join(self.path)
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        items = lookup(ctx.facts, self.path)
+        if items is MISSING:
+            return None
+        state: Tri = False
+        for item in items:
+            found = item.get(self.field, MISSING) if isinstance(item, Mapping) else MISSING
+            if found is MISSING:
+                state = None
+            elif compare(self.op, found, self.value):
+                return True
+        return state
+
+    def describe(self) -> str:
+        return f"some {'.'.join(self.path)} item has {self.field} {OP_SYMBOL[self.op]} {_show(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class DerivedRef(Condition):
+    """A derived fact concluded by another rule (or computed by a pack): ``{derived: name}``."""
+
+    name: str
+    value: Any = True
+
+    @property
+    def key(self) -> tuple[str, str, Any]:
+        return ("derived", self.name, self.value)
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        return ctx.ref_state(self.key)
+
+    def describe(self) -> str:
+        return self.name if self.value is True else f"{self.name} = {_show(self.value)}"
+
+
+@dataclass(frozen=True, slots=True)
+class FindingRef(Condition):
+    """A finding concluded by another rule: ``{finding: id}``."""
+
+    finding: str
+
+    @property
+    def key(self) -> tuple[str, str, Any]:
+        return ("finding", self.finding, True)
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        return ctx.ref_state(self.key)
+
+    def describe(self) -> str:
+        return f"finding {self.finding}"
+
+
+@dataclass(frozen=True, slots=True)
+class All(Condition):
+    items: tuple[Condition, ...]
+
+    def children(self) -> tuple[Condition, ...]:
+        return self.items
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        state: Tri = True
+        for item in self.items:
+            value = ctx.state_of(item)
+            if value is False:
+                return False
+            if value is None:
+                state = None
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf(Condition):
+    items: tuple[Condition, ...]
+
+    def children(self) -> tuple[Condition, ...]:
+        return self.items
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        state: Tri = False
+        for item in self.items:
+            value = ctx.state_of(item)
+            if value is True:
+                return True
+            if value is None:
+                state = None
+        return state
+
+
+@dataclass(frozen=True, slots=True)
+class Not(Condition):
+    item: Condition
+
+    def children(self) -> tuple[Condition, ...]:
+        return (self.item,)
+
+    def evaluate(self, ctx: EvalContext) -> Tri:
+        value = ctx.state_of(self.item)
+        return None if value is None else not value
+
+
+Ref = DerivedRef | FindingRef
+Leaf = FactTest | ItemTest | DerivedRef | FindingRef
+
+
+class EvalContext:
+    """Facts plus the states of references, with every node's state memoised.
+
+    The memo makes explanation cheap: after a rule is evaluated, the state of
+    each of its nodes is known without evaluating anything twice.
+    """
+
+    __slots__ = ("_ref_lookup", "facts", "states")
+
+    def __init__(self, facts: Mapping[str, Any], ref_lookup: Callable[[tuple[str, str, Any]], Tri]):
+        self.facts = facts
+        self._ref_lookup = ref_lookup
+        self.states: dict[int, Tri] = {}
+
+    def state_of(self, node: Condition) -> Tri:
+        key = id(node)
+        if key in self.states:
+            return self.states[key]
+        value = node.evaluate(self)
+        self.states[key] = value
+        return value
+
+    def ref_state(self, key: tuple[str, str, Any]) -> Tri:
+        return self._ref_lookup(key)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    return str(value)

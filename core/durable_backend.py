@@ -1,0 +1,191 @@
+"""The one adapter over durable_rules' C extension (``durable_rules_engine``).
+
+durable_rules 2.0.28 is unmaintained and has measured crashes, hangs and silent
+wrong answers (see the shared fact sheet). This module fences it in:
+
+* it calls the C extension directly, never the stock ``Host`` (whose dispatcher
+  thread has a use-after-free beyond ~8 concurrent sessions, swallows action
+  exceptions and gives up silently on slow actions) nor the ``durable.lang`` DSL;
+* one fresh session per evaluation, always deleted in ``finally``; the compiled
+  ruleset carries a sentinel rule that fires in every session, because deleting a
+  session in which no action ran is an uninitialised free (crash A);
+* session ids and fact ids are chosen here and checked against the extension's
+  32-bit FNV-1a hash, which it compares instead of the strings (upstream #376);
+* facts reach it only after schema validation, projected to the fields rules use
+  and encoded with :func:`neurocds.compiler.encode` (finite numbers, ASCII);
+* a firing budget stops runaway chaining; exceptions raised by pack hooks inside
+  actions become :class:`RuleEvaluationError` naming the rule;
+* a per-ruleset lock serialises sessions: the C calls hold the GIL anyway, so
+  this costs no parallelism, and it keeps live sessions far below the 1024 cap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from neurocds.compiler import TYPE_DERIVED, TYPE_FINDING, TYPE_INPUT, CompiledRuleset, encode
+from neurocds.conditions import MISSING, lookup
+from neurocds.errors import RuleEvaluationError
+from neurocds.reference import FireCallback, Run, fire_rule
+
+MAX_LIVE_SESSIONS = 1024  # the extension's own cap per ruleset (MemoryError beyond)
+
+
+def load_extension() -> Any:
+    """Import the C extension or raise ImportError with the reason (e.g. Python 3.13)."""
+    import durable_rules_engine
+
+    return durable_rules_engine
+
+
+def durable_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("durable-rules")
+    except Exception:
+        return None
+
+
+def fnv1a32(text: str) -> int:
+    """The hash the extension uses for ids and sids (32-bit FNV-1a over the bytes)."""
+    h = 0x811C9DC5
+    for byte in text.encode("utf-8"):
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h
+
+
+def project(facts: Mapping[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """Copy only the fields some rule reads: less to encode, nothing else reaches C."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        value = lookup(facts, path)
+        if value is MISSING:
+            continue
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+class DurableBackend:
+    """Evaluates a compiled ruleset on durable_rules, one session per evaluation."""
+
+    name = "durable"
+    _ruleset_counter = itertools.count()  # names must be unique per process
+
+    def __init__(self, compiled: CompiledRuleset, *, firing_budget: int | None = None):
+        self._dre = load_extension()
+        self.compiled = compiled
+        self._name = f"neurocds_{next(self._ruleset_counter)}_{id(self)}"
+        self._handle = self._dre.create_ruleset(self._name, compiled.json)
+        self._lock = threading.Lock()
+        self._sessions = itertools.count(1)
+        self._live: set[int] = set()
+        self.firing_budget = firing_budget or max(1000, 8 * len(compiled.definition))
+
+    def _new_sid(self) -> tuple[str, int]:
+        while True:
+            sid = f"s{next(self._sessions)}"
+            h = fnv1a32(sid)
+            if h not in self._live:
+                if len(self._live) >= MAX_LIVE_SESSIONS:
+                    raise RuleEvaluationError("too many live durable_rules sessions", kind="backend")
+                self._live.add(h)
+                return sid, h
+
+    def run(self, facts: Mapping[str, Any], computed: Mapping[str, Any], on_fire: FireCallback | None = None) -> Run:
+        with self._lock:
+            sid, sid_hash = self._new_sid()
+            try:
+                return self._run_session(sid, facts, computed, on_fire)
+            finally:
+                try:
+                    self._dre.delete_state(self._handle, sid)
+                finally:
+                    self._live.discard(sid_hash)
+
+    def _run_session(
+        self, sid: str, facts: Mapping[str, Any], computed: Mapping[str, Any], on_fire: FireCallback | None
+    ) -> Run:
+        dre, handle, compiled = self._dre, self._handle, self.compiled
+        run = Run(backend=self.name)
+        used_ids: set[int] = set()
+        counter = itertools.count()
+
+        def fact_id() -> str:
+            while True:
+                candidate = f"x{next(counter)}"
+                h = fnv1a32(candidate)
+                if h not in used_ids:
+                    used_ids.add(h)
+                    return candidate
+
+        def assert_fact(body: dict[str, Any]) -> int:
+            body = {"sid": sid, "id": fact_id(), **body}
+            code, state_handle = dre.assert_fact(handle, encode(body))
+            if code == 2:  # duplicate id: impossible with our ids, so it is a bug
+                raise RuleEvaluationError("durable_rules saw a duplicate fact id", kind="backend")
+            # code 1: no rule consumes the fact. Expected for facts nobody references.
+            return state_handle
+
+        asserted: set[tuple[str, str, Any]] = set()
+
+        def assert_conclusion(kind: str, name: str, value: Any) -> None:
+            key = (kind, name, value)
+            if key in compiled.referenced and key not in asserted:
+                asserted.add(key)
+                tag = TYPE_DERIVED if kind == "derived" else TYPE_FINDING
+                assert_fact({"t": tag, "n": name, "v": value} if kind == "derived" else {"t": tag, "n": name})
+
+        for name in sorted(computed):
+            assert_conclusion("derived", name, computed[name])
+        state_handle = assert_fact({"t": TYPE_INPUT, "f": project(facts, compiled.input_paths)})
+
+        derived_view: dict[str, Any] = dict(computed)
+        fired: set[int] = set()
+        firings = 0
+        result = dre.start_action_for_state(handle, state_handle)
+        try:
+            while result:
+                state_json, message = result[0], result[1]
+                firings += 1
+                if firings > self.firing_budget:
+                    raise RuleEvaluationError(
+                        f"firing budget of {self.firing_budget} exhausted: runaway chaining", kind="budget"
+                    )
+                index = compiled.rule_of.get(_rule_name(message))
+                if index is not None and index not in fired:
+                    fired.add(index)
+                    rule = compiled.rules[index]
+                    fire_rule(rule, index, run, derived_view, on_fire)
+                    if rule.kind == "derive":
+                        derived_view.setdefault(rule.key, rule.value)
+                        assert_conclusion("derived", rule.key, rule.value)
+                    else:
+                        assert_conclusion("finding", rule.key, True)
+                dre.update_state(handle, state_json)
+                message = dre.complete_and_start_action(handle, state_handle)
+                result = (state_json, message) if message else None
+        except BaseException as exc:
+            # Release the action lease before the session is deleted in run().
+            if result:
+                dre.abandon_action(handle, state_handle)
+            if isinstance(exc, RuleEvaluationError):
+                raise
+            raise RuleEvaluationError(f"durable_rules failed: {type(exc).__name__}: {exc}", kind="backend") from exc
+        return run
+
+
+def _rule_name(message: str) -> str:
+    # Messages look like {"<rule name>":{...}}; the rule name is all we need.
+    if message.startswith('{"'):
+        end = message.find('"', 2)
+        if end > 2:
+            return message[2:end]
+    return next(iter(json.loads(message)))

@@ -1,0 +1,341 @@
+"""The engine: validated facts in, explained findings out.
+
+One :class:`Engine` owns one plugin manager, its packs, its compiled rules and
+its backends; nothing is module-global, so several engines with different packs
+can live in one process.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from neurocds import __version__
+from neurocds.compiler import compile_rules
+from neurocds.errors import PackFailure, PackLoadError, RuleEvaluationError
+from neurocds.explain import Explainer
+from neurocds.hookspecs import ComputedFacts
+from neurocds.packs import (
+    LoadedPack,
+    check_unique,
+    content_hash,
+    dependency_order,
+    discover,
+    new_plugin_manager,
+    parse_allowlist,
+    register_plugin,
+)
+from neurocds.reference import ReferenceEvaluator, Run
+from neurocds.resources import load_schema
+from neurocds.result import DISCLAIMER, Result, highest_urgency
+from neurocds.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file
+from neurocds.strictjson import ParseLimits, sha256_canonical
+from neurocds.validation import FactsValidator
+
+BACKENDS = ("durable", "reference")
+
+
+def durable_available() -> tuple[bool, str]:
+    try:
+        from neurocds.durable_backend import load_extension
+
+        load_extension()
+    except ImportError as exc:
+        return False, f"durable_rules cannot be imported here ({exc})"
+    return True, ""
+
+
+class Engine:
+    """Evaluate facts documents against the loaded rule packs.
+
+    :param packs: allowlist of pack names (``None``: the ``NEUROCDS_PACKS`` variable, or all).
+    :param plugins: extra plugin objects or modules to register (tests, embedders), as
+        ``(name, plugin)`` pairs or bare objects.
+    :param entry_points: also load packs from the ``neurocds.packs`` entry points.
+    :param backend: ``"durable"`` (default where it imports) or ``"reference"``.
+    :param verify: run the reference evaluator too and flag any difference (durable only).
+    :param on_pack_error: ``"raise"`` a :class:`PackLoadError` at load, or ``"skip"`` the
+        pack and report it as failed in every result.
+    :param audit_dir: append every decision to the tamper-evident log in this folder.
+    """
+
+    def __init__(
+        self,
+        *,
+        packs: str | Sequence[str] | None = None,
+        plugins: Sequence[Any] = (),
+        entry_points: bool = True,
+        backend: str | None = None,
+        verify: bool = True,
+        on_pack_error: str = "raise",
+        audit_dir: str | Path | None = None,
+        audit_options: Mapping[str, Any] | None = None,
+        parse_limits: ParseLimits | None = None,
+        firing_budget: int | None = None,
+    ) -> None:
+        self.pm = new_plugin_manager()
+        self.allowlist = parse_allowlist(packs)
+        self.failed_packs: list[LoadedPack] = []
+        loaded = self._register(plugins, entry_points)
+        self.packs: list[LoadedPack] = []
+        self.rules: list[Rule] = []
+        self._load_rules(dependency_order(loaded, self.allowlist), on_pack_error)
+        ok, reason = durable_available()
+        if backend is None:
+            backend = "durable" if ok else "reference"
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend == "durable" and not ok:
+            raise PackLoadError(f"the durable backend is unavailable: {reason}")
+        self.backend_name = backend
+        self.backend_note = "" if ok else reason
+        self.verify = verify and backend == "durable"
+        self.compiled = compile_rules(self.rules)
+        self.reference = ReferenceEvaluator(self.rules)
+        self.durable = None
+        if backend == "durable":
+            from neurocds.durable_backend import DurableBackend
+
+            self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
+        self.explainer = Explainer(self.rules, self.label_of)
+        self._plugin_of_pack = {p.name: p.plugin for p in self.packs}
+        self._audit = self._open_audit(audit_dir, audit_options)
+
+    # ----------------------------------------------------------------- loading
+    def _register(self, plugins: Sequence[Any], use_entry_points: bool) -> list[LoadedPack]:
+        candidates: list[tuple[str, str, Any]] = discover(self.allowlist) if use_entry_points else []
+        for item in plugins:
+            name, plugin = item if isinstance(item, tuple) else (getattr(item, "__name__", repr(item)), item)
+            candidates.append((name, f"plugin object {name}", plugin))
+        loaded: list[LoadedPack] = []
+        for name, source, plugin in candidates:
+            loaded.extend(register_plugin(self.pm, name, plugin, source))
+        if self.allowlist is not None:
+            loaded = [p for p in loaded if p.name in self.allowlist]
+            missing = self.allowlist - {p.name for p in loaded}
+            if missing:
+                raise PackLoadError(f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}")
+        check_unique(loaded)
+        return loaded
+
+    def _load_rules(self, ordered: list[LoadedPack], on_pack_error: str) -> None:
+        base = load_schema("facts.schema.json")
+        extensions = {p.name: dict(p.record.facts_schema) for p in ordered if p.record.facts_schema}
+        self.validator = FactsValidator(base, extensions)
+        self.facts_schema = _compose(base, extensions)
+        builder = RuleBuilder(FactsIndex(self.facts_schema))
+        self._labels = _labels(self.facts_schema)
+        rule_source: dict[str, str] = {}
+        namespace_owner: dict[str, str] = {}
+        failed: set[str] = set()
+        for pack in ordered:
+            try:
+                blocked = [d for d in pack.record.depends_on if d in failed]
+                if blocked:
+                    raise PackLoadError(f"depends on failed pack(s) {', '.join(blocked)}", pack=pack.name)
+                pack.sha256 = content_hash(pack)
+                rules: list[Rule] = []
+                for path in pack.rule_files:
+                    doc = read_rule_file(path, pack.name)
+                    owner = namespace_owner.setdefault(doc["namespace"], pack.name)
+                    if owner != pack.name:
+                        raise PackLoadError(
+                            f"namespace {doc['namespace']!r} is already owned by pack {owner!r}",
+                            pack=pack.name,
+                            file=str(path),
+                            pointer="/namespace",
+                        )
+                    rules.extend(builder.build(doc, str(path)))
+                for rule in rules:
+                    if rule.id in rule_source:
+                        raise PackLoadError(
+                            f"duplicate rule id {rule.id!r}: in {rule_source[rule.id]} and in "
+                            f"{rule.file}{rule.pointer}",
+                            pack=pack.name,
+                            file=rule.file,
+                        )
+                    rule_source[rule.id] = f"{rule.file}{rule.pointer}"
+                # Compile this pack's rules alone first, so a bad rule is blamed on its own pack.
+                compile_rules([*self.rules, *rules])
+            except PackLoadError as exc:
+                if on_pack_error != "skip":
+                    raise
+                pack.status, pack.error = "failed", str(exc)
+                failed.add(pack.name)
+                self.failed_packs.append(pack)
+                continue
+            self.packs.append(pack)
+            self.rules.extend(rules)
+
+    def _open_audit(self, audit_dir: str | Path | None, options: Mapping[str, Any] | None) -> Any:
+        if audit_dir is None:
+            return None
+        from neurocds.audit import AuditLog
+
+        return AuditLog(Path(audit_dir), **dict(options or {}))
+
+    # --------------------------------------------------------------- queries
+    def pack_infos(self) -> list[dict[str, Any]]:
+        return [p.info() for p in [*self.packs, *self.failed_packs]]
+
+    def label_of(self, pointer: str) -> str | None:
+        return self._labels.get(pointer)
+
+    def engine_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "name": "neurocds",
+            "version": __version__,
+            "backend": self.backend_name,
+            "verified": self.verify,
+        }
+        if self.backend_note:
+            info["note"] = self.backend_note
+        return info
+
+    def validate(self, facts: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
+        """Strictly parse and validate; raises :class:`FactsValidationError` with every violation."""
+        return self.validator.parse_and_validate(facts)
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, facts: Mapping[str, Any] | str | bytes, *, trace: bool = True) -> Result:
+        from neurocds.errors import FactsValidationError
+
+        try:
+            doc = self.validate(facts)
+        except FactsValidationError as exc:
+            if self._audit is not None:
+                self._audit.record_rejection(
+                    exc.violations, facts_sha256=exc.facts_sha256, engine=self.engine_info(), packs=self.pack_infos()
+                )
+            raise
+        failures: list[PackFailure] = [PackFailure(p.name, "load", p.error or "") for p in self.failed_packs]
+        computed, computed_because = self._compute(doc, failures)
+        on_fire = self._on_fire(doc)
+        ref_run, evaluation = self.reference.run(doc, computed, on_fire)
+        run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
+        if self.durable is not None:
+            run, errors = self._durable_run(doc, computed, on_fire, ref_run)
+        for error in errors:
+            if error.get("pack"):
+                failures.append(PackFailure(error["pack"], "evaluate", error["message"], rule=error.get("rule")))
+        findings = self.explainer.findings(run, evaluation, _evidence)
+        fired_urgency = {f["id"]: f["urgency"] for f in findings}
+        failed_names = {f.pack for f in failures}
+        packs = [dict(p.info(), status="failed" if p.name in failed_names else p.status) for p in self.packs]
+        packs += [p.info() for p in self.failed_packs]
+        data: dict[str, Any] = {
+            "result_version": "1",
+            "evaluation_id": str(uuid.uuid4()),
+            "evaluated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "facts_sha256": sha256_canonical(doc),
+            "highest_urgency": highest_urgency(findings),
+            "complete": not failures and not errors,
+            "findings": findings,
+            "derived": self.explainer.derived(run, evaluation, computed, computed_because),
+            "missing_data": self.explainer.missing_data(run, evaluation, fired_urgency),
+            "packs": packs,
+            "errors": [f.to_dict() for f in failures if f.stage != "evaluate"] + errors,
+            "engine": self.engine_info(),
+            "trace": self.explainer.trace(run, evaluation)
+            if trace
+            else {"fired": [], "not_fired": [], "omitted": True},
+            "disclaimer": DISCLAIMER,
+        }
+        result = Result(data)
+        if self._audit is not None:
+            self._audit.record_decision(result.to_dict(), doc)
+        return result
+
+    def _durable_run(
+        self, doc: Mapping[str, Any], computed: Mapping[str, Any], on_fire: Any, ref_run: Run
+    ) -> tuple[Run, list[dict[str, Any]]]:
+        assert self.durable is not None
+        try:
+            run = self.durable.run(doc, computed, on_fire)
+        except RuleEvaluationError as exc:
+            # Fail safe: report the reference answer, loudly incomplete.
+            return ref_run, [e.to_dict() for e in ref_run.errors] + [exc.to_dict()]
+        errors = [e.to_dict() for e in run.errors]
+        if not self.verify:
+            return run, errors
+        only_durable = run.fired_set() - ref_run.fired_set()
+        only_reference = ref_run.fired_set() - run.fired_set()
+        if only_durable or only_reference or run.derived != ref_run.derived:
+            names = lambda s: ", ".join(sorted(self.rules[i].id for i in s)) or "none"  # noqa: E731
+            errors.append(
+                RuleEvaluationError(
+                    f"backends disagree: only durable fired [{names(only_durable)}]; only reference fired "
+                    f"[{names(only_reference)}]",
+                    kind="disagreement",
+                ).to_dict()
+            )
+            merged = Run(
+                backend="durable+reference",
+                fired=sorted(run.fired_set() | ref_run.fired_set()),
+                derived={**ref_run.derived, **run.derived},
+                details={**ref_run.details, **run.details},
+            )
+            return merged, errors
+        return run, errors
+
+    def _compute(self, doc: Mapping[str, Any], failures: list[PackFailure]) -> tuple[dict[str, Any], dict[str, Any]]:
+        computed: dict[str, Any] = {}
+        because: dict[str, tuple[str, list[str]]] = {}
+        frozen = copy.deepcopy(doc)  # a hook must not be able to change what other packs see
+        called: set[int] = set()
+        for pack in self.packs:
+            impl = getattr(pack.plugin, "neurocds_compute_facts", None)
+            if impl is None or id(pack.plugin) in called:
+                continue  # one call per plugin, even when it registered several packs
+            called.add(id(pack.plugin))
+            try:
+                out = impl(facts=frozen)
+                if out is None:
+                    continue
+                if not isinstance(out, ComputedFacts) or out.pack not in self._plugin_packs(pack.plugin):
+                    raise TypeError("neurocds_compute_facts must return ComputedFacts for one of its own packs")
+                for name, value in sorted(out.values.items()):
+                    if not isinstance(value, str | int | float | bool) or value != value:
+                        raise TypeError(f"computed fact {name!r} must be a finite JSON scalar")
+                    computed[name] = value
+                    because[name] = (out.pack, list(out.because.get(name, ())))
+            except Exception as exc:
+                failures.append(PackFailure(pack.name, "compute_facts", f"{type(exc).__name__}: {exc}"))
+        return computed, because
+
+    def _plugin_packs(self, plugin: Any) -> list[str]:
+        return [p.name for p in self.packs if p.plugin is plugin]
+
+    def _on_fire(self, doc: Mapping[str, Any]) -> Any:
+        def on_fire(rule: Rule, derived: Mapping[str, Any]) -> str | None:
+            impl = getattr(self._plugin_of_pack.get(rule.pack), "neurocds_finding_detail", None)
+            if impl is None:
+                return None
+            return impl(finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
+
+        return on_fire
+
+
+def _evidence(rule: Rule) -> list[dict[str, str]]:
+    return [{"source": e.source, "citation": e.citation} for e in rule.evidence]
+
+
+def _compose(base: Mapping[str, Any], extensions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    schema = copy.deepcopy(dict(base))
+    ext = schema.setdefault("properties", {}).setdefault("extensions", {"type": "object"})
+    ext.setdefault("properties", {}).update({k: copy.deepcopy(dict(v)) for k, v in extensions.items()})
+    return schema
+
+
+def _labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, sub in schema.get("properties", {}).items():
+        pointer = f"{prefix}/{name}"
+        if "description" in sub:
+            out[pointer] = sub["description"]
+        out.update(_labels(sub, pointer))
+    return out

@@ -1,0 +1,252 @@
+"""Turn rule states into findings, derived facts, missing data and the trace.
+
+Every explanation reads the node states the reference evaluator memoised, so
+explaining costs no second evaluation. Tri-state wording is kept throughout: a
+fact is either *recorded* (with its value) or *not recorded*.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from neurocds.conditions import (
+    MISSING,
+    All,
+    AnyOf,
+    Condition,
+    DerivedRef,
+    FactTest,
+    FindingRef,
+    ItemTest,
+    Not,
+    Tri,
+    lookup,
+)
+from neurocds.reference import Evaluation, Run
+from neurocds.ruleset import URGENCY_RANK, Rule
+
+
+def support(node: Condition, want: bool, ev: Evaluation, out: list[Condition]) -> None:
+    """Leaves that make ``node`` evaluate to ``want`` (the 'because' of a state)."""
+    state = ev.ctx.states.get(id(node))
+    if state is not want:
+        return
+    if isinstance(node, Not):
+        support(node.item, not want, ev, out)
+    elif isinstance(node, All | AnyOf):
+        for child in node.items:
+            support(child, want, ev, out)
+    else:
+        out.append(node)
+
+
+def unknown_leaves(node: Condition, ev: Evaluation, seen: set[int], out: dict[str, Condition]) -> None:
+    """Input-fact leaves whose being unknown leaves ``node`` undecided, through references."""
+    if ev.ctx.states.get(id(node)) is not None or id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, FactTest | ItemTest):
+        out.setdefault(node.pointer, node)
+    elif isinstance(node, DerivedRef | FindingRef):
+        for index in ev.evaluator.concluders.get(node.key, ()):
+            if ev.rule_state.get(index) is None:
+                unknown_leaves(ev.evaluator.rules[index].when, ev, seen, out)
+    else:
+        for child in node.children():
+            unknown_leaves(child, ev, seen, out)
+
+
+def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(node, FactTest):
+        value = lookup(facts, node.path)
+        recorded = value is not MISSING
+        item: dict[str, Any] = {"pointer": node.pointer, "recorded": recorded, "test": node.describe()}
+        if recorded:
+            item["value"] = value
+        return item
+    if isinstance(node, ItemTest):
+        items = lookup(facts, node.path)
+        matching = [i for i in (items if items is not MISSING else []) if isinstance(i, Mapping)]
+        return {
+            "pointer": node.pointer,
+            "recorded": items is not MISSING,
+            "test": node.describe(),
+            "value": [i for i in matching if i.get(node.field, MISSING) is not MISSING],
+        }
+    if isinstance(node, DerivedRef):
+        return {"derived": node.name, "value": node.value}
+    assert isinstance(node, FindingRef)
+    return {"finding": node.finding}
+
+
+def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for item in items:
+        key = repr(sorted(item.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+class Explainer:
+    """Builds the explanatory parts of a result for one evaluation."""
+
+    def __init__(self, rules: Sequence[Rule], label_of: Callable[[str], str | None]):
+        self.rules = rules
+        self.label_of = label_of
+
+    def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
+        leaves: list[Condition] = []
+        support(self.rules[index].when, True, ev, leaves)
+        return _dedupe([because_item(n, ev.facts) for n in leaves])
+
+    def unknowns(self, index: int, ev: Evaluation) -> list[str]:
+        out: dict[str, Condition] = {}
+        unknown_leaves(self.rules[index].when, ev, set(), out)
+        return sorted(out)
+
+    def findings(
+        self, run: Run, ev: Evaluation, evidence_of: Callable[[Rule], list[dict[str, str]]]
+    ) -> list[dict[str, Any]]:
+        by_id: dict[str, list[int]] = {}
+        for index in sorted(run.fired_set()):
+            rule = self.rules[index]
+            if rule.kind == "finding":
+                by_id.setdefault(rule.key, []).append(index)
+        findings = []
+        for finding_id, indices in by_id.items():
+            primary = max(indices, key=lambda i: (URGENCY_RANK[self.rules[i].urgency or "info"], -i))
+            rule = self.rules[primary]
+            detail = rule.detail
+            for i in indices:
+                if i in run.details:
+                    detail = f"{detail} {run.details[i]}"
+            urgency = rule.urgency or "info"
+            # Unknown facts that would raise this finding's urgency (another rule for it, undecided).
+            unknown: set[str] = set()
+            for i, other in enumerate(self.rules):
+                if (
+                    other.kind == "finding"
+                    and other.key == finding_id
+                    and i not in indices
+                    and ev.rule_state.get(i) is None
+                    and URGENCY_RANK[other.urgency or "info"] > URGENCY_RANK[urgency]
+                ):
+                    unknown.update(self.unknowns(i, ev))
+            because = _dedupe([b for i in indices for b in self.because(i, ev)])
+            findings.append(
+                {
+                    "id": finding_id,
+                    "pack": rule.pack,
+                    "rule": rule.id,
+                    "rules": [self.rules[i].id for i in indices],
+                    "urgency": urgency,
+                    "title": rule.title,
+                    "detail": detail,
+                    "recommendations": list(rule.recommendations),
+                    "because": because,
+                    "unknown": sorted(unknown),
+                    "evidence": evidence_of(rule),
+                }
+            )
+        findings.sort(key=lambda f: (-URGENCY_RANK[f["urgency"]], f["id"]))
+        return findings
+
+    def derived(
+        self,
+        run: Run,
+        ev: Evaluation,
+        computed: Mapping[str, Any],
+        computed_because: Mapping[str, tuple[str, Sequence[str]]],
+    ) -> list[dict[str, Any]]:
+        out = []
+        for index in sorted(run.fired_set()):
+            rule = self.rules[index]
+            if rule.kind == "derive":
+                out.append(
+                    {
+                        "name": rule.key,
+                        "value": rule.value,
+                        "pack": rule.pack,
+                        "rule": rule.id,
+                        "because": self.because(index, ev),
+                    }
+                )
+        for name in sorted(computed):
+            pack, pointers = computed_because.get(name, ("", ()))
+            out.append(
+                {
+                    "name": name,
+                    "value": computed[name],
+                    "pack": pack,
+                    "rule": None,
+                    "computed": True,
+                    "because": [{"pointer": p, "recorded": True} for p in pointers],
+                }
+            )
+        out.sort(key=lambda d: (d["name"], str(d["value"]), d["rule"] or ""))
+        return out
+
+    def missing_data(self, run: Run, ev: Evaluation, fired_urgency: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Unknown facts that would let an undecided finding rule fire, most urgent first."""
+        by_pointer: dict[str, dict[str, Any]] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.kind != "finding" or ev.rule_state.get(index) is not None:
+                continue
+            urgency = rule.urgency or "info"
+            already = fired_urgency.get(rule.key)
+            if already is not None and URGENCY_RANK[already] >= URGENCY_RANK[urgency]:
+                continue  # knowing more would not change what is shown
+            for pointer in self.unknowns(index, ev):
+                entry = by_pointer.setdefault(
+                    pointer,
+                    {
+                        "pointer": pointer,
+                        "label": self.label_of(pointer),
+                        "urgency": urgency,
+                        "rules": [],
+                        "findings": [],
+                    },
+                )
+                if URGENCY_RANK[urgency] > URGENCY_RANK[entry["urgency"]]:
+                    entry["urgency"] = urgency
+                entry["rules"].append(rule.id)
+                if rule.key not in entry["findings"]:
+                    entry["findings"].append(rule.key)
+        items = list(by_pointer.values())
+        for item in items:
+            item["findings"].sort()
+            item["rules"].sort()
+        items.sort(key=lambda e: (-URGENCY_RANK[e["urgency"]], -len(e["findings"]), e["pointer"]))
+        return items
+
+    def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
+        fired_set = run.fired_set()
+        fired, not_fired = [], []
+        for index, rule in enumerate(self.rules):
+            concludes: dict[str, Any] = (
+                {"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value}
+            )
+            if index in fired_set:
+                fired.append(
+                    {"rule": rule.id, "pack": rule.pack, "concludes": concludes, "because": self.because(index, ev)}
+                )
+                continue
+            state: Tri = ev.rule_state.get(index)
+            entry: dict[str, Any] = {
+                "rule": rule.id,
+                "pack": rule.pack,
+                "concludes": concludes,
+                "state": "unknown" if state is None else "false",
+            }
+            if state is False:
+                leaves: list[Condition] = []
+                support(rule.when, False, ev, leaves)
+                entry["false_conditions"] = _dedupe([because_item(n, ev.facts) for n in leaves])
+            else:
+                entry["unknown_facts"] = self.unknowns(index, ev)
+            not_fired.append(entry)
+        return {"fired": fired, "not_fired": not_fired}

@@ -1,0 +1,14 @@
+"""Locate a built-in pack's rule files, in a wheel or in a checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import neurocds_packs
+from neurocds.resources import data_dir
+
+
+def rule_files(pack: str) -> list[Path]:
+    """The pack's rule files under ``rulesets/<pack>/``, sorted for a deterministic order."""
+    folder = data_dir(neurocds_packs, "rulesets") / pack
+    return sorted([*folder.glob("*.yaml"), *folder.glob("*.json")])

@@ -1,0 +1,21 @@
+"""The weakness-pattern foundation pack: derived facts the clinical packs build on."""
+
+from __future__ import annotations
+
+from neurocds.hookspecs import RulePack, hookimpl
+from neurocds_packs._files import rule_files
+
+PACK = "weakness-pattern"
+VERSION = "1.0.0"
+
+
+@hookimpl
+def neurocds_register_packs() -> list[RulePack]:
+    return [
+        RulePack(
+            name=PACK,
+            version=VERSION,
+            rule_files=rule_files(PACK),
+            description="Weakness patterns (paraparesis, hemiparesis, crossed, UMN/LMN signs) as derived facts.",
+        )
+    ]
