@@ -201,7 +201,19 @@ class Engine:
         return self.validator.parse_and_validate(facts)
 
     # ------------------------------------------------------------ evaluation
-    def evaluate(self, facts: Mapping[str, Any] | str | bytes, *, trace: bool = True) -> Result:
+    def evaluate(
+        self,
+        facts: Mapping[str, Any] | str | bytes,
+        *,
+        trace: bool = True,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> Result:
+        """Validate and evaluate one facts document.
+
+        :param trace: include the why-not trace of every rule that did not fire.
+        :param provenance: where each fact came from (e.g. FHIR resources); copied into the trace.
+        :raises FactsValidationError: the document is invalid (nothing is evaluated).
+        """
         from neurocds.errors import FactsValidationError
 
         try:
@@ -245,6 +257,8 @@ class Engine:
             else {"fired": [], "not_fired": [], "omitted": True},
             "disclaimer": DISCLAIMER,
         }
+        if provenance:
+            data["trace"]["input_provenance"] = dict(provenance)
         result = Result(data)
         if self._audit is not None:
             self._audit.record_decision(result.to_dict(), doc)

@@ -1,0 +1,147 @@
+"""Plain-text rendering of results and explanations for a clinician's terminal.
+
+Everything shown comes from the result document (titles, details and labels are
+the packs' and the schema's words); this module only lays them out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+URGENCY_ORDER = ("emergency", "urgent", "routine", "info")
+URGENCY_HEADING = {
+    "emergency": "EMERGENCY - act now (minutes to hours)",
+    "urgent": "URGENT - same day",
+    "routine": "ROUTINE",
+    "info": "FOR INFORMATION",
+}
+
+
+def pointer_words(pointer: str) -> str:
+    """``/symptoms/urinary_retention`` -> ``symptoms: urinary retention``."""
+    parts = [p.replace("~1", "/").replace("~0", "~").replace("_", " ") for p in pointer.strip("/").split("/")]
+    return ": ".join(parts) if parts else pointer
+
+
+def value_words(value: Any) -> str:
+    if value is True:
+        return "yes"
+    if value is False:
+        return "no (recorded as absent)"
+    if isinstance(value, list):
+        return ", ".join(str(v.get("name", v)) if isinstance(v, Mapping) else str(v) for v in value) or "none"
+    return str(value)
+
+
+def because_line(item: Mapping[str, Any]) -> str:
+    if "derived" in item:
+        value = item.get("value", True)
+        return f"derived: {item['derived']}" + ("" if value is True else f" = {value}")
+    if "finding" in item:
+        return f"finding: {item['finding']}"
+    name = pointer_words(item["pointer"])
+    if not item.get("recorded", True):
+        return f"{name}: not recorded"
+    return f"{name}: {value_words(item.get('value'))}"
+
+
+def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, max_missing: int = 8) -> str:
+    lines: list[str] = []
+    who = f" for patient {patient_id}" if patient_id else ""
+    lines.append(f"neurocds decision support{who}")
+    lines.append(
+        f"Highest urgency: {result['highest_urgency'].upper()}   "
+        f"({len(result['findings'])} finding(s), backend {result['engine']['backend']}"
+        f"{', verified' if result['engine'].get('verified') else ''})"
+    )
+    if not result["complete"]:
+        lines.append("")
+        lines.append("!! INCOMPLETE: part of the rule base could not be evaluated. Absence of a finding below")
+        lines.append("!! does NOT mean all clear.")
+        for error in result["errors"]:
+            where = (
+                f" [{error.get('pack')}{' / ' + error['rule'] if error.get('rule') else ''}]"
+                if error.get("pack")
+                else ""
+            )
+            lines.append(f"!!  - {error.get('kind') or error.get('stage')}{where}: {error['message']}")
+    for urgency in URGENCY_ORDER:
+        group = [f for f in result["findings"] if f["urgency"] == urgency]
+        if not group:
+            continue
+        lines += ["", f"== {URGENCY_HEADING[urgency]} =="]
+        for finding in group:
+            lines.append(f"* {finding['title']}  [{finding['id']}]")
+            lines.append(f"  {finding['detail']}")
+            lines.append("  Because: " + "; ".join(because_line(b) for b in finding["because"]))
+            for step in finding["recommendations"]:
+                lines.append(f"  - {step}")
+            if finding.get("unknown"):
+                lines.append("  Would change with: " + ", ".join(pointer_words(p) for p in finding["unknown"]))
+            sources = sorted({e["source"] for e in finding["evidence"]})
+            lines.append("  Evidence: " + "; ".join(sources))
+    if result["complete"] and not result["findings"]:
+        lines += ["", "No finding fired on the facts supplied."]
+    missing = result["missing_data"][:max_missing]
+    if missing:
+        lines += ["", "== Not recorded - would most change the picture =="]
+        for item in missing:
+            label = item.get("label") or pointer_words(item["pointer"])
+            lines.append(
+                f"- [{item['urgency']}] {pointer_words(item['pointer'])} ({label})"
+                f" -> could decide: {', '.join(item['findings'])}"
+            )
+        if len(result["missing_data"]) > max_missing:
+            lines.append(f"  ... and {len(result['missing_data']) - max_missing} more (see --format json)")
+    lines += ["", result["disclaimer"]]
+    return "\n".join(lines)
+
+
+def _derived_index(result: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {(d["name"], repr(d["value"])): d for d in result["derived"]}
+
+
+def render_why(result: Mapping[str, Any], items: Sequence[Mapping[str, Any]], indent: str, seen: set[str]) -> list[str]:
+    """The because-tree: derived facts and findings expanded back to the input facts."""
+    lines: list[str] = []
+    derived = _derived_index(result)
+    fired = {f["rule"]: f for f in result["trace"]["fired"]}
+    findings = {f["id"]: f for f in result["findings"]}
+    for item in items:
+        lines.append(f"{indent}- {because_line(item)}")
+        if "derived" in item:
+            entry = derived.get((item["derived"], repr(item.get("value", True))))
+            if entry and entry.get("rule") and entry["rule"] not in seen:
+                seen.add(entry["rule"])
+                lines.append(f"{indent}  (rule {entry['rule']})")
+                lines += render_why(result, entry["because"], indent + "    ", seen)
+        elif "finding" in item and item["finding"] in findings:
+            finding = findings[item["finding"]]
+            for rule_id in finding["rules"]:
+                if rule_id in fired and rule_id not in seen:
+                    seen.add(rule_id)
+                    lines.append(f"{indent}  (rule {rule_id})")
+                    lines += render_why(result, fired[rule_id]["because"], indent + "    ", seen)
+    return lines
+
+
+def render_rule_state(result: Mapping[str, Any], rule_id: str) -> list[str]:
+    for entry in result["trace"]["fired"]:
+        if entry["rule"] == rule_id:
+            return [f"Rule {rule_id} FIRED because:", *render_why(result, entry["because"], "  ", {rule_id})]
+    for entry in result["trace"]["not_fired"]:
+        if entry["rule"] == rule_id:
+            if entry["state"] == "false":
+                out = [f"Rule {rule_id} did NOT fire: these conditions are false on the recorded facts:"]
+                out += [
+                    f"  - {because_line(b)} (needs {b.get('test', '')})"
+                    if "test" in b
+                    else f"  - {because_line(b)} (not concluded)"
+                    for b in entry.get("false_conditions", [])
+                ]
+                return out
+            out = [f"Rule {rule_id} could NOT be decided: these facts are not recorded:"]
+            out += [f"  - {pointer_words(p)}" for p in entry.get("unknown_facts", [])]
+            return out
+    return [f"Rule {rule_id} is not in the loaded packs."]
