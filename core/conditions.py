@@ -11,7 +11,7 @@ durable_rules and still agree with this evaluator (a rule fires only on ``True``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Tri = bool | None
@@ -33,12 +33,18 @@ def lookup(doc: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     """Return the value at ``path`` or :data:`MISSING`."""
     node: Any = doc
     for part in path:
-        if not isinstance(node, Mapping):
+        # Validated facts are plain dicts; isinstance against the Mapping ABC is slow on this hot path.
+        if type(node) is not dict and not isinstance(node, Mapping):
             return MISSING
         node = node.get(part, MISSING)
         if node is MISSING:
             return MISSING
     return node
+
+
+def to_pointer(path: tuple[str, ...]) -> str:
+    """RFC 6901 JSON pointer of a dotted fact path."""
+    return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)
 
 
 def compare(op: str, found: Any, wanted: Any) -> bool:
@@ -84,10 +90,11 @@ class FactTest(Condition):
     path: tuple[str, ...]
     op: str
     value: Any
+    pointer: str = field(default="", compare=False)
 
-    @property
-    def pointer(self) -> str:
-        return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in self.path)
+    def __post_init__(self) -> None:
+        # Computed once: explanations ask for it on every evaluation.
+        object.__setattr__(self, "pointer", to_pointer(self.path))
 
     def evaluate(self, ctx: EvalContext) -> Tri:
         found = lookup(ctx.facts, self.path)
@@ -120,7 +127,7 @@ class ItemTest(Condition):
 
     @property
     def pointer(self) -> str:
-        return "/" + "/".join(self.path)
+        return to_pointer(self.path)
 
     def evaluate(self, ctx: EvalContext) -> Tri:
         items = lookup(ctx.facts, self.path)

@@ -21,6 +21,8 @@ from neurocds.explain import Explainer
 from neurocds.hookspecs import ComputedFacts
 from neurocds.packs import (
     LoadedPack,
+    call_impl,
+    find_impl,
     check_unique,
     content_hash,
     dependency_order,
@@ -102,7 +104,8 @@ class Engine:
 
             self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
         self.explainer = Explainer(self.rules, self.label_of)
-        self._plugin_of_pack = {p.name: p.plugin for p in self.packs}
+        self._has_compute = any(find_impl(self.pm, "neurocds_compute_facts", p.plugin) for p in self.packs)
+        self._detail_impls = {p.name: find_impl(self.pm, "neurocds_finding_detail", p.plugin) for p in self.packs}
         self._audit = self._open_audit(audit_dir, audit_options)
 
     # ----------------------------------------------------------------- loading
@@ -300,14 +303,16 @@ class Engine:
         computed: dict[str, Any] = {}
         because: dict[str, tuple[str, list[str]]] = {}
         frozen = copy.deepcopy(doc)  # a hook must not be able to change what other packs see
+        if not self._has_compute:
+            return computed, because
         called: set[int] = set()
         for pack in self.packs:
-            impl = getattr(pack.plugin, "neurocds_compute_facts", None)
+            impl = find_impl(self.pm, "neurocds_compute_facts", pack.plugin)
             if impl is None or id(pack.plugin) in called:
                 continue  # one call per plugin, even when it registered several packs
             called.add(id(pack.plugin))
             try:
-                out = impl(facts=frozen)
+                out = call_impl(impl, facts=frozen)
                 if out is None:
                     continue
                 if not isinstance(out, ComputedFacts) or out.pack not in self._plugin_packs(pack.plugin):
@@ -326,10 +331,10 @@ class Engine:
 
     def _on_fire(self, doc: Mapping[str, Any]) -> Any:
         def on_fire(rule: Rule, derived: Mapping[str, Any]) -> str | None:
-            impl = getattr(self._plugin_of_pack.get(rule.pack), "neurocds_finding_detail", None)
+            impl = self._detail_impls.get(rule.pack)
             if impl is None:
                 return None
-            return impl(finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
+            return call_impl(impl, finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
 
         return on_fire
 

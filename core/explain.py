@@ -80,11 +80,15 @@ def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
     return {"finding": node.finding}
 
 
+def _item_key(item: Mapping[str, Any]) -> tuple[Any, ...]:
+    return (item.get("pointer"), item.get("test"), item.get("derived"), repr(item.get("value")), item.get("finding"))
+
+
 def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[str] = set()
+    seen: set[tuple[Any, ...]] = set()
     out = []
     for item in items:
-        key = repr(sorted(item.items()))
+        key = _item_key(item)
         if key not in seen:
             seen.add(key)
             out.append(item)
@@ -99,9 +103,13 @@ class Explainer:
         self.label_of = label_of
 
     def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
-        leaves: list[Condition] = []
-        support(self.rules[index].when, True, ev, leaves)
-        return _dedupe([because_item(n, ev.facts) for n in leaves])
+        cached = ev.because_cache.get(index)
+        if cached is None:
+            leaves: list[Condition] = []
+            support(self.rules[index].when, True, ev, leaves)
+            unique = list({id(n): n for n in leaves}.values())
+            cached = ev.because_cache[index] = _dedupe([because_item(n, ev.facts) for n in unique])
+        return cached
 
     def unknowns(self, index: int, ev: Evaluation) -> list[str]:
         out: dict[str, Condition] = {}

@@ -101,12 +101,15 @@ def register_plugin(pm: pluggy.PluginManager, name: str, plugin: Any, source: st
     """Register one plugin (built-in or third-party alike) and collect its RulePack records."""
     if pm.get_plugin(name) is not None:
         raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
-    pm.register(plugin, name=name)
-    impl = getattr(plugin, "neurocds_register_packs", None)
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PackLoadError(f"plugin does not match the hook API: {exc}", source=source) from exc
+    impl = find_impl(pm, "neurocds_register_packs", plugin)
     if impl is None:
         return []
     try:
-        records = impl()
+        records = call_impl(impl)
     except Exception as exc:
         raise PackLoadError(f"neurocds_register_packs raised {type(exc).__name__}: {exc}", source=source) from exc
     packs = []
@@ -119,6 +122,19 @@ def register_plugin(pm: pluggy.PluginManager, name: str, plugin: Any, source: st
             LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
         )
     return packs
+
+
+def find_impl(pm: pluggy.PluginManager, hook_name: str, plugin: Any) -> Any:
+    """The plugin's own implementation of a hook (called one plugin at a time to isolate failures)."""
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        if impl.plugin is plugin:
+            return impl
+    return None
+
+
+def call_impl(impl: Any, **kwargs: Any) -> Any:
+    # pluggy lets an implementation accept a subset of the spec's arguments.
+    return impl.function(*[kwargs[name] for name in impl.argnames])
 
 
 def check_unique(packs: Iterable[LoadedPack]) -> None:

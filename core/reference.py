@@ -129,6 +129,7 @@ class Evaluation:
         self.computed = computed
         self.rule_state: dict[int, Tri] = {}
         self.ctx = EvalContext(facts, self.ref_state)
+        self.because_cache: dict[int, list[dict[str, Any]]] = {}
 
     def evaluate_rule(self, index: int) -> Tri:
         state = self.ctx.state_of(self.evaluator.rules[index].when)

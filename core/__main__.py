@@ -1,0 +1,5 @@
+"""``python -m neurocds`` runs the CLI."""
+
+from neurocds.cli import main
+
+main()

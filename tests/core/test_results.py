@@ -1,0 +1,147 @@
+"""Result documents: schema, tri-state explanations, missing data, trace, hooks."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+from referencing import Registry, Resource
+
+from neurocds import Engine
+from neurocds.hookspecs import ComputedFacts
+from neurocds.resources import load_schema
+from neurocds.testing import inline_pack, rule
+
+BASE = {"facts_version": "1", "patient": {"id": "p"}}
+RET = {"fact": "symptoms.urinary_retention", "eq": True}
+
+
+def result_validator() -> jsonschema.Draft202012Validator:
+    trace = load_schema("trace.schema.json")
+    registry = Registry().with_resource(trace["$id"], Resource.from_contents(trace))
+    return jsonschema.Draft202012Validator(
+        load_schema("result.schema.json"), registry=registry, format_checker=jsonschema.FormatChecker()
+    )
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("packs")
+    rules = [
+        rule(
+            "t.emergency", {"all": [{"derived": "pattern.leg_weakness"}, RET]}, finding="t.bladder", urgency="emergency"
+        ),
+        rule("t.urgent", {"derived": "pattern.leg_weakness"}, finding="t.bladder", urgency="urgent"),
+        rule("t.chain", {"finding": "t.bladder"}, finding="t.follow_up", urgency="info"),
+        rule("t.lowk", {"fact": "labs.potassium_mmol_l", "lt": 3.0}, finding="t.low_k", urgency="urgent"),
+    ]
+    plugin = inline_pack(tmp, "tpack", "t", rules, depends_on=["weakness-pattern"])
+    return Engine(plugins=[("tpack", plugin)], packs=["weakness-pattern", "tpack"])
+
+
+def test_result_validates_against_schema(engine):
+    result = engine.evaluate({**BASE, "strength": {"left_leg": 3}, "labs": {"potassium_mmol_l": 2.9}})
+    result_validator().validate(result.to_dict())
+    assert result.highest_urgency == "urgent"
+    assert "not a diagnosis" in result.to_dict()["disclaimer"]
+
+
+def test_unknown_is_not_false_and_is_named_as_missing(engine):
+    unknown = engine.evaluate({**BASE, "strength": {"left_leg": 3}})
+    bladder = unknown.finding("t.bladder")
+    assert bladder["urgency"] == "urgent"
+    assert bladder["unknown"] == ["/symptoms/urinary_retention"]  # would make it an emergency
+    absent = engine.evaluate({**BASE, "strength": {"left_leg": 3}, "symptoms": {"urinary_retention": False}})
+    assert absent.finding("t.bladder")["unknown"] == []
+    present = engine.evaluate({**BASE, "strength": {"left_leg": 3}, "symptoms": {"urinary_retention": True}})
+    assert present.finding("t.bladder")["urgency"] == "emergency"
+    assert {
+        "pointer": "/symptoms/urinary_retention",
+        "recorded": True,
+        "value": True,
+        "test": "symptoms.urinary_retention = true",
+    } in present.finding("t.bladder")["because"]
+
+
+def test_missing_data_lists_unknown_facts_most_urgent_first(engine):
+    result = engine.evaluate(BASE)
+    pointers = [m["pointer"] for m in result.missing_data]
+    assert pointers[0] in ("/strength/left_leg", "/strength/right_leg")
+    first = result.missing_data[0]
+    assert first["urgency"] == "emergency" and "t.bladder" in first["findings"]
+    assert "/labs/potassium_mmol_l" in pointers
+    assert result.missing_data[0]["label"]  # the schema's description names the fact
+
+
+def test_trace_why_not_distinguishes_false_from_unknown(engine):
+    trace = engine.evaluate({**BASE, "strength": {"left_leg": 5, "right_leg": 5}}).to_dict()["trace"]
+    not_fired = {e["rule"]: e for e in trace["not_fired"]}
+    assert not_fired["t.lowk"]["state"] == "unknown"
+    assert not_fired["t.lowk"]["unknown_facts"] == ["/labs/potassium_mmol_l"]
+    assert not_fired["pattern.leg_weakness"]["state"] == "false"
+    assert {c["pointer"] for c in not_fired["pattern.leg_weakness"]["false_conditions"]} == {
+        "/strength/left_leg",
+        "/strength/right_leg",
+    }
+
+
+def test_forward_chaining_across_findings_and_why_tree(engine):
+    result = engine.evaluate({**BASE, "strength": {"right_leg": 4}})
+    assert set(result.finding_ids) == {"t.bladder", "t.follow_up"}
+    fired = {e["rule"]: e for e in result.to_dict()["trace"]["fired"]}
+    assert fired["t.chain"]["because"] == [{"finding": "t.bladder"}]
+    assert fired["t.urgent"]["because"] == [{"derived": "pattern.leg_weakness", "value": True}]
+    assert fired["pattern.leg_weakness"]["because"][0]["pointer"] == "/strength/right_leg"
+
+
+def test_computed_facts_hook_feeds_rules(tmp_path):
+    def compute(facts):
+        age = facts.get("patient", {}).get("age_years")
+        if age is None:
+            return None
+        return ComputedFacts(pack="cf", values={"cf.older": age >= 65}, because={"cf.older": ["/patient/age_years"]})
+
+    plugin = inline_pack(tmp_path, "cf", "cf", [rule("cf.f", {"derived": "cf.older"})], compute=compute)
+    engine = Engine(plugins=[("cf", plugin)], entry_points=False)
+    old = engine.evaluate({"facts_version": "1", "patient": {"id": "p", "age_years": 70}})
+    assert old.finding_ids == ["cf.f"] and old.complete
+    assert {
+        "name": "cf.older",
+        "value": True,
+        "pack": "cf",
+        "rule": None,
+        "computed": True,
+        "because": [{"pointer": "/patient/age_years", "recorded": True}],
+    } in old.to_dict()["derived"]
+    unknown = engine.evaluate({"facts_version": "1", "patient": {"id": "p"}})
+    assert unknown.finding_ids == []
+    assert unknown.to_dict()["trace"]["not_fired"][0]["state"] == "unknown"
+
+
+def test_finding_detail_hook_appends_text_on_both_backends(tmp_path):
+    plugin = inline_pack(
+        tmp_path,
+        "fd",
+        "fd",
+        [rule("fd.f", {"fact": "onset.hours_since_onset", "lte": 24})],
+        finding_detail=lambda fid, rid, facts, derived: f"{facts['onset']['hours_since_onset']} h.",
+    )
+    for backend in ("durable", "reference"):
+        engine = Engine(plugins=[("fd", plugin)], entry_points=False, backend=backend)
+        result = engine.evaluate({"facts_version": "1", "patient": {"id": "p"}, "onset": {"hours_since_onset": 3}})
+        assert result.finding("fd.f")["detail"].endswith("3 h.")
+        assert result.to_dict()["engine"]["backend"] == backend
+
+
+def test_verify_mode_reports_disagreement_loudly(engine, monkeypatch):
+    original = engine.durable.run
+
+    def lying_run(*args, **kwargs):
+        run = original(*args, **kwargs)
+        run.fired = [i for i in run.fired if engine.rules[i].id != "t.lowk"]
+        return run
+
+    monkeypatch.setattr(engine.durable, "run", lying_run)
+    result = engine.evaluate({**BASE, "labs": {"potassium_mmol_l": 2.0}})
+    assert not result.complete
+    assert any(e["kind"] == "disagreement" and "t.lowk" in e["message"] for e in result.errors)
+    assert "t.low_k" in result.finding_ids  # fail safe: the union is shown, never silently dropped

@@ -1,0 +1,93 @@
+"""Engine benchmark: evaluations per second and p50/p99 latency, all variants in one run.
+
+    python tests/perf/bench_engine.py [--n 3000] [--soak 0]
+
+Variants (one core, one thread, the same documents for each):
+  validate            strict parse + JSON Schema validation alone (the baseline)
+  durable+verify      full evaluation with trace, durable_rules checked by the reference evaluator
+  durable             full evaluation with trace, no verification
+  reference           full evaluation with trace on the pure-Python backend
+  durable, no trace   findings and because only (what an integration that logs no trace pays)
+Documents: every facts file in examples/ plus variants with random fields removed
+(unknowns), so rules are decided, undecided and false in realistic proportions.
+``--soak N`` then runs N more evaluations and prints RSS before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from neurocds import Engine
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def documents(count: int, seed: int = 7) -> list[bytes]:
+    base = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]
+    base = [d for d in base if d.get("facts_version") == "1"] or [{"facts_version": "1", "patient": {"id": "x"}}]
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        doc = json.loads(json.dumps(base[i % len(base)]))
+        for section in [k for k, v in doc.items() if isinstance(v, dict) and k != "patient"]:
+            for key in list(doc[section]):
+                if rng.random() < 0.3:
+                    del doc[section][key]
+        out.append(json.dumps(doc).encode())
+    return out
+
+
+def measure(label: str, func, docs: list[bytes], baseline: float | None) -> float:
+    for doc in docs[:50]:
+        func(doc)  # warm-up
+    times = []
+    for doc in docs:
+        start = time.perf_counter_ns()
+        func(doc)
+        times.append(time.perf_counter_ns() - start)
+    times.sort()
+    p50 = statistics.median(times) / 1e3
+    p99 = times[int(len(times) * 0.99) - 1] / 1e3
+    rate = len(times) / (sum(times) / 1e9)
+    ratio = f"{p50 / baseline:5.1f}x" if baseline else "  1.0x"
+    print(f"{label:22s} {rate:9.0f}/s   p50 {p50:8.1f} us   p99 {p99:8.1f} us   p50 vs validate {ratio}")
+    return p50
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * 4096 / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=3000, help="documents per variant")
+    parser.add_argument("--soak", type=int, default=0, help="extra evaluations for the memory check")
+    args = parser.parse_args()
+    docs = documents(args.n)
+    verified = Engine()
+    plain = Engine(verify=False)
+    reference = Engine(backend="reference")
+    print(
+        f"neurocds benchmark: {len(docs)} documents, {len(verified.rules)} rules in "
+        f"{len(verified.packs)} packs, backend {verified.backend_name}"
+    )
+    base = measure("validate", verified.validate, docs, None)
+    measure("durable+verify", verified.evaluate, docs, base)
+    measure("durable", plain.evaluate, docs, base)
+    measure("reference", reference.evaluate, docs, base)
+    measure("durable, no trace", lambda d: plain.evaluate(d, trace=False), docs, base)
+    if args.soak:
+        before = rss_mb()
+        for i in range(args.soak):
+            verified.evaluate(docs[i % len(docs)])
+        print(f"soak: {args.soak} evaluations, RSS {before:.1f} MB -> {rss_mb():.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""The command line: exit codes, JSON errors, help everywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from neurocds.cli import main
+
+FACTS = {"facts_version": "1", "patient": {"id": "cli-1"}, "strength": {"left_leg": 3, "right_leg": 3}}
+
+
+@pytest.fixture()
+def facts_file(tmp_path):
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(FACTS))
+    return path
+
+
+def run(*args, stdin=None):
+    return CliRunner().invoke(main, list(args), input=stdin)
+
+
+def test_evaluate_text_and_json(facts_file):
+    text = run("evaluate", str(facts_file))
+    assert text.exit_code == 0, text.output
+    assert "not a diagnosis" in text.output and "cli-1" in text.output
+    out = run("evaluate", str(facts_file), "--format", "json")
+    assert out.exit_code == 0
+    doc = json.loads(out.output)
+    assert doc["complete"] is True and doc["engine"]["verified"] is True
+    assert any(d["name"] == "pattern.paraparesis" for d in doc["derived"])
+
+
+def test_evaluate_stdin_and_reference_backend():
+    out = run("evaluate", "-", "--format", "json", "--backend", "reference", stdin=json.dumps(FACTS))
+    assert out.exit_code == 0
+    assert json.loads(out.output)["engine"]["backend"] == "reference"
+
+
+def test_invalid_input_exit_2_with_pointers():
+    bad = '{"facts_version": "1", "patient": {"id": "x"}, "labs": {"potassium_mmol_l": NaN}}'
+    out = run("evaluate", "-", "--format", "json", stdin=bad)
+    assert out.exit_code == 2
+    errors = json.loads(out.output)["errors"]
+    assert errors[0]["pointer"] == "/labs/potassium_mmol_l" and errors[0]["message"]
+    out = run("validate", "-", stdin='{"facts_version": "1", "patient": {"id": "x"}, "strength": {"left_leg": 9}}')
+    assert out.exit_code == 2 and "/strength/left_leg" in out.output
+
+
+def test_validate_ok(facts_file):
+    out = run("validate", str(facts_file))
+    assert out.exit_code == 0 and "valid" in out.output
+
+
+def test_pack_failure_exit_3(facts_file, monkeypatch):
+    monkeypatch.setenv("NEUROCDS_PACKS", "weakness-pattern,missing-pack")
+    out = run("evaluate", str(facts_file))
+    assert out.exit_code == 3 and "missing-pack" in out.output
+
+
+def test_packs_list_and_explain(facts_file):
+    out = run("packs", "list", "--format", "json")
+    assert out.exit_code == 0
+    names = [p["name"] for p in json.loads(out.output)["packs"]]
+    assert "weakness-pattern" in names
+    why = run("explain", str(facts_file), "--rule", "pattern.paraparesis")
+    assert why.exit_code == 0 and "FIRED" in why.output and "strength: left leg: 3" in why.output
+    whynot = run("explain", str(facts_file), "--rule", "pattern.hemiparesis.left")
+    assert "not recorded" in whynot.output
+    assert run("explain", str(facts_file)).exit_code == 2
+
+
+def _commands(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in group.commands.items():
+        yield (*prefix, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*prefix, name))
+
+
+def test_help_everywhere():
+    paths = list(_commands(main))
+    assert ("evaluate",) in paths and ("packs", "list") in paths
+    for path in [(), *paths]:
+        out = run(*path, "--help")
+        assert out.exit_code == 0 and "Usage:" in out.output, path
+
+
+def test_console_script_installed(facts_file):
+    proc = subprocess.run(
+        [sys.executable, "-m", "neurocds", "evaluate", str(facts_file)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Highest urgency" in proc.stdout
