@@ -91,10 +91,12 @@ class FactTest(Condition):
     op: str
     value: Any
     pointer: str = field(default="", compare=False)
+    text: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        # Computed once: explanations ask for it on every evaluation.
+        # Computed once: explanations ask for these on every evaluation.
         object.__setattr__(self, "pointer", to_pointer(self.path))
+        object.__setattr__(self, "text", self._describe())
 
     def evaluate(self, ctx: EvalContext) -> Tri:
         found = lookup(ctx.facts, self.path)
@@ -108,6 +110,9 @@ class FactTest(Condition):
         return compare(self.op, found, self.value)
 
     def describe(self) -> str:
+        return self.text
+
+    def _describe(self) -> str:
         dotted = ".".join(self.path)
         if self.op == "known":
             return f"{dotted} is {'recorded' if self.value else 'not recorded'}"

@@ -8,6 +8,7 @@ can live in one process.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -302,7 +303,8 @@ class Engine:
     def _compute(self, doc: Mapping[str, Any], failures: list[PackFailure]) -> tuple[dict[str, Any], dict[str, Any]]:
         computed: dict[str, Any] = {}
         because: dict[str, tuple[str, list[str]]] = {}
-        frozen = copy.deepcopy(doc)  # a hook must not be able to change what other packs see
+        # A hook must not be able to change what other packs see; a JSON round trip copies at C speed.
+        frozen = json.loads(json.dumps(doc))
         if not self._has_compute:
             return computed, because
         called: set[int] = set()

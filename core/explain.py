@@ -41,20 +41,25 @@ def support(node: Condition, want: bool, ev: Evaluation, out: list[Condition]) -
         out.append(node)
 
 
-def unknown_leaves(node: Condition, ev: Evaluation, seen: set[int], out: dict[str, Condition]) -> None:
-    """Input-fact leaves whose being unknown leaves ``node`` undecided, through references."""
-    if ev.ctx.states.get(id(node)) is not None or id(node) in seen:
+def unknown_leaves(node: Condition, ev: Evaluation, out: dict[str, Condition], rule_unknowns: Any) -> None:
+    """Input-fact leaves whose being unknown leaves ``node`` undecided, through references.
+
+    Only undecided (``None``) nodes are entered; a node the evaluator never reached
+    (short-circuit) counts as decided, which is right because a short-circuit only
+    happens under a decided parent.
+    """
+    if ev.ctx.states.get(id(node), False) is not None:
         return
-    seen.add(id(node))
     if isinstance(node, FactTest | ItemTest):
         out.setdefault(node.pointer, node)
     elif isinstance(node, DerivedRef | FindingRef):
         for index in ev.evaluator.concluders.get(node.key, ()):
             if ev.rule_state.get(index) is None:
-                unknown_leaves(ev.evaluator.rules[index].when, ev, seen, out)
+                for pointer in rule_unknowns(index, ev):
+                    out.setdefault(pointer, node)
     else:
         for child in node.children():
-            unknown_leaves(child, ev, seen, out)
+            unknown_leaves(child, ev, out, rule_unknowns)
 
 
 def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -101,6 +106,10 @@ class Explainer:
     def __init__(self, rules: Sequence[Rule], label_of: Callable[[str], str | None]):
         self.rules = rules
         self.label_of = label_of
+        self.by_finding: dict[str, list[int]] = {}
+        for i, rule in enumerate(rules):
+            if rule.kind == "finding":
+                self.by_finding.setdefault(rule.key, []).append(i)
 
     def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
         cached = ev.because_cache.get(index)
@@ -112,9 +121,12 @@ class Explainer:
         return cached
 
     def unknowns(self, index: int, ev: Evaluation) -> list[str]:
-        out: dict[str, Condition] = {}
-        unknown_leaves(self.rules[index].when, ev, set(), out)
-        return sorted(out)
+        cached = ev.unknown_cache.get(index)
+        if cached is None:
+            out: dict[str, Condition] = {}
+            unknown_leaves(self.rules[index].when, ev, out, self.unknowns)
+            cached = ev.unknown_cache[index] = sorted(out)
+        return cached
 
     def findings(
         self, run: Run, ev: Evaluation, evidence_of: Callable[[Rule], list[dict[str, str]]]
@@ -135,11 +147,10 @@ class Explainer:
             urgency = rule.urgency or "info"
             # Unknown facts that would raise this finding's urgency (another rule for it, undecided).
             unknown: set[str] = set()
-            for i, other in enumerate(self.rules):
+            for i in self.by_finding[finding_id]:
+                other = self.rules[i]
                 if (
-                    other.kind == "finding"
-                    and other.key == finding_id
-                    and i not in indices
+                    i not in indices
                     and ev.rule_state.get(i) is None
                     and URGENCY_RANK[other.urgency or "info"] > URGENCY_RANK[urgency]
                 ):
