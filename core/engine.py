@@ -23,11 +23,11 @@ from neurocds.hookspecs import ComputedFacts
 from neurocds.packs import (
     LoadedPack,
     call_impl,
-    find_impl,
     check_unique,
     content_hash,
     dependency_order,
     discover,
+    find_impl,
     new_plugin_manager,
     parse_allowlist,
     register_plugin,

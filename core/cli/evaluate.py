@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import Any
 
 import click
-
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
@@ -167,7 +166,7 @@ def explain_cmd(
     audit_dir: str | None,
 ) -> None:
     """Show the why-tree of a finding or a rule, back to the input facts."""
-    from neurocds.render import render_rule_state, render_why
+    from neurocds.render import render_rule_state
 
     if bool(finding_id) == bool(rule_id):
         raise click.UsageError("give exactly one of --finding or --rule")
