@@ -36,8 +36,12 @@ from neurocds.errors import FactsValidationError, Violation
 __all__ = [
     "ParseLimits",
     "canonical_json",
+    "describe_value",
     "escape_pointer_token",
+    "is_plain_json",
+    "json_type_name",
     "parse_strict",
+    "plain_json_problems",
     "sha256_canonical",
     "violation_sort_key",
 ]
@@ -51,6 +55,7 @@ _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_FOUND_MAX = 60
 # float(int) overflows above ~1.8e308, so only literals of 309+ digits need the float test.
 _MAX_FINITE_INT_DIGITS = 308
 
@@ -264,6 +269,96 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
             problems.sort(key=violation_sort_key)
             raise FactsValidationError(problems)
     return value
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON type name of a Python value (``integer``, ``object`` ...), or its class name."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def describe_value(value: Any) -> str:
+    """JSON type and a short rendering of ``value`` (at most 60 characters of it), for ``Violation.found``."""
+    if isinstance(value, dict | list) and len(value) > 8:
+        return f"{json_type_name(value)} of {len(value)} {'members' if isinstance(value, dict) else 'items'}"
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)
+    if len(text) > _FOUND_MAX:
+        text = text[: _FOUND_MAX - 1] + "…"
+    return f"{json_type_name(value)} {text}"
+
+
+def is_plain_json(doc: Any, max_depth: int) -> bool:
+    """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
+
+    Exact type checks on purpose: subclasses and foreign types answer "no" and the
+    slow pass (:func:`plain_json_problems`) then judges them properly.
+    """
+    if type(doc) is not dict and type(doc) is not list:
+        return is_plain_json([doc], max_depth + 1)
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if type(node) is dict:
+            for key in node:
+                if type(key) is not str:
+                    return False
+            children: Any = node.values()
+        else:
+            children = node
+        for child in children:
+            kind = type(child)
+            if kind is str or kind is int or kind is bool or child is None:
+                continue
+            if kind is float:
+                if child - child != 0:  # NaN and ±inf: inf - inf is NaN, which != 0
+                    return False
+            elif kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            else:
+                return False
+    return True
+
+
+def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
+    """Every way ``doc`` is not plain JSON data, each with its JSON pointer."""
+    out: list[Violation] = []
+    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
+    while stack:
+        node, pointer, depth = stack.pop()
+        if node is None or isinstance(node, str | int):  # bool is an int
+            continue
+        if isinstance(node, float):
+            if node - node != 0:
+                out.append(
+                    Violation(pointer, "number is not finite", "finite number", describe_value(node), "non_finite")
+                )
+        elif isinstance(node, dict | list):
+            if depth > max_depth:
+                message = f"nesting deeper than {max_depth} levels"
+                out.append(Violation(pointer, message, f"at most {max_depth} levels", code="depth"))
+                continue
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in items:
+                child_pointer = f"{pointer}/{escape_pointer_token(key)}"
+                if isinstance(node, dict) and not isinstance(key, str):
+                    msg = "member name is not a string"
+                    out.append(Violation(child_pointer, msg, "string", describe_value(key), "type"))
+                stack.append((child, child_pointer, depth + 1))
+        else:
+            msg = "value is not JSON data"
+            out.append(Violation(pointer, msg, "a JSON value", describe_value(node), "type"))
+    return out
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -26,8 +26,11 @@ from neurocds.errors import FactsValidationError, PackLoadError, Violation
 from neurocds.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
 from neurocds.strictjson import (
     ParseLimits,
+    describe_value,
     escape_pointer_token,
+    is_plain_json,
     parse_strict,
+    plain_json_problems,
     sha256_canonical,
     violation_sort_key,
 )
@@ -42,7 +45,6 @@ _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # Each pack sub-schema becomes a schema resource of its own, so that its "#/..."
 # references resolve inside it once it is embedded in the composed schema.
 _EXTENSION_ID = "https://neurocds.invalid/schemas/extensions/{}.schema.json"
-_FOUND_MAX = 60
 _RANGE_WORDS = {
     "minimum": "below the minimum of {}",
     "maximum": "above the maximum of {}",
@@ -78,30 +80,6 @@ def make_format_checker() -> FormatChecker:
 
 def _pointer(path: Any) -> str:
     return "".join(f"/{escape_pointer_token(token)}" for token in path)
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
-        if isinstance(value, kind):
-            return name
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def _found(value: Any) -> str:
-    """Type and a short rendering of ``value`` (at most ``_FOUND_MAX`` characters of it)."""
-    if isinstance(value, dict | list) and len(value) > 8:
-        return f"{_json_type(value)} of {len(value)} {'members' if isinstance(value, dict) else 'items'}"
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    if len(text) > _FOUND_MAX:
-        text = text[: _FOUND_MAX - 1] + "…"
-    return f"{_json_type(value)} {text}"
 
 
 def _bounds(low: Any, high: Any, xlow: Any = None, xhigh: Any = None) -> str:
@@ -182,7 +160,7 @@ def _map_error(error: ValidationError) -> list[Violation]:
                 pointer=f"{pointer}/{escape_pointer_token(key)}",
                 message=f"member {key!r} is not allowed here",
                 expected=_members_text(schema),
-                found=_found(member),
+                found=describe_value(member),
                 code="additional_property",
             )
             for key, member in value.items()
@@ -199,70 +177,7 @@ def _map_error(error: ValidationError) -> list[Violation]:
         message = f"not a valid {error.validator_value}"
     else:
         message = f"value fails the schema rule {keyword!r}"
-    return [Violation(pointer, message, expected, _found(value), code)]
-
-
-def _plain_json_ok(doc: Any, max_depth: int) -> bool:
-    """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
-
-    Exact type checks on purpose: subclasses and foreign types answer "no" and the
-    slow pass (:func:`_plain_json_problems`) then judges them properly.
-    """
-    if type(doc) is not dict and type(doc) is not list:
-        return _plain_json_ok([doc], max_depth + 1)
-    stack = [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return False
-        if type(node) is dict:
-            for key in node:
-                if type(key) is not str:
-                    return False
-            children: Any = node.values()
-        else:
-            children = node
-        for child in children:
-            kind = type(child)
-            if kind is str or kind is int or kind is bool or child is None:
-                continue
-            if kind is float:
-                if child - child != 0:  # NaN and ±inf: inf - inf is NaN, which != 0
-                    return False
-            elif kind is dict or kind is list:
-                stack.append((child, depth + 1))
-            else:
-                return False
-    return True
-
-
-def _plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
-    """Every way ``doc`` is not plain JSON data, each with its JSON pointer."""
-    out: list[Violation] = []
-    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
-    while stack:
-        node, pointer, depth = stack.pop()
-        if node is None or isinstance(node, str | int):  # bool is an int
-            continue
-        if isinstance(node, float):
-            if node - node != 0:
-                out.append(Violation(pointer, "number is not finite", "finite number", _found(node), "non_finite"))
-        elif isinstance(node, dict | list):
-            if depth > max_depth:
-                message = f"nesting deeper than {max_depth} levels"
-                out.append(Violation(pointer, message, f"at most {max_depth} levels", code="depth"))
-                continue
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, child in items:
-                child_pointer = f"{pointer}/{escape_pointer_token(key)}"
-                if isinstance(node, dict) and not isinstance(key, str):
-                    msg = "member name is not a string"
-                    out.append(Violation(child_pointer, msg, "string", _found(key), "type"))
-                stack.append((child, child_pointer, depth + 1))
-        else:
-            msg = "value is not JSON data"
-            out.append(Violation(pointer, msg, "a JSON value", _found(node), "type"))
-    return out
+    return [Violation(pointer, message, expected, describe_value(value), code)]
 
 
 def _plain(value: Any) -> Any:
@@ -323,7 +238,7 @@ class FactsValidator:
         if name in taken:
             raise PackLoadError("extension already defined by the base schema", pack=name)
         sub = _plain(schema)
-        if isinstance(sub, dict) and sub.get("$schema", _DIALECT) != _DIALECT:
+        if isinstance(sub, dict) and str(sub.get("$schema", _DIALECT)).rstrip("#") != _DIALECT:
             raise PackLoadError(f"facts_schema must use JSON Schema {_DIALECT}", pack=name)
         try:
             Draft202012Validator.check_schema(sub)
@@ -357,7 +272,7 @@ class FactsValidator:
 
     def is_valid(self, doc: Any) -> bool:
         """True exactly when :meth:`violations` would be empty; no explanation, less work."""
-        if not _plain_json_ok(doc, self._limits.max_depth):
+        if not is_plain_json(doc, self._limits.max_depth):
             return not self._violations(doc, known_plain=False)
         if self._fast is not None:
             return self._fast(doc)
@@ -370,12 +285,12 @@ class FactsValidator:
     def _violations(self, doc: Any, *, known_plain: bool) -> list[Violation]:
         max_depth = self._limits.max_depth
         # parse_strict output is plain, finite and depth-checked: no need to walk it again.
-        if known_plain or _plain_json_ok(doc, max_depth):
+        if known_plain or is_plain_json(doc, max_depth):
             if self._fast is not None and self._fast(doc):
                 return []
             problems: list[Violation] = []
         else:
-            problems = _plain_json_problems(doc, max_depth)
+            problems = plain_json_problems(doc, max_depth)
         try:
             # jsonschema descends no deeper than the schema does, so an over-deep document
             # is safe here unless the schema is recursive ($ref): hence the guard.

@@ -284,6 +284,12 @@ def test_unknown_extension_key_rejected(with_packs: FactsValidator, validator: F
     ]
 
 
+def test_pack_schema_may_declare_the_2020_12_dialect() -> None:
+    for dialect in ("https://json-schema.org/draft/2020-12/schema", "https://json-schema.org/draft/2020-12/schema#"):
+        v = FactsValidator(BASE, {"p": {**PACK_SCHEMA, "$schema": dialect}})
+        assert pairs(v, minimal(extensions={"p": {"score": "x"}})) == [("/extensions/p/score", "type")]
+
+
 def test_composition_never_mutates_inputs() -> None:
     base, pack = copy.deepcopy(BASE), copy.deepcopy(REF_PACK_SCHEMA)
     v = FactsValidator(base, {"ref-pack": pack})
