@@ -1,0 +1,61 @@
+"""The cerebrovascular pack: stroke patterns, the treatment time window and stroke mimics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from neurocds.hookspecs import RulePack, hookimpl
+from neurocds_packs._files import rule_files
+
+PACK = "cerebrovascular"
+VERSION = "1.0.0"
+
+TIME_WINDOW_FINDING = "cerebrovascular.time_critical_window"
+# Hours since onset up to which intravenous thrombolysis may be considered (NICE NG128).
+THROMBOLYSIS_HOURS = 4.5
+# The finding itself only fires up to this limit (packs-v1); thrombectomy may be considered up to it.
+THROMBECTOMY_HOURS = 24
+
+
+@hookimpl
+def neurocds_register_packs() -> list[RulePack]:
+    return [
+        RulePack(
+            name=PACK,
+            version=VERSION,
+            rule_files=rule_files(PACK),
+            depends_on=["weakness-pattern"],
+            description="Hemiparesis and crossed (brainstem) patterns, the reperfusion time window and stroke mimics.",
+        )
+    ]
+
+
+@hookimpl
+def neurocds_finding_detail(
+    finding_id: str, rule_id: str, facts: Mapping[str, Any], derived: Mapping[str, Any]
+) -> str | None:
+    """Say which reperfusion window the recorded time since onset falls in.
+
+    A declarative rule cannot put a case-specific number into its text, and the
+    clinician needs to see at a glance whether thrombolysis is still on the table.
+    """
+    if finding_id != TIME_WINDOW_FINDING:
+        return None
+    hours = facts.get("onset", {}).get("hours_since_onset")
+    if not isinstance(hours, int | float) or isinstance(hours, bool):
+        return None  # the rule needs the number, so this only guards against misuse
+    shown = f"{hours:g}"
+    if hours <= THROMBOLYSIS_HOURS:
+        return (
+            f"Recorded time since onset: {shown} h, within 4.5 h: intravenous thrombolysis may be "
+            "considered for ischaemic stroke once haemorrhage is excluded, and thrombectomy for a "
+            "proximal large-vessel occlusion."
+        )
+    if hours <= THROMBECTOMY_HOURS:
+        return (
+            f"Recorded time since onset: {shown} h, between 4.5 and 24 h: beyond the usual "
+            "thrombolysis window, but thrombectomy may still be considered for a proximal "
+            "large-vessel occlusion when imaging shows brain tissue that can be saved."
+        )
+    return None

@@ -1,0 +1,22 @@
+"""The spinal-compression pack: cord, cauda equina and root compression, infection, tumour, trauma."""
+
+from __future__ import annotations
+
+from neurocds.hookspecs import RulePack, hookimpl
+from neurocds_packs._files import rule_files
+
+PACK = "spinal-compression"
+VERSION = "1.0.0"
+
+
+@hookimpl
+def neurocds_register_packs() -> list[RulePack]:
+    return [
+        RulePack(
+            name=PACK,
+            version=VERSION,
+            rule_files=rule_files(PACK),
+            depends_on=["weakness-pattern"],
+            description="Spinal cord, cauda equina and nerve root compression, spinal infection, tumour and trauma.",
+        )
+    ]

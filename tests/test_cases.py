@@ -1,0 +1,152 @@
+"""Run every case of the clinical case library (tests/cases/<pack>/*.yaml) through the engine.
+
+Each case is a facts-v1 document with the findings that must and must not appear,
+and optionally their urgencies, the missing-data pointers that must (or must not)
+be listed, derived facts and text the finding detail must contain. The engine runs
+in its default verify mode, so every case is also a differential test of
+durable_rules against the reference evaluator: a disagreement is reported in
+``result.errors`` and fails the case.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from neurocds import Engine
+
+CASES_DIR = Path(__file__).parent / "cases"
+REQUIRED_KEYS = {"name", "description", "facts", "expect_present", "expect_absent"}
+OPTIONAL_KEYS = {
+    "expect_urgency",
+    "expect_missing",
+    "expect_not_missing",
+    "expect_derived",
+    "expect_detail_contains",
+}
+
+
+def load_cases() -> list[tuple[str, dict[str, Any]]]:
+    """(id, case) for every case file, id = '<pack>/<file stem>'."""
+    out = []
+    for path in sorted(CASES_DIR.glob("*/*.yaml")):
+        with path.open(encoding="utf-8") as fh:
+            out.append((f"{path.parent.name}/{path.stem}", yaml.safe_load(fh)))
+    return out
+
+
+CASES = load_cases()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def known_findings(engine: Engine) -> set[str]:
+    return {rule.key for rule in engine.rules if rule.kind == "finding"}
+
+
+def test_cases_run_differentially(engine: Engine) -> None:
+    # Each case is a durable_rules-versus-reference comparison only where durable_rules imports.
+    from neurocds.engine import durable_available
+
+    ok, reason = durable_available()
+    if not ok:
+        pytest.skip(f"durable_rules unavailable, cases run on the reference evaluator only: {reason}")
+    assert engine.engine_info()["backend"] == "durable"
+    assert engine.engine_info()["verified"] is True
+
+
+def test_case_library_is_not_empty() -> None:
+    # Guards against a moved folder silently turning every parametrized test into zero tests.
+    assert len(CASES) >= 100
+    packs = {case_id.split("/")[0] for case_id, _ in CASES}
+    assert {"spinal-compression", "neuromuscular", "cerebrovascular", "treatment-expectation"} <= packs
+
+
+def test_every_finding_has_positive_and_negative_cases(known_findings: set[str]) -> None:
+    # The library's bar: at least two cases that expect each finding and one that expects it absent.
+    positive: dict[str, int] = dict.fromkeys(known_findings, 0)
+    negative: dict[str, int] = dict.fromkeys(known_findings, 0)
+    for _, case in CASES:
+        for finding_id in set(case["expect_present"]) & known_findings:
+            positive[finding_id] += 1
+        for finding_id in set(case["expect_absent"]) & known_findings:
+            negative[finding_id] += 1
+    thin = sorted(f for f in known_findings if positive[f] < 2 or negative[f] < 1)
+    assert not thin, f"findings with fewer than 2 positive or 1 negative case: {thin}"
+
+
+@pytest.mark.parametrize(("case_id", "case"), CASES, ids=[c[0] for c in CASES])
+def test_case_file_is_well_formed(case_id: str, case: dict[str, Any], known_findings: set[str]) -> None:
+    keys = set(case)
+    assert keys >= REQUIRED_KEYS, f"missing keys {REQUIRED_KEYS - keys}"
+    assert keys <= REQUIRED_KEYS | OPTIONAL_KEYS, f"unknown keys {keys - REQUIRED_KEYS - OPTIONAL_KEYS}"
+    assert case["name"] == case_id.split("/")[1], "name must equal the file name"
+    assert case["facts"]["patient"]["id"] == case["name"]
+    # A misspelt finding id in expect_absent would pass vacuously: every id must be a real finding.
+    named = {*case["expect_present"], *case["expect_absent"], *case.get("expect_urgency", {})}
+    named |= set(case.get("expect_detail_contains", {}))
+    assert named <= known_findings, f"unknown finding ids {sorted(named - known_findings)}"
+    assert not set(case["expect_present"]) & set(case["expect_absent"])
+    assert set(case.get("expect_urgency", {})) <= set(case["expect_present"])
+    assert case["expect_present"] or case["expect_absent"], "a case must expect something"
+
+
+@pytest.mark.parametrize(("case_id", "case"), CASES, ids=[c[0] for c in CASES])
+def test_case(case_id: str, case: dict[str, Any], engine: Engine) -> None:
+    result = engine.evaluate(case["facts"])
+
+    assert result.errors == [], f"engine reported errors: {result.errors}"
+    assert result.complete
+
+    found = set(result.finding_ids)
+    missing_present = [f for f in case["expect_present"] if f not in found]
+    assert not missing_present, f"expected findings not present: {missing_present}; got {sorted(found)}"
+    unexpected = [f for f in case["expect_absent"] if f in found]
+    assert not unexpected, f"findings that must be absent are present: {unexpected}"
+
+    for finding_id, urgency in case.get("expect_urgency", {}).items():
+        finding = result.finding(finding_id)
+        assert finding is not None
+        assert finding["urgency"] == urgency, f"{finding_id}: urgency {finding['urgency']}, expected {urgency}"
+
+    for finding_id, text in case.get("expect_detail_contains", {}).items():
+        finding = result.finding(finding_id)
+        assert finding is not None, f"{finding_id} not present"
+        assert text in finding["detail"], f"{finding_id}: {text!r} not in detail {finding['detail']!r}"
+
+    listed = {item["pointer"] for item in result.missing_data}
+    absent_pointers = [p for p in case.get("expect_missing", []) if p not in listed]
+    assert not absent_pointers, f"expected in missing_data: {absent_pointers}; listed {sorted(listed)}"
+    wrongly_listed = [p for p in case.get("expect_not_missing", []) if p in listed]
+    assert not wrongly_listed, f"recorded facts listed as missing: {wrongly_listed}"
+
+    derived = result.derived
+    for name, value in case.get("expect_derived", {}).items():
+        assert derived.get(name) == value, f"derived {name}: {derived.get(name)!r}, expected {value!r}"
+
+
+# The example facts files shipped with the packs, with the finding each one illustrates.
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = {
+    "cauda-equina.json": ("spinal.cauda_equina_syndrome_suspected", "emergency"),
+    "crossed-stroke.json": ("cerebrovascular.crossed_brainstem_pattern", "emergency"),
+    "hypokalaemia.json": ("neuromuscular.electrolyte_imbalance", "emergency"),
+    "radiculopathy.json": ("treatment.decompression_may_restore_strength", "info"),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(EXAMPLES))
+def test_example_facts_file(filename: str, engine: Engine) -> None:
+    finding_id, urgency = EXAMPLES[filename]
+    result = engine.evaluate((EXAMPLES_DIR / filename).read_bytes())
+    assert result.errors == []
+    assert result.complete
+    finding = result.finding(finding_id)
+    assert finding is not None, f"{filename}: {finding_id} not in {result.finding_ids}"
+    assert finding["urgency"] == urgency

@@ -1,0 +1,147 @@
+"""The loaded rule packs implement the contract in packs-v1.md: every finding id, in its pack, at its urgency.
+
+The markdown tables of the spec are parsed here, so the test follows the spec
+rather than a copy of it. For the findings whose urgency is "emergency if ...,
+else urgent" both urgencies must exist among the finding's rules; otherwise every
+rule concluding the finding must carry the spec's urgency (the finding is shown
+at the highest urgency that fired, so one stray rule would change it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from neurocds import Engine
+
+URGENCIES = ("emergency", "urgent", "routine", "info")
+REPO = Path(__file__).resolve().parents[1]
+SPEC_ENV = "NEUROCDS_SPEC_DIR"
+
+
+def spec_path() -> Path:
+    folder = Path(os.environ[SPEC_ENV]) if SPEC_ENV in os.environ else REPO.parent / "shared" / "spec"
+    return folder / "packs-v1.md"
+
+
+def parse_spec(text: str) -> dict[str, dict[str, set[str] | None]]:
+    """pack name -> {finding or derived-fact id -> set of urgencies (None for derived facts)}."""
+    packs: dict[str, dict[str, set[str] | None]] = {}
+    pack = None
+    for line in text.splitlines():
+        heading = re.match(r"^## ([a-z][a-z0-9-]*)", line)
+        if heading:
+            pack = heading.group(1)
+            packs[pack] = {}
+            continue
+        row = re.match(r"^\|\s*`([a-z_]+\.[a-z0-9_.]+)`(?:\s*\([^)]*\))?\s*\|(.*)$", line)
+        if pack is None or row is None:
+            continue
+        cells = [c.strip() for c in row.group(2).split("|")]
+        if pack == "weakness-pattern":
+            packs[pack][row.group(1)] = None
+            continue
+        # The urgency cell: one word, or "emergency if ..., else urgent" (both are required).
+        packs[pack][row.group(1)] = {u for u in URGENCIES if re.search(rf"\b{u}\b", cells[0])}
+    return packs
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, dict[str, set[str] | None]]:
+    path = spec_path()
+    if not path.is_file():
+        pytest.skip(f"packs-v1.md not found at {path} (set {SPEC_ENV})")
+    return parse_spec(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+def test_parser_reads_both_urgency_forms() -> None:
+    sample = (
+        "## neuromuscular\n\n| finding | urgency | minimum trigger |\n|---|---|---|\n"
+        "| `neuromuscular.a` | emergency if K < 2.5, else urgent | x |\n| `neuromuscular.b` | routine | y |\n"
+        "## weakness-pattern\n| `pattern.hemiparesis` (side) | z |\n"
+    )
+    assert parse_spec(sample) == {
+        "neuromuscular": {"neuromuscular.a": {"emergency", "urgent"}, "neuromuscular.b": {"routine"}},
+        "weakness-pattern": {"pattern.hemiparesis": None},
+    }
+
+
+def test_spec_was_parsed(spec: dict[str, dict[str, set[str] | None]]) -> None:
+    # Guards the parser against a reformatted spec: the counts are those of packs-v1.
+    counts = {pack: len(items) for pack, items in spec.items()}
+    assert counts == {
+        "weakness-pattern": 9,
+        "spinal-compression": 8,
+        "neuromuscular": 18,
+        "cerebrovascular": 7,
+        "treatment-expectation": 5,
+    }
+    assert spec["neuromuscular"]["neuromuscular.electrolyte_imbalance"] == {"emergency", "urgent"}
+    assert spec["neuromuscular"]["neuromuscular.myasthenia_suspected"] == {"emergency", "urgent"}
+
+
+def test_every_spec_finding_exists_in_its_pack_with_its_urgency(
+    spec: dict[str, dict[str, set[str] | None]], engine: Engine
+) -> None:
+    problems = []
+    for pack, items in spec.items():
+        for item_id, urgencies in items.items():
+            if urgencies is None:
+                continue
+            rules = [r for r in engine.rules if r.kind == "finding" and r.key == item_id]
+            if not rules:
+                problems.append(f"{item_id}: no rule concludes it")
+                continue
+            packs = {r.pack for r in rules}
+            if packs != {pack}:
+                problems.append(f"{item_id}: concluded by pack(s) {sorted(packs)}, spec says {pack}")
+            found = {r.urgency for r in rules}
+            if found != urgencies:
+                problems.append(f"{item_id}: rule urgencies {sorted(found)}, spec says {sorted(urgencies)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_spec_derived_fact_exists(spec: dict[str, dict[str, set[str] | None]], engine: Engine) -> None:
+    derived = {r.key for r in engine.rules if r.kind == "derive" and r.pack == "weakness-pattern"}
+    missing = sorted(set(spec["weakness-pattern"]) - derived)
+    assert not missing, f"derived facts of the spec not concluded by weakness-pattern: {missing}"
+
+
+def test_every_finding_carries_evidence_and_next_steps(engine: Engine) -> None:
+    # packs-v1: every finding carries a plain-language detail, next steps and evidence.
+    problems = [
+        rule.id
+        for rule in engine.rules
+        if rule.kind == "finding" and (not rule.recommendations or not rule.evidence or not rule.detail.strip())
+    ]
+    assert not problems, f"finding rules without detail, recommendations or evidence: {problems}"
+
+
+@pytest.mark.parametrize(
+    ("finding_id", "hours", "expected"),
+    [
+        ("cerebrovascular.time_critical_window", 0, "within 4.5 h"),
+        ("cerebrovascular.time_critical_window", 4.5, "within 4.5 h"),
+        ("cerebrovascular.time_critical_window", 4.51, "between 4.5 and 24 h"),
+        ("cerebrovascular.time_critical_window", 24, "between 4.5 and 24 h"),
+        ("cerebrovascular.time_critical_window", 24.5, None),
+        ("cerebrovascular.stroke_suspected", 2, None),
+    ],
+)
+def test_time_window_detail_hook(finding_id: str, hours: float, expected: str | None) -> None:
+    from neurocds_packs.cerebrovascular import neurocds_finding_detail
+
+    text = neurocds_finding_detail(
+        finding_id=finding_id, rule_id=finding_id, facts={"onset": {"hours_since_onset": hours}}, derived={}
+    )
+    if expected is None:
+        assert text is None
+    else:
+        assert text is not None and expected in text and f"{hours:g} h" in text

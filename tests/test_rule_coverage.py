@@ -1,0 +1,95 @@
+"""Rule coverage of the case library: every loaded rule fires in some case and stays silent in another.
+
+A rule that never fires in any case is untested; a rule that fires in every case
+cannot be told apart from "always true". Both fail here, naming the rule. The
+rules are those of the loaded engine (all installed packs, weakness-pattern too),
+so a rule added without cases fails the suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from neurocds import Engine
+
+CASES_DIR = Path(__file__).parent / "cases"
+
+
+def load_cases() -> dict[str, dict[str, Any]]:
+    cases = {}
+    for path in sorted(CASES_DIR.glob("*/*.yaml")):
+        with path.open(encoding="utf-8") as fh:
+            cases[f"{path.parent.name}/{path.stem}"] = yaml.safe_load(fh)
+    return cases
+
+
+def coverage_gaps(rule_ids: Iterable[str], fired_by_case: Mapping[str, set[str]]) -> tuple[list[str], list[str]]:
+    """(rules that fire in no case, rules that fire in every case)."""
+    never, always = [], []
+    for rule_id in rule_ids:
+        hits = sum(1 for fired in fired_by_case.values() if rule_id in fired)
+        if hits == 0:
+            never.append(rule_id)
+        elif hits == len(fired_by_case):
+            always.append(rule_id)
+    return never, always
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    return Engine()
+
+
+@pytest.fixture(scope="module")
+def fired_by_case(engine: Engine) -> dict[str, set[str]]:
+    out = {}
+    for case_id, case in load_cases().items():
+        trace = engine.evaluate(case["facts"]).to_dict()["trace"]
+        out[case_id] = {entry["rule"] for entry in trace["fired"]}
+    return out
+
+
+def test_coverage_helper_names_uncovered_rules() -> None:
+    # The check itself must be able to fail: a never-firing and an always-firing rule are reported.
+    fired = {"a": {"r.always", "r.some"}, "b": {"r.always"}}
+    assert coverage_gaps(["r.always", "r.some", "r.never"], fired) == (["r.never"], ["r.always"])
+
+
+def test_all_clinical_packs_are_loaded(engine: Engine) -> None:
+    packs = {rule.pack for rule in engine.rules}
+    assert {
+        "weakness-pattern",
+        "spinal-compression",
+        "neuromuscular",
+        "cerebrovascular",
+        "treatment-expectation",
+    } <= packs
+
+
+def test_every_rule_fires_in_some_case(engine: Engine, fired_by_case: dict[str, set[str]]) -> None:
+    never, _ = coverage_gaps([rule.id for rule in engine.rules], fired_by_case)
+    assert not never, f"rules that fire in no case (add a positive case): {never}"
+
+
+def test_every_rule_is_silent_in_some_case(engine: Engine, fired_by_case: dict[str, set[str]]) -> None:
+    _, always = coverage_gaps([rule.id for rule in engine.rules], fired_by_case)
+    assert not always, f"rules that fire in every case (add a negative case): {always}"
+
+
+@pytest.fixture(scope="module")
+def false_by_case(engine: Engine) -> dict[str, set[str]]:
+    out = {}
+    for case_id, case in load_cases().items():
+        trace = engine.evaluate(case["facts"]).to_dict()["trace"]
+        out[case_id] = {entry["rule"] for entry in trace["not_fired"] if entry["state"] == "false"}
+    return out
+
+
+def test_every_rule_is_decided_false_in_some_case(engine: Engine, false_by_case: dict[str, set[str]]) -> None:
+    # Silent because facts were unknown proves little; some case must record facts that make the rule false.
+    never_false, _ = coverage_gaps([rule.id for rule in engine.rules], false_by_case)
+    assert not never_false, f"rules never decided false by recorded facts (add a negative case): {never_false}"
