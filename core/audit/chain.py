@@ -1,0 +1,190 @@
+"""Reading the log file and checking the hash chain line by line.
+
+Shared by the writer (which scans before it appends and refuses a damaged
+chain) and the verifier (which adds schema, head-file and checkpoint checks).
+The scan stops at the first broken link: past it nothing can be trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit.records import GENESIS_HASH, record_hash
+
+LOG_NAME = "audit.jsonl"
+HEAD_NAME = "head.json"
+CHECKPOINTS_NAME = "checkpoints.jsonl"
+LOCK_NAME = "audit.lock"
+QUARANTINE_DIR = "quarantine"
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """The first place the chain breaks.
+
+    :param sequence: the first sequence number that cannot be trusted.
+    :param code: ``unparseable``, ``envelope``, ``sequence``, ``hash``, ``link`` or ``torn_tail``.
+    """
+
+    sequence: int
+    code: str
+    reason: str
+
+
+@dataclass
+class ScanResult:
+    """What a scan found: the intact prefix and the first problem after it."""
+
+    last_sequence: int
+    last_hash: str
+    end: int  # file offset just past the last intact record
+    last_line: bytes = b""  # raw bytes of the last intact record (with its newline)
+    problem: ChainProblem | None = None
+    problem_offset: int | None = None
+    tail: bytes = b""  # bytes after the last newline (an unfinished write)
+    records: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+OnRecord = Callable[[dict[str, Any], int, int, bytes], None]
+
+
+def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, Any] | None, ChainProblem | None]:
+    """Parse one newline-stripped line and check it against the chain so far."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, ChainProblem(expected, "unparseable", "record is not valid JSON (damaged bytes)")
+    if not isinstance(record, dict):
+        return None, ChainProblem(expected, "unparseable", "record is not a JSON object")
+    seq = record.get("sequence")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return None, ChainProblem(expected, "envelope", "record has no integer sequence number")
+    if not isinstance(record.get("hash"), str) or not isinstance(record.get("prev_hash"), str):
+        return None, ChainProblem(expected, "envelope", "record lacks hash or prev_hash")
+    if seq > expected:
+        return None, ChainProblem(
+            expected,
+            "sequence",
+            f"expected sequence {expected} here but found {seq}: record {expected} was deleted or moved",
+        )
+    if seq < expected:
+        # Sequence ``seq`` now appears twice (a copy, an insertion or a reordering);
+        # the earlier number is the first one that can no longer be trusted.
+        return None, ChainProblem(
+            seq,
+            "sequence",
+            f"expected sequence {expected} here but found {seq} again: a record was duplicated, inserted or reordered",
+        )
+    if record_hash(record) != record["hash"]:
+        return None, ChainProblem(expected, "hash", "record content does not match its own hash (edited)")
+    if record["prev_hash"] != prev_hash:
+        if expected == 1:
+            return None, ChainProblem(1, "link", "first record does not start the chain")
+        # Either the previous record was altered and re-hashed, or this record's
+        # link was; the earlier of the two is the first one we cannot trust.
+        return None, ChainProblem(
+            expected - 1,
+            "link",
+            f"record {expected - 1} does not match the hash that record {expected} "
+            f"commits to (record {expected - 1} altered and re-hashed, or a record inserted)",
+        )
+    return record, None
+
+
+def scan(
+    data: bytes,
+    *,
+    base_offset: int = 0,
+    prev_sequence: int = 0,
+    prev_hash: str = GENESIS_HASH,
+    on_record: OnRecord | None = None,
+) -> ScanResult:
+    """Check the chain in ``data`` (bytes read from ``base_offset`` of the file).
+
+    ``prev_sequence``/``prev_hash`` describe the intact record just before
+    ``base_offset`` (zero and the genesis hash at the file's start).
+    """
+    result = ScanResult(last_sequence=prev_sequence, last_hash=prev_hash, end=base_offset)
+    pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            result.tail = data[pos:]
+            result.problem = ChainProblem(
+                result.last_sequence + 1,
+                "torn_tail",
+                f"{len(result.tail)} bytes after sequence {result.last_sequence} have no line "
+                "end (an interrupted write, or a record cut short)",
+            )
+            result.problem_offset = base_offset + pos
+            return result
+        line = data[pos:nl]
+        record, problem = _check_line(line, result.last_sequence + 1, result.last_hash)
+        if problem is not None:
+            result.problem = problem
+            result.problem_offset = base_offset + pos
+            return result
+        assert record is not None
+        if on_record is not None:
+            on_record(record, base_offset + pos, base_offset + nl + 1, line)
+        result.last_sequence = record["sequence"]
+        result.last_hash = record["hash"]
+        result.last_line = data[pos : nl + 1]
+        result.end = base_offset + nl + 1
+        result.records += 1
+        pos = nl + 1
+    return result
+
+
+def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The head file's content, or ``(None, why)`` when missing or unreadable."""
+    path = directory / HEAD_NAME
+    try:
+        head = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "head file is missing"
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        return None, f"head file is unreadable: {exc}"
+    if not isinstance(head, dict) or not isinstance(head.get("sequence"), int) or not isinstance(head.get("hash"), str):
+        return None, "head file does not hold a sequence and a hash"
+    return head, None
+
+
+def read_checkpoint_file(path: Path) -> tuple[list[dict[str, Any]], list[str], bytes]:
+    """Entries of a checkpoint file (one JSON object a line), unreadable lines, and
+    any unfinished last line (an interrupted write: no line end)."""
+    entries: list[dict[str, Any]] = []
+    bad: list[str] = []
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return entries, bad, b""
+    lines = raw.split(b"\n")
+    partial = lines.pop()  # b"" when the file ends with a line end
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            bad.append(f"{path.name} line {n} is not valid JSON")
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+        else:
+            bad.append(f"{path.name} line {n} is not a JSON object")
+    return entries, bad, partial
+
+
+def iter_intact_records(directory: Path) -> tuple[list[dict[str, Any]], ScanResult]:
+    """All records of the intact prefix of the log, and the scan that found them."""
+    path = Path(directory) / LOG_NAME
+    data = path.read_bytes() if path.exists() else b""
+    out: list[dict[str, Any]] = []
+    result = scan(data, on_record=lambda rec, _s, _e, _l: out.append(rec))
+    return out, result

@@ -1,0 +1,106 @@
+"""Patient pseudonyms: keyed HMAC-SHA256 of the patient id, never the id itself.
+
+The key decides who can link a pseudonym back to a person (by recomputing it for
+a known id), so where it lives matters:
+
+* given explicitly (``pseudonym_key`` bytes, ``NEUROCDS_AUDIT_PSEUDONYM_KEY`` hex, or
+  a key file): used as is. Redaction mode requires this.
+* not given and redaction off: a random key is created once in the log directory
+  (``pseudonym.key``, mode 0600). The unredacted log holds the facts anyway, so a
+  key beside it reveals nothing new, and queries by patient always work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit.errors import AuditError
+
+PSEUDONYM_KEY_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY"
+PSEUDONYM_KEY_FILE_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE"
+AUTO_KEY_NAME = "pseudonym.key"
+_MIN_KEY_BYTES = 16
+# Domain-separated so the key id can never equal the pseudonym of any patient id.
+_KEY_ID_LABEL = b"neurocds-audit-pseudonym-key-id\x00"
+
+
+def pseudonymise(key: bytes, patient_id: str) -> str:
+    """Return the hex HMAC-SHA256 of ``patient_id`` under ``key``."""
+    return hmac.new(key, patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def key_id(key: bytes) -> str:
+    """A short public fingerprint of the key, stored so mismatched keys are noticed."""
+    return hmac.new(key, _KEY_ID_LABEL, hashlib.sha256).hexdigest()[:16]
+
+
+def parse_hex_key(text: str, *, origin: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError as exc:
+        raise AuditError(f"pseudonym key from {origin} is not hex") from exc
+    if len(key) < _MIN_KEY_BYTES:
+        raise AuditError(f"pseudonym key from {origin} is shorter than {_MIN_KEY_BYTES} bytes")
+    return key
+
+
+def read_key_file(path: Path) -> bytes:
+    """Read a key file holding hex text (as written by :func:`write_key_file`)."""
+    try:
+        text = Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AuditError(f"cannot read pseudonym key file {path}: {exc}") from exc
+    return parse_hex_key(text, origin=str(path))
+
+
+def write_key_file(path: Path, key: bytes) -> None:
+    """Create ``path`` with mode 0600 (never overwrite) holding ``key`` as hex."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, key.hex().encode("ascii") + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def key_from_env(environ: Mapping[str, str]) -> bytes | None:
+    if environ.get(PSEUDONYM_KEY_ENV):
+        return parse_hex_key(environ[PSEUDONYM_KEY_ENV], origin=PSEUDONYM_KEY_ENV)
+    if environ.get(PSEUDONYM_KEY_FILE_ENV):
+        return read_key_file(Path(environ[PSEUDONYM_KEY_FILE_ENV]))
+    return None
+
+
+def auto_key(directory: Path, *, create: bool) -> bytes | None:
+    """The key kept in the log directory, created on first use when ``create``."""
+    path = directory / AUTO_KEY_NAME
+    if path.exists():
+        return read_key_file(path)
+    if not create:
+        return None
+    # Write aside, then link into place: link() is atomic and fails if another
+    # process won the race, so nobody ever reads a half-written key.
+    tmp = directory / f".{AUTO_KEY_NAME}.{os.getpid()}.{secrets.token_hex(4)}"
+    write_key_file(tmp, secrets.token_bytes(32))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass  # another process created it first: use theirs
+    finally:
+        tmp.unlink()
+    return read_key_file(path)
+
+
+def patient_id_of(facts: Any) -> str | None:
+    """The facts document's ``patient.id`` when it is a string, else ``None``."""
+    if isinstance(facts, Mapping):
+        patient = facts.get("patient")
+        if isinstance(patient, Mapping) and isinstance(patient.get("id"), str):
+            return patient["id"]
+    return None

@@ -1,0 +1,189 @@
+"""Finding records: lenient reading, filters, lookup by id, table output.
+
+Reading here is lenient on purpose (every parseable line is listed, even past
+damage): an auditor must be able to see what a damaged log holds. Whether the
+chain is intact is :mod:`neurocds.audit.verify`'s job, and the CLI says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit.chain import LOG_NAME
+from neurocds.audit.errors import AuditError
+from neurocds.audit.records import RECORD_TYPES
+
+_DECISION_ONLY = ("finding", "urgency", "pack", "incomplete")
+
+
+def read_records(directory: str | Path) -> list[dict[str, Any]]:
+    """Every complete line of the log that parses as a record, in file order."""
+    path = Path(directory) / LOG_NAME
+    if not path.exists():
+        raise AuditError(f"no audit log in {directory}")
+    out = []
+    for line in path.read_bytes().split(b"\n")[:-1]:  # the last piece has no line end
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+            out.append(record)
+    return out
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 timestamp (``Z`` or offset; a bare date means midnight UTC)."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise AuditError(f"not an RFC 3339 timestamp: {text!r}") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def body_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    body = record.get(str(record.get("type")))
+    return body if isinstance(body, dict) else {}
+
+
+@dataclass(frozen=True)
+class RecordFilter:
+    """Conditions a record must all meet. Decision-only conditions exclude other types."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    pseudonym: str | None = None
+    finding: str | None = None
+    urgency: tuple[str, ...] = ()
+    pack: str | None = None  # NAME or NAME@VERSION
+    incomplete: bool = False
+    types: tuple[str, ...] = ("decision", "rejection")
+
+    def __post_init__(self) -> None:
+        unknown = set(self.types) - set(RECORD_TYPES)
+        if unknown:
+            raise AuditError(f"unknown record type(s): {', '.join(sorted(unknown))}")
+
+    def _decision_only(self) -> bool:
+        return bool(self.finding or self.urgency or self.pack or self.incomplete)
+
+    def matches(self, record: Mapping[str, Any]) -> bool:
+        rtype = record.get("type")
+        if rtype not in self.types:
+            return False
+        if self._decision_only() and rtype != "decision":
+            return False
+        if self.since or self.until:
+            try:
+                when = parse_time(str(record.get("recorded_at")))
+            except AuditError:
+                return False
+            if (self.since and when < self.since) or (self.until and when > self.until):
+                return False
+        body = body_of(record)
+        if self.pseudonym and body.get("patient_pseudonym") != self.pseudonym:
+            return False
+        if self.finding and not any(f.get("id") == self.finding for f in _dicts(body.get("findings"))):
+            return False
+        if self.urgency and body.get("highest_urgency") not in self.urgency:
+            return False
+        if self.pack and not _has_pack(body, self.pack):
+            return False
+        return not (self.incomplete and body.get("complete") is not False)
+
+
+def _dicts(items: Any) -> Iterable[dict[str, Any]]:
+    return [i for i in items or () if isinstance(i, dict)] if isinstance(items, list) else []
+
+
+def _has_pack(body: Mapping[str, Any], spec: str) -> bool:
+    name, _, version = spec.partition("@")
+    return any(
+        p.get("name") == name and (not version or p.get("version") == version) for p in _dicts(body.get("packs"))
+    )
+
+
+def query_records(directory: str | Path, flt: RecordFilter) -> list[dict[str, Any]]:
+    return [r for r in read_records(directory) if flt.matches(r)]
+
+
+def find_record(directory: str | Path, ident: str) -> dict[str, Any]:
+    """A decision or rejection by id, unique id prefix (8+ characters) or sequence number.
+
+    A plain number, or ``#N``, is a sequence number.
+    :raises AuditError: nothing, or more than one record, matches.
+    """
+    records = read_records(directory)
+    text = ident.strip()
+    if text.lstrip("#").isdigit():
+        seq = int(text.lstrip("#"))
+        hits = [r for r in records if r.get("sequence") == seq]
+    else:
+        ids = [(r, _id_of(r)) for r in records]
+        hits = [r for r, i in ids if i == text]
+        if not hits and len(text) >= 8:
+            hits = [r for r, i in ids if i is not None and i.startswith(text)]
+    if not hits:
+        raise AuditError(f"no record {ident!r} in the audit log")
+    if len({_id_of(r) or r.get("sequence") for r in hits}) > 1:
+        raise AuditError(f"{ident!r} matches more than one record; give more of the id")
+    return hits[0]
+
+
+def _id_of(record: Mapping[str, Any]) -> str | None:
+    body = body_of(record)
+    value = body.get("decision_id") if record.get("type") == "decision" else body.get("rejection_id")
+    return value if isinstance(value, str) else None
+
+
+def summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """One row per record, without facts."""
+    body = body_of(record)
+    row: dict[str, Any] = {
+        "sequence": record.get("sequence"),
+        "recorded_at": record.get("recorded_at"),
+        "type": record.get("type"),
+        "id": _id_of(record) or body.get("card_uuid") or body.get("decision_id") or "",
+    }
+    if record.get("type") == "decision":
+        row.update(
+            highest_urgency=body.get("highest_urgency"),
+            complete=body.get("complete"),
+            findings=[f"{f.get('id')}:{f.get('urgency')}" for f in _dicts(body.get("findings"))],
+            packs=[f"{p.get('name')}@{p.get('version')}" for p in _dicts(body.get("packs"))],
+            patient_pseudonym=body.get("patient_pseudonym"),
+            redacted=body.get("redacted"),
+        )
+    elif record.get("type") == "rejection":
+        row.update(
+            violations=len(_dicts(body.get("violations"))),
+            patient_pseudonym=body.get("patient_pseudonym"),
+        )
+    return row
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Fixed columns for a terminal; long cells are cut, never wrapped."""
+    header = ("SEQ", "RECORDED_AT", "TYPE", "ID", "URGENCY", "COMPLETE", "FINDINGS", "PSEUDONYM")
+    table = [header]
+    for r in rows:
+        complete = r.get("complete")
+        table.append(
+            (
+                str(r.get("sequence", "")),
+                str(r.get("recorded_at", ""))[:19],
+                str(r.get("type", "")),
+                str(r.get("id", ""))[:36],
+                str(r.get("highest_urgency") or ""),
+                "" if complete is None else ("yes" if complete else "NO"),
+                ",".join(r.get("findings") or ())[:60],
+                str(r.get("patient_pseudonym") or "")[:12],
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)

@@ -1,0 +1,181 @@
+"""Re-evaluating a recorded decision and comparing the outcome with the record.
+
+A replay is only meaningful with the same rules: by default it refuses when an
+installed pack's version or content hash differs from the recorded one.
+``compare=True`` evaluates anyway and reports how the findings changed between
+the recorded and the current pack versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from neurocds.audit._canon import normalise
+from neurocds.audit.errors import ReplayRefused
+from neurocds.audit.query import body_of
+from neurocds.errors import NeurocdsError
+
+# The parts of a result that must match for a replay to count as identical
+# (ids and timestamps are new on every evaluation, so they are left out).
+COMPARED_FIELDS = (
+    "facts_sha256",
+    "highest_urgency",
+    "complete",
+    "findings",
+    "derived",
+    "missing_data",
+    "errors",
+    "trace",
+)
+
+EngineFactory = Callable[[list[str], Mapping[str, Any]], Any]
+
+
+@dataclass
+class ReplayOutcome:
+    decision_id: str
+    sequence: int
+    identical: bool
+    pack_differences: list[dict[str, Any]] = field(default_factory=list)
+    added: list[dict[str, Any]] = field(default_factory=list)
+    removed: list[dict[str, Any]] = field(default_factory=list)
+    urgency_changed: list[dict[str, Any]] = field(default_factory=list)
+    differing_fields: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "sequence": self.sequence,
+            "identical": self.identical,
+            "pack_differences": self.pack_differences,
+            "findings": {
+                "added": self.added,
+                "removed": self.removed,
+                "urgency_changed": self.urgency_changed,
+            },
+            "differing_fields": self.differing_fields,
+        }
+
+
+def default_engine_factory(packs: list[str], engine_info: Mapping[str, Any]) -> Any:
+    """Build ``neurocds.Engine`` with the recorded packs and backend; no audit log."""
+    try:
+        from neurocds import Engine  # lazy: the audit tools work without the engine
+    except ImportError as exc:
+        raise ReplayRefused("the neurocds engine is not available, so nothing can be replayed") from exc
+    kwargs: dict[str, Any] = {"packs": packs, "audit_dir": None}
+    if engine_info.get("backend"):
+        kwargs["backend"] = engine_info["backend"]
+    if isinstance(engine_info.get("verified"), bool):
+        kwargs["verify"] = engine_info["verified"]
+    return Engine(**kwargs)
+
+
+def pack_differences(
+    recorded: Sequence[Mapping[str, Any]], installed: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """Packs whose version or content hash differs, or that exist on one side only."""
+    rec = {p.get("name"): p for p in recorded}
+    now = {p.get("name"): p for p in installed}
+    out = []
+    for name in sorted(set(rec) | set(now), key=str):
+        a, b = rec.get(name), now.get(name)
+        ka = (a.get("version"), a.get("sha256")) if a else None
+        kb = (b.get("version"), b.get("sha256")) if b else None
+        if ka != kb:
+            out.append(
+                {
+                    "name": name,
+                    "recorded": {"version": ka[0], "sha256": ka[1]} if ka else None,
+                    "installed": {"version": kb[0], "sha256": kb[1]} if kb else None,
+                }
+            )
+    return out
+
+
+def finding_changes(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(added, removed, urgency_changed) between two finding lists, keyed by id."""
+    a = {f.get("id"): f for f in old}
+    b = {f.get("id"): f for f in new}
+    added = [{"id": i, "urgency": b[i].get("urgency")} for i in b if i not in a]
+    removed = [{"id": i, "urgency": a[i].get("urgency")} for i in a if i not in b]
+    changed = [
+        {"id": i, "recorded": a[i].get("urgency"), "current": b[i].get("urgency")}
+        for i in a
+        if i in b and a[i].get("urgency") != b[i].get("urgency")
+    ]
+    return added, removed, changed
+
+
+def replay_decision(
+    record: Mapping[str, Any],
+    *,
+    compare: bool = False,
+    engine_factory: EngineFactory | None = None,
+) -> ReplayOutcome:
+    """Re-evaluate the recorded facts and compare with the recorded decision.
+
+    :raises ReplayRefused: not a decision, facts redacted, engine missing, or the
+        installed packs differ and ``compare`` is false.
+    """
+    seq = int(record.get("sequence") or 0)
+    if record.get("type") != "decision":
+        raise ReplayRefused("only decision records can be replayed", sequence=seq)
+    body = body_of(record)
+    if body.get("redacted") or not isinstance(body.get("facts"), dict):
+        raise ReplayRefused(
+            "the record is redacted: it holds only the facts' hash, so there is nothing to re-evaluate",
+            sequence=seq,
+        )
+    recorded_packs = [p for p in body.get("packs") or () if isinstance(p, Mapping)]
+    factory = engine_factory or default_engine_factory
+    try:
+        engine = factory([str(p.get("name")) for p in recorded_packs], body.get("engine") or {})
+        installed = list(engine.pack_infos())
+    except ReplayRefused:
+        raise
+    except NeurocdsError as exc:
+        raise ReplayRefused(f"the recorded packs cannot be loaded now: {exc}", sequence=seq) from exc
+    diffs = pack_differences(recorded_packs, installed)
+    if diffs and not compare:
+        described = "; ".join(
+            f"{d['name']}: recorded {_pv(d['recorded'])}, installed {_pv(d['installed'])}" for d in diffs
+        )
+        raise ReplayRefused(
+            f"installed packs differ from the recorded ones ({described}); use --compare to "
+            "see how the findings change",
+            sequence=seq,
+        )
+    result = engine.evaluate(body["facts"])
+    new = normalise(result.to_dict() if hasattr(result, "to_dict") else dict(result))
+    old = normalise({k: body.get(k) for k in COMPARED_FIELDS})
+    for side in (old, new):
+        # Where the facts came from (e.g. FHIR resources) is input metadata, not
+        # part of the decision, and a replay from the stored facts has none.
+        if isinstance(side.get("trace"), dict):
+            side["trace"].pop("input_provenance", None)
+    added, removed, changed = finding_changes(
+        [f for f in old.get("findings") or () if isinstance(f, dict)],
+        [f for f in new.get("findings") or () if isinstance(f, dict)],
+    )
+    differing = [k for k in COMPARED_FIELDS if old.get(k) != new.get(k)]
+    return ReplayOutcome(
+        decision_id=str(body.get("decision_id")),
+        sequence=seq,
+        identical=not differing and not diffs,
+        pack_differences=diffs,
+        added=added,
+        removed=removed,
+        urgency_changed=changed,
+        differing_fields=differing,
+    )
+
+
+def _pv(side: Mapping[str, Any] | None) -> str:
+    if side is None:
+        return "absent"
+    return f"{side.get('version')} (sha256 {str(side.get('sha256'))[:12]})"

@@ -1,0 +1,369 @@
+"""Low-level storage of the chain: locking, scanning, durable writes, crash recovery.
+
+Layout of an audit directory::
+
+    audit.jsonl        one canonical-JSON record a line, each chained to the last
+    head.json          sequence and hash of the last record (truncation evidence)
+    checkpoints.jsonl  every signed checkpoint, mirrored (copy it off-host too)
+    audit.lock         fcntl.flock target serialising writers across processes
+    quarantine/        bytes of interrupted writes, moved aside, never dropped
+    pseudonym.key      only when no pseudonym key was given and redaction is off
+
+Every append happens under the lock: the store re-reads what other processes
+appended, checks it links to what it knew, recovers a torn tail, refuses
+(fails closed) when the chain is damaged anywhere else, then writes one line
+with a single ``write`` and ``fsync`` before returning.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit._canon import canonical_json, sha256_hex
+from neurocds.audit.chain import (
+    CHECKPOINTS_NAME,
+    HEAD_NAME,
+    LOCK_NAME,
+    LOG_NAME,
+    QUARANTINE_DIR,
+    ScanResult,
+    read_checkpoint_file,
+    read_head,
+    scan,
+)
+from neurocds.audit.errors import AuditError, AuditIntegrityError
+from neurocds.audit.records import GENESIS_HASH, schema_errors, seal, utc_now
+from neurocds.audit.signing import sign_checkpoint
+
+# Only sequence numbers, types, sizes and hashes are ever logged: never facts,
+# never patient ids, never pseudonyms.
+log = logging.getLogger("neurocds.audit")
+
+_QUARANTINE_RE = re.compile(r"^torn-after-(\d+)-at-(\d+)-([0-9a-f]{16})\.bin$")
+_RECENT = 256  # how many recent sequence->hash pairs to keep for head checks
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an append returned: the record is on disk (fsynced) when you hold this."""
+
+    sequence: int
+    hash: str
+    type: str
+
+
+@dataclass
+class _State:
+    inode: int
+    scan: ScanResult
+    last_checkpoint_seq: int = 0
+    last_checkpoint_body: dict[str, Any] | None = None
+    quarantined: set[str] = field(default_factory=set)
+    recent: dict[int, str] = field(default_factory=dict)
+    mirrored_through: int = 0  # checkpoint sequence known to be in the mirror file
+
+    def note(self, record: Mapping[str, Any]) -> None:
+        """Track what later checks need from each intact record."""
+        seq = record["sequence"]
+        self.recent[seq] = record["hash"]
+        self.recent.pop(seq - _RECENT, None)  # sequences only grow: drop the oldest
+        if record.get("type") == "checkpoint":
+            self.last_checkpoint_seq = seq
+            self.last_checkpoint_body = dict(record["checkpoint"])
+        elif record.get("type") == "recovery":
+            name = record["recovery"].get("quarantine_file")
+            if isinstance(name, str):
+                self.quarantined.add(Path(name).name)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class ChainStore:
+    """One audit directory's files; callers hold :meth:`locked` around :meth:`sync` + writes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.state: _State | None = None
+        self.recovered: list[Appended] = []
+
+    def create_layout(self) -> None:
+        created = not self.directory.exists()
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(self.directory.parent)
+        with self.locked():
+            log_path = self.directory / LOG_NAME
+            if log_path.exists():
+                return
+            head, _ = read_head(self.directory)
+            if head is not None and head["sequence"] > 0:
+                raise AuditIntegrityError(
+                    f"log file is missing but the head file records {head['sequence']} records",
+                    sequence=1,
+                )
+            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.write_head(0, GENESIS_HASH)
+            _fsync_dir(self.directory)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def write_head(self, sequence: int, digest: str) -> None:
+        # Replace atomically; a head that lags after a crash is tolerated (and
+        # recorded on the next append), so the rename needs no directory fsync.
+        tmp = self.directory / f".{HEAD_NAME}.tmp"
+        data = canonical_json({"sequence": sequence, "hash": digest, "updated_at": utc_now()})
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, data + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.directory / HEAD_NAME)
+
+    def write(self, state: _State, rtype: str, body: Mapping[str, Any]) -> Appended:
+        record = seal(rtype, body, sequence=state.scan.last_sequence + 1, prev_hash=state.scan.last_hash)
+        problems = schema_errors(record)
+        if problems:
+            raise AuditError(f"{rtype} record does not match the audit schema: {problems[0]}")
+        line = canonical_json(record) + b"\n"
+        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
+        try:
+            _write_all(fd, line)
+            os.fsync(fd)
+        except OSError as exc:
+            self.state = None  # the file may now end in a torn line: rescan next time
+            raise AuditError(f"could not write {rtype} record: {exc}") from exc
+        finally:
+            os.close(fd)
+        state.scan.last_sequence = record["sequence"]
+        state.scan.last_hash = record["hash"]
+        state.scan.end += len(line)
+        state.scan.last_line = line
+        state.note(record)
+        self.write_head(record["sequence"], record["hash"])
+        log.debug("audit: appended %s record %d", rtype, record["sequence"])
+        return Appended(record["sequence"], record["hash"], rtype)
+
+    def write_checkpoint(self, state: _State, key: Any) -> Appended:
+        body = sign_checkpoint(
+            key,
+            sequence=state.scan.last_sequence,
+            head_hash=state.scan.last_hash,
+            signed_at=utc_now(),
+        )
+        appended = self.write(state, "checkpoint", body)
+        self._mirror_checkpoint(appended.sequence, body)
+        state.mirrored_through = appended.sequence
+        log.info("audit: checkpoint %d signs sequence %d", appended.sequence, body["sequence"])
+        return appended
+
+    def _mirror_checkpoint(self, checkpoint_sequence: int, body: Mapping[str, Any]) -> None:
+        entry = canonical_json({"checkpoint_sequence": checkpoint_sequence, **body}) + b"\n"
+        self._drop_partial_mirror_line()
+        fd = os.open(self.directory / CHECKPOINTS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            _write_all(fd, entry)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _drop_partial_mirror_line(self) -> None:
+        """Cut a mirror line left unfinished by a crash.
+
+        The mirror only copies chain records, so the fragment holds nothing the
+        chain does not; the full entry is written again from the chain.
+        """
+        path = self.directory / CHECKPOINTS_NAME
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, data.rfind(b"\n") + 1)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            log.warning("audit: dropped an unfinished line from %s", CHECKPOINTS_NAME)
+
+    def _read_from(self, offset: int) -> bytes:
+        with open(self.directory / LOG_NAME, "rb") as fh:
+            fh.seek(offset)
+            return fh.read()
+
+    def sync(self) -> _State:
+        """Bring the in-memory head up to date with the file; recover or refuse.
+
+        Recovery records appended on the way are listed in :attr:`recovered`.
+        """
+        self.recovered = []
+        log_path = self.directory / LOG_NAME
+        try:
+            st = os.stat(log_path)
+        except FileNotFoundError as exc:
+            raise AuditIntegrityError("log file has disappeared", sequence=1) from exc
+        state = self.state
+        if state is not None and state.inode == st.st_ino and st.st_size >= state.scan.end:
+            start = state.scan.end - len(state.scan.last_line)
+            with open(log_path, "rb") as fh:
+                fh.seek(start)
+                if fh.read(len(state.scan.last_line)) != state.scan.last_line:
+                    state = None  # what we knew changed under us: check everything again
+        if state is None or state.inode != st.st_ino or st.st_size < state.scan.end:
+            state = _State(inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0))
+        self.state = None  # stays unset unless the checks below all pass
+        data = self._read_from(state.scan.end)
+        prev = state.scan
+        result = scan(
+            data,
+            base_offset=prev.end,
+            prev_sequence=prev.last_sequence,
+            prev_hash=prev.last_hash,
+            on_record=lambda rec, _s, _e, _l: state.note(rec),
+        )
+        if not result.last_line and prev.last_line:
+            result.last_line = prev.last_line
+        state.scan = result
+        head, why = read_head(self.directory)
+        if head is None:
+            raise AuditIntegrityError(f"{why}; refusing to append without truncation evidence")
+        if result.problem is not None:
+            rest = data[(result.problem_offset or 0) - prev.end :]
+            torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
+            if not torn or head["sequence"] > result.last_sequence:
+                raise AuditIntegrityError(
+                    f"refusing to append: {result.problem.reason}",
+                    sequence=result.problem.sequence,
+                )
+            self._quarantine_tail(state, rest)
+            result.problem, result.problem_offset, result.tail = None, None, b""
+        self._check_head(state, head)
+        self._record_quarantined(state)
+        self._repair_mirror(state)
+        self.state = state
+        return state
+
+    def _check_head(self, state: _State, head: Mapping[str, Any]) -> None:
+        last, digest = state.scan.last_sequence, state.scan.last_hash
+        if head["sequence"] > last:
+            raise AuditIntegrityError(
+                f"log ends at sequence {last} but the head file records {head['sequence']}: "
+                "records were removed from the end",
+                sequence=last + 1,
+            )
+        if head["sequence"] == last:
+            if head["hash"] != digest:
+                raise AuditIntegrityError("last record does not match the head file (rewritten)", sequence=last)
+            return
+        known = state.recent.get(head["sequence"])
+        if head["sequence"] == 0:
+            known = GENESIS_HASH
+        if known is not None and known != head["hash"]:
+            raise AuditIntegrityError(
+                f"record {head['sequence']} does not match the head file (rewritten)",
+                sequence=head["sequence"],
+            )
+        # A crash between the log fsync and the head update: normal, but recorded.
+        body: dict[str, Any] = {
+            "kind": "head_behind",
+            "head_sequence": head["sequence"],
+            "head_hash": head["hash"],
+        }
+        if known is not None:
+            body["head_matched"] = True
+        log.warning("audit: head file lagged at %d behind record %d; resynced", head["sequence"], last)
+        self.recovered.append(self.write(state, "recovery", body))
+
+    def _quarantine_tail(self, state: _State, torn: bytes) -> None:
+        offset = state.scan.end
+        digest = sha256_hex(torn)
+        qdir = self.directory / QUARANTINE_DIR
+        qdir.mkdir(mode=0o700, exist_ok=True)
+        name = f"torn-after-{state.scan.last_sequence}-at-{offset}-{digest[:16]}.bin"
+        path = qdir / name
+        if not path.exists() or path.read_bytes() != torn:
+            tmp = qdir / f".{name}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, torn)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+            _fsync_dir(qdir)
+        # Only now, with the bytes safe elsewhere, cut them off the log.
+        os.truncate(self.directory / LOG_NAME, offset)
+        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        log.warning(
+            "audit: %d bytes of an interrupted write after record %d moved to %s",
+            len(torn),
+            state.scan.last_sequence,
+            f"{QUARANTINE_DIR}/{name}",
+        )
+
+    def _record_quarantined(self, state: _State) -> None:
+        """Give every quarantine file a recovery record (also after a crash mid-recovery)."""
+        qdir = self.directory / QUARANTINE_DIR
+        if not qdir.is_dir():
+            return
+        for name in sorted(os.listdir(qdir)):
+            match = _QUARANTINE_RE.match(name)
+            if match is None or name in state.quarantined:
+                continue
+            data = (qdir / name).read_bytes()
+            body = {
+                "kind": "torn_tail",
+                "after_sequence": int(match.group(1)),
+                "offset": int(match.group(2)),
+                "length": len(data),
+                "sha256": sha256_hex(data),
+                "quarantine_file": f"{QUARANTINE_DIR}/{name}",
+            }
+            self.recovered.append(self.write(state, "recovery", body))
+
+    def _repair_mirror(self, state: _State) -> None:
+        """Copy the latest checkpoint to the mirror when a crash came in between."""
+        if state.last_checkpoint_body is None or state.mirrored_through == state.last_checkpoint_seq:
+            return
+        entries, _, partial = read_checkpoint_file(self.directory / CHECKPOINTS_NAME)
+        mirrored = {e.get("checkpoint_sequence") for e in entries}
+        if partial:
+            self._drop_partial_mirror_line()
+        if state.last_checkpoint_seq not in mirrored:
+            self._mirror_checkpoint(state.last_checkpoint_seq, state.last_checkpoint_body)
+        state.mirrored_through = state.last_checkpoint_seq

@@ -1,0 +1,278 @@
+"""The public face of the audit log: :class:`AuditLog` builds records and appends them.
+
+See :mod:`neurocds.audit.store` for the file layout, locking and crash recovery,
+and :mod:`neurocds.audit.verify` for what tampering is and is not detectable.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit import privacy
+from neurocds.audit.errors import AuditError
+from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body
+from neurocds.audit.signing import is_inside, load_private_key
+from neurocds.audit.store import Appended, ChainStore
+
+AUDIT_DIR_ENV = "NEUROCDS_AUDIT_DIR"
+REDACT_ENV = "NEUROCDS_AUDIT_REDACT"
+CHECKPOINT_EVERY_ENV = "NEUROCDS_AUDIT_CHECKPOINT_EVERY"
+SIGNING_KEY_ENV = "NEUROCDS_AUDIT_SIGNING_KEY"
+
+__all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog"]
+
+
+def _truthy(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class AuditLog:
+    """An audit directory opened for appending.
+
+    :param directory: the audit directory (created, mode 0700, when missing).
+    :param redact: store no facts, only their hash and the patient pseudonym.
+    :param pseudonym_key: HMAC key for patient pseudonyms; required with ``redact``.
+    :param checkpoint_every: write a signed checkpoint after this many records.
+    :param signing_key_path: Ed25519 private key (PEM, outside ``directory``).
+    :raises AuditError: bad configuration; :class:`AuditIntegrityError` damaged log.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        redact: bool = False,
+        pseudonym_key: bytes | None = None,
+        checkpoint_every: int | None = None,
+        signing_key_path: Path | str | None = None,
+    ) -> None:
+        self.directory = Path(directory).absolute()
+        self.redact = bool(redact)
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise AuditError("checkpoint_every must be a positive number of records")
+        if checkpoint_every and signing_key_path is None:
+            raise AuditError("checkpoint_every needs a signing key (signing_key_path)")
+        self.checkpoint_every = checkpoint_every
+        self._signing_key = (
+            load_private_key(Path(signing_key_path), audit_dir=self.directory) if signing_key_path is not None else None
+        )
+        if pseudonym_key is None and self.redact:
+            raise AuditError(
+                "redaction needs a pseudonym key (pseudonym_key, NEUROCDS_AUDIT_PSEUDONYM_KEY "
+                "or a key file) kept outside the log"
+            )
+        self._thread_lock = threading.Lock()
+        self._store = ChainStore(self.directory)
+        self._store.create_layout()
+        if pseudonym_key is None:
+            pseudonym_key = privacy.auto_key(self.directory, create=True)
+        elif len(pseudonym_key) < 16:
+            raise AuditError("pseudonym key must be at least 16 bytes")
+        self._pseudonym_key: bytes = pseudonym_key  # type: ignore[assignment]
+        self.pseudonym_key_id = privacy.key_id(self._pseudonym_key)
+
+    # ------------------------------------------------------------ construction
+
+    @classmethod
+    def from_options(cls, directory: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> AuditLog:
+        """Build from an options mapping (the engine's ``audit_options``).
+
+        Keys: ``redact``, ``pseudonym_key`` (bytes or hex), ``pseudonym_key_file``,
+        ``checkpoint_every``, ``signing_key_path``. Unknown keys are an error.
+        """
+        opts = dict(options or {})
+        known = {"redact", "pseudonym_key", "pseudonym_key_file", "checkpoint_every", "signing_key_path"}
+        unknown = sorted(set(opts) - known)
+        if unknown:
+            raise AuditError(f"unknown audit option(s): {', '.join(unknown)}")
+        key = opts.get("pseudonym_key")
+        if isinstance(key, str):
+            key = privacy.parse_hex_key(key, origin="the pseudonym key option or NEUROCDS_AUDIT_PSEUDONYM_KEY")
+        redact = bool(opts.get("redact", False))
+        if key is None and opts.get("pseudonym_key_file"):
+            key_file = Path(opts["pseudonym_key_file"])
+            if redact and is_inside(key_file, Path(directory)):
+                raise AuditError("with redaction the pseudonym key file must live outside the audit directory")
+            key = privacy.read_key_file(key_file)
+        return cls(
+            directory,
+            redact=redact,
+            pseudonym_key=key,
+            checkpoint_every=opts.get("checkpoint_every"),
+            signing_key_path=opts.get("signing_key_path"),
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuditLog | None:
+        """Open the log named by ``NEUROCDS_AUDIT_DIR`` (``None`` when it is unset).
+
+        Also reads ``NEUROCDS_AUDIT_REDACT``, ``NEUROCDS_AUDIT_PSEUDONYM_KEY`` (hex) or
+        ``NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE``, ``NEUROCDS_AUDIT_CHECKPOINT_EVERY`` and
+        ``NEUROCDS_AUDIT_SIGNING_KEY``.
+        """
+        env = os.environ if environ is None else environ
+        directory = env.get(AUDIT_DIR_ENV)
+        if not directory:
+            return None
+        every = env.get(CHECKPOINT_EVERY_ENV)
+        try:
+            every_n = int(every) if every else None
+        except ValueError as exc:
+            raise AuditError(f"{CHECKPOINT_EVERY_ENV} is not a number") from exc
+        return cls.from_options(
+            directory,
+            {
+                "redact": _truthy(env.get(REDACT_ENV)),
+                "pseudonym_key": env.get(privacy.PSEUDONYM_KEY_ENV) or None,
+                "pseudonym_key_file": env.get(privacy.PSEUDONYM_KEY_FILE_ENV) or None,
+                "checkpoint_every": every_n,
+                "signing_key_path": env.get(SIGNING_KEY_ENV) or None,
+            },
+        )
+
+    # ------------------------------------------------------------ public API
+
+    def pseudonym(self, patient_id: str) -> str:
+        """The pseudonym this log stores for ``patient_id``."""
+        return privacy.pseudonymise(self._pseudonym_key, patient_id)
+
+    def record_decision(self, result: Any, facts: Mapping[str, Any] | None = None) -> Appended:
+        """Append the decision record for one evaluation (``Result`` or its dict)."""
+        data = result.to_dict() if hasattr(result, "to_dict") else result
+        pid = privacy.patient_id_of(facts)
+        body = decision_body(
+            data,
+            facts,
+            redact=self.redact,
+            pseudonym=self.pseudonym(pid) if pid is not None else None,
+            pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
+        )
+        return self._append("decision", body)
+
+    def record_rejection(
+        self,
+        error_or_violations: Any,
+        *,
+        facts_sha256: str | None = None,
+        facts: Any = None,
+        engine: Mapping[str, Any] | None = None,
+        packs: Sequence[Mapping[str, Any]] | None = None,
+        rejection_id: str | None = None,
+    ) -> Appended:
+        """Append a rejection: violation pointers, codes and messages, never values.
+
+        :param error_or_violations: a ``FactsValidationError`` or a list of
+            ``Violation`` objects / dicts. Their ``found`` member is dropped.
+        :param facts: the rejected document when it parsed; used only for the
+            patient pseudonym, never stored.
+        """
+        violations = getattr(error_or_violations, "violations", error_or_violations)
+        if facts_sha256 is None:
+            facts_sha256 = getattr(error_or_violations, "facts_sha256", None)
+        pid = privacy.patient_id_of(facts)
+        body = rejection_body(
+            list(violations),
+            facts_sha256=facts_sha256,
+            pseudonym=self.pseudonym(pid) if pid is not None else None,
+            pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
+            engine=engine,
+            packs=packs,
+            rejection_id=rejection_id,
+        )
+        return self._append("rejection", body)
+
+    def record_feedback(
+        self,
+        card_uuid: str,
+        outcome: str,
+        *,
+        override_reason: Mapping[str, Any] | None = None,
+        decision_id: str | None = None,
+        accepted_suggestions: Sequence[str] | None = None,
+        outcome_timestamp: str | None = None,
+    ) -> Appended:
+        """Append CDS Hooks card feedback (``accepted`` or ``overridden``)."""
+        body = feedback_body(
+            card_uuid,
+            outcome,
+            override_reason=override_reason,
+            decision_id=decision_id,
+            accepted_suggestions=accepted_suggestions,
+            outcome_timestamp=outcome_timestamp,
+            redact=self.redact,
+        )
+        return self._append("feedback", body)
+
+    def record_cards(self, decision_id: str, card_uuids: Sequence[str]) -> Appended:
+        """Append which CDS Hooks cards were issued for a decision."""
+        return self._append("cards", cards_body(decision_id, card_uuids))
+
+    def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
+        """Sign the current chain head now and append the checkpoint record."""
+        key = (
+            load_private_key(Path(signing_key_path), audit_dir=self.directory)
+            if signing_key_path is not None
+            else self._signing_key
+        )
+        if key is None:
+            raise AuditError("no signing key: pass one to checkpoint() or to AuditLog()")
+        with self._thread_lock, self._store.locked():
+            return self._store.write_checkpoint(self._store.sync(), key)
+
+    def recover(self) -> list[Appended]:
+        """Run crash recovery now (it also runs before every append)."""
+        with self._thread_lock, self._store.locked():
+            self._store.sync()
+            return list(self._store.recovered)
+
+    def head(self) -> tuple[int, str]:
+        """Sequence and hash of the last record (after checks and recovery)."""
+        with self._thread_lock, self._store.locked():
+            state = self._store.sync()
+            return state.scan.last_sequence, state.scan.last_hash
+
+    def _append(self, rtype: str, body: Mapping[str, Any]) -> Appended:
+        with self._thread_lock, self._store.locked():
+            state = self._store.sync()
+            appended = self._store.write(state, rtype, body)
+            every = self.checkpoint_every
+            if (
+                every
+                and self._signing_key is not None
+                and state.scan.last_sequence - state.last_checkpoint_seq >= every
+            ):
+                self._store.write_checkpoint(state, self._signing_key)
+            return appended
+
+
+def _existing_store(directory: str | os.PathLike[str]) -> ChainStore:
+    path = Path(directory).absolute()
+    if not (path / "audit.jsonl").exists():
+        raise AuditError(f"no audit log in {path}")
+    return ChainStore(path)
+
+
+def checkpoint_log(directory: str | os.PathLike[str], signing_key_path: Path | str) -> tuple[Appended, dict[str, Any]]:
+    """Sign the head of an existing log now; returns the record and the signed body.
+
+    Unlike :class:`AuditLog` this needs no pseudonym key: auditors run it.
+    """
+    store = _existing_store(directory)
+    key = load_private_key(Path(signing_key_path), audit_dir=store.directory)
+    with store.locked():
+        state = store.sync()
+        appended = store.write_checkpoint(state, key)
+        assert state.last_checkpoint_body is not None
+        return appended, {"checkpoint_sequence": appended.sequence, **state.last_checkpoint_body}
+
+
+def recover_log(directory: str | os.PathLike[str]) -> list[Appended]:
+    """Run crash recovery on an existing log; returns the recovery records appended."""
+    store = _existing_store(directory)
+    with store.locked():
+        store.sync()
+        return list(store.recovered)
