@@ -1,0 +1,221 @@
+"""Engine result -> CDS Hooks cards.
+
+Everything shown comes from the result document (findings, missing data, packs,
+errors, disclaimer) and the facts schema labels; nothing clinical is written
+here. All text is Markdown-escaped: fact values come from the EHR and pack
+text is plain text, and neither may turn into links or HTML in the EHR's view.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+SUMMARY_MAX = 139  # the spec: summary "<140 characters"
+FINDING_SYSTEM = "urn:neurocds:finding"
+NOTICE_SYSTEM = "urn:neurocds:notice"
+OVERRIDE_SYSTEM = "urn:neurocds:override-reason"
+INDICATOR = {"emergency": "critical", "urgent": "warning"}  # everything else: info
+INDICATOR_RANK = {"critical": 2, "warning": 1, "info": 0}
+URGENCY_RANK = {"emergency": 4, "urgent": 3, "routine": 2, "info": 1, "none": 0}
+MISSING_IN_SUMMARY = 4
+MISSING_ON_CARD = 10
+
+# Offered on every card so that feedback carries a coded reason the audit log can count.
+OVERRIDE_REASONS: tuple[dict[str, str], ...] = (
+    {"system": OVERRIDE_SYSTEM, "code": "not-applicable", "display": "Not applicable to this patient"},
+    {"system": OVERRIDE_SYSTEM, "code": "already-addressed", "display": "Already addressed"},
+    {"system": OVERRIDE_SYSTEM, "code": "data-incorrect", "display": "Recorded data is incorrect"},
+    {"system": OVERRIDE_SYSTEM, "code": "clinical-judgement", "display": "Clinical judgement differs"},
+)
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+LabelOf = Callable[[str], str | None]
+
+
+def md(text: Any) -> str:
+    """Plain text as inert GitHub-flavoured Markdown (no links, emphasis or HTML)."""
+    value = str(text).replace("&", "&amp;").replace("<", "&lt;")
+    value = _MD_SPECIAL.sub(r"\\\1", value)
+    # Line breaks would let a value start a heading or list of its own.
+    return " ".join(value.split())
+
+
+def truncate(text: str, limit: int = SUMMARY_MAX) -> str:
+    """At most ``limit`` characters, cut at a word boundary where one is near, marked with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-") + "…"
+
+
+def short_label(pointer: str, label_of: LabelOf) -> str:
+    """A readable name for a fact: the first sentence of its schema description, else its pointer."""
+    label = label_of(pointer) or ""
+    # The first sentence: schema descriptions go on to explain the contract (units, tri-state).
+    label = re.split(r"\.\s|;", label, maxsplit=1)[0].strip().rstrip(".")
+    return label or pointer
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(_value_text(v) for v in value) or "none"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_value_text(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _because_lines(because: Iterable[Mapping[str, Any]], label_of: LabelOf) -> list[str]:
+    lines = []
+    for item in because:
+        if "pointer" in item:
+            name = md(short_label(str(item["pointer"]), label_of))
+            if item.get("recorded"):
+                shown = md(_value_text(item.get("value"))) if "value" in item else "recorded"
+            else:
+                shown = "**not recorded**"
+            test = f" (rule test: {md(item['test'])})" if item.get("test") else ""
+            lines.append(f"- {name}: {shown}{test}")
+        elif "derived" in item:
+            lines.append(f"- derived {md(item['derived'])}: {md(_value_text(item.get('value')))}")
+        elif "finding" in item:
+            lines.append(f"- finding {md(item['finding'])}")
+    return lines
+
+
+def _pack_versions(result: Mapping[str, Any]) -> dict[str, str]:
+    return {str(p.get("name")): str(p.get("version", "")) for p in result.get("packs") or ()}
+
+
+def _source(label: str, system: str, code: str, display: str) -> dict[str, Any]:
+    return {"label": label, "topic": {"system": system, "code": code, "display": truncate(display, 200)}}
+
+
+def _card(summary: str, indicator: str, detail: str, source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": truncate(summary),
+        "indicator": indicator,
+        "detail": detail,
+        "source": source,
+        "overrideReasons": [dict(r) for r in OVERRIDE_REASONS],
+    }
+
+
+def finding_card(
+    finding: Mapping[str, Any], versions: Mapping[str, str], disclaimer: str, label_of: LabelOf
+) -> dict[str, Any]:
+    urgency = str(finding.get("urgency", "info"))
+    title = str(finding.get("title") or finding.get("id"))
+    parts = [f"**Urgency: {md(urgency)}**", md(finding.get("detail", ""))]
+    because = _because_lines(finding.get("because") or (), label_of)
+    if because:
+        parts.append("**Why this was raised**\n\n" + "\n".join(because))
+    unknown = [f"- {md(short_label(p, label_of))}" for p in finding.get("unknown") or ()]
+    if unknown:
+        parts.append("**Not recorded, and could make this more urgent**\n\n" + "\n".join(unknown))
+    recs = [f"- {md(r)}" for r in finding.get("recommendations") or ()]
+    if recs:
+        parts.append("**Consider**\n\n" + "\n".join(recs))
+    evidence = [f"- {md(e.get('source', ''))}: {md(e.get('citation', ''))}" for e in finding.get("evidence") or ()]
+    if evidence:
+        parts.append("**Evidence**\n\n" + "\n".join(evidence))
+    parts.append(f"_{md(disclaimer)}_")
+    pack = str(finding.get("pack", ""))
+    label = f"neurocds {pack} {versions.get(pack, '')}".strip()
+    source = _source(label, FINDING_SYSTEM, str(finding.get("id")), title)
+    return _card(title, INDICATOR.get(urgency, "info"), "\n\n".join(parts), source)
+
+
+def incomplete_card(result: Mapping[str, Any], disclaimer: str) -> dict[str, Any]:
+    """Said whenever a pack failed or the evaluation is incomplete: silence must not read as 'all clear'."""
+    failed = [p for p in result.get("packs") or () if p.get("status") == "failed"]
+    errors = list(result.get("errors") or ())
+    names = sorted({str(p.get("name")) for p in failed} | {str(e["pack"]) for e in errors if e.get("pack")})
+    lines = []
+    for name in names:
+        stages = sorted({str(e.get("stage") or e.get("kind") or "evaluation") for e in errors if e.get("pack") == name})
+        lines.append(f"- pack {md(name)} failed ({md(', '.join(stages) or 'load')})")
+    for e in errors:
+        if not e.get("pack"):
+            lines.append(f"- engine problem: {md(e.get('kind') or e.get('stage') or 'error')}")
+    what = f"{len(names)} rule pack(s) failed" if names else "the evaluation did not complete"
+    detail = "\n\n".join(
+        [
+            f"**Decision support is incomplete: {what}.** Advice these packs would have given is missing, "
+            "so the absence of a card is not reassurance. The engine's operators have the details.",
+            "\n".join(lines) or "- no further detail",
+            f"_{md(disclaimer)}_",
+        ]
+    )
+    summary = f"Decision support incomplete: {what}; advice may be missing"
+    return _card(summary, "warning", detail, _source("neurocds", NOTICE_SYSTEM, "incomplete", "Incomplete evaluation"))
+
+
+def missing_data_card(
+    missing: Sequence[Mapping[str, Any]], notes: Sequence[str], disclaimer: str, label_of: LabelOf
+) -> dict[str, Any]:
+    """One card for the unknown facts that would most change the picture, most urgent first."""
+    ordered = sorted(missing, key=lambda m: -URGENCY_RANK.get(str(m.get("urgency")), 0))  # stable: keeps engine order
+    names = [_missing_label(m, label_of) for m in ordered]
+    parts = []
+    if ordered:
+        brief = [re.sub(r"\s*\([^)]*\)", "", n) for n in names]  # parentheticals cost summary space
+        shown = "; ".join(brief[:MISSING_IN_SUMMARY]) + ("; …" if len(brief) > MISSING_IN_SUMMARY else "")
+        summary = f"Not recorded: {shown}"
+        lines = []
+        for m, name in list(zip(ordered, names, strict=True))[:MISSING_ON_CARD]:
+            count = len(m.get("findings") or ())
+            lines.append(
+                f"- **{md(name)}**: could lead to advice up to {md(m.get('urgency', 'info'))} urgency "
+                f"({count} possible finding{'s' if count != 1 else ''})"
+            )
+        if len(ordered) > MISSING_ON_CARD:
+            lines.append(f"- and {len(ordered) - MISSING_ON_CARD} more facts that are not recorded")
+        parts.append("Recording these facts would most change the advice, most urgent first:\n\n" + "\n".join(lines))
+    else:
+        summary = "Some EHR data was not available to decision support"
+    if notes:
+        listed = "\n".join(f"- {md(n)}" for n in notes)
+        parts.append(f"**Data the EHR did not supply or that could not be read**\n\n{listed}")
+    parts.append(f"_{md(disclaimer)}_")
+    source = _source("neurocds", NOTICE_SYSTEM, "missing-data", "Facts not recorded")
+    return _card(summary, "info", "\n\n".join(parts), source)
+
+
+def _missing_label(item: Mapping[str, Any], label_of: LabelOf) -> str:
+    label = item.get("label")
+    if isinstance(label, str) and label:
+        return short_label(str(item.get("pointer", "")), lambda _p: label)
+    return short_label(str(item.get("pointer", "")), label_of)
+
+
+def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Cards for one result, most urgent first.
+
+    :param notes: plain-language notes about the input (prefetch keys not sent, values
+        skipped by the FHIR converter); shown on the missing-data card.
+    """
+    disclaimer = str(result.get("disclaimer", ""))
+    versions = _pack_versions(result)
+    findings = sorted(
+        result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
+    )  # stable: the engine's order breaks ties
+    cards = [finding_card(f, versions, disclaimer, label_of) for f in findings]
+    failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
+    if failed or not result.get("complete", False):
+        cards.append(incomplete_card(result, disclaimer))
+    missing = list(result.get("missing_data") or ())
+    if missing or notes:
+        cards.append(missing_data_card(missing, notes, disclaimer, label_of))
+    # Stable sort by indicator: findings keep their order inside each level, notices follow findings.
+    cards.sort(key=lambda c: -INDICATOR_RANK[c["indicator"]])
+    return cards

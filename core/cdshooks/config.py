@@ -1,0 +1,87 @@
+"""Configuration of the CDS Hooks service: one frozen dataclass, checked when built."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+INSECURE_HEADER = "X-Neurocds-Insecure"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ConfigError(ValueError):
+    """The service configuration is unusable; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Everything the service needs besides the engine.
+
+    :param base_url: the public base URL the EHR calls (``https://cds.example.org``),
+        without ``/cds-services``. JWT ``aud`` values are checked against URLs built
+        from it, never from the request's ``Host`` header, which the caller controls.
+    :param issuers: trusted ``iss`` -> path of a JWK Set file, or an ``https://`` /
+        ``http://`` URL of one. Required unless ``insecure_dev``.
+    :param insecure_dev: accept unauthenticated calls (development only); every
+        response then carries the :data:`INSECURE_HEADER` header.
+    :param max_body_bytes: largest request body accepted (413 beyond).
+    :param audit_dir: folder of the tamper-evident audit log; ``None``: no audit.
+    :param observation_window: how far back observations count, passed to the FHIR
+        converter when it supports a window (``None``: its default).
+    :param clock: current time (UTC, aware); injectable so tests can move time.
+    :param token_leeway_seconds: clock skew tolerated on ``iat``/``exp``.
+    :param max_token_lifetime_seconds: longest ``exp - iat`` accepted; the spec asks
+        EHRs for at most five minutes, and it bounds the replay cache.
+    :param replay_cache_size: most unexpired ``jti`` values remembered; when full,
+        new tokens are refused (fail closed) rather than forgetting live ones.
+    :param jwks_cache_seconds: how long a JWK Set fetched from a URL is reused.
+    """
+
+    base_url: str
+    issuers: Mapping[str, str] = field(default_factory=dict)
+    insecure_dev: bool = False
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    audit_dir: Path | None = None
+    observation_window: timedelta | None = None
+    clock: Callable[[], datetime] = utc_now
+    token_leeway_seconds: int = 30
+    max_token_lifetime_seconds: int = 300
+    replay_cache_size: int = 100_000
+    jwks_cache_seconds: int = 300
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(f"base URL must be an absolute http(s) URL without query, got {self.base_url!r}")
+        # Normalise once so every audience string is built the same way.
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "issuers", dict(self.issuers))
+        if not self.issuers and not self.insecure_dev:
+            raise ConfigError(
+                "no trusted issuers: give at least one issuer and its JWK Set, or run with insecure_dev "
+                "(development only)"
+            )
+        for iss, source in self.issuers.items():
+            if not iss or not source:
+                raise ConfigError("every trusted issuer needs a non-empty name and JWK Set location")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("max_body_bytes must be at least 1024")
+        if self.max_token_lifetime_seconds <= 0 or self.token_leeway_seconds < 0:
+            raise ConfigError("token lifetime must be positive and leeway not negative")
+        if self.audit_dir is not None:
+            object.__setattr__(self, "audit_dir", Path(self.audit_dir))
+
+    @property
+    def secured(self) -> bool:
+        return bool(self.issuers)
+
+    def endpoint_url(self, path: str) -> str:
+        """The exact URL of an endpoint (``/cds-services/x``): the ``aud`` a token must carry."""
+        return f"{self.base_url}{path}"

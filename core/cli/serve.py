@@ -1,0 +1,170 @@
+"""``neurocds serve``: run the CDS Hooks 2.0 service (uvicorn, one worker).
+
+Refuses to start without a trusted issuer unless ``--insecure-dev`` is given,
+which prints a warning on every start and marks every response with the
+``X-Neurocds-Insecure`` header. Exit codes: 2 bad options, 3 a pack, mapping
+table or JWK Set could not be loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+EXIT_USAGE, EXIT_LOAD = 2, 3
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+INSECURE_WARNING = """\
+************************************************************************
+* WARNING: --insecure-dev: requests are NOT authenticated.             *
+* Anyone who can reach this port can read decision support for any    *
+* patient data they send. Development only; never use with real data. *
+************************************************************************"""
+
+
+def _parse_issuers(values: tuple[str, ...]) -> dict[str, str]:
+    issuers: dict[str, str] = {}
+    for value in values:
+        # Split at the first '=': a JWK Set URL may carry a query string, an issuer rarely does.
+        iss, sep, jwks = value.partition("=")
+        if not sep or not iss or not jwks:
+            raise click.BadParameter(f"expected ISS=JWKS_PATH_OR_URL, got {value!r}", param_hint="--issuer")
+        if not jwks.startswith(("https://", "http://")) and not Path(jwks).is_file():
+            raise click.BadParameter(f"JWK Set file not found: {jwks}", param_hint="--issuer")
+        issuers[iss] = jwks
+    return issuers
+
+
+def register(group: click.Group) -> None:
+    @group.command("serve")
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+    @click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+    @click.option(
+        "--base-url",
+        default=None,
+        help="Public base URL the EHR calls (JWT 'aud' is checked against it). Default: http://HOST:PORT.",
+    )
+    @click.option(
+        "--issuer",
+        "issuer_specs",
+        multiple=True,
+        metavar="ISS=JWKS_PATH_OR_URL",
+        help="A trusted EHR: its 'iss' and its JWK Set (file or URL). Repeatable.",
+    )
+    @click.option("--insecure-dev", is_flag=True, help="Accept unauthenticated calls (development only).")
+    @click.option(
+        "--audit-dir",
+        envvar="NEUROCDS_AUDIT_DIR",
+        type=click.Path(file_okay=False),
+        help="Record decisions, cards and feedback in this tamper-evident audit log.",
+    )
+    @click.option(
+        "--max-body",
+        default=1_048_576,
+        show_default=True,
+        type=click.IntRange(1024, None),
+        help="Largest request body in bytes (413 beyond).",
+    )
+    @click.option(
+        "--observation-window-days",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="How old an Observation may be and still count (default: the FHIR converter's).",
+    )
+    @click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
+    @click.option(
+        "--log-level",
+        type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+        default="info",
+        show_default=True,
+    )
+    def serve(
+        host: str,
+        port: int,
+        base_url: str | None,
+        issuer_specs: tuple[str, ...],
+        insecure_dev: bool,
+        audit_dir: str | None,
+        max_body: int,
+        observation_window_days: float | None,
+        packs: str | None,
+        log_level: str,
+    ) -> None:
+        """Run the CDS Hooks 2.0 service (discovery at BASE_URL/cds-services)."""
+        issuers = _parse_issuers(issuer_specs)
+        if not issuers and not insecure_dev:
+            click.echo(
+                "error: no trusted issuer. Give --issuer ISS=JWKS_PATH_OR_URL (repeatable), or "
+                "--insecure-dev for local development without authentication.",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
+        if insecure_dev and not issuers:
+            click.secho(INSECURE_WARNING, fg="red", bold=True, err=True)
+            if host not in LOOPBACK:
+                click.secho(f"WARNING: listening on {host}, not loopback, without authentication.", fg="red", err=True)
+        url_host = f"[{host}]" if ":" in host else host
+        app = _build_app(
+            base_url=base_url or f"http://{url_host}:{port}",
+            issuers=issuers,
+            insecure_dev=insecure_dev,
+            audit_dir=audit_dir,
+            max_body=max_body,
+            observation_window_days=observation_window_days,
+            packs=packs,
+        )
+        import uvicorn
+
+        _log_to_stderr(log_level)
+
+        # One worker: the replay cache and the card index live in this process.
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, workers=1)
+
+
+def _log_to_stderr(level: str) -> None:
+    """The service's own log lines (status, counts, timings; never patient data or tokens) to stderr."""
+    import logging
+
+    logger = logging.getLogger("neurocds")
+    logger.setLevel(level.upper())
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def _build_app(
+    *,
+    base_url: str,
+    issuers: dict[str, str],
+    insecure_dev: bool,
+    audit_dir: str | None,
+    max_body: int,
+    observation_window_days: float | None,
+    packs: str | None,
+) -> Any:
+    from neurocds.cdshooks import ConfigError, ServiceConfig, create_app
+    from neurocds.engine import Engine
+    from neurocds.errors import NeurocdsError
+
+    try:
+        config = ServiceConfig(
+            base_url=base_url,
+            issuers=issuers,
+            insecure_dev=insecure_dev,
+            max_body_bytes=max_body,
+            audit_dir=Path(audit_dir) if audit_dir else None,
+            observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
+        )
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        return create_app(config, Engine(packs=packs))
+    except (NeurocdsError, ValueError, OSError) as exc:
+        click.echo(f"error: cannot start the service: {exc}", err=True)
+        sys.exit(EXIT_LOAD)

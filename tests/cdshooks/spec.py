@@ -1,0 +1,64 @@
+"""Checks of response documents against the CDS Hooks 2.0 specification."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+INDICATORS = ("info", "warning", "critical")
+INDICATOR_RANK = {"critical": 2, "warning": 1, "info": 0}
+
+
+def assert_coding(coding: Any, where: str) -> None:
+    assert isinstance(coding, Mapping), where
+    assert isinstance(coding.get("code"), str) and coding["code"], f"{where}: Coding needs a code"
+    assert isinstance(coding.get("system"), str) and coding["system"], f"{where}: Coding needs a system"
+    if "display" in coding:
+        assert isinstance(coding["display"], str), where
+
+
+def assert_card(card: Any) -> None:
+    assert isinstance(card, Mapping)
+    uuid.UUID(card["uuid"])  # raises when not a UUID
+    summary = card["summary"]
+    assert isinstance(summary, str) and summary.strip(), "summary is required"
+    assert len(summary) < 140, f"summary has {len(summary)} characters"
+    assert card["indicator"] in INDICATORS
+    source = card["source"]
+    assert isinstance(source, Mapping) and isinstance(source.get("label"), str) and source["label"]
+    if "topic" in source:
+        assert_coding(source["topic"], "source.topic")
+    if "detail" in card:
+        assert isinstance(card["detail"], str)
+    if card.get("suggestions"):
+        assert card.get("selectionBehavior") in ("at-most-one", "any"), "suggestions need selectionBehavior"
+    for i, reason in enumerate(card.get("overrideReasons") or ()):
+        assert_coding(reason, f"overrideReasons/{i}")
+    for link in card.get("links") or ():
+        assert link["type"] in ("absolute", "smart") and link["label"] and link["url"]
+
+
+def assert_response(doc: Any) -> list[dict[str, Any]]:
+    """The cards of a spec-valid service response, most urgent first."""
+    assert isinstance(doc, Mapping)
+    assert isinstance(doc.get("cards"), list)
+    assert isinstance(doc.get("systemActions", []), list)
+    for card in doc["cards"]:
+        assert_card(card)
+    ranks = [INDICATOR_RANK[c["indicator"]] for c in doc["cards"]]
+    assert ranks == sorted(ranks, reverse=True), "cards must be ordered most urgent first"
+    assert len({c["uuid"] for c in doc["cards"]}) == len(doc["cards"])
+    return list(doc["cards"])
+
+
+def assert_operation_outcome(doc: Any, pointer: str | None = None) -> None:
+    assert doc["resourceType"] == "OperationOutcome"
+    assert doc["issue"], "an OperationOutcome needs at least one issue"
+    for issue in doc["issue"]:
+        assert issue["severity"] in ("fatal", "error", "warning", "information")
+        assert isinstance(issue["code"], str)
+    if pointer is not None:
+        named = [p for issue in doc["issue"] for p in issue.get("expression", [])]
+        assert pointer in named, f"{pointer} not named in {named}"
+        assert any(issue["diagnostics"].startswith(pointer) for issue in doc["issue"])
