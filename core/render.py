@@ -24,6 +24,16 @@ def pointer_words(pointer: str) -> str:
     return ": ".join(parts) if parts else pointer
 
 
+def short_label(label: str | None, limit: int = 70) -> str:
+    """The first sentence of a field's schema description, as a parenthesis."""
+    if not label:
+        return ""
+    first = label.split(". ")[0].split("; ")[0].rstrip(".")
+    if len(first) > limit:
+        first = first[: limit - 1].rstrip() + "…"
+    return f" ({first})"
+
+
 def value_words(value: Any) -> str:
     if value is True:
         return "yes"
@@ -87,11 +97,11 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
     if missing:
         lines += ["", "== Not recorded - would most change the picture =="]
         for item in missing:
-            label = item.get("label") or pointer_words(item["pointer"])
-            lines.append(
-                f"- [{item['urgency']}] {pointer_words(item['pointer'])} ({label})"
-                f" -> could decide: {', '.join(item['findings'])}"
-            )
+            label = short_label(item.get("label"))
+            shown = ", ".join(item["findings"][:3])
+            more = f" (+{len(item['findings']) - 3} more)" if len(item["findings"]) > 3 else ""
+            lines.append(f"- [{item['urgency']}] {pointer_words(item['pointer'])}{label}")
+            lines.append(f"    could decide: {shown}{more}")
         if len(result["missing_data"]) > max_missing:
             lines.append(f"  ... and {len(result['missing_data']) - max_missing} more (see --format json)")
     lines += ["", result["disclaimer"]]

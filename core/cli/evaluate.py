@@ -73,24 +73,23 @@ def report_invalid(exc: FactsValidationError, fmt: str) -> None:
 
 
 def load_facts(data: bytes, fhir: bool, fmt: str) -> tuple[Any, dict[str, Any] | None]:
-    """The facts document (raw bytes, or converted from a FHIR bundle) and its provenance."""
+    """The facts document (raw bytes, or converted from FHIR) and the conversion's provenance."""
     if not fhir:
         return data, None
-    from neurocds.fhir import FhirConverter
+    from neurocds.cli.fhir import convert_document
+    from neurocds.fhir import FhirConverter, FhirInputError
     from neurocds.strictjson import parse_strict
 
     try:
-        bundle = parse_strict(data)
+        document = parse_strict(data)
+        if not isinstance(document, dict):
+            raise FhirInputError("expected a FHIR resource, Bundle or CDS Hooks request (a JSON object)")
+        conversion = convert_document(FhirConverter(), document, None)
     except FactsValidationError as exc:
         report_invalid(exc, fmt)
-    if not isinstance(bundle, dict) or "resourceType" not in bundle:
-        report_invalid(
-            FactsValidationError(
-                [Violation("", "not a FHIR resource", "a FHIR R4 Bundle", "no resourceType", code="fhir")]
-            ),
-            fmt,
-        )
-    conversion = FhirConverter().convert_bundle(bundle)
+    except FhirInputError as exc:
+        pointer = getattr(exc, "pointer", "") or ""
+        report_invalid(FactsValidationError([Violation(pointer, str(exc), code="fhir")]), fmt)
     return conversion.facts, {"provenance": conversion.provenance, "warnings": conversion.warnings}
 
 

@@ -65,6 +65,15 @@ def _read(stream: IO[str]) -> dict[str, Any]:
     return document
 
 
+def convert_document(converter: FhirConverter, document: dict[str, Any], patient_id: str | None) -> FhirConversion:
+    """A Bundle, a single resource or a CDS Hooks request (its prefetch) -> facts."""
+    if "prefetch" in document:
+        context = document.get("context")
+        pid = patient_id or (context.get("patientId") if isinstance(context, dict) else None)
+        return converter.convert_prefetch(document["prefetch"], patient_id=pid)
+    return converter.convert_bundle(document, patient_id=patient_id)
+
+
 @click.command("fhir-to-facts")
 @click.argument("bundle", type=click.File("r", encoding="utf-8"), metavar="BUNDLE.json")
 @click.option(
@@ -98,12 +107,7 @@ def fhir_to_facts(
     try:
         now = _parse_now(now_text, document)
         converter = FhirConverter(now=now, observation_window_days=window_days)
-        if "prefetch" in document:
-            context = document.get("context")
-            pid = patient_id or (context.get("patientId") if isinstance(context, dict) else None)
-            result: FhirConversion = converter.convert_prefetch(document["prefetch"], patient_id=pid)
-        else:
-            result = converter.convert_bundle(document, patient_id=patient_id)
+        result = convert_document(converter, document, patient_id)
     except FhirInputError as exc:
         _fail(str(exc))
     except NeurocdsError as exc:  # mapping tables broken: not the input's fault
