@@ -7,7 +7,6 @@ can live in one process.
 
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 
 from neurocds import __version__
 from neurocds.compiler import compile_rules
-from neurocds.errors import PackFailure, PackLoadError, RuleEvaluationError
+from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, RuleEvaluationError
 from neurocds.explain import Explainer
 from neurocds.hookspecs import ComputedFacts
 from neurocds.packs import (
@@ -36,7 +35,7 @@ from neurocds.reference import ReferenceEvaluator, Run
 from neurocds.resources import load_schema
 from neurocds.result import DISCLAIMER, Result, highest_urgency
 from neurocds.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file
-from neurocds.strictjson import ParseLimits, sha256_canonical
+from neurocds.strictjson import ParseLimits, parse_strict, sha256_canonical
 from neurocds.validation import FactsValidator
 
 BACKENDS = ("durable", "reference")
@@ -81,6 +80,7 @@ class Engine:
         firing_budget: int | None = None,
     ) -> None:
         self.pm = new_plugin_manager()
+        self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
         self.failed_packs: list[LoadedPack] = []
         loaded = self._register(plugins, entry_points)
@@ -129,8 +129,8 @@ class Engine:
     def _load_rules(self, ordered: list[LoadedPack], on_pack_error: str) -> None:
         base = load_schema("facts.schema.json")
         extensions = {p.name: dict(p.record.facts_schema) for p in ordered if p.record.facts_schema}
-        self.validator = FactsValidator(base, extensions)
-        self.facts_schema = _compose(base, extensions)
+        self.validator = FactsValidator(base, extensions, self._limits)
+        self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
         self._labels = _labels(self.facts_schema)
         rule_source: dict[str, str] = {}
@@ -180,7 +180,7 @@ class Engine:
             return None
         from neurocds.audit import AuditLog
 
-        return AuditLog(Path(audit_dir), **dict(options or {}))
+        return AuditLog.from_options(Path(audit_dir), options)
 
     # --------------------------------------------------------------- queries
     def pack_infos(self) -> list[dict[str, Any]]:
@@ -218,14 +218,17 @@ class Engine:
         :param provenance: where each fact came from (e.g. FHIR resources); copied into the trace.
         :raises FactsValidationError: the document is invalid (nothing is evaluated).
         """
-        from neurocds.errors import FactsValidationError
-
         try:
             doc = self.validate(facts)
         except FactsValidationError as exc:
             if self._audit is not None:
+                # The rejection is recorded without values; the parsed document (if any) only
+                # lets the log derive the patient pseudonym.
                 self._audit.record_rejection(
-                    exc.violations, facts_sha256=exc.facts_sha256, engine=self.engine_info(), packs=self.pack_infos()
+                    exc,
+                    facts=_parsed_or_none(facts, self._limits),
+                    engine=self.engine_info(),
+                    packs=self.pack_infos(),
                 )
             raise
         failures: list[PackFailure] = [PackFailure(p.name, "load", p.error or "") for p in self.failed_packs]
@@ -345,11 +348,13 @@ def _evidence(rule: Rule) -> list[dict[str, str]]:
     return [{"source": e.source, "citation": e.citation} for e in rule.evidence]
 
 
-def _compose(base: Mapping[str, Any], extensions: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    schema = copy.deepcopy(dict(base))
-    ext = schema.setdefault("properties", {}).setdefault("extensions", {"type": "object"})
-    ext.setdefault("properties", {}).update({k: copy.deepcopy(dict(v)) for k, v in extensions.items()})
-    return schema
+def _parsed_or_none(facts: Mapping[str, Any] | str | bytes, limits: ParseLimits) -> Any:
+    if isinstance(facts, Mapping):
+        return facts
+    try:
+        return parse_strict(facts, limits)
+    except FactsValidationError:
+        return None
 
 
 def _labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
