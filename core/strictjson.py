@@ -51,6 +51,8 @@ _BOM_CHAR = "\ufeff"
 # A whole JSON string (escapes included; closing quote optional so that an unterminated
 # string swallows the rest of the text instead of exposing brackets inside it), or one
 # structural bracket. Unrolled-loop form: linear time, no catastrophic backtracking.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -135,6 +137,19 @@ def _check_depth(text: str, max_depth: int) -> None:
     """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion)."""
     # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
     if text.count("[") + text.count("{") <= max_depth:
+        return
+    # Strings removed at C speed first, so the Python loop below sees brackets only;
+    # the position-reporting scan of the original text runs only on failure.
+    brackets = _BRACKET.findall(_STRING.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        if char == "[" or char == "{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        else:
+            depth -= 1
+    if deepest <= max_depth:
         return
     depth = 0
     for match in _DEPTH_TOKEN.finditer(text):
