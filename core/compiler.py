@@ -37,15 +37,21 @@ from neurocds.conditions import (
 from neurocds.errors import PackLoadError
 from neurocds.ruleset import Rule
 
-# Fact type tags seen by durable_rules: input facts, derived facts, findings.
-TYPE_INPUT, TYPE_DERIVED, TYPE_FINDING = "f", "d", "g"
+# Fact type tags seen by durable_rules: input facts, derived facts, findings, and the
+# sentinel fact the adapter asserts first in every session (only the sentinel rule matches it).
+TYPE_INPUT, TYPE_DERIVED, TYPE_FINDING, TYPE_SENTINEL = "f", "d", "g", "s"
 INPUT_ROOT = "f"  # input facts are nested under this key of the durable fact
 SENTINEL_RULE = "sentinel"
 
 MAX_RULES = 4096  # durable_rules hard cap per ruleset
 MAX_IDENTICAL = 256  # rules sharing one identical condition path
-MAX_SIBLINGS = 512  # children of one alpha node; create_ruleset hangs beyond
+MAX_SIBLINGS = 511  # children of one alpha node: 512 hang evaluation (full hash table), 513 create_ruleset
+MAX_NEX = 127  # "does not exist" tests under one node: 128 crash evaluation (unterminated list), 129 fail to load
+MAX_JOIN = 16  # facts joined by one durable rule; asserting fails beyond (error 304)
 MAX_SPLITS_PER_RULE = 64  # our own bound on the disjunction split of one rule
+# Beyond 2**53 durable_rules compares an integer with a float as two doubles (and clamps
+# integers to 64 bits), where Python compares exactly: the backends would disagree.
+MAX_EXACT_INT = 2**53
 
 
 class CompileError(PackLoadError):
@@ -116,7 +122,7 @@ class CompiledRuleset:
 
 
 def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
-    definition: dict[str, Any] = {SENTINEL_RULE: {"all": [{"m": {"t": TYPE_INPUT}}]}}
+    definition: dict[str, Any] = {SENTINEL_RULE: {"all": [{"m": {"t": TYPE_SENTINEL}}]}}
     rule_of: dict[str, int] = {}
     referenced: set[tuple[str, str, Any]] = set()
     paths: set[tuple[str, ...]] = set()
@@ -124,6 +130,10 @@ def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
         for node in rule.when.walk():
             if isinstance(node, FactTest | ItemTest):
                 paths.add(node.path)
+            if isinstance(node, FactTest | ItemTest | DerivedRef) and inexact_number(node.value):
+                raise _error(rule, f"{node.describe()!r}: integers beyond ±2**53 cannot be compared exactly")
+        if rule.kind == "derive" and inexact_number(rule.value):
+            raise _error(rule, "derived value: integers beyond ±2**53 cannot be compared exactly")
         referenced |= rule.references()
         splits = _split(_nnf(rule.when, False, rule))
         if len(splits) > MAX_SPLITS_PER_RULE:
@@ -135,11 +145,26 @@ def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
                 patterns.append({"m": {"$and": [{"t": TYPE_INPUT}, cond]}})
             for j, key in enumerate(sorted(refs, key=repr)):
                 patterns.append({f"r{j}": _ref_pattern(key)})
+            if len(patterns) > MAX_JOIN:
+                raise _error(rule, f"condition joins {len(patterns)} facts (cap {MAX_JOIN}); use fewer references")
             name = f"r{index}_{k}"
             definition[name] = {"all": patterns}
             rule_of[name] = index
     _check_caps(definition, rules, rule_of)
     return CompiledRuleset(definition, rule_of, rules, referenced, sorted(paths))
+
+
+def inexact_number(value: Any) -> bool:
+    """True when ``value`` holds an integer durable_rules cannot compare exactly (beyond ±2**53)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) > MAX_EXACT_INT
+    if isinstance(value, dict):
+        return any(inexact_number(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(inexact_number(v) for v in value)
+    return False
 
 
 def _error(rule: Rule, message: str) -> CompileError:
@@ -247,6 +272,7 @@ def _check_caps(definition: dict[str, Any], rules: Sequence[Rule], rule_of: dict
         raise CompileError(f"{len(definition)} durable rules exceed the cap of {MAX_RULES}")
     identical: dict[str, list[str]] = {}
     children: dict[str, set[str]] = {}
+    nex: dict[str, set[str]] = {}
     for name, body in definition.items():
         identical.setdefault(encode(body["all"]), []).append(name)
         for pattern in body["all"]:
@@ -254,7 +280,11 @@ def _check_caps(definition: dict[str, Any], rules: Sequence[Rule], rule_of: dict
             steps = cond["$and"] if isinstance(cond, dict) and "$and" in cond else [cond]
             prefix = ""
             for step in steps:
-                children.setdefault(prefix, set()).add(encode(step))
+                # durable_rules gives each alternative of a "$or" (an "in" list, "is_not") a node of
+                # its own, so a step counts once per alternative of its disjunctive form.
+                alternatives = _alternatives(step, MAX_SIBLINGS + 1)
+                children.setdefault(prefix, set()).update(alternatives)
+                nex.setdefault(prefix, set()).update(a for a in alternatives if '"$nex"' in a)
                 prefix += "|" + encode(step)
     for names in identical.values():
         if len(names) > MAX_IDENTICAL:
@@ -264,5 +294,37 @@ def _check_caps(definition: dict[str, Any], rules: Sequence[Rule], rule_of: dict
         if len(kids) > MAX_SIBLINGS:
             raise CompileError(
                 f"{len(kids)} distinct conditions follow one condition path {prefix[:80]!r}... "
-                f"(cap {MAX_SIBLINGS}: durable_rules' create_ruleset hangs beyond it)"
+                f"(cap {MAX_SIBLINGS}: durable_rules hangs beyond it)"
             )
+    for prefix, kids in nex.items():
+        if len(kids) > MAX_NEX:
+            raise CompileError(
+                f"{len(kids)} distinct 'not recorded' tests follow one condition path {prefix[:80]!r}... "
+                f"(cap {MAX_NEX}: durable_rules crashes beyond it)"
+            )
+
+
+def _alternatives(step: Any, limit: int) -> list[str]:
+    """The disjunctive form of one durable condition, each alternative encoded (at most ``limit``).
+
+    Conservative on purpose: an alternative stands for a whole chain, so counting
+    alternatives never counts fewer nodes than durable_rules builds.
+    """
+    if isinstance(step, dict) and len(step) == 1:
+        ((op, body),) = step.items()
+        if op == "$or":
+            out: list[str] = []
+            for item in body:
+                out.extend(_alternatives(item, limit - len(out)))
+                if len(out) >= limit:
+                    break
+            return out[:limit]
+        if op == "$and":
+            combos = [""]
+            for item in body:
+                combos = [f"{c}&{a}" for c in combos for a in _alternatives(item, limit)][:limit]
+            return combos
+        if op == "$iany" and isinstance(body, dict) and len(body) == 1:
+            ((path, inner),) = body.items()
+            return [f"$iany:{path}:{a}" for a in _alternatives(inner, limit)]
+    return [encode(step)]

@@ -7,8 +7,13 @@ wrong answers (see the shared fact sheet). This module fences it in:
   thread has a use-after-free beyond ~8 concurrent sessions, swallows action
   exceptions and gives up silently on slow actions) nor the ``durable.lang`` DSL;
 * one fresh session per evaluation, always deleted in ``finally``; the compiled
-  ruleset carries a sentinel rule that fires in every session, because deleting a
-  session in which no action ran is an uninitialised free (crash A);
+  ruleset carries a sentinel rule on a fact of its own, asserted and completed
+  before anything else, because deleting a session in which no action ran is an
+  uninitialised free (crash A). Doing it first matters: an assert the extension
+  refuses (error 303 when more than 64 alpha nodes match one fact, 304 beyond 16
+  facts in a join) leaves no action run, and the deletion then crashed the process;
+* every error of the extension becomes a :class:`RuleEvaluationError` (kind
+  ``backend``), so the engine reports the reference answer, loudly incomplete;
 * session ids and fact ids are chosen here and checked against the extension's
   32-bit FNV-1a hash, which it compares instead of the strings (upstream #376);
 * facts reach it only after schema validation, projected to the fields rules use
@@ -27,12 +32,22 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from neurocds.compiler import TYPE_DERIVED, TYPE_FINDING, TYPE_INPUT, CompiledRuleset, encode
+from neurocds.compiler import (
+    TYPE_DERIVED,
+    TYPE_FINDING,
+    TYPE_INPUT,
+    TYPE_SENTINEL,
+    CompiledRuleset,
+    CompileError,
+    encode,
+    inexact_number,
+)
 from neurocds.conditions import MISSING, lookup
 from neurocds.errors import RuleEvaluationError
 from neurocds.reference import FireCallback, Run, fire_rule
 
 MAX_LIVE_SESSIONS = 1024  # the extension's own cap per ruleset (MemoryError beyond)
+_INEXACT = "durable_rules cannot compare the integer at {} exactly (beyond ±2**53); reference answer only"
 
 
 def load_extension() -> Any:
@@ -66,6 +81,8 @@ def project(facts: Mapping[str, Any], paths: list[tuple[str, ...]]) -> dict[str,
         value = lookup(facts, path)
         if value is MISSING:
             continue
+        if inexact_number(value):
+            raise RuleEvaluationError(_INEXACT.format("/".join(path)), kind="backend")
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -83,7 +100,10 @@ class DurableBackend:
         self._dre = load_extension()
         self.compiled = compiled
         self._name = f"neurocds_{next(self._ruleset_counter)}_{id(self)}"
-        self._handle = self._dre.create_ruleset(self._name, compiled.json)
+        try:
+            self._handle = self._dre.create_ruleset(self._name, compiled.json)
+        except Exception as exc:  # a cap the compiler does not know yet: a load error, not a crash later
+            raise CompileError(f"durable_rules refused the compiled rules: {type(exc).__name__}: {exc}") from exc
         self._lock = threading.Lock()
         self._sessions = itertools.count(1)
         self._live: set[int] = set()
@@ -143,15 +163,32 @@ class DurableBackend:
                 tag = TYPE_DERIVED if kind == "derived" else TYPE_FINDING
                 assert_fact({"t": tag, "n": name, "v": value} if kind == "derived" else {"t": tag, "n": name})
 
-        for name in sorted(computed):
-            assert_conclusion("derived", name, computed[name])
-        state_handle = assert_fact({"t": TYPE_INPUT, "f": project(facts, compiled.input_paths)})
+        # The sentinel's action runs before any other assert (crash A: see the module docstring).
+        try:
+            state_handle = assert_fact({"t": TYPE_SENTINEL})
+            started = dre.start_action_for_state(handle, state_handle)
+            if not started:
+                raise RuleEvaluationError("durable_rules did not run the sentinel rule", kind="backend")
+            dre.update_state(handle, started[0])
+            if dre.complete_and_start_action(handle, state_handle):
+                dre.abandon_action(handle, state_handle)
+                raise RuleEvaluationError("durable_rules started an action before any input fact", kind="backend")
+        except RuleEvaluationError:
+            raise
+        except Exception as exc:
+            raise RuleEvaluationError(f"durable_rules failed: {type(exc).__name__}: {exc}", kind="backend") from exc
 
         derived_view: dict[str, Any] = dict(computed)
         fired: set[int] = set()
         firings = 0
-        result = dre.start_action_for_state(handle, state_handle)
+        result = None
         try:
+            for name in sorted(computed):
+                if inexact_number(computed[name]):
+                    raise RuleEvaluationError(_INEXACT.format(f"computed fact {name}"), kind="backend")
+                assert_conclusion("derived", name, computed[name])
+            state_handle = assert_fact({"t": TYPE_INPUT, "f": project(facts, compiled.input_paths)})
+            result = dre.start_action_for_state(handle, state_handle)
             while result:
                 state_json, message = result[0], result[1]
                 firings += 1
