@@ -119,11 +119,18 @@ class DurableBackend:
                 self._live.add(h)
                 return sid, h
 
-    def run(self, facts: Mapping[str, Any], computed: Mapping[str, Any], on_fire: FireCallback | None = None) -> Run:
+    def run(
+        self,
+        facts: Mapping[str, Any],
+        computed: Mapping[str, Any],
+        on_fire: FireCallback | None = None,
+        disabled: frozenset[str] = frozenset(),
+    ) -> Run:
+        """One session; firings of rules of ``disabled`` packs are ignored (never recorded or chained on)."""
         with self._lock:
             sid, sid_hash = self._new_sid()
             try:
-                return self._run_session(sid, facts, computed, on_fire)
+                return self._run_session(sid, facts, computed, on_fire, disabled)
             finally:
                 try:
                     self._dre.delete_state(self._handle, sid)
@@ -131,7 +138,12 @@ class DurableBackend:
                     self._live.discard(sid_hash)
 
     def _run_session(
-        self, sid: str, facts: Mapping[str, Any], computed: Mapping[str, Any], on_fire: FireCallback | None
+        self,
+        sid: str,
+        facts: Mapping[str, Any],
+        computed: Mapping[str, Any],
+        on_fire: FireCallback | None,
+        disabled: frozenset[str],
     ) -> Run:
         dre, handle, compiled = self._dre, self._handle, self.compiled
         run = Run(backend=self.name)
@@ -197,7 +209,7 @@ class DurableBackend:
                         f"firing budget of {self.firing_budget} exhausted: runaway chaining", kind="budget"
                     )
                 index = compiled.rule_of.get(_rule_name(message))
-                if index is not None and index not in fired:
+                if index is not None and index not in fired and compiled.rules[index].pack not in disabled:
                     fired.add(index)
                     rule = compiled.rules[index]
                     fire_rule(rule, index, run, derived_view, on_fire)

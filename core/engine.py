@@ -233,11 +233,13 @@ class Engine:
             raise
         failures: list[PackFailure] = [PackFailure(p.name, "load", p.error or "") for p in self.failed_packs]
         computed, computed_because = self._compute(doc, failures)
+        # A pack whose compute hook raised does not run (hookspecs promise); the others do.
+        disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
         on_fire = self._on_fire(doc)
-        ref_run, evaluation = self.reference.run(doc, computed, on_fire)
+        ref_run, evaluation = self.reference.run(doc, computed, on_fire, disabled)
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
         if self.durable is not None:
-            run, errors = self._durable_run(doc, computed, on_fire, ref_run)
+            run, errors = self._durable_run(doc, computed, on_fire, ref_run, disabled)
         for error in errors:
             if error.get("pack"):
                 failures.append(PackFailure(error["pack"], "evaluate", error["message"], rule=error.get("rule")))
@@ -272,11 +274,11 @@ class Engine:
         return result
 
     def _durable_run(
-        self, doc: Mapping[str, Any], computed: Mapping[str, Any], on_fire: Any, ref_run: Run
+        self, doc: Mapping[str, Any], computed: Mapping[str, Any], on_fire: Any, ref_run: Run, disabled: frozenset[str]
     ) -> tuple[Run, list[dict[str, Any]]]:
         assert self.durable is not None
         try:
-            run = self.durable.run(doc, computed, on_fire)
+            run = self.durable.run(doc, computed, on_fire, disabled)
         except RuleEvaluationError as exc:
             # Fail safe: report the reference answer, loudly incomplete.
             return ref_run, [e.to_dict() for e in ref_run.errors] + [exc.to_dict()]

@@ -105,12 +105,21 @@ class ReferenceEvaluator:
             self.concluders.setdefault(_as_ref(rule), []).append(i)
 
     def run(
-        self, facts: Mapping[str, Any], computed: Mapping[str, Any], on_fire: FireCallback | None = None
+        self,
+        facts: Mapping[str, Any],
+        computed: Mapping[str, Any],
+        on_fire: FireCallback | None = None,
+        disabled: frozenset[str] = frozenset(),
     ) -> tuple[Run, Evaluation]:
+        """Evaluate every rule; rules of ``disabled`` packs do not run and count as undecided."""
         evaluation = Evaluation(self, facts, computed)
         run = Run(backend=self.name)
         derived_view: dict[str, Any] = dict(computed)
         for index in self.order:
+            if disabled and self.rules[index].pack in disabled:
+                # A failed pack's conclusions are unknown, so what depends on them stays undecided.
+                evaluation.rule_state[index] = None
+                continue
             state = evaluation.evaluate_rule(index)
             if state is True:
                 rule = self.rules[index]

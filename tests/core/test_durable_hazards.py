@@ -427,11 +427,6 @@ def test_exception_in_compute_hook_fails_the_pack_but_never_gives_an_all_clear(t
         assert quiet.findings == [] and quiet.highest_urgency == "none" and quiet.complete is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hookspecs.neurocds_compute_facts promises that a pack whose compute hook raised has its rules "
-    "not run; Engine.evaluate still runs them (its findings appear beside the compute_facts error)",
-)
 def test_rules_of_a_pack_whose_compute_hook_raised_do_not_run(tmp_path):
     def compute(facts):
         raise ValueError("cannot compute")
