@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pluggy
+
 from neurocds import hookspecs
 from neurocds.errors import PackLoadError
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import yaml
+
 from neurocds.conditions import (
     NUMERIC_OPS,
     All,

@@ -22,6 +22,9 @@ from urllib.parse import quote
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError
+from referencing import Registry
+from referencing.jsonschema import DRAFT202012
+
 from neurocds.errors import FactsValidationError, PackLoadError, Violation
 from neurocds.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
 from neurocds.strictjson import (
@@ -34,8 +37,6 @@ from neurocds.strictjson import (
     sha256_canonical,
     violation_sort_key,
 )
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
 

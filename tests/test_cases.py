@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from neurocds import Engine
 
 CASES_DIR = Path(__file__).parent / "cases"

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+
 from neurocds.fastschema import compile_schema
 from neurocds.resources import load_schema
 from neurocds.validation import FactsValidator, make_format_checker

@@ -9,21 +9,20 @@ at the highest urgency that fired, so one stray rule would change it).
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+import shared_data
+
 from neurocds import Engine
 
 URGENCIES = ("emergency", "urgent", "routine", "info")
 REPO = Path(__file__).resolve().parents[1]
-SPEC_ENV = "NEUROCDS_SPEC_DIR"
 
 
 def spec_path() -> Path:
-    folder = Path(os.environ[SPEC_ENV]) if SPEC_ENV in os.environ else REPO.parent / "shared" / "spec"
-    return folder / "packs-v1.md"
+    return shared_data.SPEC / "packs-v1.md"
 
 
 def parse_spec(text: str) -> dict[str, dict[str, set[str] | None]]:
@@ -51,8 +50,6 @@ def parse_spec(text: str) -> dict[str, dict[str, set[str] | None]]:
 @pytest.fixture(scope="module")
 def spec() -> dict[str, dict[str, set[str] | None]]:
     path = spec_path()
-    if not path.is_file():
-        pytest.skip(f"packs-v1.md not found at {path} (set {SPEC_ENV})")
     return parse_spec(path.read_text(encoding="utf-8"))
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from neurocds import Engine
 
 CASES_DIR = Path(__file__).parent / "cases"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from neurocds.errors import FactsValidationError
 from neurocds.strictjson import ParseLimits, canonical_json, parse_strict, sha256_canonical
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from jsonschema.exceptions import SchemaError
+
 from neurocds.errors import FactsValidationError, PackLoadError
 from neurocds.resources import load_schema
 from neurocds.strictjson import ParseLimits, sha256_canonical

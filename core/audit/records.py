@@ -72,6 +72,7 @@ def seal(rtype: str, body: Mapping[str, Any], *, sequence: int, prev_hash: str) 
 @lru_cache(maxsize=1)
 def _validator() -> Any:
     from jsonschema import Draft202012Validator
+
     from neurocds.resources import load_schema
 
     schema = load_schema(SCHEMA_FILE)

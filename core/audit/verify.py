@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from neurocds.audit._canon import sha256_hex
 from neurocds.audit.chain import (
     CHECKPOINTS_NAME,

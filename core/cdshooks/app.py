@@ -19,6 +19,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
 from neurocds.cdshooks.discovery import discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
@@ -26,12 +33,6 @@ from neurocds.cdshooks.requests import Issue, RequestError, operation_outcome, p
 from neurocds.cdshooks.security import AuthError, TokenVerifier
 from neurocds.errors import FactsValidationError
 from neurocds.strictjson import ParseLimits, parse_strict
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("neurocds.cdshooks")
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3

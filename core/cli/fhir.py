@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import click
+
 from neurocds.errors import NeurocdsError
 from neurocds.fhir import FhirConversion, FhirConverter, FhirInputError, latest_time
 from neurocds.fhir.bundle import walk_bundle, walk_prefetch

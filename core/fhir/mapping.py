@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 import pluggy
 import yaml
+
 from neurocds import hookspecs
 from neurocds.errors import PackLoadError, Violation
 from neurocds.fhir.rules import (

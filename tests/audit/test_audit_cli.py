@@ -10,6 +10,7 @@ import click
 import pytest
 from audit_helpers import PATIENT_ID, make_facts, make_result, read_lines, write_lines
 from click.testing import CliRunner
+
 from neurocds.audit import AuditLog
 from neurocds.audit.records import utc_now
 from neurocds.cli.audit import register

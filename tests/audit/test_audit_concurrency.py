@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from audit_helpers import make_facts, make_result, read_lines
+
 from neurocds.audit import AuditLog, verify_log
 from neurocds.audit.chain import LOG_NAME
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
+
 from neurocds.audit import AuditIntegrityError, AuditLog, verify_log
 from neurocds.audit.chain import CHECKPOINTS_NAME, HEAD_NAME, LOG_NAME, QUARANTINE_DIR
 from neurocds.strictjson import canonical_json

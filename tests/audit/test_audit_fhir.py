@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
+
 from neurocds.audit import AuditError, AuditLog, export_fhir
 
 DOMAIN = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from audit_helpers import PATIENT_ID, SECRET_VALUE, make_facts, make_result, read_lines
+
 from neurocds.audit import AuditError, AuditLog, query_records, render_html, render_text, verify_log
 from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.query import RecordFilter

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
+
 from neurocds.audit import AuditError, AuditLog
 from neurocds.audit.records import GENESIS_HASH, record_hash, schema_errors, seal
 from neurocds.errors import FactsValidationError, Violation

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
+
 from neurocds.audit import AuditLog, ReplayRefused, replay_decision
 
 engine_module = pytest.importorskip("neurocds.engine")  # skip only when the engine is absent

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
+
 from neurocds.audit import AuditError, AuditLog, generate_keypair, verify_log
 from neurocds.audit.chain import CHECKPOINTS_NAME
 from neurocds.audit.signing import check_signature, load_public_key, sign_checkpoint

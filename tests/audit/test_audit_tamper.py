@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from audit_helpers import make_facts, make_result, read_lines, rehash_from, set_head, write_lines
+
 from neurocds.audit import AuditIntegrityError, AuditLog, verify_log
 from neurocds.audit.chain import CHECKPOINTS_NAME, HEAD_NAME, LOG_NAME
 from neurocds.audit.records import record_hash

@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import shared_data
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from neurocds.cdshooks import ServiceConfig, create_app
 from neurocds.hookspecs import RulePack, hookimpl
 
 HERE = Path(__file__).parent
-CDSHOOKS_DATA = Path("/work/shared/data/cdshooks")
-SYNTHEA_DATA = Path("/work/shared/data/synthea")
+CDSHOOKS_DATA = shared_data.DATA / "cdshooks"
+SYNTHEA_DATA = shared_data.DATA / "synthea"
 STROKE_PATIENT = "Bryan_Breitenberg_8ce561ed-8bf7-4b0b-b1cd-e26775a8a8f8.json"
 # Synthea data is years old; a fixed "now" shortly after the stroke keeps the
 # conversion reproducible (tokens are issued against the same clock).

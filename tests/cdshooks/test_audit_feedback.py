@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from neurocds.audit.query import read_records
 from neurocds.audit.verify import verify_log
 

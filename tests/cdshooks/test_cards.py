@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from neurocds.cdshooks.cards import build_cards, md, truncate
 
 from .spec import assert_card

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from neurocds import Engine
 
 from .spec import assert_response

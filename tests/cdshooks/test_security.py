@@ -17,6 +17,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
 from neurocds.cdshooks import INSECURE_HEADER, ConfigError, ServiceConfig
 from neurocds.cdshooks.security import AuthError, ReplayCache, parse_jwks
 

@@ -84,7 +84,7 @@ def test_bad_rule_file_error_names_file_and_pointer(tmp_path):
     with pytest.raises(PackLoadError, match="cannot be compared"):
         Engine(plugins=[make(tmp_path, "bad2", "bad", [typed])], entry_points=False)
     unknown = rule("bad.z", {"fact": "labs.unobtainium", "gt": 1})
-    with pytest.raises(PackLoadError, match="unknown fact 'labs.unobtainium'"):
+    with pytest.raises(PackLoadError, match=r"unknown fact 'labs\.unobtainium'"):
         Engine(plugins=[make(tmp_path, "bad3", "bad", [unknown])], entry_points=False)
 
 

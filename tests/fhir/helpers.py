@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -11,11 +10,13 @@ from typing import Any
 
 import jsonschema
 import pytest
+import shared_data
+
 from neurocds.fhir import FhirConverter, default_mapping_paths, load_mapping_tables
 from neurocds.fhir.mapping import MappingTables
 from neurocds.resources import load_schema
 
-DATA = Path(os.environ.get("NEUROCDS_TEST_DATA", "/work/shared/data"))
+DATA = shared_data.DATA
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"third-party test data not found at {DATA}")
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

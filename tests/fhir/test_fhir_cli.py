@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from neurocds.cli import main
 
 from .helpers import DATA, PATIENT, SCT, assert_valid_facts, bundle, condition, needs_data

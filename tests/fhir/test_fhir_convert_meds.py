@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+
 from neurocds.fhir import FhirConverter, FhirInputError
 
 from .helpers import ICD10CM, NOW, SCT, assert_valid_facts, bundle, condition, converter, lab, med, messages

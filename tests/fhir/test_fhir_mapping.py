@@ -7,9 +7,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import neurocds_packs.fhir_maps as builtin
 import pytest
 import yaml
+
+import neurocds_packs.fhir_maps as builtin
 from neurocds.fhir import MappingTableError, default_mapping_paths, load_mapping_tables
 from neurocds.fhir.rules import CodeIndex, Origin, Rule, contains_phrase, words
 from neurocds.resources import load_schema
@@ -259,6 +260,7 @@ def test_word_matching_helpers() -> None:
 def test_a_plugin_adds_a_table_through_the_neurocds_fhir_mappings_hook(tmp_path: Path) -> None:
     """Third-party tables arrive through the same hook as the built-in ones and are used."""
     import pluggy
+
     from neurocds import hookspecs
     from neurocds.fhir import FhirConverter
 

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+
 from neurocds.fhir import FhirInputError
 from neurocds.fhir.bundle import walk_bundle
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from neurocds.fhir import FhirInputError, latest_time
 from neurocds.fhir.bundle import walk_bundle
 
