@@ -42,7 +42,6 @@ from neurocds.compiler import (
     encode,
     inexact_number,
 )
-from neurocds.conditions import MISSING, lookup
 from neurocds.errors import RuleEvaluationError
 from neurocds.reference import FireCallback, Run, fire_rule
 
@@ -74,19 +73,34 @@ def fnv1a32(text: str) -> int:
     return h
 
 
-def project(facts: Mapping[str, Any], paths: list[tuple[str, ...]]) -> dict[str, Any]:
+def projection_tree(paths: list[tuple[str, ...]]) -> dict[str, Any]:
+    """The fields some rule reads, as a nested dict (``True`` marks a leaf)."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if child is True:  # a whole object is already wanted
+                break
+            node = child
+        else:
+            node[path[-1]] = True
+    return tree
+
+
+def project(facts: Mapping[str, Any], tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Copy only the fields some rule reads: less to encode, nothing else reaches C."""
     out: dict[str, Any] = {}
-    for path in paths:
-        value = lookup(facts, path)
-        if value is MISSING:
-            continue
-        if inexact_number(value):
-            raise RuleEvaluationError(_INEXACT.format("/".join(path)), kind="backend")
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
+    for key in facts.keys() & tree.keys():  # the present ones only, intersected at C speed
+        value, sub = facts[key], tree[key]
+        if sub is True:
+            if inexact_number(value):
+                raise RuleEvaluationError(_INEXACT.format(prefix + key), kind="backend")
+            out[key] = value
+        elif type(value) is dict:
+            inner = project(value, sub, f"{prefix}{key}/")
+            if inner:
+                out[key] = inner
     return out
 
 
@@ -104,6 +118,7 @@ class DurableBackend:
             self._handle = self._dre.create_ruleset(self._name, compiled.json)
         except Exception as exc:  # a cap the compiler does not know yet: a load error, not a crash later
             raise CompileError(f"durable_rules refused the compiled rules: {type(exc).__name__}: {exc}") from exc
+        self._projection = projection_tree(compiled.input_paths)
         self._lock = threading.Lock()
         self._sessions = itertools.count(1)
         self._live: set[int] = set()
@@ -199,7 +214,7 @@ class DurableBackend:
                 if inexact_number(computed[name]):
                     raise RuleEvaluationError(_INEXACT.format(f"computed fact {name}"), kind="backend")
                 assert_conclusion("derived", name, computed[name])
-            state_handle = assert_fact({"t": TYPE_INPUT, "f": project(facts, compiled.input_paths)})
+            state_handle = assert_fact({"t": TYPE_INPUT, "f": project(facts, self._projection)})
             result = dre.start_action_for_state(handle, state_handle)
             while result:
                 state_json, message = result[0], result[1]

@@ -26,6 +26,8 @@ from neurocds.conditions import (
 from neurocds.reference import Evaluation, Run
 from neurocds.ruleset import URGENCY_RANK, Rule
 
+URGENCY_NAME = {rank: name for name, rank in URGENCY_RANK.items()}
+
 
 def support(node: Condition, want: bool, ev: Evaluation, out: list[Condition]) -> None:
     """Leaves that make ``node`` evaluate to ``want`` (the 'because' of a state)."""
@@ -41,7 +43,7 @@ def support(node: Condition, want: bool, ev: Evaluation, out: list[Condition]) -
         out.append(node)
 
 
-def unknown_leaves(node: Condition, ev: Evaluation, out: dict[str, Condition], rule_unknowns: Any) -> None:
+def unknown_leaves(node: Condition, ev: Evaluation, out: set[str], rule_unknowns: Any) -> None:
     """Input-fact leaves whose being unknown leaves ``node`` undecided, through references.
 
     Only undecided (``None``) nodes are entered; a node the evaluator never reached
@@ -51,12 +53,11 @@ def unknown_leaves(node: Condition, ev: Evaluation, out: dict[str, Condition], r
     if ev.ctx.states.get(id(node), False) is not None:
         return
     if isinstance(node, FactTest | ItemTest):
-        out.setdefault(node.pointer, node)
+        out.add(node.pointer)
     elif isinstance(node, DerivedRef | FindingRef):
         for index in ev.evaluator.concluders.get(node.key, ()):
             if ev.rule_state.get(index) is None:
-                for pointer in rule_unknowns(index, ev):
-                    out.setdefault(pointer, node)
+                out |= rule_unknowns(index, ev)
     else:
         for child in node.children():
             unknown_leaves(child, ev, out, rule_unknowns)
@@ -106,6 +107,7 @@ class Explainer:
     def __init__(self, rules: Sequence[Rule], label_of: Callable[[str], str | None]):
         self.rules = rules
         self.label_of = label_of
+        self.finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
             if rule.kind == "finding":
@@ -120,12 +122,13 @@ class Explainer:
             cached = ev.because_cache[index] = _dedupe([because_item(n, ev.facts) for n in unique])
         return cached
 
-    def unknowns(self, index: int, ev: Evaluation) -> list[str]:
+    def unknowns(self, index: int, ev: Evaluation) -> frozenset[str]:
+        """Pointers of the unrecorded facts that leave rule ``index`` undecided (cached per evaluation)."""
         cached = ev.unknown_cache.get(index)
         if cached is None:
-            out: dict[str, Condition] = {}
+            out: set[str] = set()
             unknown_leaves(self.rules[index].when, ev, out, self.unknowns)
-            cached = ev.unknown_cache[index] = sorted(out)
+            cached = ev.unknown_cache[index] = frozenset(out)
         return cached
 
     def findings(
@@ -211,36 +214,33 @@ class Explainer:
 
     def missing_data(self, run: Run, ev: Evaluation, fired_urgency: Mapping[str, str]) -> list[dict[str, Any]]:
         """Unknown facts that would let an undecided finding rule fire, most urgent first."""
-        by_pointer: dict[str, dict[str, Any]] = {}
-        for index, rule in enumerate(self.rules):
-            if rule.kind != "finding" or ev.rule_state.get(index) is not None:
+        rank: dict[str, int] = {}
+        rules: dict[str, set[str]] = {}
+        findings: dict[str, set[str]] = {}
+        for index in self.finding_rules:
+            if ev.rule_state.get(index) is not None:
                 continue
-            urgency = rule.urgency or "info"
+            rule = self.rules[index]
+            urgency = URGENCY_RANK[rule.urgency or "info"]
             already = fired_urgency.get(rule.key)
-            if already is not None and URGENCY_RANK[already] >= URGENCY_RANK[urgency]:
+            if already is not None and URGENCY_RANK[already] >= urgency:
                 continue  # knowing more would not change what is shown
             for pointer in self.unknowns(index, ev):
-                entry = by_pointer.setdefault(
-                    pointer,
-                    {
-                        "pointer": pointer,
-                        "label": self.label_of(pointer),
-                        "urgency": urgency,
-                        "rules": [],
-                        "findings": [],
-                    },
-                )
-                if URGENCY_RANK[urgency] > URGENCY_RANK[entry["urgency"]]:
-                    entry["urgency"] = urgency
-                entry["rules"].append(rule.id)
-                if rule.key not in entry["findings"]:
-                    entry["findings"].append(rule.key)
-        items = list(by_pointer.values())
-        for item in items:
-            item["findings"].sort()
-            item["rules"].sort()
-        items.sort(key=lambda e: (-URGENCY_RANK[e["urgency"]], -len(e["findings"]), e["pointer"]))
-        return items
+                if rank.get(pointer, 0) < urgency:
+                    rank[pointer] = urgency
+                rules.setdefault(pointer, set()).add(rule.id)
+                findings.setdefault(pointer, set()).add(rule.key)
+        order = sorted(rank, key=lambda p: (-rank[p], -len(findings[p]), p))
+        return [
+            {
+                "pointer": pointer,
+                "label": self.label_of(pointer),
+                "urgency": URGENCY_NAME[rank[pointer]],
+                "rules": sorted(rules[pointer]),
+                "findings": sorted(findings[pointer]),
+            }
+            for pointer in order
+        ]
 
     def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
         fired_set = run.fired_set()
@@ -266,6 +266,6 @@ class Explainer:
                 support(rule.when, False, ev, leaves)
                 entry["false_conditions"] = _dedupe([because_item(n, ev.facts) for n in leaves])
             else:
-                entry["unknown_facts"] = self.unknowns(index, ev)
+                entry["unknown_facts"] = sorted(self.unknowns(index, ev))
             not_fired.append(entry)
         return {"fired": fired, "not_fired": not_fired}

@@ -139,7 +139,7 @@ class Evaluation:
         self.rule_state: dict[int, Tri] = {}
         self.ctx = EvalContext(facts, self.ref_state)
         self.because_cache: dict[int, list[dict[str, Any]]] = {}
-        self.unknown_cache: dict[int, list[str]] = {}
+        self.unknown_cache: dict[int, frozenset[str]] = {}
 
     def evaluate_rule(self, index: int) -> Tri:
         state = self.ctx.state_of(self.evaluator.rules[index].when)
