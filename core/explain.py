@@ -108,6 +108,7 @@ class Explainer:
         self.rules = rules
         self.label_of = label_of
         self.finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
+        self.leaves = [tuple(n for n in rule.when.walk() if not n.children()) for rule in rules]
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
             if rule.kind == "finding":
@@ -213,8 +214,16 @@ class Explainer:
         return out
 
     def missing_data(self, run: Run, ev: Evaluation, fired_urgency: Mapping[str, str]) -> list[dict[str, Any]]:
-        """Unknown facts that would let an undecided finding rule fire, most urgent first."""
+        """Unknown facts that would let an undecided finding rule fire.
+
+        Ordered by the urgency of what they would decide, then by how much recorded
+        evidence already supports that rule, then by how many findings they bear on.
+        """
         rank: dict[str, int] = {}
+        # How much recorded evidence already points at a rule the fact would decide: a
+        # question that completes a half-met emergency rule matters more than a test that
+        # would start a rule from nothing.
+        support_of: dict[str, int] = {}
         rules: dict[str, set[str]] = {}
         findings: dict[str, set[str]] = {}
         for index in self.finding_rules:
@@ -225,12 +234,17 @@ class Explainer:
             already = fired_urgency.get(rule.key)
             if already is not None and URGENCY_RANK[already] >= urgency:
                 continue  # knowing more would not change what is shown
+            states = ev.ctx.states
+            support = sum(1 for leaf in self.leaves[index] if states.get(id(leaf)) is True)
             for pointer in self.unknowns(index, ev):
                 if rank.get(pointer, 0) < urgency:
                     rank[pointer] = urgency
+                    support_of[pointer] = support
+                elif rank[pointer] == urgency and support_of[pointer] < support:
+                    support_of[pointer] = support
                 rules.setdefault(pointer, set()).add(rule.id)
                 findings.setdefault(pointer, set()).add(rule.key)
-        order = sorted(rank, key=lambda p: (-rank[p], -len(findings[p]), p))
+        order = sorted(rank, key=lambda p: (-rank[p], -support_of[p], -len(findings[p]), p))
         return [
             {
                 "pointer": pointer,
@@ -241,6 +255,12 @@ class Explainer:
             }
             for pointer in order
         ]
+
+    def _conjuncts(self, index: int, ev: Evaluation) -> tuple[int, int]:
+        """How many of the rule's top-level conditions already hold (a partly met rule)."""
+        root = self.rules[index].when
+        parts = root.items if isinstance(root, All) else (root,)
+        return sum(1 for part in parts if ev.ctx.states.get(id(part)) is True), len(parts)
 
     def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
         fired_set = run.fired_set()
@@ -267,5 +287,9 @@ class Explainer:
                 entry["false_conditions"] = _dedupe([because_item(n, ev.facts) for n in leaves])
             else:
                 entry["unknown_facts"] = sorted(self.unknowns(index, ev))
+                met, total = self._conjuncts(index, ev)
+                entry["conditions_met"], entry["conditions_total"] = met, total
+                if rule.kind == "finding":
+                    entry["title"], entry["urgency"] = rule.title, rule.urgency
             not_fired.append(entry)
         return {"fired": fired, "not_fired": not_fired}

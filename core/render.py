@@ -56,7 +56,7 @@ def because_line(item: Mapping[str, Any]) -> str:
     return f"{name}: {value_words(item.get('value'))}"
 
 
-def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, max_missing: int = 8) -> str:
+def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, max_missing: int = 12) -> str:
     lines: list[str] = []
     who = f" for patient {patient_id}" if patient_id else ""
     lines.append(f"neurocds decision support{who}")
@@ -65,6 +65,8 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
         f"({len(result['findings'])} finding(s), backend {result['engine']['backend']}"
         f"{', verified' if result['engine'].get('verified') else ''})"
     )
+    if result["engine"].get("note"):
+        lines.append(f"Note: {result['engine']['note']}; the pure-Python reference evaluator answered.")
     if not result["complete"]:
         lines.append("")
         lines.append("!! INCOMPLETE: part of the rule base could not be evaluated. Absence of a finding below")
@@ -93,6 +95,7 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
             lines.append("  Evidence: " + "; ".join(sources))
     if result["complete"] and not result["findings"]:
         lines += ["", "No finding fired on the facts supplied."]
+    lines += render_undecided(result)
     missing = result["missing_data"][:max_missing]
     if missing:
         lines += ["", "== Not recorded - would most change the picture =="]
@@ -106,6 +109,36 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
             lines.append(f"  ... and {len(result['missing_data']) - max_missing} more (see --format json)")
     lines += ["", result["disclaimer"]]
     return "\n".join(lines)
+
+
+def render_undecided(result: Mapping[str, Any]) -> list[str]:
+    """Emergency and urgent rules already partly met, with exactly the facts that would decide them."""
+    shown: dict[str, Mapping[str, Any]] = {}
+    fired = {f["id"] for f in result["findings"]}
+    for entry in result["trace"].get("not_fired", []):
+        finding = entry.get("concludes", {}).get("finding")
+        if (
+            entry["state"] == "unknown"
+            and finding
+            and finding not in fired
+            and entry.get("conditions_met")
+            and entry.get("urgency") in ("emergency", "urgent")
+        ):
+            best = shown.get(finding)
+            if (
+                best is None
+                or entry["conditions_met"] / entry["conditions_total"]
+                > best["conditions_met"] / best["conditions_total"]
+            ):
+                shown[finding] = entry
+    if not shown:
+        return []
+    lines = ["", "== Undecided - partly met; record these to decide =="]
+    for finding, entry in sorted(shown.items(), key=lambda kv: (URGENCY_ORDER.index(kv[1]["urgency"]), kv[0])):
+        facts = ", ".join(pointer_words(p) for p in entry["unknown_facts"])
+        lines.append(f"- [{entry['urgency']}] {entry['title']} [{finding}]")
+        lines.append(f"    record: {facts}")
+    return lines
 
 
 def _derived_index(result: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:

@@ -97,3 +97,33 @@ def test_console_script_installed(facts_file):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Highest urgency" in proc.stdout
+
+
+def test_undecided_emergency_names_exactly_the_facts_that_would_decide_it():
+    unknown = {
+        "facts_version": "1",
+        "patient": {"id": "q"},
+        "strength": {"left_leg": 3, "right_leg": 3},
+        "symptoms": {"back_pain": True},
+    }
+    out = run("evaluate", "-", stdin=json.dumps(unknown)).output
+    section = out.split("== Undecided")[1].split("==")[1]
+    line = next(i for i, text in enumerate(section.splitlines()) if "spinal.cauda_equina_syndrome_suspected" in text)
+    asked = section.splitlines()[line + 1]
+    for fact in ("urinary retention", "saddle anaesthesia", "faecal incontinence", "reduced anal tone"):
+        assert fact in asked
+    answered = dict(
+        unknown,
+        symptoms={
+            "back_pain": True,
+            "urinary_retention": False,
+            "saddle_anaesthesia": False,
+            "urinary_incontinence": False,
+            "faecal_incontinence": False,
+        },
+        exam={"reduced_anal_tone": False},
+    )
+    out = run("evaluate", "-", stdin=json.dumps(answered)).output
+    undecided = out.split("== Undecided")[1].split("== Not recorded")[0]
+    # The clinical rule is now decided (false); only the spine MRI could still raise it.
+    assert "spinal.cauda_equina_syndrome_suspected" not in undecided
