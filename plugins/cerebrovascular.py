@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from neurocds.hookspecs import RulePack, hookimpl
-from neurocds_packs._files import rule_files
+from neurocds_packs._files import builtin_pack
 
 PACK = "cerebrovascular"
 VERSION = "1.0.0"
@@ -21,12 +21,11 @@ THROMBECTOMY_HOURS = 24
 @hookimpl
 def neurocds_register_packs() -> list[RulePack]:
     return [
-        RulePack(
-            name=PACK,
-            version=VERSION,
-            rule_files=rule_files(PACK),
-            depends_on=["weakness-pattern"],
-            description="Hemiparesis and crossed (brainstem) patterns, the reperfusion time window and stroke mimics.",
+        builtin_pack(
+            PACK,
+            VERSION,
+            "Hemiparesis and crossed (brainstem) patterns, the reperfusion time window and stroke mimics.",
+            depends_on=("weakness-pattern",),
         )
     ]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from neurocds.hookspecs import RulePack, hookimpl
-from neurocds_packs._files import rule_files
+from neurocds_packs._files import builtin_pack
 
 PACK = "neuromuscular"
 VERSION = "1.0.0"
@@ -12,11 +12,10 @@ VERSION = "1.0.0"
 @hookimpl
 def neurocds_register_packs() -> list[RulePack]:
     return [
-        RulePack(
-            name=PACK,
-            version=VERSION,
-            rule_files=rule_files(PACK),
-            depends_on=["weakness-pattern"],
-            description="Generalized and systemic causes: metabolic, nerve, junction and muscle disease, toxins.",
+        builtin_pack(
+            PACK,
+            VERSION,
+            "Generalized and systemic causes: metabolic, nerve, junction and muscle disease, toxins.",
+            depends_on=("weakness-pattern",),
         )
     ]

@@ -8,7 +8,7 @@ chained findings would never be concluded and this pack would fall silent unnoti
 from __future__ import annotations
 
 from neurocds.hookspecs import RulePack, hookimpl
-from neurocds_packs._files import rule_files
+from neurocds_packs._files import builtin_pack
 
 PACK = "treatment-expectation"
 VERSION = "1.0.0"
@@ -17,12 +17,14 @@ VERSION = "1.0.0"
 @hookimpl
 def neurocds_register_packs() -> list[RulePack]:
     return [
-        RulePack(
-            name=PACK,
-            version=VERSION,
-            rule_files=rule_files(PACK),
-            # Only the packs whose findings the rules reference (cerebrovascular findings are not used).
-            depends_on=["weakness-pattern", "spinal-compression", "neuromuscular"],
-            description="What treatment can be expected to achieve: decompression, surgical risk, prognosis, disuse.",
+        builtin_pack(
+            PACK,
+            VERSION,
+            "What treatment can be expected to achieve: decompression, surgical risk, prognosis, disuse.",
+            depends_on=(
+                "weakness-pattern",
+                "spinal-compression",
+                "neuromuscular",
+            ),
         )
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from neurocds.hookspecs import RulePack, hookimpl
-from neurocds_packs._files import rule_files
+from neurocds_packs._files import builtin_pack
 
 PACK = "weakness-pattern"
 VERSION = "1.0.0"
@@ -12,10 +12,7 @@ VERSION = "1.0.0"
 @hookimpl
 def neurocds_register_packs() -> list[RulePack]:
     return [
-        RulePack(
-            name=PACK,
-            version=VERSION,
-            rule_files=rule_files(PACK),
-            description="Weakness patterns (paraparesis, hemiparesis, crossed, UMN/LMN signs) as derived facts.",
+        builtin_pack(
+            PACK, VERSION, "Weakness patterns (paraparesis, hemiparesis, crossed, UMN/LMN signs) as derived facts."
         )
     ]
