@@ -21,6 +21,7 @@ import pluggy
 from neurocds import hookspecs
 from neurocds.errors import PackLoadError
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
+from neurocds.strictjson import canonical_json
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
 
@@ -182,9 +183,11 @@ def dependency_order(packs: Sequence[LoadedPack], allow: set[str] | None) -> lis
 
 
 def content_hash(pack: LoadedPack) -> str:
-    """SHA-256 over the pack's name, version and each rule file's name and bytes."""
+    """SHA-256 over the pack's name, version, extension schema and each rule file's name and bytes."""
     digest = hashlib.sha256()
     digest.update(f"{pack.name}\0{pack.record.version}\0".encode())
+    if pack.record.facts_schema is not None:  # the extension schema changes what is accepted
+        digest.update(b"schema\0" + canonical_json(pack.record.facts_schema) + b"\0")
     for path in sorted(pack.rule_files, key=lambda p: p.name):
         try:
             data = path.read_bytes()
