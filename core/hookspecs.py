@@ -141,7 +141,7 @@ def neurocds_finding_detail(
     :class:`~neurocds.errors.RuleEvaluationError` naming the rule; the pack is
     reported as failed and the rest of the evaluation goes on.
 
-    :param finding_id: the finding's stable id (``"cerebrovascular.time_critical_window"``).
+    :param finding_id: the finding's stable id (``"my.finding"``).
     :param rule_id: the id of the rule that concluded it.
     :param facts: the validated facts document.
     :param derived: derived-fact name -> value, as known when the rule fired.
@@ -153,7 +153,7 @@ def neurocds_finding_detail(
         def neurocds_finding_detail(finding_id, rule_id, facts, derived):
             if finding_id != "my.finding":
                 return None
-            return f"Recorded {facts['onset']['hours_since_onset']} h since onset."
+            return f"Recorded at age {facts['patient']['age_years']}."
     """
 
 

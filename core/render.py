@@ -19,7 +19,7 @@ URGENCY_HEADING = {
 
 
 def pointer_words(pointer: str) -> str:
-    """``/symptoms/urinary_retention`` -> ``symptoms: urinary retention``."""
+    """``/section/field_name`` -> ``section: field name``."""
     parts = [p.replace("~1", "/").replace("~0", "~").replace("_", " ") for p in pointer.strip("/").split("/")]
     return ": ".join(parts) if parts else pointer
 

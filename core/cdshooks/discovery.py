@@ -57,20 +57,20 @@ SERVICES: tuple[ServiceDefinition, ...] = (
     ServiceDefinition(
         id="neurocds-patient-view",
         hook="patient-view",
-        title="Leg weakness decision support",
+        title="neurocds decision support",
         description=(
-            "When a patient's chart is opened, reviews recorded findings for causes of leg weakness "
-            "that need urgent attention and lists the facts that are not recorded."
+            "When a patient's chart is opened, evaluates the recorded facts with the installed rule packs, "
+            "shows findings that need attention and lists the facts that are not recorded."
         ),
         required_context=("userId",),
     ),
     ServiceDefinition(
         id="neurocds-order-select",
         hook="order-select",
-        title="Leg weakness decision support at ordering",
+        title="neurocds decision support at ordering",
         description=(
-            "When orders are selected, reviews the patient's recorded findings for causes of leg weakness "
-            "that need attention before ordering. Draft orders themselves are not evaluated in this version."
+            "When orders are selected, evaluates the patient's recorded facts with the installed rule packs "
+            "before ordering. Draft orders themselves are not evaluated in this version."
         ),
         required_context=("userId", "selections", "draftOrders"),
     ),
