@@ -143,7 +143,26 @@ def run_level(
     return level
 
 
-def report(level: Level) -> None:
+def in_process_baseline(payloads: list[bytes], rounds: int = 2) -> float:
+    """Median ms for the same work without HTTP or JWT: strict parse, FHIR -> facts, evaluate."""
+    from neurocds import Engine
+    from neurocds.fhir import FhirConverter
+    from neurocds.strictjson import parse_strict
+
+    engine = Engine()
+    converter = FhirConverter()  # built once, as the service does: it loads the mapping tables
+    times = []
+    for _ in range(rounds):
+        for body in payloads:
+            start = time.perf_counter()
+            request = parse_strict(body)
+            facts = converter.convert_prefetch(request["prefetch"], patient_id=request["context"]["patientId"])
+            engine.evaluate(facts.facts)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def report(level: Level, baseline_ms: float) -> None:
     lat = sorted(level.latencies)
     if not lat:
         print(f"c={level.concurrency:3d}  no successful requests; errors {level.errors}")
@@ -154,7 +173,7 @@ def report(level: Level) -> None:
     errors = f"  errors {level.errors}" if level.errors else ""
     print(
         f"c={level.concurrency:3d}  {len(lat):5d} ok  {rate:8.1f} req/s  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
-        f"  cards/resp {statistics.mean(level.cards):.1f}{errors}"
+        f"  ({p50 / baseline_ms:.1f}x in-process p50)  cards/resp {statistics.mean(level.cards):.1f}{errors}"
     )
 
 
@@ -174,6 +193,8 @@ def main() -> None:
         f"{len(payloads)} Synthea prefetch bodies, {sizes[0] // 1024}-{sizes[-1] // 1024} KiB (median "
         f"{statistics.median(sizes) / 1024:.0f} KiB); {os.cpu_count()} CPUs; server: 1 uvicorn worker"
     )
+    baseline = in_process_baseline(payloads)
+    print(f"baseline, same bodies in process (parse + FHIR + evaluate, no HTTP/JWT): p50 {baseline:.1f} ms")
     with tempfile.TemporaryDirectory() as tmp:
         sock = free_socket()
         port = sock.getsockname()[1]
@@ -192,7 +213,7 @@ def main() -> None:
                 now = datetime.now(UTC)
                 tokens = [keys.token(base + SERVICE, now=now) if keys else None for _ in range(total)]
                 run_level(port, concurrency, payloads, tokens[:WARMUP], opts.max_seconds)
-                report(run_level(port, concurrency, payloads, tokens[WARMUP:], opts.max_seconds))
+                report(run_level(port, concurrency, payloads, tokens[WARMUP:], opts.max_seconds), baseline)
         finally:
             proc.terminate()
             try:
