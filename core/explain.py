@@ -43,24 +43,16 @@ def support(node: Condition, want: bool, ev: Evaluation, out: list[Condition]) -
         out.append(node)
 
 
-def unknown_leaves(node: Condition, ev: Evaluation, out: set[str], rule_unknowns: Any) -> None:
-    """Input-fact leaves whose being unknown leaves ``node`` undecided, through references.
+LeafPath = tuple[int, tuple[int, ...], str | None, Any]
 
-    Only undecided (``None``) nodes are entered; a node the evaluator never reached
-    (short-circuit) counts as decided, which is right because a short-circuit only
-    happens under a decided parent.
-    """
-    if ev.ctx.states.get(id(node), False) is not None:
-        return
+
+def _leaf_paths(node: Condition, ancestors: tuple[int, ...]) -> list[LeafPath]:
+    """Every leaf with the ids of the nodes above it, its pointer (facts) or its key (references)."""
     if isinstance(node, FactTest | ItemTest):
-        out.add(node.pointer)
-    elif isinstance(node, DerivedRef | FindingRef):
-        for index in ev.evaluator.concluders.get(node.key, ()):
-            if ev.rule_state.get(index) is None:
-                out |= rule_unknowns(index, ev)
-    else:
-        for child in node.children():
-            unknown_leaves(child, ev, out, rule_unknowns)
+        return [(id(node), ancestors, node.pointer, None)]
+    if isinstance(node, DerivedRef | FindingRef):
+        return [(id(node), ancestors, None, node.key)]
+    return [p for child in node.children() for p in _leaf_paths(child, (*ancestors, id(node)))]
 
 
 def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,6 +101,7 @@ class Explainer:
         self.label_of = label_of
         self.finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
         self.leaves = [tuple(n for n in rule.when.walk() if not n.children()) for rule in rules]
+        self.leaf_paths = [tuple(_leaf_paths(rule.when, ())) for rule in rules]
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
             if rule.kind == "finding":
@@ -124,11 +117,27 @@ class Explainer:
         return cached
 
     def unknowns(self, index: int, ev: Evaluation) -> frozenset[str]:
-        """Pointers of the unrecorded facts that leave rule ``index`` undecided (cached per evaluation)."""
+        """Pointers of the unrecorded facts that leave rule ``index`` undecided (cached per evaluation).
+
+        Only undecided nodes are entered, through references, from the rule's precomputed leaf paths: a leaf
+        counts when it and every node above it are undecided. A flat loop instead of a
+        recursive walk, because this runs for every undecided rule of every evaluation.
+        """
         cached = ev.unknown_cache.get(index)
         if cached is None:
+            states = ev.ctx.states
             out: set[str] = set()
-            unknown_leaves(self.rules[index].when, ev, out, self.unknowns)
+            for leaf_id, ancestor_ids, pointer, ref_key in self.leaf_paths[index]:
+                if states.get(leaf_id, False) is not None:
+                    continue
+                if any(states.get(a, False) is not None for a in ancestor_ids):
+                    continue
+                if pointer is not None:
+                    out.add(pointer)
+                else:
+                    for j in ev.evaluator.concluders.get(ref_key, ()):
+                        if ev.rule_state.get(j) is None:
+                            out |= self.unknowns(j, ev)
             cached = ev.unknown_cache[index] = frozenset(out)
         return cached
 
