@@ -56,6 +56,17 @@ def because_line(item: Mapping[str, Any]) -> str:
     return f"{name}: {value_words(item.get('value'))}"
 
 
+def because_expanded(item: Mapping[str, Any], derived: Mapping[tuple[str, str], Mapping[str, Any]]) -> str:
+    """A because-item in words; a derived fact is followed by the recorded facts it came from."""
+    line = because_line(item)
+    entry = derived.get((item["derived"], repr(item.get("value", True)))) if "derived" in item else None
+    if entry and entry.get("because"):
+        inner = ", ".join(because_line(b) for b in entry["because"] if "pointer" in b)
+        if inner:
+            line = f"{line} ({inner})"
+    return line
+
+
 def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, max_missing: int = 12) -> str:
     lines: list[str] = []
     who = f" for patient {patient_id}" if patient_id else ""
@@ -78,6 +89,7 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
                 else ""
             )
             lines.append(f"!!  - {error.get('kind') or error.get('stage')}{where}: {error['message']}")
+    derived = _derived_index(result)
     for urgency in URGENCY_ORDER:
         group = [f for f in result["findings"] if f["urgency"] == urgency]
         if not group:
@@ -86,7 +98,7 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
         for finding in group:
             lines.append(f"* {finding['title']}  [{finding['id']}]")
             lines.append(f"  {finding['detail']}")
-            lines.append("  Because: " + "; ".join(because_line(b) for b in finding["because"]))
+            lines.append("  Because: " + "; ".join(because_expanded(b, derived) for b in finding["because"]))
             for step in finding["recommendations"]:
                 lines.append(f"  - {step}")
             if finding.get("unknown"):

@@ -127,3 +127,13 @@ def test_undecided_emergency_names_exactly_the_facts_that_would_decide_it():
     undecided = out.split("== Undecided")[1].split("== Not recorded")[0]
     # The clinical rule is now decided (false); only the spine MRI could still raise it.
     assert "spinal.cauda_equina_syndrome_suspected" not in undecided
+
+
+def test_text_output_expands_derived_facts_to_recorded_facts_and_orders_by_urgency():
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "cauda-equina.json"
+    out = run("evaluate", str(example)).output
+    assert "derived: pattern.leg_weakness (strength: left leg: 4)" in out
+    assert out.index("== EMERGENCY") < out.index("== URGENT") < out.index("== FOR INFORMATION")
+    assert out.rstrip().endswith("Clinical judgement decides.")
