@@ -100,7 +100,6 @@ class Explainer:
         self.rules = rules
         self.label_of = label_of
         self.finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
-        self.leaves = [tuple(n for n in rule.when.walk() if not n.children()) for rule in rules]
         self.leaf_paths = [tuple(_leaf_paths(rule.when, ())) for rule in rules]
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
@@ -243,8 +242,7 @@ class Explainer:
             already = fired_urgency.get(rule.key)
             if already is not None and URGENCY_RANK[already] >= urgency:
                 continue  # knowing more would not change what is shown
-            states = ev.ctx.states
-            support = sum(1 for leaf in self.leaves[index] if states.get(id(leaf)) is True)
+            support = self._conjuncts(index, ev)[0]
             for pointer in self.unknowns(index, ev):
                 if rank.get(pointer, 0) < urgency:
                     rank[pointer] = urgency
