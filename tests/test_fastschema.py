@@ -15,28 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
+from schema_fixtures import PACK_SCHEMA, REF_PACK_SCHEMA
 
 from neurocds.fastschema import compile_schema
 from neurocds.resources import load_schema
 from neurocds.validation import FactsValidator, make_format_checker
 
 BASE = load_schema("facts.schema.json")
-PACK_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"score": {"type": "integer", "minimum": 0}, "label": {"type": "string"}},
-}
-# $ref and anyOf are not compiled: this pack goes through the jsonschema fallback.
-REF_PACK_SCHEMA = {
-    "$defs": {"grade": {"type": "integer", "minimum": 0, "maximum": 3}},
-    "type": "object",
-    "properties": {
-        "grade": {"$ref": "#/$defs/grade"},
-        "either": {"anyOf": [{"type": "string"}, {"type": "boolean"}]},
-    },
-    "additionalProperties": False,
-}
-
 
 _OFFSETS = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 _DATE_TIMES = st.builds(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from jsonschema.exceptions import SchemaError
+from schema_fixtures import PACK_SCHEMA, REF_PACK_SCHEMA
 
 from neurocds.errors import FactsValidationError, PackLoadError
 from neurocds.resources import load_schema
@@ -17,21 +18,6 @@ from neurocds.strictjson import ParseLimits, sha256_canonical
 from neurocds.validation import FactsValidator
 
 BASE = load_schema("facts.schema.json")
-PACK_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"score": {"type": "integer", "minimum": 0}, "label": {"type": "string"}},
-}
-# Uses keywords the fast path does not compile ($ref, anyOf): exercises the fallback.
-REF_PACK_SCHEMA = {
-    "$defs": {"grade": {"type": "integer", "minimum": 0, "maximum": 3}},
-    "type": "object",
-    "properties": {
-        "grade": {"$ref": "#/$defs/grade"},
-        "either": {"anyOf": [{"type": "string"}, {"type": "boolean"}]},
-    },
-    "additionalProperties": False,
-}
 
 
 def minimal(**extra: Any) -> dict[str, Any]:
