@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,12 @@ class Rule:
         return {node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef)}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# The libyaml parser where PyYAML has it (several times faster at engine start); the
+# constructors, including the duplicate-key check below, stay the safe Python ones.
+_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeBase):  # type: ignore[misc,valid-type]
     """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last)."""
 
 
@@ -85,6 +91,11 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+@lru_cache(maxsize=1)
+def _ruleset_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema("ruleset.schema.json"))
+
+
 def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
     """Parse a YAML or JSON rule file and validate it against the ruleset schema."""
     try:
@@ -92,7 +103,7 @@ def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
         doc = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
-    validator = jsonschema.Draft202012Validator(load_schema("ruleset.schema.json"))
+    validator = _ruleset_validator()
     errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
         best = jsonschema.exceptions.best_match(errors)

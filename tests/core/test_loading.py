@@ -147,3 +147,12 @@ def test_pack_content_hash_changes_with_rule_content(tmp_path):
     )
     assert first.pack_infos()[0]["sha256"] != second.pack_infos()[0]["sha256"]
     json.dumps(first.pack_infos())
+
+
+def test_duplicate_keys_in_a_yaml_rule_file_are_an_error(tmp_path):
+    from neurocds.ruleset import read_rule_file
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("format: neurocds-ruleset/1\npack: dup\nnamespace: dup\nnamespace: other\nrules: []\n")
+    with pytest.raises(PackLoadError, match="duplicate key 'namespace'"):
+        read_rule_file(path, "dup")
