@@ -137,3 +137,13 @@ def test_text_output_expands_derived_facts_to_recorded_facts_and_orders_by_urgen
     assert "derived: pattern.leg_weakness (strength: left leg: 4)" in out
     assert out.index("== EMERGENCY") < out.index("== URGENT") < out.index("== FOR INFORMATION")
     assert out.rstrip().endswith("Clinical judgement decides.")
+
+
+def test_evaluate_fhir_bundle_carries_provenance_into_the_trace():
+    import shared_data
+
+    bundle = shared_data.DATA / "synthea" / "Bryan_Breitenberg_8ce561ed-8bf7-4b0b-b1cd-e26775a8a8f8.json"
+    out = run("evaluate", "--fhir", str(bundle), "--format", "json")
+    assert out.exit_code == 0, out.output
+    provenance = json.loads(out.output)["trace"]["input_provenance"]["provenance"]
+    assert provenance["/history/prior_stroke"][0]["resource"].startswith("Condition/")

@@ -67,35 +67,16 @@ class CardIndex:
                 self.add(str(body.get("decision_id")), [str(c) for c in body.get("card_uuids") or ()])
 
 
-def _mapping_paths(engine: Any) -> list[Path]:
-    """Built-in mapping tables plus those of the engine's plugins, each once."""
-    from neurocds.fhir import default_mapping_paths
-
-    paths = list(default_mapping_paths())
-    pm = getattr(engine, "pm", None)
-    if pm is not None and hasattr(pm.hook, "neurocds_fhir_mappings"):
-        for result in pm.hook.neurocds_fhir_mappings():
-            paths.extend(Path(p) for p in result or ())
-    seen: set[Path] = set()
-    unique = []
-    for path in paths:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
-
-
 class Evaluator:
     """Engine, FHIR mapping tables and audit log, shared by all requests."""
 
     def __init__(self, config: ServiceConfig, engine: Any) -> None:
-        from neurocds.fhir import load_mapping_tables
+        from neurocds.fhir import engine_mapping_paths, load_mapping_tables
 
         self.config = config
         self.engine = engine
         # Loaded once: a bad mapping table must stop the service at start, not fail each call.
-        self.tables = load_mapping_tables(_mapping_paths(engine))
+        self.tables = load_mapping_tables(engine_mapping_paths(engine))
         self.cards = CardIndex()
         self.audit = None
         if config.audit_dir is not None:

@@ -73,19 +73,20 @@ def report_invalid(exc: FactsValidationError, fmt: str) -> None:
     sys.exit(EXIT_INVALID)
 
 
-def load_facts(data: bytes, fhir: bool, fmt: str) -> tuple[Any, dict[str, Any] | None]:
+def load_facts(data: bytes, fhir: bool, fmt: str, engine: Any) -> tuple[Any, dict[str, Any] | None]:
     """The facts document (raw bytes, or converted from FHIR) and the conversion's provenance."""
     if not fhir:
         return data, None
     from neurocds.cli.fhir import convert_document
-    from neurocds.fhir import FhirConverter, FhirInputError
+    from neurocds.fhir import FhirConverter, FhirInputError, engine_mapping_paths, load_mapping_tables
     from neurocds.strictjson import parse_strict
 
     try:
         document = parse_strict(data)
         if not isinstance(document, dict):
             raise FhirInputError("expected a FHIR resource, Bundle or CDS Hooks request (a JSON object)")
-        conversion = convert_document(FhirConverter(), document, None)
+        tables = load_mapping_tables(engine_mapping_paths(engine))  # the engine's packs' tables too
+        conversion = convert_document(FhirConverter(tables), document, None)
     except FactsValidationError as exc:
         report_invalid(exc, fmt)
     except FhirInputError as exc:
@@ -120,7 +121,7 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a facts document (FILE, or - for stdin); most urgent findings first."""
     engine = make_engine(packs, backend, verify, audit_dir)
-    facts, provenance = load_facts(read_input(file), fhir, fmt)
+    facts, provenance = load_facts(read_input(file), fhir, fmt, engine)
     try:
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:

@@ -19,7 +19,13 @@ Example::
 from neurocds.fhir.bundle import FhirInputError
 from neurocds.fhir.convert import FhirConversion, FhirConverter
 from neurocds.fhir.dates import latest_time
-from neurocds.fhir.mapping import MappingTableError, MappingTables, default_mapping_paths, load_mapping_tables
+from neurocds.fhir.mapping import (
+    MappingTableError,
+    MappingTables,
+    default_mapping_paths,
+    engine_mapping_paths,
+    load_mapping_tables,
+)
 from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, ConditionPolicy
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "MappingTableError",
     "MappingTables",
     "default_mapping_paths",
+    "engine_mapping_paths",
     "latest_time",
     "load_mapping_tables",
 ]

@@ -98,6 +98,27 @@ def default_mapping_paths() -> list[Path]:
     return paths
 
 
+def engine_mapping_paths(engine: Any) -> list[Path]:
+    """Built-in tables plus those the engine's plugins add through the hook, each once.
+
+    Every FHIR entry point (service, ``evaluate --fhir``) uses this, so a pack's
+    mapping tables apply wherever that pack's rules do.
+    """
+    paths = list(default_mapping_paths())
+    pm = getattr(engine, "pm", None)
+    if pm is not None and hasattr(pm.hook, "neurocds_fhir_mappings"):
+        for result in pm.hook.neurocds_fhir_mappings():
+            paths.extend(Path(p) for p in result or ())
+    seen: set[Path] = set()
+    unique = []
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
 def load_mapping_tables(paths: Sequence[Path | str]) -> MappingTables:
     """Read, validate and compile ``paths``; raise :class:`MappingTableError` on any problem."""
     builder = _Builder()
