@@ -1,16 +1,17 @@
-"""Condition trees of declarative rules, with three-valued (Kleene) evaluation.
+"""Condition trees of declarative rules, and their three-valued (Kleene) meaning.
 
 A condition evaluates to ``True``, ``False`` or ``None`` (unknown). A fact that is
 absent from the document is unknown, never false: ``{fact: a.b, eq: true}`` is
 ``None`` when ``a.b`` is absent and ``False`` only when it is recorded as something
 else. ``all``/``any``/``not`` follow Kleene's strong logic, which obeys De Morgan's
 laws; that is what lets the compiler push negations down to the leaves for
-durable_rules and still agree with this evaluator (a rule fires only on ``True``).
+durable_rules and still agree with the reference evaluator (a rule fires only on
+``True``). The nodes here are data; :mod:`neurocds.plan` compiles them for evaluation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,32 +48,11 @@ def to_pointer(path: tuple[str, ...]) -> str:
     return "/" + "/".join(p.replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def compare(op: str, found: Any, wanted: Any) -> bool:
-    """Two-valued comparison of a known value (types were checked at compile time)."""
-    if op == "eq":
-        return bool(found == wanted)
-    if op == "ne":
-        return bool(found != wanted)
-    if op == "in":
-        return found in wanted
-    if op == "lt":
-        return bool(found < wanted)
-    if op == "lte":
-        return bool(found <= wanted)
-    if op == "gt":
-        return bool(found > wanted)
-    if op == "gte":
-        return bool(found >= wanted)
-    raise ValueError(f"unknown operator {op!r}")
-
 
 class Condition:
-    """Base of every node. ``evaluate`` returns a tri-state value."""
+    """Base of every node."""
 
     __slots__ = ()
-
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        raise NotImplementedError
 
     def children(self) -> tuple[Condition, ...]:
         return ()
@@ -98,17 +78,6 @@ class FactTest(Condition):
         object.__setattr__(self, "pointer", to_pointer(self.path))
         object.__setattr__(self, "text", self._describe())
 
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        found = lookup(ctx.facts, self.path)
-        if self.op == "known":
-            return (found is not MISSING) == self.value
-        if self.op == "is_not":
-            # "not known to be V": true when unknown, so it is never itself unknown.
-            return found is MISSING or found != self.value
-        if found is MISSING:
-            return None
-        return compare(self.op, found, self.value)
-
     def describe(self) -> str:
         return self.text
 
@@ -129,26 +98,17 @@ class ItemTest(Condition):
     field: str
     op: str
     value: Any
+    pointer: str = field(default="", compare=False)
+    text: str = field(default="", compare=False)
 
-    @property
-    def pointer(self) -> str:
-        return to_pointer(self.path)
-
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        items = lookup(ctx.facts, self.path)
-        if items is MISSING:
-            return None
-        state: Tri = False
-        for item in items:
-            found = item.get(self.field, MISSING) if isinstance(item, Mapping) else MISSING
-            if found is MISSING:
-                state = None
-            elif compare(self.op, found, self.value):
-                return True
-        return state
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pointer", to_pointer(self.path))
+        dotted = ".".join(self.path)
+        test = f"{self.field} {OP_SYMBOL[self.op]} {_show(self.value)}"
+        object.__setattr__(self, "text", f"some {dotted} item has {test}")
 
     def describe(self) -> str:
-        return f"some {'.'.join(self.path)} item has {self.field} {OP_SYMBOL[self.op]} {_show(self.value)}"
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,9 +121,6 @@ class DerivedRef(Condition):
     @property
     def key(self) -> tuple[str, str, Any]:
         return ("derived", self.name, self.value)
-
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        return ctx.ref_state(self.key)
 
     def describe(self) -> str:
         return self.name if self.value is True else f"{self.name} = {_show(self.value)}"
@@ -179,9 +136,6 @@ class FindingRef(Condition):
     def key(self) -> tuple[str, str, Any]:
         return ("finding", self.finding, True)
 
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        return ctx.ref_state(self.key)
-
     def describe(self) -> str:
         return f"finding {self.finding}"
 
@@ -193,16 +147,6 @@ class All(Condition):
     def children(self) -> tuple[Condition, ...]:
         return self.items
 
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        state: Tri = True
-        for item in self.items:
-            value = ctx.state_of(item)
-            if value is False:
-                return False
-            if value is None:
-                state = None
-        return state
-
 
 @dataclass(frozen=True, slots=True)
 class AnyOf(Condition):
@@ -210,16 +154,6 @@ class AnyOf(Condition):
 
     def children(self) -> tuple[Condition, ...]:
         return self.items
-
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        state: Tri = False
-        for item in self.items:
-            value = ctx.state_of(item)
-            if value is True:
-                return True
-            if value is None:
-                state = None
-        return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,39 +163,9 @@ class Not(Condition):
     def children(self) -> tuple[Condition, ...]:
         return (self.item,)
 
-    def evaluate(self, ctx: EvalContext) -> Tri:
-        value = ctx.state_of(self.item)
-        return None if value is None else not value
-
 
 Ref = DerivedRef | FindingRef
 Leaf = FactTest | ItemTest | DerivedRef | FindingRef
-
-
-class EvalContext:
-    """Facts plus the states of references, with every node's state memoised.
-
-    The memo makes explanation cheap: after a rule is evaluated, the state of
-    each of its nodes is known without evaluating anything twice.
-    """
-
-    __slots__ = ("_ref_lookup", "facts", "states")
-
-    def __init__(self, facts: Mapping[str, Any], ref_lookup: Callable[[tuple[str, str, Any]], Tri]):
-        self.facts = facts
-        self._ref_lookup = ref_lookup
-        self.states: dict[int, Tri] = {}
-
-    def state_of(self, node: Condition) -> Tri:
-        key = id(node)
-        if key in self.states:
-            return self.states[key]
-        value = node.evaluate(self)
-        self.states[key] = value
-        return value
-
-    def ref_state(self, key: tuple[str, str, Any]) -> Tri:
-        return self._ref_lookup(key)
 
 
 def _show(value: Any) -> str:

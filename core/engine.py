@@ -104,7 +104,7 @@ class Engine:
             from neurocds.durable_backend import DurableBackend
 
             self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
-        self.explainer = Explainer(self.rules, self.label_of)
+        self.explainer = Explainer(self.rules, self.label_of, self.reference.plan)
         self._has_compute = any(find_impl(self.pm, "neurocds_compute_facts", p.plugin) for p in self.packs)
         self._detail_impls = {p.name: find_impl(self.pm, "neurocds_finding_detail", p.plugin) for p in self.packs}
         self._audit = self._open_audit(audit_dir, audit_options)

@@ -7,8 +7,8 @@ fact is either *recorded* (with its value) or *not recorded*.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from neurocds.conditions import (
     MISSING,
@@ -20,39 +20,68 @@ from neurocds.conditions import (
     FindingRef,
     ItemTest,
     Not,
-    Tri,
     lookup,
 )
+from neurocds.plan import Plan
 from neurocds.reference import Evaluation, Run
 from neurocds.ruleset import URGENCY_RANK, Rule
 
+T = TypeVar("T")
 URGENCY_NAME = {rank: name for name, rank in URGENCY_RANK.items()}
 
 
-def support(node: Condition, want: bool, ev: Evaluation, out: list[Condition]) -> None:
-    """Leaves that make ``node`` evaluate to ``want`` (the 'because' of a state)."""
-    state = ev.ctx.states.get(id(node))
-    if state is not want:
-        return
+# A rule's condition tree as tuples ``(slot, kind, payload, node)``, built once per engine:
+# kind GROUP has the child shapes as payload, NOT the one child shape, FACT the leaf's
+# JSON pointer, REF the conclusion key it refers to.
+GROUP, NOT, FACT, REF = range(4)
+Shape = tuple[int, int, Any, Condition]
+
+
+def shape_of(node: Condition, plan: Plan) -> Shape:
+    slot = plan.slot(node)
+    if isinstance(node, All | AnyOf):
+        return (slot, GROUP, tuple(shape_of(c, plan) for c in node.items), node)
     if isinstance(node, Not):
-        support(node.item, not want, ev, out)
-    elif isinstance(node, All | AnyOf):
-        for child in node.items:
-            support(child, want, ev, out)
+        return (slot, NOT, shape_of(node.item, plan), node)
+    if isinstance(node, FactTest | ItemTest):
+        return (slot, FACT, node.pointer, node)
+    assert isinstance(node, DerivedRef | FindingRef)
+    return (slot, REF, node.key, node)
+
+
+def support(shape: Shape, want: bool, states: list[Any], out: list[Condition]) -> None:
+    """Leaves that make the node evaluate to ``want`` (the 'because' of a state)."""
+    slot, kind, payload, node = shape
+    if states[slot] is not want:
+        return
+    if kind == GROUP:
+        for child in payload:
+            support(child, want, states, out)
+    elif kind == NOT:
+        support(payload, not want, states, out)
     else:
         out.append(node)
 
 
-LeafPath = tuple[int, tuple[int, ...], str | None, Any]
+def leaf_key(node: Condition) -> tuple[str, ...]:
+    """What makes two leaves explain the same thing (same fact and test, or same conclusion)."""
+    if isinstance(node, DerivedRef):
+        return ("derived", node.name, repr(node.value))
+    if isinstance(node, FindingRef):
+        return ("finding", node.finding)
+    return (type(node).__name__, node.describe())
 
 
-def _leaf_paths(node: Condition, ancestors: tuple[int, ...]) -> list[LeafPath]:
-    """Every leaf with the ids of the nodes above it, its pointer (facts) or its key (references)."""
-    if isinstance(node, FactTest | ItemTest):
-        return [(id(node), ancestors, node.pointer, None)]
-    if isinstance(node, DerivedRef | FindingRef):
-        return [(id(node), ancestors, None, node.key)]
-    return [p for child in node.children() for p in _leaf_paths(child, (*ancestors, id(node)))]
+def first_of_each(items: Iterable[T], key: Callable[[T], Hashable]) -> list[T]:
+    """``items`` without those whose key an earlier item already had, in order."""
+    seen: set[Hashable] = set()
+    out = []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            out.append(item)
+    return out
 
 
 def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,62 +112,81 @@ def _item_key(item: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: set[tuple[Any, ...]] = set()
-    out = []
-    for item in items:
-        key = _item_key(item)
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
+    return first_of_each(items, _item_key)
 
 
 class Explainer:
-    """Builds the explanatory parts of a result for one evaluation."""
+    """Builds the explanatory parts of a result for one evaluation.
 
-    def __init__(self, rules: Sequence[Rule], label_of: Callable[[str], str | None]):
+    Everything that depends only on the rules (shapes, conjunct slots, orderings,
+    templates of trace entries) is computed here once, so that explaining one
+    evaluation only reads node states.
+    """
+
+    def __init__(self, rules: Sequence[Rule], label_of: Callable[[str], str | None], plan: Plan):
         self.rules = rules
         self.label_of = label_of
-        self.finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
-        self.leaf_paths = [tuple(_leaf_paths(rule.when, ())) for rule in rules]
+        self.shapes = [shape_of(rule.when, plan) for rule in rules]
+        # The top-level conditions of each rule, for "how much is already met".
+        self.conjunct_slots = [
+            tuple(plan.slot(p) for p in (rule.when.items if isinstance(rule.when, All) else (rule.when,)))
+            for rule in rules
+        ]
+        self.rank = [URGENCY_RANK[rule.urgency or "info"] for rule in rules]
+        # Finding rules in rule-id order, so that lists of rule ids built by walking them come out sorted.
+        finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
+        self.finding_rules = sorted(finding_rules, key=lambda i: rules[i].id)
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
             if rule.kind == "finding":
                 self.by_finding.setdefault(rule.key, []).append(i)
+        self.concludes = [
+            ({"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value})
+            for rule in rules
+        ]
 
     def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
         cached = ev.because_cache.get(index)
         if cached is None:
             leaves: list[Condition] = []
-            support(self.rules[index].when, True, ev, leaves)
-            unique = list({id(n): n for n in leaves}.values())
-            cached = ev.because_cache[index] = _dedupe([because_item(n, ev.facts) for n in unique])
+            support(self.shapes[index], True, ev.states, leaves)
+            cached = ev.because_cache[index] = [because_item(n, ev.facts) for n in first_of_each(leaves, leaf_key)]
         return cached
 
     def unknowns(self, index: int, ev: Evaluation) -> frozenset[str]:
         """Pointers of the unrecorded facts that leave rule ``index`` undecided (cached per evaluation).
 
-        Only undecided nodes are entered, through references, from the rule's precomputed leaf paths: a leaf
-        counts when it and every node above it are undecided. A flat loop instead of a
-        recursive walk, because this runs for every undecided rule of every evaluation.
+        Only undecided nodes are entered; a reference to an undecided conclusion adds the
+        unknowns of the undecided rules that would conclude it. A node evaluation never
+        reached (``UNSET``) is not undecided: it did not matter.
         """
         cached = ev.unknown_cache.get(index)
         if cached is None:
-            states = ev.ctx.states
+            states, rule_state = ev.states, ev.rule_state
             out: set[str] = set()
-            for leaf_id, ancestor_ids, pointer, ref_key in self.leaf_paths[index]:
-                if states.get(leaf_id, False) is not None:
+            stack = [self.shapes[index]]
+            while stack:
+                slot, kind, payload, _ = stack.pop()
+                if states[slot] is not None:
                     continue
-                if any(states.get(a, False) is not None for a in ancestor_ids):
-                    continue
-                if pointer is not None:
-                    out.add(pointer)
+                if kind == GROUP:
+                    stack.extend(payload)
+                elif kind == NOT:
+                    stack.append(payload)
+                elif kind == FACT:
+                    out.add(payload)
                 else:
-                    for j in ev.evaluator.concluders.get(ref_key, ()):
-                        if ev.rule_state.get(j) is None:
+                    for j in ev.evaluator.concluders.get(payload, ()):
+                        if rule_state[j] is None:
                             out |= self.unknowns(j, ev)
             cached = ev.unknown_cache[index] = frozenset(out)
         return cached
+
+    def conditions_met(self, index: int, ev: Evaluation) -> tuple[int, int]:
+        """How many of the rule's top-level conditions already hold (a partly met rule), of how many."""
+        slots = self.conjunct_slots[index]
+        states = ev.states
+        return [states[s] for s in slots].count(True), len(slots)
 
     def findings(
         self, run: Run, ev: Evaluation, evidence_of: Callable[[Rule], list[dict[str, str]]]
@@ -150,7 +198,7 @@ class Explainer:
                 by_id.setdefault(rule.key, []).append(index)
         findings = []
         for finding_id, indices in by_id.items():
-            primary = max(indices, key=lambda i: (URGENCY_RANK[self.rules[i].urgency or "info"], -i))
+            primary = max(indices, key=lambda i: (self.rank[i], -i))
             rule = self.rules[primary]
             detail = rule.detail
             for i in indices:
@@ -160,14 +208,9 @@ class Explainer:
             # Unknown facts that would raise this finding's urgency (another rule for it, undecided).
             unknown: set[str] = set()
             for i in self.by_finding[finding_id]:
-                other = self.rules[i]
-                if (
-                    i not in indices
-                    and ev.rule_state.get(i) is None
-                    and URGENCY_RANK[other.urgency or "info"] > URGENCY_RANK[urgency]
-                ):
+                if i not in indices and ev.rule_state[i] is None and self.rank[i] > self.rank[primary]:
                     unknown.update(self.unknowns(i, ev))
-            because = _dedupe([b for i in indices for b in self.because(i, ev)])
+            because = [b for i in indices for b in self.because(i, ev)]
             findings.append(
                 {
                     "id": finding_id,
@@ -178,7 +221,7 @@ class Explainer:
                     "title": rule.title,
                     "detail": detail,
                     "recommendations": list(rule.recommendations),
-                    "because": because,
+                    "because": _dedupe(because) if len(indices) > 1 else list(because),
                     "unknown": sorted(unknown),
                     "evidence": evidence_of(rule),
                 }
@@ -225,77 +268,75 @@ class Explainer:
         """Unknown facts that would let an undecided finding rule fire.
 
         Ordered by the urgency of what they would decide, then by how much recorded
-        evidence already supports that rule, then by how many findings they bear on.
+        evidence already supports that rule (a question that completes a half-met
+        emergency rule matters more than a test that would start a rule from nothing),
+        then by how many findings they bear on.
         """
         rank: dict[str, int] = {}
-        # How much recorded evidence already points at a rule the fact would decide: a
-        # question that completes a half-met emergency rule matters more than a test that
-        # would start a rule from nothing.
         support_of: dict[str, int] = {}
-        rules: dict[str, set[str]] = {}
+        rule_ids: dict[str, list[str]] = {}  # sorted as built: finding_rules is in rule-id order
         findings: dict[str, set[str]] = {}
+        rule_state = ev.rule_state
         for index in self.finding_rules:
-            if ev.rule_state.get(index) is not None:
+            if rule_state[index] is not None:
                 continue
             rule = self.rules[index]
-            urgency = URGENCY_RANK[rule.urgency or "info"]
+            urgency = self.rank[index]
             already = fired_urgency.get(rule.key)
             if already is not None and URGENCY_RANK[already] >= urgency:
                 continue  # knowing more would not change what is shown
-            support = self._conjuncts(index, ev)[0]
-            for pointer in self.unknowns(index, ev):
-                if rank.get(pointer, 0) < urgency:
-                    rank[pointer] = urgency
-                    support_of[pointer] = support
-                elif rank[pointer] == urgency and support_of[pointer] < support:
-                    support_of[pointer] = support
-                rules.setdefault(pointer, set()).add(rule.id)
-                findings.setdefault(pointer, set()).add(rule.key)
+            pointers = self.unknowns(index, ev)
+            if not pointers:
+                continue
+            met = self.conditions_met(index, ev)[0]
+            for pointer in pointers:
+                known_rank = rank.get(pointer)
+                if known_rank is None:
+                    rank[pointer], support_of[pointer] = urgency, met
+                    rule_ids[pointer], findings[pointer] = [rule.id], {rule.key}
+                    continue
+                if known_rank < urgency or (known_rank == urgency and support_of[pointer] < met):
+                    rank[pointer], support_of[pointer] = urgency, met
+                rule_ids[pointer].append(rule.id)
+                findings[pointer].add(rule.key)
         order = sorted(rank, key=lambda p: (-rank[p], -support_of[p], -len(findings[p]), p))
+        label_of = self.label_of
         return [
             {
                 "pointer": pointer,
-                "label": self.label_of(pointer),
+                "label": label_of(pointer),
                 "urgency": URGENCY_NAME[rank[pointer]],
-                "rules": sorted(rules[pointer]),
+                "rules": rule_ids[pointer],
                 "findings": sorted(findings[pointer]),
             }
             for pointer in order
         ]
 
-    def _conjuncts(self, index: int, ev: Evaluation) -> tuple[int, int]:
-        """How many of the rule's top-level conditions already hold (a partly met rule)."""
-        root = self.rules[index].when
-        parts = root.items if isinstance(root, All) else (root,)
-        return sum(1 for part in parts if ev.ctx.states.get(id(part)) is True), len(parts)
-
     def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
         fired_set = run.fired_set()
         fired, not_fired = [], []
+        rule_state, states, facts = ev.rule_state, ev.states, ev.facts
         for index, rule in enumerate(self.rules):
-            concludes: dict[str, Any] = (
-                {"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value}
-            )
             if index in fired_set:
                 fired.append(
-                    {"rule": rule.id, "pack": rule.pack, "concludes": concludes, "because": self.because(index, ev)}
+                    {
+                        "rule": rule.id,
+                        "pack": rule.pack,
+                        "concludes": dict(self.concludes[index]),
+                        "because": self.because(index, ev),
+                    }
                 )
                 continue
-            state: Tri = ev.rule_state.get(index)
-            entry: dict[str, Any] = {
-                "rule": rule.id,
-                "pack": rule.pack,
-                "concludes": concludes,
-                "state": "unknown" if state is None else "false",
-            }
-            if state is False:
+            entry: dict[str, Any] = {"rule": rule.id, "pack": rule.pack, "concludes": dict(self.concludes[index])}
+            if rule_state[index] is False:
+                entry["state"] = "false"
                 leaves: list[Condition] = []
-                support(rule.when, False, ev, leaves)
-                entry["false_conditions"] = _dedupe([because_item(n, ev.facts) for n in leaves])
+                support(self.shapes[index], False, states, leaves)
+                entry["false_conditions"] = [because_item(n, facts) for n in first_of_each(leaves, leaf_key)]
             else:
+                entry["state"] = "unknown"
                 entry["unknown_facts"] = sorted(self.unknowns(index, ev))
-                met, total = self._conjuncts(index, ev)
-                entry["conditions_met"], entry["conditions_total"] = met, total
+                entry["conditions_met"], entry["conditions_total"] = self.conditions_met(index, ev)
                 if rule.kind == "finding":
                     entry["title"], entry["urgency"] = rule.title, rule.urgency
             not_fired.append(entry)

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from neurocds.conditions import EvalContext, Tri
+from neurocds.conditions import Condition, Tri
 from neurocds.errors import PackLoadError, RuleEvaluationError
+from neurocds.plan import Plan
 from neurocds.ruleset import Rule
 
 Key = tuple[str, str, Any]
@@ -100,6 +101,7 @@ class ReferenceEvaluator:
     def __init__(self, rules: Sequence[Rule]):
         self.rules = list(rules)
         self.order = dependency_order(self.rules)
+        self.plan = Plan([rule.when for rule in self.rules])
         self.concluders: dict[Key, list[int]] = {}
         for i, rule in enumerate(self.rules):
             self.concluders.setdefault(_as_ref(rule), []).append(i)
@@ -115,14 +117,14 @@ class ReferenceEvaluator:
         evaluation = Evaluation(self, facts, computed)
         run = Run(backend=self.name)
         derived_view: dict[str, Any] = dict(computed)
+        rules, rule_fns, rule_state, states = self.rules, self.plan.rule_fns, evaluation.rule_state, evaluation.states
         for index in self.order:
-            if disabled and self.rules[index].pack in disabled:
+            rule = rules[index]
+            if disabled and rule.pack in disabled:
                 # A failed pack's conclusions are unknown, so what depends on them stays undecided.
-                evaluation.rule_state[index] = None
                 continue
-            state = evaluation.evaluate_rule(index)
+            state = rule_state[index] = rule_fns[index](facts, states, evaluation)
             if state is True:
-                rule = self.rules[index]
                 fire_rule(rule, index, run, derived_view, on_fire)
                 if rule.kind == "derive":
                     derived_view.setdefault(rule.key, rule.value)
@@ -130,34 +132,42 @@ class ReferenceEvaluator:
 
 
 class Evaluation:
-    """The states of all rules and nodes for one facts document."""
+    """The states of all rules and nodes for one facts document.
+
+    ``rule_state[i]`` is rule ``i``'s state (``None`` also for rules of disabled packs);
+    ``states[plan slot]`` each node's state, or :data:`neurocds.plan.UNSET` where
+    evaluation never reached the node.
+    """
+
+    __slots__ = ("because_cache", "computed", "evaluator", "facts", "rule_state", "states", "unknown_cache")
 
     def __init__(self, evaluator: ReferenceEvaluator, facts: Mapping[str, Any], computed: Mapping[str, Any]):
         self.evaluator = evaluator
         self.facts = facts
         self.computed = computed
-        self.rule_state: dict[int, Tri] = {}
-        self.ctx = EvalContext(facts, self.ref_state)
+        self.rule_state: list[Tri] = [None] * len(evaluator.rules)
+        self.states: list[Any] = evaluator.plan.new_states()
         self.because_cache: dict[int, list[dict[str, Any]]] = {}
         self.unknown_cache: dict[int, frozenset[str]] = {}
 
-    def evaluate_rule(self, index: int) -> Tri:
-        state = self.ctx.state_of(self.evaluator.rules[index].when)
-        self.rule_state[index] = state
-        return state
+    def state(self, node: Condition) -> Any:
+        """The state of one node of one of the evaluator's rules (``UNSET`` if never reached)."""
+        return self.states[self.evaluator.plan.slot(node)]
 
     def ref_state(self, key: Key) -> Tri:
         kind, name, value = key
         if kind == "derived" and name in self.computed:
             return self.computed[name] == value
+        concluders = self.evaluator.concluders.get(key)
+        if not concluders:
+            # A computed fact its pack did not supply is unknown; a finding no rule concludes is false.
+            return None if kind == "derived" else False
         state: Tri = False
-        for index in self.evaluator.concluders.get(key, ()):
+        for index in concluders:
             # Dependency order guarantees the concluding rule was evaluated first.
-            rule_state = self.rule_state.get(index)
+            rule_state = self.rule_state[index]
             if rule_state is True:
                 return True
             if rule_state is None:
                 state = None
-        if kind == "derived" and not self.evaluator.concluders.get(key):
-            return None  # a computed fact its pack did not supply: unknown
         return state
