@@ -119,6 +119,14 @@ class DurableBackend:
         except Exception as exc:  # a cap the compiler does not know yet: a load error, not a crash later
             raise CompileError(f"durable_rules refused the compiled rules: {type(exc).__name__}: {exc}") from exc
         self._projection = projection_tree(compiled.input_paths)
+        # The same few conclusion facts are asserted in evaluation after evaluation: their JSON
+        # (everything after the session and fact ids) is encoded once. Keyed with the value's
+        # type, because True == 1 would otherwise share an entry.
+        self._sentinel_tail = _tail({"t": TYPE_SENTINEL})
+        self._conclusion_tails = {
+            (kind, name, value, type(value)): _tail(_conclusion_body(kind, name, value))
+            for kind, name, value in compiled.referenced
+        }
         self._lock = threading.Lock()
         self._sessions = itertools.count(1)
         self._live: set[int] = set()
@@ -173,9 +181,9 @@ class DurableBackend:
                     used_ids.add(h)
                     return candidate
 
-        def assert_fact(body: dict[str, Any]) -> int:
-            body = {"sid": sid, "id": fact_id(), **body}
-            code, state_handle = dre.assert_fact(handle, encode(body))
+        def assert_fact(tail: str) -> int:
+            # Session and fact ids are ours: ASCII letters and digits, nothing to escape.
+            code, state_handle = dre.assert_fact(handle, f'{{"sid":"{sid}","id":"{fact_id()}",{tail}')
             if code == 2:  # duplicate id: impossible with our ids, so it is a bug
                 raise RuleEvaluationError("durable_rules saw a duplicate fact id", kind="backend")
             # code 1: no rule consumes the fact. Expected for facts nobody references.
@@ -187,12 +195,12 @@ class DurableBackend:
             key = (kind, name, value)
             if key in compiled.referenced and key not in asserted:
                 asserted.add(key)
-                tag = TYPE_DERIVED if kind == "derived" else TYPE_FINDING
-                assert_fact({"t": tag, "n": name, "v": value} if kind == "derived" else {"t": tag, "n": name})
+                tail = self._conclusion_tails.get((kind, name, value, type(value)))
+                assert_fact(tail if tail is not None else _tail(_conclusion_body(kind, name, value)))
 
         # The sentinel's action runs before any other assert (crash A: see the module docstring).
         try:
-            state_handle = assert_fact({"t": TYPE_SENTINEL})
+            state_handle = assert_fact(self._sentinel_tail)
             started = dre.start_action_for_state(handle, state_handle)
             if not started:
                 raise RuleEvaluationError("durable_rules did not run the sentinel rule", kind="backend")
@@ -214,7 +222,7 @@ class DurableBackend:
                 if inexact_number(computed[name]):
                     raise RuleEvaluationError(_INEXACT.format(f"computed fact {name}"), kind="backend")
                 assert_conclusion("derived", name, computed[name])
-            state_handle = assert_fact({"t": TYPE_INPUT, "f": project(facts, self._projection)})
+            state_handle = assert_fact(_tail({"t": TYPE_INPUT, "f": project(facts, self._projection)}))
             result = dre.start_action_for_state(handle, state_handle)
             while result:
                 state_json, message = result[0], result[1]
@@ -244,6 +252,17 @@ class DurableBackend:
                 raise
             raise RuleEvaluationError(f"durable_rules failed: {type(exc).__name__}: {exc}", kind="backend") from exc
         return run
+
+
+def _conclusion_body(kind: str, name: str, value: Any) -> dict[str, Any]:
+    if kind == "derived":
+        return {"t": TYPE_DERIVED, "n": name, "v": value}
+    return {"t": TYPE_FINDING, "n": name}
+
+
+def _tail(body: dict[str, Any]) -> str:
+    """The encoded fact body without its opening brace, to follow the ids: ``{"sid":..,"id":..,<tail>``."""
+    return encode(body)[1:]
 
 
 def _rule_name(message: str) -> str:

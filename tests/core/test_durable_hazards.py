@@ -367,6 +367,39 @@ def test_fact_ids_never_collide_within_a_session(tmp_path, monkeypatch):
     assert len({fnv1a32(i) for i in ids}) == len(ids)
 
 
+def test_every_fact_text_sent_to_the_extension_is_the_encoding_of_the_whole_fact(tmp_path, monkeypatch):
+    # The adapter pre-encodes the bodies of sentinel and conclusion facts once and splices in the ids;
+    # the text must still be exactly what encode() gives for the whole fact, for every kind of fact.
+    rules = [
+        rule("hz.weak", LEG, derive="hz.side", value="left"),
+        rule("hz.step", {"derived": "hz.side", "eq": "left"}, derive="hz.step"),
+        rule("hz.end", {"derived": "hz.step"}, finding="hz.end"),
+        rule("hz.after", {"finding": "hz.end"}, finding="hz.after"),
+    ]
+    engine = make_engine(tmp_path, rules)
+    texts: list[str] = []
+
+    class Recorder:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(durable_rules_engine, name)
+
+        def assert_fact(self, handle: int, text: str) -> Any:
+            texts.append(text)
+            return durable_rules_engine.assert_fact(handle, text)
+
+    monkeypatch.setattr(engine.durable, "_dre", Recorder())
+    for _ in range(2):  # a second session reuses the pre-encoded bodies
+        run = engine.durable.run(facts(strength={"left_leg": 3}), {}, None)
+        assert {engine.rules[i].id for i in run.fired} == {"hz.weak", "hz.step", "hz.end", "hz.after"}
+    kinds = set()
+    for text in texts:
+        body = json.loads(text)
+        assert text == encode(body)
+        assert list(body)[:3] == ["sid", "id", "t"]
+        kinds.add((body["t"], body.get("n")))
+    assert len(texts) == 10 and len(kinds) == 5  # sentinel, input, hz.side, hz.step, hz.end
+
+
 # --------------------------------------------------------------------------- swallowed action exceptions
 def _two_pack_engine(tmp_path: Path, backend: str, **bad_kw: Any) -> Engine:
     good = inline_pack(tmp_path / "good", "good", "good", [rule("good.weak", LEG)])
