@@ -104,7 +104,7 @@ class Engine:
             from neurocds.durable_backend import DurableBackend
 
             self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
-        self.explainer = Explainer(self.rules, self.label_of, self.reference.plan)
+        self.explainer = Explainer(self.rules, self._labels.get, self.reference.plan)
         self._has_compute = any(find_impl(self.pm, "neurocds_compute_facts", p.plugin) for p in self.packs)
         self._detail_impls = {p.name: find_impl(self.pm, "neurocds_finding_detail", p.plugin) for p in self.packs}
         self._audit = self._open_audit(audit_dir, audit_options)
@@ -308,10 +308,10 @@ class Engine:
     def _compute(self, doc: Mapping[str, Any], failures: list[PackFailure]) -> tuple[dict[str, Any], dict[str, Any]]:
         computed: dict[str, Any] = {}
         because: dict[str, tuple[str, list[str]]] = {}
-        # A hook must not be able to change what other packs see; a JSON round trip copies at C speed.
-        frozen = json.loads(json.dumps(doc))
         if not self._has_compute:
             return computed, because
+        # A hook must not be able to change what other packs see; a JSON round trip copies at C speed.
+        frozen = json.loads(json.dumps(doc))
         called: set[int] = set()
         for pack in self.packs:
             impl = find_impl(self.pm, "neurocds_compute_facts", pack.plugin)

@@ -7,6 +7,7 @@ fact is either *recorded* (with its value) or *not recorded*.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -30,28 +31,24 @@ T = TypeVar("T")
 URGENCY_NAME = {rank: name for name, rank in URGENCY_RANK.items()}
 
 
-# A rule's condition tree as tuples ``(slot, kind, payload, node)``, built once per engine:
-# kind GROUP has the child shapes as payload, NOT the one child shape, FACT the leaf's
-# JSON pointer, REF the conclusion key it refers to.
-GROUP, NOT, FACT, REF = range(4)
-Shape = tuple[int, int, Any, Condition]
+# A rule's condition tree as tuples ``(slot, kind, payload)``, built once per engine: kind
+# GROUP has the child shapes as payload, NOT the one child shape, LEAF the leaf node.
+GROUP, NOT, LEAF = range(3)
+Shape = tuple[int, int, Any]
 
 
 def shape_of(node: Condition, plan: Plan) -> Shape:
     slot = plan.slot(node)
     if isinstance(node, All | AnyOf):
-        return (slot, GROUP, tuple(shape_of(c, plan) for c in node.items), node)
+        return (slot, GROUP, tuple(shape_of(c, plan) for c in node.items))
     if isinstance(node, Not):
-        return (slot, NOT, shape_of(node.item, plan), node)
-    if isinstance(node, FactTest | ItemTest):
-        return (slot, FACT, node.pointer, node)
-    assert isinstance(node, DerivedRef | FindingRef)
-    return (slot, REF, node.key, node)
+        return (slot, NOT, shape_of(node.item, plan))
+    return (slot, LEAF, node)
 
 
 def support(shape: Shape, want: bool, states: list[Any], out: list[Condition]) -> None:
     """Leaves that make the node evaluate to ``want`` (the 'because' of a state)."""
-    slot, kind, payload, node = shape
+    slot, kind, payload = shape
     if states[slot] is not want:
         return
     if kind == GROUP:
@@ -60,7 +57,7 @@ def support(shape: Shape, want: bool, states: list[Any], out: list[Condition]) -
     elif kind == NOT:
         support(payload, not want, states, out)
     else:
-        out.append(node)
+        out.append(payload)
 
 
 def leaf_key(node: Condition) -> tuple[str, ...]:
@@ -115,6 +112,19 @@ def _dedupe(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return first_of_each(items, _item_key)
 
 
+def _states_getter(parts: Sequence[Condition], plan: Plan) -> tuple[Callable[[list[Any]], tuple[Any, ...]], int]:
+    slots = [plan.slot(p) for p in parts]
+    if len(slots) == 1:
+        (slot,) = slots
+        return (lambda states: (states[slot],)), 1
+    return operator.itemgetter(*slots), len(slots)
+
+
+def _has_twin_leaves(root: Condition) -> bool:
+    keys = [leaf_key(n) for n in root.walk() if not isinstance(n, All | AnyOf | Not)]
+    return len(set(keys)) < len(keys)
+
+
 class Explainer:
     """Builds the explanatory parts of a result for one evaluation.
 
@@ -126,12 +136,15 @@ class Explainer:
     def __init__(self, rules: Sequence[Rule], label_of: Callable[[str], str | None], plan: Plan):
         self.rules = rules
         self.label_of = label_of
+        self.plan = plan
         self.shapes = [shape_of(rule.when, plan) for rule in rules]
-        # The top-level conditions of each rule, for "how much is already met".
-        self.conjunct_slots = [
-            tuple(plan.slot(p) for p in (rule.when.items if isinstance(rule.when, All) else (rule.when,)))
-            for rule in rules
+        # The states of each rule's top-level conditions, read in one call, for "how much is already met".
+        self.conjuncts = [
+            _states_getter(rule.when.items if isinstance(rule.when, All) else (rule.when,), plan) for rule in rules
         ]
+        # Rules in which two leaves say the same thing (the same test in two branches): only their
+        # explanations need de-duplicating.
+        self.has_twin_leaves = [_has_twin_leaves(rule.when) for rule in rules]
         self.rank = [URGENCY_RANK[rule.urgency or "info"] for rule in rules]
         # Finding rules in rule-id order, so that lists of rule ids built by walking them come out sorted.
         finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
@@ -150,43 +163,28 @@ class Explainer:
         if cached is None:
             leaves: list[Condition] = []
             support(self.shapes[index], True, ev.states, leaves)
-            cached = ev.because_cache[index] = [because_item(n, ev.facts) for n in first_of_each(leaves, leaf_key)]
+            cached = ev.because_cache[index] = self.leaf_items(index, leaves, ev.facts)
         return cached
 
-    def unknowns(self, index: int, ev: Evaluation) -> frozenset[str]:
-        """Pointers of the unrecorded facts that leave rule ``index`` undecided (cached per evaluation).
+    def unknowns(self, index: int, ev: Evaluation) -> tuple[str, ...]:
+        """Pointers of the unrecorded facts that leave rule ``index`` undecided, sorted.
 
-        Only undecided nodes are entered; a reference to an undecided conclusion adds the
+        Only undecided nodes count; a reference to an undecided conclusion adds the
         unknowns of the undecided rules that would conclude it. A node evaluation never
-        reached (``UNSET``) is not undecided: it did not matter.
+        reached (``UNSET``) is not undecided: it did not matter. The plan records these
+        as masks while it evaluates.
         """
-        cached = ev.unknown_cache.get(index)
-        if cached is None:
-            states, rule_state = ev.states, ev.rule_state
-            out: set[str] = set()
-            stack = [self.shapes[index]]
-            while stack:
-                slot, kind, payload, _ = stack.pop()
-                if states[slot] is not None:
-                    continue
-                if kind == GROUP:
-                    stack.extend(payload)
-                elif kind == NOT:
-                    stack.append(payload)
-                elif kind == FACT:
-                    out.add(payload)
-                else:
-                    for j in ev.evaluator.concluders.get(payload, ()):
-                        if rule_state[j] is None:
-                            out |= self.unknowns(j, ev)
-            cached = ev.unknown_cache[index] = frozenset(out)
-        return cached
+        return self.plan.pointers_of(ev.rule_unknowns(index))
 
     def conditions_met(self, index: int, ev: Evaluation) -> tuple[int, int]:
         """How many of the rule's top-level conditions already hold (a partly met rule), of how many."""
-        slots = self.conjunct_slots[index]
-        states = ev.states
-        return [states[s] for s in slots].count(True), len(slots)
+        states_of, total = self.conjuncts[index]
+        return states_of(ev.states).count(True), total
+
+    def leaf_items(self, index: int, leaves: list[Condition], facts: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if self.has_twin_leaves[index]:
+            leaves = first_of_each(leaves, leaf_key)
+        return [because_item(n, facts) for n in leaves]
 
     def findings(
         self, run: Run, ev: Evaluation, evidence_of: Callable[[Rule], list[dict[str, str]]]
@@ -206,10 +204,10 @@ class Explainer:
                     detail = f"{detail} {run.details[i]}"
             urgency = rule.urgency or "info"
             # Unknown facts that would raise this finding's urgency (another rule for it, undecided).
-            unknown: set[str] = set()
+            unknown = 0
             for i in self.by_finding[finding_id]:
-                if i not in indices and ev.rule_state[i] is None and self.rank[i] > self.rank[primary]:
-                    unknown.update(self.unknowns(i, ev))
+                if i not in indices and self.rank[i] > self.rank[primary]:
+                    unknown |= ev.rule_unknowns(i)
             because = [b for i in indices for b in self.because(i, ev)]
             findings.append(
                 {
@@ -222,7 +220,7 @@ class Explainer:
                     "detail": detail,
                     "recommendations": list(rule.recommendations),
                     "because": _dedupe(because) if len(indices) > 1 else list(because),
-                    "unknown": sorted(unknown),
+                    "unknown": list(self.plan.pointers_of(unknown)),
                     "evidence": evidence_of(rule),
                 }
             )
@@ -332,10 +330,10 @@ class Explainer:
                 entry["state"] = "false"
                 leaves: list[Condition] = []
                 support(self.shapes[index], False, states, leaves)
-                entry["false_conditions"] = [because_item(n, facts) for n in first_of_each(leaves, leaf_key)]
+                entry["false_conditions"] = self.leaf_items(index, leaves, facts)
             else:
                 entry["state"] = "unknown"
-                entry["unknown_facts"] = sorted(self.unknowns(index, ev))
+                entry["unknown_facts"] = list(self.unknowns(index, ev))
                 entry["conditions_met"], entry["conditions_total"] = self.conditions_met(index, ev)
                 if rule.kind == "finding":
                     entry["title"], entry["urgency"] = rule.title, rule.urgency

@@ -117,13 +117,14 @@ class ReferenceEvaluator:
         evaluation = Evaluation(self, facts, computed)
         run = Run(backend=self.name)
         derived_view: dict[str, Any] = dict(computed)
-        rules, rule_fns, rule_state, states = self.rules, self.plan.rule_fns, evaluation.rule_state, evaluation.states
+        rules, rule_fns, rule_state = self.rules, self.plan.rule_fns, evaluation.rule_state
+        states, masks = evaluation.states, evaluation.unknown_masks
         for index in self.order:
             rule = rules[index]
             if disabled and rule.pack in disabled:
                 # A failed pack's conclusions are unknown, so what depends on them stays undecided.
                 continue
-            state = rule_state[index] = rule_fns[index](facts, states, evaluation)
+            state = rule_state[index] = rule_fns[index](facts, states, masks, evaluation)
             if state is True:
                 fire_rule(rule, index, run, derived_view, on_fire)
                 if rule.kind == "derive":
@@ -136,10 +137,11 @@ class Evaluation:
 
     ``rule_state[i]`` is rule ``i``'s state (``None`` also for rules of disabled packs);
     ``states[plan slot]`` each node's state, or :data:`neurocds.plan.UNSET` where
-    evaluation never reached the node.
+    evaluation never reached the node; ``unknown_masks[plan slot]`` the unrecorded
+    facts that leave an undecided node undecided (see :mod:`neurocds.plan`).
     """
 
-    __slots__ = ("because_cache", "computed", "evaluator", "facts", "rule_state", "states", "unknown_cache")
+    __slots__ = ("because_cache", "computed", "evaluator", "facts", "rule_state", "states", "unknown_masks")
 
     def __init__(self, evaluator: ReferenceEvaluator, facts: Mapping[str, Any], computed: Mapping[str, Any]):
         self.evaluator = evaluator
@@ -147,12 +149,22 @@ class Evaluation:
         self.computed = computed
         self.rule_state: list[Tri] = [None] * len(evaluator.rules)
         self.states: list[Any] = evaluator.plan.new_states()
+        self.unknown_masks: list[int] = evaluator.plan.new_masks()
         self.because_cache: dict[int, list[dict[str, Any]]] = {}
-        self.unknown_cache: dict[int, frozenset[str]] = {}
 
     def state(self, node: Condition) -> Any:
         """The state of one node of one of the evaluator's rules (``UNSET`` if never reached)."""
         return self.states[self.evaluator.plan.slot(node)]
+
+    def rule_unknowns(self, index: int) -> int:
+        """Mask of the unrecorded facts that leave rule ``index`` undecided (0 if decided or not run)."""
+        return self.unknown_masks[self.evaluator.plan.root_slots[index]] if self.rule_state[index] is None else 0
+
+    def ref_unknowns(self, key: Key) -> int:
+        mask = 0
+        for index in self.evaluator.concluders.get(key, ()):
+            mask |= self.rule_unknowns(index)
+        return mask
 
     def ref_state(self, key: Key) -> Tri:
         kind, name, value = key

@@ -77,23 +77,46 @@ def _compare(op: str, found: Any, wanted: Any) -> bool:
     }[op]
 
 
+def expected_mask(node: Condition, seen: dict[int, Tri], plan: Plan, ref_masks: Mapping[Any, int]) -> int:
+    """The unrecorded facts under an undecided node, as the plan's bits (the definition, recursively)."""
+    if seen.get(id(node), UNSET) is not None:  # decided, or never reached
+        return 0
+    if isinstance(node, FactTest | ItemTest):
+        return 1 << plan.pointers.index(node.pointer)
+    if isinstance(node, DerivedRef | FindingRef):
+        return ref_masks.get(node.key, 0)
+    mask = 0
+    for child in node.children():
+        mask |= expected_mask(child, seen, plan, ref_masks)
+    return mask
+
+
 class Refs:
-    def __init__(self, states: Mapping[Any, Tri]):
-        self.states = states
+    def __init__(self, states: Mapping[Any, Tri], masks: Mapping[Any, int]):
+        self.states, self.masks = states, masks
 
     def ref_state(self, key: Any) -> Tri:
         return self.states.get(key)
 
+    def ref_unknowns(self, key: Any) -> int:
+        return self.masks.get(key, 0)
 
-def assert_plan_matches(roots: list[Condition], facts: Mapping[str, Any], refs: Mapping[Any, Tri]) -> None:
+
+def assert_plan_matches(
+    roots: list[Condition], facts: Mapping[str, Any], refs: Mapping[Any, Tri], ref_masks: Mapping[Any, int]
+) -> None:
     plan = Plan(roots)
-    states = plan.new_states()
+    states, masks = plan.new_states(), plan.new_masks()
+    assert list(plan.pointers) == sorted({n.pointer for r in roots for n in r.walk() if hasattr(n, "pointer")})
     for root, fn in zip(roots, plan.rule_fns, strict=True):
         seen: dict[int, Tri] = {}
         expected = oracle(root, facts, refs, seen)
-        assert fn(facts, states, Refs(refs)) is expected
+        assert fn(facts, states, masks, Refs(refs, ref_masks)) is expected
         for node in root.walk():
             assert states[plan.slot(node)] is seen.get(id(node), UNSET), node
+            assert masks[plan.slot(node)] == expected_mask(node, seen, plan, ref_masks), node
+        mask = masks[plan.slot(root)]
+        assert plan.pointers_of(mask) == tuple(p for i, p in enumerate(plan.pointers) if mask >> i & 1)
 
 
 # Paths of one, two and three steps: the plan reads two-step paths inline, the others through lookup().
@@ -136,19 +159,16 @@ sections = st.one_of(
     st.just([1, 2]),  # not an object: every path through it is unrecorded
 )
 documents = st.fixed_dictionaries({}, optional={"n": st.integers(-2, 2), "s": sections})
-ref_states = st.fixed_dictionaries(
-    {
-        ("derived", "d1", True): st.sampled_from([True, False, None]),
-        ("derived", "d2", True): st.sampled_from([True, False, None]),
-        ("finding", "f1", True): st.sampled_from([True, False, None]),
-    }
-)
+REF_KEYS = [("derived", "d1", True), ("derived", "d2", True), ("finding", "f1", True)]
+ref_states = st.fixed_dictionaries({key: st.sampled_from([True, False, None]) for key in REF_KEYS})
+# What an undecided conclusion contributes is the evaluation's business; any mask tests the ORs.
+ref_masks = st.fixed_dictionaries({key: st.integers(0, 2**20) for key in REF_KEYS})
 
 
 @settings(max_examples=600, deadline=None)
-@given(st.lists(trees, min_size=1, max_size=3), documents, ref_states)
-def test_plan_states_match_the_oracle_on_random_trees(roots, facts, refs):
-    assert_plan_matches(roots, facts, refs)
+@given(st.lists(trees, min_size=1, max_size=3), documents, ref_states, ref_masks)
+def test_plan_states_and_unknowns_match_the_oracle_on_random_trees(roots, facts, refs, masks):
+    assert_plan_matches(roots, facts, refs, masks)
 
 
 def test_a_node_shared_by_two_parents_keeps_one_slot():
@@ -156,7 +176,8 @@ def test_a_node_shared_by_two_parents_keeps_one_slot():
     roots: list[Condition] = [All((shared, FactTest(("s", "flag"), "eq", True))), AnyOf((shared,))]
     plan = Plan(roots)
     assert plan.size == 4
-    assert_plan_matches(roots, {"s": {"n": 1}}, {})
+    assert_plan_matches(roots, {"s": {"n": 1}}, {}, {})
+    assert_plan_matches(roots, {"s": {"flag": True}}, {}, {})
 
 
 def test_plan_matches_the_oracle_on_the_builtin_packs():
@@ -170,8 +191,11 @@ def test_plan_matches_the_oracle_on_the_builtin_packs():
             rule = engine.rules[index]
             seen: dict[int, Tri] = {}
             assert oracle(rule.when, facts, refs, seen) is ev.rule_state[index], rule.id
+            ref_masks = {key: ev.ref_unknowns(key) for key in engine.reference.concluders}
             for node in rule.when.walk():
                 assert ev.state(node) is seen.get(id(node), UNSET), (rule.id, node)
+                slot = engine.reference.plan.slot(node)
+                assert ev.unknown_masks[slot] == expected_mask(node, seen, engine.reference.plan, ref_masks)
                 unreached += ev.state(node) is UNSET
             refs = {key: ev.ref_state(key) for key in engine.reference.concluders}
     assert unreached > 0  # short-circuiting really happened, so UNSET was compared too
