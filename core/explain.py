@@ -157,6 +157,23 @@ class Explainer:
             ({"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value})
             for rule in rules
         ]
+        # What missing_data and trace read per rule, gathered in one tuple each: they run on every
+        # evaluation, over every rule.
+        self._finding_rows = [
+            (i, plan.root_slots[i], self.rank[i], rules[i].id, rules[i].key, self.conjuncts[i][0])
+            for i in self.finding_rules
+        ]
+        self._trace_rows = [
+            (
+                rule.id,
+                rule.pack,
+                self.concludes[i],
+                plan.root_slots[i],
+                self.conjuncts[i],
+                (rule.title, rule.urgency) if rule.kind == "finding" else None,
+            )
+            for i, rule in enumerate(rules)
+        ]
 
     def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
         cached = ev.because_cache.get(index)
@@ -270,62 +287,50 @@ class Explainer:
         emergency rule matters more than a test that would start a rule from nothing),
         then by how many findings they bear on.
         """
-        rank: dict[str, int] = {}
-        support_of: dict[str, int] = {}
-        rule_ids: dict[str, list[str]] = {}  # sorted as built: finding_rules is in rule-id order
-        findings: dict[str, set[str]] = {}
-        rule_state = ev.rule_state
-        for index in self.finding_rules:
-            if rule_state[index] is not None:
+        # pointer -> [urgency rank, conditions met, rule ids, finding ids]; rule ids come out sorted
+        # because _finding_rows is in rule-id order and a rule lists each pointer once.
+        rows: dict[str, list[Any]] = {}
+        rule_state, masks, states, pointers_of = ev.rule_state, ev.unknown_masks, ev.states, self.plan.pointers_of
+        for index, root, urgency, rule_id, finding_id, conjunct_states in self._finding_rows:
+            if rule_state[index] is not None or not masks[root]:
                 continue
-            rule = self.rules[index]
-            urgency = self.rank[index]
-            already = fired_urgency.get(rule.key)
+            already = fired_urgency.get(finding_id)
             if already is not None and URGENCY_RANK[already] >= urgency:
                 continue  # knowing more would not change what is shown
-            pointers = self.unknowns(index, ev)
-            if not pointers:
-                continue
-            met = self.conditions_met(index, ev)[0]
-            for pointer in pointers:
-                known_rank = rank.get(pointer)
-                if known_rank is None:
-                    rank[pointer], support_of[pointer] = urgency, met
-                    rule_ids[pointer], findings[pointer] = [rule.id], {rule.key}
+            met = conjunct_states(states).count(True)
+            for pointer in pointers_of(masks[root]):
+                row = rows.get(pointer)
+                if row is None:
+                    rows[pointer] = [urgency, met, [rule_id], {finding_id}]
                     continue
-                if known_rank < urgency or (known_rank == urgency and support_of[pointer] < met):
-                    rank[pointer], support_of[pointer] = urgency, met
-                rule_ids[pointer].append(rule.id)
-                findings[pointer].add(rule.key)
-        order = sorted(rank, key=lambda p: (-rank[p], -support_of[p], -len(findings[p]), p))
+                if row[0] < urgency or (row[0] == urgency and row[1] < met):
+                    row[0], row[1] = urgency, met
+                row[2].append(rule_id)
+                row[3].add(finding_id)
+        order = sorted(rows.items(), key=lambda item: (-item[1][0], -item[1][1], -len(item[1][3]), item[0]))
         label_of = self.label_of
         return [
             {
                 "pointer": pointer,
                 "label": label_of(pointer),
-                "urgency": URGENCY_NAME[rank[pointer]],
-                "rules": rule_ids[pointer],
-                "findings": sorted(findings[pointer]),
+                "urgency": URGENCY_NAME[urgency],
+                "rules": rule_ids,
+                "findings": sorted(finding_ids),
             }
-            for pointer in order
+            for pointer, (urgency, _, rule_ids, finding_ids) in order
         ]
 
     def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
         fired_set = run.fired_set()
         fired, not_fired = [], []
-        rule_state, states, facts = ev.rule_state, ev.states, ev.facts
-        for index, rule in enumerate(self.rules):
+        rule_state, states, masks, facts = ev.rule_state, ev.states, ev.unknown_masks, ev.facts
+        pointers_of = self.plan.pointers_of
+        for index, (rule_id, pack, concludes, root, (conjunct_states, total), shown) in enumerate(self._trace_rows):
             if index in fired_set:
-                fired.append(
-                    {
-                        "rule": rule.id,
-                        "pack": rule.pack,
-                        "concludes": dict(self.concludes[index]),
-                        "because": self.because(index, ev),
-                    }
-                )
+                because = self.because(index, ev)
+                fired.append({"rule": rule_id, "pack": pack, "concludes": dict(concludes), "because": because})
                 continue
-            entry: dict[str, Any] = {"rule": rule.id, "pack": rule.pack, "concludes": dict(self.concludes[index])}
+            entry: dict[str, Any] = {"rule": rule_id, "pack": pack, "concludes": dict(concludes)}
             if rule_state[index] is False:
                 entry["state"] = "false"
                 leaves: list[Condition] = []
@@ -333,9 +338,9 @@ class Explainer:
                 entry["false_conditions"] = self.leaf_items(index, leaves, facts)
             else:
                 entry["state"] = "unknown"
-                entry["unknown_facts"] = list(self.unknowns(index, ev))
-                entry["conditions_met"], entry["conditions_total"] = self.conditions_met(index, ev)
-                if rule.kind == "finding":
-                    entry["title"], entry["urgency"] = rule.title, rule.urgency
+                entry["unknown_facts"] = list(pointers_of(masks[root]))
+                entry["conditions_met"], entry["conditions_total"] = conjunct_states(states).count(True), total
+                if shown is not None:
+                    entry["title"], entry["urgency"] = shown
             not_fired.append(entry)
         return {"fired": fired, "not_fired": not_fired}
