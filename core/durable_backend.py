@@ -26,6 +26,7 @@ wrong answers (see the shared fact sheet). This module fences it in:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import threading
@@ -33,6 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from neurocds.compiler import (
+    MAX_EXACT_INT,
     TYPE_DERIVED,
     TYPE_FINDING,
     TYPE_INPUT,
@@ -65,6 +67,7 @@ def durable_version() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)  # fact ids x0, x1, ... recur in every session
 def fnv1a32(text: str) -> int:
     """The hash the extension uses for ids and sids (32-bit FNV-1a over the bytes)."""
     h = 0x811C9DC5
@@ -94,7 +97,11 @@ def project(facts: Mapping[str, Any], tree: Mapping[str, Any], prefix: str = "")
     for key in facts.keys() & tree.keys():  # the present ones only, intersected at C speed
         value, sub = facts[key], tree[key]
         if sub is True:
-            if inexact_number(value):
+            kind = type(value)
+            # Scalars by exact type first: this runs for every projected fact of every evaluation.
+            if (kind is int and not -MAX_EXACT_INT <= value <= MAX_EXACT_INT) or (
+                (kind is list or kind is dict) and inexact_number(value)
+            ):
                 raise RuleEvaluationError(_INEXACT.format(prefix + key), kind="backend")
             out[key] = value
         elif type(value) is dict:

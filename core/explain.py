@@ -82,13 +82,11 @@ def first_of_each(items: Iterable[T], key: Callable[[T], Hashable]) -> list[T]:
 
 
 def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(node, FactTest):
+    if type(node) is FactTest:  # most leaves: the exact type, tested first
         value = lookup(facts, node.path)
-        recorded = value is not MISSING
-        item: dict[str, Any] = {"pointer": node.pointer, "recorded": recorded, "test": node.describe()}
-        if recorded:
-            item["value"] = value
-        return item
+        if value is MISSING:
+            return {"pointer": node.pointer, "recorded": False, "test": node.text}
+        return {"pointer": node.pointer, "recorded": True, "test": node.text, "value": value}
     if isinstance(node, ItemTest):
         items = lookup(facts, node.path)
         matching = [i for i in (items if items is not MISSING else []) if isinstance(i, Mapping)]
@@ -315,7 +313,7 @@ class Explainer:
                 "label": label_of(pointer),
                 "urgency": URGENCY_NAME[urgency],
                 "rules": rule_ids,
-                "findings": sorted(finding_ids),
+                "findings": sorted(finding_ids) if len(finding_ids) > 1 else list(finding_ids),
             }
             for pointer, (urgency, _, rule_ids, finding_ids) in order
         ]
@@ -330,16 +328,28 @@ class Explainer:
                 because = self.because(index, ev)
                 fired.append({"rule": rule_id, "pack": pack, "concludes": dict(concludes), "because": because})
                 continue
-            entry: dict[str, Any] = {"rule": rule_id, "pack": pack, "concludes": dict(concludes)}
+            # Whole dict literals: allocated at their size instead of grown key by key.
+            entry: dict[str, Any]
             if rule_state[index] is False:
-                entry["state"] = "false"
                 leaves: list[Condition] = []
                 support(self.shapes[index], False, states, leaves)
-                entry["false_conditions"] = self.leaf_items(index, leaves, facts)
+                entry = {
+                    "rule": rule_id,
+                    "pack": pack,
+                    "concludes": dict(concludes),
+                    "state": "false",
+                    "false_conditions": self.leaf_items(index, leaves, facts),
+                }
             else:
-                entry["state"] = "unknown"
-                entry["unknown_facts"] = list(pointers_of(masks[root]))
-                entry["conditions_met"], entry["conditions_total"] = conjunct_states(states).count(True), total
+                entry = {
+                    "rule": rule_id,
+                    "pack": pack,
+                    "concludes": dict(concludes),
+                    "state": "unknown",
+                    "unknown_facts": list(pointers_of(masks[root])),
+                    "conditions_met": conjunct_states(states).count(True),
+                    "conditions_total": total,
+                }
                 if shown is not None:
                     entry["title"], entry["urgency"] = shown
             not_fired.append(entry)

@@ -105,7 +105,12 @@ class Plan:
         """The pointers of a mask, in sorted order."""
         found = self._pointer_cache.get(mask)
         if found is None:
-            found = tuple(p for i, p in enumerate(self.pointers) if mask >> i & 1)
+            pointers, rest, out = self.pointers, mask, []
+            while rest:  # set bits only, lowest first: the pointers' sorted order
+                lowest = rest & -rest
+                out.append(pointers[lowest.bit_length() - 1])
+                rest ^= lowest
+            found = tuple(out)
             if len(self._pointer_cache) >= POINTER_CACHE_SIZE:
                 self._pointer_cache.clear()
             self._pointer_cache[mask] = found
@@ -149,7 +154,8 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
             if found is MISSING:
                 st[slot], unk[slot] = None, bit
                 return None
-            state: Tri = bool(compare(found, wanted))
+            # Validated facts are JSON scalars, whose comparisons give bool (no rich-comparison objects).
+            state: Tri = compare(found, wanted)
         elif op == "known":
             state = (found is not MISSING) == wanted
         else:  # is_not: "not known to be V" is true when unknown, so it is never itself unknown

@@ -107,6 +107,8 @@ def assert_plan_matches(
 ) -> None:
     plan = Plan(roots)
     states, masks = plan.new_states(), plan.new_masks()
+    # An evaluation's masks only ever hold bits of the plan's own pointers.
+    ref_masks = {key: mask & ((1 << len(plan.pointers)) - 1) for key, mask in ref_masks.items()}
     assert list(plan.pointers) == sorted({n.pointer for r in roots for n in r.walk() if hasattr(n, "pointer")})
     for root, fn in zip(roots, plan.rule_fns, strict=True):
         seen: dict[int, Tri] = {}
