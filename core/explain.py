@@ -52,8 +52,13 @@ def support(shape: Shape, want: bool, states: list[Any], out: list[Condition]) -
     if states[slot] is not want:
         return
     if kind == GROUP:
+        # Children are checked here, not in a call each: most do not match, most that do are leaves.
         for child in payload:
-            support(child, want, states, out)
+            if states[child[0]] is want:
+                if child[1] == LEAF:
+                    out.append(child[2])
+                else:
+                    support(child, want, states, out)
     elif kind == NOT:
         support(payload, not want, states, out)
     else:
