@@ -236,8 +236,8 @@ class Engine:
         # A pack whose compute hook raised does not run (hookspecs promise); the others do.
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
         on_fire = self._on_fire(doc)
-        # The durable session goes first: creating it zeroes most of a core's L2 cache, and the
-        # reference evaluation's states, which every explanation below reads, are better made after.
+        # The durable session goes first: creating it zeroes most of a core's L2 cache, so the
+        # reference evaluation's states, which every explanation below reads, are made after it.
         durable = self._durable_session(doc, computed, on_fire, disabled)
         ref_run, evaluation = self.reference.run(doc, computed, on_fire, disabled)
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]

@@ -310,18 +310,21 @@ class Explainer:
                     row[0], row[1] = urgency, met
                 row[2].append(rule_id)
                 row[3].add(finding_id)
-        order = sorted(rows.items(), key=lambda item: (-item[1][0], -item[1][1], -len(item[1][3]), item[0]))
+        order = sorted([(-row[0], -row[1], -len(row[3]), pointer) for pointer, row in rows.items()])
         label_of = self.label_of
-        return [
-            {
-                "pointer": pointer,
-                "label": label_of(pointer),
-                "urgency": URGENCY_NAME[urgency],
-                "rules": rule_ids,
-                "findings": sorted(finding_ids) if len(finding_ids) > 1 else list(finding_ids),
-            }
-            for pointer, (urgency, _, rule_ids, finding_ids) in order
-        ]
+        out = []
+        for _, _, _, pointer in order:
+            urgency, _, rule_ids, finding_ids = rows[pointer]
+            out.append(
+                {
+                    "pointer": pointer,
+                    "label": label_of(pointer),
+                    "urgency": URGENCY_NAME[urgency],
+                    "rules": rule_ids,
+                    "findings": sorted(finding_ids) if len(finding_ids) > 1 else list(finding_ids),
+                }
+            )
+        return out
 
     def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
         fired_set = run.fired_set()

@@ -147,7 +147,10 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
         # Most fact paths are section.field: read those inline, everything else through lookup().
         if two:
             section = facts.get(first, MISSING)
-            found = section.get(second, MISSING) if type(section) is dict else lookup(facts, path)
+            if type(section) is dict:
+                found = section.get(second, MISSING)
+            else:
+                found = MISSING if section is MISSING else lookup(facts, path)
         else:
             found = lookup(facts, path)
         if compare is not None:
