@@ -67,13 +67,16 @@ def durable_version() -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=4096)  # fact ids x0, x1, ... recur in every session
 def fnv1a32(text: str) -> int:
     """The hash the extension uses for ids and sids (32-bit FNV-1a over the bytes)."""
     h = 0x811C9DC5
     for byte in text.encode("utf-8"):
         h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
     return h
+
+
+# Fact ids x0, x1, ... recur in every session, session ids never: only the former are cached.
+_fact_id_hash = functools.lru_cache(maxsize=1024)(fnv1a32)
 
 
 def projection_tree(paths: list[tuple[str, ...]]) -> dict[str, Any]:
@@ -183,7 +186,7 @@ class DurableBackend:
         def fact_id() -> str:
             while True:
                 candidate = f"x{next(counter)}"
-                h = fnv1a32(candidate)
+                h = _fact_id_hash(candidate)
                 if h not in used_ids:
                     used_ids.add(h)
                     return candidate
