@@ -1,7 +1,7 @@
 """Turn rule states into findings, derived facts, missing data and the trace.
 
-Every explanation reads the node states the reference evaluator memoised, so
-explaining costs no second evaluation. Tri-state wording is kept throughout: a
+Every explanation reads the node states (and unknown-fact masks) the reference
+evaluator's plan recorded, so explaining costs no second evaluation. Tri-state wording is kept throughout: a
 fact is either *recorded* (with its value) or *not recorded*.
 """
 
