@@ -164,10 +164,6 @@ class Not(Condition):
         return (self.item,)
 
 
-Ref = DerivedRef | FindingRef
-Leaf = FactTest | ItemTest | DerivedRef | FindingRef
-
-
 def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
