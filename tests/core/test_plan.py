@@ -201,3 +201,15 @@ def test_plan_matches_the_oracle_on_the_builtin_packs():
                 unreached += ev.state(node) is UNSET
             refs = {key: ev.ref_state(key) for key in engine.reference.concluders}
     assert unreached > 0  # short-circuiting really happened, so UNSET was compared too
+
+
+def test_the_mask_cache_stays_bounded_and_answers_correctly_past_its_bound():
+    from neurocds.plan import POINTER_CACHE_SIZE
+
+    roots: list[Condition] = [FactTest(("s", f"f{i}"), "eq", 1) for i in range(14)]
+    plan = Plan(roots)
+    assert len(plan.pointers) == 14
+    for mask in range(1, 2 * POINTER_CACHE_SIZE + 1):  # twice the bound: the cache is emptied and refilled
+        expected = tuple(p for i, p in enumerate(plan.pointers) if mask >> i & 1)
+        assert plan.pointers_of(mask) == expected
+        assert len(plan._pointer_cache) <= POINTER_CACHE_SIZE
