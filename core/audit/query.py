@@ -115,23 +115,28 @@ def query_records(directory: str | Path, flt: RecordFilter) -> list[dict[str, An
 def find_record(directory: str | Path, ident: str) -> dict[str, Any]:
     """A decision or rejection by id, unique id prefix (8+ characters) or sequence number.
 
-    A plain number, or ``#N``, is a sequence number.
+    ``#N`` is always sequence number N. A bare number is a sequence number and, from
+    8 digits on, also an id prefix: about one id in 43 starts with 8 decimal digits, and a
+    prefix copied from one must still find it.
     :raises AuditError: nothing, or more than one record, matches.
     """
     records = read_records(directory)
     text = ident.strip()
-    if text.lstrip("#").isdigit():
-        seq = int(text.lstrip("#"))
-        hits = [r for r in records if r.get("sequence") == seq]
-    else:
+    hits: list[dict[str, Any]] = []
+    if text.startswith("#") or text.isdigit():
+        number = text.removeprefix("#")
+        if number.isdigit():
+            hits = [r for r in records if r.get("sequence") == int(number)]
+    if not text.startswith("#"):
         ids = [(r, _id_of(r)) for r in records]
-        hits = [r for r, i in ids if i == text]
-        if not hits and len(text) >= 8:
-            hits = [r for r, i in ids if i is not None and i.startswith(text)]
+        exact = [r for r, i in ids if i == text]
+        hits += exact
+        if not exact and len(text) >= 8:
+            hits += [r for r, i in ids if i is not None and i.startswith(text)]
     if not hits:
         raise AuditError(f"no record {ident!r} in the audit log")
-    if len({_id_of(r) or r.get("sequence") for r in hits}) > 1:
-        raise AuditError(f"{ident!r} matches more than one record; give more of the id")
+    if len({r.get("sequence") for r in hits}) > 1:
+        raise AuditError(f"{ident!r} matches more than one record; give more of the id, or #N for sequence number N")
     return hits[0]
 
 

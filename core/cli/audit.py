@@ -209,7 +209,8 @@ def query(audit_dir: Path, **kw: Any) -> None:
 def show(audit_dir: Path, record_id: str, fmt: str) -> None:
     """Show one decision as a why-tree: findings, rules, because-facts, evidence, unknowns.
 
-    RECORD_ID is a decision id, an id prefix (8+ characters) or a sequence number.
+    RECORD_ID is a decision id, an id prefix (8+ characters), or a sequence number: N or #N
+    (#N is only ever a sequence number; use it when a number could also be an id prefix).
     """
     from neurocds.audit.query import find_record
     from neurocds.audit.render import render_text

@@ -151,6 +151,33 @@ def test_list_table(cli: click.Group, populated: dict[str, object]) -> None:
     assert PATIENT_ID not in out
 
 
+def test_show_finds_an_id_whose_prefix_is_all_digits(cli: click.Group, tmp_path: Path) -> None:
+    # About one uuid in 43 starts with 8 decimal digits; its prefix once read as a sequence number.
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    digits = "12345678-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+    log.record_decision(make_result(evaluation_id="aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"), make_facts())
+    log.record_decision(make_result(evaluation_id=digits), make_facts())
+    for ident, sequence in ((digits[:8], 2), (digits, 2), ("1", 1), ("#1", 1), ("#2", 2)):
+        code, out, err = run(cli, "show", ident, "--audit-dir", str(d), "--format", "json")
+        assert code == 0, (ident, err)
+        assert json.loads(out)["sequence"] == sequence, ident
+    code, _, err = run(cli, "show", "#12345678", "--audit-dir", str(d))
+    assert code == 1 and "no record" in err  # "#N" is only ever a sequence number
+
+
+def test_show_reports_a_number_that_is_both_a_sequence_and_an_id_prefix(cli: click.Group, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    for _ in range(2):
+        log.record_decision(make_result(), make_facts())
+    log.record_decision(make_result(evaluation_id="00000002-aaaa-4aaa-8aaa-aaaaaaaaaaaa"), make_facts())
+    code, _, err = run(cli, "show", "00000002", "--audit-dir", str(d))
+    assert code == 1 and "more than one record" in err and "#N" in err
+    code, out, _ = run(cli, "show", "#2", "--audit-dir", str(d), "--format", "json")
+    assert code == 0 and json.loads(out)["sequence"] == 2
+
+
 def test_show_why_tree(cli: click.Group, populated: dict[str, object]) -> None:
     for ident in (populated["emergency"], str(populated["emergency"])[:8], "1", "#1"):
         code, out, _ = run(cli, "show", ident, "--audit-dir", populated["dir"])  # type: ignore[arg-type]
