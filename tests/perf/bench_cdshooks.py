@@ -173,7 +173,8 @@ def report(level: Level, baseline_ms: float) -> None:
     errors = f"  errors {level.errors}" if level.errors else ""
     print(
         f"c={level.concurrency:3d}  {len(lat):5d} ok  {rate:8.1f} req/s  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
-        f"  ({p50 / baseline_ms:.1f}x in-process p50)  cards/resp {statistics.mean(level.cards):.1f}{errors}"
+        f"  max {lat[-1] * 1e3:8.1f} ms  ({p50 / baseline_ms:.1f}x in-process p50)"
+        f"  cards/resp {statistics.mean(level.cards):.1f}{errors}"
     )
 
 
