@@ -141,38 +141,32 @@ class Explainer:
         self.label_of = label_of
         self.plan = plan
         self.shapes = [shape_of(rule.when, plan) for rule in rules]
-        # The states of each rule's top-level conditions, read in one call, for "how much is already met".
-        self.conjuncts = [
-            _states_getter(rule.when.items if isinstance(rule.when, All) else (rule.when,), plan) for rule in rules
-        ]
         # Rules in which two leaves say the same thing (the same test in two branches): only their
         # explanations need de-duplicating.
         self.has_twin_leaves = [_has_twin_leaves(rule.when) for rule in rules]
         self.rank = [URGENCY_RANK[rule.urgency or "info"] for rule in rules]
-        # Finding rules in rule-id order, so that lists of rule ids built by walking them come out sorted.
-        finding_rules = [i for i, rule in enumerate(rules) if rule.kind == "finding"]
-        self.finding_rules = sorted(finding_rules, key=lambda i: rules[i].id)
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
             if rule.kind == "finding":
                 self.by_finding.setdefault(rule.key, []).append(i)
-        self.concludes = [
-            ({"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value})
-            for rule in rules
+        # The states of each rule's top-level conditions, read in one call, for "how much is already met".
+        conjuncts = [
+            _states_getter(rule.when.items if isinstance(rule.when, All) else (rule.when,), plan) for rule in rules
         ]
         # What missing_data and trace read per rule, gathered in one tuple each: they run on every
-        # evaluation, over every rule.
+        # evaluation, over every rule. Finding rules go in rule-id order, so that the lists of rule
+        # ids missing_data builds by walking them come out sorted.
+        finding_rules = sorted((i for i, rule in enumerate(rules) if rule.kind == "finding"), key=lambda i: rules[i].id)
         self._finding_rows = [
-            (i, plan.root_slots[i], self.rank[i], rules[i].id, rules[i].key, self.conjuncts[i][0])
-            for i in self.finding_rules
+            (i, plan.root_slots[i], self.rank[i], rules[i].id, rules[i].key, conjuncts[i][0]) for i in finding_rules
         ]
         self._trace_rows = [
             (
                 rule.id,
                 rule.pack,
-                self.concludes[i],
+                {"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value},
                 plan.root_slots[i],
-                self.conjuncts[i],
+                conjuncts[i],
                 (rule.title, rule.urgency) if rule.kind == "finding" else None,
             )
             for i, rule in enumerate(rules)
@@ -195,11 +189,6 @@ class Explainer:
         as masks while it evaluates.
         """
         return self.plan.pointers_of(ev.rule_unknowns(index))
-
-    def conditions_met(self, index: int, ev: Evaluation) -> tuple[int, int]:
-        """How many of the rule's top-level conditions already hold (a partly met rule), of how many."""
-        states_of, total = self.conjuncts[index]
-        return states_of(ev.states).count(True), total
 
     def leaf_items(self, index: int, leaves: list[Condition], facts: Mapping[str, Any]) -> list[dict[str, Any]]:
         if self.has_twin_leaves[index]:
