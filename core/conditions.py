@@ -19,7 +19,7 @@ Tri = bool | None
 
 MISSING: Any = object()
 
-# Operators a fact leaf may use; the compiler and the schema accept exactly these.
+# Operators a fact leaf may use; the ruleset schema, the plan and the wording use exactly these (tested).
 COMPARISONS = ("eq", "ne", "lt", "lte", "gt", "gte", "in")
 FACT_OPS = (*COMPARISONS, "known", "is_not")
 NUMERIC_OPS = ("lt", "lte", "gt", "gte")

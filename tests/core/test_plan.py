@@ -213,3 +213,16 @@ def test_the_mask_cache_stays_bounded_and_answers_correctly_past_its_bound():
         expected = tuple(p for i, p in enumerate(plan.pointers) if mask >> i & 1)
         assert plan.pointers_of(mask) == expected
         assert len(plan._pointer_cache) <= POINTER_CACHE_SIZE
+
+
+def test_one_list_of_operators_is_what_the_schema_the_plan_and_the_wording_know():
+    from neurocds.conditions import COMPARISONS, FACT_OPS, OP_SYMBOL
+    from neurocds.plan import _COMPARE
+    from neurocds.resources import load_schema
+
+    branches = load_schema("ruleset.schema.json")["$defs"]["condition"]["oneOf"]
+    fact_test = next(b for b in branches if b.get("required") == ["fact"])
+    item_test = next(b for b in branches if b.get("required") == ["any_item", "where"])
+    assert set(fact_test["properties"]) - {"fact"} == set(FACT_OPS)
+    assert set(item_test["properties"]["where"]["properties"]) - {"field"} == set(COMPARISONS)
+    assert set(_COMPARE) == set(OP_SYMBOL) == set(COMPARISONS)
