@@ -21,29 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
+import sys
 import time
 from pathlib import Path
 
 from neurocds import Engine
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared document helper
+from example_docs import examples_with_unknowns
 
 
 def documents(count: int, seed: int = 7) -> list[bytes]:
-    base = [json.loads(p.read_text()) for p in sorted((ROOT / "examples").glob("*.json"))]
-    base = [d for d in base if d.get("facts_version") == "1"] or [{"facts_version": "1", "patient": {"id": "x"}}]
-    rng = random.Random(seed)
-    out = []
-    for i in range(count):
-        doc = json.loads(json.dumps(base[i % len(base)]))
-        for section in [k for k, v in doc.items() if isinstance(v, dict) and k != "patient"]:
-            for key in list(doc[section]):
-                if rng.random() < 0.3:
-                    del doc[section][key]
-        out.append(json.dumps(doc).encode())
-    return out
+    return [json.dumps(doc).encode() for doc in examples_with_unknowns(count, seed=seed, drop=0.3)]
 
 
 Stats = tuple[float, float, float]  # evaluations/s, p50 us, p99 us
