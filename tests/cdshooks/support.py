@@ -6,10 +6,13 @@ import base64
 import http.client
 import json
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -191,6 +194,57 @@ def running_server(config_kwargs: Mapping[str, Any], engine: Any, *, log_level: 
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+SERVE_CLI = [sys.executable, "-c", "from neurocds.cli import main; main()", "serve"]
+
+
+@dataclass
+class ServedProcess:
+    port: int
+    proc: subprocess.Popen[bytes]
+    stderr: str = ""  # what the server wrote to stderr, filled in once it has stopped
+
+
+@contextmanager
+def serve_process(
+    args: Sequence[str], *, log_level: str = "warning", start_timeout: float = 30.0
+) -> Iterator[ServedProcess]:
+    """``neurocds serve`` as a real process on a free loopback port, stopped afterwards.
+
+    Ready once its discovery endpoint answers. Its stderr goes to a file, not a pipe:
+    a pipe nobody reads during a long benchmark could fill and stall the server.
+    """
+    sock = free_socket()
+    port = int(sock.getsockname()[1])
+    sock.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "stderr.txt"
+        with log.open("wb") as err:
+            command = [*SERVE_CLI, "--port", str(port), "--log-level", log_level, *args]
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        served = ServedProcess(port, proc)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited during start-up: {log.read_text(errors='replace')}")
+                try:
+                    http_call(port, "GET", "/cds-services")
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            yield served
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=15)
+            served.stderr = log.read_text(errors="replace")
 
 
 def load_json(path: Path) -> Any:

@@ -20,7 +20,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -35,9 +34,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from cdshooks.support import (  # noqa: E402 (after the path set-up)
     EHR_ISSUER,
     SYNTHEA_DATA,
-    free_socket,
     hook_request,
     make_keys,
+    serve_process,
     synthea_prefetch,
 )
 
@@ -69,26 +68,6 @@ def bodies(limit_bytes: int) -> list[bytes]:
     if not out:
         raise SystemExit(f"no Synthea bundle under {limit_bytes} bytes in {SYNTHEA_DATA}")
     return out
-
-
-def start_server(port: int, args: list[str]) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-c", "from neurocds.cli import main; main()", "serve", "--port", str(port)]
-    proc = subprocess.Popen([*cmd, "--log-level", "error", *args], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit("the server exited during start-up")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        try:
-            conn.request("GET", "/cds-services")
-            conn.getresponse().read()
-            return proc
-        except OSError:
-            time.sleep(0.2)
-        finally:
-            conn.close()
-    proc.kill()
-    raise SystemExit("the server did not start in time")
 
 
 def run_level(
@@ -197,31 +176,20 @@ def main() -> None:
     baseline = in_process_baseline(payloads)
     print(f"baseline, same bodies in process (parse + FHIR + evaluate, no HTTP/JWT): p50 {baseline:.1f} ms")
     with tempfile.TemporaryDirectory() as tmp:
-        sock = free_socket()
-        port = sock.getsockname()[1]
-        sock.close()
-        base = f"http://127.0.0.1:{port}"
         if opts.insecure:
             args, keys = ["--insecure-dev"], None
         else:
             keys = make_keys(Path(tmp))
             args = ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}"]
-        proc = start_server(port, args)
-        try:
+        with serve_process(args, log_level="error", start_timeout=START_TIMEOUT) as served:
+            base = f"http://127.0.0.1:{served.port}"
             for concurrency in levels:
                 total = WARMUP + opts.requests
                 # Signed now, so every token is fresh; a token lives 5 minutes, longer than a level's cap.
                 now = datetime.now(UTC)
                 tokens = [keys.token(base + SERVICE, now=now) if keys else None for _ in range(total)]
-                run_level(port, concurrency, payloads, tokens[:WARMUP], opts.max_seconds)
-                report(run_level(port, concurrency, payloads, tokens[WARMUP:], opts.max_seconds), baseline)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
+                run_level(served.port, concurrency, payloads, tokens[:WARMUP], opts.max_seconds)
+                report(run_level(served.port, concurrency, payloads, tokens[WARMUP:], opts.max_seconds), baseline)
 
 if __name__ == "__main__":
     main()
