@@ -8,6 +8,7 @@ can live in one process.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -105,7 +106,7 @@ class Engine:
 
             self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
         self.explainer = Explainer(self.rules, self._labels.get, self.reference.plan)
-        self._has_compute = any(find_impl(self.pm, "neurocds_compute_facts", p.plugin) for p in self.packs)
+        self._compute_calls = _compute_calls(self.pm, self.packs)
         self._detail_impls = {p.name: find_impl(self.pm, "neurocds_finding_detail", p.plugin) for p in self.packs}
         self._audit = self._open_audit(audit_dir, audit_options)
 
@@ -319,33 +320,27 @@ class Engine:
     def _compute(self, doc: Mapping[str, Any], failures: list[PackFailure]) -> tuple[dict[str, Any], dict[str, Any]]:
         computed: dict[str, Any] = {}
         because: dict[str, tuple[str, list[str]]] = {}
-        if not self._has_compute:
+        if not self._compute_calls:
             return computed, because
         # A hook must not be able to change what other packs see; a JSON round trip copies at C speed.
         frozen = json.loads(json.dumps(doc))
-        called: set[int] = set()
-        for pack in self.packs:
-            impl = find_impl(self.pm, "neurocds_compute_facts", pack.plugin)
-            if impl is None or id(pack.plugin) in called:
-                continue  # one call per plugin, even when it registered several packs
-            called.add(id(pack.plugin))
+        for pack, impl, own_packs in self._compute_calls:
             try:
                 out = call_impl(impl, facts=frozen)
                 if out is None:
                     continue
-                if not isinstance(out, ComputedFacts) or out.pack not in self._plugin_packs(pack.plugin):
+                if not isinstance(out, ComputedFacts) or out.pack not in own_packs:
                     raise TypeError("neurocds_compute_facts must return ComputedFacts for one of its own packs")
                 for name, value in sorted(out.values.items()):
-                    if not isinstance(value, str | int | float | bool) or value != value:
+                    if not isinstance(value, str | int | float | bool) or (
+                        isinstance(value, float) and not math.isfinite(value)
+                    ):
                         raise TypeError(f"computed fact {name!r} must be a finite JSON scalar")
                     computed[name] = value
                     because[name] = (out.pack, list(out.because.get(name, ())))
             except Exception as exc:
                 failures.append(PackFailure(pack.name, "compute_facts", f"{type(exc).__name__}: {exc}"))
         return computed, because
-
-    def _plugin_packs(self, plugin: Any) -> list[str]:
-        return [p.name for p in self.packs if p.plugin is plugin]
 
     def _on_fire(self, doc: Mapping[str, Any]) -> Any:
         def on_fire(rule: Rule, derived: Mapping[str, Any]) -> str | None:
@@ -355,6 +350,19 @@ class Engine:
             return call_impl(impl, finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
 
         return on_fire
+
+
+def _compute_calls(pm: Any, packs: Sequence[LoadedPack]) -> list[tuple[LoadedPack, Any, frozenset[str]]]:
+    """Each plugin's compute hook once (a plugin may register several packs), with the packs it owns."""
+    calls: list[tuple[LoadedPack, Any, frozenset[str]]] = []
+    seen: set[int] = set()
+    for pack in packs:
+        impl = find_impl(pm, "neurocds_compute_facts", pack.plugin)
+        if impl is None or id(pack.plugin) in seen:
+            continue
+        seen.add(id(pack.plugin))
+        calls.append((pack, impl, frozenset(p.name for p in packs if p.plugin is pack.plugin)))
+    return calls
 
 
 def _evidence(rule: Rule) -> list[dict[str, str]]:

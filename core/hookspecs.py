@@ -64,8 +64,9 @@ class ComputedFacts:
     """Facts a pack computes in Python, returned by :func:`neurocds_compute_facts`.
 
     :param pack: the name of the pack that computed them (must be one it registered).
-    :param values: derived-fact name -> JSON value (``{"myext.score": 3}``). Names must
-        start with a namespace the pack's rules declare. Absent means unknown.
+    :param values: derived-fact name -> a finite JSON scalar: string, number or boolean
+        (``{"myext.score": 3}``); a list, object, NaN or infinity fails the pack. Names
+        must start with a namespace the pack's rules declare. Absent means unknown.
     :param because: derived-fact name -> JSON pointers of the input facts it used, so the
         explanation trace can lead back to the input.
     """
@@ -106,7 +107,8 @@ def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:  #
     """Compute derived facts that declarative rules cannot express.
 
     Called once per evaluation, after the facts document passed validation and
-    before any rule runs, for every loaded pack that implements it. The values are
+    before any rule runs, for every loaded plugin that implements it (once per
+    plugin, even if it registered several packs). The values are
     added as derived facts that rules can match (``{derived: name, ...}``) and the
     trace shows them with their ``because`` pointers.
 

@@ -117,6 +117,34 @@ def test_computed_facts_hook_feeds_rules(tmp_path):
     assert unknown.to_dict()["trace"]["not_fired"][0]["state"] == "unknown"
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_computed_fact_fails_its_pack_loudly(tmp_path, value):
+    plugin = inline_pack(
+        tmp_path,
+        "cf",
+        "cf",
+        [rule("cf.f", {"derived": "cf.k"})],
+        compute=lambda facts: ComputedFacts(pack="cf", values={"cf.k": value}),
+    )
+    result = Engine(plugins=[("cf", plugin)], entry_points=False).evaluate(BASE)
+    assert not result.complete and result.finding_ids == []
+    (error,) = result.errors
+    assert error["pack"] == "cf" and error["stage"] == "compute_facts" and "finite JSON scalar" in error["message"]
+
+
+def test_a_compute_hook_may_answer_only_for_its_own_packs(tmp_path):
+    plugin = inline_pack(
+        tmp_path,
+        "cf",
+        "cf",
+        [rule("cf.f", {"derived": "cf.k"})],
+        compute=lambda facts: ComputedFacts(pack="someone-else", values={"cf.k": True}),
+    )
+    result = Engine(plugins=[("cf", plugin)], entry_points=False).evaluate(BASE)
+    assert not result.complete and result.finding_ids == []
+    assert "one of its own packs" in result.errors[0]["message"]
+
+
 def test_finding_detail_hook_appends_text_on_both_backends(tmp_path):
     plugin = inline_pack(
         tmp_path,
