@@ -60,11 +60,16 @@ def fire_rule(rule: Rule, index: int, run: Run, derived_view: Mapping[str, Any],
                 run.details[index] = extra
 
 
-def dependency_order(rules: Sequence[Rule]) -> list[int]:
-    """Rules ordered so that every rule comes after the rules whose conclusions it uses."""
+def concluders_of(rules: Sequence[Rule]) -> dict[Key, list[int]]:
+    """Conclusion key -> indices of the rules that conclude it."""
     concluders: dict[Key, list[int]] = {}
     for i, rule in enumerate(rules):
         concluders.setdefault(_as_ref(rule), []).append(i)
+    return concluders
+
+
+def dependency_order(rules: Sequence[Rule], concluders: Mapping[Key, list[int]]) -> list[int]:
+    """Rules ordered so that every rule comes after the rules whose conclusions it uses."""
     deps = {
         i: sorted({j for key in rule.references() for j in concluders.get(key, [])}) for i, rule in enumerate(rules)
     }
@@ -100,11 +105,9 @@ class ReferenceEvaluator:
 
     def __init__(self, rules: Sequence[Rule]):
         self.rules = list(rules)
-        self.order = dependency_order(self.rules)
+        self.concluders = concluders_of(self.rules)
+        self.order = dependency_order(self.rules, self.concluders)
         self.plan = Plan([rule.when for rule in self.rules])
-        self.concluders: dict[Key, list[int]] = {}
-        for i, rule in enumerate(self.rules):
-            self.concluders.setdefault(_as_ref(rule), []).append(i)
 
     def run(
         self,
