@@ -115,6 +115,7 @@ class CompiledRuleset:
     rules: Sequence[Rule]
     referenced: set[tuple[str, str, Any]] = field(default_factory=set)
     input_paths: list[tuple[str, ...]] = field(default_factory=list)
+    derived_kinds: dict[str, str] = field(default_factory=dict)  # derived-fact name -> value_kind()
 
     @property
     def json(self) -> str:
@@ -126,14 +127,19 @@ def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
     rule_of: dict[str, int] = {}
     referenced: set[tuple[str, str, Any]] = set()
     paths: set[tuple[str, ...]] = set()
+    kinds: dict[str, tuple[str, Rule]] = {}
     for index, rule in enumerate(rules):
         for node in rule.when.walk():
             if isinstance(node, FactTest | ItemTest):
                 paths.add(node.path)
             if isinstance(node, FactTest | ItemTest | DerivedRef) and inexact_number(node.value):
                 raise _error(rule, f"{node.describe()!r}: integers beyond ±2**53 cannot be compared exactly")
-        if rule.kind == "derive" and inexact_number(rule.value):
-            raise _error(rule, "derived value: integers beyond ±2**53 cannot be compared exactly")
+            if isinstance(node, DerivedRef):
+                _note_kind(kinds, node.name, node.value, rule)
+        if rule.kind == "derive":
+            if inexact_number(rule.value):
+                raise _error(rule, "derived value: integers beyond ±2**53 cannot be compared exactly")
+            _note_kind(kinds, rule.key, rule.value, rule)
         referenced |= rule.references()
         splits = _split(_nnf(rule.when, False, rule))
         if len(splits) > MAX_SPLITS_PER_RULE:
@@ -151,7 +157,33 @@ def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
             definition[name] = {"all": patterns}
             rule_of[name] = index
     _check_caps(definition, rules, rule_of)
-    return CompiledRuleset(definition, rule_of, rules, referenced, sorted(paths))
+    derived_kinds = {name: kind for name, (kind, _) in kinds.items()}
+    return CompiledRuleset(definition, rule_of, rules, referenced, sorted(paths), derived_kinds)
+
+
+def value_kind(value: Any) -> str:
+    """``boolean``, ``number`` or ``string``: the kinds of a derived value that must never mix.
+
+    Python has ``True == 1`` and durable_rules compares across types loosely, so one
+    derived fact holding a boolean in one rule and a number in another would be
+    matched differently by the two backends.
+    """
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string"
+
+
+def _note_kind(kinds: dict[str, tuple[str, Rule]], name: str, value: Any, rule: Rule) -> None:
+    kind = value_kind(value)
+    first = kinds.setdefault(name, (kind, rule))
+    if first[0] != kind:
+        other = first[1]
+        raise _error(
+            rule,
+            f"derived fact {name!r} is a {kind} here but a {first[0]} in rule {other.id} ({other.file}{other.pointer})",
+        )
 
 
 def inexact_number(value: Any) -> bool:

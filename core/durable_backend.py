@@ -130,13 +130,10 @@ class DurableBackend:
             raise CompileError(f"durable_rules refused the compiled rules: {type(exc).__name__}: {exc}") from exc
         self._projection = projection_tree(compiled.input_paths)
         # The same few conclusion facts are asserted in evaluation after evaluation: their JSON
-        # (everything after the session and fact ids) is encoded once. Keyed with the value's
-        # type, because True == 1 would otherwise share an entry.
+        # (everything after the session and fact ids) is encoded once. The compiler keeps each
+        # derived fact to one kind of value, so True and 1 never meet under one key.
         self._sentinel_tail = _tail({"t": TYPE_SENTINEL})
-        self._conclusion_tails = {
-            (kind, name, value, type(value)): _tail(_conclusion_body(kind, name, value))
-            for kind, name, value in compiled.referenced
-        }
+        self._conclusion_tails = {key: _tail(_conclusion_body(*key)) for key in compiled.referenced}
         self._lock = threading.Lock()
         self._sessions = itertools.count(1)
         self._live: set[int] = set()
@@ -205,8 +202,7 @@ class DurableBackend:
             key = (kind, name, value)
             if key in compiled.referenced and key not in asserted:
                 asserted.add(key)
-                tail = self._conclusion_tails.get((kind, name, value, type(value)))
-                assert_fact(tail if tail is not None else _tail(_conclusion_body(kind, name, value)))
+                assert_fact(self._conclusion_tails[key])
 
         # The sentinel's action runs before any other assert (crash A: see the module docstring).
         try:

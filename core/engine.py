@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from neurocds import __version__
-from neurocds.compiler import compile_rules
+from neurocds.compiler import compile_rules, value_kind
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, RuleEvaluationError
 from neurocds.explain import Explainer
 from neurocds.hookspecs import ComputedFacts
@@ -336,6 +336,9 @@ class Engine:
                         isinstance(value, float) and not math.isfinite(value)
                     ):
                         raise TypeError(f"computed fact {name!r} must be a finite JSON scalar")
+                    used_as = self.compiled.derived_kinds.get(name)
+                    if used_as is not None and value_kind(value) != used_as:
+                        raise TypeError(f"computed fact {name!r} is a {value_kind(value)}; rules use it as a {used_as}")
                     computed[name] = value
                     because[name] = (out.pack, list(out.because.get(name, ())))
             except Exception as exc:

@@ -65,8 +65,9 @@ class ComputedFacts:
 
     :param pack: the name of the pack that computed them (must be one it registered).
     :param values: derived-fact name -> a finite JSON scalar: string, number or boolean
-        (``{"myext.score": 3}``); a list, object, NaN or infinity fails the pack. Names
-        must start with a namespace the pack's rules declare. Absent means unknown.
+        (``{"myext.score": 3}``), of the kind the rules use for that name; a list,
+        object, NaN, infinity or a value of another kind fails the pack. Names must
+        start with a namespace the pack's rules declare. Absent means unknown.
     :param because: derived-fact name -> JSON pointers of the input facts it used, so the
         explanation trace can lead back to the input.
     """

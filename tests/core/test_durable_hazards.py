@@ -162,6 +162,38 @@ def test_raw_extension_compares_strings_with_numbers_so_the_fence_matters():
     assert raw_session(probe({"$gt": {"f.x": 9}}), ['{"sid":"1","id":"a","t":"f","f":{"x":8}}'])[1] == []
 
 
+def test_raw_extension_and_python_both_take_true_for_1_so_derived_kinds_must_not_mix():
+    # durable_rules matches a 1 against a pattern for true, as Python has True == 1: both backends
+    # would agree, and both be wrong, if a derived "x = 1" met a test of "{derived: x}" (true).
+    assert raw_session(probe({"f.x": True}), ['{"sid":"1","id":"a","t":"f","f":{"x":1}}'])[1] == ["probe"]
+
+
+def test_a_derived_fact_concluded_as_a_number_and_tested_as_true_is_refused_at_load(tmp_path):
+    rules = [rule("hz.grade", LEG, derive="hz.grade", value=1), rule("hz.uses", {"derived": "hz.grade"})]
+    with pytest.raises(PackLoadError) as err:
+        make_engine(tmp_path, rules)
+    message = str(err.value)
+    assert "'hz.grade' is a boolean here but a number in rule hz.grade" in message and "hz.uses" in message
+
+
+def test_a_derived_kind_clash_across_packs_is_blamed_on_the_pack_that_brings_it(tmp_path):
+    first = inline_pack(tmp_path / "a", "a", "a", [rule("a.side", LEG, derive="a.side", value="left")])
+    second = inline_pack(
+        tmp_path / "b", "b", "b", [rule("b.uses", {"derived": "a.side", "eq": 1})], depends_on=("a",)
+    )
+    with pytest.raises(PackLoadError) as err:
+        Engine(plugins=[("a", first), ("b", second)], entry_points=False)
+    assert err.value.pack == "b" and "'a.side' is a number here but a string in rule a.side" in str(err.value)
+
+
+def test_a_computed_fact_of_another_kind_than_the_rules_use_fails_its_pack(tmp_path):
+    compute = lambda facts: ComputedFacts(pack="hz", values={"hz.flag": 1})  # noqa: E731
+    engine = make_engine(tmp_path, [rule("hz.uses", {"derived": "hz.flag"})], compute=compute)
+    result = engine.evaluate(facts())
+    assert not result.complete and result.finding_ids == []
+    assert "computed fact 'hz.flag' is a number; rules use it as a boolean" in result.errors[0]["message"]
+
+
 # --------------------------------------------------------------------------- NaN / Infinity
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999", "-1e400"])
 def test_non_finite_numbers_are_rejected_by_the_strict_parser(tmp_path, literal):
