@@ -184,6 +184,11 @@ class Engine:
         return AuditLog.from_options(Path(audit_dir), options)
 
     # --------------------------------------------------------------- queries
+    @property
+    def audit_log(self) -> Any:
+        """The tamper-evident log this engine records decisions in (``None`` without ``audit_dir``)."""
+        return self._audit
+
     def pack_infos(self) -> list[dict[str, Any]]:
         return [p.info() for p in [*self.packs, *self.failed_packs]]
 

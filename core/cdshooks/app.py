@@ -206,7 +206,7 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
         from neurocds.engine import Engine
 
         engine = Engine()
-    if config.audit_dir is not None and getattr(engine, "_audit", None) is not None:
+    if config.audit_dir is not None and getattr(engine, "audit_log", None) is not None:
         raise ConfigError("the audit log is configured twice: give audit_dir to the service config only")
     verifier = None
     if config.secured:

@@ -131,3 +131,16 @@ def test_feedback_body_shape(server: Server, keys: Keys, body: Any) -> None:
     resp = _feedback(server, keys, body)
     assert resp.status == 400
     assert_operation_outcome(resp.json())
+
+
+def test_an_audit_log_configured_on_both_the_engine_and_the_service_is_refused(tmp_path: Path) -> None:
+    from neurocds import Engine
+    from neurocds.cdshooks import ServiceConfig, create_app
+    from neurocds.cdshooks.config import ConfigError
+
+    engine = Engine(audit_dir=tmp_path / "engine-log")
+    assert engine.audit_log is not None and Engine().audit_log is None
+    config = ServiceConfig(base_url="http://127.0.0.1:1", insecure_dev=True, audit_dir=tmp_path / "service-log")
+    with pytest.raises(ConfigError, match="configured twice"):
+        create_app(config, engine)
+    create_app(ServiceConfig(base_url="http://127.0.0.1:1", insecure_dev=True), engine)  # one log: fine
