@@ -117,30 +117,22 @@ def test_computed_facts_hook_feeds_rules(tmp_path):
     assert unknown.to_dict()["trace"]["not_fired"][0]["state"] == "unknown"
 
 
+def _evaluate_with_computed(tmp_path, computed: ComputedFacts):
+    """BASE evaluated with a pack whose rule tests derived fact cf.k and whose hook returns ``computed``."""
+    plugin = inline_pack(tmp_path, "cf", "cf", [rule("cf.f", {"derived": "cf.k"})], compute=lambda facts: computed)
+    return Engine(plugins=[("cf", plugin)], entry_points=False).evaluate(BASE)
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_a_non_finite_computed_fact_fails_its_pack_loudly(tmp_path, value):
-    plugin = inline_pack(
-        tmp_path,
-        "cf",
-        "cf",
-        [rule("cf.f", {"derived": "cf.k"})],
-        compute=lambda facts: ComputedFacts(pack="cf", values={"cf.k": value}),
-    )
-    result = Engine(plugins=[("cf", plugin)], entry_points=False).evaluate(BASE)
+    result = _evaluate_with_computed(tmp_path, ComputedFacts(pack="cf", values={"cf.k": value}))
     assert not result.complete and result.finding_ids == []
     (error,) = result.errors
     assert error["pack"] == "cf" and error["stage"] == "compute_facts" and "finite JSON scalar" in error["message"]
 
 
 def test_a_compute_hook_may_answer_only_for_its_own_packs(tmp_path):
-    plugin = inline_pack(
-        tmp_path,
-        "cf",
-        "cf",
-        [rule("cf.f", {"derived": "cf.k"})],
-        compute=lambda facts: ComputedFacts(pack="someone-else", values={"cf.k": True}),
-    )
-    result = Engine(plugins=[("cf", plugin)], entry_points=False).evaluate(BASE)
+    result = _evaluate_with_computed(tmp_path, ComputedFacts(pack="someone-else", values={"cf.k": True}))
     assert not result.complete and result.finding_ids == []
     assert "one of its own packs" in result.errors[0]["message"]
 
