@@ -390,7 +390,9 @@ def _labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for name, sub in schema.get("properties", {}).items():
         pointer = f"{prefix}/{name}"
-        if "description" in sub:
-            out[pointer] = sub["description"]
+        # The schema's short title names a fact for people; the description is the fallback.
+        label = sub.get("title") or sub.get("description")
+        if label:
+            out[pointer] = label
         out.update(_labels(sub, pointer))
     return out

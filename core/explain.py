@@ -23,7 +23,7 @@ from neurocds.conditions import (
     Not,
     lookup,
 )
-from neurocds.plan import Plan
+from neurocds.plan import COMPARE, UNSET, Plan
 from neurocds.reference import Evaluation, Run
 from neurocds.ruleset import URGENCY_RANK, Rule
 
@@ -65,6 +65,36 @@ def support(shape: Shape, want: bool, states: list[Any], out: list[Condition]) -
         out.append(payload)
 
 
+def support_complete(
+    shape: Shape, want: bool, states: list[Any], fill: Callable[[int], Any], out: list[Condition]
+) -> None:
+    """Like :func:`support`, but children evaluation never reached count too.
+
+    ``any`` stops at its first true child, so :func:`support` names one reason where
+    several may hold (three red flags recorded, one shown). ``fill`` evaluates a node
+    that ``states`` holds as unreached, so every child that makes the node ``want``
+    is named.
+    """
+    slot, kind, payload = shape
+    state = states[slot]
+    if state is UNSET:
+        state = fill(slot)
+    if state is not want:
+        return
+    if kind == GROUP:
+        for child in payload:
+            support_complete(child, want, states, fill, out)
+    elif kind == NOT:
+        support_complete(payload, not want, states, fill, out)
+    else:
+        out.append(payload)
+
+
+def _can_stop_early(root: Condition) -> bool:
+    """Whether evaluation of ``root`` can leave a child unreached that would also explain it."""
+    return any(isinstance(n, AnyOf | Not) for n in root.walk())
+
+
 def leaf_key(node: Condition) -> tuple[str, ...]:
     """What makes two leaves explain the same thing (same fact and test, or same conclusion)."""
     if isinstance(node, DerivedRef):
@@ -94,12 +124,17 @@ def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
         return {"pointer": node.pointer, "recorded": True, "test": node.text, "value": value}
     if isinstance(node, ItemTest):
         items = lookup(facts, node.path)
-        matching = [i for i in (items if items is not MISSING else []) if isinstance(i, Mapping)]
+        with_field = [
+            i for i in (items if items is not MISSING else []) if isinstance(i, Mapping) and node.field in i
+        ]
+        # The items that pass the test are the reason; when none does, all of them are.
+        compare = COMPARE[node.op]
+        passing = [i for i in with_field if compare(i[node.field], node.value)]
         return {
             "pointer": node.pointer,
             "recorded": items is not MISSING,
             "test": node.describe(),
-            "value": [i for i in matching if i.get(node.field, MISSING) is not MISSING],
+            "value": passing or with_field,
         }
     if isinstance(node, DerivedRef):
         return {"derived": node.name, "value": node.value}
@@ -144,6 +179,7 @@ class Explainer:
         # Rules in which two leaves say the same thing (the same test in two branches): only their
         # explanations need de-duplicating.
         self.has_twin_leaves = [_has_twin_leaves(rule.when) for rule in rules]
+        self.can_stop_early = [_can_stop_early(rule.when) for rule in rules]
         self.rank = [URGENCY_RANK[rule.urgency or "info"] for rule in rules]
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
@@ -173,12 +209,35 @@ class Explainer:
         ]
 
     def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
+        """The leaves that made fired rule ``index`` true: every one, not only those evaluated."""
         cached = ev.because_cache.get(index)
         if cached is None:
             leaves: list[Condition] = []
-            support(self.shapes[index], True, ev.states, leaves)
+            if self.can_stop_early[index]:
+                support_complete(self.shapes[index], True, ev.states, self._filler(ev), leaves)
+            else:
+                support(self.shapes[index], True, ev.states, leaves)
             cached = ev.because_cache[index] = self.leaf_items(index, leaves, ev.facts)
         return cached
+
+    def _filler(self, ev: Evaluation) -> Callable[[int], Any]:
+        """Evaluates a node the evaluation never reached, into a copy of its states.
+
+        A copy, so that the trace of the rules that did not fire reads exactly the states
+        the evaluation left (a node can be shared between rules). Made on first use only.
+        """
+        fns, facts = self.plan.fns, ev.facts
+
+        def fill(slot: int) -> Any:
+            if ev.completed is None:
+                ev.completed = (ev.states.copy(), ev.unknown_masks.copy())
+            states, masks = ev.completed
+            state = states[slot]
+            if state is UNSET:
+                state = fns[slot](facts, states, masks, ev)
+            return state
+
+        return fill
 
     def unknowns(self, index: int, ev: Evaluation) -> tuple[str, ...]:
         """Pointers of the unrecorded facts that leave rule ``index`` undecided, sorted.
@@ -207,34 +266,63 @@ class Explainer:
         for finding_id, indices in by_id.items():
             primary = max(indices, key=lambda i: (self.rank[i], -i))
             rule = self.rules[primary]
-            detail = rule.detail
-            for i in indices:
-                if i in run.details:
-                    detail = f"{detail} {run.details[i]}"
-            urgency = rule.urgency or "info"
+            shown = self._worded(indices, ev)
             # Unknown facts that would raise this finding's urgency (another rule for it, undecided).
             unknown = 0
             for i in self.by_finding[finding_id]:
                 if i not in indices and self.rank[i] > self.rank[primary]:
                     unknown |= ev.rule_unknowns(i)
             because = [b for i in indices for b in self.because(i, ev)]
+            if len(shown) == 1:  # most findings: one rule's words, as they are
+                title, detail = rule.title, self._detail(primary, run)
+                recommendations, evidence = list(rule.recommendations), evidence_of(rule)
+            else:
+                title = "; ".join(first_of_each((self.rules[i].title for i in shown), str))
+                detail = " ".join(first_of_each((self._detail(i, run) for i in shown), str))
+                recommendations = first_of_each((r for i in shown for r in self.rules[i].recommendations), str)
+                evidence = first_of_each(
+                    (e for i in shown for e in evidence_of(self.rules[i])), lambda e: (e["source"], e["citation"])
+                )
             findings.append(
                 {
                     "id": finding_id,
                     "pack": rule.pack,
                     "rule": rule.id,
                     "rules": [self.rules[i].id for i in indices],
-                    "urgency": urgency,
-                    "title": rule.title,
+                    "urgency": rule.urgency or "info",
+                    "title": title,
                     "detail": detail,
-                    "recommendations": list(rule.recommendations),
+                    "recommendations": recommendations,
                     "because": _dedupe(because) if len(indices) > 1 else list(because),
                     "unknown": list(self.plan.pointers_of(unknown)),
-                    "evidence": evidence_of(rule),
+                    "evidence": evidence,
                 }
             )
         findings.sort(key=lambda f: (-URGENCY_RANK[f["urgency"]], f["id"]))
         return findings
+
+    def _detail(self, index: int, run: Run) -> str:
+        """A rule's detail, followed by what its pack's detail hook added for this evaluation."""
+        detail = self.rules[index].detail
+        return f"{detail} {run.details[index]}" if index in run.details else detail
+
+    def _worded(self, indices: list[int], ev: Evaluation) -> list[int]:
+        """The fired rules of one finding whose words it shows, most urgent first.
+
+        Several rules can fire one finding (one rule per abnormal value of a panel, say):
+        each brings its own title, detail and steps. A rule resting on exactly the facts of
+        a more urgent one (the same value past a milder and a severe threshold) would only
+        repeat it in weaker words, so it is left out; its id stays in ``rules`` and its
+        facts in ``because``.
+        """
+        if len(indices) == 1:
+            return indices
+        shown: list[tuple[int, frozenset[Any]]] = []
+        for i in sorted(indices, key=lambda i: (-self.rank[i], i)):
+            facts = frozenset((b.get("pointer"), b.get("derived"), b.get("finding")) for b in self.because(i, ev))
+            if not any(self.rank[j] > self.rank[i] and facts == other for j, other in shown):
+                shown.append((i, facts))
+        return [i for i, _ in shown]
 
     def derived(
         self,
@@ -251,6 +339,7 @@ class Explainer:
                     {
                         "name": rule.key,
                         "value": rule.value,
+                        "title": rule.title,
                         "pack": rule.pack,
                         "rule": rule.id,
                         "because": self.because(index, ev),

@@ -42,7 +42,7 @@ from neurocds.conditions import (
 
 UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__slots__": ()})()
 
-_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
     "eq": operator.eq,
     "ne": operator.ne,
     "lt": operator.lt,
@@ -85,6 +85,9 @@ class Plan:
         self.pointers: tuple[str, ...] = tuple(sorted({n.pointer for n in leaves}))
         self._bit = {pointer: 1 << i for i, pointer in enumerate(self.pointers)}
         self._pointer_cache: dict[int, tuple[str, ...]] = {}
+        # Every node's closure by slot, so that one node can be evaluated on its own: explanations
+        # complete an ``any`` that stopped at its first true child (see neurocds.explain.support).
+        self.fns: dict[int, NodeFn] = {}
         self.rule_fns: list[NodeFn] = [self._compile(root) for root in roots]
         self.root_slots: list[int] = [self.slot(root) for root in roots]
 
@@ -118,6 +121,11 @@ class Plan:
 
     # ------------------------------------------------------------ compiling
     def _compile(self, node: Condition) -> NodeFn:
+        fn = self._compile_node(node)
+        self.fns.setdefault(self.slot(node), fn)
+        return fn
+
+    def _compile_node(self, node: Condition) -> NodeFn:
         if id(node) in self._slots:  # a node shared by two parents keeps one slot
             slot = self._slots[id(node)]
         else:
@@ -141,7 +149,7 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
     path, op, wanted = node.path, node.op, node.value
     two = len(path) == 2
     first, second = (path[0], path[1]) if two else ("", "")
-    compare = _COMPARE.get(op)
+    compare = COMPARE.get(op)
 
     def fact(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
         # Most fact paths are section.field: read those inline, everything else through lookup().
@@ -171,7 +179,7 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
 
 def _item_fn(node: ItemTest, slot: int, bit: int) -> NodeFn:
     path, name, wanted = node.path, node.field, node.value
-    compare = _COMPARE[node.op]
+    compare = COMPARE[node.op]
 
     def item_test(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
         items = lookup(facts, path)

@@ -144,7 +144,16 @@ class Evaluation:
     facts that leave an undecided node undecided (see :mod:`neurocds.plan`).
     """
 
-    __slots__ = ("because_cache", "computed", "evaluator", "facts", "rule_state", "states", "unknown_masks")
+    __slots__ = (
+        "because_cache",
+        "completed",
+        "computed",
+        "evaluator",
+        "facts",
+        "rule_state",
+        "states",
+        "unknown_masks",
+    )
 
     def __init__(self, evaluator: ReferenceEvaluator, facts: Mapping[str, Any], computed: Mapping[str, Any]):
         self.evaluator = evaluator
@@ -154,6 +163,8 @@ class Evaluation:
         self.states: list[Any] = evaluator.plan.new_states()
         self.unknown_masks: list[int] = evaluator.plan.new_masks()
         self.because_cache: dict[int, list[dict[str, Any]]] = {}
+        # States and masks with unreached nodes evaluated on demand, for explanations only.
+        self.completed: tuple[list[Any], list[int]] | None = None
 
     def state(self, node: Condition) -> Any:
         """The state of one node of one of the evaluator's rules (``UNSET`` if never reached)."""

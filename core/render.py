@@ -6,7 +6,7 @@ the packs' and the schema's words); this module only lays them out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 URGENCY_ORDER = ("emergency", "urgent", "routine", "info")
@@ -18,20 +18,13 @@ URGENCY_HEADING = {
 }
 
 
+LabelOf = Callable[[str], "str | None"]
+
+
 def pointer_words(pointer: str) -> str:
-    """``/section/field_name`` -> ``section: field name``."""
+    """``/section/field_name`` -> ``section: field name`` (for facts the schema gives no title)."""
     parts = [p.replace("~1", "/").replace("~0", "~").replace("_", " ") for p in pointer.strip("/").split("/")]
     return ": ".join(parts) if parts else pointer
-
-
-def short_label(label: str | None, limit: int = 70) -> str:
-    """The first sentence of a field's schema description, as a parenthesis."""
-    if not label:
-        return ""
-    first = label.split(". ")[0].split("; ")[0].rstrip(".")
-    if len(first) > limit:
-        first = first[: limit - 1].rstrip() + "…"
-    return f" ({first})"
 
 
 def value_words(value: Any) -> str:
@@ -44,30 +37,73 @@ def value_words(value: Any) -> str:
     return str(value)
 
 
+class Namer:
+    """Words for the facts, derived facts and findings a result refers to.
+
+    Facts are named by ``label_of`` (the facts schema's titles, through the engine),
+    derived facts by the title of the rule that derived them, findings by their title;
+    each falls back to its identifier, so a result alone can always be rendered.
+    """
+
+    def __init__(self, result: Mapping[str, Any], label_of: LabelOf | None = None) -> None:
+        self.label_of = label_of
+        self.derived = _derived_index(result)
+        self.finding_titles = {f["id"]: f["title"] for f in result.get("findings", [])}
+
+    def fact(self, pointer: str) -> str:
+        label = self.label_of(pointer) if self.label_of is not None else None
+        return label or pointer_words(pointer)
+
+    def item(self, item: Mapping[str, Any]) -> str:
+        """One because-item in words."""
+        if "derived" in item:
+            value = item.get("value", True)
+            entry = self.derived.get((item["derived"], repr(value)))
+            if entry and entry.get("title"):
+                return str(entry["title"])
+            return f"{item['derived']}" + ("" if value is True else f" = {value}")
+        if "finding" in item:
+            title = self.finding_titles.get(item["finding"])
+            return f"{title} [{item['finding']}]" if title else f"finding {item['finding']}"
+        name = self.fact(item["pointer"])
+        if not item.get("recorded", True):
+            return f"{name}: not recorded"
+        return f"{name}: {value_words(item.get('value'))}"
+
+    def expanded(self, item: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> str:
+        """A because-item in words; a derived fact is followed by what it was derived from."""
+        line = self.item(item)
+        if "derived" not in item or item["derived"] in seen:
+            return line
+        entry = self.derived.get((item["derived"], repr(item.get("value", True))))
+        if entry and entry.get("because"):
+            inner = "; ".join(
+                _unique(self.expanded(b, seen | {item["derived"]}) for b in entry["because"] if "finding" not in b)
+            )
+            if inner:
+                line = f"{line} ({inner})"
+        return line
+
+
+def _unique(lines: Iterable[str]) -> list[str]:
+    """Lines in order without repeats (two tests on one fact read the same in words)."""
+    return list(dict.fromkeys(lines))
+
+
 def because_line(item: Mapping[str, Any]) -> str:
-    if "derived" in item:
-        value = item.get("value", True)
-        return f"derived: {item['derived']}" + ("" if value is True else f" = {value}")
-    if "finding" in item:
-        return f"finding: {item['finding']}"
-    name = pointer_words(item["pointer"])
-    if not item.get("recorded", True):
-        return f"{name}: not recorded"
-    return f"{name}: {value_words(item.get('value'))}"
+    """A because-item in words, without titles (kept for callers holding only the item)."""
+    return Namer({}).item(item)
 
 
-def because_expanded(item: Mapping[str, Any], derived: Mapping[tuple[str, str], Mapping[str, Any]]) -> str:
-    """A because-item in words; a derived fact is followed by the recorded facts it came from."""
-    line = because_line(item)
-    entry = derived.get((item["derived"], repr(item.get("value", True)))) if "derived" in item else None
-    if entry and entry.get("because"):
-        inner = ", ".join(because_line(b) for b in entry["because"] if "pointer" in b)
-        if inner:
-            line = f"{line} ({inner})"
-    return line
-
-
-def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, max_missing: int = 12) -> str:
+def render_result(
+    result: Mapping[str, Any],
+    *,
+    patient_id: str | None = None,
+    max_missing: int = 12,
+    label_of: LabelOf | None = None,
+) -> str:
+    """The result for a clinician's terminal. ``label_of`` names facts (the engine's ``label_of``)."""
+    names = Namer(result, label_of)
     lines: list[str] = []
     who = f" for patient {patient_id}" if patient_id else ""
     lines.append(f"neurocds decision support{who}")
@@ -89,7 +125,6 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
                 else ""
             )
             lines.append(f"!!  - {error.get('kind') or error.get('stage')}{where}: {error['message']}")
-    derived = _derived_index(result)
     for urgency in URGENCY_ORDER:
         group = [f for f in result["findings"] if f["urgency"] == urgency]
         if not group:
@@ -98,24 +133,24 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
         for finding in group:
             lines.append(f"* {finding['title']}  [{finding['id']}]")
             lines.append(f"  {finding['detail']}")
-            lines.append("  Because: " + "; ".join(because_expanded(b, derived) for b in finding["because"]))
+            lines.append("  Because: " + "; ".join(_unique(names.expanded(b) for b in finding["because"])))
             for step in finding["recommendations"]:
                 lines.append(f"  - {step}")
             if finding.get("unknown"):
-                lines.append("  Would change with: " + ", ".join(pointer_words(p) for p in finding["unknown"]))
+                unknown = ", ".join(names.fact(p) for p in finding["unknown"])
+                lines.append(f"  Could be more urgent; not recorded: {unknown}")
             sources = sorted({e["source"] for e in finding["evidence"]})
             lines.append("  Evidence: " + "; ".join(sources))
     if result["complete"] and not result["findings"]:
         lines += ["", "No finding fired on the facts supplied."]
-    lines += render_undecided(result)
+    lines += render_undecided(result, names)
     missing = result["missing_data"][:max_missing]
     if missing:
         lines += ["", "== Not recorded - would most change the picture =="]
         for item in missing:
-            label = short_label(item.get("label"))
             shown = ", ".join(item["findings"][:3])
             more = f" (+{len(item['findings']) - 3} more)" if len(item["findings"]) > 3 else ""
-            lines.append(f"- [{item['urgency']}] {pointer_words(item['pointer'])}{label}")
+            lines.append(f"- [{item['urgency']}] {names.fact(item['pointer'])}")
             lines.append(f"    could decide: {shown}{more}")
         if len(result["missing_data"]) > max_missing:
             lines.append(f"  ... and {len(result['missing_data']) - max_missing} more (see --format json)")
@@ -123,8 +158,9 @@ def render_result(result: Mapping[str, Any], *, patient_id: str | None = None, m
     return "\n".join(lines)
 
 
-def render_undecided(result: Mapping[str, Any]) -> list[str]:
+def render_undecided(result: Mapping[str, Any], names: Namer | None = None) -> list[str]:
     """Emergency and urgent rules already partly met, with exactly the facts that would decide them."""
+    names = names or Namer(result)
     shown: dict[str, Mapping[str, Any]] = {}
     fired = {f["id"] for f in result["findings"]}
     for entry in result["trace"].get("not_fired", []):
@@ -145,10 +181,11 @@ def render_undecided(result: Mapping[str, Any]) -> list[str]:
                 shown[finding] = entry
     if not shown:
         return []
-    lines = ["", "== Undecided - partly met; record these to decide =="]
+    # These rules did NOT fire: their titles are what they would say, so each is framed as open.
+    lines = ["", "== Not decided - partly met; recording these facts would decide them =="]
     for finding, entry in sorted(shown.items(), key=lambda kv: (URGENCY_ORDER.index(kv[1]["urgency"]), kv[0])):
-        facts = ", ".join(pointer_words(p) for p in entry["unknown_facts"])
-        lines.append(f"- [{entry['urgency']}] {entry['title']} [{finding}]")
+        facts = ", ".join(names.fact(p) for p in entry["unknown_facts"])
+        lines.append(f"- [{entry['urgency']}] open: {entry['title']} [{finding}]")
         lines.append(f"    record: {facts}")
     return lines
 
@@ -157,46 +194,53 @@ def _derived_index(result: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[s
     return {(d["name"], repr(d["value"])): d for d in result["derived"]}
 
 
-def render_why(result: Mapping[str, Any], items: Sequence[Mapping[str, Any]], indent: str, seen: set[str]) -> list[str]:
+def render_why(
+    result: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    indent: str,
+    seen: set[str],
+    names: Namer | None = None,
+) -> list[str]:
     """The because-tree: derived facts and findings expanded back to the input facts."""
+    names = names or Namer(result)
     lines: list[str] = []
-    derived = _derived_index(result)
     fired = {f["rule"]: f for f in result["trace"]["fired"]}
     findings = {f["id"]: f for f in result["findings"]}
     for item in items:
-        lines.append(f"{indent}- {because_line(item)}")
+        lines.append(f"{indent}- {names.item(item)}")
         if "derived" in item:
-            entry = derived.get((item["derived"], repr(item.get("value", True))))
+            entry = names.derived.get((item["derived"], repr(item.get("value", True))))
             if entry and entry.get("rule") and entry["rule"] not in seen:
                 seen.add(entry["rule"])
                 lines.append(f"{indent}  (rule {entry['rule']})")
-                lines += render_why(result, entry["because"], indent + "    ", seen)
+                lines += render_why(result, entry["because"], indent + "    ", seen, names)
         elif "finding" in item and item["finding"] in findings:
             finding = findings[item["finding"]]
             for rule_id in finding["rules"]:
                 if rule_id in fired and rule_id not in seen:
                     seen.add(rule_id)
                     lines.append(f"{indent}  (rule {rule_id})")
-                    lines += render_why(result, fired[rule_id]["because"], indent + "    ", seen)
+                    lines += render_why(result, fired[rule_id]["because"], indent + "    ", seen, names)
     return lines
 
 
-def render_rule_state(result: Mapping[str, Any], rule_id: str) -> list[str]:
+def render_rule_state(result: Mapping[str, Any], rule_id: str, label_of: LabelOf | None = None) -> list[str]:
+    names = Namer(result, label_of)
     for entry in result["trace"]["fired"]:
         if entry["rule"] == rule_id:
-            return [f"Rule {rule_id} FIRED because:", *render_why(result, entry["because"], "  ", {rule_id})]
+            return [f"Rule {rule_id} FIRED because:", *render_why(result, entry["because"], "  ", {rule_id}, names)]
     for entry in result["trace"]["not_fired"]:
         if entry["rule"] == rule_id:
             if entry["state"] == "false":
                 out = [f"Rule {rule_id} did NOT fire: these conditions are false on the recorded facts:"]
                 out += [
-                    f"  - {because_line(b)} (needs {b.get('test', '')})"
+                    f"  - {names.item(b)} (needs {b.get('test', '')})"
                     if "test" in b
-                    else f"  - {because_line(b)} (not concluded)"
+                    else f"  - {names.item(b)} (not concluded)"
                     for b in entry.get("false_conditions", [])
                 ]
                 return out
             out = [f"Rule {rule_id} could NOT be decided: these facts are not recorded:"]
-            out += [f"  - {pointer_words(p)}" for p in entry.get("unknown_facts", [])]
+            out += [f"  - {names.fact(p)}" for p in entry.get("unknown_facts", [])]
             return out
     return [f"Rule {rule_id} is not in the loaded packs."]

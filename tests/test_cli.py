@@ -70,7 +70,7 @@ def test_packs_list_and_explain(facts_file):
     names = [p["name"] for p in json.loads(out.output)["packs"]]
     assert "weakness-pattern" in names
     why = run("explain", str(facts_file), "--rule", "pattern.paraparesis")
-    assert why.exit_code == 0 and "FIRED" in why.output and "strength: left leg: 3" in why.output
+    assert why.exit_code == 0 and "FIRED" in why.output and "Left leg strength (MRC grade): 3" in why.output
     whynot = run("explain", str(facts_file), "--rule", "pattern.hemiparesis.left")
     assert "not recorded" in whynot.output
     assert run("explain", str(facts_file)).exit_code == 2
@@ -107,10 +107,10 @@ def test_undecided_emergency_names_exactly_the_facts_that_would_decide_it():
         "symptoms": {"back_pain": True},
     }
     out = run("evaluate", "-", stdin=json.dumps(unknown)).output
-    section = out.split("== Undecided")[1].split("==")[1]
+    section = out.split("== Not decided")[1].split("==")[1]
     line = next(i for i, text in enumerate(section.splitlines()) if "spinal.cauda_equina_syndrome_suspected" in text)
     asked = section.splitlines()[line + 1]
-    for fact in ("urinary retention", "saddle anaesthesia", "faecal incontinence", "reduced anal tone"):
+    for fact in ("Urinary retention", "Saddle anaesthesia", "New faecal incontinence", "Reduced anal tone"):
         assert fact in asked
     answered = dict(
         unknown,
@@ -124,7 +124,7 @@ def test_undecided_emergency_names_exactly_the_facts_that_would_decide_it():
         exam={"reduced_anal_tone": False},
     )
     out = run("evaluate", "-", stdin=json.dumps(answered)).output
-    undecided = out.split("== Undecided")[1].split("== Not recorded")[0]
+    undecided = out.split("== Not decided")[1].split("== Not recorded")[0]
     # The clinical rule is now decided (false); only the spine MRI could still raise it.
     assert "spinal.cauda_equina_syndrome_suspected" not in undecided
 
@@ -134,7 +134,9 @@ def test_text_output_expands_derived_facts_to_recorded_facts_and_orders_by_urgen
 
     example = Path(__file__).parents[1] / "examples" / "cauda-equina.json"
     out = run("evaluate", str(example)).output
-    assert "derived: pattern.leg_weakness (strength: left leg: 4)" in out
+    # A derived fact is named by its rule's title and followed by every recorded fact behind it:
+    # leg weakness is "either leg", and both legs are weak here, so both are named.
+    assert "Because: Leg weakness (Left leg strength (MRC grade): 4; Right leg strength (MRC grade): 3)" in out
     assert out.index("== EMERGENCY") < out.index("== URGENT") < out.index("== FOR INFORMATION")
     assert out.rstrip().endswith("Clinical judgement decides.")
 

@@ -134,7 +134,7 @@ def evaluate_cmd(
     if fmt == "json":
         click.echo(result.to_json())
     else:
-        click.echo(render_result(result.to_dict(), patient_id=_patient_id(facts)))
+        click.echo(render_result(result.to_dict(), patient_id=_patient_id(facts), label_of=engine.label_of))
     sys.exit(EXIT_OK if result.complete else EXIT_PACK_FAILED)
 
 
@@ -178,18 +178,18 @@ def explain_cmd(
         report_invalid(exc, "text")
     lines: list[str] = []
     if rule_id:
-        lines = render_rule_state(result, rule_id)
+        lines = render_rule_state(result, rule_id, engine.label_of)
     else:
         finding = next((f for f in result["findings"] if f["id"] == finding_id), None)
         rules = [r for r in engine.rules if r.kind == "finding" and r.key == finding_id]
         if finding is not None:
             lines = [f"{finding['title']} [{finding_id}] - {finding['urgency'].upper()}", f"  {finding['detail']}"]
             for rid in finding["rules"]:
-                lines += render_rule_state(result, rid)
+                lines += render_rule_state(result, rid, engine.label_of)
         elif rules:
             lines = [f"Finding {finding_id} did not fire."]
             for rule in rules:
-                lines += render_rule_state(result, rule.id)
+                lines += render_rule_state(result, rule.id, engine.label_of)
         else:
             raise click.UsageError(f"no loaded rule concludes finding {finding_id!r}")
     click.echo("\n".join([*lines, "", result["disclaimer"]]))

@@ -97,7 +97,7 @@ def test_stroke_patient_cards(server: Server, keys: Keys) -> None:
     assert missing["indicator"] == "info"
     assert missing["summary"].startswith("Not recorded: ")
     # The emergency rule waits on the left leg grade, so it leads the list.
-    assert "left leg" in missing["summary"].split(";")[0]
+    assert "Left leg strength" in missing["summary"].split(";")[0]
     assert cards[0] is stroke
 
 

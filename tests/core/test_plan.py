@@ -15,66 +15,11 @@ from typing import Any
 from example_docs import examples_with_unknowns
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kleene_oracle import Tri, oracle
 
 from neurocds import Engine
-from neurocds.conditions import MISSING, All, AnyOf, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not, lookup
+from neurocds.conditions import All, AnyOf, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not
 from neurocds.plan import UNSET, Plan
-
-Tri = bool | None
-
-
-def oracle(node: Condition, facts: Mapping[str, Any], refs: Mapping[Any, Tri], seen: dict[int, Tri]) -> Tri:
-    """Kleene's strong logic, short-circuiting left to right, recording each visited node."""
-    if isinstance(node, FactTest):
-        found = lookup(facts, node.path)
-        if node.op == "known":
-            state: Tri = (found is not MISSING) == node.value
-        elif node.op == "is_not":
-            state = found is MISSING or found != node.value
-        elif found is MISSING:
-            state = None
-        else:
-            state = _compare(node.op, found, node.value)
-    elif isinstance(node, ItemTest):
-        items = lookup(facts, node.path)
-        if items is MISSING:
-            state = None
-        else:
-            values = [i.get(node.field, MISSING) if isinstance(i, Mapping) else MISSING for i in items]
-            if any(v is not MISSING and _compare(node.op, v, node.value) for v in values):
-                state = True
-            else:
-                state = None if any(v is MISSING for v in values) else False
-    elif isinstance(node, DerivedRef | FindingRef):
-        state = refs.get(node.key)
-    elif isinstance(node, Not):
-        inner = oracle(node.item, facts, refs, seen)
-        state = None if inner is None else not inner
-    else:
-        stop = not isinstance(node, All)  # the value that ends the scan
-        state = not stop
-        for child in node.children():
-            value = oracle(child, facts, refs, seen)
-            if value is stop:
-                state = stop
-                break
-            if value is None:
-                state = None
-    seen[id(node)] = state
-    return state
-
-
-def _compare(op: str, found: Any, wanted: Any) -> bool:
-    if op == "in":
-        return found in wanted
-    return {
-        "eq": found == wanted,
-        "ne": found != wanted,
-        "lt": found < wanted,
-        "lte": found <= wanted,
-        "gt": found > wanted,
-        "gte": found >= wanted,
-    }[op]
 
 
 def expected_mask(node: Condition, seen: dict[int, Tri], plan: Plan, ref_masks: Mapping[Any, int]) -> int:
@@ -217,7 +162,7 @@ def test_the_mask_cache_stays_bounded_and_answers_correctly_past_its_bound():
 
 def test_one_list_of_operators_is_what_the_schema_the_plan_and_the_wording_know():
     from neurocds.conditions import COMPARISONS, FACT_OPS, OP_SYMBOL
-    from neurocds.plan import _COMPARE
+    from neurocds.plan import COMPARE
     from neurocds.resources import load_schema
 
     branches = load_schema("ruleset.schema.json")["$defs"]["condition"]["oneOf"]
@@ -225,4 +170,4 @@ def test_one_list_of_operators_is_what_the_schema_the_plan_and_the_wording_know(
     item_test = next(b for b in branches if b.get("required") == ["any_item", "where"])
     assert set(fact_test["properties"]) - {"fact"} == set(FACT_OPS)
     assert set(item_test["properties"]["where"]["properties"]) - {"field"} == set(COMPARISONS)
-    assert set(_COMPARE) == set(OP_SYMBOL) == set(COMPARISONS)
+    assert set(COMPARE) == set(OP_SYMBOL) == set(COMPARISONS)
