@@ -191,7 +191,7 @@ def render_undecided(result: Mapping[str, Any], names: Namer | None = None) -> l
 
 
 def _derived_index(result: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    return {(d["name"], repr(d["value"])): d for d in result["derived"]}
+    return {(d["name"], repr(d["value"])): d for d in result.get("derived") or ()}
 
 
 def render_why(

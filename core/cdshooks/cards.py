@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from neurocds.render import Namer
+
 SUMMARY_MAX = 139  # the spec: summary "<140 characters"
 FINDING_SYSTEM = "urn:neurocds:finding"
 NOTICE_SYSTEM = "urn:neurocds:notice"
@@ -73,21 +75,21 @@ def _value_text(value: Any) -> str:
     return str(value)
 
 
-def _because_lines(because: Iterable[Mapping[str, Any]], label_of: LabelOf) -> list[str]:
+def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[str]:
     lines = []
     for item in because:
         if "pointer" in item:
-            name = md(short_label(str(item["pointer"]), label_of))
+            name = md(short_label(str(item["pointer"]), names.label_of or (lambda _p: None)))
             if item.get("recorded"):
                 shown = md(_value_text(item.get("value"))) if "value" in item else "recorded"
             else:
                 shown = "**not recorded**"
             test = f" (rule test: {md(item['test'])})" if item.get("test") else ""
             lines.append(f"- {name}: {shown}{test}")
-        elif "derived" in item:
-            lines.append(f"- derived {md(item['derived'])}: {md(_value_text(item.get('value')))}")
+        elif "derived" in item:  # named, and followed by the recorded facts it was derived from
+            lines.append(f"- {md(names.expanded(item))}")
         elif "finding" in item:
-            lines.append(f"- finding {md(item['finding'])}")
+            lines.append(f"- {md(names.item(item))}")
     return lines
 
 
@@ -111,15 +113,15 @@ def _card(summary: str, indicator: str, detail: str, source: dict[str, Any]) -> 
 
 
 def finding_card(
-    finding: Mapping[str, Any], versions: Mapping[str, str], disclaimer: str, label_of: LabelOf
+    finding: Mapping[str, Any], versions: Mapping[str, str], disclaimer: str, names: Namer
 ) -> dict[str, Any]:
     urgency = str(finding.get("urgency", "info"))
     title = str(finding.get("title") or finding.get("id"))
     parts = [f"**Urgency: {md(urgency)}**", md(finding.get("detail", ""))]
-    because = _because_lines(finding.get("because") or (), label_of)
+    because = _because_lines(finding.get("because") or (), names)
     if because:
         parts.append("**Why this was raised**\n\n" + "\n".join(because))
-    unknown = [f"- {md(short_label(p, label_of))}" for p in finding.get("unknown") or ()]
+    unknown = [f"- {md(names.fact(p))}" for p in finding.get("unknown") or ()]
     if unknown:
         parts.append("**Not recorded, and could make this more urgent**\n\n" + "\n".join(unknown))
     recs = [f"- {md(r)}" for r in finding.get("recommendations") or ()]
@@ -209,7 +211,8 @@ def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence
     findings = sorted(
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
-    cards = [finding_card(f, versions, disclaimer, label_of) for f in findings]
+    names = Namer(result, label_of)
+    cards = [finding_card(f, versions, disclaimer, names) for f in findings]
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))

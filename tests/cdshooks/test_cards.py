@@ -122,3 +122,20 @@ def test_notes_alone_give_a_notice_card() -> None:
     [card] = build_cards(_result([]), label_of=label_of, notes=["prefetch 'conditions' was not sent"])
     assert "conditions" in card["detail"]
     assert_card(card)
+
+
+def test_a_derived_reason_is_named_and_shows_the_recorded_facts_behind_it():
+    """A card says 'Leg weakness (Left leg strength (MRC grade): 4; ...)', not a rule-pack identifier."""
+    import json
+    from pathlib import Path
+
+    from neurocds import Engine
+
+    engine = Engine()
+    example = Path(__file__).parents[2] / "examples" / "cauda-equina.json"
+    result = engine.evaluate(json.loads(example.read_text(encoding="utf-8"))).to_dict()
+    card = next(c for c in build_cards(result, label_of=engine.label_of) if c["indicator"] == "critical")
+    assert_card(card)
+    why = card["detail"].split("**Why this was raised**")[1].split("**")[0]
+    assert "- Leg weakness \\(Left leg strength \\(MRC grade\\): 4; Right leg strength \\(MRC grade\\): 3\\)" in why
+    assert "pattern" not in why and "Urinary retention: yes" in why
