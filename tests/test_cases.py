@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from case_library import load_cases
 
 from neurocds import Engine
 
-CASES_DIR = Path(__file__).parent / "cases"
 REQUIRED_KEYS = {"name", "description", "facts", "expect_present", "expect_absent"}
 OPTIONAL_KEYS = {
     "expect_urgency",
@@ -29,16 +28,7 @@ OPTIONAL_KEYS = {
 }
 
 
-def load_cases() -> list[tuple[str, dict[str, Any]]]:
-    """(id, case) for every case file, id = '<pack>/<file stem>'."""
-    out = []
-    for path in sorted(CASES_DIR.glob("*/*.yaml")):
-        with path.open(encoding="utf-8") as fh:
-            out.append((f"{path.parent.name}/{path.stem}", yaml.safe_load(fh)))
-    return out
-
-
-CASES = load_cases()
+CASES = list(load_cases().items())
 
 
 @pytest.fixture(scope="module")

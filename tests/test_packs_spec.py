@@ -1,6 +1,6 @@
 """The loaded rule packs implement the contract in packs-v1.md: every finding id, in its pack, at its urgency.
 
-The markdown tables of the spec are parsed here, so the test follows the spec
+The markdown tables of the spec are parsed (packs_spec.py), so the test follows the spec
 rather than a copy of it. For the findings whose urgency is "emergency if ...,
 else urgent" both urgencies must exist among the finding's rules; otherwise every
 rule concluding the finding must carry the spec's urgency (the finding is shown
@@ -9,42 +9,10 @@ at the highest urgency that fired, so one stray rule would change it).
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
-import shared_data
+from packs_spec import parse_spec, spec_path
 
 from neurocds import Engine
-
-URGENCIES = ("emergency", "urgent", "routine", "info")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def spec_path() -> Path:
-    return shared_data.SPEC / "packs-v1.md"
-
-
-def parse_spec(text: str) -> dict[str, dict[str, set[str] | None]]:
-    """pack name -> {finding or derived-fact id -> set of urgencies (None for derived facts)}."""
-    packs: dict[str, dict[str, set[str] | None]] = {}
-    pack = None
-    for line in text.splitlines():
-        heading = re.match(r"^## ([a-z][a-z0-9-]*)", line)
-        if heading:
-            pack = heading.group(1)
-            packs[pack] = {}
-            continue
-        row = re.match(r"^\|\s*`([a-z_]+\.[a-z0-9_.]+)`(?:\s*\([^)]*\))?\s*\|(.*)$", line)
-        if pack is None or row is None:
-            continue
-        cells = [c.strip() for c in row.group(2).split("|")]
-        if pack == "weakness-pattern":
-            packs[pack][row.group(1)] = None
-            continue
-        # The urgency cell: one word, or "emergency if ..., else urgent" (both are required).
-        packs[pack][row.group(1)] = {u for u in URGENCIES if re.search(rf"\b{u}\b", cells[0])}
-    return packs
 
 
 @pytest.fixture(scope="module")
