@@ -2,7 +2,8 @@
 
 Each case is a facts-v1 document with the findings that must and must not appear,
 and optionally their urgencies, the missing-data pointers that must (or must not)
-be listed, derived facts and text the finding detail must contain. The engine runs
+be listed, derived facts and text the finding detail must contain (or must not: a
+sentence that would mislead in this case). The engine runs
 in its default verify mode, so every case is also a differential test of
 durable_rules against the reference evaluator: a disagreement is reported in
 ``result.errors`` and fails the case.
@@ -25,6 +26,7 @@ OPTIONAL_KEYS = {
     "expect_not_missing",
     "expect_derived",
     "expect_detail_contains",
+    "expect_detail_excludes",
 }
 
 
@@ -81,7 +83,7 @@ def test_case_file_is_well_formed(case_id: str, case: dict[str, Any], known_find
     assert case["facts"]["patient"]["id"] == case["name"]
     # A misspelt finding id in expect_absent would pass vacuously: every id must be a real finding.
     named = {*case["expect_present"], *case["expect_absent"], *case.get("expect_urgency", {})}
-    named |= set(case.get("expect_detail_contains", {}))
+    named |= set(case.get("expect_detail_contains", {})) | set(case.get("expect_detail_excludes", {}))
     assert named <= known_findings, f"unknown finding ids {sorted(named - known_findings)}"
     assert not set(case["expect_present"]) & set(case["expect_absent"])
     assert set(case.get("expect_urgency", {})) <= set(case["expect_present"])
@@ -110,6 +112,12 @@ def test_case(case_id: str, case: dict[str, Any], engine: Engine) -> None:
         finding = result.finding(finding_id)
         assert finding is not None, f"{finding_id} not present"
         assert text in finding["detail"], f"{finding_id}: {text!r} not in detail {finding['detail']!r}"
+
+    for finding_id, texts in case.get("expect_detail_excludes", {}).items():
+        finding = result.finding(finding_id)
+        assert finding is not None, f"{finding_id} not present"
+        shown = [t for t in texts if t in finding["detail"]]
+        assert not shown, f"{finding_id}: detail must not say {shown}: {finding['detail']!r}"
 
     listed = {item["pointer"] for item in result.missing_data}
     absent_pointers = [p for p in case.get("expect_missing", []) if p not in listed]

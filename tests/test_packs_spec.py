@@ -9,6 +9,8 @@ at the highest urgency that fired, so one stray rule would change it).
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from packs_spec import parse_spec, spec_path
 
@@ -89,24 +91,40 @@ def test_every_finding_carries_evidence_and_next_steps(engine: Engine) -> None:
     assert not problems, f"finding rules without detail, recommendations or evidence: {problems}"
 
 
+WINDOW = "cerebrovascular.time_critical_window"
+HAEMORRHAGE = {"imaging": {"brain": "haemorrhage"}}
+ANTICOAGULATED = {"history": {"anticoagulated": True}}
+THROMBOLYSIS_OFFERED = "thrombolysis may be considered"
+
+
 @pytest.mark.parametrize(
-    ("finding_id", "hours", "expected"),
+    ("finding_id", "hours", "more_facts", "expected", "never"),
     [
-        ("cerebrovascular.time_critical_window", 0, "within 4.5 h"),
-        ("cerebrovascular.time_critical_window", 4.5, "within 4.5 h"),
-        ("cerebrovascular.time_critical_window", 4.51, "between 4.5 and 24 h"),
-        ("cerebrovascular.time_critical_window", 24, "between 4.5 and 24 h"),
-        ("cerebrovascular.time_critical_window", 24.5, None),
-        ("cerebrovascular.stroke_suspected", 2, None),
+        (WINDOW, 0, {}, "within 4.5 h", "usually not given"),
+        (WINDOW, 4.5, {}, "within 4.5 h", "usually not given"),
+        (WINDOW, 4.51, {}, "between 4.5 and 24 h", THROMBOLYSIS_OFFERED),
+        (WINDOW, 24, {}, "between 4.5 and 24 h", THROMBOLYSIS_OFFERED),
+        (WINDOW, 24.5, {}, None, None),
+        ("cerebrovascular.stroke_suspected", 2, {}, None, None),
+        # Haemorrhage on imaging: the window still fires (packs-v1) but reperfusion is never offered.
+        (WINDOW, 1, HAEMORRHAGE, "Recorded time since onset", "thrombolysis"),
+        (WINDOW, 6, HAEMORRHAGE, "Recorded time since onset", "thrombectomy"),
+        (WINDOW, 1, {**HAEMORRHAGE, **ANTICOAGULATED}, "Recorded time since onset", "thrombolysis"),
+        # An anticoagulant qualifies the thrombolysis window, not the thrombectomy one.
+        (WINDOW, 2, ANTICOAGULATED, "thrombolysis is usually not given unless", None),
+        (WINDOW, 6, ANTICOAGULATED, "between 4.5 and 24 h", "usually not given"),
+        (WINDOW, 2, {"history": {"anticoagulated": False}}, THROMBOLYSIS_OFFERED, "usually not given"),
     ],
 )
-def test_time_window_detail_hook(finding_id: str, hours: float, expected: str | None) -> None:
+def test_time_window_detail_hook(
+    finding_id: str, hours: float, more_facts: dict[str, Any], expected: str | None, never: str | None
+) -> None:
     from neurocds_packs.cerebrovascular import neurocds_finding_detail
 
-    text = neurocds_finding_detail(
-        finding_id=finding_id, rule_id=finding_id, facts={"onset": {"hours_since_onset": hours}}, derived={}
-    )
+    facts = {"onset": {"hours_since_onset": hours}, **more_facts}
+    text = neurocds_finding_detail(finding_id=finding_id, rule_id=finding_id, facts=facts, derived={})
     if expected is None:
         assert text is None
-    else:
-        assert text is not None and expected in text and f"{hours:g} h" in text
+        return
+    assert text is not None and expected in text and f"{hours:g} h" in text
+    assert never is None or never not in text, text
