@@ -9,6 +9,7 @@ at the highest urgency that fired, so one stray rule would change it).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -128,3 +129,47 @@ def test_time_window_detail_hook(
         return
     assert text is not None and expected in text and f"{hours:g} h" in text
     assert never is None or never not in text, text
+
+
+# The seed article's four treatment statements, each owned by one finding of packs-v1. A
+# statement shown under another finding would appear when its own finding does not fire.
+PROGNOSIS_STATEMENTS = {
+    "treatment.decompression_may_restore_strength": r"may restore (full )?strength",
+    "treatment.surgical_risk_disclosure": r"complete paralysis",
+    "treatment.nerve_damage_guarded_prognosis": r"\bheal(s|ing)?\b|full strength may not return",
+    "treatment.prevent_disuse_complications": r"pressure ulcer|contracture|thromboembolism",
+}
+
+
+def statement_misplacements(rules: list[Any]) -> list[str]:
+    """Rules whose shown text (title, detail, next steps) lacks their own statement or carries another's."""
+    problems = []
+    for rule in rules:
+        if rule.kind != "finding":
+            continue
+        shown = " ".join([rule.title, rule.detail, *rule.recommendations])
+        for owner, pattern in PROGNOSIS_STATEMENTS.items():
+            says = re.search(pattern, shown, flags=re.IGNORECASE) is not None
+            if rule.key == owner and not says:
+                problems.append(f"{rule.id}: lacks its own statement /{pattern}/")
+            elif rule.key != owner and says:
+                problems.append(f"{rule.id}: says /{pattern}/, which belongs to {owner}")
+    return problems
+
+
+def test_statement_check_can_fail() -> None:
+    from types import SimpleNamespace
+
+    leak = SimpleNamespace(
+        id="r1", kind="finding", key="treatment.decompression_may_restore_strength", title="t",
+        detail="Surgery may restore full strength.", recommendations=("Nerves heal poorly.",),
+    )  # fmt: skip
+    assert statement_misplacements([leak]) == [
+        "r1: says /\\bheal(s|ing)?\\b|full strength may not return/, which belongs to "
+        "treatment.nerve_damage_guarded_prognosis"
+    ]
+
+
+def test_each_prognosis_statement_is_shown_only_by_its_finding(engine: Engine) -> None:
+    problems = statement_misplacements(list(engine.rules))
+    assert not problems, "\n".join(problems)
