@@ -173,3 +173,26 @@ def test_statement_check_can_fail() -> None:
 def test_each_prognosis_statement_is_shown_only_by_its_finding(engine: Engine) -> None:
     problems = statement_misplacements(list(engine.rules))
     assert not problems, "\n".join(problems)
+
+
+def unexamined_limb_rules(rules: list[Any]) -> list[Any]:
+    """Rules that count a limb that was not examined (``known: false`` on a strength) as not weak."""
+    from neurocds.conditions import FactTest
+
+    return [
+        rule
+        for rule in rules
+        if any(
+            isinstance(n, FactTest) and n.op == "known" and n.value is False and n.path[0] == "strength"
+            for n in rule.when.walk()
+        )
+    ]
+
+
+def test_rules_that_count_an_unexamined_limb_as_not_weak_say_so(engine: Engine) -> None:
+    # packs-v1 reads "neither arm weak" as "arms grade 5 or not examined" (paraparesis); the
+    # monoparesis rules follow that reading. A reader of the rule must not have to infer it.
+    rules = unexamined_limb_rules(list(engine.rules))
+    assert {"pattern.paraparesis", "pattern.monoparesis_leg.left", "pattern.hemiparesis.right"} <= {r.id for r in rules}
+    silent = [r.id for r in rules if "not examined" not in r.detail or "not examined" not in r.title + r.rationale]
+    assert not silent, f"rules that treat an unexamined limb as not weak without saying so: {silent}"
