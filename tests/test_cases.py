@@ -11,7 +11,6 @@ durable_rules against the reference evaluator: a disagreement is reported in
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -128,24 +127,3 @@ def test_case(case_id: str, case: dict[str, Any], engine: Engine) -> None:
     derived = result.derived
     for name, value in case.get("expect_derived", {}).items():
         assert derived.get(name) == value, f"derived {name}: {derived.get(name)!r}, expected {value!r}"
-
-
-# The example facts files shipped with the packs, with the finding each one illustrates.
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
-EXAMPLES = {
-    "cauda-equina.json": ("spinal.cauda_equina_syndrome_suspected", "emergency"),
-    "crossed-stroke.json": ("cerebrovascular.crossed_brainstem_pattern", "emergency"),
-    "hypokalaemia.json": ("neuromuscular.electrolyte_imbalance", "emergency"),
-    "radiculopathy.json": ("treatment.decompression_may_restore_strength", "info"),
-}
-
-
-@pytest.mark.parametrize("filename", sorted(EXAMPLES))
-def test_example_facts_file(filename: str, engine: Engine) -> None:
-    finding_id, urgency = EXAMPLES[filename]
-    result = engine.evaluate((EXAMPLES_DIR / filename).read_bytes())
-    assert result.errors == []
-    assert result.complete
-    finding = result.finding(finding_id)
-    assert finding is not None, f"{filename}: {finding_id} not in {result.finding_ids}"
-    assert finding["urgency"] == urgency
