@@ -8,11 +8,20 @@ import neurocds_packs
 from neurocds.hookspecs import RulePack
 from neurocds.resources import data_dir
 
+# Every rule-file type the loader reads (core parses .json as JSON, the others as YAML).
+# pyproject.toml's package-data for neurocds_packs.rulesets must ship exactly these, or a
+# rule file that works in a checkout would silently vanish from the wheel; a test ties them.
+RULE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def rule_files_in(folder: Path) -> list[Path]:
+    """The rule files directly in ``folder``, sorted for a deterministic load order."""
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix in RULE_FILE_SUFFIXES)
+
 
 def rule_files(pack: str) -> list[Path]:
-    """The pack's rule files under ``rulesets/<pack>/``, sorted for a deterministic order."""
-    folder = data_dir(neurocds_packs, "rulesets") / pack
-    return sorted([*folder.glob("*.yaml"), *folder.glob("*.json")])
+    """The pack's rule files under ``rulesets/<pack>/``."""
+    return rule_files_in(data_dir(neurocds_packs, "rulesets") / pack)
 
 
 def builtin_pack(name: str, version: str, description: str, depends_on: tuple[str, ...] = ()) -> RulePack:

@@ -34,27 +34,37 @@ def neurocds_register_packs() -> list[RulePack]:
 def neurocds_finding_detail(
     finding_id: str, rule_id: str, facts: Mapping[str, Any], derived: Mapping[str, Any]
 ) -> str | None:
-    """Say which reperfusion window the recorded time since onset falls in.
+    """Say which treatment window the recorded time since onset falls in.
 
     A declarative rule cannot put a case-specific number into its text, and the
     clinician needs to see at a glance whether thrombolysis is still on the table.
+    When imaging shows haemorrhage it never is: then only the time is given, and no
+    reperfusion window is named. An anticoagulant qualifies the thrombolysis window.
     """
     if finding_id != TIME_WINDOW_FINDING:
         return None
     hours = facts.get("onset", {}).get("hours_since_onset")
     if not isinstance(hours, int | float) or isinstance(hours, bool):
         return None  # the rule needs the number, so this only guards against misuse
-    shown = f"{hours:g}"
+    shown = f"Recorded time since onset: {hours:g} h"
+    if facts.get("imaging", {}).get("brain") == "haemorrhage":
+        return f"{shown}."  # the haemorrhage rule's own detail says what the window means then
     if hours <= THROMBOLYSIS_HOURS:
-        return (
-            f"Recorded time since onset: {shown} h, within 4.5 h: intravenous thrombolysis may be "
-            "considered for ischaemic stroke once haemorrhage is excluded, and thrombectomy for a "
-            "proximal large-vessel occlusion."
+        text = (
+            f"{shown}, within 4.5 h: intravenous thrombolysis may be considered for ischaemic stroke "
+            "once haemorrhage is excluded, and thrombectomy for a proximal large-vessel occlusion."
         )
+        if facts.get("history", {}).get("anticoagulated") is True:
+            text += (
+                " The patient takes an anticoagulant: thrombolysis is usually not given unless coagulation "
+                "tests and the time of the last dose show no significant anticoagulant effect; thrombectomy "
+                "may still be considered."
+            )
+        return text
     if hours <= THROMBECTOMY_HOURS:
         return (
-            f"Recorded time since onset: {shown} h, between 4.5 and 24 h: beyond the usual "
-            "thrombolysis window, but thrombectomy may still be considered for a proximal "
-            "large-vessel occlusion when imaging shows brain tissue that can be saved."
+            f"{shown}, between 4.5 and 24 h: beyond the usual thrombolysis window, but thrombectomy "
+            "may still be considered for a proximal large-vessel occlusion when imaging shows brain "
+            "tissue that can be saved."
         )
     return None

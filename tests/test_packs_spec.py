@@ -1,6 +1,6 @@
 """The loaded rule packs implement the contract in packs-v1.md: every finding id, in its pack, at its urgency.
 
-The markdown tables of the spec are parsed here, so the test follows the spec
+The markdown tables of the spec are parsed (packs_spec.py), so the test follows the spec
 rather than a copy of it. For the findings whose urgency is "emergency if ...,
 else urgent" both urgencies must exist among the finding's rules; otherwise every
 rule concluding the finding must carry the spec's urgency (the finding is shown
@@ -10,41 +10,12 @@ at the highest urgency that fired, so one stray rule would change it).
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from typing import Any
 
 import pytest
-import shared_data
+from packs_spec import parse_spec, spec_path
 
 from neurocds import Engine
-
-URGENCIES = ("emergency", "urgent", "routine", "info")
-REPO = Path(__file__).resolve().parents[1]
-
-
-def spec_path() -> Path:
-    return shared_data.SPEC / "packs-v1.md"
-
-
-def parse_spec(text: str) -> dict[str, dict[str, set[str] | None]]:
-    """pack name -> {finding or derived-fact id -> set of urgencies (None for derived facts)}."""
-    packs: dict[str, dict[str, set[str] | None]] = {}
-    pack = None
-    for line in text.splitlines():
-        heading = re.match(r"^## ([a-z][a-z0-9-]*)", line)
-        if heading:
-            pack = heading.group(1)
-            packs[pack] = {}
-            continue
-        row = re.match(r"^\|\s*`([a-z_]+\.[a-z0-9_.]+)`(?:\s*\([^)]*\))?\s*\|(.*)$", line)
-        if pack is None or row is None:
-            continue
-        cells = [c.strip() for c in row.group(2).split("|")]
-        if pack == "weakness-pattern":
-            packs[pack][row.group(1)] = None
-            continue
-        # The urgency cell: one word, or "emergency if ..., else urgent" (both are required).
-        packs[pack][row.group(1)] = {u for u in URGENCIES if re.search(rf"\b{u}\b", cells[0])}
-    return packs
 
 
 @pytest.fixture(scope="module")
@@ -121,24 +92,107 @@ def test_every_finding_carries_evidence_and_next_steps(engine: Engine) -> None:
     assert not problems, f"finding rules without detail, recommendations or evidence: {problems}"
 
 
+WINDOW = "cerebrovascular.time_critical_window"
+HAEMORRHAGE = {"imaging": {"brain": "haemorrhage"}}
+ANTICOAGULATED = {"history": {"anticoagulated": True}}
+THROMBOLYSIS_OFFERED = "thrombolysis may be considered"
+
+
 @pytest.mark.parametrize(
-    ("finding_id", "hours", "expected"),
+    ("finding_id", "hours", "more_facts", "expected", "never"),
     [
-        ("cerebrovascular.time_critical_window", 0, "within 4.5 h"),
-        ("cerebrovascular.time_critical_window", 4.5, "within 4.5 h"),
-        ("cerebrovascular.time_critical_window", 4.51, "between 4.5 and 24 h"),
-        ("cerebrovascular.time_critical_window", 24, "between 4.5 and 24 h"),
-        ("cerebrovascular.time_critical_window", 24.5, None),
-        ("cerebrovascular.stroke_suspected", 2, None),
+        (WINDOW, 0, {}, "within 4.5 h", "usually not given"),
+        (WINDOW, 4.5, {}, "within 4.5 h", "usually not given"),
+        (WINDOW, 4.51, {}, "between 4.5 and 24 h", THROMBOLYSIS_OFFERED),
+        (WINDOW, 24, {}, "between 4.5 and 24 h", THROMBOLYSIS_OFFERED),
+        (WINDOW, 24.5, {}, None, None),
+        ("cerebrovascular.stroke_suspected", 2, {}, None, None),
+        # Haemorrhage on imaging: the window still fires (packs-v1) but reperfusion is never offered.
+        (WINDOW, 1, HAEMORRHAGE, "Recorded time since onset", "thrombolysis"),
+        (WINDOW, 6, HAEMORRHAGE, "Recorded time since onset", "thrombectomy"),
+        (WINDOW, 1, {**HAEMORRHAGE, **ANTICOAGULATED}, "Recorded time since onset", "thrombolysis"),
+        # An anticoagulant qualifies the thrombolysis window, not the thrombectomy one.
+        (WINDOW, 2, ANTICOAGULATED, "thrombolysis is usually not given unless", None),
+        (WINDOW, 6, ANTICOAGULATED, "between 4.5 and 24 h", "usually not given"),
+        (WINDOW, 2, {"history": {"anticoagulated": False}}, THROMBOLYSIS_OFFERED, "usually not given"),
     ],
 )
-def test_time_window_detail_hook(finding_id: str, hours: float, expected: str | None) -> None:
+def test_time_window_detail_hook(
+    finding_id: str, hours: float, more_facts: dict[str, Any], expected: str | None, never: str | None
+) -> None:
     from neurocds_packs.cerebrovascular import neurocds_finding_detail
 
-    text = neurocds_finding_detail(
-        finding_id=finding_id, rule_id=finding_id, facts={"onset": {"hours_since_onset": hours}}, derived={}
-    )
+    facts = {"onset": {"hours_since_onset": hours}, **more_facts}
+    text = neurocds_finding_detail(finding_id=finding_id, rule_id=finding_id, facts=facts, derived={})
     if expected is None:
         assert text is None
-    else:
-        assert text is not None and expected in text and f"{hours:g} h" in text
+        return
+    assert text is not None and expected in text and f"{hours:g} h" in text
+    assert never is None or never not in text, text
+
+
+# The seed article's four treatment statements, each owned by one finding of packs-v1. A
+# statement shown under another finding would appear when its own finding does not fire.
+PROGNOSIS_STATEMENTS = {
+    "treatment.decompression_may_restore_strength": r"may restore (full )?strength",
+    "treatment.surgical_risk_disclosure": r"complete paralysis",
+    "treatment.nerve_damage_guarded_prognosis": r"\bheal(s|ing)?\b|full strength may not return",
+    "treatment.prevent_disuse_complications": r"pressure ulcer|contracture|thromboembolism",
+}
+
+
+def statement_misplacements(rules: list[Any]) -> list[str]:
+    """Rules whose shown text (title, detail, next steps) lacks their own statement or carries another's."""
+    problems = []
+    for rule in rules:
+        if rule.kind != "finding":
+            continue
+        shown = " ".join([rule.title, rule.detail, *rule.recommendations])
+        for owner, pattern in PROGNOSIS_STATEMENTS.items():
+            says = re.search(pattern, shown, flags=re.IGNORECASE) is not None
+            if rule.key == owner and not says:
+                problems.append(f"{rule.id}: lacks its own statement /{pattern}/")
+            elif rule.key != owner and says:
+                problems.append(f"{rule.id}: says /{pattern}/, which belongs to {owner}")
+    return problems
+
+
+def test_statement_check_can_fail() -> None:
+    from types import SimpleNamespace
+
+    leak = SimpleNamespace(
+        id="r1", kind="finding", key="treatment.decompression_may_restore_strength", title="t",
+        detail="Surgery may restore full strength.", recommendations=("Nerves heal poorly.",),
+    )  # fmt: skip
+    assert statement_misplacements([leak]) == [
+        "r1: says /\\bheal(s|ing)?\\b|full strength may not return/, which belongs to "
+        "treatment.nerve_damage_guarded_prognosis"
+    ]
+
+
+def test_each_prognosis_statement_is_shown_only_by_its_finding(engine: Engine) -> None:
+    problems = statement_misplacements(list(engine.rules))
+    assert not problems, "\n".join(problems)
+
+
+def unexamined_limb_rules(rules: list[Any]) -> list[Any]:
+    """Rules that count a limb that was not examined (``known: false`` on a strength) as not weak."""
+    from neurocds.conditions import FactTest
+
+    return [
+        rule
+        for rule in rules
+        if any(
+            isinstance(n, FactTest) and n.op == "known" and n.value is False and n.path[0] == "strength"
+            for n in rule.when.walk()
+        )
+    ]
+
+
+def test_rules_that_count_an_unexamined_limb_as_not_weak_say_so(engine: Engine) -> None:
+    # packs-v1 reads "neither arm weak" as "arms grade 5 or not examined" (paraparesis); the
+    # monoparesis rules follow that reading. A reader of the rule must not have to infer it.
+    rules = unexamined_limb_rules(list(engine.rules))
+    assert {"pattern.paraparesis", "pattern.monoparesis_leg.left", "pattern.hemiparesis.right"} <= {r.id for r in rules}
+    silent = [r.id for r in rules if "not examined" not in r.detail or "not examined" not in r.title + r.rationale]
+    assert not silent, f"rules that treat an unexamined limb as not weak without saying so: {silent}"

@@ -9,23 +9,11 @@ so a rule added without cases fails the suite.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
+from case_library import load_cases
 
 from neurocds import Engine
-
-CASES_DIR = Path(__file__).parent / "cases"
-
-
-def load_cases() -> dict[str, dict[str, Any]]:
-    cases = {}
-    for path in sorted(CASES_DIR.glob("*/*.yaml")):
-        with path.open(encoding="utf-8") as fh:
-            cases[f"{path.parent.name}/{path.stem}"] = yaml.safe_load(fh)
-    return cases
 
 
 def coverage_gaps(rule_ids: Iterable[str], fired_by_case: Mapping[str, set[str]]) -> tuple[list[str], list[str]]:
