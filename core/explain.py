@@ -277,7 +277,9 @@ class Explainer:
                 title, detail = rule.title, self._detail(primary, run)
                 recommendations, evidence = list(rule.recommendations), evidence_of(rule)
             else:
-                title = "; ".join(first_of_each((self.rules[i].title for i in shown), str))
+                # Rules with the same detail are two routes to one statement: one title says it.
+                titled = first_of_each(shown, lambda i: self.rules[i].detail)
+                title = "; ".join(first_of_each((self.rules[i].title for i in titled), str))
                 detail = " ".join(first_of_each((self._detail(i, run) for i in shown), str))
                 recommendations = first_of_each((r for i in shown for r in self.rules[i].recommendations), str)
                 evidence = first_of_each(

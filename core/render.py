@@ -6,9 +6,11 @@ the packs' and the schema's words); this module only lays them out.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+_CODE_WORD = re.compile(r"[a-z0-9]+(?:_[a-z0-9]+)+")
 URGENCY_ORDER = ("emergency", "urgent", "routine", "info")
 URGENCY_HEADING = {
     "emergency": "EMERGENCY - act now (minutes to hours)",
@@ -34,6 +36,8 @@ def value_words(value: Any) -> str:
         return "no (recorded as absent)"
     if isinstance(value, list):
         return ", ".join(str(v.get("name", v)) if isinstance(v, Mapping) else str(v) for v in value) or "none"
+    if isinstance(value, str) and _CODE_WORD.fullmatch(value):
+        return value.replace("_", " ")  # an enumerated code ("nerve_root_compression") read as words
     return str(value)
 
 

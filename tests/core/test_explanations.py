@@ -33,6 +33,8 @@ def engine(request, tmp_path_factory):
         _rule("t.k_severe", VERY_LOW_K, "t.panel", "emergency", "K severe", "K is very low.", "Treat K now."),
         _rule("t.k_low", LOW_K, "t.panel", "urgent", "K low", "K is low.", "Treat K."),
         _rule("t.na_low", LOW_NA, "t.panel", "urgent", "Na low", "Na is low.", "Treat Na slowly."),
+        _rule("t.route_a", {"fact": "symptoms.ptosis", "eq": True}, "t.route", "info", "By A", "Same.", "Step A."),
+        _rule("t.route_b", {"fact": "symptoms.diplopia", "eq": True}, "t.route", "info", "By B", "Same.", "Step B."),
         _rule(
             "t.not_any",
             {"not": {"any": [{"fact": "symptoms.fever", "eq": True}, {"fact": "symptoms.headache", "eq": True}]}},
@@ -109,6 +111,21 @@ def test_a_milder_rule_on_the_same_fact_as_a_severe_one_adds_no_words(engine):
     text = render_result(result.to_dict(), label_of=engine.label_of)
     # Both potassium tests read the same value: the clinician sees it once.
     assert text.count("Potassium (mmol/L): 2.3") == 1
+
+
+def test_rules_saying_the_same_thing_by_two_routes_give_one_title(engine):
+    result = engine.evaluate({**BASE, "symptoms": {"ptosis": True, "diplopia": True}})
+    route = _finding(result, "t.route")
+    assert (route["title"], route["detail"]) == ("By A", "Same.")
+    assert route["recommendations"] == ["Step A.", "Step B."]  # each route's own steps are kept
+
+
+def test_an_enumerated_value_reads_as_words():
+    from neurocds.render import value_words
+
+    assert value_words("nerve_root_compression") == "nerve root compression"
+    # Only lower-case codes with underscores: a side, or free text such as a name, stays as it is.
+    assert value_words("left") == "left" and value_words("Bryan_B") == "Bryan_B"
 
 
 def test_facts_are_named_by_the_schema_titles_in_text(engine):
