@@ -108,7 +108,10 @@ class Evaluator:
         notes = [f"prefetch '{k}' was not sent: treated as not recorded" for k in service.prefetch if k not in sent]
         notes += _conversion_notes(conversion.warnings, self.engine.label_of)
         try:
-            result = self.engine.evaluate(conversion.facts).to_dict()
+            # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
+            # the audit record say which FHIR resource and code gave each fact.
+            provenance = {"provenance": conversion.provenance, "warnings": conversion.warnings}
+            result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             return self._rejected(exc, conversion.facts)
         cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
