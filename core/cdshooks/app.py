@@ -27,7 +27,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
-from neurocds.cdshooks.discovery import discovery_document, service_by_id
+from neurocds.cdshooks.discovery import build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
 from neurocds.cdshooks.requests import Issue, RequestError, operation_outcome, parse_feedback, parse_hook_request
 from neurocds.cdshooks.security import AuthError, TokenVerifier
@@ -99,6 +99,8 @@ class CdsService:
         self.config = config
         self.evaluator = evaluator
         self.verifier = verifier
+        # Prefetch templates are generated from the same mapping tables the converter uses.
+        self.services = build_services(evaluator.tables)
         self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
 
     async def authenticate(self, request: Request, path: str) -> bool:
@@ -129,13 +131,13 @@ class CdsService:
     async def discovery(self, request: Request) -> Response:
         if not await self.authenticate(request, "/cds-services"):
             return unauthorized()
-        return JSONResponse(discovery_document())
+        return JSONResponse(discovery_document(self.services))
 
     async def call(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
         if not await self.authenticate(request, f"/cds-services/{service_id}"):
             return unauthorized()
-        service = service_by_id(service_id)
+        service = service_by_id(self.services, service_id)
         if service is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
         started = time.perf_counter()
@@ -159,7 +161,7 @@ class CdsService:
         service_id = request.path_params["service_id"]
         if not await self.authenticate(request, f"/cds-services/{service_id}/feedback"):
             return unauthorized()
-        if service_by_id(service_id) is None:
+        if service_by_id(self.services, service_id) is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
         try:
             items, issues = parse_feedback(await self.read_json(request))

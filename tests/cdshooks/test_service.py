@@ -29,7 +29,7 @@ def test_discovery_lists_both_services_with_prefetch_templates(server: Server, k
         prefetch = service["prefetch"]
         assert prefetch["patient"] == "Patient/{{context.patientId}}"
         assert prefetch["conditions"] == "Condition?patient={{context.patientId}}"
-        assert prefetch["observations"] == "Observation?patient={{context.patientId}}&category=laboratory"
+        assert prefetch["observations"].startswith("Observation?patient={{context.patientId}}&code=")
         assert prefetch["medications"] == "MedicationRequest?patient={{context.patientId}}"
     assert "x-neurocds-insecure" not in resp.headers
     assert resp.headers["cache-control"] == "no-store"
