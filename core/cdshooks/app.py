@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -232,4 +233,15 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     if not config.secured:
         extra.append((INSECURE_HEADER.lower().encode(), b"no authentication (development mode)"))
     app.add_middleware(_Headers, extra=extra)
+    if config.cors_origins:
+        # Added last, so outermost: a preflight (OPTIONS, no token) is answered before routing.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=[INSECURE_HEADER],
+            allow_credentials=False,  # tokens travel in Authorization, never in cookies
+            max_age=600,
+        )
     return app
