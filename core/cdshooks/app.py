@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
-from neurocds.cdshooks.discovery import build_services, discovery_document, service_by_id
+from neurocds.cdshooks.discovery import ServiceDefinition, build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
 from neurocds.cdshooks.requests import Issue, RequestError, operation_outcome, parse_feedback, parse_hook_request
 from neurocds.cdshooks.security import AuthError, TokenVerifier
@@ -118,16 +118,25 @@ class CdsService:
             return False
         return True
 
-    async def read_json(self, request: Request) -> Any:
+    async def read_raw(self, request: Request) -> bytes:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype and ctype not in JSON_TYPES:
             raise RequestError([Issue("", "the body must be application/json", "not-supported")], 415)
-        raw = await read_body(request, self.config.max_body_bytes)
+        return await read_body(request, self.config.max_body_bytes)
+
+    def parse_json(self, raw: bytes) -> Any:
+        """Strict JSON (CPU-bound: call it from a worker thread)."""
         try:
-            # In a thread: strict parsing of a large prefetch takes milliseconds of CPU.
-            return await run_in_threadpool(parse_strict, raw, self.limits)
+            return parse_strict(raw, self.limits)
         except FactsValidationError as exc:
             raise RequestError([Issue(v.pointer, v.message, "structure") for v in exc.violations[:20]]) from None
+
+    def answer(self, raw: bytes, service: ServiceDefinition) -> dict[str, Any]:
+        """Parse, check, convert, evaluate, record: one worker-thread hop for the whole CPU-bound part."""
+        hook_request, issues = parse_hook_request(self.parse_json(raw), service)
+        if hook_request is None:
+            raise RequestError(issues)
+        return self.evaluator.respond(hook_request, service)
 
     async def discovery(self, request: Request) -> Response:
         if not await self.authenticate(request, "/cds-services"):
@@ -143,11 +152,8 @@ class CdsService:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
         started = time.perf_counter()
         try:
-            body = await self.read_json(request)
-            hook_request, issues = parse_hook_request(body, service)
-            if hook_request is None:
-                raise RequestError(issues)
-            response = await run_in_threadpool(self.evaluator.respond, hook_request, service)
+            raw = await self.read_raw(request)
+            response = await run_in_threadpool(self.answer, raw, service)
         except BodyTooLarge:
             return self._too_large()
         except RequestError as exc:
@@ -165,7 +171,8 @@ class CdsService:
         if service_by_id(self.services, service_id) is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
         try:
-            items, issues = parse_feedback(await self.read_json(request))
+            raw = await self.read_raw(request)
+            items, issues = parse_feedback(await run_in_threadpool(self.parse_json, raw))
             if issues:
                 raise RequestError(issues)
             unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
