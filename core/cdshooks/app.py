@@ -21,13 +21,14 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
-from neurocds.cdshooks.discovery import discovery_document, service_by_id
+from neurocds.cdshooks.discovery import ServiceDefinition, build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
 from neurocds.cdshooks.requests import Issue, RequestError, operation_outcome, parse_feedback, parse_hook_request
 from neurocds.cdshooks.security import AuthError, TokenVerifier
@@ -99,6 +100,8 @@ class CdsService:
         self.config = config
         self.evaluator = evaluator
         self.verifier = verifier
+        # Prefetch templates are generated from the same mapping tables the converter uses.
+        self.services = build_services(evaluator.tables)
         self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
 
     async def authenticate(self, request: Request, path: str) -> bool:
@@ -115,36 +118,42 @@ class CdsService:
             return False
         return True
 
-    async def read_json(self, request: Request) -> Any:
+    async def read_raw(self, request: Request) -> bytes:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype and ctype not in JSON_TYPES:
             raise RequestError([Issue("", "the body must be application/json", "not-supported")], 415)
-        raw = await read_body(request, self.config.max_body_bytes)
+        return await read_body(request, self.config.max_body_bytes)
+
+    def parse_json(self, raw: bytes) -> Any:
+        """Strict JSON (CPU-bound: call it from a worker thread)."""
         try:
-            # In a thread: strict parsing of a large prefetch takes milliseconds of CPU.
-            return await run_in_threadpool(parse_strict, raw, self.limits)
+            return parse_strict(raw, self.limits)
         except FactsValidationError as exc:
             raise RequestError([Issue(v.pointer, v.message, "structure") for v in exc.violations[:20]]) from None
+
+    def answer(self, raw: bytes, service: ServiceDefinition) -> dict[str, Any]:
+        """Parse, check, convert, evaluate, record: one worker-thread hop for the whole CPU-bound part."""
+        hook_request, issues = parse_hook_request(self.parse_json(raw), service)
+        if hook_request is None:
+            raise RequestError(issues)
+        return self.evaluator.respond(hook_request, service)
 
     async def discovery(self, request: Request) -> Response:
         if not await self.authenticate(request, "/cds-services"):
             return unauthorized()
-        return JSONResponse(discovery_document())
+        return JSONResponse(discovery_document(self.services))
 
     async def call(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
         if not await self.authenticate(request, f"/cds-services/{service_id}"):
             return unauthorized()
-        service = service_by_id(service_id)
+        service = service_by_id(self.services, service_id)
         if service is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
         started = time.perf_counter()
         try:
-            body = await self.read_json(request)
-            hook_request, issues = parse_hook_request(body, service)
-            if hook_request is None:
-                raise RequestError(issues)
-            response = await run_in_threadpool(self.evaluator.respond, hook_request, service)
+            raw = await self.read_raw(request)
+            response = await run_in_threadpool(self.answer, raw, service)
         except BodyTooLarge:
             return self._too_large()
         except RequestError as exc:
@@ -159,10 +168,11 @@ class CdsService:
         service_id = request.path_params["service_id"]
         if not await self.authenticate(request, f"/cds-services/{service_id}/feedback"):
             return unauthorized()
-        if service_by_id(service_id) is None:
+        if service_by_id(self.services, service_id) is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
         try:
-            items, issues = parse_feedback(await self.read_json(request))
+            raw = await self.read_raw(request)
+            items, issues = parse_feedback(await run_in_threadpool(self.parse_json, raw))
             if issues:
                 raise RequestError(issues)
             unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
@@ -230,4 +240,15 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     if not config.secured:
         extra.append((INSECURE_HEADER.lower().encode(), b"no authentication (development mode)"))
     app.add_middleware(_Headers, extra=extra)
+    if config.cors_origins:
+        # Added last, so outermost: a preflight (OPTIONS, no token) is answered before routing.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=[INSECURE_HEADER],
+            allow_credentials=False,  # tokens travel in Authorization, never in cookies
+            max_age=600,
+        )
     return app

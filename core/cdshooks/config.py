@@ -16,6 +16,19 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _is_origin(value: str) -> bool:
+    """``*`` or an origin as browsers send it: scheme, host, optional port; nothing else."""
+    if value == "*":
+        return True
+    parts = urlsplit(value)
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and f"{parts.scheme}://{parts.netloc}" == value
+        and "@" not in parts.netloc
+    )
+
+
 class ConfigError(ValueError):
     """The service configuration is unusable; the message says what to change."""
 
@@ -42,6 +55,10 @@ class ServiceConfig:
     :param replay_cache_size: most unexpired ``jti`` values remembered; when full,
         new tokens are refused (fail closed) rather than forgetting live ones.
     :param jwks_cache_seconds: how long a JWK Set fetched from a URL is reused.
+    :param cors_origins: browser origins (``https://host[:port]``, or ``*`` for any)
+        allowed to call the service cross-origin, such as a browser-based CDS client
+        like the CDS Hooks sandbox. Empty (the default): no CORS headers, so browser
+        pages elsewhere cannot send it JSON (their preflight gets 405).
     """
 
     base_url: str
@@ -55,6 +72,7 @@ class ServiceConfig:
     max_token_lifetime_seconds: int = 300
     replay_cache_size: int = 100_000
     jwks_cache_seconds: int = 300
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -77,6 +95,10 @@ class ServiceConfig:
             raise ConfigError("token lifetime must be positive and leeway not negative")
         if self.audit_dir is not None:
             object.__setattr__(self, "audit_dir", Path(self.audit_dir))
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+        for origin in self.cors_origins:
+            if not _is_origin(origin):
+                raise ConfigError(f"CORS origin must be '*' or scheme://host[:port] without a path, got {origin!r}")
 
     @property
     def secured(self) -> bool:

@@ -90,11 +90,17 @@ class Evaluator:
         from neurocds.fhir import FhirConverter, FhirInputError
 
         sent = request.prefetch or {}
-        if not any(v is not None for v in sent.values()):
-            raise RequestError(
-                [Issue("/prefetch", "no prefetch data, and this service does not query the FHIR server", "incomplete")],
-                412,
+        if not any(sent.get(key) is not None for key in service.prefetch):
+            # Keys this service did not ask for (the spec's 'patientToGreet') are not a
+            # substitute: answering 200 from them would give advice on data nobody chose.
+            ignored = sum(1 for key in sent if key not in service.prefetch)
+            message = (
+                f"none of this service's prefetch keys ({', '.join(service.prefetch)}) holds data, "
+                "and this service does not query the FHIR server"
             )
+            if ignored:
+                message += f"; {ignored} key(s) it did not ask for are not used instead"
+            raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
         kwargs: dict[str, Any] = {}
         if self.config.observation_window is not None:
             kwargs["observation_window_days"] = self.config.observation_window.total_seconds() / 86400
@@ -108,7 +114,10 @@ class Evaluator:
         notes = [f"prefetch '{k}' was not sent: treated as not recorded" for k in service.prefetch if k not in sent]
         notes += _conversion_notes(conversion.warnings, self.engine.label_of)
         try:
-            result = self.engine.evaluate(conversion.facts).to_dict()
+            # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
+            # the audit record say which FHIR resource and code gave each fact.
+            provenance = {"provenance": conversion.provenance, "warnings": conversion.warnings}
+            result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             return self._rejected(exc, conversion.facts)
         cards = build_cards(result, label_of=self.engine.label_of, notes=notes)

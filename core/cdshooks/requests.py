@@ -58,17 +58,16 @@ class FeedbackItem:
 
 
 def operation_outcome(issues: list[Issue], *, severity: str = "error") -> dict[str, Any]:
-    """A FHIR R4 OperationOutcome; the JSON pointer goes in ``expression`` and starts ``diagnostics``."""
+    """A FHIR R4 OperationOutcome; each issue's ``diagnostics`` starts with its JSON pointer.
+
+    The pointer is not put in ``expression``: FHIR defines that element as FHIRPath
+    into a FHIR resource, and the pointer locates a place in the CDS Hooks request
+    body, which is not a FHIR resource.
+    """
     return {
         "resourceType": "OperationOutcome",
         "issue": [
-            {
-                "severity": severity,
-                "code": i.code,
-                "diagnostics": f"{i.pointer or '/'}: {i.message}",
-                "expression": [i.pointer or "/"],
-            }
-            for i in issues
+            {"severity": severity, "code": i.code, "diagnostics": f"{i.pointer or '/'}: {i.message}"} for i in issues
         ],
     }
 

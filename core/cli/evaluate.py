@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
@@ -73,25 +74,29 @@ def report_invalid(exc: FactsValidationError, fmt: str) -> None:
     sys.exit(EXIT_INVALID)
 
 
-def load_facts(data: bytes, fhir: bool, fmt: str, engine: Any) -> tuple[Any, dict[str, Any] | None]:
-    """The facts document (raw bytes, or converted from FHIR) and the conversion's provenance."""
-    if not fhir:
-        return data, None
-    from neurocds.cli.fhir import convert_document
-    from neurocds.fhir import FhirConverter, FhirInputError, engine_mapping_paths, load_mapping_tables
-    from neurocds.strictjson import parse_strict
+def load_facts(
+    file: str, fhir_input: FhirInputOptions | None, fmt: str, engine: Any
+) -> tuple[Any, dict[str, Any] | None]:
+    """The facts document (raw bytes, or converted from FHIR) and the conversion's provenance.
+
+    FHIR input is read exactly as ``fhir-to-facts`` reads it (same options, same limit).
+    """
+    if fhir_input is None:
+        return read_input(file), None
+    from neurocds.cli.fhir import convert_fhir_input
+    from neurocds.fhir import FhirInputError, engine_mapping_paths, load_mapping_tables
 
     try:
-        document = parse_strict(data)
-        if not isinstance(document, dict):
-            raise FhirInputError("expected a FHIR resource, Bundle or CDS Hooks request (a JSON object)")
         tables = load_mapping_tables(engine_mapping_paths(engine))  # the engine's packs' tables too
-        conversion = convert_document(FhirConverter(tables), document, None)
+        conversion = convert_fhir_input(file, fhir_input, tables)
     except FactsValidationError as exc:
         report_invalid(exc, fmt)
     except FhirInputError as exc:
         pointer = getattr(exc, "pointer", "") or ""
         report_invalid(FactsValidationError([Violation(pointer, str(exc), code="fhir")]), fmt)
+    except NeurocdsError as exc:  # a mapping table is broken: not the input's fault
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PACK_FAILED)
     return conversion.facts, {"provenance": conversion.provenance, "warnings": conversion.warnings}
 
 
@@ -106,22 +111,34 @@ def _patient_id(facts: Any) -> str | None:
 @click.command("evaluate")
 @click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-@click.option("--fhir", is_flag=True, help="FILE is a FHIR R4 Bundle: convert it to facts first.")
+@click.option(
+    "--fhir",
+    is_flag=True,
+    help="FILE is FHIR R4 (a Bundle, one resource or a CDS Hooks request), converted as fhir-to-facts does.",
+)
+@fhir_input_options
 @click.option("--no-trace", is_flag=True, help="Leave the why-not trace out (findings keep their because).")
 @engine_options
 def evaluate_cmd(
     file: str,
     fmt: str,
     fhir: bool,
+    fhir_input: FhirInputOptions,
     no_trace: bool,
     packs: str | None,
     backend: str | None,
     verify: bool,
     audit_dir: str | None,
 ) -> None:
-    """Evaluate a facts document (FILE, or - for stdin); most urgent findings first."""
+    """Evaluate a facts document (FILE, or - for stdin); most urgent findings first.
+
+    With --fhir, the options --now, --window-days, --patient-id and --max-input-bytes
+    apply as in fhir-to-facts.
+    """
+    if not fhir and not fhir_input.is_default:
+        raise click.UsageError("--now, --window-days, --patient-id and --max-input-bytes need --fhir")
     engine = make_engine(packs, backend, verify, audit_dir)
-    facts, provenance = load_facts(read_input(file), fhir, fmt, engine)
+    facts, provenance = load_facts(file, fhir_input if fhir else None, fmt, engine)
     try:
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:

@@ -75,6 +75,16 @@ def register(group: click.Group) -> None:
         default=None,
         help="How old an Observation may be and still count (default: the FHIR converter's).",
     )
+    @click.option(
+        "--cors-origin",
+        "cors_origins",
+        multiple=True,
+        metavar="ORIGIN",
+        help=(
+            "Let a browser-based CDS client at ORIGIN (https://host[:port], or '*') call the service, "
+            "e.g. the CDS Hooks sandbox. Repeatable. Default: none (no CORS headers)."
+        ),
+    )
     @click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
     @click.option(
         "--log-level",
@@ -91,6 +101,7 @@ def register(group: click.Group) -> None:
         audit_dir: str | None,
         max_body: int,
         observation_window_days: float | None,
+        cors_origins: tuple[str, ...],
         packs: str | None,
         log_level: str,
     ) -> None:
@@ -115,6 +126,7 @@ def register(group: click.Group) -> None:
             audit_dir=audit_dir,
             max_body=max_body,
             observation_window_days=observation_window_days,
+            cors_origins=cors_origins,
             packs=packs,
         )
         import uvicorn
@@ -145,6 +157,7 @@ def _build_app(
     audit_dir: str | None,
     max_body: int,
     observation_window_days: float | None,
+    cors_origins: tuple[str, ...],
     packs: str | None,
 ) -> Any:
     from neurocds.cdshooks import ConfigError, ServiceConfig, create_app
@@ -159,6 +172,7 @@ def _build_app(
             max_body_bytes=max_body,
             audit_dir=Path(audit_dir) if audit_dir else None,
             observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
+            cors_origins=cors_origins,
         )
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)

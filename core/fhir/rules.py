@@ -130,6 +130,16 @@ class CodeIndex:
         else:
             self._exact[(system, code)] = rule
 
+    def searchable_codes(self) -> set[tuple[str, str]] | None:
+        """Every (system, code) of this family, or ``None`` when a prefix rule makes the set open-ended.
+
+        Used to narrow a FHIR search to the codes the tables can read; a prefix
+        ("E11" for "E11.9") cannot be expressed as token equality.
+        """
+        if any(self._prefix.values()):
+            return None
+        return set(self._exact)
+
     def lookup(self, system: str, code: str) -> Rule | None:
         hit = self._exact.get((system, code))
         if hit is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import jwt
 import shared_data
@@ -25,6 +26,8 @@ import uvicorn
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from neurocds.cdshooks import ServiceConfig, create_app
+from neurocds.cdshooks.discovery import prefetch_templates
+from neurocds.fhir import default_mapping_paths, load_mapping_tables
 from neurocds.hookspecs import RulePack, hookimpl
 
 HERE = Path(__file__).parent
@@ -36,7 +39,6 @@ STROKE_PATIENT = "Bryan_Breitenberg_8ce561ed-8bf7-4b0b-b1cd-e26775a8a8f8.json"
 FIXED_NOW = datetime(2018, 9, 20, 12, 0, tzinfo=UTC)
 EHR_ISSUER = "https://ehr.test.invalid"
 FHIR_BASE = "https://ehr.test.invalid/fhir"
-PREFETCH_TYPES = ("Patient", "Condition", "Observation", "Procedure", "MedicationRequest")
 START_TIMEOUT = 15.0
 HTTP_TIMEOUT = 30.0
 
@@ -251,37 +253,48 @@ def load_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def synthea_prefetch(name: str = STROKE_PATIENT) -> tuple[str, dict[str, Any]]:
-    """(patient id, prefetch) built from a Synthea bundle the way an EHR answers our templates."""
-    bundle = load_json(SYNTHEA_DATA / name)
+def service_templates() -> dict[str, str]:
+    """The prefetch templates the service advertises for the built-in mapping tables."""
+    return prefetch_templates(load_mapping_tables(default_mapping_paths()))
+
+
+def _token_matches(resource: Mapping[str, Any], values: str) -> bool:
+    wanted = {tuple(unquote(v).split("|", 1)) for v in values.split(",")}
+    codings = (resource.get("code") or {}).get("coding") or []
+    return any((c.get("system"), c.get("code")) in wanted for c in codings)
+
+
+def answer_template(template: str, resources: Sequence[Mapping[str, Any]], patient_id: str) -> Any:
+    """What a FHIR server returns for one of our templates (the subset of search they use).
+
+    Refuses any search parameter it does not implement, so a template the tests cannot
+    answer faithfully fails here instead of being half-answered.
+    """
+    path, _, query = template.replace("{{context.patientId}}", patient_id).partition("?")
+    if not query:
+        rtype, rid = path.split("/", 1)
+        return next(r for r in resources if r["resourceType"] == rtype and r["id"] == rid)
+    chosen = [r for r in resources if r["resourceType"] == path]
+    for name, value in (part.split("=", 1) for part in query.split("&")):
+        if name == "patient":
+            assert value == patient_id  # every resource of a Synthea bundle is this patient's
+        elif name == "code":
+            chosen = [r for r in chosen if _token_matches(r, value)]
+        elif name != "_sort":  # order does not matter to the converter
+            raise AssertionError(f"search parameter {name!r} is not emulated")
+    entries = [{"fullUrl": f"{FHIR_BASE}/{path}/{r['id']}", "resource": r} for r in chosen]
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+
+
+def synthea_prefetch(name: str = STROKE_PATIENT, folder: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """(patient id, prefetch) from a Synthea bundle, answered as a FHIR server answers our templates."""
+    bundle = load_json((folder or SYNTHEA_DATA) / name)
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     # Synthea's transaction bundles reference the patient as urn:uuid:<id>; a FHIR server's
     # search results say Patient/<id>.
     bundle = json.loads(json.dumps(bundle).replace(f'"urn:uuid:{pid}"', f'"Patient/{pid}"'))
     resources = [e["resource"] for e in bundle["entry"]]
-    patient = next(r for r in resources if r["resourceType"] == "Patient")
-
-    def searchset(rtype: str, category: str | None = None) -> dict[str, Any]:
-        chosen = []
-        for r in resources:
-            if r["resourceType"] != rtype:
-                continue
-            codes = {c.get("code") for cat in r.get("category", []) for c in cat.get("coding", [])}
-            if category is None or category in codes:
-                chosen.append(r)
-        entries = [{"fullUrl": f"{FHIR_BASE}/{rtype}/{r['id']}", "resource": r} for r in chosen]
-        return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
-
-    prefetch = {
-        "patient": patient,
-        "conditions": searchset("Condition"),
-        "observations": searchset("Observation", "laboratory"),
-        "examinations": searchset("Observation", "exam"),
-        "vitals": searchset("Observation", "vital-signs"),
-        "procedures": searchset("Procedure"),
-        "medications": searchset("MedicationRequest"),
-    }
-    return patient["id"], prefetch
+    return pid, {key: answer_template(t, resources, pid) for key, t in service_templates().items()}
 
 
 def hook_request(

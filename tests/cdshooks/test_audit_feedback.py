@@ -45,6 +45,21 @@ def test_cards_are_recorded_with_their_decision(issued: list[dict[str, Any]], au
     assert verify_log(audit_dir).ok
 
 
+def test_decision_record_carries_the_fhir_provenance(issued: list[dict[str, Any]], audit_dir: Path) -> None:
+    """Which FHIR resource and code gave each fact is in the audited trace, as with evaluate --fhir."""
+    _, prefetch = synthea_prefetch()
+    uuids = [c["uuid"] for c in issued]
+    decision_id = next(c["decision_id"] for c in _records(audit_dir, "cards") if c["card_uuids"] == uuids)
+    [decision] = [d for d in _records(audit_dir, "decision") if d["decision_id"] == decision_id]
+    provenance = decision["trace"]["input_provenance"]["provenance"]
+    [stroke] = provenance["/history/prior_stroke"][:1]
+    assert stroke["resource"].startswith("Condition/") and stroke["system"] == "http://snomed.info/sct"
+    conditions = {e["resource"]["id"]: e["resource"] for e in prefetch["conditions"]["entry"]}
+    coded = conditions[stroke["resource"].split("/", 1)[1]]["code"]["coding"]
+    assert stroke["code"] in {c["code"] for c in coded}
+    assert isinstance(decision["trace"]["input_provenance"]["warnings"], list)
+
+
 def test_accepted_feedback_is_recorded_against_card_and_decision(
     server: Server, keys: Keys, issued: list[dict[str, Any]], audit_dir: Path
 ) -> None:

@@ -49,7 +49,7 @@ class _RejectingEngine:
         self.engine_info = real.engine_info
         self.pack_infos = real.pack_infos
 
-    def evaluate(self, facts: Any) -> Any:
+    def evaluate(self, facts: Any, **options: Any) -> Any:
         raise self._error
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .spec import assert_operation_outcome, assert_response
+from .spec import assert_operation_outcome, assert_response, issue_pointers
 from .support import CDSHOOKS_DATA, STROKE_PATIENT, Keys, Server, hook_request, load_json, synthea_prefetch
 
 PATIENT_VIEW = "/cds-services/neurocds-patient-view"
@@ -29,14 +29,29 @@ def test_discovery_lists_both_services_with_prefetch_templates(server: Server, k
         prefetch = service["prefetch"]
         assert prefetch["patient"] == "Patient/{{context.patientId}}"
         assert prefetch["conditions"] == "Condition?patient={{context.patientId}}"
-        assert prefetch["observations"] == "Observation?patient={{context.patientId}}&category=laboratory"
+        assert prefetch["observations"].startswith("Observation?patient={{context.patientId}}&code=")
         assert prefetch["medications"] == "MedicationRequest?patient={{context.patientId}}"
     assert "x-neurocds-insecure" not in resp.headers
     assert resp.headers["cache-control"] == "no-store"
 
 
-def test_spec_patient_view_example(server: Server, keys: Keys) -> None:
+def test_spec_patient_view_example_with_only_a_foreign_prefetch_key_is_412(server: Server, keys: Keys) -> None:
+    """The spec's example prefetches 'patientToGreet', a key this service never asked for."""
     body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
+    assert set(body["prefetch"]) == {"patientToGreet"}
+    resp = post(server, keys, PATIENT_VIEW, body)
+    assert resp.status == 412, resp.body
+    assert_operation_outcome(resp.json(), "/prefetch")
+    [issue] = resp.json()["issue"]
+    assert "none of this service's prefetch keys" in issue["diagnostics"]
+    assert "1 key(s) it did not ask for" in issue["diagnostics"]
+    assert b"patientToGreet" not in resp.body  # request values (keys too) are never quoted back
+    assert b"some-opaque-fhir-access-token" not in resp.body
+
+
+def test_spec_patient_view_example_under_our_patient_key(server: Server, keys: Keys) -> None:
+    body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
+    body["prefetch"] = {"patient": body["prefetch"]["patientToGreet"]}
     resp = post(server, keys, PATIENT_VIEW, body)
     assert resp.status == 200, resp.body
     cards = assert_response(resp.json())
@@ -158,7 +173,7 @@ def test_invalid_request_is_400_naming_the_pointer(server: Server, keys: Keys, m
 def test_every_problem_is_reported_at_once(server: Server, keys: Keys) -> None:
     resp = post(server, keys, PATIENT_VIEW, {"hook": "patient-view", "context": {}})
     assert resp.status == 400
-    named = {p for issue in resp.json()["issue"] for p in issue["expression"]}
+    named = set(issue_pointers(resp.json()))
     assert {"/hookInstance", "/context/patientId", "/context/userId"} <= named
 
 
@@ -184,7 +199,7 @@ def test_malformed_json_is_400(server: Server, keys: Keys, raw: bytes, pointer: 
     resp = post(server, keys, PATIENT_VIEW, None, raw=raw, headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert_operation_outcome(resp.json())
-    assert any(p in (pointer, "/") for issue in resp.json()["issue"] for p in issue["expression"])
+    assert any(p in (pointer, "/") for p in issue_pointers(resp.json()))
 
 
 def test_unreadable_prefetch_bundle_is_400(server: Server, keys: Keys) -> None:

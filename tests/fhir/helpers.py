@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import pytest
@@ -17,7 +19,26 @@ from neurocds.fhir.mapping import MappingTables
 from neurocds.resources import load_schema
 
 DATA = shared_data.DATA
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"third-party test data not found at {DATA}")
+TestFunction = TypeVar("TestFunction", bound=Callable[..., Any])
+
+
+def needs_data(test: TestFunction) -> TestFunction:
+    """Mark a test that reads the shared third-party data: it FAILS, never skips, without it.
+
+    tests/shared_data.py: a missing data folder must not turn into a green run.
+    """
+
+    @functools.wraps(test)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not DATA.is_dir():
+            pytest.fail(
+                f"third-party test data not found at {DATA}: put shared/ beside the repository "
+                "or set NEUROCDS_SHARED_DIR",
+                pytrace=False,
+            )
+        return test(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960-06-02"}

@@ -13,18 +13,20 @@ from neurocds.fhir.bundle import walk_bundle
 
 from .helpers import DATA, assert_valid_facts, converter, load_json, messages, needs_data
 
-pytestmark = needs_data
+
+@pytest.fixture(autouse=True)
+def _shared_data_present() -> None:
+    needs_data(lambda: None)()  # fails (never skips) when the data folder is missing
 
 SWEEP_NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
 def _files() -> list[Path]:
-    if not DATA.is_dir():
-        return []
     found: list[Path] = []
     for folder in ("synthea", "synthea-py", "carebundle", "fhir-examples"):
         found += sorted((DATA / folder).rglob("*.json"))
-    return found
+    # Never an empty parameter list (pytest would skip): without the data, one case runs and fails.
+    return found or [DATA]
 
 
 def _as_bundle(document: dict[str, Any]) -> dict[str, Any]:
