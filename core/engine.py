@@ -84,6 +84,7 @@ class Engine:
         self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
         self.failed_packs: list[LoadedPack] = []
+        self._load_failure_kind: dict[str, str] = {}  # failed pack -> pack_load or pack_skipped
         loaded = self._register(plugins, entry_points)
         self.packs: list[LoadedPack] = []
         self.rules: list[Rule] = []
@@ -170,6 +171,7 @@ class Engine:
                 if on_pack_error != "skip":
                     raise
                 pack.status, pack.error = "failed", str(exc)
+                self._load_failure_kind[pack.name] = "pack_skipped" if blocked else "pack_load"
                 failed.add(pack.name)
                 self.failed_packs.append(pack)
                 continue
@@ -237,7 +239,10 @@ class Engine:
                     packs=self.pack_infos(),
                 )
             raise
-        failures: list[PackFailure] = [PackFailure(p.name, "load", p.error or "") for p in self.failed_packs]
+        failures: list[PackFailure] = [
+            PackFailure(p.name, "load", p.error or "", kind=self._load_failure_kind.get(p.name))
+            for p in self.failed_packs
+        ]
         computed, computed_because = self._compute(doc, failures)
         # A pack whose compute hook raised does not run (hookspecs promise); the others do.
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
@@ -251,7 +256,9 @@ class Engine:
             run, errors = self._checked(durable, ref_run)
         for error in errors:
             if error.get("pack"):
-                failures.append(PackFailure(error["pack"], "evaluate", error["message"], rule=error.get("rule")))
+                failures.append(
+                    PackFailure(error["pack"], "evaluate", error["message"], rule=error.get("rule"), kind=error["kind"])
+                )
         findings = self.explainer.findings(run, evaluation, _evidence)
         fired_urgency = {f["id"]: f["urgency"] for f in findings}
         failed_names = {f.pack for f in failures}

@@ -112,8 +112,7 @@ def _redact_finding(finding: Mapping[str, Any]) -> dict[str, Any]:
 
 def _redact_error(error: Mapping[str, Any]) -> dict[str, Any]:
     # Error messages may quote an input value; keep only their hash when redacting.
-    out = _pick(error, ("kind", "pack", "rule"))
-    out.setdefault("kind", "unknown")
+    out = _pick(error, ("kind", "stage", "pack", "rule"))
     if isinstance(error.get("message"), str):
         out["message_sha256"] = sha256_canonical(error["message"])
     return out
