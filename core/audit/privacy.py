@@ -4,7 +4,10 @@ The key decides who can link a pseudonym back to a person (by recomputing it for
 a known id), so where it lives matters:
 
 * given explicitly (``pseudonym_key`` bytes, ``NEUROCDS_AUDIT_PSEUDONYM_KEY`` hex, or
-  a key file): used as is. Redaction mode requires this.
+  a key file): used as is. Redaction mode requires this, and a key file must then
+  lie outside the log directory and be readable by its owner only (as a signing
+  key must): a key stored beside the pseudonyms would let whoever reads the log
+  test any patient id against them.
 * not given and redaction off: a random key is created once in the log directory
   (``pseudonym.key``, mode 0600). The unredacted log holds the facts anyway, so a
   key beside it reveals nothing new, and queries by patient always work.
@@ -16,14 +19,14 @@ import hashlib
 import hmac
 import os
 import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from neurocds.audit.errors import AuditError
+from neurocds.audit.settings import PSEUDONYM_KEY_ENV, PSEUDONYM_KEY_FILE_ENV
 
-PSEUDONYM_KEY_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY"
-PSEUDONYM_KEY_FILE_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE"
 AUTO_KEY_NAME = "pseudonym.key"
 _MIN_KEY_BYTES = 16
 # Domain-separated so the key id can never equal the pseudonym of any patient id.
@@ -50,12 +53,20 @@ def parse_hex_key(text: str, *, origin: str) -> bytes:
     return key
 
 
-def read_key_file(path: Path) -> bytes:
-    """Read a key file holding hex text (as written by :func:`write_key_file`)."""
+def read_key_file(path: Path, *, private: bool = False) -> bytes:
+    """Read a key file holding hex text (as written by :func:`write_key_file`).
+
+    :param private: refuse a file that other users may read or write.
+    """
     try:
+        mode = Path(path).stat().st_mode
         text = Path(path).read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise AuditError(f"cannot read pseudonym key file {path}: {exc}") from exc
+    if private and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise AuditError(
+            f"pseudonym key file {path} is accessible to other users (mode {mode & 0o777:o}); chmod 600 it"
+        )
     return parse_hex_key(text, origin=str(path))
 
 

@@ -12,22 +12,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neurocds.audit import privacy
+from neurocds.audit import privacy, settings
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body
+from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import Appended, ChainStore
 
-AUDIT_DIR_ENV = "NEUROCDS_AUDIT_DIR"
-REDACT_ENV = "NEUROCDS_AUDIT_REDACT"
-CHECKPOINT_EVERY_ENV = "NEUROCDS_AUDIT_CHECKPOINT_EVERY"
-SIGNING_KEY_ENV = "NEUROCDS_AUDIT_SIGNING_KEY"
-
 __all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog"]
-
-
-def _truthy(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class AuditLog:
@@ -52,7 +44,9 @@ class AuditLog:
     ) -> None:
         self.directory = Path(directory).absolute()
         self.redact = bool(redact)
-        if checkpoint_every is not None and checkpoint_every < 1:
+        if checkpoint_every is not None and (
+            not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
+        ):
             raise AuditError("checkpoint_every must be a positive number of records")
         if checkpoint_every and signing_key_path is None:
             raise AuditError("checkpoint_every needs a signing key (signing_key_path)")
@@ -62,8 +56,9 @@ class AuditLog:
         )
         if pseudonym_key is None and self.redact:
             raise AuditError(
-                "redaction needs a pseudonym key (pseudonym_key, NEUROCDS_AUDIT_PSEUDONYM_KEY "
-                "or a key file) kept outside the log"
+                "redaction needs a pseudonym key kept outside the audit directory: a key file "
+                "(--audit-pseudonym-key-file or NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE; make one with "
+                "`neurocds audit pseudonym-keygen FILE`) or NEUROCDS_AUDIT_PSEUDONYM_KEY (hex)"
             )
         self._thread_lock = threading.Lock()
         self._store = ChainStore(self.directory)
@@ -90,6 +85,8 @@ class AuditLog:
         if unknown:
             raise AuditError(f"unknown audit option(s): {', '.join(unknown)}")
         key = opts.get("pseudonym_key")
+        if key is not None and opts.get("pseudonym_key_file"):
+            raise AuditError("give the pseudonym key once: as a key or as a key file, not both")
         if isinstance(key, str):
             key = privacy.parse_hex_key(key, origin="the pseudonym key option or NEUROCDS_AUDIT_PSEUDONYM_KEY")
         redact = bool(opts.get("redact", False))
@@ -97,7 +94,9 @@ class AuditLog:
             key_file = Path(opts["pseudonym_key_file"])
             if redact and is_inside(key_file, Path(directory)):
                 raise AuditError("with redaction the pseudonym key file must live outside the audit directory")
-            key = privacy.read_key_file(key_file)
+            # With redaction the key is all that keeps a pseudonym from naming the patient:
+            # like a signing key, it must not be readable by other users.
+            key = privacy.read_key_file(key_file, private=redact)
         return cls(
             directory,
             redact=redact,
@@ -112,27 +111,16 @@ class AuditLog:
 
         Also reads ``NEUROCDS_AUDIT_REDACT``, ``NEUROCDS_AUDIT_PSEUDONYM_KEY`` (hex) or
         ``NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE``, ``NEUROCDS_AUDIT_CHECKPOINT_EVERY`` and
-        ``NEUROCDS_AUDIT_SIGNING_KEY``.
+        ``NEUROCDS_AUDIT_SIGNING_KEY`` (see :mod:`neurocds.audit.settings`).
+
+        :raises AuditError: a value cannot be read, or an unknown ``NEUROCDS_AUDIT_*``
+            variable is set (a typo must not silently turn redaction off).
         """
         env = os.environ if environ is None else environ
         directory = env.get(AUDIT_DIR_ENV)
         if not directory:
             return None
-        every = env.get(CHECKPOINT_EVERY_ENV)
-        try:
-            every_n = int(every) if every else None
-        except ValueError as exc:
-            raise AuditError(f"{CHECKPOINT_EVERY_ENV} is not a number") from exc
-        return cls.from_options(
-            directory,
-            {
-                "redact": _truthy(env.get(REDACT_ENV)),
-                "pseudonym_key": env.get(privacy.PSEUDONYM_KEY_ENV) or None,
-                "pseudonym_key_file": env.get(privacy.PSEUDONYM_KEY_FILE_ENV) or None,
-                "checkpoint_every": every_n,
-                "signing_key_path": env.get(SIGNING_KEY_ENV) or None,
-            },
-        )
+        return cls.from_options(directory, settings.options_from_env(env))
 
     # ------------------------------------------------------------ public API
 

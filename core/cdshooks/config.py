@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -33,6 +34,8 @@ class ServiceConfig:
         response then carries the :data:`INSECURE_HEADER` header.
     :param max_body_bytes: largest request body accepted (413 beyond).
     :param audit_dir: folder of the tamper-evident audit log; ``None``: no audit.
+    :param audit_options: how the log is kept (redaction, pseudonym key, checkpoints):
+        the options of :meth:`neurocds.audit.AuditLog.from_options`.
     :param observation_window: how far back observations count, passed to the FHIR
         converter when it supports a window (``None``: its default).
     :param clock: current time (UTC, aware); injectable so tests can move time.
@@ -49,6 +52,7 @@ class ServiceConfig:
     insecure_dev: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     audit_dir: Path | None = None
+    audit_options: Mapping[str, Any] | None = None
     observation_window: timedelta | None = None
     clock: Callable[[], datetime] = utc_now
     token_leeway_seconds: int = 30
@@ -77,6 +81,8 @@ class ServiceConfig:
             raise ConfigError("token lifetime must be positive and leeway not negative")
         if self.audit_dir is not None:
             object.__setattr__(self, "audit_dir", Path(self.audit_dir))
+        if self.audit_options and self.audit_dir is None:
+            raise ConfigError("audit options were given but no audit directory")
 
     @property
     def secured(self) -> bool:

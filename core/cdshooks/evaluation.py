@@ -82,7 +82,7 @@ class Evaluator:
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
 
-            self.audit = AuditLog(config.audit_dir)
+            self.audit = AuditLog.from_options(config.audit_dir, config.audit_options)
             self.cards.load(config.audit_dir)
 
     # ------------------------------------------------------------------ calls

@@ -362,3 +362,26 @@ def keygen(private_out: Path, public_out: Path, audit_dir: Path | None) -> None:
 
     key_id = _call(lambda: generate_keypair(private_out, public_out, audit_dir=audit_dir))
     click.echo(f"key {key_id}: private {private_out}, public {public_out}")
+
+
+@audit.command("pseudonym-keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@_audit_dir_option(required=False)
+def pseudonym_keygen(key_file: Path, audit_dir: Path | None) -> None:
+    """Create a random 32-byte pseudonym key (hex, mode 0600) for redaction.
+
+    Keep it outside the audit directory (refused inside --audit-dir): whoever holds
+    it can test a patient id against the pseudonyms in the log.
+    """
+    import secrets
+
+    from neurocds.audit import privacy
+    from neurocds.audit.signing import is_inside
+
+    if audit_dir is not None and is_inside(key_file, audit_dir):
+        raise _fail(f"{key_file} lies inside the audit directory {audit_dir}; keep the pseudonym key elsewhere")
+    if key_file.exists():
+        raise _fail(f"{key_file} already exists; not overwriting a key")
+    key = secrets.token_bytes(32)
+    _call(lambda: privacy.write_key_file(key_file, key))
+    click.echo(f"pseudonym key {privacy.key_id(key)} written to {key_file}")
