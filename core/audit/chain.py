@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurocds.audit._canon import canonical_json
+from neurocds.audit.errors import AuditError
 from neurocds.audit.records import GENESIS_HASH, record_hash
 
 LOG_NAME = "audit.jsonl"
@@ -27,7 +29,8 @@ class ChainProblem:
     """The first place the chain breaks.
 
     :param sequence: the first sequence number that cannot be trusted.
-    :param code: ``unparseable``, ``envelope``, ``sequence``, ``hash``, ``link`` or ``torn_tail``.
+    :param code: ``unparseable``, ``envelope``, ``sequence``, ``noncanonical``, ``hash``,
+        ``link`` or ``torn_tail``.
     """
 
     sequence: int
@@ -80,6 +83,8 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
             "sequence",
             f"expected sequence {expected} here but found {seq} again: a record was duplicated, inserted or reordered",
         )
+    if not _is_canonical(record, line):
+        return None, ChainProblem(expected, "noncanonical", _why_noncanonical(line))
     if record_hash(record) != record["hash"]:
         return None, ChainProblem(expected, "hash", "record content does not match its own hash (edited)")
     if record["prev_hash"] != prev_hash:
@@ -94,6 +99,38 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
             f"commits to (record {expected - 1} altered and re-hashed, or a record inserted)",
         )
     return record, None
+
+
+def _is_canonical(record: dict[str, Any], line: bytes) -> bool:
+    """Whether ``line`` is exactly the one byte form the writer gives ``record``.
+
+    The hash covers the parsed record, so bytes that parse to the same record must
+    be refused on their own: a duplicate member name (most parsers keep the last
+    value, some the first, so readers could disagree on what the record says),
+    added spaces, a CR line end, escaped characters or a NaN are all edits.
+    """
+    try:
+        return canonical_json(record) == line
+    except AuditError:  # NaN, a lone surrogate: nothing the writer ever wrote
+        return False
+
+
+def _why_noncanonical(line: bytes) -> str:
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        duplicates.extend(sorted({k for k in keys if keys.count(k) > 1}))
+        return dict(items)
+
+    json.loads(line.decode("utf-8"), object_pairs_hook=pairs)
+    if duplicates:
+        detail = f"member name {duplicates[0]!r} appears twice (parsers disagree on which value counts)"
+    elif line.endswith(b"\r"):
+        detail = "the line ends in CR LF"
+    else:
+        detail = "it was re-serialised (spacing, member order, escapes or number form changed)"
+    return f"record bytes are not the canonical encoding the writer produces: {detail}"
 
 
 def scan(

@@ -4,7 +4,9 @@ What is detectable, and what is not
 -----------------------------------
 Each record carries SHA-256 of its own canonical content and of the record
 before it. Without any key the verifier detects: any changed byte in a record
-(bit flip, edited field) unless the record was re-hashed; a re-hashed edit
+(bit flip, edited field) unless the record was re-hashed; bytes that are not
+exactly the record's canonical encoding even where they parse to a record whose
+hash matches (a duplicate member name, added spaces, CR LF line ends); a re-hashed edit
 whose successors were left alone (the next link breaks); a deleted,
 duplicated, inserted or reordered record (sequence numbers or links break); a
 record cut short (torn line); changed or deleted quarantined bytes. The head
