@@ -127,7 +127,10 @@ def _redact_trace(trace: Any) -> dict[str, Any]:
         entry["because"] = _redact_because(_pick(item, ("because",)).get("because"))
         fired.append(entry)
     not_fired = [_pick(item, _NOT_FIRED_KEYS) for item in trace.get("not_fired") or ()]
-    return {"fired": fired, "not_fired": not_fired}
+    out: dict[str, Any] = {"fired": fired, "not_fired": not_fired}
+    if trace.get("omitted") is True:  # made with --no-trace: say so, not "nothing fired"
+        out["omitted"] = True
+    return out
 
 
 # ---------------------------------------------------------------- bodies

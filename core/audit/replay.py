@@ -150,7 +150,7 @@ def replay_decision(
             "see how the findings change",
             sequence=seq,
         )
-    result = engine.evaluate(body["facts"])
+    result = engine.evaluate(body["facts"], trace=_trace_was_on(body))
     new = normalise(result.to_dict() if hasattr(result, "to_dict") else dict(result))
     old = normalise({k: body.get(k) for k in COMPARED_FIELDS})
     for side in (old, new):
@@ -173,6 +173,13 @@ def replay_decision(
         urgency_changed=changed,
         differing_fields=differing,
     )
+
+
+def _trace_was_on(body: Mapping[str, Any]) -> bool:
+    """Whether the recorded evaluation made the why-not trace (``--no-trace`` records
+    ``{"omitted": true}`` in its place); a replay must evaluate the same way."""
+    trace = body.get("trace")
+    return not (isinstance(trace, Mapping) and trace.get("omitted") is True)
 
 
 def _pv(side: Mapping[str, Any] | None) -> str:

@@ -128,3 +128,10 @@ def test_application_logs_never_hold_facts_or_patient_ids(
     assert PATIENT_ID not in text
     assert str(SECRET_VALUE) not in text
     assert log.pseudonym(PATIENT_ID) not in text
+
+
+def test_a_redacted_record_still_says_the_trace_was_left_out(tmp_path: Path) -> None:
+    result = make_result()
+    result["trace"] = {"fired": [], "not_fired": [], "omitted": True}
+    AuditLog(tmp_path / "log", redact=True, pseudonym_key=KEY).record_decision(result, make_facts())
+    assert read_lines(tmp_path / "log")[0]["decision"]["trace"] == {"fired": [], "not_fired": [], "omitted": True}
