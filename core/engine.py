@@ -17,7 +17,7 @@ from typing import Any
 
 from neurocds import __version__
 from neurocds.compiler import compile_rules, value_kind
-from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, RuleEvaluationError
+from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain import Explainer
 from neurocds.hookspecs import ComputedFacts
 from neurocds.packs import (
@@ -124,7 +124,9 @@ class Engine:
             loaded = [p for p in loaded if p.name in self.allowlist]
             missing = self.allowlist - {p.name for p in loaded}
             if missing:
-                raise PackLoadError(f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}")
+                raise PacksUnavailable(
+                    f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}", unavailable=frozenset(missing)
+                )
         check_unique(loaded)
         return loaded
 

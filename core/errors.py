@@ -100,6 +100,17 @@ RULE_ERROR_KINDS = ("action", "budget", "backend", "disagreement")
 ERROR_KINDS = LOAD_ERROR_KINDS + RULE_ERROR_KINDS
 
 
+class PacksUnavailable(PackLoadError):
+    """Packs that were asked for cannot load because they, or a pack they need, are absent.
+
+    :param unavailable: the names of the packs asked for that cannot be loaded.
+    """
+
+    def __init__(self, message: str, *, unavailable: frozenset[str], **where: Any) -> None:
+        self.unavailable = frozenset(unavailable)
+        super().__init__(message, **where)
+
+
 class RuleEvaluationError(NeurocdsError):
     """Evaluating a rule failed (an action raised, a budget ran out, backends disagree).
 

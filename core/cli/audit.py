@@ -243,13 +243,14 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
 
 
 def _replay_text(outcome: Any) -> str:
+    from neurocds.audit.replay import describe_pack
+
     lines = [f"replay of decision {outcome.decision_id} (sequence {outcome.sequence})"]
     for d in outcome.pack_differences:
-        rec, now = d["recorded"], d["installed"]
-        lines.append(
-            f"  pack {d['name']}: recorded {rec['version'] if rec else 'absent'}, "
-            f"installed {now['version'] if now else 'absent'}"
-        )
+        now = f"installed {describe_pack(d['installed'])}" if d["installed"] else "not installed now"
+        lines.append(f"  pack {d['name']}: recorded {describe_pack(d['recorded'])}, {now}")
+    for name in outcome.not_installed:
+        lines.append(f"  pack {name} was left out of the replay: its findings cannot appear below")
     if outcome.identical:
         lines.append("IDENTICAL: the replay reproduces the recorded decision exactly")
         return "\n".join(lines)
