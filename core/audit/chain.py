@@ -8,12 +8,13 @@ The scan stops at the first broken link: past it nothing can be trusted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurocds.audit._canon import canonical_json
+from neurocds.audit._canon import canonical_json, sha256_hex
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import GENESIS_HASH, record_hash
 
@@ -22,6 +23,9 @@ HEAD_NAME = "head.json"
 CHECKPOINTS_NAME = "checkpoints.jsonl"
 LOCK_NAME = "audit.lock"
 QUARANTINE_DIR = "quarantine"
+# The name the writer gives the bytes of an interrupted write it moves aside:
+# the last intact sequence, the file offset they were cut from, and their hash.
+QUARANTINE_NAME_RE = re.compile(r"^torn-after-(\d+)-at-(\d+)-([0-9a-f]{16})\.bin$")
 
 
 @dataclass(frozen=True)
@@ -225,3 +229,20 @@ def iter_intact_records(directory: Path) -> tuple[list[dict[str, Any]], ScanResu
     out: list[dict[str, Any]] = []
     result = scan(data, on_record=lambda rec, _s, _e, _l: out.append(rec))
     return out, result
+
+
+def awaits_recovery(name: str, data: bytes, last_sequence: int, end: int) -> bool:
+    """Whether quarantine file ``name`` holds the bytes the writer cut off the log's
+    end just now (after ``last_sequence``, at offset ``end``) and whose recovery
+    record it has not written yet, because it stopped in between.
+
+    Any other file in the quarantine directory that no recovery record names is
+    unexplained: the writer does not record it, and verification reports it.
+    """
+    match = QUARANTINE_NAME_RE.match(name)
+    return (
+        match is not None
+        and int(match.group(1)) == last_sequence
+        and int(match.group(2)) == end
+        and sha256_hex(data)[:16] == match.group(3)
+    )

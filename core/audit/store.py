@@ -20,7 +20,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +33,9 @@ from neurocds.audit.chain import (
     LOCK_NAME,
     LOG_NAME,
     QUARANTINE_DIR,
+    QUARANTINE_NAME_RE,
     ScanResult,
+    awaits_recovery,
     read_checkpoint_file,
     read_head,
     scan,
@@ -47,7 +48,6 @@ from neurocds.audit.signing import sign_checkpoint
 # never patient ids, never pseudonyms.
 log = logging.getLogger("neurocds.audit")
 
-_QUARANTINE_RE = re.compile(r"^torn-after-(\d+)-at-(\d+)-([0-9a-f]{16})\.bin$")
 _RECENT = 256  # how many recent sequence->hash pairs to keep for head checks
 
 
@@ -257,7 +257,11 @@ class ChainStore:
         state.scan = result
         head, why = read_head(self.directory)
         if head is None:
-            raise AuditIntegrityError(f"{why}; refusing to append without truncation evidence")
+            raise AuditIntegrityError(
+                f"{why}; refusing to append: without it, removal of records after sequence "
+                f"{result.last_sequence} could not be detected",
+                sequence=result.last_sequence + 1,
+            )
         if result.problem is not None:
             rest = data[(result.problem_offset or 0) - prev.end :]
             torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
@@ -268,8 +272,9 @@ class ChainStore:
                 )
             self._quarantine_tail(state, rest)
             result.problem, result.problem_offset, result.tail = None, None, b""
+        cut_at = (state.scan.last_sequence, state.scan.end)  # where a torn tail would have been cut
         self._check_head(state, head)
-        self._record_quarantined(state)
+        self._record_quarantined(state, *cut_at)
         self._repair_mirror(state)
         self.state = state
         return state
@@ -336,16 +341,27 @@ class ChainStore:
             f"{QUARANTINE_DIR}/{name}",
         )
 
-    def _record_quarantined(self, state: _State) -> None:
-        """Give every quarantine file a recovery record (also after a crash mid-recovery)."""
+    def _record_quarantined(self, state: _State, last_sequence: int, end: int) -> None:
+        """Write the recovery record of bytes quarantined just before a crash.
+
+        Only a file cut from where the log now ends counts: a recovery record must
+        never vouch for a file the writer did not put there. Other unrecorded files
+        are left alone (``verify`` reports them); their names are not logged, as a
+        name chosen by someone else could hold anything.
+        """
         qdir = self.directory / QUARANTINE_DIR
         if not qdir.is_dir():
             return
+        unexplained = 0
         for name in sorted(os.listdir(qdir)):
-            match = _QUARANTINE_RE.match(name)
-            if match is None or name in state.quarantined:
+            if name in state.quarantined:
                 continue
-            data = (qdir / name).read_bytes()
+            data = (qdir / name).read_bytes() if (qdir / name).is_file() else b""
+            if not awaits_recovery(name, data, last_sequence, end):
+                unexplained += 1
+                continue
+            match = QUARANTINE_NAME_RE.match(name)
+            assert match is not None
             body = {
                 "kind": "torn_tail",
                 "after_sequence": int(match.group(1)),
@@ -355,6 +371,9 @@ class ChainStore:
                 "quarantine_file": f"{QUARANTINE_DIR}/{name}",
             }
             self.recovered.append(self.write(state, "recovery", body))
+        if unexplained:
+            log.warning("audit: %d file(s) in %s/ have no recovery record; `neurocds audit verify` lists them",
+                        unexplained, QUARANTINE_DIR)  # fmt: skip
 
     def _repair_mirror(self, state: _State) -> None:
         """Copy the latest checkpoint to the mirror when a crash came in between."""

@@ -290,12 +290,20 @@ def test_wrong_public_key_fails_every_checkpoint(template: Path, other_keypair: 
 
 
 def test_missing_head_file_is_reported(log_dir: Path) -> None:
+    from neurocds.audit.verify import format_report
+
     (log_dir / HEAD_NAME).unlink()
     report = verify_log(log_dir)
     assert not report.ok
-    assert any(p.code == "head" for p in report.problems)
-    with pytest.raises(AuditIntegrityError):
+    # Every record checks out; what cannot be told is whether records after the last were removed.
+    assert report.first_bad_sequence == LAST + 1 and report.verified_through == LAST
+    [problem] = report.problems
+    assert problem.code == "head" and "head file is missing" in problem.reason
+    assert f"whether records after {LAST} were removed cannot be told" in problem.reason
+    assert f"FAIL: first bad sequence {LAST + 1}" in format_report(report)
+    with pytest.raises(AuditIntegrityError, match="head file is missing; refusing to append") as info:
         AuditLog(log_dir).record_decision(make_result(), make_facts())
+    assert info.value.sequence == LAST + 1
 
 
 def test_deleted_log_file_is_not_silently_recreated(log_dir: Path) -> None:
