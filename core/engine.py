@@ -185,7 +185,7 @@ class Engine:
             return None
         from neurocds.audit import AuditLog
 
-        return AuditLog.from_options(Path(audit_dir), options)
+        return AuditLog.from_options(Path(audit_dir), options, facts_schema=self.facts_schema)
 
     # --------------------------------------------------------------- queries
     @property

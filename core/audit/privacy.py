@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import stat
@@ -115,3 +116,47 @@ def patient_id_of(facts: Any) -> str | None:
         if isinstance(patient, Mapping) and isinstance(patient.get("id"), str):
             return patient["id"]
     return None
+
+
+UNKNOWN_MEMBER = "<unknown-member>"
+_WITHHELD = "(message withheld: it names a member the facts schema does not define)"
+
+
+def _unescape(token: str) -> str:
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+def scrub_member_names(violation: Mapping[str, Any], facts_schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``violation`` with every member name the facts schema does not define replaced.
+
+    A rejected document may carry members the caller named freely (a patient's name
+    as a key); a redacted log must not keep them. The pointer is cut at the first
+    such name, which becomes :data:`UNKNOWN_MEMBER` (what lies below it was chosen by
+    the caller too); the name is replaced in the message, and a message that would
+    still hold it is withheld.
+    """
+    out = dict(violation)
+    pointer = str(violation.get("pointer", ""))
+    tokens = [_unescape(t) for t in pointer.split("/")[1:]] if pointer.startswith("/") else []
+    node: Any = facts_schema
+    for depth, token in enumerate(tokens):
+        properties = node.get("properties") if isinstance(node, Mapping) else None
+        if isinstance(properties, Mapping) and token in properties:
+            node = properties[token]
+        elif isinstance(node, Mapping) and isinstance(node.get("items"), Mapping) and token.isdigit():
+            node = node["items"]
+        else:
+            kept = pointer.split("/")[: depth + 1]
+            out["pointer"] = "/".join([*kept, UNKNOWN_MEMBER])
+            unknown = [t for t in tokens[depth:] if not t.isdigit()]
+            for key in ("message", "expected"):
+                if isinstance(out.get(key), str):
+                    out[key] = _without_names(out[key], unknown)
+            break
+    return out
+
+
+def _without_names(text: str, names: list[str]) -> str:
+    for name in names:
+        text = text.replace(repr(name), repr(UNKNOWN_MEMBER)).replace(json.dumps(name), repr(UNKNOWN_MEMBER))
+    return _WITHHELD if any(name in text for name in names) else text

@@ -14,7 +14,7 @@ from typing import Any
 
 from neurocds.audit import privacy, settings
 from neurocds.audit.errors import AuditError
-from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body
+from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import Appended, ChainStore
@@ -30,6 +30,9 @@ class AuditLog:
     :param pseudonym_key: HMAC key for patient pseudonyms; required with ``redact``.
     :param checkpoint_every: write a signed checkpoint after this many records.
     :param signing_key_path: Ed25519 private key (PEM, outside ``directory``).
+    :param facts_schema: the engine's facts schema (base plus pack extensions); with
+        ``redact``, member names of rejected documents that it does not define are
+        replaced (default: the base facts schema).
     :raises AuditError: bad configuration; :class:`AuditIntegrityError` damaged log.
     """
 
@@ -41,9 +44,11 @@ class AuditLog:
         pseudonym_key: bytes | None = None,
         checkpoint_every: int | None = None,
         signing_key_path: Path | str | None = None,
+        facts_schema: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
         self.redact = bool(redact)
+        self.facts_schema = facts_schema
         if checkpoint_every is not None and (
             not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
         ):
@@ -73,7 +78,13 @@ class AuditLog:
     # ------------------------------------------------------------ construction
 
     @classmethod
-    def from_options(cls, directory: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> AuditLog:
+    def from_options(
+        cls,
+        directory: str | os.PathLike[str],
+        options: Mapping[str, Any] | None = None,
+        *,
+        facts_schema: Mapping[str, Any] | None = None,
+    ) -> AuditLog:
         """Build from an options mapping (the engine's ``audit_options``).
 
         Keys: ``redact``, ``pseudonym_key`` (bytes or hex), ``pseudonym_key_file``,
@@ -103,6 +114,7 @@ class AuditLog:
             pseudonym_key=key,
             checkpoint_every=opts.get("checkpoint_every"),
             signing_key_path=opts.get("signing_key_path"),
+            facts_schema=facts_schema,
         )
 
     @classmethod
@@ -162,8 +174,12 @@ class AuditLog:
         if facts_sha256 is None:
             facts_sha256 = getattr(error_or_violations, "facts_sha256", None)
         pid = privacy.patient_id_of(facts)
+        listed = [violation_dict(v) for v in violations]
+        if self.redact:
+            schema = self.facts_schema if self.facts_schema is not None else _base_facts_schema()
+            listed = [privacy.scrub_member_names(v, schema) for v in listed]
         body = rejection_body(
-            list(violations),
+            listed,
             facts_sha256=facts_sha256,
             pseudonym=self.pseudonym(pid) if pid is not None else None,
             pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
@@ -235,6 +251,12 @@ class AuditLog:
             ):
                 self._store.write_checkpoint(state, self._signing_key)
             return appended
+
+
+def _base_facts_schema() -> Mapping[str, Any]:
+    from neurocds.resources import load_schema
+
+    return load_schema("facts.schema.json")
 
 
 def _existing_store(directory: str | os.PathLike[str]) -> ChainStore:

@@ -82,7 +82,9 @@ class Evaluator:
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
 
-            self.audit = AuditLog.from_options(config.audit_dir, config.audit_options)
+            self.audit = AuditLog.from_options(
+                config.audit_dir, config.audit_options, facts_schema=getattr(engine, "facts_schema", None)
+            )
             self.cards.load(config.audit_dir)
 
     # ------------------------------------------------------------------ calls
