@@ -42,6 +42,17 @@ class ChainProblem:
     reason: str
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where the chain stood before a record: what a scan can be rolled back to."""
+
+    last_sequence: int
+    last_hash: str
+    end: int
+    last_line: bytes
+    records: int
+
+
 @dataclass
 class ScanResult:
     """What a scan found: the intact prefix and the first problem after it."""
@@ -55,6 +66,35 @@ class ScanResult:
     tail: bytes = b""  # bytes after the last newline (an unfinished write)
     records: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set while the records read last belong to an append that is not finished
+    # (each carries ``atomic_with_next``): where the chain stood before that append.
+    open_append: Position | None = None
+
+    def position(self) -> Position:
+        return Position(self.last_sequence, self.last_hash, self.end, self.last_line, self.records)
+
+    def roll_back(self, to: Position) -> None:
+        self.last_sequence, self.last_hash, self.end = to.last_sequence, to.last_hash, to.end
+        self.last_line, self.records, self.open_append = to.last_line, to.records, None
+
+    def first_problem(self) -> ChainProblem | None:
+        """The first thing wrong: an unfinished append starts before the torn line ending it."""
+        unfinished = self.unfinished_append()
+        if unfinished is not None and (self.problem is None or self.problem.code in ("torn_tail", "unparseable")):
+            return unfinished
+        return self.problem
+
+    def unfinished_append(self) -> ChainProblem | None:
+        """The problem an unfinished several-record append at the end of the log is."""
+        start = self.open_append
+        if start is None:
+            return None
+        return ChainProblem(
+            start.last_sequence + 1,
+            "torn_tail",
+            f"records {start.last_sequence + 1}..{self.last_sequence} are the start of an append of "
+            "several records that did not finish (an interrupted write)",
+        )
 
 
 OnRecord = Callable[[dict[str, Any], int, int, bytes], None]
@@ -171,6 +211,10 @@ def scan(
             result.problem_offset = base_offset + pos
             return result
         assert record is not None
+        if record.get("atomic_with_next") is not True:
+            result.open_append = None
+        elif result.open_append is None:
+            result.open_append = result.position()
         if on_record is not None:
             on_record(record, base_offset + pos, base_offset + nl + 1, line)
         result.last_sequence = record["sequence"]

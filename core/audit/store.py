@@ -20,15 +20,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurocds.audit import mirror
 from neurocds.audit._canon import canonical_json, sha256_hex
 from neurocds.audit.chain import (
-    CHECKPOINTS_NAME,
     HEAD_NAME,
     LOCK_NAME,
     LOG_NAME,
@@ -36,11 +36,11 @@ from neurocds.audit.chain import (
     QUARANTINE_NAME_RE,
     ScanResult,
     awaits_recovery,
-    read_checkpoint_file,
     read_head,
     scan,
 )
 from neurocds.audit.errors import AuditError, AuditIntegrityError
+from neurocds.audit.files import fsync_dir, write_all
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal, utc_now
 from neurocds.audit.signing import sign_checkpoint
 
@@ -84,20 +84,6 @@ class _State:
                 self.quarantined.add(Path(name).name)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class ChainStore:
     """One audit directory's files; callers hold :meth:`locked` around :meth:`sync` + writes."""
 
@@ -110,7 +96,7 @@ class ChainStore:
         created = not self.directory.exists()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if created:
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
         with self.locked():
             log_path = self.directory / LOG_NAME
             if log_path.exists():
@@ -127,7 +113,7 @@ class ChainStore:
             finally:
                 os.close(fd)
             self.write_head(0, GENESIS_HASH)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -145,35 +131,51 @@ class ChainStore:
         data = canonical_json({"sequence": sequence, "hash": digest, "updated_at": utc_now()})
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, data + b"\n")
+            write_all(fd, data + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.directory / HEAD_NAME)
 
     def write(self, state: _State, rtype: str, body: Mapping[str, Any]) -> Appended:
-        record = seal(rtype, body, sequence=state.scan.last_sequence + 1, prev_hash=state.scan.last_hash)
-        problems = schema_errors(record)
-        if problems:
-            raise AuditError(f"{rtype} record does not match the audit schema: {problems[0]}")
-        line = canonical_json(record) + b"\n"
+        return self.write_together(state, [(rtype, body)])[0]
+
+    def write_together(self, state: _State, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
+        """Append ``items`` as consecutive records with one ``write`` and one ``fsync``.
+
+        Every record but the last carries ``atomic_with_next``, so a crash part-way
+        leaves an unfinished append that the next :meth:`sync` moves aside whole:
+        after a crash either all of them are in the chain or none is.
+        """
+        records: list[dict[str, Any]] = []
+        sequence, prev_hash = state.scan.last_sequence, state.scan.last_hash
+        for index, (rtype, body) in enumerate(items):
+            record = seal(rtype, body, sequence=sequence + 1, prev_hash=prev_hash,
+                          atomic_with_next=index < len(items) - 1)  # fmt: skip
+            problems = schema_errors(record)
+            if problems:  # checked for all before any is written
+                raise AuditError(f"{rtype} record does not match the audit schema: {problems[0]}")
+            records.append(record)
+            sequence, prev_hash = record["sequence"], record["hash"]
+        lines = [canonical_json(record) + b"\n" for record in records]
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
         try:
-            _write_all(fd, line)
+            write_all(fd, b"".join(lines))
             os.fsync(fd)
         except OSError as exc:
             self.state = None  # the file may now end in a torn line: rescan next time
-            raise AuditError(f"could not write {rtype} record: {exc}") from exc
+            raise AuditError(f"could not write {', '.join(t for t, _ in items)} record(s): {exc}") from exc
         finally:
             os.close(fd)
-        state.scan.last_sequence = record["sequence"]
-        state.scan.last_hash = record["hash"]
-        state.scan.end += len(line)
-        state.scan.last_line = line
-        state.note(record)
-        self.write_head(record["sequence"], record["hash"])
-        log.debug("audit: appended %s record %d", rtype, record["sequence"])
-        return Appended(record["sequence"], record["hash"], rtype)
+        for record, line in zip(records, lines, strict=True):
+            state.scan.last_sequence = record["sequence"]
+            state.scan.last_hash = record["hash"]
+            state.scan.end += len(line)
+            state.scan.last_line = line
+            state.note(record)
+            log.debug("audit: appended %s record %d", record["type"], record["sequence"])
+        self.write_head(state.scan.last_sequence, state.scan.last_hash)
+        return [Appended(r["sequence"], r["hash"], r["type"]) for r in records]
 
     def write_checkpoint(self, state: _State, key: Any) -> Appended:
         body = sign_checkpoint(
@@ -183,39 +185,10 @@ class ChainStore:
             signed_at=utc_now(),
         )
         appended = self.write(state, "checkpoint", body)
-        self._mirror_checkpoint(appended.sequence, body)
+        mirror.mirror_checkpoint(self.directory, appended.sequence, body)
         state.mirrored_through = appended.sequence
         log.info("audit: checkpoint %d signs sequence %d", appended.sequence, body["sequence"])
         return appended
-
-    def _mirror_checkpoint(self, checkpoint_sequence: int, body: Mapping[str, Any]) -> None:
-        entry = canonical_json({"checkpoint_sequence": checkpoint_sequence, **body}) + b"\n"
-        self._drop_partial_mirror_line()
-        fd = os.open(self.directory / CHECKPOINTS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            _write_all(fd, entry)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _drop_partial_mirror_line(self) -> None:
-        """Cut a mirror line left unfinished by a crash.
-
-        The mirror only copies chain records, so the fragment holds nothing the
-        chain does not; the full entry is written again from the chain.
-        """
-        path = self.directory / CHECKPOINTS_NAME
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, data.rfind(b"\n") + 1)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            log.warning("audit: dropped an unfinished line from %s", CHECKPOINTS_NAME)
 
     def _read_from(self, offset: int) -> bytes:
         with open(self.directory / LOG_NAME, "rb") as fh:
@@ -252,9 +225,6 @@ class ChainStore:
             prev_hash=prev.last_hash,
             on_record=lambda rec, _s, _e, _l: state.note(rec),
         )
-        if not result.last_line and prev.last_line:
-            result.last_line = prev.last_line
-        state.scan = result
         head, why = read_head(self.directory)
         if head is None:
             raise AuditIntegrityError(
@@ -262,15 +232,15 @@ class ChainStore:
                 f"{result.last_sequence} could not be detected",
                 sequence=result.last_sequence + 1,
             )
-        if result.problem is not None:
-            rest = data[(result.problem_offset or 0) - prev.end :]
-            torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
-            if not torn or head["sequence"] > result.last_sequence:
-                raise AuditIntegrityError(
-                    f"refusing to append: {result.problem.reason}",
-                    sequence=result.problem.sequence,
-                )
-            self._quarantine_tail(state, rest)
+        cut = self._torn_from(state, result, head, data[(result.problem_offset or 0) - prev.end :])
+        if cut is not None and cut < prev.end:  # what we knew ends inside it: read everything again
+            self.state = None
+            return self.sync()
+        if not result.last_line and prev.last_line:
+            result.last_line = prev.last_line
+        state.scan = result
+        if cut is not None:
+            self._quarantine_tail(state, data[cut - prev.end :])
             result.problem, result.problem_offset, result.tail = None, None, b""
         cut_at = (state.scan.last_sequence, state.scan.end)  # where a torn tail would have been cut
         self._check_head(state, head)
@@ -278,6 +248,33 @@ class ChainStore:
         self._repair_mirror(state)
         self.state = state
         return state
+
+    def _torn_from(self, state: _State, result: ScanResult, head: Mapping[str, Any], rest: bytes) -> int | None:
+        """File offset from which the log's end is an interrupted write (``None``: there is none).
+
+        That is a torn last line, and before it any records of an append that did
+        not finish (rolled back off ``result``). Damage of any other kind is refused.
+        """
+        cut = None
+        if result.problem is not None:
+            torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
+            if not torn or head["sequence"] > result.last_sequence:
+                problem = result.problem
+                raise AuditIntegrityError(f"refusing to append: {problem.reason}", sequence=problem.sequence)
+            cut = result.problem_offset
+        start = result.open_append
+        if start is not None:
+            if head["sequence"] > start.last_sequence:  # the head is only written once an append is whole
+                raise AuditIntegrityError(
+                    f"refusing to append: the head file records sequence {head['sequence']}, inside an "
+                    "append that did not finish",
+                    sequence=start.last_sequence + 1,
+                )
+            for sequence in range(start.last_sequence + 1, result.last_sequence + 1):
+                state.recent.pop(sequence, None)
+            result.roll_back(start)
+            cut = start.end
+        return cut
 
     def _check_head(self, state: _State, head: Mapping[str, Any]) -> None:
         last, digest = state.scan.last_sequence, state.scan.last_hash
@@ -321,12 +318,12 @@ class ChainStore:
             tmp = qdir / f".{name}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                _write_all(fd, torn)
+                write_all(fd, torn)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(qdir)
+            fsync_dir(qdir)
         # Only now, with the bytes safe elsewhere, cut them off the log.
         os.truncate(self.directory / LOG_NAME, offset)
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY)
@@ -376,13 +373,7 @@ class ChainStore:
                         unexplained, QUARANTINE_DIR)  # fmt: skip
 
     def _repair_mirror(self, state: _State) -> None:
-        """Copy the latest checkpoint to the mirror when a crash came in between."""
         if state.last_checkpoint_body is None or state.mirrored_through == state.last_checkpoint_seq:
             return
-        entries, _, partial = read_checkpoint_file(self.directory / CHECKPOINTS_NAME)
-        mirrored = {e.get("checkpoint_sequence") for e in entries}
-        if partial:
-            self._drop_partial_mirror_line()
-        if state.last_checkpoint_seq not in mirrored:
-            self._mirror_checkpoint(state.last_checkpoint_seq, state.last_checkpoint_body)
+        mirror.repair(self.directory, state.last_checkpoint_seq, state.last_checkpoint_body)
         state.mirrored_through = state.last_checkpoint_seq

@@ -9,7 +9,8 @@ exactly the record's canonical encoding even where they parse to a record whose
 hash matches (a duplicate member name, added spaces, CR LF line ends); a re-hashed edit
 whose successors were left alone (the next link breaks); a deleted,
 duplicated, inserted or reordered record (sequence numbers or links break); a
-record cut short (torn line); changed or deleted quarantined bytes. The head
+record cut short (torn line) or an append of several records cut short;
+changed, deleted or unexplained quarantined bytes. The head
 file (``head.json``, rewritten after every append) reveals removal of whole
 trailing records and a rewrite of the last record, but it is unsigned: whoever
 can write the directory can rewrite it too. A consistent rewrite (edit, insert
@@ -187,8 +188,8 @@ def verify_log(
     result = scan(log_path.read_bytes(), on_record=on_record)
     report.records = result.records
     report.last_sequence = last = result.last_sequence
-    if result.problem is not None:
-        p = result.problem
+    p = result.first_problem()
+    if p is not None:
         report.problems.append(Problem(p.sequence, p.code, p.reason))
     _check_head(report, d, hashes, chain_intact=result.problem is None)
     files = [(d / CHECKPOINTS_NAME, CHECKPOINTS_NAME, True)]

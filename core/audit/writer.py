@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,15 @@ from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import Appended, ChainStore
 
-__all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog"]
+__all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog", "PendingRecord"]
+
+
+@dataclass(frozen=True)
+class PendingRecord:
+    """A record built but not yet appended: give several to :meth:`AuditLog.append_together`."""
+
+    type: str
+    body: Mapping[str, Any]
 
 
 class AuditLog:
@@ -142,6 +151,10 @@ class AuditLog:
 
     def record_decision(self, result: Any, facts: Mapping[str, Any] | None = None) -> Appended:
         """Append the decision record for one evaluation (``Result`` or its dict)."""
+        return self.append_together([self.prepare_decision(result, facts)])[0]
+
+    def prepare_decision(self, result: Any, facts: Mapping[str, Any] | None = None) -> PendingRecord:
+        """The decision record :meth:`record_decision` appends, for :meth:`append_together`."""
         data = result.to_dict() if hasattr(result, "to_dict") else result
         pid = privacy.patient_id_of(facts)
         body = decision_body(
@@ -151,9 +164,16 @@ class AuditLog:
             pseudonym=self.pseudonym(pid) if pid is not None else None,
             pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
         )
-        return self._append("decision", body)
+        return PendingRecord("decision", body)
 
-    def record_rejection(
+    def record_rejection(self, error_or_violations: Any, **details: Any) -> Appended:
+        """Append a rejection: violation pointers, codes and messages, never values.
+
+        Takes the arguments of :meth:`prepare_rejection`.
+        """
+        return self.append_together([self.prepare_rejection(error_or_violations, **details)])[0]
+
+    def prepare_rejection(
         self,
         error_or_violations: Any,
         *,
@@ -162,11 +182,12 @@ class AuditLog:
         engine: Mapping[str, Any] | None = None,
         packs: Sequence[Mapping[str, Any]] | None = None,
         rejection_id: str | None = None,
-    ) -> Appended:
-        """Append a rejection: violation pointers, codes and messages, never values.
+    ) -> PendingRecord:
+        """The rejection record :meth:`record_rejection` appends.
 
         :param error_or_violations: a ``FactsValidationError`` or a list of
-            ``Violation`` objects / dicts. Their ``found`` member is dropped.
+            ``Violation`` objects / dicts. Their ``found`` member is dropped; with
+            redaction, so are member names the facts schema does not define.
         :param facts: the rejected document when it parsed; used only for the
             patient pseudonym, never stored.
         """
@@ -187,7 +208,7 @@ class AuditLog:
             packs=packs,
             rejection_id=rejection_id,
         )
-        return self._append("rejection", body)
+        return PendingRecord("rejection", body)
 
     def record_feedback(
         self,
@@ -209,11 +230,40 @@ class AuditLog:
             outcome_timestamp=outcome_timestamp,
             redact=self.redact,
         )
-        return self._append("feedback", body)
+        return self.append_together([PendingRecord("feedback", body)])[0]
 
     def record_cards(self, decision_id: str, card_uuids: Sequence[str]) -> Appended:
         """Append which CDS Hooks cards were issued for a decision."""
-        return self._append("cards", cards_body(decision_id, card_uuids))
+        return self.append_together([self.prepare_cards(decision_id, card_uuids)])[0]
+
+    def prepare_cards(self, decision_id: str, card_uuids: Sequence[str]) -> PendingRecord:
+        """The record :meth:`record_cards` appends, for :meth:`append_together`."""
+        return PendingRecord("cards", cards_body(decision_id, card_uuids))
+
+    def append_together(self, records: Sequence[PendingRecord]) -> list[Appended]:
+        """Append ``records`` in order under one lock with one ``fsync``; durable on return.
+
+        Each is chained like a record appended alone. After a crash either all of them
+        are in the log or none is: a part-written set is moved to quarantine, like a
+        torn line, by the next append. A signed checkpoint due every N records is
+        written after the set, never inside it.
+        """
+        if not records:
+            return []
+        internal = sorted({r.type for r in records} & {"checkpoint", "recovery"})
+        if internal:
+            raise AuditError(f"{', '.join(internal)} records are written by the log itself")
+        with self._thread_lock, self._store.locked():
+            state = self._store.sync()
+            appended = self._store.write_together(state, [(r.type, r.body) for r in records])
+            every = self.checkpoint_every
+            if (
+                every
+                and self._signing_key is not None
+                and state.scan.last_sequence - state.last_checkpoint_seq >= every
+            ):
+                self._store.write_checkpoint(state, self._signing_key)
+            return appended
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
         """Sign the current chain head now and append the checkpoint record."""
@@ -239,18 +289,6 @@ class AuditLog:
             state = self._store.sync()
             return state.scan.last_sequence, state.scan.last_hash
 
-    def _append(self, rtype: str, body: Mapping[str, Any]) -> Appended:
-        with self._thread_lock, self._store.locked():
-            state = self._store.sync()
-            appended = self._store.write(state, rtype, body)
-            every = self.checkpoint_every
-            if (
-                every
-                and self._signing_key is not None
-                and state.scan.last_sequence - state.last_checkpoint_seq >= every
-            ):
-                self._store.write_checkpoint(state, self._signing_key)
-            return appended
 
 
 def _base_facts_schema() -> Mapping[str, Any]:

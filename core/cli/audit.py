@@ -57,7 +57,7 @@ def _warn_if_damaged(audit_dir: Path) -> None:
 
     path = audit_dir / LOG_NAME
     if path.exists():
-        problem = scan(path.read_bytes()).problem
+        problem = scan(path.read_bytes()).first_problem()
         if problem is not None:
             click.echo(
                 f"warning: the log fails verification at sequence {problem.sequence} "

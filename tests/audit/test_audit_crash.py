@@ -176,7 +176,11 @@ log = AuditLog(sys.argv[1], checkpoint_every=5, signing_key_path=sys.argv[2])
 try:
     for n in range(10**9):
         did = str(uuid.uuid4())
-        appended = log.record_decision(make_result(evaluation_id=did), make_facts())
+        decision = log.prepare_decision(make_result(evaluation_id=did), make_facts())
+        if n % 2:  # every other one with its cards, in one append (as the CDS Hooks service does)
+            appended = log.append_together([decision, log.prepare_cards(did, [did + "-card"])])[0]
+        else:
+            appended = log.append_together([decision])[0]
         print(appended.sequence, did, flush=True)
         if n == 0:  # warm (imports, schema, first scan) before the parent picks a moment
             print("ready", flush=True)
@@ -230,6 +234,12 @@ def test_sigkill_at_random_points_loses_no_acknowledged_record(tmp_path: Path, k
         assert records[seq]["decision"]["decision_id"] == did
     ids = [r["decision"]["decision_id"] for r in records.values() if r["type"] == "decision"]
     assert len(ids) == len(set(ids))
+    # Appended together, kept together: each cards record right after its decision, never alone.
+    for seq, record in records.items():
+        if record.get("atomic_with_next"):
+            assert records[seq + 1]["cards"]["decision_id"] == record["decision"]["decision_id"]
+        if record["type"] == "cards":
+            assert records[seq - 1]["decision"]["decision_id"] == record["cards"]["decision_id"]
 
 
 def test_a_copy_of_a_crashed_log_verifies_after_recovery_only(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ def test_serve_redacts_and_signs_as_the_environment_says(tmp_path: Path, monkeyp
     assert resp.status == 200, resp.body
     records = read_records(d)
     assert [r["type"] for r in records] == ["decision", "cards", "checkpoint"]
+    assert records[0].get("atomic_with_next") is True  # the decision and its cards: one append
     assert records[0]["decision"]["redacted"] is True and "facts" not in records[0]["decision"]
     assert patient_id.encode() not in (d / "audit.jsonl").read_bytes()
     report = verify_log(d, public_key=tmp_path / "audit.pub")
