@@ -84,7 +84,6 @@ class Engine:
         self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
         self.failed_packs: list[LoadedPack] = []
-        self._load_failure_kind: dict[str, str] = {}  # failed pack -> pack_load or pack_skipped
         loaded = self._register(plugins, entry_points)
         self.packs: list[LoadedPack] = []
         self.rules: list[Rule] = []
@@ -173,7 +172,7 @@ class Engine:
                 if on_pack_error != "skip":
                     raise
                 pack.status, pack.error = "failed", str(exc)
-                self._load_failure_kind[pack.name] = "pack_skipped" if blocked else "pack_load"
+                pack.failure_kind = "pack_skipped" if blocked else "pack_load"
                 failed.add(pack.name)
                 self.failed_packs.append(pack)
                 continue
@@ -241,10 +240,7 @@ class Engine:
                     packs=self.pack_infos(),
                 )
             raise
-        failures: list[PackFailure] = [
-            PackFailure(p.name, "load", p.error or "", kind=self._load_failure_kind.get(p.name))
-            for p in self.failed_packs
-        ]
+        failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind) for p in self.failed_packs]
         computed, computed_because = self._compute(doc, failures)
         # A pack whose compute hook raised does not run (hookspecs promise); the others do.
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
@@ -256,14 +252,9 @@ class Engine:
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
         if durable is not None:
             run, errors = self._checked(durable, ref_run)
-        for error in errors:
-            if error.get("pack"):
-                failures.append(
-                    PackFailure(error["pack"], "evaluate", error["message"], rule=error.get("rule"), kind=error["kind"])
-                )
         findings = self.explainer.findings(run, evaluation, _evidence)
         fired_urgency = {f["id"]: f["urgency"] for f in findings}
-        failed_names = {f.pack for f in failures}
+        failed_names = {f.pack for f in failures} | {e["pack"] for e in errors if e.get("pack")}  # rule errors too
         packs = [dict(p.info(), status="failed" if p.name in failed_names else p.status) for p in self.packs]
         packs += [p.info() for p in self.failed_packs]
         data: dict[str, Any] = {
@@ -277,7 +268,7 @@ class Engine:
             "derived": self.explainer.derived(run, evaluation, computed, computed_because),
             "missing_data": self.explainer.missing_data(run, evaluation, fired_urgency),
             "packs": packs,
-            "errors": [f.to_dict() for f in failures if f.stage != "evaluate"] + errors,
+            "errors": [f.to_dict() for f in failures] + errors,
             "engine": self.engine_info(),
             "trace": self.explainer.trace(run, evaluation)
             if trace

@@ -138,9 +138,9 @@ _KIND_OF_STAGE = {"load": "pack_load", "compute_facts": "compute_hook"}
 class PackFailure:
     """A pack that failed during one evaluation; the others still ran.
 
-    :param stage: where it failed: ``load``, ``compute_facts`` or ``evaluate``.
-    :param kind: one of :data:`ERROR_KINDS`; by default the one its stage implies
-        (``evaluate`` failures always name theirs, taken from the rule error).
+    :param stage: where it failed: ``load`` or ``compute_facts`` (a rule error found
+        while evaluating is reported as that rule error, which names its pack).
+    :param kind: one of :data:`ERROR_KINDS`; by default the one its stage implies.
     """
 
     pack: str

@@ -36,6 +36,7 @@ class LoadedPack:
     sha256: str = ""
     status: str = "ok"
     error: str | None = None
+    failure_kind: str | None = None  # pack_load, or pack_skipped when a pack it needs failed
     rule_files: list[Path] = field(default_factory=list)
 
     @property

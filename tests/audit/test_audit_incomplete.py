@@ -81,7 +81,7 @@ def test_every_kind_of_error_object_fits_both_schemas() -> None:
         for error in errors:
             validator.validate(error)
     with pytest.raises(ValueError, match="known kind"):
-        PackFailure("p", "evaluate", "m")  # an evaluate failure must say which rule error it was
+        PackFailure("p", "evaluate", "m")  # no stage but load and compute_facts implies a kind
     with pytest.raises(ValueError, match="unknown rule error kind"):
         RuleEvaluationError("m", kind="hook")
 
