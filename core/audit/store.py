@@ -6,13 +6,15 @@ Layout of an audit directory::
     head.json          sequence and hash of the last record (truncation evidence)
     checkpoints.jsonl  every signed checkpoint, mirrored (copy it off-host too)
     audit.lock         fcntl.flock target serialising writers across processes
-    quarantine/        bytes of interrupted writes, moved aside, never dropped
+    quarantine/        bytes of interrupted writes, moved aside, never dropped;
+                       each named by a recovery record
     pseudonym.key      only when no pseudonym key was given and redaction is off
 
 Every append happens under the lock: the store re-reads what other processes
-appended, checks it links to what it knew, recovers a torn tail, refuses
-(fails closed) when the chain is damaged anywhere else, then writes one line
-with a single ``write`` and ``fsync`` before returning.
+appended, checks it links to what it knew, recovers a torn tail (with any
+records of an append that did not finish), refuses (fails closed) when the chain
+is damaged anywhere else, then writes the line, or the lines of one
+``write_together``, with a single ``write`` and ``fsync`` before returning.
 """
 
 from __future__ import annotations
@@ -232,7 +234,7 @@ class ChainStore:
                 f"{result.last_sequence} could not be detected",
                 sequence=result.last_sequence + 1,
             )
-        cut = self._torn_from(state, result, head, data[(result.problem_offset or 0) - prev.end :])
+        cut = self._torn_from(state, result, head, data, prev.end)
         if cut is not None and cut < prev.end:  # what we knew ends inside it: read everything again
             self.state = None
             return self.sync()
@@ -249,14 +251,18 @@ class ChainStore:
         self.state = state
         return state
 
-    def _torn_from(self, state: _State, result: ScanResult, head: Mapping[str, Any], rest: bytes) -> int | None:
+    def _torn_from(
+        self, state: _State, result: ScanResult, head: Mapping[str, Any], data: bytes, data_offset: int
+    ) -> int | None:
         """File offset from which the log's end is an interrupted write (``None``: there is none).
 
         That is a torn last line, and before it any records of an append that did
         not finish (rolled back off ``result``). Damage of any other kind is refused.
+        ``data`` is what the scan read, from file offset ``data_offset``.
         """
         cut = None
         if result.problem is not None:
+            rest = data[(result.problem_offset or 0) - data_offset :]
             torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
             if not torn or head["sequence"] > result.last_sequence:
                 problem = result.problem
