@@ -17,7 +17,7 @@ from typing import Any
 
 from neurocds import __version__
 from neurocds.compiler import compile_rules, value_kind
-from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, RuleEvaluationError
+from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain import Explainer
 from neurocds.hookspecs import ComputedFacts
 from neurocds.packs import (
@@ -123,7 +123,9 @@ class Engine:
             loaded = [p for p in loaded if p.name in self.allowlist]
             missing = self.allowlist - {p.name for p in loaded}
             if missing:
-                raise PackLoadError(f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}")
+                raise PacksUnavailable(
+                    f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}", unavailable=frozenset(missing)
+                )
         check_unique(loaded)
         return loaded
 
@@ -170,6 +172,7 @@ class Engine:
                 if on_pack_error != "skip":
                     raise
                 pack.status, pack.error = "failed", str(exc)
+                pack.failure_kind = "pack_skipped" if blocked else "pack_load"
                 failed.add(pack.name)
                 self.failed_packs.append(pack)
                 continue
@@ -181,7 +184,7 @@ class Engine:
             return None
         from neurocds.audit import AuditLog
 
-        return AuditLog.from_options(Path(audit_dir), options)
+        return AuditLog.from_options(Path(audit_dir), options, facts_schema=self.facts_schema)
 
     # --------------------------------------------------------------- queries
     @property
@@ -237,7 +240,7 @@ class Engine:
                     packs=self.pack_infos(),
                 )
             raise
-        failures: list[PackFailure] = [PackFailure(p.name, "load", p.error or "") for p in self.failed_packs]
+        failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind) for p in self.failed_packs]
         computed, computed_because = self._compute(doc, failures)
         # A pack whose compute hook raised does not run (hookspecs promise); the others do.
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
@@ -249,12 +252,9 @@ class Engine:
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
         if durable is not None:
             run, errors = self._checked(durable, ref_run)
-        for error in errors:
-            if error.get("pack"):
-                failures.append(PackFailure(error["pack"], "evaluate", error["message"], rule=error.get("rule")))
         findings = self.explainer.findings(run, evaluation, _evidence)
         fired_urgency = {f["id"]: f["urgency"] for f in findings}
-        failed_names = {f.pack for f in failures}
+        failed_names = {f.pack for f in failures} | {e["pack"] for e in errors if e.get("pack")}  # rule errors too
         packs = [dict(p.info(), status="failed" if p.name in failed_names else p.status) for p in self.packs]
         packs += [p.info() for p in self.failed_packs]
         data: dict[str, Any] = {
@@ -268,7 +268,7 @@ class Engine:
             "derived": self.explainer.derived(run, evaluation, computed, computed_because),
             "missing_data": self.explainer.missing_data(run, evaluation, fired_urgency),
             "packs": packs,
-            "errors": [f.to_dict() for f in failures if f.stage != "evaluate"] + errors,
+            "errors": [f.to_dict() for f in failures] + errors,
             "engine": self.engine_info(),
             "trace": self.explainer.trace(run, evaluation)
             if trace

@@ -90,16 +90,38 @@ class PackLoadError(NeurocdsError):
         super().__init__(f"{message} ({where})" if where else message)
 
 
+# Every error a result can carry has one of these kinds (``errors[].kind`` in
+# schemas/result.schema.json and the audit record schema, which list the same set):
+# a pack failed at load, was skipped because a pack it depends on failed, its
+# compute hook raised; a rule action raised, the firing budget ran out, the
+# durable backend failed, or the two backends disagree.
+LOAD_ERROR_KINDS = ("pack_load", "pack_skipped", "compute_hook")
+RULE_ERROR_KINDS = ("action", "budget", "backend", "disagreement")
+ERROR_KINDS = LOAD_ERROR_KINDS + RULE_ERROR_KINDS
+
+
+class PacksUnavailable(PackLoadError):
+    """Packs that were asked for cannot load because they, or a pack they need, are absent.
+
+    :param unavailable: the names of the packs asked for that cannot be loaded.
+    """
+
+    def __init__(self, message: str, *, unavailable: frozenset[str], **where: Any) -> None:
+        self.unavailable = frozenset(unavailable)
+        super().__init__(message, **where)
+
+
 class RuleEvaluationError(NeurocdsError):
     """Evaluating a rule failed (an action raised, a budget ran out, backends disagree).
 
     :param rule: the stable rule id at fault, when one is known.
     :param pack: the pack that owns the rule.
-    :param kind: stable machine-readable kind (``action``, ``budget``, ``disagreement``,
-        ``backend``, ``hook``).
+    :param kind: stable machine-readable kind, one of :data:`RULE_ERROR_KINDS`.
     """
 
     def __init__(self, message: str, *, rule: str | None = None, pack: str | None = None, kind: str = "action") -> None:
+        if kind not in RULE_ERROR_KINDS:
+            raise ValueError(f"unknown rule error kind {kind!r}")
         self.rule = rule
         self.pack = pack
         self.kind = kind
@@ -109,18 +131,34 @@ class RuleEvaluationError(NeurocdsError):
         return {"kind": self.kind, "rule": self.rule, "pack": self.pack, "message": str(self)}
 
 
+_KIND_OF_STAGE = {"load": "pack_load", "compute_facts": "compute_hook"}
+
+
 @dataclass
 class PackFailure:
-    """A pack that failed during one evaluation; the others still ran."""
+    """A pack that failed during one evaluation; the others still ran.
+
+    :param stage: where it failed: ``load`` or ``compute_facts`` (a rule error found
+        while evaluating is reported as that rule error, which names its pack).
+    :param kind: one of :data:`ERROR_KINDS`; by default the one its stage implies.
+    """
 
     pack: str
     stage: str
     message: str
     rule: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = _KIND_OF_STAGE.get(self.stage)
+        if self.kind not in ERROR_KINDS:
+            raise ValueError(f"pack failure at stage {self.stage!r} needs a known kind, not {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"pack": self.pack, "stage": self.stage, "message": self.message}
+        """The result's error shape: ``kind``, ``stage``, ``pack``, ``message`` (and ``rule``)."""
+        out: dict[str, Any] = {"kind": self.kind, "stage": self.stage, "pack": self.pack, "message": self.message}
         if self.rule:
             out["rule"] = self.rule
         return out

@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from neurocds import hookspecs
-from neurocds.errors import PackLoadError
+from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
 from neurocds.strictjson import canonical_json
 
@@ -36,6 +36,7 @@ class LoadedPack:
     sha256: str = ""
     status: str = "ok"
     error: str | None = None
+    failure_kind: str | None = None  # pack_load, or pack_skipped when a pack it needs failed
     rule_files: list[Path] = field(default_factory=list)
 
     @property
@@ -158,8 +159,9 @@ def dependency_order(packs: Sequence[LoadedPack], allow: set[str] | None) -> lis
         for dep in pack.record.depends_on:
             if dep not in by_name:
                 hint = " (it is not in the allowlist)" if allow is not None and dep not in allow else " (not installed)"
-                raise PackLoadError(
+                raise PacksUnavailable(
                     f"pack {pack.name!r} depends on {dep!r}, which is not loaded{hint}",
+                    unavailable=frozenset({pack.name}),
                     pack=pack.name,
                     source=pack.source,
                 )

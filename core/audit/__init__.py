@@ -22,7 +22,7 @@ from neurocds.audit.replay import ReplayOutcome, replay_decision
 from neurocds.audit.signing import generate_keypair
 from neurocds.audit.store import Appended
 from neurocds.audit.verify import Problem, VerifyReport, format_report, verify_log
-from neurocds.audit.writer import AUDIT_DIR_ENV, AuditLog
+from neurocds.audit.writer import AUDIT_DIR_ENV, AuditLog, PendingRecord
 
 __all__ = [
     "AUDIT_DIR_ENV",
@@ -30,6 +30,7 @@ __all__ = [
     "AuditError",
     "AuditIntegrityError",
     "AuditLog",
+    "PendingRecord",
     "Problem",
     "RecordFilter",
     "ReplayOutcome",

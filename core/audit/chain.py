@@ -8,11 +8,14 @@ The scan stops at the first broken link: past it nothing can be trusted.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurocds.audit._canon import canonical_json, sha256_hex
+from neurocds.audit.errors import AuditError
 from neurocds.audit.records import GENESIS_HASH, record_hash
 
 LOG_NAME = "audit.jsonl"
@@ -20,6 +23,9 @@ HEAD_NAME = "head.json"
 CHECKPOINTS_NAME = "checkpoints.jsonl"
 LOCK_NAME = "audit.lock"
 QUARANTINE_DIR = "quarantine"
+# The name the writer gives the bytes of an interrupted write it moves aside:
+# the last intact sequence, the file offset they were cut from, and their hash.
+QUARANTINE_NAME_RE = re.compile(r"^torn-after-(\d+)-at-(\d+)-([0-9a-f]{16})\.bin$")
 
 
 @dataclass(frozen=True)
@@ -27,12 +33,24 @@ class ChainProblem:
     """The first place the chain breaks.
 
     :param sequence: the first sequence number that cannot be trusted.
-    :param code: ``unparseable``, ``envelope``, ``sequence``, ``hash``, ``link`` or ``torn_tail``.
+    :param code: ``unparseable``, ``envelope``, ``sequence``, ``noncanonical``, ``hash``,
+        ``link`` or ``torn_tail``.
     """
 
     sequence: int
     code: str
     reason: str
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the chain stood before a record: what a scan can be rolled back to."""
+
+    last_sequence: int
+    last_hash: str
+    end: int
+    last_line: bytes
+    records: int
 
 
 @dataclass
@@ -48,6 +66,35 @@ class ScanResult:
     tail: bytes = b""  # bytes after the last newline (an unfinished write)
     records: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set while the records read last belong to an append that is not finished
+    # (each carries ``atomic_with_next``): where the chain stood before that append.
+    open_append: Position | None = None
+
+    def position(self) -> Position:
+        return Position(self.last_sequence, self.last_hash, self.end, self.last_line, self.records)
+
+    def roll_back(self, to: Position) -> None:
+        self.last_sequence, self.last_hash, self.end = to.last_sequence, to.last_hash, to.end
+        self.last_line, self.records, self.open_append = to.last_line, to.records, None
+
+    def first_problem(self) -> ChainProblem | None:
+        """The first thing wrong: an unfinished append starts before the torn line ending it."""
+        unfinished = self.unfinished_append()
+        if unfinished is not None and (self.problem is None or self.problem.code in ("torn_tail", "unparseable")):
+            return unfinished
+        return self.problem
+
+    def unfinished_append(self) -> ChainProblem | None:
+        """The problem an unfinished several-record append at the end of the log is."""
+        start = self.open_append
+        if start is None:
+            return None
+        return ChainProblem(
+            start.last_sequence + 1,
+            "torn_tail",
+            f"records {start.last_sequence + 1}..{self.last_sequence} are the start of an append of "
+            "several records that did not finish (an interrupted write)",
+        )
 
 
 OnRecord = Callable[[dict[str, Any], int, int, bytes], None]
@@ -80,6 +127,8 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
             "sequence",
             f"expected sequence {expected} here but found {seq} again: a record was duplicated, inserted or reordered",
         )
+    if not _is_canonical(record, line):
+        return None, ChainProblem(expected, "noncanonical", _why_noncanonical(line))
     if record_hash(record) != record["hash"]:
         return None, ChainProblem(expected, "hash", "record content does not match its own hash (edited)")
     if record["prev_hash"] != prev_hash:
@@ -94,6 +143,38 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
             f"commits to (record {expected - 1} altered and re-hashed, or a record inserted)",
         )
     return record, None
+
+
+def _is_canonical(record: dict[str, Any], line: bytes) -> bool:
+    """Whether ``line`` is exactly the one byte form the writer gives ``record``.
+
+    The hash covers the parsed record, so bytes that parse to the same record must
+    be refused on their own: a duplicate member name (most parsers keep the last
+    value, some the first, so readers could disagree on what the record says),
+    added spaces, a CR line end, escaped characters or a NaN are all edits.
+    """
+    try:
+        return canonical_json(record) == line
+    except AuditError:  # NaN, a lone surrogate: nothing the writer ever wrote
+        return False
+
+
+def _why_noncanonical(line: bytes) -> str:
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        duplicates.extend(sorted({k for k in keys if keys.count(k) > 1}))
+        return dict(items)
+
+    json.loads(line.decode("utf-8"), object_pairs_hook=pairs)
+    if duplicates:
+        detail = f"member name {duplicates[0]!r} appears twice (parsers disagree on which value counts)"
+    elif line.endswith(b"\r"):
+        detail = "the line ends in CR LF"
+    else:
+        detail = "it was re-serialised (spacing, member order, escapes or number form changed)"
+    return f"record bytes are not the canonical encoding the writer produces: {detail}"
 
 
 def scan(
@@ -130,6 +211,10 @@ def scan(
             result.problem_offset = base_offset + pos
             return result
         assert record is not None
+        if record.get("atomic_with_next") is not True:
+            result.open_append = None
+        elif result.open_append is None:
+            result.open_append = result.position()
         if on_record is not None:
             on_record(record, base_offset + pos, base_offset + nl + 1, line)
         result.last_sequence = record["sequence"]
@@ -188,3 +273,20 @@ def iter_intact_records(directory: Path) -> tuple[list[dict[str, Any]], ScanResu
     out: list[dict[str, Any]] = []
     result = scan(data, on_record=lambda rec, _s, _e, _l: out.append(rec))
     return out, result
+
+
+def awaits_recovery(name: str, data: bytes, last_sequence: int, end: int) -> bool:
+    """Whether quarantine file ``name`` holds the bytes the writer cut off the log's
+    end just now (after ``last_sequence``, at offset ``end``) and whose recovery
+    record it has not written yet, because it stopped in between.
+
+    Any other file in the quarantine directory that no recovery record names is
+    unexplained: the writer does not record it, and verification reports it.
+    """
+    match = QUARANTINE_NAME_RE.match(name)
+    return (
+        match is not None
+        and int(match.group(1)) == last_sequence
+        and int(match.group(2)) == end
+        and sha256_hex(data)[:16] == match.group(3)
+    )

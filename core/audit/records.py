@@ -1,7 +1,8 @@
 """Audit record bodies, the hash chain's sealing rule and schema validation.
 
 A record is ``{"record_version", "sequence", "type", "recorded_at", "prev_hash",
-<type>: {...body}, "hash"}``. ``hash`` is SHA-256 over the canonical JSON of the
+<type>: {...body}, "hash"}``, plus ``"atomic_with_next": true`` on every record of
+a several-record append but its last. ``hash`` is SHA-256 over the canonical JSON of the
 record without ``hash``; ``prev_hash`` is the previous record's ``hash`` (64 zeros
 for sequence 1). Bodies are built here from plain dicts so the writer, the tests
 and other services share one definition.
@@ -51,20 +52,28 @@ def record_hash(record: Mapping[str, Any]) -> str:
     return sha256_canonical({k: v for k, v in record.items() if k != "hash"})
 
 
-def seal(rtype: str, body: Mapping[str, Any], *, sequence: int, prev_hash: str) -> dict[str, Any]:
-    """Wrap ``body`` in the envelope and compute the record's hash."""
+def seal(
+    rtype: str, body: Mapping[str, Any], *, sequence: int, prev_hash: str, atomic_with_next: bool = False
+) -> dict[str, Any]:
+    """Wrap ``body`` in the envelope and compute the record's hash.
+
+    :param atomic_with_next: the next record was written in the same append, and
+        the two stand or fall together: a log that ends on such a record ends in an
+        unfinished append, which recovery moves aside like a torn line.
+    """
     if rtype not in RECORD_TYPES:
         raise AuditError(f"unknown record type {rtype!r}")
-    record: dict[str, Any] = normalise(
-        {
-            "record_version": RECORD_VERSION,
-            "sequence": sequence,
-            "type": rtype,
-            "recorded_at": utc_now(),
-            "prev_hash": prev_hash,
-            rtype: dict(body),
-        }
-    )
+    envelope: dict[str, Any] = {
+        "record_version": RECORD_VERSION,
+        "sequence": sequence,
+        "type": rtype,
+        "recorded_at": utc_now(),
+        "prev_hash": prev_hash,
+        rtype: dict(body),
+    }
+    if atomic_with_next:
+        envelope["atomic_with_next"] = True
+    record: dict[str, Any] = normalise(envelope)
     record["hash"] = record_hash(record)
     return record
 
@@ -112,8 +121,7 @@ def _redact_finding(finding: Mapping[str, Any]) -> dict[str, Any]:
 
 def _redact_error(error: Mapping[str, Any]) -> dict[str, Any]:
     # Error messages may quote an input value; keep only their hash when redacting.
-    out = _pick(error, ("kind", "pack", "rule"))
-    out.setdefault("kind", "unknown")
+    out = _pick(error, ("kind", "stage", "pack", "rule"))
     if isinstance(error.get("message"), str):
         out["message_sha256"] = sha256_canonical(error["message"])
     return out
@@ -128,7 +136,10 @@ def _redact_trace(trace: Any) -> dict[str, Any]:
         entry["because"] = _redact_because(_pick(item, ("because",)).get("because"))
         fired.append(entry)
     not_fired = [_pick(item, _NOT_FIRED_KEYS) for item in trace.get("not_fired") or ()]
-    return {"fired": fired, "not_fired": not_fired}
+    out: dict[str, Any] = {"fired": fired, "not_fired": not_fired}
+    if trace.get("omitted") is True:  # made with --no-trace: say so, not "nothing fired"
+        out["omitted"] = True
+    return out
 
 
 # ---------------------------------------------------------------- bodies

@@ -1,9 +1,11 @@
 """Re-evaluating a recorded decision and comparing the outcome with the record.
 
 A replay is only meaningful with the same rules: by default it refuses when an
-installed pack's version or content hash differs from the recorded one.
-``compare=True`` evaluates anyway and reports how the findings changed between
-the recorded and the current pack versions.
+installed pack's version or content hash differs from the recorded one, or a
+recorded pack is no longer installed. ``compare=True`` evaluates anyway, without
+the packs that are gone (their findings then disappear, and the outcome says
+which packs those were), and reports how the findings changed between the
+recorded and the current pack versions.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from neurocds.audit._canon import normalise
 from neurocds.audit.errors import ReplayRefused
 from neurocds.audit.query import body_of
-from neurocds.errors import NeurocdsError
+from neurocds.errors import NeurocdsError, PacksUnavailable
 
 # The parts of a result that must match for a replay to count as identical
 # (ids and timestamps are new on every evaluation, so they are left out).
@@ -43,6 +45,7 @@ class ReplayOutcome:
     removed: list[dict[str, Any]] = field(default_factory=list)
     urgency_changed: list[dict[str, Any]] = field(default_factory=list)
     differing_fields: list[str] = field(default_factory=list)
+    not_installed: list[str] = field(default_factory=list)  # recorded packs left out (compare only)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class ReplayOutcome:
             "sequence": self.sequence,
             "identical": self.identical,
             "pack_differences": self.pack_differences,
+            "not_installed": self.not_installed,
             "findings": {
                 "added": self.added,
                 "removed": self.removed,
@@ -60,12 +64,16 @@ class ReplayOutcome:
 
 
 def default_engine_factory(packs: list[str], engine_info: Mapping[str, Any]) -> Any:
-    """Build ``neurocds.Engine`` with the recorded packs and backend; no audit log."""
+    """Build ``neurocds.Engine`` with the recorded packs and backend; no audit log.
+
+    A pack that fails to load is reported in the result, as it was when the decision
+    was made, so an incomplete decision replays as the same incomplete decision.
+    """
     try:
         from neurocds import Engine  # lazy: the audit tools work without the engine
     except ImportError as exc:
         raise ReplayRefused("the neurocds engine is not available, so nothing can be replayed") from exc
-    kwargs: dict[str, Any] = {"packs": packs, "audit_dir": None}
+    kwargs: dict[str, Any] = {"packs": packs, "audit_dir": None, "on_pack_error": "skip"}
     if engine_info.get("backend"):
         kwargs["backend"] = engine_info["backend"]
     if isinstance(engine_info.get("verified"), bool):
@@ -132,25 +140,26 @@ def replay_decision(
             sequence=seq,
         )
     recorded_packs = [p for p in body.get("packs") or () if isinstance(p, Mapping)]
-    factory = engine_factory or default_engine_factory
-    try:
-        engine = factory([str(p.get("name")) for p in recorded_packs], body.get("engine") or {})
-        installed = list(engine.pack_infos())
-    except ReplayRefused:
-        raise
-    except NeurocdsError as exc:
-        raise ReplayRefused(f"the recorded packs cannot be loaded now: {exc}", sequence=seq) from exc
+    engine, gone = _engine_for(
+        [str(p.get("name")) for p in recorded_packs],
+        body.get("engine") or {},
+        engine_factory or default_engine_factory,
+        compare=compare,
+        sequence=seq,
+    )
+    installed = list(engine.pack_infos())
     diffs = pack_differences(recorded_packs, installed)
     if diffs and not compare:
         described = "; ".join(
-            f"{d['name']}: recorded {_pv(d['recorded'])}, installed {_pv(d['installed'])}" for d in diffs
+            f"{d['name']}: recorded {describe_pack(d['recorded'])}, installed {describe_pack(d['installed'])}"
+            for d in diffs
         )
         raise ReplayRefused(
             f"installed packs differ from the recorded ones ({described}); use --compare to "
             "see how the findings change",
             sequence=seq,
         )
-    result = engine.evaluate(body["facts"])
+    result = engine.evaluate(body["facts"], trace=_trace_was_on(body))
     new = normalise(result.to_dict() if hasattr(result, "to_dict") else dict(result))
     old = normalise({k: body.get(k) for k in COMPARED_FIELDS})
     for side in (old, new):
@@ -172,10 +181,43 @@ def replay_decision(
         removed=removed,
         urgency_changed=changed,
         differing_fields=differing,
+        not_installed=gone,
     )
 
 
-def _pv(side: Mapping[str, Any] | None) -> str:
+def _engine_for(
+    names: list[str], info: Mapping[str, Any], factory: EngineFactory, *, compare: bool, sequence: int
+) -> tuple[Any, list[str]]:
+    """An engine with the recorded packs, and (``compare`` only) those left out because
+    they, or a pack they need, are no longer installed."""
+    gone: list[str] = []
+    while True:  # ends: every round either returns or leaves out at least one more pack
+        try:
+            return factory(names, info), gone
+        except ReplayRefused:
+            raise
+        except PacksUnavailable as exc:
+            absent = sorted(exc.unavailable & set(names))
+            if not compare or not absent:
+                raise ReplayRefused(
+                    f"the recorded packs cannot be loaded now: {exc}; use --compare to replay without them",
+                    sequence=sequence,
+                ) from exc
+            gone += absent
+            names = [n for n in names if n not in exc.unavailable]
+        except NeurocdsError as exc:
+            raise ReplayRefused(f"the recorded packs cannot be loaded now: {exc}", sequence=sequence) from exc
+
+
+def _trace_was_on(body: Mapping[str, Any]) -> bool:
+    """Whether the recorded evaluation made the why-not trace (``--no-trace`` records
+    ``{"omitted": true}`` in its place); a replay must evaluate the same way."""
+    trace = body.get("trace")
+    return not (isinstance(trace, Mapping) and trace.get("omitted") is True)
+
+
+def describe_pack(side: Mapping[str, Any] | None) -> str:
+    """A pack's version and short content hash (``1.2.0 (sha256 3fa1c09b2e7d)``), or ``absent``."""
     if side is None:
         return "absent"
     return f"{side.get('version')} (sha256 {str(side.get('sha256'))[:12]})"

@@ -6,13 +6,15 @@ Layout of an audit directory::
     head.json          sequence and hash of the last record (truncation evidence)
     checkpoints.jsonl  every signed checkpoint, mirrored (copy it off-host too)
     audit.lock         fcntl.flock target serialising writers across processes
-    quarantine/        bytes of interrupted writes, moved aside, never dropped
+    quarantine/        bytes of interrupted writes, moved aside, never dropped;
+                       each named by a recovery record
     pseudonym.key      only when no pseudonym key was given and redaction is off
 
 Every append happens under the lock: the store re-reads what other processes
-appended, checks it links to what it knew, recovers a torn tail, refuses
-(fails closed) when the chain is damaged anywhere else, then writes one line
-with a single ``write`` and ``fsync`` before returning.
+appended, checks it links to what it knew, recovers a torn tail (with any
+records of an append that did not finish), refuses (fails closed) when the chain
+is damaged anywhere else, then writes the line, or the lines of one
+``write_together``, with a single ``write`` and ``fsync`` before returning.
 """
 
 from __future__ import annotations
@@ -20,26 +22,27 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurocds.audit import mirror
 from neurocds.audit._canon import canonical_json, sha256_hex
 from neurocds.audit.chain import (
-    CHECKPOINTS_NAME,
     HEAD_NAME,
     LOCK_NAME,
     LOG_NAME,
     QUARANTINE_DIR,
+    QUARANTINE_NAME_RE,
     ScanResult,
-    read_checkpoint_file,
+    awaits_recovery,
     read_head,
     scan,
 )
 from neurocds.audit.errors import AuditError, AuditIntegrityError
+from neurocds.audit.files import fsync_dir, write_all
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal, utc_now
 from neurocds.audit.signing import sign_checkpoint
 
@@ -47,7 +50,6 @@ from neurocds.audit.signing import sign_checkpoint
 # never patient ids, never pseudonyms.
 log = logging.getLogger("neurocds.audit")
 
-_QUARANTINE_RE = re.compile(r"^torn-after-(\d+)-at-(\d+)-([0-9a-f]{16})\.bin$")
 _RECENT = 256  # how many recent sequence->hash pairs to keep for head checks
 
 
@@ -84,20 +86,6 @@ class _State:
                 self.quarantined.add(Path(name).name)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class ChainStore:
     """One audit directory's files; callers hold :meth:`locked` around :meth:`sync` + writes."""
 
@@ -110,7 +98,7 @@ class ChainStore:
         created = not self.directory.exists()
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if created:
-            _fsync_dir(self.directory.parent)
+            fsync_dir(self.directory.parent)
         with self.locked():
             log_path = self.directory / LOG_NAME
             if log_path.exists():
@@ -127,7 +115,7 @@ class ChainStore:
             finally:
                 os.close(fd)
             self.write_head(0, GENESIS_HASH)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -145,35 +133,51 @@ class ChainStore:
         data = canonical_json({"sequence": sequence, "hash": digest, "updated_at": utc_now()})
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, data + b"\n")
+            write_all(fd, data + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, self.directory / HEAD_NAME)
 
     def write(self, state: _State, rtype: str, body: Mapping[str, Any]) -> Appended:
-        record = seal(rtype, body, sequence=state.scan.last_sequence + 1, prev_hash=state.scan.last_hash)
-        problems = schema_errors(record)
-        if problems:
-            raise AuditError(f"{rtype} record does not match the audit schema: {problems[0]}")
-        line = canonical_json(record) + b"\n"
+        return self.write_together(state, [(rtype, body)])[0]
+
+    def write_together(self, state: _State, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
+        """Append ``items`` as consecutive records with one ``write`` and one ``fsync``.
+
+        Every record but the last carries ``atomic_with_next``, so a crash part-way
+        leaves an unfinished append that the next :meth:`sync` moves aside whole:
+        after a crash either all of them are in the chain or none is.
+        """
+        records: list[dict[str, Any]] = []
+        sequence, prev_hash = state.scan.last_sequence, state.scan.last_hash
+        for index, (rtype, body) in enumerate(items):
+            record = seal(rtype, body, sequence=sequence + 1, prev_hash=prev_hash,
+                          atomic_with_next=index < len(items) - 1)  # fmt: skip
+            problems = schema_errors(record)
+            if problems:  # checked for all before any is written
+                raise AuditError(f"{rtype} record does not match the audit schema: {problems[0]}")
+            records.append(record)
+            sequence, prev_hash = record["sequence"], record["hash"]
+        lines = [canonical_json(record) + b"\n" for record in records]
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
         try:
-            _write_all(fd, line)
+            write_all(fd, b"".join(lines))
             os.fsync(fd)
         except OSError as exc:
             self.state = None  # the file may now end in a torn line: rescan next time
-            raise AuditError(f"could not write {rtype} record: {exc}") from exc
+            raise AuditError(f"could not write {', '.join(t for t, _ in items)} record(s): {exc}") from exc
         finally:
             os.close(fd)
-        state.scan.last_sequence = record["sequence"]
-        state.scan.last_hash = record["hash"]
-        state.scan.end += len(line)
-        state.scan.last_line = line
-        state.note(record)
-        self.write_head(record["sequence"], record["hash"])
-        log.debug("audit: appended %s record %d", rtype, record["sequence"])
-        return Appended(record["sequence"], record["hash"], rtype)
+        for record, line in zip(records, lines, strict=True):
+            state.scan.last_sequence = record["sequence"]
+            state.scan.last_hash = record["hash"]
+            state.scan.end += len(line)
+            state.scan.last_line = line
+            state.note(record)
+            log.debug("audit: appended %s record %d", record["type"], record["sequence"])
+        self.write_head(state.scan.last_sequence, state.scan.last_hash)
+        return [Appended(r["sequence"], r["hash"], r["type"]) for r in records]
 
     def write_checkpoint(self, state: _State, key: Any) -> Appended:
         body = sign_checkpoint(
@@ -183,39 +187,10 @@ class ChainStore:
             signed_at=utc_now(),
         )
         appended = self.write(state, "checkpoint", body)
-        self._mirror_checkpoint(appended.sequence, body)
+        mirror.mirror_checkpoint(self.directory, appended.sequence, body)
         state.mirrored_through = appended.sequence
         log.info("audit: checkpoint %d signs sequence %d", appended.sequence, body["sequence"])
         return appended
-
-    def _mirror_checkpoint(self, checkpoint_sequence: int, body: Mapping[str, Any]) -> None:
-        entry = canonical_json({"checkpoint_sequence": checkpoint_sequence, **body}) + b"\n"
-        self._drop_partial_mirror_line()
-        fd = os.open(self.directory / CHECKPOINTS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            _write_all(fd, entry)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _drop_partial_mirror_line(self) -> None:
-        """Cut a mirror line left unfinished by a crash.
-
-        The mirror only copies chain records, so the fragment holds nothing the
-        chain does not; the full entry is written again from the chain.
-        """
-        path = self.directory / CHECKPOINTS_NAME
-        if not path.exists():
-            return
-        data = path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.ftruncate(fd, data.rfind(b"\n") + 1)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            log.warning("audit: dropped an unfinished line from %s", CHECKPOINTS_NAME)
 
     def _read_from(self, offset: int) -> bytes:
         with open(self.directory / LOG_NAME, "rb") as fh:
@@ -252,27 +227,60 @@ class ChainStore:
             prev_hash=prev.last_hash,
             on_record=lambda rec, _s, _e, _l: state.note(rec),
         )
+        head, why = read_head(self.directory)
+        if head is None:
+            raise AuditIntegrityError(
+                f"{why}; refusing to append: without it, removal of records after sequence "
+                f"{result.last_sequence} could not be detected",
+                sequence=result.last_sequence + 1,
+            )
+        cut = self._torn_from(state, result, head, data, prev.end)
+        if cut is not None and cut < prev.end:  # what we knew ends inside it: read everything again
+            self.state = None
+            return self.sync()
         if not result.last_line and prev.last_line:
             result.last_line = prev.last_line
         state.scan = result
-        head, why = read_head(self.directory)
-        if head is None:
-            raise AuditIntegrityError(f"{why}; refusing to append without truncation evidence")
-        if result.problem is not None:
-            rest = data[(result.problem_offset or 0) - prev.end :]
-            torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
-            if not torn or head["sequence"] > result.last_sequence:
-                raise AuditIntegrityError(
-                    f"refusing to append: {result.problem.reason}",
-                    sequence=result.problem.sequence,
-                )
-            self._quarantine_tail(state, rest)
+        if cut is not None:
+            self._quarantine_tail(state, data[cut - prev.end :])
             result.problem, result.problem_offset, result.tail = None, None, b""
+        cut_at = (state.scan.last_sequence, state.scan.end)  # where a torn tail would have been cut
         self._check_head(state, head)
-        self._record_quarantined(state)
+        self._record_quarantined(state, *cut_at)
         self._repair_mirror(state)
         self.state = state
         return state
+
+    def _torn_from(
+        self, state: _State, result: ScanResult, head: Mapping[str, Any], data: bytes, data_offset: int
+    ) -> int | None:
+        """File offset from which the log's end is an interrupted write (``None``: there is none).
+
+        That is a torn last line, and before it any records of an append that did
+        not finish (rolled back off ``result``). Damage of any other kind is refused.
+        ``data`` is what the scan read, from file offset ``data_offset``.
+        """
+        cut = None
+        if result.problem is not None:
+            rest = data[(result.problem_offset or 0) - data_offset :]
+            torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
+            if not torn or head["sequence"] > result.last_sequence:
+                problem = result.problem
+                raise AuditIntegrityError(f"refusing to append: {problem.reason}", sequence=problem.sequence)
+            cut = result.problem_offset
+        start = result.open_append
+        if start is not None:
+            if head["sequence"] > start.last_sequence:  # the head is only written once an append is whole
+                raise AuditIntegrityError(
+                    f"refusing to append: the head file records sequence {head['sequence']}, inside an "
+                    "append that did not finish",
+                    sequence=start.last_sequence + 1,
+                )
+            for sequence in range(start.last_sequence + 1, result.last_sequence + 1):
+                state.recent.pop(sequence, None)
+            result.roll_back(start)
+            cut = start.end
+        return cut
 
     def _check_head(self, state: _State, head: Mapping[str, Any]) -> None:
         last, digest = state.scan.last_sequence, state.scan.last_hash
@@ -316,12 +324,12 @@ class ChainStore:
             tmp = qdir / f".{name}.tmp"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                _write_all(fd, torn)
+                write_all(fd, torn)
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_dir(qdir)
+            fsync_dir(qdir)
         # Only now, with the bytes safe elsewhere, cut them off the log.
         os.truncate(self.directory / LOG_NAME, offset)
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY)
@@ -336,16 +344,27 @@ class ChainStore:
             f"{QUARANTINE_DIR}/{name}",
         )
 
-    def _record_quarantined(self, state: _State) -> None:
-        """Give every quarantine file a recovery record (also after a crash mid-recovery)."""
+    def _record_quarantined(self, state: _State, last_sequence: int, end: int) -> None:
+        """Write the recovery record of bytes quarantined just before a crash.
+
+        Only a file cut from where the log now ends counts: a recovery record must
+        never vouch for a file the writer did not put there. Other unrecorded files
+        are left alone (``verify`` reports them); their names are not logged, as a
+        name chosen by someone else could hold anything.
+        """
         qdir = self.directory / QUARANTINE_DIR
         if not qdir.is_dir():
             return
+        unexplained = 0
         for name in sorted(os.listdir(qdir)):
-            match = _QUARANTINE_RE.match(name)
-            if match is None or name in state.quarantined:
+            if name in state.quarantined:
                 continue
-            data = (qdir / name).read_bytes()
+            data = (qdir / name).read_bytes() if (qdir / name).is_file() else b""
+            if not awaits_recovery(name, data, last_sequence, end):
+                unexplained += 1
+                continue
+            match = QUARANTINE_NAME_RE.match(name)
+            assert match is not None
             body = {
                 "kind": "torn_tail",
                 "after_sequence": int(match.group(1)),
@@ -355,15 +374,12 @@ class ChainStore:
                 "quarantine_file": f"{QUARANTINE_DIR}/{name}",
             }
             self.recovered.append(self.write(state, "recovery", body))
+        if unexplained:
+            log.warning("audit: %d file(s) in %s/ have no recovery record; `neurocds audit verify` lists them",
+                        unexplained, QUARANTINE_DIR)  # fmt: skip
 
     def _repair_mirror(self, state: _State) -> None:
-        """Copy the latest checkpoint to the mirror when a crash came in between."""
         if state.last_checkpoint_body is None or state.mirrored_through == state.last_checkpoint_seq:
             return
-        entries, _, partial = read_checkpoint_file(self.directory / CHECKPOINTS_NAME)
-        mirrored = {e.get("checkpoint_sequence") for e in entries}
-        if partial:
-            self._drop_partial_mirror_line()
-        if state.last_checkpoint_seq not in mirrored:
-            self._mirror_checkpoint(state.last_checkpoint_seq, state.last_checkpoint_body)
+        mirror.repair(self.directory, state.last_checkpoint_seq, state.last_checkpoint_body)
         state.mirrored_through = state.last_checkpoint_seq

@@ -4,10 +4,13 @@ What is detectable, and what is not
 -----------------------------------
 Each record carries SHA-256 of its own canonical content and of the record
 before it. Without any key the verifier detects: any changed byte in a record
-(bit flip, edited field) unless the record was re-hashed; a re-hashed edit
+(bit flip, edited field) unless the record was re-hashed; bytes that are not
+exactly the record's canonical encoding even where they parse to a record whose
+hash matches (a duplicate member name, added spaces, CR LF line ends); a re-hashed edit
 whose successors were left alone (the next link breaks); a deleted,
 duplicated, inserted or reordered record (sequence numbers or links break); a
-record cut short (torn line); changed or deleted quarantined bytes. The head
+record cut short (torn line) or an append of several records cut short;
+changed, deleted or unexplained quarantined bytes. The head
 file (``head.json``, rewritten after every append) reveals removal of whole
 trailing records and a rewrite of the last record, but it is unsigned: whoever
 can write the directory can rewrite it too. A consistent rewrite (edit, insert
@@ -32,6 +35,7 @@ ids only from those without the pseudonym key.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,6 +47,8 @@ from neurocds.audit._canon import sha256_hex
 from neurocds.audit.chain import (
     CHECKPOINTS_NAME,
     LOG_NAME,
+    QUARANTINE_DIR,
+    awaits_recovery,
     read_checkpoint_file,
     read_head,
     scan,
@@ -95,11 +101,13 @@ class VerifyReport:
 
     @property
     def verified_through(self) -> int:
-        """Last sequence of the prefix with no known problem (0: none)."""
-        if not self.problems:
-            return self.last_sequence
+        """Last sequence of the prefix with no known problem (0: none).
+
+        Problems that name no sequence (a stray file, an unreadable checkpoint copy)
+        leave every record verified, though the log as a whole fails.
+        """
         first = self.first_bad_sequence
-        return 0 if first is None else min(first - 1, self.last_sequence)
+        return self.last_sequence if first is None else min(first - 1, self.last_sequence)
 
     def covering_checkpoint(self, sequence: int) -> CheckpointStatus | None:
         """The earliest sound checkpoint signing a head at or after ``sequence``."""
@@ -180,15 +188,15 @@ def verify_log(
     result = scan(log_path.read_bytes(), on_record=on_record)
     report.records = result.records
     report.last_sequence = last = result.last_sequence
-    if result.problem is not None:
-        p = result.problem
+    p = result.first_problem()
+    if p is not None:
         report.problems.append(Problem(p.sequence, p.code, p.reason))
     _check_head(report, d, hashes, chain_intact=result.problem is None)
     files = [(d / CHECKPOINTS_NAME, CHECKPOINTS_NAME, True)]
     files += [(Path(p), f"checkpoint file {p}", False) for p in external_checkpoints]
     for path, label, is_mirror in files:
         _check_checkpoint_file(report, path, label, chain_cps, last, public_key, result.problem is None, is_mirror)
-    _check_quarantine(report, d, quarantine)
+    _check_quarantine(report, d, quarantine, result.end)
     if chain_cps and public_key is None:
         report.notes.append("checkpoint signatures not checked: no public key given")
     if not chain_cps:
@@ -233,7 +241,8 @@ def _check_head(report: VerifyReport, d: Path, hashes: list[str], *, chain_intac
     last = report.last_sequence
     head, why = read_head(d)
     if head is None:
-        report.problems.append(Problem(None, "head", f"{why}: removal of trailing records cannot be ruled out"))
+        why = f"{why}: records 1..{last} check out, but whether records after {last} were removed cannot be told"
+        report.problems.append(Problem(last + 1, "head", why))
         return
     hseq, hhash = head["sequence"], head["hash"]
     if hseq > last:
@@ -334,16 +343,40 @@ def _check_checkpoint_file(
                 )
 
 
-def _check_quarantine(report: VerifyReport, d: Path, recoveries: list[tuple[int, dict[str, Any]]]) -> None:
+def _check_quarantine(
+    report: VerifyReport, d: Path, recoveries: list[tuple[int, dict[str, Any]]], intact_end: int
+) -> None:
+    """Every recorded quarantine file is there unchanged, and every file there is recorded."""
+    recorded: set[str] = set()
     for seq, body in recoveries:
         name = body.get("quarantine_file")
         if not isinstance(name, str):
             continue
+        recorded.add(name)
         path = d / name
         if not path.is_file():
             report.problems.append(Problem(seq, "quarantine", f"quarantined bytes {name} are gone"))
         elif sha256_hex(path.read_bytes()) != body.get("sha256"):
             report.problems.append(Problem(seq, "quarantine", f"quarantined bytes {name} were changed"))
+    qdir = d / QUARANTINE_DIR
+    names = sorted(os.listdir(qdir)) if qdir.is_dir() else []
+    for name in (n for n in names if f"{QUARANTINE_DIR}/{n}" not in recorded):
+        path = qdir / name
+        data = path.read_bytes() if path.is_file() else b""
+        if awaits_recovery(name, data, report.last_sequence, intact_end):
+            report.notes.append(
+                f"{QUARANTINE_DIR}/{name}: bytes cut off the log's end by a writer that stopped before "
+                "recording them; the next append records them"
+            )
+        else:
+            report.problems.append(
+                Problem(
+                    None,
+                    "quarantine",
+                    f"{QUARANTINE_DIR}/{name} is not accounted for: no recovery record names it, so the "
+                    "writer did not put it there (or its record was removed)",
+                )
+            )
 
 
 def format_report(report: VerifyReport) -> str:
@@ -351,9 +384,9 @@ def format_report(report: VerifyReport) -> str:
     lines = [f"audit log {report.directory}: {report.records} records, last sequence {report.last_sequence}"]
     if report.ok:
         lines.append("PASS: chain intact")
-    else:
+    else:  # with no first bad sequence, every record checks out and something beside them does not
         first = report.first_bad_sequence
-        lines.append(f"FAIL: first bad sequence {first if first is not None else 'unknown'}")
+        lines.append(f"FAIL: first bad sequence {first}" if first is not None else f"FAIL: {report.problems[0].reason}")
         for p in sorted(report.problems, key=lambda p: (p.sequence is None, p.sequence or 0)):
             where = f"sequence {p.sequence}" if p.sequence is not None else "log"
             lines.append(f"  {where} [{p.code}]: {p.reason}")

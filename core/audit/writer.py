@@ -9,25 +9,26 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurocds.audit import privacy
+from neurocds.audit import privacy, settings
 from neurocds.audit.errors import AuditError
-from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body
+from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
+from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import Appended, ChainStore
 
-AUDIT_DIR_ENV = "NEUROCDS_AUDIT_DIR"
-REDACT_ENV = "NEUROCDS_AUDIT_REDACT"
-CHECKPOINT_EVERY_ENV = "NEUROCDS_AUDIT_CHECKPOINT_EVERY"
-SIGNING_KEY_ENV = "NEUROCDS_AUDIT_SIGNING_KEY"
-
-__all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog"]
+__all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog", "PendingRecord"]
 
 
-def _truthy(text: str | None) -> bool:
-    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+@dataclass(frozen=True)
+class PendingRecord:
+    """A record built but not yet appended: give several to :meth:`AuditLog.append_together`."""
+
+    type: str
+    body: Mapping[str, Any]
 
 
 class AuditLog:
@@ -38,6 +39,9 @@ class AuditLog:
     :param pseudonym_key: HMAC key for patient pseudonyms; required with ``redact``.
     :param checkpoint_every: write a signed checkpoint after this many records.
     :param signing_key_path: Ed25519 private key (PEM, outside ``directory``).
+    :param facts_schema: the engine's facts schema (base plus pack extensions); with
+        ``redact``, member names of rejected documents that it does not define are
+        replaced (default: the base facts schema).
     :raises AuditError: bad configuration; :class:`AuditIntegrityError` damaged log.
     """
 
@@ -49,10 +53,14 @@ class AuditLog:
         pseudonym_key: bytes | None = None,
         checkpoint_every: int | None = None,
         signing_key_path: Path | str | None = None,
+        facts_schema: Mapping[str, Any] | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
         self.redact = bool(redact)
-        if checkpoint_every is not None and checkpoint_every < 1:
+        self.facts_schema = facts_schema
+        if checkpoint_every is not None and (
+            not isinstance(checkpoint_every, int) or isinstance(checkpoint_every, bool) or checkpoint_every < 1
+        ):
             raise AuditError("checkpoint_every must be a positive number of records")
         if checkpoint_every and signing_key_path is None:
             raise AuditError("checkpoint_every needs a signing key (signing_key_path)")
@@ -62,8 +70,9 @@ class AuditLog:
         )
         if pseudonym_key is None and self.redact:
             raise AuditError(
-                "redaction needs a pseudonym key (pseudonym_key, NEUROCDS_AUDIT_PSEUDONYM_KEY "
-                "or a key file) kept outside the log"
+                "redaction needs a pseudonym key kept outside the audit directory: a key file "
+                "(--audit-pseudonym-key-file or NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE; make one with "
+                "`neurocds audit pseudonym-keygen FILE`) or NEUROCDS_AUDIT_PSEUDONYM_KEY (hex)"
             )
         self._thread_lock = threading.Lock()
         self._store = ChainStore(self.directory)
@@ -78,7 +87,13 @@ class AuditLog:
     # ------------------------------------------------------------ construction
 
     @classmethod
-    def from_options(cls, directory: str | os.PathLike[str], options: Mapping[str, Any] | None = None) -> AuditLog:
+    def from_options(
+        cls,
+        directory: str | os.PathLike[str],
+        options: Mapping[str, Any] | None = None,
+        *,
+        facts_schema: Mapping[str, Any] | None = None,
+    ) -> AuditLog:
         """Build from an options mapping (the engine's ``audit_options``).
 
         Keys: ``redact``, ``pseudonym_key`` (bytes or hex), ``pseudonym_key_file``,
@@ -90,6 +105,8 @@ class AuditLog:
         if unknown:
             raise AuditError(f"unknown audit option(s): {', '.join(unknown)}")
         key = opts.get("pseudonym_key")
+        if key is not None and opts.get("pseudonym_key_file"):
+            raise AuditError("give the pseudonym key once: as a key or as a key file, not both")
         if isinstance(key, str):
             key = privacy.parse_hex_key(key, origin="the pseudonym key option or NEUROCDS_AUDIT_PSEUDONYM_KEY")
         redact = bool(opts.get("redact", False))
@@ -97,13 +114,16 @@ class AuditLog:
             key_file = Path(opts["pseudonym_key_file"])
             if redact and is_inside(key_file, Path(directory)):
                 raise AuditError("with redaction the pseudonym key file must live outside the audit directory")
-            key = privacy.read_key_file(key_file)
+            # With redaction the key is all that keeps a pseudonym from naming the patient:
+            # like a signing key, it must not be readable by other users.
+            key = privacy.read_key_file(key_file, private=redact)
         return cls(
             directory,
             redact=redact,
             pseudonym_key=key,
             checkpoint_every=opts.get("checkpoint_every"),
             signing_key_path=opts.get("signing_key_path"),
+            facts_schema=facts_schema,
         )
 
     @classmethod
@@ -112,27 +132,16 @@ class AuditLog:
 
         Also reads ``NEUROCDS_AUDIT_REDACT``, ``NEUROCDS_AUDIT_PSEUDONYM_KEY`` (hex) or
         ``NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE``, ``NEUROCDS_AUDIT_CHECKPOINT_EVERY`` and
-        ``NEUROCDS_AUDIT_SIGNING_KEY``.
+        ``NEUROCDS_AUDIT_SIGNING_KEY`` (see :mod:`neurocds.audit.settings`).
+
+        :raises AuditError: a value cannot be read, or an unknown ``NEUROCDS_AUDIT_*``
+            variable is set (a typo must not silently turn redaction off).
         """
         env = os.environ if environ is None else environ
         directory = env.get(AUDIT_DIR_ENV)
         if not directory:
             return None
-        every = env.get(CHECKPOINT_EVERY_ENV)
-        try:
-            every_n = int(every) if every else None
-        except ValueError as exc:
-            raise AuditError(f"{CHECKPOINT_EVERY_ENV} is not a number") from exc
-        return cls.from_options(
-            directory,
-            {
-                "redact": _truthy(env.get(REDACT_ENV)),
-                "pseudonym_key": env.get(privacy.PSEUDONYM_KEY_ENV) or None,
-                "pseudonym_key_file": env.get(privacy.PSEUDONYM_KEY_FILE_ENV) or None,
-                "checkpoint_every": every_n,
-                "signing_key_path": env.get(SIGNING_KEY_ENV) or None,
-            },
-        )
+        return cls.from_options(directory, settings.options_from_env(env))
 
     # ------------------------------------------------------------ public API
 
@@ -142,6 +151,10 @@ class AuditLog:
 
     def record_decision(self, result: Any, facts: Mapping[str, Any] | None = None) -> Appended:
         """Append the decision record for one evaluation (``Result`` or its dict)."""
+        return self.append_together([self.prepare_decision(result, facts)])[0]
+
+    def prepare_decision(self, result: Any, facts: Mapping[str, Any] | None = None) -> PendingRecord:
+        """The decision record :meth:`record_decision` appends, for :meth:`append_together`."""
         data = result.to_dict() if hasattr(result, "to_dict") else result
         pid = privacy.patient_id_of(facts)
         body = decision_body(
@@ -151,9 +164,16 @@ class AuditLog:
             pseudonym=self.pseudonym(pid) if pid is not None else None,
             pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
         )
-        return self._append("decision", body)
+        return PendingRecord("decision", body)
 
-    def record_rejection(
+    def record_rejection(self, error_or_violations: Any, **details: Any) -> Appended:
+        """Append a rejection: violation pointers, codes and messages, never values.
+
+        Takes the arguments of :meth:`prepare_rejection`.
+        """
+        return self.append_together([self.prepare_rejection(error_or_violations, **details)])[0]
+
+    def prepare_rejection(
         self,
         error_or_violations: Any,
         *,
@@ -162,11 +182,12 @@ class AuditLog:
         engine: Mapping[str, Any] | None = None,
         packs: Sequence[Mapping[str, Any]] | None = None,
         rejection_id: str | None = None,
-    ) -> Appended:
-        """Append a rejection: violation pointers, codes and messages, never values.
+    ) -> PendingRecord:
+        """The rejection record :meth:`record_rejection` appends.
 
         :param error_or_violations: a ``FactsValidationError`` or a list of
-            ``Violation`` objects / dicts. Their ``found`` member is dropped.
+            ``Violation`` objects / dicts. Their ``found`` member is dropped; with
+            redaction, so are member names the facts schema does not define.
         :param facts: the rejected document when it parsed; used only for the
             patient pseudonym, never stored.
         """
@@ -174,8 +195,12 @@ class AuditLog:
         if facts_sha256 is None:
             facts_sha256 = getattr(error_or_violations, "facts_sha256", None)
         pid = privacy.patient_id_of(facts)
+        listed = [violation_dict(v) for v in violations]
+        if self.redact:
+            schema = self.facts_schema if self.facts_schema is not None else _base_facts_schema()
+            listed = [privacy.scrub_member_names(v, schema) for v in listed]
         body = rejection_body(
-            list(violations),
+            listed,
             facts_sha256=facts_sha256,
             pseudonym=self.pseudonym(pid) if pid is not None else None,
             pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
@@ -183,7 +208,7 @@ class AuditLog:
             packs=packs,
             rejection_id=rejection_id,
         )
-        return self._append("rejection", body)
+        return PendingRecord("rejection", body)
 
     def record_feedback(
         self,
@@ -205,11 +230,40 @@ class AuditLog:
             outcome_timestamp=outcome_timestamp,
             redact=self.redact,
         )
-        return self._append("feedback", body)
+        return self.append_together([PendingRecord("feedback", body)])[0]
 
     def record_cards(self, decision_id: str, card_uuids: Sequence[str]) -> Appended:
         """Append which CDS Hooks cards were issued for a decision."""
-        return self._append("cards", cards_body(decision_id, card_uuids))
+        return self.append_together([self.prepare_cards(decision_id, card_uuids)])[0]
+
+    def prepare_cards(self, decision_id: str, card_uuids: Sequence[str]) -> PendingRecord:
+        """The record :meth:`record_cards` appends, for :meth:`append_together`."""
+        return PendingRecord("cards", cards_body(decision_id, card_uuids))
+
+    def append_together(self, records: Sequence[PendingRecord]) -> list[Appended]:
+        """Append ``records`` in order under one lock with one ``fsync``; durable on return.
+
+        Each is chained like a record appended alone. After a crash either all of them
+        are in the log or none is: a part-written set is moved to quarantine, like a
+        torn line, by the next append. A signed checkpoint due every N records is
+        written after the set, never inside it.
+        """
+        if not records:
+            return []
+        internal = sorted({r.type for r in records} & {"checkpoint", "recovery"})
+        if internal:
+            raise AuditError(f"{', '.join(internal)} records are written by the log itself")
+        with self._thread_lock, self._store.locked():
+            state = self._store.sync()
+            appended = self._store.write_together(state, [(r.type, r.body) for r in records])
+            every = self.checkpoint_every
+            if (
+                every
+                and self._signing_key is not None
+                and state.scan.last_sequence - state.last_checkpoint_seq >= every
+            ):
+                self._store.write_checkpoint(state, self._signing_key)
+            return appended
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
         """Sign the current chain head now and append the checkpoint record."""
@@ -235,18 +289,12 @@ class AuditLog:
             state = self._store.sync()
             return state.scan.last_sequence, state.scan.last_hash
 
-    def _append(self, rtype: str, body: Mapping[str, Any]) -> Appended:
-        with self._thread_lock, self._store.locked():
-            state = self._store.sync()
-            appended = self._store.write(state, rtype, body)
-            every = self.checkpoint_every
-            if (
-                every
-                and self._signing_key is not None
-                and state.scan.last_sequence - state.last_checkpoint_seq >= every
-            ):
-                self._store.write_checkpoint(state, self._signing_key)
-            return appended
+
+
+def _base_facts_schema() -> Mapping[str, Any]:
+    from neurocds.resources import load_schema
+
+    return load_schema("facts.schema.json")
 
 
 def _existing_store(directory: str | os.PathLike[str]) -> ChainStore:

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
@@ -46,6 +47,8 @@ class ServiceConfig:
         response then carries the :data:`INSECURE_HEADER` header.
     :param max_body_bytes: largest request body accepted (413 beyond).
     :param audit_dir: folder of the tamper-evident audit log; ``None``: no audit.
+    :param audit_options: how the log is kept (redaction, pseudonym key, checkpoints):
+        the options of :meth:`neurocds.audit.AuditLog.from_options`.
     :param observation_window: how far back observations count, passed to the FHIR
         converter when it supports a window (``None``: its default).
     :param clock: current time (UTC, aware); injectable so tests can move time.
@@ -66,6 +69,7 @@ class ServiceConfig:
     insecure_dev: bool = False
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     audit_dir: Path | None = None
+    audit_options: Mapping[str, Any] | None = None
     observation_window: timedelta | None = None
     clock: Callable[[], datetime] = utc_now
     token_leeway_seconds: int = 30
@@ -99,6 +103,8 @@ class ServiceConfig:
         for origin in self.cors_origins:
             if not _is_origin(origin):
                 raise ConfigError(f"CORS origin must be '*' or scheme://host[:port] without a path, got {origin!r}")
+        if self.audit_options and self.audit_dir is None:
+            raise ConfigError("audit options were given but no audit directory")
 
     @property
     def secured(self) -> bool:

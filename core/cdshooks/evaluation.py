@@ -82,7 +82,9 @@ class Evaluator:
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
 
-            self.audit = AuditLog(config.audit_dir)
+            self.audit = AuditLog.from_options(
+                config.audit_dir, config.audit_options, facts_schema=getattr(engine, "facts_schema", None)
+            )
             self.cards.load(config.audit_dir)
 
     # ------------------------------------------------------------------ calls
@@ -130,10 +132,12 @@ class Evaluator:
         self.cards.add(decision_id, uuids)
         if self.audit is None:
             return
-        if result is not None:
-            self.audit.record_decision(result, facts)
+        # The decision and its cards in one append: one lock and one fsync per call,
+        # and after a crash both records are in the log or neither is.
+        pending = [self.audit.prepare_decision(result, facts)] if result is not None else []
         if uuids:
-            self.audit.record_cards(decision_id=decision_id, card_uuids=uuids)
+            pending.append(self.audit.prepare_cards(decision_id=decision_id, card_uuids=uuids))
+        self.audit.append_together(pending)
 
     def _rejected(self, exc: FactsValidationError, facts: Any) -> dict[str, Any]:
         """The FHIR data gave facts the engine refuses: say so on a card rather than stay silent."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
 
@@ -11,7 +12,21 @@ import click
 _SUBCOMMAND_MODULES = ("evaluate", "fhir", "audit", "serve")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The top group: an audit-log failure no command handled exits 4 with its reason."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from neurocds.audit.errors import AuditError
+
+        try:
+            return super().invoke(ctx)
+        except AuditError as exc:
+            from neurocds.cli.auditing import audit_failed
+
+            audit_failed(exc)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="neurocds")
 def main() -> None:
     """neurocds: clinical decision support for leg weakness.

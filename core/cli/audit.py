@@ -57,7 +57,7 @@ def _warn_if_damaged(audit_dir: Path) -> None:
 
     path = audit_dir / LOG_NAME
     if path.exists():
-        problem = scan(path.read_bytes()).problem
+        problem = scan(path.read_bytes()).first_problem()
         if problem is not None:
             click.echo(
                 f"warning: the log fails verification at sequence {problem.sequence} "
@@ -243,13 +243,14 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
 
 
 def _replay_text(outcome: Any) -> str:
+    from neurocds.audit.replay import describe_pack
+
     lines = [f"replay of decision {outcome.decision_id} (sequence {outcome.sequence})"]
     for d in outcome.pack_differences:
-        rec, now = d["recorded"], d["installed"]
-        lines.append(
-            f"  pack {d['name']}: recorded {rec['version'] if rec else 'absent'}, "
-            f"installed {now['version'] if now else 'absent'}"
-        )
+        now = f"installed {describe_pack(d['installed'])}" if d["installed"] else "not installed now"
+        lines.append(f"  pack {d['name']}: recorded {describe_pack(d['recorded'])}, {now}")
+    for name in outcome.not_installed:
+        lines.append(f"  pack {name} was left out of the replay: its findings cannot appear below")
     if outcome.identical:
         lines.append("IDENTICAL: the replay reproduces the recorded decision exactly")
         return "\n".join(lines)
@@ -362,3 +363,26 @@ def keygen(private_out: Path, public_out: Path, audit_dir: Path | None) -> None:
 
     key_id = _call(lambda: generate_keypair(private_out, public_out, audit_dir=audit_dir))
     click.echo(f"key {key_id}: private {private_out}, public {public_out}")
+
+
+@audit.command("pseudonym-keygen")
+@click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
+@_audit_dir_option(required=False)
+def pseudonym_keygen(key_file: Path, audit_dir: Path | None) -> None:
+    """Create a random 32-byte pseudonym key (hex, mode 0600) for redaction.
+
+    Keep it outside the audit directory (refused inside --audit-dir): whoever holds
+    it can test a patient id against the pseudonyms in the log.
+    """
+    import secrets
+
+    from neurocds.audit import privacy
+    from neurocds.audit.signing import is_inside
+
+    if audit_dir is not None and is_inside(key_file, audit_dir):
+        raise _fail(f"{key_file} lies inside the audit directory {audit_dir}; keep the pseudonym key elsewhere")
+    if key_file.exists():
+        raise _fail(f"{key_file} already exists; not overwriting a key")
+    key = secrets.token_bytes(32)
+    _call(lambda: privacy.write_key_file(key_file, key))
+    click.echo(f"pseudonym key {privacy.key_id(key)} written to {key_file}")

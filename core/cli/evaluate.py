@@ -1,7 +1,8 @@
 """``neurocds evaluate | validate | explain | packs``.
 
 Exit codes: 0 evaluated (or valid), 2 invalid input, 3 a pack failed (at load,
-or during the evaluation: the result is then incomplete).
+or during the evaluation: the result is then incomplete), 4 the audit log could
+not be opened or refused to record the decision or rejection (no result shown).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import click
 
 from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
+from neurocds.audit.errors import AuditError
+from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
@@ -48,19 +51,24 @@ def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
             help="Record every decision in this tamper-evident audit log.",
         ),
     ]
+    func = audit_config_options(func)  # listed in --help right after --audit-dir
     for option in reversed(options):
         func = option(func)
     return func
 
 
 def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir: str | None) -> Any:
+    """The engine for this command; its audit log takes the command's ``--audit-*`` flags."""
     from neurocds.engine import Engine
 
+    options = audit_options(audit_dir)
     try:
-        return Engine(packs=packs, backend=backend, verify=verify, audit_dir=audit_dir)
+        return Engine(packs=packs, backend=backend, verify=verify, audit_dir=audit_dir, audit_options=options)
     except PackLoadError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)
+    except AuditError as exc:
+        audit_failed(exc, opening=True)
 
 
 def report_invalid(exc: FactsValidationError, fmt: str) -> None:
@@ -143,6 +151,8 @@ def evaluate_cmd(
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:
         report_invalid(exc, fmt)
+    except AuditError as exc:  # not a pack failure: the decision could not be put on record
+        audit_failed(exc)
     except NeurocdsError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)

@@ -3,7 +3,7 @@
 Refuses to start without a trusted issuer unless ``--insecure-dev`` is given,
 which prints a warning on every start and marks every response with the
 ``X-Neurocds-Insecure`` header. Exit codes: 2 bad options, 3 a pack, mapping
-table or JWK Set could not be loaded.
+table or JWK Set could not be loaded, 4 the audit log cannot be opened.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 
 EXIT_USAGE, EXIT_LOAD = 2, 3
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -85,6 +87,7 @@ def register(group: click.Group) -> None:
             "e.g. the CDS Hooks sandbox. Repeatable. Default: none (no CORS headers)."
         ),
     )
+    @audit_config_options
     @click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
     @click.option(
         "--log-level",
@@ -124,6 +127,7 @@ def register(group: click.Group) -> None:
             issuers=issuers,
             insecure_dev=insecure_dev,
             audit_dir=audit_dir,
+            audit_options=audit_options(audit_dir),
             max_body=max_body,
             observation_window_days=observation_window_days,
             cors_origins=cors_origins,
@@ -155,11 +159,13 @@ def _build_app(
     issuers: dict[str, str],
     insecure_dev: bool,
     audit_dir: str | None,
+    audit_options: dict[str, Any] | None,
     max_body: int,
     observation_window_days: float | None,
     cors_origins: tuple[str, ...],
     packs: str | None,
 ) -> Any:
+    from neurocds.audit.errors import AuditError
     from neurocds.cdshooks import ConfigError, ServiceConfig, create_app
     from neurocds.engine import Engine
     from neurocds.errors import NeurocdsError
@@ -171,6 +177,7 @@ def _build_app(
             insecure_dev=insecure_dev,
             max_body_bytes=max_body,
             audit_dir=Path(audit_dir) if audit_dir else None,
+            audit_options=audit_options,
             observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
             cors_origins=cors_origins,
         )
@@ -179,6 +186,8 @@ def _build_app(
         sys.exit(EXIT_USAGE)
     try:
         return create_app(config, Engine(packs=packs))
+    except AuditError as exc:
+        audit_failed(exc, opening=True)
     except (NeurocdsError, ValueError, OSError) as exc:
         click.echo(f"error: cannot start the service: {exc}", err=True)
         sys.exit(EXIT_LOAD)

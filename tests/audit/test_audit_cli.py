@@ -15,7 +15,8 @@ from neurocds.audit import AuditLog
 from neurocds.audit.records import utc_now
 from neurocds.cli.audit import register
 
-COMMANDS = ("verify", "list", "query", "show", "replay", "report", "export", "checkpoint", "keygen", "recover")
+COMMANDS = ("verify", "list", "query", "show", "replay", "report", "export", "checkpoint", "keygen", "recover",
+            "pseudonym-keygen")  # fmt: skip
 
 
 @pytest.fixture(scope="module")

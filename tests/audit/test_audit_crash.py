@@ -100,11 +100,43 @@ def test_crash_after_quarantine_before_its_record_is_completed(tmp_path: Path) -
     data = b'{"partial":'
     name = f"torn-after-2-at-{end}-{hashlib.sha256(data).hexdigest()[:16]}.bin"
     (q / name).write_bytes(data)
+    waiting = verify_log(d)
+    assert waiting.ok and any("the next append records them" in n for n in waiting.notes)
     AuditLog(d).record_decision(make_result(), make_facts())
     rec = read_lines(d)[2]
     assert rec["recovery"]["quarantine_file"] == f"{QUARANTINE_DIR}/{name}"
     assert rec["recovery"]["offset"] == end
     assert verify_log(d).ok
+
+
+@pytest.mark.parametrize("kind", ["any name", "writer's name, not at the log's end", "writer's name, wrong hash"])
+def test_a_file_nobody_recorded_in_quarantine_is_reported_never_recorded(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from neurocds.audit.verify import format_report
+
+    d = tmp_path / "log"
+    _log_with(d, 2)
+    end = (d / LOG_NAME).stat().st_size
+    data = b'{"planted":1}'
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    name = {
+        "any name": "PATIENT-Zx81-secret.txt",
+        "writer's name, not at the log's end": f"torn-after-1-at-0-{digest}.bin",
+        "writer's name, wrong hash": f"torn-after-2-at-{end}-{'0' * 16}.bin",
+    }[kind]
+    (d / QUARANTINE_DIR).mkdir()
+    (d / QUARANTINE_DIR / name).write_bytes(data)
+    report = verify_log(d)
+    assert not report.ok and report.first_bad_sequence is None and report.verified_through == 2
+    [problem] = report.problems
+    assert problem.code == "quarantine" and f"{QUARANTINE_DIR}/{name} is not accounted for" in problem.reason
+    assert format_report(report).splitlines()[1] == f"FAIL: {problem.reason}"
+    with caplog.at_level("WARNING", logger="neurocds.audit"):
+        AuditLog(d).record_decision(make_result(), make_facts())
+    assert [r["type"] for r in read_lines(d)] == ["decision"] * 3  # no recovery record vouches for it
+    assert "1 file(s) in quarantine/ have no recovery record" in caplog.text and name not in caplog.text
+    assert [p.reason for p in verify_log(d).problems] == [problem.reason]
 
 
 def test_quarantined_bytes_are_themselves_protected(tmp_path: Path) -> None:
@@ -144,7 +176,11 @@ log = AuditLog(sys.argv[1], checkpoint_every=5, signing_key_path=sys.argv[2])
 try:
     for n in range(10**9):
         did = str(uuid.uuid4())
-        appended = log.record_decision(make_result(evaluation_id=did), make_facts())
+        decision = log.prepare_decision(make_result(evaluation_id=did), make_facts())
+        if n % 2:  # every other one with its cards, in one append (as the CDS Hooks service does)
+            appended = log.append_together([decision, log.prepare_cards(did, [did + "-card"])])[0]
+        else:
+            appended = log.append_together([decision])[0]
         print(appended.sequence, did, flush=True)
         if n == 0:  # warm (imports, schema, first scan) before the parent picks a moment
             print("ready", flush=True)
@@ -198,6 +234,12 @@ def test_sigkill_at_random_points_loses_no_acknowledged_record(tmp_path: Path, k
         assert records[seq]["decision"]["decision_id"] == did
     ids = [r["decision"]["decision_id"] for r in records.values() if r["type"] == "decision"]
     assert len(ids) == len(set(ids))
+    # Appended together, kept together: each cards record right after its decision, never alone.
+    for seq, record in records.items():
+        if record.get("atomic_with_next"):
+            assert records[seq + 1]["cards"]["decision_id"] == record["decision"]["decision_id"]
+        if record["type"] == "cards":
+            assert records[seq - 1]["decision"]["decision_id"] == record["cards"]["decision_id"]
 
 
 def test_a_copy_of_a_crashed_log_verifies_after_recovery_only(tmp_path: Path) -> None:

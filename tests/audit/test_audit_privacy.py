@@ -128,3 +128,64 @@ def test_application_logs_never_hold_facts_or_patient_ids(
     assert PATIENT_ID not in text
     assert str(SECRET_VALUE) not in text
     assert log.pseudonym(PATIENT_ID) not in text
+
+
+def test_a_redacted_record_still_says_the_trace_was_left_out(tmp_path: Path) -> None:
+    result = make_result()
+    result["trace"] = {"fired": [], "not_fired": [], "omitted": True}
+    AuditLog(tmp_path / "log", redact=True, pseudonym_key=KEY).record_decision(result, make_facts())
+    assert read_lines(tmp_path / "log")[0]["decision"]["trace"] == {"fired": [], "not_fired": [], "omitted": True}
+
+
+def _rejected(tmp_path: Path, redact: bool) -> tuple[dict, bytes]:  # type: ignore[type-arg]
+    from neurocds import Engine
+    from neurocds.errors import FactsValidationError
+    from neurocds.testing import inline_pack, rule
+
+    extension = {"type": "object", "additionalProperties": False, "properties": {"score": {"type": "integer"}}}
+    plugin = inline_pack(tmp_path / "packs", "ext", "ext", [rule("ext.r", {"fact": "strength.left_leg", "lt": 5})],
+                         facts_schema=extension)  # fmt: skip
+    options = {"redact": True, "pseudonym_key": KEY.hex()} if redact else None
+    engine = Engine(plugins=[("ext", plugin)], entry_points=False, audit_dir=tmp_path / "log", audit_options=options)
+    doc = {
+        "facts_version": "1",
+        "patient": {"id": PATIENT_ID, "Jane_Doe_1961": True},
+        "Mary_Jones": {"ward": [1, 2]},
+        "strength": {"left_leg": 9},
+        "extensions": {"ext": {"score": "high", "John~Smith/x": 1}},
+    }
+    with pytest.raises(FactsValidationError):
+        engine.evaluate(doc)
+    [record] = read_lines(tmp_path / "log")
+    return record["rejection"], (tmp_path / "log" / LOG_NAME).read_bytes()
+
+
+def test_redacted_rejections_keep_no_member_names_the_schema_does_not_define(tmp_path: Path) -> None:
+    rejection, raw = _rejected(tmp_path, redact=True)
+    for name in (b"Jane_Doe", b"Mary_Jones", b"John", b"Smith", PATIENT_ID.encode()):
+        assert name not in raw
+    pointers = sorted(v["pointer"] for v in rejection["violations"])
+    assert pointers == [
+        "/<unknown-member>",
+        "/extensions/ext/<unknown-member>",
+        "/extensions/ext/score",  # the pack's extension schema defines it
+        "/patient/<unknown-member>",
+        "/strength/left_leg",
+    ]
+    unknown = [v for v in rejection["violations"] if v["pointer"].endswith("<unknown-member>")]
+    assert all(v["message"] == "member '<unknown-member>' is not allowed here" for v in unknown)
+
+
+def test_rejections_outside_redaction_keep_the_names(tmp_path: Path) -> None:
+    rejection, _ = _rejected(tmp_path, redact=False)
+    pointers = {v["pointer"] for v in rejection["violations"]}
+    assert {"/Mary_Jones", "/patient/Jane_Doe_1961", "/extensions/ext/John~0Smith~1x"} <= pointers
+
+
+def test_a_message_still_naming_an_unknown_member_is_withheld() -> None:
+    from neurocds.audit.privacy import scrub_member_names
+    from neurocds.resources import load_schema
+
+    violation = {"pointer": "/Mary/3/x", "code": "invalid", "message": "Mary's value is odd"}
+    scrubbed = scrub_member_names(violation, load_schema("facts.schema.json"))
+    assert scrubbed["pointer"] == "/<unknown-member>" and "Mary" not in scrubbed["message"]

@@ -125,6 +125,9 @@ def test_from_env_and_from_options(tmp_path: Path, keypair: tuple[Path, Path]) -
     assert log.pseudonym("p") == AuditLog(tmp_path / "other", pseudonym_key=bytes.fromhex("ab" * 16)).pseudonym("p")
     key_file = tmp_path / "pkey"
     key_file.write_text("cd" * 16)
+    with pytest.raises(AuditError, match="accessible to other users"):  # with redaction it must be private
+        AuditLog.from_options(tmp_path / "opt", {"redact": True, "pseudonym_key_file": str(key_file)})
+    key_file.chmod(0o600)
     opt = AuditLog.from_options(tmp_path / "opt", {"redact": True, "pseudonym_key_file": str(key_file)})
     assert opt.redact and opt.pseudonym_key_id == AuditLog(tmp_path / "o2", pseudonym_key=b"\xcd" * 16).pseudonym_key_id
     with pytest.raises(AuditError, match="unknown audit option"):
@@ -133,6 +136,30 @@ def test_from_env_and_from_options(tmp_path: Path, keypair: tuple[Path, Path]) -
         AuditLog.from_env({"NEUROCDS_AUDIT_DIR": str(tmp_path / "y"), "NEUROCDS_AUDIT_PSEUDONYM_KEY": "zz"})
     with pytest.raises(AuditError, match="shorter"):
         AuditLog.from_options(tmp_path / "z", {"pseudonym_key": "abcd"})
+    with pytest.raises(AuditError, match="not both"):
+        AuditLog.from_options(tmp_path / "z", {"pseudonym_key": "ab" * 16, "pseudonym_key_file": str(key_file)})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("NEUROCDS_AUDIT_REDACT", "maybe", "not a yes/no value"),
+        ("NEUROCDS_AUDIT_CHECKPOINT_EVERY", "0", "not a positive whole number"),
+        ("NEUROCDS_AUDIT_CHECKPOINT_EVERY", "2.5", "not a positive whole number"),
+        ("NEUROCDS_AUDIT_REDACTED", "1", "unknown audit variable"),  # a typo must not mean "no redaction"
+    ],
+)
+def test_from_env_refuses_what_it_cannot_read(tmp_path: Path, name: str, value: str, message: str) -> None:
+    with pytest.raises(AuditError, match=message):
+        AuditLog.from_env({"NEUROCDS_AUDIT_DIR": str(tmp_path / "log"), name: value})
+    assert not (tmp_path / "log").exists()
+
+
+def test_from_env_reads_redaction_off_and_ignores_empty_values(tmp_path: Path) -> None:
+    env = {"NEUROCDS_AUDIT_DIR": str(tmp_path / "log"), "NEUROCDS_AUDIT_REDACT": "off",
+           "NEUROCDS_AUDIT_CHECKPOINT_EVERY": " "}  # fmt: skip
+    log = AuditLog.from_env(env)
+    assert log is not None and not log.redact and log.checkpoint_every is None
 
 
 def test_directory_is_created_private(tmp_path: Path) -> None:

@@ -124,3 +124,80 @@ def test_missing_pack_is_a_clear_refusal(tmp_path: Path) -> None:
                                 make_facts())  # fmt: skip
     with pytest.raises(ReplayRefused, match="cannot be loaded"):
         replay_decision(read_lines(d)[0])
+
+
+def _without_tpack(extra: list[tuple[str, Any]]) -> Any:
+    """tpack uninstalled: only the built-in packs (and ``extra`` plugins) are there."""
+
+    def build(packs: list[str], info: dict[str, Any]) -> Any:
+        return Engine(plugins=list(extra), packs=packs, backend=info.get("backend"),
+                      verify=bool(info.get("verified", False)))  # fmt: skip
+
+    return build
+
+
+def test_compare_replays_without_an_uninstalled_pack(tmp_path: Path) -> None:
+    rule = testing.rule
+    tpack = testing.inline_pack(tmp_path / "t", "tpack", "t", _rules(1), depends_on=["weakness-pattern"])
+    tdep = testing.inline_pack(tmp_path / "d", "tdep", "tdep", [rule("tdep.r", {"finding": "t.low_k"},
+                               finding="tdep.follow", urgency="info")], depends_on=["tpack"])  # fmt: skip
+    d = tmp_path / "log"
+    Engine(plugins=[("tpack", tpack), ("tdep", tdep)], packs=["weakness-pattern", "tpack", "tdep"],
+           audit_dir=d).evaluate(FACTS[0])  # fmt: skip
+    record = read_lines(d)[0]
+    assert {f["id"] for f in record["decision"]["findings"]} >= {"t.low_k", "tdep.follow"}
+    factory = _without_tpack([("tdep", tdep)])
+    with pytest.raises(ReplayRefused, match=r"not installed: tpack.*use --compare"):
+        replay_decision(record, engine_factory=factory)
+    outcome = replay_decision(record, compare=True, engine_factory=factory)
+    # tpack is gone, and tdep, which needs it, cannot load either: both are left out, said so.
+    assert outcome.not_installed == ["tpack", "tdep"] and not outcome.identical
+    assert {p["name"]: p["installed"] for p in outcome.pack_differences} == {"tdep": None, "tpack": None}
+    assert {f["id"] for f in outcome.removed} >= {"t.low_k", "tdep.follow"} and outcome.added == []
+
+
+def test_compare_text_names_both_content_hashes_and_the_left_out_pack(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from neurocds.cli import main
+
+    d = tmp_path / "log"
+    _factory(tmp_path, 1)(["weakness-pattern", "tpack"], {"backend": None, "verified": True}, audit_dir=d).evaluate(
+        FACTS[0]
+    )
+    record = read_lines(d)[0]
+    recorded = next(p["sha256"] for p in record["decision"]["packs"] if p["name"] == "tpack")
+    out = CliRunner().invoke(main, ["audit", "replay", "1", "--compare", "--audit-dir", str(d)])
+    assert out.exit_code == 1  # the findings differ
+    assert f"pack tpack: recorded 0.0.1 (sha256 {recorded[:12]}), not installed now" in out.stdout
+    assert "pack tpack was left out of the replay" in out.stdout and "- removed finding t.low_k" in out.stdout
+    # A pack installed in another version: both versions and both content hashes are shown.
+    from neurocds.cli.audit import _replay_text
+
+    now = Engine(packs=["weakness-pattern"]).pack_infos()[0]
+    builtin = next(p for p in record["decision"]["packs"] if p["name"] == "weakness-pattern")
+    older = {**builtin, "version": "0.0.0", "sha256": "ab" * 32}
+    changed = {**record, "decision": {**record["decision"], "packs": [older]}}
+    text = _replay_text(replay_decision(changed, compare=True))
+    assert (f"pack weakness-pattern: recorded 0.0.0 (sha256 abababababab), installed {now['version']} "
+            f"(sha256 {now['sha256'][:12]})") in text  # fmt: skip
+
+
+def test_an_incomplete_decision_replays_as_the_same_incomplete_decision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default factory keeps a pack that fails to load as failed, as it was recorded."""
+    import functools
+
+    import neurocds
+
+    broken = testing.inline_pack(tmp_path, "broken", "broken",
+                                 [testing.rule("broken.r", {"fact": "labs.no_such_lab", "gt": 1})])  # fmt: skip
+    d = tmp_path / "log"
+    Engine(plugins=[("broken", broken)], packs=["weakness-pattern", "broken"], on_pack_error="skip",
+           audit_dir=d).evaluate(FACTS[0])  # fmt: skip
+    record = read_lines(d)[0]
+    assert [e["kind"] for e in record["decision"]["errors"]] == ["pack_load"]
+    monkeypatch.setattr(neurocds, "Engine", functools.partial(Engine, plugins=[("broken", broken)]))
+    outcome = replay_decision(record)
+    assert outcome.identical, outcome.differing_fields

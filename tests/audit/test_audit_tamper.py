@@ -186,6 +186,27 @@ def head_claims_more(d: Path) -> None:
     (d / HEAD_NAME).write_text(json.dumps(head))
 
 
+def _edit_line(d: Path, seq: int, edit: Callable[[bytes], bytes]) -> None:
+    lines = (d / LOG_NAME).read_bytes().split(b"\n")
+    lines[_idx(seq)] = edit(lines[_idx(seq)])
+    (d / LOG_NAME).write_bytes(b"\n".join(lines))
+
+
+def duplicate_member_name(d: Path) -> None:
+    """A second "highest_urgency" before the real one: json.loads keeps the last, so the hash
+    still matches, but a reader that keeps the first sees "none"."""
+    key = b'"highest_urgency":'
+    _edit_line(d, 7, lambda line: line.replace(key, key + b'"none",' + key, 1))
+
+
+def reserialise_with_spaces(d: Path) -> None:
+    _edit_line(d, 7, lambda line: json.dumps(json.loads(line), ensure_ascii=False).encode())
+
+
+def crlf_line_ends(d: Path) -> None:
+    (d / LOG_NAME).write_bytes((d / LOG_NAME).read_bytes().replace(b"\n", b"\r\n"))
+
+
 # name -> (mutation, first bad sequence, writer refuses). ``None``: a consistent
 # rewrite, which can only be pinned to the span after the last checkpoint that
 # still verifies (checkpoint 5 signs sequence 4, so the span starts at 5).
@@ -210,6 +231,10 @@ CASES: dict[str, tuple[Callable[[Path], None], int | None, bool]] = {
     "edit_checkpoint_file_entry": (edit_mirror_entry, 10, False),
     "remove_checkpoint_file_entry": (remove_mirror_entry, 10, False),
     "head_file_claims_more": (head_claims_more, 18, True),
+    # Same parsed record, other bytes: only the canonical-bytes check sees these.
+    "duplicate_member_name": (duplicate_member_name, 7, True),
+    "reserialised_with_spaces": (reserialise_with_spaces, 7, True),
+    "crlf_line_ends": (crlf_line_ends, 1, True),
 }
 
 
@@ -265,12 +290,20 @@ def test_wrong_public_key_fails_every_checkpoint(template: Path, other_keypair: 
 
 
 def test_missing_head_file_is_reported(log_dir: Path) -> None:
+    from neurocds.audit.verify import format_report
+
     (log_dir / HEAD_NAME).unlink()
     report = verify_log(log_dir)
     assert not report.ok
-    assert any(p.code == "head" for p in report.problems)
-    with pytest.raises(AuditIntegrityError):
+    # Every record checks out; what cannot be told is whether records after the last were removed.
+    assert report.first_bad_sequence == LAST + 1 and report.verified_through == LAST
+    [problem] = report.problems
+    assert problem.code == "head" and "head file is missing" in problem.reason
+    assert f"whether records after {LAST} were removed cannot be told" in problem.reason
+    assert f"FAIL: first bad sequence {LAST + 1}" in format_report(report)
+    with pytest.raises(AuditIntegrityError, match="head file is missing; refusing to append") as info:
         AuditLog(log_dir).record_decision(make_result(), make_facts())
+    assert info.value.sequence == LAST + 1
 
 
 def test_deleted_log_file_is_not_silently_recreated(log_dir: Path) -> None:
@@ -302,3 +335,15 @@ def test_rollback_with_trimmed_checkpoint_file_needs_an_external_copy(
     report = verify_log(log_dir, public_key=keypair[1], external_checkpoints=[external])
     assert not report.ok
     assert report.first_bad_sequence == 12
+
+
+@pytest.mark.parametrize("case", ["duplicate_member_name", "reserialised_with_spaces", "crlf_line_ends"])
+def test_non_canonical_bytes_are_named_as_such(case: str, log_dir: Path, keypair: tuple[Path, Path]) -> None:
+    mutate, first_bad, _ = CASES[case]
+    mutate(log_dir)
+    assert json.loads((log_dir / LOG_NAME).read_bytes().split(b"\n")[_idx(first_bad)])  # still parses
+    report = verify_log(log_dir, public_key=keypair[1])
+    [problem] = [p for p in report.problems if p.sequence == first_bad]
+    assert problem.code == "noncanonical"
+    expected = {"duplicate_member_name": "'highest_urgency' appears twice", "crlf_line_ends": "CR LF"}
+    assert expected.get(case, "re-serialised") in problem.reason
