@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.audit.errors import AuditError
 from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
+from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
