@@ -8,7 +8,7 @@ from kleene_oracle import oracle
 
 from neurocds import Engine
 from neurocds.conditions import All, AnyOf, Not
-from neurocds.explain import because_item
+from neurocds.reasons import because_item
 from neurocds.render import render_result
 from neurocds.testing import inline_pack, rule
 
