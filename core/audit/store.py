@@ -14,7 +14,8 @@ Every append happens under the lock: the store re-reads what other processes
 appended, checks it links to what it knew, recovers a torn tail (with any
 records of an append that did not finish), refuses (fails closed) when the chain
 is damaged anywhere else, then writes the line, or the lines of one
-``write_together``, with a single ``write`` and ``fsync`` before returning.
+``write_together`` (or of several callers' appends gathered by the writer's group
+commit), with a single ``write`` and ``fsync`` before returning.
 """
 
 from __future__ import annotations
@@ -149,16 +150,43 @@ class ChainStore:
         leaves an unfinished append that the next :meth:`sync` moves aside whole:
         after a crash either all of them are in the chain or none is.
         """
+        (outcome,) = self.write_groups(state, [items])
+        if isinstance(outcome, AuditError):
+            raise outcome
+        return outcome
+
+    def write_groups(
+        self, state: _State, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
+    ) -> list[list[Appended] | AuditError]:
+        """Append several groups of records with one ``write`` and one ``fsync`` (group commit).
+
+        Each group is chained and marked as :meth:`write_together` would do on its own,
+        so each stays all-or-nothing after a crash. A group whose record does not match
+        the audit schema gets an :class:`AuditError` and writes nothing; the others go
+        on. A failed write fails every group.
+        """
+        outcomes: list[list[Appended] | AuditError] = []
         records: list[dict[str, Any]] = []
         sequence, prev_hash = state.scan.last_sequence, state.scan.last_hash
-        for index, (rtype, body) in enumerate(items):
-            record = seal(rtype, body, sequence=sequence + 1, prev_hash=prev_hash,
-                          atomic_with_next=index < len(items) - 1)  # fmt: skip
-            problems = schema_errors(record)
-            if problems:  # checked for all before any is written
-                raise AuditError(f"{rtype} record does not match the audit schema: {problems[0]}")
-            records.append(record)
-            sequence, prev_hash = record["sequence"], record["hash"]
+        for items in groups:
+            sealed = []
+            for index, (rtype, body) in enumerate(items):
+                record = seal(rtype, body, sequence=sequence + 1 + index, prev_hash=prev_hash,
+                              atomic_with_next=index < len(items) - 1)  # fmt: skip
+                problems = schema_errors(record)
+                if problems:  # checked for the whole group before any of it is written
+                    outcomes.append(AuditError(f"{rtype} record does not match the audit schema: {problems[0]}"))
+                    break
+                sealed.append(record)
+                prev_hash = record["hash"]
+            else:
+                records += sealed
+                sequence += len(sealed)
+                outcomes.append([Appended(r["sequence"], r["hash"], r["type"]) for r in sealed])
+                continue
+            prev_hash = records[-1]["hash"] if records else state.scan.last_hash  # the group is left out
+        if not records:
+            return outcomes
         lines = [canonical_json(record) + b"\n" for record in records]
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
         try:
@@ -166,7 +194,9 @@ class ChainStore:
             os.fsync(fd)
         except OSError as exc:
             self.state = None  # the file may now end in a torn line: rescan next time
-            raise AuditError(f"could not write {', '.join(t for t, _ in items)} record(s): {exc}") from exc
+            kinds = ", ".join(sorted({r["type"] for r in records}))
+            failed = AuditError(f"could not write {kinds} record(s): {exc}")
+            return [o if isinstance(o, AuditError) else failed for o in outcomes]
         finally:
             os.close(fd)
         for record, line in zip(records, lines, strict=True):
@@ -177,7 +207,7 @@ class ChainStore:
             state.note(record)
             log.debug("audit: appended %s record %d", record["type"], record["sequence"])
         self.write_head(state.scan.last_sequence, state.scan.last_hash)
-        return [Appended(r["sequence"], r["hash"], r["type"]) for r in records]
+        return outcomes
 
     def write_checkpoint(self, state: _State, key: Any) -> Appended:
         body = sign_checkpoint(

@@ -15,6 +15,7 @@ from typing import Any
 
 from neurocds.audit import privacy, settings
 from neurocds.audit.errors import AuditError
+from neurocds.audit.group_commit import GroupCommit
 from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
@@ -37,7 +38,9 @@ class AuditLog:
     :param directory: the audit directory (created, mode 0700, when missing).
     :param redact: store no facts, only their hash and the patient pseudonym.
     :param pseudonym_key: HMAC key for patient pseudonyms; required with ``redact``.
-    :param checkpoint_every: write a signed checkpoint after this many records.
+    :param checkpoint_every: write a signed checkpoint once this many records follow the
+        last one (after the append that reaches the count: appends committed together,
+        see :mod:`neurocds.audit.group_commit`, can take it past N).
     :param signing_key_path: Ed25519 private key (PEM, outside ``directory``).
     :param facts_schema: the engine's facts schema (base plus pack extensions); with
         ``redact``, member names of rejected documents that it does not define are
@@ -75,6 +78,7 @@ class AuditLog:
                 "`neurocds audit pseudonym-keygen FILE`) or NEUROCDS_AUDIT_PSEUDONYM_KEY (hex)"
             )
         self._thread_lock = threading.Lock()
+        self._group: GroupCommit[list[tuple[str, Mapping[str, Any]]], list[Appended]] = GroupCommit(self._commit)
         self._store = ChainStore(self.directory)
         self._store.create_layout()
         if pseudonym_key is None:
@@ -253,9 +257,14 @@ class AuditLog:
         internal = sorted({r.type for r in records} & {"checkpoint", "recovery"})
         if internal:
             raise AuditError(f"{', '.join(internal)} records are written by the log itself")
+        # Appends from other threads that arrive meanwhile share one lock and one fsync with it.
+        return self._group.submit([(r.type, r.body) for r in records])
+
+    def _commit(self, groups: list[list[tuple[str, Mapping[str, Any]]]]) -> list[list[Appended] | AuditError]:
+        """Write a batch of appends (group commit): one lock, one check of the chain, one fsync."""
         with self._thread_lock, self._store.locked():
             state = self._store.sync()
-            appended = self._store.write_together(state, [(r.type, r.body) for r in records])
+            outcomes = self._store.write_groups(state, groups)
             every = self.checkpoint_every
             if (
                 every
@@ -263,7 +272,7 @@ class AuditLog:
                 and state.scan.last_sequence - state.last_checkpoint_seq >= every
             ):
                 self._store.write_checkpoint(state, self._signing_key)
-            return appended
+            return outcomes
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
         """Sign the current chain head now and append the checkpoint record."""
