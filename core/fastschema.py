@@ -71,7 +71,7 @@ ANNOTATIONS = frozenset(
     {
         "$schema", "$id", "$comment", "$anchor", "title", "description",
         "default", "examples", "deprecated", "readOnly", "writeOnly",
-        # Definitions are only reachable through $ref, which is not supported: inert here.
+        # Definitions matter only where a $ref reaches them, and the $ref compiles them.
         "$defs", "definitions",
     }
 )  # fmt: skip
@@ -82,6 +82,7 @@ SUPPORTED = frozenset(
         "exclusiveMaximum", "minLength", "maxLength", "pattern", "format",
         "properties", "required", "additionalProperties", "patternProperties",
         "minProperties", "maxProperties", "items", "minItems", "maxItems",
+        "$ref", "allOf", "anyOf", "oneOf", "not", "if", "then", "else",
     }
 )  # fmt: skip
 
@@ -150,12 +151,25 @@ def _all(checks: list[Predicate]) -> Predicate:
     return every
 
 
-def _strings_only(values: Any, keyword: str) -> frozenset[str]:
-    # jsonschema compares with its own equality (bool is not 1, lists compare deeply);
-    # for strings that equality is plain ==, so only string values are compiled here.
-    if not all(isinstance(v, str) for v in values):
-        raise Unsupported(f"{keyword} with non-string values")
-    return frozenset(values)
+def _plain_constants(values: Any, keyword: str) -> tuple[frozenset[str], tuple[Any, ...]]:
+    """Strings, and ``true``/``false``/``null`` (compared by identity), of a const or enum.
+
+    jsonschema compares with its own equality (``true`` is not 1, lists compare deeply);
+    for strings that equality is plain ``==`` and for the three singletons it is
+    identity, so only those are compiled here; numbers and containers are not.
+    """
+    strings = [v for v in values if isinstance(v, str)]
+    singletons = tuple(v for v in values if v is True or v is False or v is None)
+    if len(strings) + len(singletons) != len(values):
+        raise Unsupported(f"{keyword} with values other than strings, true, false and null")
+    return frozenset(strings), singletons
+
+
+def _constant_check(values: Any, keyword: str) -> Predicate:
+    strings, singletons = _plain_constants(values, keyword)
+    if not singletons:
+        return lambda v: isinstance(v, str) and v in strings
+    return lambda v: (isinstance(v, str) and v in strings) or any(v is s for s in singletons)
 
 
 def _number_check(schema: Mapping[str, Any]) -> Predicate | None:
@@ -254,6 +268,7 @@ def compile_schema(
     *,
     conforms: Callable[[Any, str], bool],
     delegate: Callable[[Mapping[str, Any]], Predicate],
+    _root: _Resource | None = None,
 ) -> Predicate:
     """Compile ``schema`` into a predicate that is true exactly when ``jsonschema`` says valid.
 
@@ -265,20 +280,50 @@ def compile_schema(
     """
     if isinstance(schema, Mapping) and "$id" in schema:
         try:
-            return _compile(schema, conforms, delegate)
+            return _compile(schema, conforms, delegate, _Resource(schema))
         except Unsupported:
             # The resource is self-contained: jsonschema can judge it alone, identically.
             return delegate(schema)
-    return _compile(schema, conforms, delegate)
+    return _compile(schema, conforms, delegate, _root or _Resource(schema))
+
+
+class _Resource:
+    """The schema resource ``$ref`` pointers resolve in, with the targets compiled so far.
+
+    Only local references (``#`` followed by a JSON pointer) are compiled; a reference
+    to another document is :class:`Unsupported`. A target is compiled once, behind a
+    forwarding predicate, so recursive definitions terminate.
+    """
+
+    def __init__(self, document: Any) -> None:
+        self.document = document
+        self.compiled: dict[str, Predicate] = {}
+
+    def ref(self, pointer: str, compile_target: Callable[[Any], Predicate]) -> Predicate:
+        if pointer in self.compiled:
+            return self.compiled[pointer]
+        if not pointer.startswith("#"):
+            raise Unsupported(f"$ref to another document: {pointer!r}")
+        target = self.document
+        for token in (t for t in pointer[1:].split("/")[1:]):
+            token = token.replace("~1", "/").replace("~0", "~")
+            if not isinstance(target, Mapping) or token not in target:
+                raise Unsupported(f"$ref {pointer!r} does not resolve in its resource")
+            target = target[token]
+        box: list[Predicate] = []
+        self.compiled[pointer] = lambda v: box[0](v)  # forwards once the target is compiled
+        box.append(compile_target(target))
+        return self.compiled[pointer]
 
 
 def _compile(
     schema: Any,
     conforms: Callable[[Any, str], bool],
     delegate: Callable[[Mapping[str, Any]], Predicate],
+    root: _Resource,
 ) -> Predicate:
     def sub(node: Any) -> Predicate:
-        return compile_schema(node, conforms=conforms, delegate=delegate)
+        return compile_schema(node, conforms=conforms, delegate=delegate, _root=root)
 
     if schema is True:
         return _always
@@ -295,11 +340,9 @@ def _compile(
         tests = [JSON_TYPES[name] for name in names]
         checks.append(tests[0] if len(tests) == 1 else lambda v: any(t(v) for t in tests))
     if "const" in schema:
-        (const,) = _strings_only([schema["const"]], "const")
-        checks.append(lambda v: isinstance(v, str) and v == const)
+        checks.append(_constant_check([schema["const"]], "const"))
     if "enum" in schema:
-        allowed = _strings_only(schema["enum"], "enum")
-        checks.append(lambda v: isinstance(v, str) and v in allowed)
+        checks.append(_constant_check(list(schema["enum"]), "enum"))
     if "format" in schema:
         fmt = schema["format"]
         checks.append(lambda v: conforms(v, fmt))
@@ -307,8 +350,32 @@ def _compile(
         check = build(schema)
         if check is not None:
             checks.append(check)
-    for build_nested in (_object_check, _array_check):
+    for build_nested in (_object_check, _array_check, _combination_check):
         check = build_nested(schema, sub)
         if check is not None:
             checks.append(check)
+    if "$ref" in schema:
+        checks.append(root.ref(schema["$ref"], sub))
     return _all(checks)
+
+
+def _combination_check(schema: Mapping[str, Any], sub: Callable[[Any], Predicate]) -> Predicate | None:
+    """``allOf``, ``anyOf``, ``oneOf``, ``not`` and ``if``/``then``/``else``."""
+    checks: list[Predicate] = []
+    if "allOf" in schema:
+        checks.append(_all([sub(s) for s in schema["allOf"]]))
+    if "anyOf" in schema:
+        anyof = [sub(s) for s in schema["anyOf"]]
+        checks.append(lambda v: any(p(v) for p in anyof))
+    if "oneOf" in schema:
+        oneof = [sub(s) for s in schema["oneOf"]]
+        checks.append(lambda v: sum(1 for p in oneof if p(v)) == 1)
+    if "not" in schema:
+        negated = sub(schema["not"])
+        checks.append(lambda v: not negated(v))
+    if "if" in schema and ("then" in schema or "else" in schema):
+        condition = sub(schema["if"])
+        then = sub(schema["then"]) if "then" in schema else _always
+        otherwise = sub(schema["else"]) if "else" in schema else _always
+        checks.append(lambda v: then(v) if condition(v) else otherwise(v))
+    return _all(checks) if checks else None

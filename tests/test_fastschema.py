@@ -200,3 +200,69 @@ def test_fast_path_every_keyword_examples() -> None:
         ({"n": 1, "f": None}, False),
     ]:
         assert _ALL_FAST(doc) is ok is _ALL_REFERENCE.is_valid(doc), doc
+
+
+# ------------------------------------------------ references and combinators (the audit schema)
+COMBINATOR_SCHEMA: dict[str, Any] = {
+    "$id": "urn:test:combinators",
+    "$defs": {
+        "small": {"type": "integer", "maximum": 5},
+        "tree": {  # recursive: a $ref must resolve lazily
+            "type": "object",
+            "properties": {
+                "v": {"$ref": "#/$defs/small"},
+                "kids": {"type": "array", "items": {"$ref": "#/$defs/tree"}},
+            },
+            "additionalProperties": False,
+        },
+        "a~b/c": {"const": True},  # escaped JSON pointer tokens
+    },
+    "type": "object",
+    "properties": {
+        "all": {"allOf": [{"type": "integer"}, {"minimum": 2}]},
+        "any": {"anyOf": [{"type": "string"}, {"$ref": "#/$defs/small"}]},
+        "one": {"oneOf": [{"type": "integer"}, {"minimum": 3}]},
+        "no": {"not": {"type": "string"}},
+        "tree": {"$ref": "#/$defs/tree"},
+        "flag": {"$ref": "#/$defs/a~0b~1c"},
+        "opt": {"enum": ["a", None, False]},
+        "kind": {"type": "string"},
+    },
+    "allOf": [
+        {"if": {"properties": {"kind": {"const": "x"}}, "required": ["kind"]}, "then": {"required": ["all"]}},
+        {"if": {"properties": {"kind": {"const": "y"}}}, "else": {"not": {"required": ["no"]}}},
+    ],
+}
+_COMBINATOR_REFERENCE = Draft202012Validator(COMBINATOR_SCHEMA)
+_COMBINATOR_FAST = compile_schema(
+    COMBINATOR_SCHEMA, conforms=_CHECKER.conforms, delegate=lambda s: pytest.fail("delegated")
+)
+_TREES = st.recursive(
+    st.fixed_dictionaries({}, optional={"v": _SMALL}),
+    lambda kids: st.fixed_dictionaries({}, optional={"v": _SMALL, "kids": st.lists(kids, max_size=2)}),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=800)
+@given(
+    st.dictionaries(
+        st.sampled_from(["all", "any", "one", "no", "flag", "opt", "kind", "extra"]),
+        _SMALL | st.sampled_from(["x", "y"]),
+    ),
+    st.none() | _TREES,
+)
+def test_references_and_combinators_agree_with_jsonschema(doc: dict[str, Any], tree: Any) -> None:
+    if tree is not None:
+        doc = {**doc, "tree": tree}
+    assert _COMBINATOR_FAST(doc) == _COMBINATOR_REFERENCE.is_valid(doc)
+
+
+def test_a_constant_true_is_not_one_and_a_reference_elsewhere_is_not_compiled() -> None:
+    from neurocds.fastschema import Unsupported, _compile, _Resource
+
+    assert _COMBINATOR_FAST({"flag": True}) and not _COMBINATOR_FAST({"flag": 1})
+    assert not _COMBINATOR_FAST({"opt": 0}) and _COMBINATOR_FAST({"opt": None})
+    for schema in ({"$ref": "other.json#/x"}, {"const": 1}, {"enum": [[1]]}):
+        with pytest.raises(Unsupported):
+            _compile(schema, _CHECKER.conforms, lambda s: pytest.fail("delegated"), _Resource(schema))

@@ -11,7 +11,7 @@ and other services share one definition.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -89,8 +89,28 @@ def _validator() -> Any:
     return Draft202012Validator(schema)
 
 
+@lru_cache(maxsize=1)
+def _is_valid() -> Callable[[Any], bool]:
+    """The audit schema compiled to a yes/no check (see :mod:`neurocds.fastschema`).
+
+    Every append checks its records, and ``jsonschema`` took most of an append's time
+    on a decision record with its trace (about 5 ms of 9). The compiled check agrees
+    with ``jsonschema`` by construction (tested on real and mutated records); this
+    validator asserts no formats, so neither does the check.
+    """
+    from neurocds.fastschema import compile_schema
+
+    return compile_schema(
+        _validator().schema,
+        conforms=lambda _value, _format: True,
+        delegate=lambda s: _validator().evolve(schema=s).is_valid,
+    )
+
+
 def schema_errors(record: Any) -> list[str]:
     """Schema violations of one record, each as ``"<pointer>: <message>"``."""
+    if _is_valid()(record):
+        return []  # the messages, when there are any, come from jsonschema itself
     out = []
     for err in sorted(_validator().iter_errors(record), key=lambda e: list(e.absolute_path)):
         pointer = "/" + "/".join(str(p) for p in err.absolute_path)
