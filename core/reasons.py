@@ -58,17 +58,19 @@ def support_complete(
     ``any`` stops at its first true child, so :func:`support` names one reason where
     several may hold (three red flags recorded, one shown). ``fill`` evaluates a node
     that ``states`` holds as unreached, so every child that makes the node ``want``
-    is named.
+    is named. The caller knows the node of ``shape`` is ``want`` (a fired rule's root).
     """
-    slot, kind, payload = shape
-    state = states[slot]
-    if state is UNSET:
-        state = fill(slot)
-    if state is not want:
-        return
+    _slot, kind, payload = shape
     if kind == GROUP:
         for child in payload:
-            support_complete(child, want, states, fill, out)
+            state = states[child[0]]
+            if state is UNSET:  # rare: only after an ``any`` stopped early
+                state = fill(child[0])
+            if state is want:
+                if child[1] == LEAF:
+                    out.append(child[2])
+                else:
+                    support_complete(child, want, states, fill, out)
     elif kind == NOT:
         support_complete(payload, not want, states, fill, out)
     else:
