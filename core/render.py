@@ -74,19 +74,35 @@ class Namer:
             return f"{name}: not recorded"
         return f"{name}: {value_words(item.get('value'))}"
 
-    def expanded(self, item: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> str:
-        """A because-item in words; a derived fact is followed by what it was derived from."""
+    def expanded(self, item: Mapping[str, Any]) -> str:
+        """A because-item in words; a derived fact is followed by the recorded facts it rests on.
+
+        Derived facts built on derived facts are flattened: the recorded facts under all of
+        them are listed once, in one parenthesis, so the reason never nests three deep.
+        """
         line = self.item(item)
+        inner = "; ".join(self.recorded_under(item))
+        return f"{line} ({inner})" if inner else line
+
+    def recorded_under(self, item: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> list[str]:
+        """The recorded facts a derived fact rests on, through any derived facts between, once each."""
         if "derived" not in item or item["derived"] in seen:
-            return line
+            return []
         entry = self.derived.get((item["derived"], repr(item.get("value", True))))
-        if entry and entry.get("because"):
-            inner = "; ".join(
-                _unique(self.expanded(b, seen | {item["derived"]}) for b in entry["because"] if "finding" not in b)
-            )
-            if inner:
-                line = f"{line} ({inner})"
-        return line
+        out: list[str] = []
+        for below in (entry or {}).get("because") or ():
+            if "derived" in below:
+                out += self.recorded_under(below, seen | {item["derived"]})
+            elif "pointer" in below:
+                out.append(self.item(below))
+        return _unique(out)
+
+    def because_text(self, because: Iterable[Mapping[str, Any]]) -> str:
+        """A finding's reasons on one line; a fact already named under a derived fact is not repeated."""
+        items = list(because)
+        shown_under = {text for item in items for text in self.recorded_under(item)}
+        lines = [self.expanded(item) for item in items if "pointer" not in item or self.item(item) not in shown_under]
+        return "; ".join(_unique(lines))
 
 
 def _unique(lines: Iterable[str]) -> list[str]:
@@ -137,7 +153,7 @@ def render_result(
         for finding in group:
             lines.append(f"* {finding['title']}  [{finding['id']}]")
             lines.append(f"  {finding['detail']}")
-            lines.append("  Because: " + "; ".join(_unique(names.expanded(b) for b in finding["because"])))
+            lines.append("  Because: " + names.because_text(finding["because"]))
             for step in finding["recommendations"]:
                 lines.append(f"  - {step}")
             if finding.get("unknown"):

@@ -12,6 +12,20 @@ PACK = "cerebrovascular"
 VERSION = "1.0.0"
 
 TIME_WINDOW_FINDING = "cerebrovascular.time_critical_window"
+STROKE_FINDING = "cerebrovascular.stroke_suspected"
+# What the stroke finding adds when brain imaging is recorded: the generic steps still say
+# "image now" and "no antiplatelet until haemorrhage is excluded", which a result answers.
+IMAGING_NOTE = {
+    "haemorrhage": (
+        "Brain imaging is recorded as showing haemorrhage: manage as intracerebral haemorrhage "
+        "(no antiplatelet, no thrombolysis; lower blood pressure and reverse any anticoagulant "
+        "urgently; seek neurosurgical advice)."
+    ),
+    "ischaemic_stroke": (
+        "Brain imaging is recorded as showing ischaemic stroke, so haemorrhage has been excluded on "
+        "that scan; reperfusion depends on the time since onset."
+    ),
+}
 # Hours since onset up to which intravenous thrombolysis may be considered (NICE NG128).
 THROMBOLYSIS_HOURS = 4.5
 # The finding itself only fires up to this limit (packs-v1); thrombectomy may be considered up to it.
@@ -34,13 +48,18 @@ def neurocds_register_packs() -> list[RulePack]:
 def neurocds_finding_detail(
     finding_id: str, rule_id: str, facts: Mapping[str, Any], derived: Mapping[str, Any]
 ) -> str | None:
-    """Say which treatment window the recorded time since onset falls in.
+    """Say which treatment window the recorded time since onset falls in, and what recorded
+    brain imaging means for a suspected stroke.
 
     A declarative rule cannot put a case-specific number into its text, and the
     clinician needs to see at a glance whether thrombolysis is still on the table.
     When imaging shows haemorrhage it never is: then only the time is given, and no
     reperfusion window is named. An anticoagulant qualifies the thrombolysis window.
     """
+    if finding_id == STROKE_FINDING:
+        brain = facts.get("imaging", {}).get("brain")
+        # One note per finding, although two rules (pattern and imaging) can fire it.
+        return IMAGING_NOTE.get(brain) if isinstance(brain, str) and rule_id.endswith(".imaging") else None
     if finding_id != TIME_WINDOW_FINDING:
         return None
     hours = facts.get("onset", {}).get("hours_since_onset")

@@ -149,3 +149,25 @@ def test_evaluate_fhir_bundle_carries_provenance_into_the_trace():
     assert out.exit_code == 0, out.output
     provenance = json.loads(out.output)["trace"]["input_provenance"]["provenance"]
     assert provenance["/history/prior_stroke"][0]["resource"].startswith("Condition/")
+
+
+def test_reasons_read_flat_and_name_each_recorded_fact_once():
+    from pathlib import Path
+
+    example = Path(__file__).parents[1] / "examples" / "crossed-stroke.json"
+    out = run("evaluate", str(example)).output
+    # The crossed pattern rests on a derived hemiparesis: its limb grades are listed in one
+    # parenthesis, not nested inside the hemiparesis's own.
+    assert (
+        "Because: Right hemiparesis with left facial weakness (Right arm strength (MRC grade): 2; "
+        "Right leg strength (MRC grade): 3; Left arm strength (MRC grade): 5; Left leg strength (MRC grade): 5; "
+        "Facial weakness (side): left)"
+    ) in out
+    # Two rules fire the stroke finding, one on the hemiparesis and one on imaging with any weak limb:
+    # the weak limbs are named under the hemiparesis and not again after it.
+    facts = json.loads(example.read_text(encoding="utf-8"))
+    facts["imaging"] = {"brain": "ischaemic_stroke"}
+    out = run("evaluate", "-", stdin=json.dumps(facts)).output
+    stroke = next(line for line in out.splitlines() if line.startswith("  Because: Right arm and leg weak"))
+    assert stroke.count("Right arm strength (MRC grade): 2") == 1
+    assert stroke.endswith("Brain imaging (CT or MRI): ischaemic stroke")
