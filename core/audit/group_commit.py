@@ -68,11 +68,13 @@ class GroupCommit(Generic[Item, Outcome]):
         except BaseException as exc:  # every caller of the batch hears of it, the leader included
             outcomes = [exc] * len(batch)
         with self._cv:
-            for ticket, outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    ticket.error = outcome
-                else:
-                    ticket.outcome = outcome
-                ticket.done = True
-            self._leading = False
-            self._cv.notify_all()
+            try:
+                for ticket, outcome in zip(batch, outcomes, strict=True):
+                    if isinstance(outcome, BaseException):
+                        ticket.error = outcome
+                    else:
+                        ticket.outcome = outcome
+                    ticket.done = True
+            finally:  # whatever happens here, the next caller must be able to lead
+                self._leading = False
+                self._cv.notify_all()

@@ -193,7 +193,8 @@ class ChainStore:
             write_all(fd, b"".join(lines))
             os.fsync(fd)
         except OSError as exc:
-            self.state = None  # the file may now end in a torn line: rescan next time
+            self._cut_back(fd, state.scan.end)
+            self.state = None  # rescan next time, whatever the cut left
             kinds = ", ".join(sorted({r["type"] for r in records}))
             failed = AuditError(f"could not write {kinds} record(s): {exc}")
             return [o if isinstance(o, AuditError) else failed for o in outcomes]
@@ -206,8 +207,26 @@ class ChainStore:
             state.scan.last_line = line
             state.note(record)
             log.debug("audit: appended %s record %d", record["type"], record["sequence"])
-        self.write_head(state.scan.last_sequence, state.scan.last_hash)
+        try:
+            self.write_head(state.scan.last_sequence, state.scan.last_hash)
+        except OSError as exc:
+            # The records are on disk (fsynced): they stand. A head file that lags is what a crash
+            # between the two writes leaves too; the next append records it as a recovery.
+            log.warning("audit: head file not updated after sequence %d: %s", state.scan.last_sequence, exc.strerror)
         return outcomes
+
+    def _cut_back(self, fd: int, end: int) -> None:
+        """After a failed write or fsync, remove what it may have left past ``end``.
+
+        Its callers are told the append failed, so none of its records may stay in the
+        log to be taken as valid later. If the cut fails too, the next :meth:`sync`
+        finds the tail and moves it to quarantine (a torn line, or an unfinished append).
+        """
+        try:
+            os.ftruncate(fd, end)
+            os.fsync(fd)
+        except OSError as exc:
+            log.warning("audit: could not cut back a failed append to offset %d: %s", end, exc.strerror)
 
     def write_checkpoint(self, state: _State, key: Any) -> Appended:
         body = sign_checkpoint(

@@ -6,6 +6,7 @@ and :mod:`neurocds.audit.verify` for what tampering is and is not detectable.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ from neurocds.audit.records import cards_body, decision_body, feedback_body, rej
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import Appended, ChainStore
+
+log = logging.getLogger("neurocds.audit")
 
 __all__ = ["AUDIT_DIR_ENV", "Appended", "AuditLog", "PendingRecord"]
 
@@ -265,13 +268,20 @@ class AuditLog:
         with self._thread_lock, self._store.locked():
             state = self._store.sync()
             outcomes = self._store.write_groups(state, groups)
+            if self._store.state is None:
+                return outcomes  # a write failed: what is on disk is unknown until the next sync
             every = self.checkpoint_every
             if (
                 every
                 and self._signing_key is not None
                 and state.scan.last_sequence - state.last_checkpoint_seq >= every
             ):
-                self._store.write_checkpoint(state, self._signing_key)
+                try:
+                    self._store.write_checkpoint(state, self._signing_key)
+                except (AuditError, OSError) as exc:
+                    # The batch's records are on disk: its callers must hear success. The checkpoint
+                    # is still due, so the next append tries it again.
+                    log.warning("audit: checkpoint not written, will retry: %s", type(exc).__name__)
             return outcomes
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:

@@ -118,3 +118,72 @@ def test_a_group_that_fails_the_schema_writes_nothing_and_the_others_of_its_batc
     assert [a.sequence for a in first] == [1] and [a.sequence for a in last] == [2]
     assert [r["cards"]["decision_id"] for r in read_lines(tmp_path / "log")] == ["d1", "d3"]
     assert verify_log(tmp_path / "log").ok
+
+
+def _keys(tmp_path: Path) -> Path:
+    from neurocds.audit.signing import generate_keypair
+
+    key = tmp_path / "keys" / "signing.pem"
+    key.parent.mkdir()
+    generate_keypair(key, tmp_path / "keys" / "signing.pub")
+    return key
+
+
+def test_a_failed_fsync_leaves_no_record_behind_and_no_checkpoint_on_top(tmp_path: Path, monkeypatch):
+    """The caller is told the append failed, so its record must not stay to be read as valid later;
+    and a checkpoint that was due must not be written on top of a write whose outcome is unknown."""
+    directory = tmp_path / "log"
+    log = AuditLog(directory, checkpoint_every=3, signing_key_path=_keys(tmp_path))
+    for _ in range(2):
+        log.record_decision(make_result(), make_facts())
+    real_fsync, failures = os.fsync, [1]
+
+    def failing_fsync(fd: int) -> None:
+        if failures and os.path.basename(os.readlink(f"/proc/self/fd/{fd}")) == "audit.jsonl":
+            failures.pop()
+            raise OSError(5, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", failing_fsync)
+    with pytest.raises(AuditError, match="could not write decision"):
+        log.record_decision(make_result(), make_facts())
+    assert [r["sequence"] for r in read_lines(directory)] == [1, 2]  # cut back: no refused record
+    assert verify_log(directory).ok
+    appended = log.record_decision(make_result(), make_facts())  # the log goes on
+    assert appended.sequence == 3
+    types = [r["type"] for r in read_lines(directory)]
+    assert types == ["decision", "decision", "decision", "checkpoint"]  # the due checkpoint, now
+    assert verify_log(directory).ok
+
+
+def test_a_head_file_that_cannot_be_written_does_not_fail_records_already_on_disk(tmp_path: Path, monkeypatch):
+    directory = tmp_path / "log"
+    log = AuditLog(directory)
+    log.record_decision(make_result(), make_facts())
+
+    def no_space(self, sequence: int, digest: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module.ChainStore, "write_head", no_space)
+        appended = log.record_decision(make_result(), make_facts())  # fsynced: it stands
+    assert appended.sequence == 2
+    log.record_decision(make_result(), make_facts())
+    records = read_lines(directory)
+    assert [r["type"] for r in records] == ["decision", "decision", "recovery", "decision"]
+    assert verify_log(directory).ok
+
+
+def test_a_checkpoint_that_fails_does_not_fail_the_appends_before_it(tmp_path: Path, monkeypatch):
+    directory = tmp_path / "log"
+    log = AuditLog(directory, checkpoint_every=1, signing_key_path=_keys(tmp_path))
+
+    def broken(self, state, key):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store_module.ChainStore, "write_checkpoint", broken)
+        assert log.record_decision(make_result(), make_facts()).sequence == 1
+    log.record_decision(make_result(), make_facts())
+    assert [r["type"] for r in read_lines(directory)] == ["decision", "decision", "checkpoint"]
+    assert verify_log(directory).ok
