@@ -186,8 +186,13 @@ def missing_data_card(
     else:
         summary = "Some EHR data was not available to decision support"
     if notes:
+        # First, and named in the summary: a value dropped for its unit is one the rules never saw,
+        # and EHRs often show the summary alone.
         listed = "\n".join(f"- {md(n)}" for n in notes)
-        parts.append(f"**Data the EHR did not supply or that could not be read**\n\n{listed}")
+        parts.insert(0, f"**Data the EHR did not supply or that could not be read**\n\n{listed}")
+        if ordered:
+            count = f"{len(notes)} note{'s' if len(notes) != 1 else ''}"
+            summary = f"EHR data not used ({count}); {summary[0].lower()}{summary[1:]}"
     parts.append(f"_{md(disclaimer)}_")
     source = _source("neurocds", NOTICE_SYSTEM, "missing-data", "Facts not recorded")
     return _card(summary, "info", "\n\n".join(parts), source)

@@ -105,7 +105,21 @@ def load_facts(
     except NeurocdsError as exc:  # a mapping table is broken: not the input's fault
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)
+    _show_warnings(conversion.warnings)
     return conversion.facts, {"provenance": conversion.provenance, "warnings": conversion.warnings}
+
+
+def _show_warnings(warnings: list[Any]) -> None:
+    """What the FHIR input lost (an unknown unit, a stale value) goes to stderr, every time.
+
+    A value dropped for its unit is unknown to the rules, and a finding that needed it
+    does not fire: the person reading the result must see why. Messages name resources,
+    codes and units, never values or patient ids.
+    """
+    for warning in warnings:
+        if isinstance(warning, dict) and isinstance(warning.get("message"), str):
+            where = warning.get("resource") or warning.get("pointer") or ""
+            click.echo(f"warning: FHIR input{f' {where}' if where else ''}: {warning['message']}", err=True)
 
 
 def _patient_id(facts: Any) -> str | None:

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from neurocds.cli import main
 from neurocds.cli.fhir import DEFAULT_MAX_INPUT_BYTES
 
-from .helpers import DATA, PATIENT, SCT, bundle, condition, needs_data
+from .helpers import DATA, PATIENT, SCT, bundle, condition, lab, needs_data
 
 EMERY = DATA / "synthea" / "Emery_Purdy_298c62e6-b204-4a14-8e21-73d5be0ce22e.json"
 FACTS_LIMIT = 1_048_576  # the facts document's own limit, which FHIR input is not held to
@@ -107,3 +107,13 @@ def test_needs_data_fails_rather_than_skips_without_the_data(monkeypatch: pytest
     with pytest.raises(pytest.fail.Exception, match="test data not found"):
         helpers.needs_data(lambda: ran.append(True))()
     assert not ran
+
+
+def test_what_the_conversion_dropped_is_shown_on_stderr_in_every_format() -> None:
+    """A potassium in an unknown unit is unknown to the rules: the reader must be told why."""
+    doc = json.dumps(bundle(lab("k1", "2823-3", 2.1, "mg")))
+    for fmt in ("text", "json"):
+        out = CliRunner().invoke(main, ["evaluate", "--fhir", "--now", "latest", "--format", fmt, "-"], input=doc)
+        assert out.exit_code == 0, out.output
+        assert "warning: FHIR input Observation/k1: unknown unit 'mg'" in out.stderr
+        assert "2.1" not in out.stderr  # the value itself is not repeated

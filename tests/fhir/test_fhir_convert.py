@@ -54,6 +54,26 @@ def test_unit_conversions_from_the_tables(code: str, value: float, unit: str, fa
     assert_valid_facts(result.facts)
 
 
+@pytest.mark.parametrize(
+    ("code", "value", "unit", "fact", "expected"),
+    [
+        ("2823-3", 2.4, "mmol/l", "potassium_mmol_l", 2.4),  # UCUM's other code for the litre
+        ("2339-0", 180.16, "mg/dl", "glucose_mmol_l", 10.0),
+        ("2951-2", 120, "meq/l", "sodium_mmol_l", 120),
+    ],
+)
+def test_the_lower_case_litre_is_the_same_ucum_unit(code: str, value: float, unit: str, fact: str, expected: float):
+    result = converter().convert_bundle(bundle(lab("o1", code, value, unit)))
+    assert result.facts["labs"][fact] == pytest.approx(expected)
+    assert not result.warnings
+
+
+def test_only_a_trailing_litre_is_respelled() -> None:
+    # "mmol" ends in "l" too, and "mol/l" of an unlisted base must stay unknown: no guess.
+    result = converter().convert_bundle(bundle(lab("k1", "2823-3", 4.1, "mol/l")))
+    assert "labs" not in result.facts and "unknown unit 'mol/l'" in messages(result.warnings)
+
+
 def test_unknown_unit_is_a_warning_and_no_value() -> None:
     result = converter().convert_bundle(bundle(lab("k1", "2823-3", 4.1, "mg")))
     assert "labs" not in result.facts
