@@ -83,7 +83,10 @@ class AuditLog:
         self._thread_lock = threading.Lock()
         self._group: GroupCommit[list[tuple[str, Mapping[str, Any]]], list[Appended]] = GroupCommit(self._commit)
         self._store = ChainStore(self.directory)
-        self._store.create_layout()
+        try:
+            self._store.create_layout()
+        except OSError as exc:  # a directory that cannot be made or written is the audit log's failure
+            raise AuditError(f"cannot open the audit directory {self.directory}: {exc.strerror or exc}") from exc
         if pseudonym_key is None:
             pseudonym_key = privacy.auto_key(self.directory, create=True)
         elif len(pseudonym_key) < 16:

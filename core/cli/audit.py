@@ -202,6 +202,25 @@ def query(audit_dir: Path, **kw: Any) -> None:
     _run_query(audit_dir, **kw)
 
 
+def _warn_if_unvouched(audit_dir: Path, record: dict[str, Any]) -> None:
+    """Say on stderr when the log fails verification at or before this record: it may not be genuine.
+
+    ``show`` and ``export`` read one record; an auditor must not take a record from a
+    damaged chain as sound because the command that printed it did not check.
+    """
+    from neurocds.audit.verify import verify_log
+
+    result = _call(lambda: verify_log(audit_dir))
+    first_bad = result.first_bad_sequence
+    sequence = record.get("sequence")
+    if first_bad is not None and isinstance(sequence, int) and first_bad <= sequence:
+        click.echo(
+            f"WARNING: the log fails verification from sequence {first_bad}; record {sequence} cannot be "
+            "trusted. `neurocds audit verify` says what is wrong.",
+            err=True,
+        )
+
+
 @audit.command()
 @_audit_dir_option()
 @click.argument("record_id")
@@ -216,6 +235,7 @@ def show(audit_dir: Path, record_id: str, fmt: str) -> None:
     from neurocds.audit.render import render_text
 
     record = _call(lambda: find_record(audit_dir, record_id))
+    _warn_if_unvouched(audit_dir, record)
     click.echo(json.dumps(record, indent=2, ensure_ascii=False) if fmt == "json" else render_text(record))
 
 
@@ -310,6 +330,7 @@ def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None) -> 
     if not fhir:
         raise click.UsageError("choose an export format: --fhir")
     record = _call(lambda: find_record(audit_dir, record_id))
+    _warn_if_unvouched(audit_dir, record)
     bundle = _call(lambda: export_fhir(record))
     text = json.dumps(bundle, indent=2, ensure_ascii=False)
     if output is None:

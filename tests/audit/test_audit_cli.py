@@ -84,6 +84,21 @@ def test_verify_passes_then_names_the_first_bad_sequence(
     assert code == 1 and json.loads(out)["first_bad_sequence"] == 3
 
 
+def test_show_and_export_warn_when_the_record_is_not_vouched_for_by_the_chain(
+    cli: click.Group, populated: dict[str, object], tmp_path: Path
+) -> None:
+    d = tmp_path / "log"
+    shutil.copytree(populated["dir"], d)  # type: ignore[arg-type]
+    recs = read_lines(d)
+    recs[2]["decision"]["complete"] = True  # sequence 3 edited, not re-hashed
+    write_lines(d, recs)
+    for command in (["show"], ["export", "--fhir"]):
+        code, out, err = run(cli, *command, "--audit-dir", d, "#3")
+        assert code == 0 and out and "WARNING: the log fails verification from sequence 3" in err, command
+        _, _, before = run(cli, *command, "--audit-dir", d, "#2")
+        assert "WARNING" not in before, command  # records before the damage are still vouched for
+
+
 def test_verify_without_a_directory_is_a_usage_error(cli: click.Group) -> None:
     code, _, err = run(cli, "verify", env={"NEUROCDS_AUDIT_DIR": ""})
     assert code == 2 and "--audit-dir" in err

@@ -226,3 +226,11 @@ def test_a_pack_installed_by_entry_point_that_fails_gives_a_recorded_incomplete_
     found = subprocess.run([*cli, "audit", "query", "--audit-dir", str(d), "--incomplete", "--format", "json"],
                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert found.returncode == 0 and [r["sequence"] for r in json.loads(found.stdout)] == [1]
+
+
+def test_an_audit_directory_that_cannot_be_made_is_exit_4_with_no_result(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    out = evaluate(EXAMPLE, "--audit-dir", blocker / "log")
+    assert out.exit_code == 4, out.output
+    assert out.stdout == "" and "cannot open the audit directory" in out.stderr
