@@ -76,7 +76,9 @@ def _value_text(value: Any) -> str:
 
 
 def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[str]:
-    lines = []
+    """One line per reason; a fact two rule tests read (K < 3.0 and K < 2.5) is one line naming both."""
+    order: list[str | tuple[str, str]] = []
+    tests: dict[tuple[str, str], list[str]] = {}
     for item in because:
         if "pointer" in item:
             name = md(short_label(str(item["pointer"]), names.label_of or (lambda _p: None)))
@@ -84,12 +86,23 @@ def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[s
                 shown = md(_value_text(item.get("value"))) if "value" in item else "recorded"
             else:
                 shown = "**not recorded**"
-            test = f" (rule test: {md(item['test'])})" if item.get("test") else ""
-            lines.append(f"- {name}: {shown}{test}")
+            if (name, shown) not in tests:
+                tests[(name, shown)] = []
+                order.append((name, shown))
+            if item.get("test"):
+                tests[(name, shown)].append(md(item["test"]))
         elif "derived" in item:  # named, and followed by the recorded facts it was derived from
-            lines.append(f"- {md(names.expanded(item))}")
+            order.append(f"- {md(names.expanded(item))}")
         elif "finding" in item:
-            lines.append(f"- {md(names.item(item))}")
+            order.append(f"- {md(names.item(item))}")
+    lines = []
+    for entry in order:
+        if isinstance(entry, str):
+            lines.append(entry)
+            continue
+        listed = tests[entry]
+        label = "rule test" if len(listed) == 1 else "rule tests"
+        lines.append(f"- {entry[0]}: {entry[1]}" + (f" ({label}: {'; '.join(listed)})" if listed else ""))
     return lines
 
 
