@@ -138,7 +138,7 @@ def export_fhir(record: Mapping[str, Any]) -> dict[str, Any]:
                 "who": device,
             }
         ],
-        "entity": [{"role": "source", "what": facts_ref}],
+        "entity": [{"role": "source", "what": facts_ref}, *_source_resources(body)],
     }
     return {
         "resourceType": "Bundle",
@@ -150,3 +150,27 @@ def export_fhir(record: Mapping[str, Any]) -> dict[str, Any]:
             {"fullUrl": f"urn:uuid:{prov_id}", "resource": provenance},
         ],
     }
+
+
+def _source_resources(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The EHR's own resources the facts were converted from (FHIR input), as Provenance sources.
+
+    Read from the trace's ``input_provenance``; a redacted record keeps none, so none are
+    named. Each resource appears once, with the facts it gave in ``display``.
+    """
+    trace = body.get("trace")
+    recorded = trace.get("input_provenance") if isinstance(trace, Mapping) and not body.get("redacted") else None
+    by_pointer = recorded.get("provenance") if isinstance(recorded, Mapping) else None
+    if not isinstance(by_pointer, Mapping):
+        return []
+    used: dict[str, list[str]] = {}
+    for pointer, sources in sorted(by_pointer.items()):
+        for source in sources if isinstance(sources, list) else ():
+            resource = source.get("resource") if isinstance(source, Mapping) else None
+            if isinstance(resource, str) and "/" in resource:
+                used.setdefault(resource, []).append(str(pointer))
+    return [
+        {"role": "source", "what": {"reference": resource, "display": f"gave {', '.join(pointers)}"}}
+        for resource, pointers in sorted(used.items())
+    ]
+

@@ -149,3 +149,45 @@ def test_only_decisions_export(tmp_path: Path) -> None:
     AuditLog(tmp_path / "log").record_cards("d", ["c"])
     with pytest.raises(AuditError, match="only decision"):
         export_fhir(read_lines(tmp_path / "log")[0])
+
+
+def test_provenance_names_the_ehr_resources_the_facts_came_from(tmp_path: Path) -> None:
+    from neurocds import Engine
+    from neurocds.fhir import FhirConverter
+
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960-01-01"}},
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "k1",
+                    "status": "final",
+                    "subject": {"reference": "Patient/p1"},
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+                    "effectiveDateTime": "2026-11-20T08:00:00Z",
+                    "valueQuantity": {"value": 2.4, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
+                                      "code": "mmol/L"},
+                }
+            },
+        ],
+    }  # fmt: skip
+    from datetime import UTC, datetime
+
+    # A fixed "now": with the wall clock the observation would become stale and drop out.
+    conversion = FhirConverter(now=datetime(2026, 11, 21, tzinfo=UTC)).convert_bundle(bundle)
+    result = Engine().evaluate(
+        conversion.facts, provenance={"provenance": conversion.provenance, "warnings": conversion.warnings}
+    )
+    plain, redacted = tmp_path / "plain", tmp_path / "redacted"
+    AuditLog(plain).record_decision(result, conversion.facts)
+    AuditLog(redacted, redact=True, pseudonym_key=b"k" * 32).record_decision(result, conversion.facts)
+    entities = export_fhir(read_lines(plain)[0])["entry"][1]["resource"]["entity"]
+    sources = {e["what"].get("reference"): e["what"]["display"] for e in entities if "reference" in e["what"]}
+    assert sources["Observation/k1"] == "gave /labs/potassium_mmol_l"
+    for entity in entities:
+        _reference(entity["what"])
+    redacted_entities = export_fhir(read_lines(redacted)[0])["entry"][1]["resource"]["entity"]
+    assert not [e for e in redacted_entities if "reference" in e["what"]]  # resource ids are not kept then
