@@ -154,6 +154,7 @@ def _query_options(fn: F) -> F:
 
 def _run_query(audit_dir: Path, **kw: Any) -> None:
     from neurocds.audit import privacy
+    from neurocds.audit.errors import AuditError
     from neurocds.audit.query import RecordFilter, format_table, parse_time, query_records, summary
 
     if kw["patient"] and kw["pseudonym"]:
@@ -163,6 +164,12 @@ def _run_query(audit_dir: Path, **kw: Any) -> None:
     if kw["patient"]:
         key = _call(lambda: _pseudonym_key(audit_dir, kw["pseudonym_key_file"]))
         pseudonym, key_id = privacy.pseudonymise(key, kw["patient"]), privacy.key_id(key)
+    for option in ("since", "until"):  # a malformed time is the caller's usage error (exit 2), not a log failure
+        if kw[option]:
+            try:
+                parse_time(kw[option])
+            except AuditError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"--{option}") from None
     types = tuple(kw["types"]) or ("decision", "rejection")
     if "all" in types:
         types = _TYPES[:-1]
