@@ -41,6 +41,14 @@ def _parse_issuers(values: tuple[str, ...]) -> dict[str, str]:
     return issuers
 
 
+def _plain_http_off_loopback(location: str) -> bool:
+    """A JWK Set URL fetched without TLS from a host other than this one."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(location)
+    return parts.scheme == "http" and (parts.hostname or "") not in {"localhost", "127.0.0.1", "::1"}
+
+
 def register(group: click.Group) -> None:
     @group.command("serve")
     @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -121,6 +129,17 @@ def register(group: click.Group) -> None:
             click.secho(INSECURE_WARNING, fg="red", bold=True, err=True)
             if host not in LOOPBACK:
                 click.secho(f"WARNING: listening on {host}, not loopback, without authentication.", fg="red", err=True)
+        elif insecure_dev:
+            click.echo("note: --insecure-dev is ignored: trusted issuers are given, so every call needs a token.",
+                       err=True)  # fmt: skip
+        for iss, jwks in issuers.items():
+            if _plain_http_off_loopback(jwks):
+                click.secho(
+                    f"WARNING: the JWK Set of issuer {iss} is fetched over plain http from another host: whoever "
+                    "can alter that traffic can sign tokens the service will accept. Use https.",
+                    fg="red",
+                    err=True,
+                )
         url_host = f"[{host}]" if ":" in host else host
         app = _build_app(
             base_url=base_url or f"http://{url_host}:{port}",

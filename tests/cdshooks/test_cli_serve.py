@@ -30,6 +30,16 @@ def test_insecure_dev_warns_and_marks_responses() -> None:
     assert "WARNING: --insecure-dev" in served.stderr
 
 
+def test_it_says_when_insecure_dev_is_ignored_and_when_a_jwk_set_travels_without_tls(keys: Keys) -> None:
+    plain = "https://other-ehr.test.invalid=http://jwks.test.invalid/jwks.json"  # fetched lazily, never here
+    args = ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}", "--issuer", plain, "--insecure-dev"]
+    with serve_process(args) as served:
+        assert http_call(served.port, "GET", "/cds-services").status == 401  # still secured
+    assert "--insecure-dev is ignored" in served.stderr
+    assert "WARNING: the JWK Set of issuer https://other-ehr.test.invalid is fetched over plain http" in served.stderr
+    assert "WARNING: the JWK Set of issuer " + EHR_ISSUER not in served.stderr  # a file: no warning
+
+
 def test_secured_server_checks_tokens(keys: Keys, tmp_path: Path) -> None:
     args = ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}", "--audit-dir", str(tmp_path / "audit")]
     with serve_process(args) as served:
