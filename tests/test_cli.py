@@ -147,7 +147,7 @@ def test_evaluate_fhir_bundle_carries_provenance_into_the_trace():
     bundle = shared_data.DATA / "synthea" / "Bryan_Breitenberg_8ce561ed-8bf7-4b0b-b1cd-e26775a8a8f8.json"
     out = run("evaluate", "--fhir", str(bundle), "--format", "json")
     assert out.exit_code == 0, out.output
-    provenance = json.loads(out.output)["trace"]["input_provenance"]["provenance"]
+    provenance = json.loads(out.stdout)["trace"]["input_provenance"]["provenance"]
     assert provenance["/history/prior_stroke"][0]["resource"].startswith("Condition/")
 
 
