@@ -221,3 +221,27 @@ def describe_pack(side: Mapping[str, Any] | None) -> str:
     if side is None:
         return "absent"
     return f"{side.get('version')} (sha256 {str(side.get('sha256'))[:12]})"
+
+
+def format_replay(outcome: Any) -> str:
+    """A replay outcome as the text `neurocds audit replay` prints."""
+    lines = [f"replay of decision {outcome.decision_id} (sequence {outcome.sequence})"]
+    for d in outcome.pack_differences:
+        now = f"installed {describe_pack(d['installed'])}" if d["installed"] else "not installed now"
+        lines.append(f"  pack {d['name']}: recorded {describe_pack(d['recorded'])}, {now}")
+    for name in outcome.not_installed:
+        lines.append(f"  pack {name} was left out of the replay: its findings cannot appear below")
+    if outcome.identical:
+        lines.append("IDENTICAL: the replay reproduces the recorded decision exactly")
+        return "\n".join(lines)
+    for f in outcome.added:
+        lines.append(f"  + added finding {f['id']} [{f['urgency']}]")
+    for f in outcome.removed:
+        lines.append(f"  - removed finding {f['id']} [{f['urgency']}]")
+    for f in outcome.urgency_changed:
+        lines.append(f"  ~ urgency of {f['id']}: {f['recorded']} -> {f['current']}")
+    if outcome.differing_fields:
+        lines.append("DIFFERENT: " + ", ".join(outcome.differing_fields) + " differ from the record")
+    else:
+        lines.append("same outcome, but with different pack versions")
+    return "\n".join(lines)

@@ -25,7 +25,6 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,53 +45,18 @@ from neurocds.audit.errors import AuditError, AuditIntegrityError
 from neurocds.audit.files import fsync_dir, write_all
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal, utc_now
 from neurocds.audit.signing import sign_checkpoint
+from neurocds.audit.store_state import Appended, StoreState
 
 # Only sequence numbers, types, sizes and hashes are ever logged: never facts,
 # never patient ids, never pseudonyms.
 log = logging.getLogger("neurocds.audit")
-
-_RECENT = 256  # how many recent sequence->hash pairs to keep for head checks
-
-
-@dataclass(frozen=True)
-class Appended:
-    """What an append returned: the record is on disk (fsynced) when you hold this."""
-
-    sequence: int
-    hash: str
-    type: str
-
-
-@dataclass
-class _State:
-    inode: int
-    scan: ScanResult
-    last_checkpoint_seq: int = 0
-    last_checkpoint_body: dict[str, Any] | None = None
-    quarantined: set[str] = field(default_factory=set)
-    recent: dict[int, str] = field(default_factory=dict)
-    mirrored_through: int = 0  # checkpoint sequence known to be in the mirror file
-
-    def note(self, record: Mapping[str, Any]) -> None:
-        """Track what later checks need from each intact record."""
-        seq = record["sequence"]
-        self.recent[seq] = record["hash"]
-        self.recent.pop(seq - _RECENT, None)  # sequences only grow: drop the oldest
-        if record.get("type") == "checkpoint":
-            self.last_checkpoint_seq = seq
-            self.last_checkpoint_body = dict(record["checkpoint"])
-        elif record.get("type") == "recovery":
-            name = record["recovery"].get("quarantine_file")
-            if isinstance(name, str):
-                self.quarantined.add(Path(name).name)
-
 
 class ChainStore:
     """One audit directory's files; callers hold :meth:`locked` around :meth:`sync` + writes."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.state: _State | None = None
+        self.state: StoreState | None = None
         self.recovered: list[Appended] = []
 
     def create_layout(self) -> None:
@@ -140,10 +104,10 @@ class ChainStore:
             os.close(fd)
         os.replace(tmp, self.directory / HEAD_NAME)
 
-    def write(self, state: _State, rtype: str, body: Mapping[str, Any]) -> Appended:
+    def write(self, state: StoreState, rtype: str, body: Mapping[str, Any]) -> Appended:
         return self.write_together(state, [(rtype, body)])[0]
 
-    def write_together(self, state: _State, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
+    def write_together(self, state: StoreState, items: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Appended]:
         """Append ``items`` as consecutive records with one ``write`` and one ``fsync``.
 
         Every record but the last carries ``atomic_with_next``, so a crash part-way
@@ -156,7 +120,7 @@ class ChainStore:
         return outcome
 
     def write_groups(
-        self, state: _State, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
+        self, state: StoreState, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
     ) -> list[list[Appended] | AuditError]:
         """Append several groups of records with one ``write`` and one ``fsync`` (group commit).
 
@@ -228,7 +192,7 @@ class ChainStore:
         except OSError as exc:
             log.warning("audit: could not cut back a failed append to offset %d: %s", end, exc.strerror)
 
-    def write_checkpoint(self, state: _State, key: Any) -> Appended:
+    def write_checkpoint(self, state: StoreState, key: Any) -> Appended:
         body = sign_checkpoint(
             key,
             sequence=state.scan.last_sequence,
@@ -246,7 +210,7 @@ class ChainStore:
             fh.seek(offset)
             return fh.read()
 
-    def sync(self) -> _State:
+    def sync(self) -> StoreState:
         """Bring the in-memory head up to date with the file; recover or refuse.
 
         Recovery records appended on the way are listed in :attr:`recovered`.
@@ -265,7 +229,7 @@ class ChainStore:
                 if fh.read(len(state.scan.last_line)) != state.scan.last_line:
                     state = None  # what we knew changed under us: check everything again
         if state is None or state.inode != st.st_ino or st.st_size < state.scan.end:
-            state = _State(inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0))
+            state = StoreState(inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0))
         self.state = None  # stays unset unless the checks below all pass
         data = self._read_from(state.scan.end)
         prev = state.scan
@@ -301,7 +265,7 @@ class ChainStore:
         return state
 
     def _torn_from(
-        self, state: _State, result: ScanResult, head: Mapping[str, Any], data: bytes, data_offset: int
+        self, state: StoreState, result: ScanResult, head: Mapping[str, Any], data: bytes, data_offset: int
     ) -> int | None:
         """File offset from which the log's end is an interrupted write (``None``: there is none).
 
@@ -331,7 +295,7 @@ class ChainStore:
             cut = start.end
         return cut
 
-    def _check_head(self, state: _State, head: Mapping[str, Any]) -> None:
+    def _check_head(self, state: StoreState, head: Mapping[str, Any]) -> None:
         last, digest = state.scan.last_sequence, state.scan.last_hash
         if head["sequence"] > last:
             raise AuditIntegrityError(
@@ -362,7 +326,7 @@ class ChainStore:
         log.warning("audit: head file lagged at %d behind record %d; resynced", head["sequence"], last)
         self.recovered.append(self.write(state, "recovery", body))
 
-    def _quarantine_tail(self, state: _State, torn: bytes) -> None:
+    def _quarantine_tail(self, state: StoreState, torn: bytes) -> None:
         offset = state.scan.end
         digest = sha256_hex(torn)
         qdir = self.directory / QUARANTINE_DIR
@@ -393,7 +357,7 @@ class ChainStore:
             f"{QUARANTINE_DIR}/{name}",
         )
 
-    def _record_quarantined(self, state: _State, last_sequence: int, end: int) -> None:
+    def _record_quarantined(self, state: StoreState, last_sequence: int, end: int) -> None:
         """Write the recovery record of bytes quarantined just before a crash.
 
         Only a file cut from where the log now ends counts: a recovery record must
@@ -427,7 +391,7 @@ class ChainStore:
             log.warning("audit: %d file(s) in %s/ have no recovery record; `neurocds audit verify` lists them",
                         unexplained, QUARANTINE_DIR)  # fmt: skip
 
-    def _repair_mirror(self, state: _State) -> None:
+    def _repair_mirror(self, state: StoreState) -> None:
         if state.last_checkpoint_body is None or state.mirrored_through == state.last_checkpoint_seq:
             return
         mirror.repair(self.directory, state.last_checkpoint_seq, state.last_checkpoint_body)

@@ -258,40 +258,15 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
     and for redacted records. Exit 0 when the replay reproduces the decision.
     """
     from neurocds.audit.query import find_record
-    from neurocds.audit.replay import replay_decision
+    from neurocds.audit.replay import format_replay, replay_decision
 
     record = _call(lambda: find_record(audit_dir, record_id))
     outcome = _call(lambda: replay_decision(record, compare=compare))
     if fmt == "json":
         _echo_json(outcome.to_dict())
     else:
-        click.echo(_replay_text(outcome))
+        click.echo(format_replay(outcome))
     sys.exit(0 if outcome.identical or (compare and not outcome.differing_fields) else 1)
-
-
-def _replay_text(outcome: Any) -> str:
-    from neurocds.audit.replay import describe_pack
-
-    lines = [f"replay of decision {outcome.decision_id} (sequence {outcome.sequence})"]
-    for d in outcome.pack_differences:
-        now = f"installed {describe_pack(d['installed'])}" if d["installed"] else "not installed now"
-        lines.append(f"  pack {d['name']}: recorded {describe_pack(d['recorded'])}, {now}")
-    for name in outcome.not_installed:
-        lines.append(f"  pack {name} was left out of the replay: its findings cannot appear below")
-    if outcome.identical:
-        lines.append("IDENTICAL: the replay reproduces the recorded decision exactly")
-        return "\n".join(lines)
-    for f in outcome.added:
-        lines.append(f"  + added finding {f['id']} [{f['urgency']}]")
-    for f in outcome.removed:
-        lines.append(f"  - removed finding {f['id']} [{f['urgency']}]")
-    for f in outcome.urgency_changed:
-        lines.append(f"  ~ urgency of {f['id']}: {f['recorded']} -> {f['current']}")
-    if outcome.differing_fields:
-        lines.append("DIFFERENT: " + ", ".join(outcome.differing_fields) + " differ from the record")
-    else:
-        lines.append("same outcome, but with different pack versions")
-    return "\n".join(lines)
 
 
 @audit.command()

@@ -172,13 +172,13 @@ def test_compare_text_names_both_content_hashes_and_the_left_out_pack(tmp_path: 
     assert f"pack tpack: recorded 0.0.1 (sha256 {recorded[:12]}), not installed now" in out.stdout
     assert "pack tpack was left out of the replay" in out.stdout and "- removed finding t.low_k" in out.stdout
     # A pack installed in another version: both versions and both content hashes are shown.
-    from neurocds.cli.audit import _replay_text
+    from neurocds.audit.replay import format_replay
 
     now = Engine(packs=["weakness-pattern"]).pack_infos()[0]
     builtin = next(p for p in record["decision"]["packs"] if p["name"] == "weakness-pattern")
     older = {**builtin, "version": "0.0.0", "sha256": "ab" * 32}
     changed = {**record, "decision": {**record["decision"], "packs": [older]}}
-    text = _replay_text(replay_decision(changed, compare=True))
+    text = format_replay(replay_decision(changed, compare=True))
     assert (f"pack weakness-pattern: recorded 0.0.0 (sha256 abababababab), installed {now['version']} "
             f"(sha256 {now['sha256'][:12]})") in text  # fmt: skip
 

@@ -1,0 +1,49 @@
+"""What the chain store knows between appends: the log's head and what later checks need.
+
+Kept apart from :mod:`neurocds.audit.store` (which reads, writes and recovers the files)
+because it is plain data, updated from each intact record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit.chain import ScanResult
+
+_RECENT = 256  # how many recent sequence->hash pairs to keep for head checks
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What an append returned: the record is on disk (fsynced) when you hold this."""
+
+    sequence: int
+    hash: str
+    type: str
+
+
+@dataclass
+class StoreState:
+    inode: int
+    scan: ScanResult
+    last_checkpoint_seq: int = 0
+    last_checkpoint_body: dict[str, Any] | None = None
+    quarantined: set[str] = field(default_factory=set)
+    recent: dict[int, str] = field(default_factory=dict)
+    mirrored_through: int = 0  # checkpoint sequence known to be in the mirror file
+
+    def note(self, record: Mapping[str, Any]) -> None:
+        """Track what later checks need from each intact record."""
+        seq = record["sequence"]
+        self.recent[seq] = record["hash"]
+        self.recent.pop(seq - _RECENT, None)  # sequences only grow: drop the oldest
+        if record.get("type") == "checkpoint":
+            self.last_checkpoint_seq = seq
+            self.last_checkpoint_body = dict(record["checkpoint"])
+        elif record.get("type") == "recovery":
+            name = record["recovery"].get("quarantine_file")
+            if isinstance(name, str):
+                self.quarantined.add(Path(name).name)
