@@ -113,6 +113,14 @@ class Evaluator:
             pointer = f"/prefetch{exc.pointer}" if getattr(exc, "pointer", None) else "/prefetch"
             message = f"the prefetch data cannot be read as FHIR R4: {str(exc)[:200]}"
             raise RequestError([Issue(pointer, message, "structure")]) from None
+        if conversion.about_patient == 0 and conversion.about_others > 0:
+            # Every resource is about someone other than context.patientId: advising on this patient
+            # from it would be wrong, and advising on no data is a missing prefetch.
+            message = (
+                f"the prefetch holds {conversion.about_others} resource(s), none about context.patientId, "
+                "and this service does not query the FHIR server"
+            )
+            raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
         notes = [f"prefetch '{k}' was not sent: treated as not recorded" for k in service.prefetch if k not in sent]
         notes += _conversion_notes(conversion.warnings, self.engine.label_of)
         try:

@@ -263,6 +263,18 @@ def belongs_to(item: Item, patient: PatientChoice) -> bool:
     return key is None or not key.startswith("Patient/") or key == f"Patient/{patient.id}"
 
 
+def names_patient(item: Item, patient: PatientChoice) -> bool:
+    """The resource is this patient's Patient resource, or its subject names this patient.
+
+    Unlike :func:`belongs_to`, a resource with no subject (a Medication, say) does not count:
+    this tells whether the input holds anything about the patient at all.
+    """
+    if item.rtype == "Patient":
+        return patient_key(item) == patient.id
+    ref = _subject_ref(item)
+    return ref is not None and (ref in patient.aliases or reference_key(ref) == f"Patient/{patient.id}")
+
+
 def inherited_times(items: list[Item], index: ResourceIndex) -> dict[int, datetime]:
     """Times for Observations that carry none, taken from the report or panel listing them.
 

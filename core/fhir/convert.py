@@ -21,6 +21,7 @@ from neurocds.fhir.bundle import (
     ResourceIndex,
     belongs_to,
     choose_patient,
+    names_patient,
     require_bundle,
     walk_bundle,
     walk_prefetch,
@@ -47,12 +48,18 @@ class FhirConversion:
     :param provenance: JSON pointer of each fact -> the resources and codings behind it.
     :param warnings: values not used and why: ``{"resource", "pointer", "message"}``.
     :param now: the instant every recency decision was measured against.
+    :param about_patient: how many resources name the chosen patient (its Patient resource,
+        or a subject that is the patient): none while others were ignored means the input is
+        about someone else.
+    :param about_others: how many resources were about other patients, and ignored.
     """
 
     facts: dict[str, Any]
     provenance: dict[str, list[dict[str, Any]]]
     warnings: list[dict[str, Any]]
     now: datetime | None = field(default=None)
+    about_patient: int = 0
+    about_others: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"facts": self.facts, "provenance": self.provenance, "warnings": self.warnings}
@@ -145,4 +152,11 @@ class FhirConverter:
         if layout.recorded_at:
             constants[layout.recorded_at] = format_rfc3339(now)
         facts, provenance = out.finish(constants)
-        return FhirConversion(facts=facts, provenance=provenance, warnings=out.warnings, now=now)
+        return FhirConversion(
+            facts=facts,
+            provenance=provenance,
+            warnings=out.warnings,
+            now=now,
+            about_patient=sum(1 for item in mine if names_patient(item, patient)),
+            about_others=others,
+        )

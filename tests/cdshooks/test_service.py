@@ -148,6 +148,16 @@ def test_all_null_prefetch_is_412(server: Server, keys: Keys) -> None:
     assert resp.status == 412
 
 
+def test_a_prefetch_about_another_patient_only_is_412(server: Server, keys: Keys) -> None:
+    """Advice for context.patientId must not rest on, or silently ignore, someone else's record."""
+    _, prefetch = synthea_prefetch()
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", "someone-else", prefetch))
+    assert resp.status == 412, resp.body
+    outcome = resp.json()
+    assert_operation_outcome(outcome, "/prefetch")
+    assert "none about context.patientId" in json.dumps(outcome)
+
+
 @pytest.mark.parametrize(
     ("mutate", "pointer"),
     [
