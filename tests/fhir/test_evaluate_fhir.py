@@ -80,6 +80,11 @@ def test_single_resource_and_patient_id_like_fhir_to_facts() -> None:
         ('{"a": NaN}', [], "not valid JSON"),
         (json.dumps(bundle()), ["--now", "yesterday"], "not an RFC 3339"),
         (json.dumps(bundle()), ["--window-days", "0"], "positive"),
+        (  # a mistyped --patient-id must not give an empty, all-unknown facts document
+            json.dumps(bundle(condition("c1", SCT, "44054006"), PATIENT)),
+            ["--patient-id", "p9"],
+            "no resource in the input is about patient 'p9'",
+        ),
     ],
 )
 def test_the_same_input_errors_as_fhir_to_facts(stdin: str, args: list[str], needle: str) -> None:
