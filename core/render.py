@@ -29,6 +29,17 @@ def pointer_words(pointer: str) -> str:
     return ": ".join(parts) if parts else pointer
 
 
+def fact_name(pointer: str, label: str | None) -> str:
+    """A fact's name for people: its label's first sentence, else the pointer in words.
+
+    Labels are the facts schema's titles; a field with only a description (a pack's own
+    field, say) gets that description's first sentence, since the rest explains the
+    contract (units, tri-state), not the fact.
+    """
+    first = re.split(r"\.\s|;", label, maxsplit=1)[0].strip().rstrip(".") if label else ""
+    return first or pointer_words(pointer)
+
+
 def value_words(value: Any) -> str:
     if value is True:
         return "yes"
@@ -55,8 +66,7 @@ class Namer:
         self.finding_titles = {f["id"]: f["title"] for f in result.get("findings", [])}
 
     def fact(self, pointer: str) -> str:
-        label = self.label_of(pointer) if self.label_of is not None else None
-        return label or pointer_words(pointer)
+        return fact_name(pointer, self.label_of(pointer) if self.label_of is not None else None)
 
     def item(self, item: Mapping[str, Any]) -> str:
         """One because-item in words."""
@@ -108,11 +118,6 @@ class Namer:
 def _unique(lines: Iterable[str]) -> list[str]:
     """Lines in order without repeats (two tests on one fact read the same in words)."""
     return list(dict.fromkeys(lines))
-
-
-def because_line(item: Mapping[str, Any]) -> str:
-    """A because-item in words, without titles (kept for callers holding only the item)."""
-    return Namer({}).item(item)
 
 
 def render_result(

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from neurocds.render import Namer
+from neurocds.render import Namer, fact_name
 
 SUMMARY_MAX = 139  # the spec: summary "<140 characters"
 FINDING_SYSTEM = "urn:neurocds:finding"
@@ -57,14 +57,6 @@ def truncate(text: str, limit: int = SUMMARY_MAX) -> str:
     return cut.rstrip(" ,;:-") + "…"
 
 
-def short_label(pointer: str, label_of: LabelOf) -> str:
-    """A readable name for a fact: the first sentence of its schema description, else its pointer."""
-    label = label_of(pointer) or ""
-    # The first sentence: schema descriptions go on to explain the contract (units, tri-state).
-    label = re.split(r"\.\s|;", label, maxsplit=1)[0].strip().rstrip(".")
-    return label or pointer
-
-
 def _value_text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
@@ -81,7 +73,7 @@ def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[s
     tests: dict[tuple[str, str], list[str]] = {}
     for item in because:
         if "pointer" in item:
-            name = md(short_label(str(item["pointer"]), names.label_of or (lambda _p: None)))
+            name = md(names.fact(str(item["pointer"])))
             if item.get("recorded"):
                 shown = md(_value_text(item.get("value"))) if "value" in item else "recorded"
             else:
@@ -212,10 +204,9 @@ def missing_data_card(
 
 
 def _missing_label(item: Mapping[str, Any], label_of: LabelOf) -> str:
+    pointer = str(item.get("pointer", ""))
     label = item.get("label")
-    if isinstance(label, str) and label:
-        return short_label(str(item.get("pointer", "")), lambda _p: label)
-    return short_label(str(item.get("pointer", "")), label_of)
+    return fact_name(pointer, label if isinstance(label, str) and label else label_of(pointer))
 
 
 def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence[str] = ()) -> list[dict[str, Any]]:

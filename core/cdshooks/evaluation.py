@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from neurocds.cdshooks.cards import build_cards, incomplete_card, short_label
+from neurocds.cdshooks.cards import build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
 from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
 from neurocds.errors import FactsValidationError
+from neurocds.render import fact_name
 
 log = logging.getLogger("neurocds.cdshooks")
 
@@ -195,7 +196,7 @@ def _conversion_notes(warnings: Sequence[Any], label_of: Any) -> list[str]:
         pointer = warning.get("pointer")
         text = warning["message"]
         if isinstance(pointer, str) and pointer:
-            text = f"{short_label(pointer, label_of)}: {text}"
+            text = f"{fact_name(pointer, label_of(pointer))}: {text}"
         if text not in messages:
             messages.append(text)
     if len(messages) > MAX_NOTES_ON_CARD:
