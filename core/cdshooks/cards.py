@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from neurocds.render import Namer, fact_name
+from neurocds.render import LabelOf, Namer, fact_name
 
 SUMMARY_MAX = 139  # the spec: summary "<140 characters"
 FINDING_SYSTEM = "urn:neurocds:finding"
@@ -34,7 +34,6 @@ OVERRIDE_REASONS: tuple[dict[str, str], ...] = (
 )
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-LabelOf = Callable[[str], str | None]
 
 
 def md(text: Any) -> str:
