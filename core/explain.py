@@ -153,12 +153,16 @@ class Explainer:
             primary = max(indices, key=lambda i: (self.rank[i], -i))
             rule = self.rules[primary]
             shown = self._worded(indices, ev)
-            # Unknown facts that would raise this finding's urgency (another rule for it, undecided).
+            # Unknown facts that would change this finding: those that would raise its urgency
+            # (another rule for it, undecided), and those it fired on *because* they are not
+            # recorded ("not examined", "glucose unknown"): recording them could withdraw it.
             unknown = 0
             for i in self.by_finding[finding_id]:
                 if i not in indices and self.rank[i] > self.rank[primary]:
                     unknown |= ev.rule_unknowns(i)
             because = [b for i in indices for b in self.because(i, ev)]
+            unknown_pointers = set(self.plan.pointers_of(unknown))
+            unknown_pointers.update(b["pointer"] for b in because if b.get("recorded") is False)
             if len(shown) == 1:  # most findings: one rule's words, as they are
                 title, detail = rule.title, self._detail(primary, run)
                 recommendations, evidence = list(rule.recommendations), evidence_of(rule)
@@ -182,7 +186,7 @@ class Explainer:
                     "detail": detail,
                     "recommendations": recommendations,
                     "because": _dedupe(because) if len(indices) > 1 else list(because),
-                    "unknown": list(self.plan.pointers_of(unknown)),
+                    "unknown": sorted(unknown_pointers),
                     "evidence": evidence,
                 }
             )

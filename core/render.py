@@ -163,7 +163,7 @@ def render_result(
                 lines.append(f"  - {step}")
             if finding.get("unknown"):
                 unknown = ", ".join(names.fact(p) for p in finding["unknown"])
-                lines.append(f"  Could be more urgent; not recorded: {unknown}")
+                lines.append(f"  Would change with, not recorded: {unknown}")
             sources = sorted({e["source"] for e in finding["evidence"]})
             lines.append("  Evidence: " + "; ".join(sources))
     if result["complete"] and not result["findings"]:

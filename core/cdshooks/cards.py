@@ -127,7 +127,7 @@ def finding_card(
         parts.append("**Why this was raised**\n\n" + "\n".join(because))
     unknown = [f"- {md(names.fact(p))}" for p in finding.get("unknown") or ()]
     if unknown:
-        parts.append("**Not recorded, and could make this more urgent**\n\n" + "\n".join(unknown))
+        parts.append("**Not recorded, and could change this (raise it, or withdraw it)**\n\n" + "\n".join(unknown))
     recs = [f"- {md(r)}" for r in finding.get("recommendations") or ()]
     if recs:
         parts.append("**Consider**\n\n" + "\n".join(recs))

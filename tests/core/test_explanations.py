@@ -33,6 +33,20 @@ def engine(request, tmp_path_factory):
         _rule("t.k_severe", VERY_LOW_K, "t.panel", "emergency", "K severe", "K is very low.", "Treat K now."),
         _rule("t.k_low", LOW_K, "t.panel", "urgent", "K low", "K is low.", "Treat K."),
         _rule("t.na_low", LOW_NA, "t.panel", "urgent", "Na low", "Na is low.", "Treat Na slowly."),
+        _rule(
+            "t.unless",
+            {
+                "all": [
+                    {"fact": "symptoms.fasciculations", "eq": True},
+                    {"fact": "exam.distal_sensory_loss", "is_not": True},
+                ]
+            },
+            "t.unless",
+            "urgent",
+            "Unless",
+            "Fires unless sensory loss is recorded.",
+            "Examine sensation.",
+        ),
         _rule("t.route_a", {"fact": "symptoms.ptosis", "eq": True}, "t.route", "info", "By A", "Same.", "Step A."),
         _rule("t.route_b", {"fact": "symptoms.diplopia", "eq": True}, "t.route", "info", "By B", "Same.", "Step B."),
         _rule(
@@ -118,6 +132,13 @@ def test_rules_saying_the_same_thing_by_two_routes_give_one_title(engine):
     route = _finding(result, "t.route")
     assert (route["title"], route["detail"]) == ("By A", "Same.")
     assert route["recommendations"] == ["Step A.", "Step B."]  # each route's own steps are kept
+
+
+def test_a_finding_that_rests_on_an_unrecorded_fact_names_it_as_what_would_change_it(engine):
+    fired = _finding(engine.evaluate({**BASE, "symptoms": {"fasciculations": True}}), "t.unless")
+    assert fired["unknown"] == ["/exam/distal_sensory_loss"]  # recording it could withdraw the finding
+    examined = {**BASE, "symptoms": {"fasciculations": True}, "exam": {"distal_sensory_loss": False}}
+    assert _finding(engine.evaluate(examined), "t.unless")["unknown"] == []
 
 
 def test_an_enumerated_value_reads_as_words():
