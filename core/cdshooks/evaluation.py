@@ -14,7 +14,7 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -114,11 +114,11 @@ class Evaluator:
             pointer = f"/prefetch{exc.pointer}" if getattr(exc, "pointer", None) else "/prefetch"
             message = f"the prefetch data cannot be read as FHIR R4: {str(exc)[:200]}"
             raise RequestError([Issue(pointer, message, "structure")]) from None
-        if conversion.about_patient == 0 and conversion.about_others > 0:
+        if conversion.only_other_patients:
             # Every resource is about someone other than context.patientId: advising on this patient
             # from it would be wrong, and advising on no data is a missing prefetch.
             message = (
-                f"the prefetch holds {conversion.about_others} resource(s), none about context.patientId, "
+                "the prefetch holds resources about other patients and none about context.patientId, "
                 "and this service does not query the FHIR server"
             )
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
@@ -133,17 +133,20 @@ class Evaluator:
             return self._rejected(exc, conversion.facts)
         cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
         decision_id = str(result["evaluation_id"])
-        self._record(decision_id, cards, result, conversion.facts)
+        self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
         return {"cards": cards, "systemActions": []}
 
-    def _record(self, decision_id: str, cards: list[dict[str, Any]], result: Any, facts: Any) -> None:
+    def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
+        """Index the cards, and append ``first(audit)`` (the decision or rejection) with them.
+
+        One append: one lock and one fsync per call, and after a crash both records are in
+        the log or neither is. ``first`` is only called when there is an audit log.
+        """
         uuids = [c["uuid"] for c in cards]
         self.cards.add(decision_id, uuids)
         if self.audit is None:
             return
-        # The decision and its cards in one append: one lock and one fsync per call,
-        # and after a crash both records are in the log or neither is.
-        pending = [self.audit.prepare_decision(result, facts)] if result is not None else []
+        pending = [first(self.audit)]
         if uuids:
             pending.append(self.audit.prepare_cards(decision_id=decision_id, card_uuids=uuids))
         self.audit.append_together(pending)
@@ -152,18 +155,20 @@ class Evaluator:
         """The FHIR data gave facts the engine refuses: say so on a card rather than stay silent."""
         rejection_id = str(uuid.uuid4())
         log.warning("facts from prefetch rejected by the engine: %d violation(s)", len(exc.violations))
-        if self.audit is not None:
-            self.audit.record_rejection(
+        pseudo = {"packs": [], "errors": [{"kind": "invalid-facts", "message": ""}], "complete": False}
+        card = incomplete_card(pseudo, _disclaimer())
+        card["summary"] = "Decision support could not evaluate this patient's data; no advice was given"
+        self._record(
+            rejection_id,
+            [card],
+            lambda audit: audit.prepare_rejection(
                 exc,
                 facts=facts,
                 engine=self.engine.engine_info(),
                 packs=self.engine.pack_infos(),
                 rejection_id=rejection_id,
-            )
-        pseudo = {"packs": [], "errors": [{"kind": "invalid-facts", "message": ""}], "complete": False}
-        card = incomplete_card(pseudo, _disclaimer())
-        card["summary"] = "Decision support could not evaluate this patient's data; no advice was given"
-        self._record(rejection_id, [card], None, None)
+            ),
+        )
         return {"cards": [card], "systemActions": []}
 
     # --------------------------------------------------------------- feedback

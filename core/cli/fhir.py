@@ -161,11 +161,11 @@ def convert_fhir_input(path: str, options: FhirInputOptions, tables: MappingTabl
     document = parse_fhir_document(read_limited(path, options.max_input_bytes), options.max_input_bytes)
     converter = FhirConverter(tables, now=parse_now(options.now, document), observation_window_days=options.window_days)
     conversion = convert_document(converter, document, options.patient_id)
-    if options.patient_id is not None and conversion.about_patient == 0 and conversion.about_others > 0:
+    if options.patient_id is not None and conversion.only_other_patients:
         # A mistyped --patient-id would otherwise give an empty facts document: all unknown, no advice.
         raise FhirInputError(
-            f"no resource in the input is about patient {options.patient_id!r} "
-            f"({conversion.about_others} are about other patients); check --patient-id"
+            f"no resource in the input is about patient {options.patient_id!r} (all are about other "
+            "patients); check --patient-id"
         )
     return conversion
 

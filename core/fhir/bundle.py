@@ -263,16 +263,13 @@ def belongs_to(item: Item, patient: PatientChoice) -> bool:
     return key is None or not key.startswith("Patient/") or key == f"Patient/{patient.id}"
 
 
-def names_patient(item: Item, patient: PatientChoice) -> bool:
-    """The resource is this patient's Patient resource, or its subject names this patient.
+def names_patient(mine: list[Item], patient: PatientChoice) -> bool:
+    """Whether the patient's own resources include its Patient resource or one whose subject is it.
 
-    Unlike :func:`belongs_to`, a resource with no subject (a Medication, say) does not count:
-    this tells whether the input holds anything about the patient at all.
+    ``mine`` are the resources :func:`belongs_to` kept: a resource with no subject (a
+    Medication, say) is kept too, but says nothing about whose record this is.
     """
-    if item.rtype == "Patient":
-        return patient_key(item) == patient.id
-    ref = _subject_ref(item)
-    return ref is not None and (ref in patient.aliases or reference_key(ref) == f"Patient/{patient.id}")
+    return patient.item is not None or any(_subject_ref(item) is not None for item in mine)
 
 
 def inherited_times(items: list[Item], index: ResourceIndex) -> dict[int, datetime]:

@@ -48,18 +48,15 @@ class FhirConversion:
     :param provenance: JSON pointer of each fact -> the resources and codings behind it.
     :param warnings: values not used and why: ``{"resource", "pointer", "message"}``.
     :param now: the instant every recency decision was measured against.
-    :param about_patient: how many resources name the chosen patient (its Patient resource,
-        or a subject that is the patient): none while others were ignored means the input is
-        about someone else.
-    :param about_others: how many resources were about other patients, and ignored.
+    :param only_other_patients: every resource that names a patient names someone other
+        than the chosen one: the input holds nothing about this patient.
     """
 
     facts: dict[str, Any]
     provenance: dict[str, list[dict[str, Any]]]
     warnings: list[dict[str, Any]]
     now: datetime | None = field(default=None)
-    about_patient: int = 0
-    about_others: int = 0
+    only_other_patients: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"facts": self.facts, "provenance": self.provenance, "warnings": self.warnings}
@@ -157,6 +154,5 @@ class FhirConverter:
             provenance=provenance,
             warnings=out.warnings,
             now=now,
-            about_patient=sum(1 for item in mine if names_patient(item, patient)),
-            about_others=others,
+            only_other_patients=others > 0 and not names_patient(mine, patient),
         )

@@ -66,6 +66,11 @@ def test_facts_the_engine_rejects_give_a_warning_card_and_a_rejection_record(eng
     rejection = next(r["rejection"] for r in records if r["type"] == "rejection")
     cards = next(r["cards"] for r in records if r["type"] == "cards")
     assert cards == {"decision_id": rejection["rejection_id"], "card_uuids": [card["uuid"]]}
+    # One append, like a decision and its cards: adjacent, and bound for crash recovery.
+    rejection_record = next(r for r in records if r["type"] == "rejection")
+    cards_record = next(r for r in records if r["type"] == "cards")
+    assert cards_record["sequence"] == rejection_record["sequence"] + 1
+    assert rejection_record.get("atomic_with_next") is True
 
 
 def test_unexpected_errors_are_500_without_details(engine: Any) -> None:
