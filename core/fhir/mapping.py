@@ -9,6 +9,7 @@ code depend on plugin load order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,12 @@ class _Builder:
                 float(unit.get("multiply", 1.0)),
                 float(unit.get("divide", 1.0)),
             )
+        # UCUM (case-sensitive) has two codes for the litre, "L" and "l": a table lists one
+        # spelling of "/L", "/dL", "/mL"..., and the other is the same unit.
+        for code, conversion in list(units.items()):
+            other = _other_litre_spelling(code)
+            if other is not None:
+                units.setdefault(other, conversion)
         canonical = units.get(entry["unit"])
         if canonical is None or not canonical.is_identity:
             raise MappingTableError(
@@ -378,3 +385,17 @@ class _Builder:
             medication_rules=tuple(self.medication_rules),
             rules=self.rules,
         )
+
+
+_LITRE = re.compile(r"/([a-zA-Zµ]?)([lL])$")
+
+
+def _other_litre_spelling(code: str) -> str | None:
+    """``mmol/L`` -> ``mmol/l`` and back: a litre that ends the unit after "/", with at most a
+    one-letter prefix. The "l" of "mol" is another unit and is left alone."""
+    match = _LITRE.search(code)
+    if match is None:
+        return None
+    litre = "l" if match.group(2) == "L" else "L"
+    return f"{code[: match.start()]}/{match.group(1)}{litre}"
+

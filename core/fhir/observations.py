@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -109,21 +108,6 @@ def _decide(ctx: Context, candidates: list[_Candidate]) -> None:
         return
 
 
-# UCUM (case-sensitive) has two codes for the litre, "L" and "l": "mmol/l" is "mmol/L".
-# Only a litre that ends the unit after "/", with at most a one-letter prefix, is respelled:
-# the "l" of "mol" is part of another unit.
-_LITRE_LOWER = re.compile(r"/([a-zA-Zµ]?)l$")
-
-
-def _unit_conversion(rule: QuantityRule, unit: str) -> Any:
-    """The table's conversion for a UCUM unit, accepting either code of the litre."""
-    unit = unit.strip()
-    found = rule.units.get(unit)
-    if found is None and _LITRE_LOWER.search(unit):
-        found = rule.units.get(_LITRE_LOWER.sub(r"/\1L", unit))
-    return found
-
-
 def _quantity(rule: QuantityRule, res: Mapping[str, Any]) -> float | int:
     if "dataAbsentReason" in res and "valueQuantity" not in res:
         raise Unusable("no value (dataAbsentReason)")
@@ -138,10 +122,10 @@ def _quantity(rule: QuantityRule, res: Mapping[str, Any]) -> float | int:
     conversion = None
     code, unit, system = quantity.get("code"), quantity.get("unit"), quantity.get("system")
     if isinstance(code, str) and (system is None or system == UCUM_SYSTEM):
-        conversion = _unit_conversion(rule, code)
+        conversion = rule.units.get(code.strip())
     if conversion is None and isinstance(unit, str):
         # Fallback only for a display unit spelled exactly like an accepted UCUM code.
-        conversion = _unit_conversion(rule, unit)
+        conversion = rule.units.get(unit.strip())
     if conversion is None:
         shown = code if isinstance(code, str) else unit
         raise Unusable(f"unknown unit {shown!r} for {rule.rule} (canonical {rule.canonical_unit!r})")

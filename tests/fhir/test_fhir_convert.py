@@ -60,6 +60,7 @@ def test_unit_conversions_from_the_tables(code: str, value: float, unit: str, fa
         ("2823-3", 2.4, "mmol/l", "potassium_mmol_l", 2.4),  # UCUM's other code for the litre
         ("2339-0", 180.16, "mg/dl", "glucose_mmol_l", 10.0),
         ("2951-2", 120, "meq/l", "sodium_mmol_l", 120),
+        ("3024-7", 1.2, "ng/dl", "free_t4_pmol_l", 15.4),  # the table lists only ng/dL now
     ],
 )
 def test_the_lower_case_litre_is_the_same_ucum_unit(code: str, value: float, unit: str, fact: str, expected: float):
@@ -299,3 +300,4 @@ def test_recent_procedure_counts() -> None:
     result = converter().convert_bundle(bundle(proc))
     assert result.facts["history"]["recent_spinal_procedure"] is True
     assert result.provenance["/history/recent_spinal_procedure"][0]["resource"] == "Procedure/lp1"
+
