@@ -51,19 +51,33 @@ def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
 
 
-def _warn_if_damaged(audit_dir: Path) -> None:
-    """Queries read leniently; say so when the chain does not check out."""
+def _warn_if_damaged(audit_dir: Path, record: dict[str, Any] | None = None) -> None:
+    """Say on stderr when the chain does not check out (queries read leniently).
+
+    With ``record`` (``show``, ``export``), only damage at or before that record counts,
+    and the warning says the record cannot be trusted: an auditor must not take a record
+    from a damaged chain as sound because the command that printed it did not check.
+    """
     from neurocds.audit.chain import LOG_NAME, scan
 
     path = audit_dir / LOG_NAME
-    if path.exists():
-        problem = scan(path.read_bytes()).first_problem()
-        if problem is not None:
-            click.echo(
-                f"warning: the log fails verification at sequence {problem.sequence} "
-                f"({problem.reason}); run `neurocds audit verify`",
-                err=True,
-            )
+    problem = scan(path.read_bytes()).first_problem() if path.exists() else None
+    if problem is None:
+        return
+    if record is None:
+        click.echo(
+            f"warning: the log fails verification at sequence {problem.sequence} "
+            f"({problem.reason}); run `neurocds audit verify`",
+            err=True,
+        )
+        return
+    sequence = record.get("sequence")
+    if isinstance(sequence, int) and problem.sequence <= sequence:
+        click.echo(
+            f"WARNING: the log fails verification from sequence {problem.sequence} ({problem.reason}); "
+            f"record {sequence} cannot be trusted. `neurocds audit verify` says more.",
+            err=True,
+        )
 
 
 def _pseudonym_key(audit_dir: Path, key_file: Path | None) -> bytes:
@@ -122,11 +136,24 @@ def verify(audit_dir: Path, public_key: Path | None, external: tuple[Path, ...],
     sys.exit(0 if report.ok else 1)
 
 
+def _time_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """An RFC 3339 time, parsed once; a malformed one is the caller's usage error (exit 2)."""
+    from neurocds.audit.errors import AuditError
+    from neurocds.audit.query import parse_time
+
+    if value is None:
+        return None
+    try:
+        return parse_time(value)
+    except AuditError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _query_options(fn: F) -> F:
     options = [
         _audit_dir_option(),
-        click.option("--since", help="Recorded at or after this RFC 3339 time."),
-        click.option("--until", help="Recorded at or before this RFC 3339 time."),
+        click.option("--since", callback=_time_option, help="Recorded at or after this RFC 3339 time."),
+        click.option("--until", callback=_time_option, help="Recorded at or before this RFC 3339 time."),
         click.option("--patient", help="Raw patient id (turned into its pseudonym with the key)."),
         click.option("--pseudonym", help="Patient pseudonym (hex) as stored."),
         click.option(
@@ -154,8 +181,7 @@ def _query_options(fn: F) -> F:
 
 def _run_query(audit_dir: Path, **kw: Any) -> None:
     from neurocds.audit import privacy
-    from neurocds.audit.errors import AuditError
-    from neurocds.audit.query import RecordFilter, format_table, parse_time, query_records, summary
+    from neurocds.audit.query import RecordFilter, format_table, query_records, summary
 
     if kw["patient"] and kw["pseudonym"]:
         raise click.UsageError("give --patient or --pseudonym, not both")
@@ -164,19 +190,13 @@ def _run_query(audit_dir: Path, **kw: Any) -> None:
     if kw["patient"]:
         key = _call(lambda: _pseudonym_key(audit_dir, kw["pseudonym_key_file"]))
         pseudonym, key_id = privacy.pseudonymise(key, kw["patient"]), privacy.key_id(key)
-    for option in ("since", "until"):  # a malformed time is the caller's usage error (exit 2), not a log failure
-        if kw[option]:
-            try:
-                parse_time(kw[option])
-            except AuditError as exc:
-                raise click.BadParameter(str(exc), param_hint=f"--{option}") from None
     types = tuple(kw["types"]) or ("decision", "rejection")
     if "all" in types:
         types = _TYPES[:-1]
     flt = _call(
         lambda: RecordFilter(
-            since=parse_time(kw["since"]) if kw["since"] else None,
-            until=parse_time(kw["until"]) if kw["until"] else None,
+            since=kw["since"],
+            until=kw["until"],
             pseudonym=pseudonym,
             finding=kw["finding"],
             urgency=tuple(kw["urgency"]),
@@ -209,25 +229,6 @@ def query(audit_dir: Path, **kw: Any) -> None:
     _run_query(audit_dir, **kw)
 
 
-def _warn_if_unvouched(audit_dir: Path, record: dict[str, Any]) -> None:
-    """Say on stderr when the log fails verification at or before this record: it may not be genuine.
-
-    ``show`` and ``export`` read one record; an auditor must not take a record from a
-    damaged chain as sound because the command that printed it did not check.
-    """
-    from neurocds.audit.verify import verify_log
-
-    result = _call(lambda: verify_log(audit_dir))
-    first_bad = result.first_bad_sequence
-    sequence = record.get("sequence")
-    if first_bad is not None and isinstance(sequence, int) and first_bad <= sequence:
-        click.echo(
-            f"WARNING: the log fails verification from sequence {first_bad}; record {sequence} cannot be "
-            "trusted. `neurocds audit verify` says what is wrong.",
-            err=True,
-        )
-
-
 @audit.command()
 @_audit_dir_option()
 @click.argument("record_id")
@@ -242,7 +243,7 @@ def show(audit_dir: Path, record_id: str, fmt: str) -> None:
     from neurocds.audit.render import render_text
 
     record = _call(lambda: find_record(audit_dir, record_id))
-    _warn_if_unvouched(audit_dir, record)
+    _warn_if_damaged(audit_dir, record)
     click.echo(json.dumps(record, indent=2, ensure_ascii=False) if fmt == "json" else render_text(record))
 
 
@@ -312,7 +313,7 @@ def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None) -> 
     if not fhir:
         raise click.UsageError("choose an export format: --fhir")
     record = _call(lambda: find_record(audit_dir, record_id))
-    _warn_if_unvouched(audit_dir, record)
+    _warn_if_damaged(audit_dir, record)
     bundle = _call(lambda: export_fhir(record))
     text = json.dumps(bundle, indent=2, ensure_ascii=False)
     if output is None:

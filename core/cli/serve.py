@@ -46,7 +46,7 @@ def _plain_http_off_loopback(location: str) -> bool:
     from urllib.parse import urlsplit
 
     parts = urlsplit(location)
-    return parts.scheme == "http" and (parts.hostname or "") not in {"localhost", "127.0.0.1", "::1"}
+    return parts.scheme == "http" and (parts.hostname or "") not in LOOPBACK
 
 
 def register(group: click.Group) -> None:
