@@ -46,7 +46,12 @@ def value_words(value: Any) -> str:
     if value is False:
         return "no (recorded as absent)"
     if isinstance(value, list):
-        return ", ".join(str(v.get("name", v)) if isinstance(v, Mapping) else str(v) for v in value) or "none"
+        return ", ".join(value_words(v) for v in value) or "none"
+    if isinstance(value, Mapping):  # a list item: its name, then its other members ("furosemide (class: ...)")
+        rest = ", ".join(f"{k}: {value_words(v)}" for k, v in value.items() if k != "name")
+        if "name" not in value:
+            return rest
+        return f"{value['name']} ({rest})" if rest else str(value["name"])
     if isinstance(value, str) and _CODE_WORD.fullmatch(value):
         return value.replace("_", " ")  # an enumerated code ("nerve_root_compression") read as words
     return str(value)

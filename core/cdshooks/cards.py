@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from neurocds.render import LabelOf, Namer, fact_name
+from neurocds.render import LabelOf, Namer, fact_name, value_words
 
 SUMMARY_MAX = 139  # the spec: summary "<140 characters"
 FINDING_SYSTEM = "urn:neurocds:finding"
@@ -56,16 +56,6 @@ def truncate(text: str, limit: int = SUMMARY_MAX) -> str:
     return cut.rstrip(" ,;:-") + "…"
 
 
-def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(_value_text(v) for v in value) or "none"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}: {_value_text(v)}" for k, v in value.items())
-    return str(value)
-
-
 def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[str]:
     """One line per reason; a fact two rule tests read (K < 3.0 and K < 2.5) is one line naming both."""
     order: list[str | tuple[str, str]] = []
@@ -74,7 +64,7 @@ def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[s
         if "pointer" in item:
             name = md(names.fact(str(item["pointer"])))
             if item.get("recorded"):
-                shown = md(_value_text(item.get("value"))) if "value" in item else "recorded"
+                shown = md(value_words(item.get("value"))) if "value" in item else "recorded"
             else:
                 shown = "**not recorded**"
             if (name, shown) not in tests:
