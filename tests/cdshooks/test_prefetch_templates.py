@@ -16,7 +16,7 @@ from neurocds.fhir import default_mapping_paths, load_mapping_tables
 from neurocds.fhir.rules import FAMILY_OBSERVATION, FAMILY_PROCEDURE
 
 from .spec import assert_response
-from .support import Keys, Server, hook_request, synthea_prefetch
+from .support import Keys, Server, hook_request, service_templates, synthea_prefetch
 
 # CDS Hooks prefetch query restrictions: patient reference, token equality, date
 # prefixes, _count and _sort; nothing else.
@@ -33,7 +33,7 @@ def _codes(value: str) -> set[tuple[str, str]]:
 
 
 def test_templates_stay_within_the_prefetch_query_restrictions() -> None:
-    for key, template in prefetch_templates(load_mapping_tables(default_mapping_paths())).items():
+    for key, template in service_templates().items():
         assert template.count("{{") == 1 and "{{context.patientId}}" in template, key
         assert set(_query(template)) <= ALLOWED_PARAMETERS, key
         assert ":" not in "".join(_query(template)), f"{key}: no search modifiers"
