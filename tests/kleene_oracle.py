@@ -1,12 +1,12 @@
 """An independent Kleene evaluator of condition trees, written out in full, for tests to check
-the engine's compiled plan and its explanations against (it shares no code with neurocds.plan)."""
+the engine's compiled plan and its explanations against (it shares no code with neurocds.rules.plan)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from neurocds.conditions import MISSING, All, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not, lookup
+from neurocds.rules.conditions import MISSING, All, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not, lookup
 
 Tri = bool | None
 

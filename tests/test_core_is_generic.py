@@ -7,7 +7,7 @@ from pathlib import Path
 
 import shared_data
 
-CORE = Path(__file__).resolve().parents[1] / "core"
+CORE = Path(__file__).resolve().parents[1] / "core" / "neurocds"
 
 
 def clinical_words() -> set[str]:

@@ -17,8 +17,8 @@ import pytest
 import shared_data
 from jsonschema import Draft202012Validator
 
+from neurocds.facts.validation import FactsValidator
 from neurocds.resources import load_schema, schemas_dir
-from neurocds.validation import FactsValidator
 
 SPEC = shared_data.SPEC / "facts-v1.md"
 EXTENSION_ROW = "extensions.<pack>"

@@ -1,6 +1,6 @@
 """The validator's fast path agrees with jsonschema, on generated documents and every keyword.
 
-:mod:`neurocds.fastschema` answers "valid?" for the hot path; ``jsonschema`` is the
+:mod:`neurocds.facts.fastschema` answers "valid?" for the hot path; ``jsonschema`` is the
 reference. These property tests generate valid facts documents from the schema,
 mutate them, and require both to give the same answer every time.
 """
@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from schema_fixtures import PACK_SCHEMA, REF_PACK_SCHEMA
 
-from neurocds.fastschema import compile_schema
+from neurocds.facts.fastschema import compile_schema
+from neurocds.facts.validation import FactsValidator, make_format_checker
 from neurocds.resources import load_schema
-from neurocds.validation import FactsValidator, make_format_checker
 
 BASE = load_schema("facts.schema.json")
 
@@ -259,7 +259,7 @@ def test_references_and_combinators_agree_with_jsonschema(doc: dict[str, Any], t
 
 
 def test_a_constant_true_is_not_one_and_a_reference_elsewhere_is_not_compiled() -> None:
-    from neurocds.fastschema import Unsupported, _compile, _Resource
+    from neurocds.facts.fastschema import Unsupported, _compile, _Resource
 
     assert _COMBINATOR_FAST({"flag": True}) and not _COMBINATOR_FAST({"flag": 1})
     assert not _COMBINATOR_FAST({"opt": 0}) and _COMBINATOR_FAST({"opt": None})

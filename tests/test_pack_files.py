@@ -1,6 +1,6 @@
 """The built-in packs' rule files: what the loader reads is exactly what the wheel ships.
 
-plugins/_files.py reads rule files by suffix; pyproject.toml's package-data decides
+plugins/neurocds_packs/_files.py reads rule files by suffix; pyproject.toml's package-data decides
 which of them go into the wheel. If the two drift, a rule file that loads in a
 checkout is silently missing from an installed package (its pack loads with fewer
 rules and nothing fails), so the two lists are compared here.

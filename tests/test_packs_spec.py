@@ -177,7 +177,7 @@ def test_each_prognosis_statement_is_shown_only_by_its_finding(engine: Engine) -
 
 def unexamined_limb_rules(rules: list[Any]) -> list[Any]:
     """Rules that count a limb that was not examined (``known: false`` on a strength) as not weak."""
-    from neurocds.conditions import FactTest
+    from neurocds.rules.conditions import FactTest
 
     return [
         rule

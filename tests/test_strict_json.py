@@ -1,4 +1,4 @@
-"""Strict JSON parsing and canonical JSON (neurocds.strictjson)."""
+"""Strict JSON parsing and canonical JSON (neurocds.facts.strictjson)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neurocds.errors import FactsValidationError
-from neurocds.strictjson import ParseLimits, canonical_json, parse_strict, sha256_canonical
+from neurocds.facts.strictjson import ParseLimits, canonical_json, parse_strict, sha256_canonical
 
 
 def rejected(data: bytes | str, limits: ParseLimits = ParseLimits()) -> list[tuple[str, str]]:  # noqa: B008

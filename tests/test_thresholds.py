@@ -23,8 +23,8 @@ import pytest
 from case_library import load_cases
 
 from neurocds import Engine
-from neurocds.conditions import FactTest
 from neurocds.resources import load_schema
+from neurocds.rules.conditions import FactTest
 
 ORDER_OPS = ("lt", "lte", "gt", "gte")
 SIDES = ("just below", "at", "just above")

@@ -13,9 +13,9 @@ from jsonschema.exceptions import SchemaError
 from schema_fixtures import PACK_SCHEMA, REF_PACK_SCHEMA
 
 from neurocds.errors import FactsValidationError, PackLoadError
+from neurocds.facts.strictjson import ParseLimits, sha256_canonical
+from neurocds.facts.validation import FactsValidator
 from neurocds.resources import load_schema
-from neurocds.strictjson import ParseLimits, sha256_canonical
-from neurocds.validation import FactsValidator
 
 BASE = load_schema("facts.schema.json")
 

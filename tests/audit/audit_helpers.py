@@ -9,7 +9,7 @@ from typing import Any
 
 from neurocds.audit.chain import HEAD_NAME, LOG_NAME
 from neurocds.audit.records import record_hash
-from neurocds.strictjson import canonical_json
+from neurocds.facts.strictjson import canonical_json
 
 PATIENT_ID = "PATIENT-Zx81-secret"
 SECRET_VALUE = 2.345678  # a fact value that must never leak into logs

@@ -17,7 +17,7 @@ from audit_helpers import make_facts, make_result, read_lines
 
 from neurocds.audit import AuditIntegrityError, AuditLog, verify_log
 from neurocds.audit.chain import CHECKPOINTS_NAME, HEAD_NAME, LOG_NAME, QUARANTINE_DIR
-from neurocds.strictjson import canonical_json
+from neurocds.facts.strictjson import canonical_json
 
 
 def _log_with(d: Path, n: int, **kw: object) -> AuditLog:

@@ -113,8 +113,8 @@ def test_real_incomplete_results_are_recorded_and_found(tmp_path: Path, redact: 
 
 
 def test_backend_errors_and_disagreements_are_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from neurocds.backends.reference import Run
     from neurocds.engine import durable_available
-    from neurocds.reference import Run
 
     if not durable_available()[0]:
         pytest.skip("durable_rules does not import here")

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
 
-from neurocds.audit import AuditLog, ReplayRefused, replay_decision
+from neurocds.audit import AuditLog, ReplayRefused
+from neurocds.replay import replay_decision
 
 engine_module = pytest.importorskip("neurocds.engine")  # skip only when the engine is absent
 testing = pytest.importorskip("neurocds.testing")
@@ -172,7 +173,7 @@ def test_compare_text_names_both_content_hashes_and_the_left_out_pack(tmp_path: 
     assert f"pack tpack: recorded 0.0.1 (sha256 {recorded[:12]}), not installed now" in out.stdout
     assert "pack tpack was left out of the replay" in out.stdout and "- removed finding t.low_k" in out.stdout
     # A pack installed in another version: both versions and both content hashes are shown.
-    from neurocds.audit.replay import format_replay
+    from neurocds.replay import format_replay
 
     now = Engine(packs=["weakness-pattern"]).pack_infos()[0]
     builtin = next(p for p in record["decision"]["packs"] if p["name"] == "weakness-pattern")
@@ -189,7 +190,7 @@ def test_an_incomplete_decision_replays_as_the_same_incomplete_decision(
     """The default factory keeps a pack that fails to load as failed, as it was recorded."""
     import functools
 
-    import neurocds
+    import neurocds.engine
 
     broken = testing.inline_pack(tmp_path, "broken", "broken",
                                  [testing.rule("broken.r", {"fact": "labs.no_such_lab", "gt": 1})])  # fmt: skip
@@ -198,6 +199,6 @@ def test_an_incomplete_decision_replays_as_the_same_incomplete_decision(
            audit_dir=d).evaluate(FACTS[0])  # fmt: skip
     record = read_lines(d)[0]
     assert [e["kind"] for e in record["decision"]["errors"]] == ["pack_load"]
-    monkeypatch.setattr(neurocds, "Engine", functools.partial(Engine, plugins=[("broken", broken)]))
+    monkeypatch.setattr(neurocds.engine, "Engine", functools.partial(Engine, plugins=[("broken", broken)]))
     outcome = replay_decision(record)
     assert outcome.identical, outcome.differing_fields

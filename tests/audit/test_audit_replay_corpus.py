@@ -14,8 +14,8 @@ from audit_helpers import read_lines
 from click.testing import CliRunner
 
 from neurocds import Engine
-from neurocds.audit import replay_decision
 from neurocds.cli import main
+from neurocds.replay import replay_decision
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.json"))

@@ -1,7 +1,7 @@
 """The compiled audit-schema check says "valid" exactly when jsonschema does, on real and broken records.
 
 Every append checks its records against schemas/audit-record.schema.json through the
-compiled check (neurocds.fastschema); jsonschema only explains a failure. So the
+compiled check (neurocds.facts.fastschema); jsonschema only explains a failure. So the
 two must agree on every record a log can hold, and on every way one can be wrong.
 """
 

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 pytest.importorskip("durable_rules_engine")
 
 from neurocds import Engine, FactsValidationError
-from neurocds.conditions import FactTest, ItemTest
 from neurocds.hookspecs import ComputedFacts
+from neurocds.rules.conditions import FactTest, ItemTest
 from neurocds.testing import inline_pack, rule
 
 SEEDED_DOCUMENTS = 3000

@@ -27,13 +27,13 @@ import pytest
 durable_rules_engine = pytest.importorskip("durable_rules_engine")
 
 from neurocds import Engine, FactsValidationError, PackLoadError, RuleEvaluationError  # noqa: E402
-from neurocds import durable_backend as backend_module  # noqa: E402
-from neurocds.compiler import MAX_SIBLINGS, CompileError, compile_rules, encode  # noqa: E402
-from neurocds.durable_backend import fnv1a32  # noqa: E402
+from neurocds.backends import durable as backend_module  # noqa: E402
+from neurocds.backends.durable import fnv1a32  # noqa: E402
+from neurocds.facts.strictjson import parse_strict  # noqa: E402
 from neurocds.hookspecs import ComputedFacts  # noqa: E402
 from neurocds.resources import load_schema  # noqa: E402
-from neurocds.ruleset import FactsIndex, RuleBuilder  # noqa: E402
-from neurocds.strictjson import parse_strict  # noqa: E402
+from neurocds.rules.compiler import MAX_SIBLINGS, CompileError, compile_rules, encode  # noqa: E402
+from neurocds.rules.ruleset import FactsIndex, RuleBuilder  # noqa: E402
 from neurocds.testing import inline_pack, rule  # noqa: E402
 
 BASE: dict[str, Any] = {"facts_version": "1", "patient": {"id": "p"}}

@@ -7,9 +7,9 @@ from example_docs import examples_with_unknowns
 from kleene_oracle import oracle
 
 from neurocds import Engine
-from neurocds.conditions import All, AnyOf, Not
-from neurocds.reasons import because_item
-from neurocds.render import render_result
+from neurocds.explain.reasons import because_item
+from neurocds.explain.render import render_result
+from neurocds.rules.conditions import All, AnyOf, Not
 from neurocds.testing import inline_pack, rule
 
 BASE = {"facts_version": "1", "patient": {"id": "p"}}
@@ -142,7 +142,7 @@ def test_a_finding_that_rests_on_an_unrecorded_fact_names_it_as_what_would_chang
 
 
 def test_an_enumerated_value_reads_as_words():
-    from neurocds.render import value_words
+    from neurocds.explain.render import value_words
 
     assert value_words("nerve_root_compression") == "nerve root compression"
     # Only lower-case codes with underscores: a side, or free text such as a name, stays as it is.

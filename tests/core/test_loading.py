@@ -7,7 +7,7 @@ import json
 import pytest
 
 from neurocds import Engine, PackLoadError
-from neurocds.compiler import CompileError
+from neurocds.rules.compiler import CompileError
 from neurocds.testing import inline_pack, rule
 
 LEG = {"fact": "strength.left_leg", "lte": 4}
@@ -150,7 +150,7 @@ def test_pack_content_hash_changes_with_rule_content(tmp_path):
 
 
 def test_duplicate_keys_in_a_yaml_rule_file_are_an_error(tmp_path):
-    from neurocds.ruleset import read_rule_file
+    from neurocds.rules.ruleset import read_rule_file
 
     path = tmp_path / "dup.yaml"
     path.write_text("format: neurocds-ruleset/1\npack: dup\nnamespace: dup\nnamespace: other\nrules: []\n")

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from kleene_oracle import Tri, oracle
 
 from neurocds import Engine
-from neurocds.conditions import All, AnyOf, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not
-from neurocds.plan import UNSET, Plan
+from neurocds.rules.conditions import All, AnyOf, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not
+from neurocds.rules.plan import UNSET, Plan
 
 
 def expected_mask(node: Condition, seen: dict[int, Tri], plan: Plan, ref_masks: Mapping[Any, int]) -> int:
@@ -149,7 +149,7 @@ def test_plan_matches_the_oracle_on_the_builtin_packs():
 
 
 def test_the_mask_cache_stays_bounded_and_answers_correctly_past_its_bound():
-    from neurocds.plan import POINTER_CACHE_SIZE
+    from neurocds.rules.plan import POINTER_CACHE_SIZE
 
     roots: list[Condition] = [FactTest(("s", f"f{i}"), "eq", 1) for i in range(14)]
     plan = Plan(roots)
@@ -161,9 +161,9 @@ def test_the_mask_cache_stays_bounded_and_answers_correctly_past_its_bound():
 
 
 def test_one_list_of_operators_is_what_the_schema_the_plan_and_the_wording_know():
-    from neurocds.conditions import COMPARISONS, FACT_OPS, OP_SYMBOL
-    from neurocds.plan import COMPARE
     from neurocds.resources import load_schema
+    from neurocds.rules.conditions import COMPARISONS, FACT_OPS, OP_SYMBOL
+    from neurocds.rules.plan import COMPARE
 
     branches = load_schema("ruleset.schema.json")["$defs"]["condition"]["oneOf"]
     fact_test = next(b for b in branches if b.get("required") == ["fact"])

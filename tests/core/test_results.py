@@ -169,7 +169,7 @@ def test_verify_mode_reports_disagreement_loudly(engine, monkeypatch):
 
 def _oracle_unknowns(node, ev, rules_unknown):
     """The specification of Explainer.unknowns as a plain recursive walk (the code walks an explicit stack)."""
-    from neurocds.conditions import DerivedRef, FactTest, FindingRef, ItemTest
+    from neurocds.rules.conditions import DerivedRef, FactTest, FindingRef, ItemTest
 
     if ev.state(node) is not None:  # decided, or never reached (UNSET)
         return set()

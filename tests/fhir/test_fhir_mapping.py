@@ -17,7 +17,7 @@ from neurocds.resources import load_schema
 
 from .helpers import assert_valid_facts
 
-CORE = Path(__file__).resolve().parents[2] / "core"
+CORE = Path(__file__).resolve().parents[2] / "core" / "neurocds"
 
 DOCUMENT = """
 format: neurocds-fhir-mapping/1

@@ -137,8 +137,8 @@ def run_level(
 def in_process_baseline(payloads: list[bytes], window_days: float, rounds: int = 2) -> float:
     """Median ms for the same work without HTTP or JWT: strict parse, FHIR -> facts, evaluate."""
     from neurocds import Engine
+    from neurocds.facts.strictjson import parse_strict
     from neurocds.fhir import FhirConverter
-    from neurocds.strictjson import parse_strict
 
     engine = Engine()
     # Built once, as the service does (it loads the mapping tables); the same window as the server.

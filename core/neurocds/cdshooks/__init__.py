@@ -1,0 +1,13 @@
+"""neurocds.cdshooks: the CDS Hooks 2.0 HTTP service (``neurocds serve``).
+
+A capability on top of the engine. May import: every stage and
+``neurocds.engine``; not ``neurocds.replay`` or ``neurocds.cli``.
+
+from neurocds.cdshooks import ServiceConfig, create_app
+app = create_app(ServiceConfig(base_url="https://cds.example.org", issuers={"https://ehr": "jwks.json"}))
+"""
+
+from neurocds.cdshooks.app import create_app
+from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
+
+__all__ = ["INSECURE_HEADER", "ConfigError", "ServiceConfig", "create_app"]

@@ -1,0 +1,216 @@
+"""From a validated hook call to a CDS Hooks response, and feedback into the audit log.
+
+Runs in a worker thread (conversion and evaluation are CPU-bound and the audit
+log writes synchronously). Which card belongs to which decision is kept in a
+bounded in-memory index, filled at start from the audit log's ``cards`` records,
+so feedback can name the decision. Feedback about a card the index does not
+know is still recorded, without a ``decision_id`` (that absence is the flag),
+and logged as a warning. The index is per process: run one worker per audit log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from neurocds.cdshooks.cards import build_cards, incomplete_card
+from neurocds.cdshooks.config import ServiceConfig
+from neurocds.cdshooks.discovery import ServiceDefinition
+from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
+from neurocds.errors import FactsValidationError
+from neurocds.explain.render import fact_name
+
+log = logging.getLogger("neurocds.cdshooks")
+
+CARD_INDEX_SIZE = 100_000
+MAX_NOTES_ON_CARD = 12
+
+
+class CardIndex:
+    """card uuid -> decision id, most recent ``size`` cards."""
+
+    def __init__(self, size: int = CARD_INDEX_SIZE) -> None:
+        self._size = size
+        self._map: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, decision_id: str, card_uuids: Sequence[str]) -> None:
+        with self._lock:
+            for card in card_uuids:
+                self._map[card] = decision_id
+                self._map.move_to_end(card)
+            while len(self._map) > self._size:
+                self._map.popitem(last=False)
+
+    def get(self, card_uuid: str) -> str | None:
+        with self._lock:
+            return self._map.get(card_uuid)
+
+    def load(self, directory: Path) -> None:
+        from neurocds.audit.chain import LOG_NAME
+        from neurocds.audit.query import read_records
+
+        if not (directory / LOG_NAME).exists():
+            return
+        try:
+            records = read_records(directory)
+        except Exception as exc:  # a missing or unreadable log must not stop the service
+            log.warning("card index not loaded from the audit log: %s", type(exc).__name__)
+            return
+        for record in records:
+            body = record.get("cards")
+            if record.get("type") == "cards" and isinstance(body, dict):
+                self.add(str(body.get("decision_id")), [str(c) for c in body.get("card_uuids") or ()])
+
+
+class Evaluator:
+    """Engine, FHIR mapping tables and audit log, shared by all requests."""
+
+    def __init__(self, config: ServiceConfig, engine: Any) -> None:
+        from neurocds.fhir import engine_mapping_paths, load_mapping_tables
+
+        self.config = config
+        self.engine = engine
+        # Loaded once: a bad mapping table must stop the service at start, not fail each call.
+        self.tables = load_mapping_tables(engine_mapping_paths(engine))
+        self.cards = CardIndex()
+        self.audit = None
+        if config.audit_dir is not None:
+            from neurocds.audit import AuditLog
+
+            self.audit = AuditLog.from_options(
+                config.audit_dir, config.audit_options, facts_schema=getattr(engine, "facts_schema", None)
+            )
+            self.cards.load(config.audit_dir)
+
+    # ------------------------------------------------------------------ calls
+    def respond(self, request: HookRequest, service: ServiceDefinition) -> dict[str, Any]:
+        from neurocds.fhir import FhirConverter, FhirInputError
+
+        sent = request.prefetch or {}
+        if not any(sent.get(key) is not None for key in service.prefetch):
+            # Keys this service did not ask for (the spec's 'patientToGreet') are not a
+            # substitute: answering 200 from them would give advice on data nobody chose.
+            ignored = sum(1 for key in sent if key not in service.prefetch)
+            message = (
+                f"none of this service's prefetch keys ({', '.join(service.prefetch)}) holds data, "
+                "and this service does not query the FHIR server"
+            )
+            if ignored:
+                message += f"; {ignored} key(s) it did not ask for are not used instead"
+            raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
+        kwargs: dict[str, Any] = {}
+        if self.config.observation_window is not None:
+            kwargs["observation_window_days"] = self.config.observation_window.total_seconds() / 86400
+        converter = FhirConverter(self.tables, now=self.config.clock(), **kwargs)
+        try:
+            conversion = converter.convert_prefetch(sent, patient_id=request.patient_id)
+        except FhirInputError as exc:
+            pointer = f"/prefetch{exc.pointer}" if getattr(exc, "pointer", None) else "/prefetch"
+            message = f"the prefetch data cannot be read as FHIR R4: {str(exc)[:200]}"
+            raise RequestError([Issue(pointer, message, "structure")]) from None
+        if conversion.only_other_patients:
+            # Every resource is about someone other than context.patientId: advising on this patient
+            # from it would be wrong, and advising on no data is a missing prefetch.
+            message = (
+                "the prefetch holds resources about other patients and none about context.patientId, "
+                "and this service does not query the FHIR server"
+            )
+            raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
+        notes = [f"prefetch '{k}' was not sent: treated as not recorded" for k in service.prefetch if k not in sent]
+        notes += _conversion_notes(conversion.warnings, self.engine.label_of)
+        try:
+            # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
+            # the audit record say which FHIR resource and code gave each fact.
+            provenance = {"provenance": conversion.provenance, "warnings": conversion.warnings}
+            result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
+        except FactsValidationError as exc:
+            return self._rejected(exc, conversion.facts)
+        cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
+        decision_id = str(result["evaluation_id"])
+        self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
+        return {"cards": cards, "systemActions": []}
+
+    def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
+        """Index the cards, and append ``first(audit)`` (the decision or rejection) with them.
+
+        One append: one lock and one fsync per call, and after a crash both records are in
+        the log or neither is. ``first`` is only called when there is an audit log.
+        """
+        uuids = [c["uuid"] for c in cards]
+        self.cards.add(decision_id, uuids)
+        if self.audit is None:
+            return
+        pending = [first(self.audit)]
+        if uuids:
+            pending.append(self.audit.prepare_cards(decision_id=decision_id, card_uuids=uuids))
+        self.audit.append_together(pending)
+
+    def _rejected(self, exc: FactsValidationError, facts: Any) -> dict[str, Any]:
+        """The FHIR data gave facts the engine refuses: say so on a card rather than stay silent."""
+        rejection_id = str(uuid.uuid4())
+        log.warning("facts from prefetch rejected by the engine: %d violation(s)", len(exc.violations))
+        pseudo = {"packs": [], "errors": [{"kind": "invalid-facts", "message": ""}], "complete": False}
+        card = incomplete_card(pseudo, _disclaimer())
+        card["summary"] = "Decision support could not evaluate this patient's data; no advice was given"
+        self._record(
+            rejection_id,
+            [card],
+            lambda audit: audit.prepare_rejection(
+                exc,
+                facts=facts,
+                engine=self.engine.engine_info(),
+                packs=self.engine.pack_infos(),
+                rejection_id=rejection_id,
+            ),
+        )
+        return {"cards": [card], "systemActions": []}
+
+    # --------------------------------------------------------------- feedback
+    def record_feedback(self, items: Sequence[FeedbackItem]) -> int:
+        """Record every item; returns how many named a card this service does not know."""
+        unknown = 0
+        for item in items:
+            decision_id = self.cards.get(item.card)
+            if decision_id is None:
+                unknown += 1
+                log.warning("feedback for a card this service did not issue (or no longer remembers)")
+            if self.audit is not None:
+                self.audit.record_feedback(
+                    card_uuid=item.card,
+                    outcome=item.outcome,
+                    override_reason=dict(item.override_reason) if item.override_reason is not None else None,
+                    decision_id=decision_id,
+                    accepted_suggestions=list(item.accepted_suggestions) or None,
+                    outcome_timestamp=item.outcome_timestamp,
+                )
+        return unknown
+
+
+def _conversion_notes(warnings: Sequence[Any], label_of: Any) -> list[str]:
+    """One line per distinct converter warning, naming the fact it concerns."""
+    messages: list[str] = []
+    for warning in warnings:
+        if not isinstance(warning, dict) or not isinstance(warning.get("message"), str):
+            continue
+        pointer = warning.get("pointer")
+        text = warning["message"]
+        if isinstance(pointer, str) and pointer:
+            text = f"{fact_name(pointer, label_of(pointer))}: {text}"
+        if text not in messages:
+            messages.append(text)
+    if len(messages) > MAX_NOTES_ON_CARD:
+        rest = len(messages) - MAX_NOTES_ON_CARD
+        messages = [*messages[:MAX_NOTES_ON_CARD], f"and {rest} more note(s) about the FHIR data"]
+    return messages
+
+
+def _disclaimer() -> str:
+    from neurocds.result import DISCLAIMER
+
+    return DISCLAIMER

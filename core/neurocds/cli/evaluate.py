@@ -1,0 +1,281 @@
+"""``neurocds evaluate | validate | explain | packs``.
+
+Exit codes: 0 evaluated (or valid), 2 invalid input, 3 a pack failed (at load,
+or during the evaluation: the result is then incomplete), 4 the audit log could
+not be opened or refused to record the decision or rejection (no result shown).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from neurocds.audit.errors import AuditError
+from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
+from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
+from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
+
+EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load."),
+        click.option(
+            "--backend",
+            type=click.Choice(["durable", "reference"]),
+            default=None,
+            help="Evaluation backend (default: durable where it imports, else reference).",
+        ),
+        click.option(
+            "--verify/--no-verify",
+            default=True,
+            show_default=True,
+            help="Check durable_rules' answer with the reference evaluator.",
+        ),
+        click.option(
+            "--audit-dir",
+            envvar="NEUROCDS_AUDIT_DIR",
+            type=click.Path(file_okay=False),
+            help="Record every decision in this tamper-evident audit log.",
+        ),
+    ]
+    func = audit_config_options(func)  # listed in --help right after --audit-dir
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir: str | None) -> Any:
+    """The engine for this command; its audit log takes the command's ``--audit-*`` flags."""
+    from neurocds.engine import Engine
+
+    options = audit_options(audit_dir)
+    try:
+        return Engine(packs=packs, backend=backend, verify=verify, audit_dir=audit_dir, audit_options=options)
+    except PackLoadError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PACK_FAILED)
+    except AuditError as exc:
+        audit_failed(exc, opening=True)
+
+
+def report_invalid(exc: FactsValidationError, fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(exc.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        click.echo(f"Invalid facts document: {len(exc.violations)} problem(s)", err=True)
+        for v in exc.violations:
+            extra = f" (expected {v.expected}; found {v.found})" if v.expected or v.found else ""
+            click.echo(f"  {v.pointer or '/'}: {v.message}{extra}", err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def load_facts(
+    file: str, fhir_input: FhirInputOptions | None, fmt: str, engine: Any
+) -> tuple[Any, dict[str, Any] | None]:
+    """The facts document (raw bytes, or converted from FHIR) and the conversion's provenance.
+
+    FHIR input is read exactly as ``fhir-to-facts`` reads it (same options, same limit).
+    """
+    if fhir_input is None:
+        return read_input(file), None
+    from neurocds.cli.fhir import convert_fhir_input
+    from neurocds.fhir import FhirInputError, engine_mapping_paths, load_mapping_tables
+
+    try:
+        tables = load_mapping_tables(engine_mapping_paths(engine))  # the engine's packs' tables too
+        conversion = convert_fhir_input(file, fhir_input, tables)
+    except FactsValidationError as exc:
+        report_invalid(exc, fmt)
+    except FhirInputError as exc:
+        pointer = getattr(exc, "pointer", "") or ""
+        report_invalid(FactsValidationError([Violation(pointer, str(exc), code="fhir")]), fmt)
+    except NeurocdsError as exc:  # a mapping table is broken: not the input's fault
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PACK_FAILED)
+    _show_warnings(conversion.warnings)
+    return conversion.facts, {"provenance": conversion.provenance, "warnings": conversion.warnings}
+
+
+def _show_warnings(warnings: list[Any]) -> None:
+    """What the FHIR input lost (an unknown unit, a stale value) goes to stderr, every time.
+
+    A value dropped for its unit is unknown to the rules, and a finding that needed it
+    does not fire: the person reading the result must see why. Messages name resources,
+    codes and units, never values or patient ids.
+    """
+    for warning in warnings:
+        if isinstance(warning, dict) and isinstance(warning.get("message"), str):
+            where = warning.get("resource") or warning.get("pointer") or ""
+            click.echo(f"warning: FHIR input{f' {where}' if where else ''}: {warning['message']}", err=True)
+
+
+def _patient_id(facts: Any) -> str | None:
+    try:
+        doc = json.loads(facts) if isinstance(facts, bytes | str) else facts
+        return str(doc["patient"]["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@click.command("evaluate")
+@click.argument("file")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--fhir",
+    is_flag=True,
+    help="FILE is FHIR R4 (a Bundle, one resource or a CDS Hooks request), converted as fhir-to-facts does.",
+)
+@fhir_input_options
+@click.option("--no-trace", is_flag=True, help="Leave the why-not trace out (findings keep their because).")
+@engine_options
+def evaluate_cmd(
+    file: str,
+    fmt: str,
+    fhir: bool,
+    fhir_input: FhirInputOptions,
+    no_trace: bool,
+    packs: str | None,
+    backend: str | None,
+    verify: bool,
+    audit_dir: str | None,
+) -> None:
+    """Evaluate a facts document (FILE, or - for stdin); most urgent findings first.
+
+    With --fhir, the options --now, --window-days, --patient-id and --max-input-bytes
+    apply as in fhir-to-facts.
+    """
+    if not fhir and not fhir_input.is_default:
+        raise click.UsageError("--now, --window-days, --patient-id and --max-input-bytes need --fhir")
+    engine = make_engine(packs, backend, verify, audit_dir)
+    facts, provenance = load_facts(file, fhir_input if fhir else None, fmt, engine)
+    try:
+        result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
+    except FactsValidationError as exc:
+        report_invalid(exc, fmt)
+    except AuditError as exc:  # not a pack failure: the decision could not be put on record
+        audit_failed(exc)
+    except NeurocdsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_PACK_FAILED)
+    from neurocds.explain.render import render_result
+
+    if fmt == "json":
+        click.echo(result.to_json())
+    else:
+        click.echo(render_result(result.to_dict(), patient_id=_patient_id(facts), label_of=engine.label_of))
+    sys.exit(EXIT_OK if result.complete else EXIT_PACK_FAILED)
+
+
+@click.command("validate")
+@click.argument("file")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--packs", envvar="NEUROCDS_PACKS", help="Packs whose extension schemas apply.")
+def validate_cmd(file: str, fmt: str, packs: str | None) -> None:
+    """Check a facts document against the facts schema (every problem at once)."""
+    engine = make_engine(packs, "reference", False, None)
+    try:
+        engine.validate(read_input(file))
+    except FactsValidationError as exc:
+        report_invalid(exc, fmt)
+    click.echo(json.dumps({"valid": True}) if fmt == "json" else "valid")
+
+
+@click.command("explain")
+@click.argument("file")
+@click.option("--finding", "finding_id", help="Explain why this finding fired, or why it did not.")
+@click.option("--rule", "rule_id", help="Explain one rule: why it fired, or why not.")
+@engine_options
+def explain_cmd(
+    file: str,
+    finding_id: str | None,
+    rule_id: str | None,
+    packs: str | None,
+    backend: str | None,
+    verify: bool,
+    audit_dir: str | None,
+) -> None:
+    """Show the why-tree of a finding or a rule, back to the input facts."""
+    from neurocds.explain.render import render_rule_state
+
+    if bool(finding_id) == bool(rule_id):
+        raise click.UsageError("give exactly one of --finding or --rule")
+    engine = make_engine(packs, backend, verify, audit_dir)
+    try:
+        result = engine.evaluate(read_input(file)).to_dict()
+    except FactsValidationError as exc:
+        report_invalid(exc, "text")
+    lines: list[str] = []
+    if rule_id:
+        lines = render_rule_state(result, rule_id, engine.label_of)
+    else:
+        finding = next((f for f in result["findings"] if f["id"] == finding_id), None)
+        rules = [r for r in engine.rules if r.kind == "finding" and r.key == finding_id]
+        if finding is not None:
+            lines = [f"{finding['title']} [{finding_id}] - {finding['urgency'].upper()}", f"  {finding['detail']}"]
+            for rid in finding["rules"]:
+                lines += render_rule_state(result, rid, engine.label_of)
+        elif rules:
+            lines = [f"Finding {finding_id} did not fire."]
+            for rule in rules:
+                lines += render_rule_state(result, rule.id, engine.label_of)
+        else:
+            raise click.UsageError(f"no loaded rule concludes finding {finding_id!r}")
+    click.echo("\n".join([*lines, "", result["disclaimer"]]))
+
+
+@click.group("packs")
+def packs_group() -> None:
+    """Inspect the installed rule packs."""
+
+
+@packs_group.command("list")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
+def packs_list(fmt: str, packs: str | None) -> None:
+    """List loaded packs with version, content hash, rule count and source."""
+    engine = make_engine(packs, None, True, None)
+    rows = []
+    for pack in [*engine.packs, *engine.failed_packs]:
+        count = sum(1 for r in engine.rules if r.pack == pack.name)
+        rows.append(
+            {
+                **pack.info(),
+                "rules": count,
+                "depends_on": list(pack.record.depends_on),
+                "source": pack.source,
+                "description": pack.record.description,
+            }
+        )
+    if fmt == "json":
+        click.echo(json.dumps({"packs": rows, "engine": engine.engine_info()}, indent=2))
+        return
+    for row in rows:
+        deps = f" (needs {', '.join(row['depends_on'])})" if row["depends_on"] else ""
+        click.echo(
+            f"{row['name']} {row['version']}  {row['status']}  {row['rules']} rules  sha256:{row['sha256'][:12]}{deps}"
+        )
+        click.echo(f"    {row['description']}")
+        click.echo(f"    from {row['source']}")
+    info = engine.engine_info()
+    click.echo(
+        f"backend: {info['backend']}{' (verified by reference)' if info['verified'] else ''}"
+        f"{'; ' + info['note'] if info.get('note') else ''}"
+    )
+
+
+def register(group: click.Group) -> None:
+    for command in (evaluate_cmd, validate_cmd, explain_cmd, packs_group):
+        group.add_command(command)

@@ -1,0 +1,189 @@
+"""The hook API a rule pack implements: this module *is* the pack author's reference.
+
+A pack is a Python module (or package) that implements some of the hooks below
+with :data:`hookimpl` and is made known to neurocds through the entry-point group
+``neurocds.packs``::
+
+    # pyproject.toml of your distribution
+    [project.entry-points."neurocds.packs"]
+    my-pack = "my_distribution.my_pack"
+
+Built-in packs are declared the same way in neurocds' own ``pyproject.toml`` and
+registered through the same call, so nothing a built-in pack can do is closed to
+you. Which packs load is decided by the allowlist (``NEUROCDS_PACKS`` or the CLI
+option ``--packs``): a comma-separated list of pack names.
+
+Every hook name starts with ``neurocds_``. Each :class:`~neurocds.engine.Engine`
+owns its own plugin manager, so hooks are never shared between engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+PROJECT_NAME = "neurocds"
+ENTRY_POINT_GROUP = "neurocds.packs"
+# The built-in FHIR mapping tables are found here, so that core never imports them by name.
+FHIR_MAPS_ENTRY_POINT_GROUP = "neurocds.fhir_maps"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@dataclass(frozen=True)
+class RulePack:
+    """The registration record a pack returns from :func:`neurocds_register_packs`.
+
+    :param name: stable pack name, lower-case words joined by ``-`` (``"spinal-compression"``).
+        Rule ids of the pack must start with a prefix the pack owns; two packs with the
+        same name are a load error naming both sources.
+    :param version: the pack's version (semantic versioning). It is recorded in every
+        result and audit record together with a SHA-256 of the rule files' content.
+    :param rule_files: paths of the pack's rule files (YAML or JSON), each validated
+        against ``schemas/ruleset.schema.json``. They are data: nothing in them is executed.
+    :param depends_on: names of packs whose derived facts or findings this pack's rules
+        use. They are loaded first; a missing one is a load error.
+    :param facts_schema: JSON Schema (2020-12) for the pack's own input fields, which live
+        under ``extensions.<name>`` in the facts document. ``None``: the pack has none.
+    :param description: one sentence for ``neurocds packs list``.
+    """
+
+    name: str
+    version: str
+    rule_files: Sequence[Path]
+    depends_on: Sequence[str] = ()
+    facts_schema: Mapping[str, Any] | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ComputedFacts:
+    """Facts a pack computes in Python, returned by :func:`neurocds_compute_facts`.
+
+    :param pack: the name of the pack that computed them (must be one it registered).
+    :param values: derived-fact name -> a finite JSON scalar: string, number or boolean
+        (``{"myext.score": 3}``), of the kind the rules use for that name; a list,
+        object, NaN, infinity or a value of another kind fails the pack. Names must
+        start with a namespace the pack's rules declare. Absent means unknown.
+    :param because: derived-fact name -> JSON pointers of the input facts it used, so the
+        explanation trace can lead back to the input.
+    """
+
+    pack: str
+    values: Mapping[str, Any]
+    because: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@hookspec
+def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]
+    """Return the rule packs this plugin provides.
+
+    Called once, when an :class:`~neurocds.engine.Engine` is created, before any
+    facts are seen. Rule files are read, validated and compiled right after; an
+    error there is a :class:`~neurocds.errors.PackLoadError` naming the pack, the
+    file and the JSON pointer of the bad rule.
+
+    :returns: a list of :class:`RulePack` records (usually one).
+
+    Example::
+
+        from pathlib import Path
+        from neurocds.hookspecs import RulePack, hookimpl
+
+        HERE = Path(__file__).parent
+
+        @hookimpl
+        def neurocds_register_packs() -> list[RulePack]:
+            return [RulePack(name="my-pack", version="1.0.0",
+                             rule_files=[HERE / "my-pack.yaml"],
+                             depends_on=["weakness-pattern"])]
+    """
+
+
+@hookspec
+def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:  # type: ignore[empty-body]
+    """Compute derived facts that declarative rules cannot express.
+
+    Called once per evaluation, after the facts document passed validation and
+    before any rule runs, for every loaded plugin that implements it (once per
+    plugin, even if it registered several packs). The values are
+    added as derived facts that rules can match (``{derived: name, ...}``) and the
+    trace shows them with their ``because`` pointers.
+
+    If this hook raises, the pack is reported as failed in the result (``packs[]``
+    status ``failed``, ``complete: false``), its rules do not run, and every other
+    pack still runs. Never raise to say "not applicable": return ``None``.
+
+    :param facts: the validated facts document (read-only; do not mutate it).
+    :returns: a :class:`ComputedFacts` record, or ``None`` when nothing applies.
+
+    Example::
+
+        @hookimpl
+        def neurocds_compute_facts(facts):
+            age = facts.get("patient", {}).get("age_years")
+            if age is None:
+                return None          # unknown stays unknown
+            return ComputedFacts(pack="my-pack", values={"my.older_adult": age >= 65},
+                                 because={"my.older_adult": ["/patient/age_years"]})
+    """
+
+
+@hookspec
+def neurocds_finding_detail(
+    finding_id: str, rule_id: str, facts: Mapping[str, Any], derived: Mapping[str, Any]
+) -> str | None:  # type: ignore[empty-body]
+    """Add case-specific text to the detail of a finding when its rule fires.
+
+    Called inside the rule action, on whichever backend is evaluating, each time a
+    rule of a loaded pack concludes a finding. Return ``None`` for findings that are
+    not yours. An exception here becomes a
+    :class:`~neurocds.errors.RuleEvaluationError` naming the rule; the pack is
+    reported as failed and the rest of the evaluation goes on.
+
+    :param finding_id: the finding's stable id (``"my.finding"``).
+    :param rule_id: the id of the rule that concluded it.
+    :param facts: the validated facts document.
+    :param derived: derived-fact name -> value, as known when the rule fired.
+    :returns: a sentence to append to the finding's detail, or ``None``.
+
+    Example::
+
+        @hookimpl
+        def neurocds_finding_detail(finding_id, rule_id, facts, derived):
+            if finding_id != "my.finding":
+                return None
+            return f"Recorded at age {facts['patient']['age_years']}."
+    """
+
+
+@hookspec
+def neurocds_fhir_mappings() -> list[Path]:  # type: ignore[empty-body]
+    """Return mapping-table files that turn FHIR R4 resources into facts.
+
+    Called when a FHIR bundle is converted (``neurocds fhir-to-facts``, ``evaluate
+    --fhir`` and the CDS Hooks service). Each file is data validated against
+    ``schemas/fhir-mapping.schema.json``: codes (SNOMED CT, ICD-10, LOINC, RxNorm)
+    to fact paths, with units and conversions.
+
+    :returns: paths of YAML mapping files.
+
+    Example::
+
+        @hookimpl
+        def neurocds_fhir_mappings():
+            return [Path(__file__).parent / "my-codes.yaml"]
+    """
+
+
+HOOK_NAMES: tuple[str, ...] = (
+    "neurocds_register_packs",
+    "neurocds_compute_facts",
+    "neurocds_finding_detail",
+    "neurocds_fhir_mappings",
+)

@@ -1,0 +1,76 @@
+"""The result of one evaluation: a JSON document (``schemas/result.schema.json``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from neurocds.rules.ruleset import URGENCY_RANK
+
+DISCLAIMER = (
+    "Decision support for a clinician, not a diagnosis. These findings are prompts to "
+    "consider, based only on the facts supplied; absent facts were treated as unknown. "
+    "Clinical judgement decides."
+)
+
+
+def highest_urgency(findings: Iterable[Mapping[str, Any]]) -> str:
+    best = "none"
+    for finding in findings:
+        if URGENCY_RANK[finding["urgency"]] > URGENCY_RANK[best]:
+            best = finding["urgency"]
+    return best
+
+
+class Result:
+    """A thin, read-only view over the result document."""
+
+    def __init__(self, data: dict[str, Any]):
+        self._data = data
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._data
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self._data, indent=indent, ensure_ascii=False, sort_keys=False)
+
+    @property
+    def evaluation_id(self) -> str:
+        return self._data["evaluation_id"]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self._data["complete"])
+
+    @property
+    def highest_urgency(self) -> str:
+        return self._data["highest_urgency"]
+
+    @property
+    def findings(self) -> list[dict[str, Any]]:
+        return self._data["findings"]
+
+    @property
+    def finding_ids(self) -> list[str]:
+        return [f["id"] for f in self._data["findings"]]
+
+    @property
+    def derived(self) -> dict[str, Any]:
+        return {d["name"]: d["value"] for d in self._data["derived"]}
+
+    @property
+    def missing_data(self) -> list[dict[str, Any]]:
+        return self._data["missing_data"]
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return self._data["errors"]
+
+    def finding(self, finding_id: str) -> dict[str, Any] | None:
+        return next((f for f in self._data["findings"] if f["id"] == finding_id), None)
+
+    def __repr__(self) -> str:
+        return (
+            f"Result(highest_urgency={self.highest_urgency!r}, complete={self.complete}, findings={self.finding_ids!r})"
+        )

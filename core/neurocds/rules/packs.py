@@ -1,0 +1,200 @@
+"""Find, register, order and read rule packs: one plugin manager per engine.
+
+Built-in and third-party packs arrive the same way: entry points in the group
+``neurocds.packs`` (neurocds' own pyproject declares the built-ins), plus any
+plugin objects an embedder passes in. All go through :func:`register_plugin`.
+The allowlist (``NEUROCDS_PACKS``, comma-separated pack names) decides which load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from neurocds import hookspecs
+from neurocds.errors import PackLoadError, PacksUnavailable
+from neurocds.facts.strictjson import canonical_json
+from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
+
+ALLOWLIST_ENV = "NEUROCDS_PACKS"
+
+
+@dataclass
+class LoadedPack:
+    """A registered pack with where it came from and the hash of its content."""
+
+    record: RulePack
+    source: str
+    plugin: Any
+    sha256: str = ""
+    status: str = "ok"
+    error: str | None = None
+    failure_kind: str | None = None  # pack_load, or pack_skipped when a pack it needs failed
+    rule_files: list[Path] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    def info(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.record.version,
+            "sha256": self.sha256,
+            "status": self.status,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def parse_allowlist(value: str | Sequence[str] | None) -> set[str] | None:
+    """``None`` means no allowlist (everything installed loads)."""
+    if value is None:
+        value = os.environ.get(ALLOWLIST_ENV)
+        if value is None:
+            return None
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return {n.strip() for n in names if n.strip()}
+
+
+def new_plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def _entry_point_source(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    dist_name = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
+    return f"entry point {ep.name} = {ep.value} ({dist_name})"
+
+
+def discover(allow: set[str] | None) -> list[tuple[str, str, Any]]:
+    """Load allowlisted entry points, sorted by name: (name, source, plugin object)."""
+    seen: dict[str, str] = {}
+    found: list[tuple[str, str, Any]] = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+        source = _entry_point_source(ep)
+        if ep.name in seen:
+            if seen[ep.name] == source:
+                continue  # the same distribution seen twice on sys.path
+            raise PackLoadError(f"two plugins are named {ep.name!r}: {seen[ep.name]} and {source}", source=source)
+        seen[ep.name] = source
+        if allow is not None and ep.name not in allow:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PackLoadError(
+                f"cannot import plugin: {type(exc).__name__}: {exc}", pack=ep.name, source=source
+            ) from exc
+        found.append((ep.name, source, plugin))
+    return found
+
+
+def register_plugin(pm: pluggy.PluginManager, name: str, plugin: Any, source: str) -> list[LoadedPack]:
+    """Register one plugin (built-in or third-party alike) and collect its RulePack records."""
+    if pm.get_plugin(name) is not None:
+        raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PackLoadError(f"plugin does not match the hook API: {exc}", source=source) from exc
+    impl = find_impl(pm, "neurocds_register_packs", plugin)
+    if impl is None:
+        return []
+    try:
+        records = call_impl(impl)
+    except Exception as exc:
+        raise PackLoadError(f"neurocds_register_packs raised {type(exc).__name__}: {exc}", source=source) from exc
+    packs = []
+    for record in records or []:
+        if not isinstance(record, RulePack):
+            raise PackLoadError(
+                f"neurocds_register_packs must return RulePack records, got {type(record).__name__}", source=source
+            )
+        packs.append(
+            LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
+        )
+    return packs
+
+
+def find_impl(pm: pluggy.PluginManager, hook_name: str, plugin: Any) -> Any:
+    """The plugin's own implementation of a hook (called one plugin at a time to isolate failures)."""
+    for impl in getattr(pm.hook, hook_name).get_hookimpls():
+        if impl.plugin is plugin:
+            return impl
+    return None
+
+
+def call_impl(impl: Any, **kwargs: Any) -> Any:
+    # pluggy lets an implementation accept a subset of the spec's arguments.
+    return impl.function(*[kwargs[name] for name in impl.argnames])
+
+
+def check_unique(packs: Iterable[LoadedPack]) -> None:
+    by_name: dict[str, LoadedPack] = {}
+    for pack in packs:
+        if pack.name in by_name:
+            raise PackLoadError(
+                f"duplicate pack name {pack.name!r}: from {by_name[pack.name].source} and from {pack.source}",
+                pack=pack.name,
+                source=pack.source,
+            )
+        by_name[pack.name] = pack
+
+
+def dependency_order(packs: Sequence[LoadedPack], allow: set[str] | None) -> list[LoadedPack]:
+    """Dependencies first; ties broken by name, so the order is deterministic."""
+    by_name = {p.name: p for p in packs}
+    for pack in packs:
+        for dep in pack.record.depends_on:
+            if dep not in by_name:
+                hint = " (it is not in the allowlist)" if allow is not None and dep not in allow else " (not installed)"
+                raise PacksUnavailable(
+                    f"pack {pack.name!r} depends on {dep!r}, which is not loaded{hint}",
+                    unavailable=frozenset({pack.name}),
+                    pack=pack.name,
+                    source=pack.source,
+                )
+    ordered: list[LoadedPack] = []
+    state: dict[str, int] = {}
+
+    def visit(pack: LoadedPack, chain: tuple[str, ...]) -> None:
+        if state.get(pack.name) == 2:
+            return
+        if state.get(pack.name) == 1:
+            raise PackLoadError("pack dependency cycle: " + " -> ".join((*chain, pack.name)), pack=pack.name)
+        state[pack.name] = 1
+        for dep in sorted(pack.record.depends_on):
+            visit(by_name[dep], (*chain, pack.name))
+        state[pack.name] = 2
+        ordered.append(pack)
+
+    for pack in sorted(packs, key=lambda p: p.name):
+        visit(pack, ())
+    return ordered
+
+
+def content_hash(pack: LoadedPack) -> str:
+    """SHA-256 over the pack's name, version, extension schema and each rule file's name and bytes."""
+    digest = hashlib.sha256()
+    digest.update(f"{pack.name}\0{pack.record.version}\0".encode())
+    if pack.record.facts_schema is not None:  # the extension schema changes what is accepted
+        digest.update(b"schema\0" + canonical_json(pack.record.facts_schema) + b"\0")
+    for path in sorted(pack.rule_files, key=lambda p: p.name):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PackLoadError(f"cannot read rule file: {exc}", pack=pack.name, file=str(path)) from exc
+        digest.update(f"{path.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()

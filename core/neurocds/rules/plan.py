@@ -1,0 +1,249 @@
+"""Condition trees compiled once into closures that record every node's state in a slot.
+
+The reference evaluator runs on every evaluation (it explains, and it checks
+durable_rules), so its per-node cost decides throughput. At engine start each
+node of each rule gets a slot number and a closure; an evaluation is then one
+call per node writing into a flat list, instead of a recursive walk that memoised
+states in a dict keyed by ``id(node)``. No source text is generated or ``exec``-ed:
+the closures are ordinary nested functions parameterised by the node's data.
+
+States are Kleene values: ``True``, ``False`` or ``None`` (unknown). A slot the
+evaluation never reached, because ``all`` stopped at a false child or ``any`` at
+a true one, holds :data:`UNSET`, which is neither: explanations treat it as
+"not part of the reason" and "not unknown".
+
+Each undecided node also records which unrecorded facts leave it undecided, as a
+bitmask over the plan's fact pointers (bit ``i`` is ``pointers[i]``, pointers in
+sorted order): a leaf its own bit, ``all``/``any``/``not`` the union of their
+undecided children, a reference the union over the undecided rules that would
+conclude it. Those are the facts worth recording; computing them here, while the
+states are made, costs an OR per undecided node instead of a second walk later.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from neurocds.rules.conditions import (
+    MISSING,
+    All,
+    AnyOf,
+    Condition,
+    DerivedRef,
+    FactTest,
+    FindingRef,
+    ItemTest,
+    Not,
+    Tri,
+    lookup,
+)
+
+UNSET: Any = type("Unset", (), {"__repr__": lambda self: "UNSET", "__slots__": ()})()
+
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "lt": operator.lt,
+    "lte": operator.le,
+    "gt": operator.gt,
+    "gte": operator.ge,
+    "in": lambda found, wanted: found in wanted,
+}
+
+
+# Masks are turned into pointer tuples through a cache; real documents repeat a few hundred masks,
+# and the bound keeps a stream of unusual ones from growing it without end.
+POINTER_CACHE_SIZE = 4096
+
+
+class RefSource(Protocol):
+    """What a reference node asks of the running evaluation: the state of a conclusion."""
+
+    def ref_state(self, key: tuple[str, str, Any]) -> Tri: ...
+
+    def ref_unknowns(self, key: tuple[str, str, Any]) -> int:
+        """Mask of the unrecorded facts that leave an undecided conclusion undecided."""
+        ...
+
+
+# A node's closure: (facts, states, unknown masks, the running evaluation) -> its state.
+NodeFn = Callable[[Mapping[str, Any], list[Any], list[int], RefSource], Tri]
+
+
+class Plan:
+    """Slot numbers and closures for every node of a list of rule conditions.
+
+    :param roots: the ``when`` tree of each rule, in rule order.
+    """
+
+    def __init__(self, roots: Sequence[Condition]):
+        self._slots: dict[int, int] = {}
+        self.nodes: list[Condition] = []
+        leaves = (n for root in roots for n in root.walk() if isinstance(n, FactTest | ItemTest))
+        self.pointers: tuple[str, ...] = tuple(sorted({n.pointer for n in leaves}))
+        self._bit = {pointer: 1 << i for i, pointer in enumerate(self.pointers)}
+        self._pointer_cache: dict[int, tuple[str, ...]] = {}
+        # Every node's closure by slot, so that one node can be evaluated on its own: explanations
+        # complete an ``any`` that stopped at its first true child (see neurocds.explain.explainer.support).
+        self.fns: dict[int, NodeFn] = {}
+        self.rule_fns: list[NodeFn] = [self._compile(root) for root in roots]
+        self.root_slots: list[int] = [self.slot(root) for root in roots]
+
+    @property
+    def size(self) -> int:
+        return len(self.nodes)
+
+    def slot(self, node: Condition) -> int:
+        return self._slots[id(node)]
+
+    def new_states(self) -> list[Any]:
+        return [UNSET] * len(self.nodes)
+
+    def new_masks(self) -> list[int]:
+        return [0] * len(self.nodes)
+
+    def pointers_of(self, mask: int) -> tuple[str, ...]:
+        """The pointers of a mask, in sorted order."""
+        found = self._pointer_cache.get(mask)
+        if found is None:
+            pointers, rest, out = self.pointers, mask, []
+            while rest:  # set bits only, lowest first: the pointers' sorted order
+                lowest = rest & -rest
+                out.append(pointers[lowest.bit_length() - 1])
+                rest ^= lowest
+            found = tuple(out)
+            if len(self._pointer_cache) >= POINTER_CACHE_SIZE:
+                self._pointer_cache.clear()
+            self._pointer_cache[mask] = found
+        return found
+
+    # ------------------------------------------------------------ compiling
+    def _compile(self, node: Condition) -> NodeFn:
+        fn = self._compile_node(node)
+        self.fns.setdefault(self.slot(node), fn)
+        return fn
+
+    def _compile_node(self, node: Condition) -> NodeFn:
+        if id(node) in self._slots:  # a node shared by two parents keeps one slot
+            slot = self._slots[id(node)]
+        else:
+            slot = self._slots[id(node)] = len(self.nodes)
+            self.nodes.append(node)
+        if isinstance(node, FactTest):
+            return _fact_fn(node, slot, self._bit[node.pointer])
+        if isinstance(node, ItemTest):
+            return _item_fn(node, slot, self._bit[node.pointer])
+        if isinstance(node, DerivedRef | FindingRef):
+            return _ref_fn(node.key, slot)
+        if isinstance(node, Not):
+            return _not_fn(self._compile(node.item), self.slot(node.item), slot)
+        if isinstance(node, All | AnyOf):
+            children = tuple(self._compile(c) for c in node.items)
+            return _group_fn(children, tuple(self.slot(c) for c in node.items), slot, stop=isinstance(node, AnyOf))
+        raise TypeError(f"no evaluation for condition node {type(node).__name__}")
+
+
+def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
+    path, op, wanted = node.path, node.op, node.value
+    two = len(path) == 2
+    first, second = (path[0], path[1]) if two else ("", "")
+    compare = COMPARE.get(op)
+
+    def fact(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+        # Most fact paths are section.field: read those inline, everything else through lookup().
+        if two:
+            section = facts.get(first, MISSING)
+            if type(section) is dict:
+                found = section.get(second, MISSING)
+            else:
+                found = MISSING if section is MISSING else lookup(facts, path)
+        else:
+            found = lookup(facts, path)
+        if compare is not None:
+            if found is MISSING:
+                st[slot], unk[slot] = None, bit
+                return None
+            # Validated facts are JSON scalars, whose comparisons give bool (no rich-comparison objects).
+            state: Tri = compare(found, wanted)
+        elif op == "known":
+            state = (found is not MISSING) == wanted
+        else:  # is_not: "not known to be V" is true when unknown, so it is never itself unknown
+            state = found is MISSING or found != wanted
+        st[slot] = state
+        return state
+
+    return fact
+
+
+def _item_fn(node: ItemTest, slot: int, bit: int) -> NodeFn:
+    path, name, wanted = node.path, node.field, node.value
+    compare = COMPARE[node.op]
+
+    def item_test(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+        items = lookup(facts, path)
+        state: Tri
+        if items is MISSING:
+            state = None
+        else:
+            state = False
+            for item in items:
+                found = item.get(name, MISSING) if isinstance(item, Mapping) else MISSING
+                if found is MISSING:
+                    state = None
+                elif compare(found, wanted):
+                    state = True
+                    break
+        st[slot] = state
+        if state is None:
+            unk[slot] = bit
+        return state
+
+    return item_test
+
+
+def _ref_fn(key: tuple[str, str, Any], slot: int) -> NodeFn:
+    def ref(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+        state = st[slot] = refs.ref_state(key)
+        if state is None:
+            unk[slot] = refs.ref_unknowns(key)
+        return state
+
+    return ref
+
+
+def _not_fn(child: NodeFn, child_slot: int, slot: int) -> NodeFn:
+    def negation(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+        value = child(facts, st, unk, refs)
+        if value is None:
+            st[slot], unk[slot] = None, unk[child_slot]
+            return None
+        state = st[slot] = not value
+        return state
+
+    return negation
+
+
+def _group_fn(children: tuple[NodeFn, ...], child_slots: tuple[int, ...], slot: int, stop: bool) -> NodeFn:
+    """``all`` (stops at the first false child) or ``any`` (stops at the first true one)."""
+
+    def group(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+        state: Tri = not stop
+        for child in children:
+            value = child(facts, st, unk, refs)
+            if value is stop:
+                st[slot] = stop
+                return stop
+            if value is None:
+                state = None
+        st[slot] = state
+        if state is None:
+            # Every child was evaluated; the decided ones have a zero mask.
+            mask = 0
+            for child_slot in child_slots:
+                mask |= unk[child_slot]
+            unk[slot] = mask
+        return state
+
+    return group

@@ -1,0 +1,256 @@
+"""Read rule files (data), validate them, and build typed :class:`Rule` objects.
+
+Every problem is a :class:`~neurocds.errors.PackLoadError` naming the pack, the
+file and the JSON pointer of the offending rule. Values in rules are checked
+against the facts schema, so a rule can never compare a number field with a
+string (durable_rules would silently compare them as strings).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from neurocds.errors import PackLoadError
+from neurocds.resources import load_schema
+from neurocds.rules.conditions import (
+    NUMERIC_OPS,
+    All,
+    AnyOf,
+    Condition,
+    DerivedRef,
+    FactTest,
+    FindingRef,
+    ItemTest,
+    Not,
+)
+
+URGENCY_RANK = {"emergency": 4, "urgent": 3, "routine": 2, "info": 1, "none": 0}
+RULESET_FORMAT = "neurocds-ruleset/1"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    source: str
+    citation: str
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One declarative rule, ready to compile. ``concludes`` is ``(kind, key, value)``."""
+
+    id: str
+    pack: str
+    title: str
+    when: Condition
+    kind: str  # "finding" | "derive"
+    key: str  # finding id or derived-fact name
+    value: Any
+    urgency: str | None
+    detail: str
+    rationale: str
+    recommendations: tuple[str, ...]
+    evidence: tuple[Evidence, ...]
+    file: str
+    pointer: str
+
+    @property
+    def conclusion(self) -> tuple[str, str, Any]:
+        return (self.kind, self.key, self.value if self.kind == "derive" else True)
+
+    def references(self) -> set[tuple[str, str, Any]]:
+        return {node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef)}
+
+
+# The libyaml parser where PyYAML has it (several times faster at engine start); the
+# constructors, including the duplicate-key check below, stay the safe Python ones.
+_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeBase):  # type: ignore[misc,valid-type]
+    """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@lru_cache(maxsize=1)
+def _ruleset_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(load_schema("ruleset.schema.json"))
+
+
+def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
+    """Parse a YAML or JSON rule file and validate it against the ruleset schema."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        doc = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
+    validator = _ruleset_validator()
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        pointer = "/" + "/".join(str(p) for p in best.absolute_path)
+        raise PackLoadError(
+            f"rule file does not match ruleset.schema.json: {best.message}", pack=pack, file=str(path), pointer=pointer
+        )
+    if doc["pack"] != pack:
+        raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
+    return doc
+
+
+class FactsIndex:
+    """Leaf schemas of the facts document by dotted path, for type-checking rules."""
+
+    def __init__(self, facts_schema: Mapping[str, Any]):
+        self.leaves: dict[str, Mapping[str, Any]] = {}
+        self.arrays: dict[str, Mapping[str, Any]] = {}
+        self._walk(facts_schema, ())
+
+    def _walk(self, schema: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        for name, sub in schema.get("properties", {}).items():
+            here = (*path, name)
+            dotted = ".".join(here)
+            if sub.get("type") == "object" or "properties" in sub:
+                self.leaves[dotted] = sub
+                self._walk(sub, here)
+            elif sub.get("type") == "array":
+                self.arrays[dotted] = sub.get("items", {})
+                self.leaves[dotted] = sub
+            else:
+                self.leaves[dotted] = sub
+
+
+def _value_fits(schema: Mapping[str, Any], value: Any) -> bool:
+    kind = schema.get("type")
+    if "enum" in schema:
+        # type() identity: True == 1 in Python, but a boolean is never an enum string/number.
+        return any(type(v) is type(value) and v == value for v in schema["enum"])
+    if "const" in schema:
+        return value == schema["const"]
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind in ("number", "integer"):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    return False
+
+
+class RuleBuilder:
+    """Turns validated rule-file documents into :class:`Rule` objects."""
+
+    def __init__(self, facts_index: FactsIndex):
+        self.facts = facts_index
+
+    def build(self, doc: Mapping[str, Any], file: str) -> list[Rule]:
+        pack, namespace = doc["pack"], doc["namespace"]
+        rules = []
+        for index, raw in enumerate(doc["rules"]):
+            pointer = f"/rules/{index}"
+
+            def fail(message: str, where: str = "", pointer: str = pointer) -> PackLoadError:
+                return PackLoadError(message, pack=pack, file=file, pointer=pointer + where)
+
+            kind, key, value = (
+                ("finding", raw["finding"], True)
+                if "finding" in raw
+                else ("derive", raw["derive"]["name"], raw["derive"].get("value", True))
+            )
+            for label, name in (("rule id", raw["id"]), (f"{kind} name", key)):
+                if not name.startswith(namespace + "."):
+                    raise fail(f"{label} {name!r} is outside the pack namespace {namespace!r}")
+            when = self._condition(raw["when"], fail, "/when")
+            rules.append(
+                Rule(
+                    id=raw["id"],
+                    pack=pack,
+                    title=raw["title"],
+                    when=when,
+                    kind=kind,
+                    key=key,
+                    value=value,
+                    urgency=raw.get("urgency"),
+                    detail=raw.get("detail", raw["rationale"]),
+                    rationale=raw["rationale"],
+                    recommendations=tuple(raw.get("recommendations", ())),
+                    evidence=tuple(Evidence(e["source"], e["citation"]) for e in raw["evidence"]),
+                    file=file,
+                    pointer=pointer,
+                )
+            )
+        return rules
+
+    def _condition(self, raw: Mapping[str, Any], fail: Any, where: str) -> Condition:
+        if "all" in raw:
+            return All(tuple(self._condition(c, fail, f"{where}/all/{i}") for i, c in enumerate(raw["all"])))
+        if "any" in raw:
+            return AnyOf(tuple(self._condition(c, fail, f"{where}/any/{i}") for i, c in enumerate(raw["any"])))
+        if "not" in raw:
+            return Not(self._condition(raw["not"], fail, f"{where}/not"))
+        if "derived" in raw:
+            return DerivedRef(raw["derived"], raw.get("eq", True))
+        if "finding" in raw:
+            return FindingRef(raw["finding"])
+        if "any_item" in raw:
+            return self._item_test(raw, fail, where)
+        return self._fact_test(raw, fail, where)
+
+    def _fact_test(self, raw: Mapping[str, Any], fail: Any, where: str) -> FactTest:
+        path = raw["fact"]
+        op = next(k for k in raw if k != "fact")
+        value = raw[op]
+        leaf = self.facts.leaves.get(path)
+        if leaf is None:
+            raise fail(f"unknown fact {path!r} (not in the facts schema)", where)
+        if op == "known":
+            return FactTest(tuple(path.split(".")), op, value)
+        self._check_value(leaf, op, value, path, fail, where)
+        stored = tuple(value) if op == "in" else value
+        return FactTest(tuple(path.split(".")), op, stored)
+
+    def _item_test(self, raw: Mapping[str, Any], fail: Any, where: str) -> ItemTest:
+        path, spec = raw["any_item"], raw["where"]
+        items = self.facts.arrays.get(path)
+        if items is None:
+            raise fail(f"{path!r} is not an array fact", where)
+        field = spec["field"]
+        leaf = items.get("properties", {}).get(field)
+        if leaf is None:
+            raise fail(f"items of {path!r} have no field {field!r}", where)
+        op = next(k for k in spec if k != "field")
+        self._check_value(leaf, op, spec[op], f"{path}[].{field}", fail, where)
+        value = tuple(spec[op]) if op == "in" else spec[op]
+        return ItemTest(tuple(path.split(".")), field, op, value)
+
+    @staticmethod
+    def _check_value(leaf: Mapping[str, Any], op: str, value: Any, path: str, fail: Any, where: str) -> None:
+        if op in NUMERIC_OPS and leaf.get("type") not in ("number", "integer"):
+            raise fail(f"operator {op!r} needs a numeric fact; {path!r} is {leaf.get('type')}", where)
+        values: Sequence[Any] = value if op == "in" else [value]
+        for item in values:
+            if not _value_fits(leaf, item):
+                raise fail(f"value {item!r} cannot be compared with {path!r} ({_describe(leaf)})", where)
+
+
+def _describe(schema: Mapping[str, Any]) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(map(str, schema["enum"]))
+    return str(schema.get("type", "?"))
