@@ -305,7 +305,10 @@ class Engine:
         only_durable = run.fired_set() - ref_run.fired_set()
         only_reference = ref_run.fired_set() - run.fired_set()
         if only_durable or only_reference or run.derived != ref_run.derived:
-            names = lambda s: ", ".join(sorted(self.rules[i].id for i in s)) or "none"  # noqa: E731
+
+            def names(indices: set[int]) -> str:
+                return ", ".join(sorted(self.rules[i].id for i in indices)) or "none"
+
             errors.append(
                 RuleEvaluationError(
                     f"backends disagree: only durable fired [{names(only_durable)}]; only reference fired "
@@ -355,7 +358,8 @@ class Engine:
             impl = self._detail_impls.get(rule.pack)
             if impl is None:
                 return None
-            return call_impl(impl, finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
+            detail: str | None = call_impl(impl, finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
+            return detail
 
         return on_fire
 

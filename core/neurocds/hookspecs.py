@@ -80,7 +80,7 @@ class ComputedFacts:
 
 
 @hookspec
-def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]
+def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]  # a spec: pack modules implement it
     """Return the rule packs this plugin provides.
 
     Called once, when an :class:`~neurocds.engine.Engine` is created, before any
@@ -106,7 +106,7 @@ def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]
 
 
 @hookspec
-def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:  # type: ignore[empty-body]
+def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:
     """Compute derived facts that declarative rules cannot express.
 
     Called once per evaluation, after the facts document passed validation and
@@ -137,7 +137,7 @@ def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:  #
 @hookspec
 def neurocds_finding_detail(
     finding_id: str, rule_id: str, facts: Mapping[str, Any], derived: Mapping[str, Any]
-) -> str | None:  # type: ignore[empty-body]
+) -> str | None:
     """Add case-specific text to the detail of a finding when its rule fires.
 
     Called inside the rule action, on whichever backend is evaluating, each time a
@@ -163,7 +163,7 @@ def neurocds_finding_detail(
 
 
 @hookspec
-def neurocds_fhir_mappings() -> list[Path]:  # type: ignore[empty-body]
+def neurocds_fhir_mappings() -> list[Path]:  # type: ignore[empty-body]  # a spec: plugins implement it
     """Return mapping-table files that turn FHIR R4 resources into facts.
 
     Called when a FHIR bundle is converted (``neurocds fhir-to-facts``, ``evaluate

@@ -37,4 +37,5 @@ def schemas_dir() -> Path:
 def load_schema(filename: str) -> dict[str, Any]:
     """Load one JSON Schema from ``schemas/`` (cached: schemas are read-only data)."""
     with (schemas_dir() / filename).open(encoding="utf-8") as fh:
-        return json.load(fh)
+        schema: dict[str, Any] = json.load(fh)
+    return schema

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from neurocds.rules.ruleset import URGENCY_RANK
 
@@ -37,7 +37,7 @@ class Result:
 
     @property
     def evaluation_id(self) -> str:
-        return self._data["evaluation_id"]
+        return cast("str", self._data["evaluation_id"])
 
     @property
     def complete(self) -> bool:
@@ -45,11 +45,11 @@ class Result:
 
     @property
     def highest_urgency(self) -> str:
-        return self._data["highest_urgency"]
+        return cast("str", self._data["highest_urgency"])
 
     @property
     def findings(self) -> list[dict[str, Any]]:
-        return self._data["findings"]
+        return cast("list[dict[str, Any]]", self._data["findings"])
 
     @property
     def finding_ids(self) -> list[str]:
@@ -61,11 +61,11 @@ class Result:
 
     @property
     def missing_data(self) -> list[dict[str, Any]]:
-        return self._data["missing_data"]
+        return cast("list[dict[str, Any]]", self._data["missing_data"])
 
     @property
     def errors(self) -> list[dict[str, Any]]:
-        return self._data["errors"]
+        return cast("list[dict[str, Any]]", self._data["errors"])
 
     def finding(self, finding_id: str) -> dict[str, Any] | None:
         return next((f for f in self._data["findings"] if f["id"] == finding_id), None)

@@ -27,7 +27,7 @@ from neurocds.audit.fhir import export_fhir
 from neurocds.audit.query import RecordFilter, find_record, query_records, read_records
 from neurocds.audit.render import render_html, render_text
 from neurocds.audit.signing import generate_keypair
-from neurocds.audit.store import Appended
+from neurocds.audit.store_state import Appended
 from neurocds.audit.verify import Problem, VerifyReport, format_report, verify_log
 from neurocds.audit.writer import AUDIT_DIR_ENV, AuditLog, PendingRecord
 

@@ -113,8 +113,9 @@ def patient_id_of(facts: Any) -> str | None:
     """The facts document's ``patient.id`` when it is a string, else ``None``."""
     if isinstance(facts, Mapping):
         patient = facts.get("patient")
-        if isinstance(patient, Mapping) and isinstance(patient.get("id"), str):
-            return patient["id"]
+        patient_id = patient.get("id") if isinstance(patient, Mapping) else None
+        if isinstance(patient_id, str):
+            return patient_id
     return None
 
 

@@ -8,7 +8,7 @@ chain is intact is :mod:`neurocds.audit.verify`'s job, and the CLI says so.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,7 +97,7 @@ class RecordFilter:
         return not (self.incomplete and body.get("complete") is not False)
 
 
-def _dicts(items: Any) -> Iterable[dict[str, Any]]:
+def _dicts(items: Any) -> list[dict[str, Any]]:
     return [i for i in items or () if isinstance(i, dict)] if isinstance(items, list) else []
 
 

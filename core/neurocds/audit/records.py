@@ -288,6 +288,7 @@ def record_id(record: Mapping[str, Any]) -> str | None:
     body = record.get(str(record.get("type")))
     if isinstance(body, Mapping):
         for key in ("decision_id", "rejection_id"):
-            if isinstance(body.get(key), str) and record.get("type") in ("decision", "rejection"):
-                return body[key]
+            value = body.get(key)
+            if isinstance(value, str) and record.get("type") in ("decision", "rejection"):
+                return value
     return None

@@ -90,7 +90,8 @@ def why_model(record: Mapping[str, Any]) -> dict[str, Any]:
                 "evidence": _dicts(f.get("evidence")),
             }
         )
-    trace = body.get("trace") if isinstance(body.get("trace"), dict) else {}
+    recorded_trace = body.get("trace")
+    trace: dict[str, Any] = recorded_trace if isinstance(recorded_trace, dict) else {}
     return {
         "sequence": record.get("sequence"),
         "recorded_at": record.get("recorded_at"),

@@ -20,7 +20,8 @@ from neurocds.audit.group_commit import GroupCommit
 from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
-from neurocds.audit.store import Appended, ChainStore
+from neurocds.audit.store import ChainStore
+from neurocds.audit.store_state import Appended
 
 log = logging.getLogger("neurocds.audit")
 
@@ -89,9 +90,11 @@ class AuditLog:
             raise AuditError(f"cannot open the audit directory {self.directory}: {exc.strerror or exc}") from exc
         if pseudonym_key is None:
             pseudonym_key = privacy.auto_key(self.directory, create=True)
+            if pseudonym_key is None:  # create=True makes one; None would be a bug in auto_key
+                raise AuditError(f"cannot create a pseudonym key in {self.directory}")
         elif len(pseudonym_key) < 16:
             raise AuditError("pseudonym key must be at least 16 bytes")
-        self._pseudonym_key: bytes = pseudonym_key  # type: ignore[assignment]
+        self._pseudonym_key: bytes = pseudonym_key
         self.pseudonym_key_id = privacy.key_id(self._pseudonym_key)
 
     # ------------------------------------------------------------ construction

@@ -190,6 +190,8 @@ class DurableBackend:
 
         def assert_fact(tail: str) -> int:
             # Session and fact ids are ours: ASCII letters and digits, nothing to escape.
+            code: int
+            state_handle: int
             code, state_handle = dre.assert_fact(handle, f'{{"sid":"{sid}","id":"{fact_id()}",{tail}')
             if code == 2:  # duplicate id: impossible with our ids, so it is a bug
                 raise RuleEvaluationError("durable_rules saw a duplicate fact id", kind="backend")
@@ -277,4 +279,5 @@ def _rule_name(message: str) -> str:
         end = message.find('"', 2)
         if end > 2:
             return message[2:end]
-    return next(iter(json.loads(message)))
+    first_key: str = next(iter(json.loads(message)))
+    return first_key

@@ -183,7 +183,7 @@ class Evaluation:
     def ref_state(self, key: Key) -> Tri:
         kind, name, value = key
         if kind == "derived" and name in self.computed:
-            return self.computed[name] == value
+            return bool(self.computed[name] == value)
         concluders = self.evaluator.concluders.get(key)
         if not concluders:
             # A computed fact its pack did not supply is unknown; a finding no rule concludes is false.

@@ -185,8 +185,8 @@ def missing_data_card(
         listed = "\n".join(f"- {md(n)}" for n in notes)
         parts.insert(0, f"**Data the EHR did not supply or that could not be read**\n\n{listed}")
         if ordered:
-            count = f"{len(notes)} note{'s' if len(notes) != 1 else ''}"
-            summary = f"EHR data not used ({count}); {summary[0].lower()}{summary[1:]}"
+            noted = f"{len(notes)} note{'s' if len(notes) != 1 else ''}"
+            summary = f"EHR data not used ({noted}); {summary[0].lower()}{summary[1:]}"
     parts.append(f"_{md(disclaimer)}_")
     source = _source("neurocds", NOTICE_SYSTEM, "missing-data", "Facts not recorded")
     return _card(summary, "info", "\n\n".join(parts), source)

@@ -204,7 +204,9 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError(f"malformed token payload ({type(exc).__name__})") from None
         iss = unverified.get("iss")
-        source = self._issuers.get(iss) if isinstance(iss, str) else None
+        if not isinstance(iss, str):
+            raise AuthError("issuer not trusted")
+        source = self._issuers.get(iss)
         if source is None:
             raise AuthError("issuer not trusted")
         jku = header.get("jku")

@@ -148,7 +148,7 @@ class Explainer:
             rule = self.rules[index]
             if rule.kind == "finding":
                 by_id.setdefault(rule.key, []).append(index)
-        findings = []
+        findings: list[dict[str, Any]] = []
         for finding_id, indices in by_id.items():
             primary = max(indices, key=lambda i: (self.rank[i], -i))
             rule = self.rules[primary]

@@ -99,7 +99,9 @@ def leaf_key(node: Condition) -> tuple[str, ...]:
         return ("derived", node.name, repr(node.value))
     if isinstance(node, FindingRef):
         return ("finding", node.finding)
-    return (type(node).__name__, node.describe())
+    if isinstance(node, FactTest | ItemTest):
+        return (type(node).__name__, node.describe())
+    raise TypeError(f"leaf_key takes a leaf, not {type(node).__name__}")
 
 
 def first_of_each(items: Iterable[T], key: Callable[[T], Hashable]) -> list[T]:

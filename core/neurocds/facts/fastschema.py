@@ -230,7 +230,7 @@ def _object_check(schema: Mapping[str, Any], sub: Callable[[Any], Predicate]) ->
         for key, member in value.items():
             check = props.get(key)
             known = check is not None
-            if known and not check(member):
+            if check is not None and not check(member):
                 return False
             if patterns:
                 if not isinstance(key, str):

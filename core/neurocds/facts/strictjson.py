@@ -79,7 +79,7 @@ class _NonFinite:
         self.text = text
 
 
-class _DupDict(dict):  # type: ignore[type-arg]
+class _DupDict(dict[str, Any]):
     """A parsed object that had duplicate keys (the hooks cannot know its pointer yet)."""
 
     duplicates: list[str]

@@ -118,8 +118,8 @@ def _expected(schema: Any) -> str:
     return " ".join(parts)
 
 
-def _code(keyword: str | None) -> str:
-    if keyword is None:
+def _code(keyword: object) -> str:
+    if not isinstance(keyword, str):
         return "forbidden"  # a `false` subschema: nothing is allowed there
     if keyword in _CODES:
         return _CODES[keyword]
@@ -139,7 +139,7 @@ def _map_error(error: ValidationError) -> list[Violation]:
     """Turn one ``jsonschema`` error into violations (several for a multi-member error)."""
     pointer = _pointer(error.absolute_path)
     keyword, schema, value = error.validator, error.schema, error.instance
-    code = _code(keyword)  # type: ignore[arg-type]
+    code = _code(keyword)
     if keyword == "required" and isinstance(value, dict) and isinstance(schema, Mapping):
         props = schema.get("properties", {})
         return [
@@ -150,10 +150,15 @@ def _map_error(error: ValidationError) -> list[Violation]:
                 found="absent",
                 code="required",
             )
-            for name in error.validator_value
+            for name in (error.validator_value if isinstance(error.validator_value, list) else ())
             if name not in value
         ]
-    if keyword == "additionalProperties" and error.validator_value is False and isinstance(value, dict):
+    if (
+        keyword == "additionalProperties"
+        and error.validator_value is False
+        and isinstance(value, dict)
+        and isinstance(schema, Mapping)
+    ):
         allowed = set(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
         return [
@@ -314,7 +319,8 @@ class FactsValidator:
         problems = self._violations(doc, known_plain=known_plain)
         if problems:
             raise FactsValidationError(problems, facts_sha256=_hash_or_none(doc))
-        return doc  # type: ignore[no-any-return]
+        valid: dict[str, Any] = doc  # the schema's top level is an object
+        return valid
 
     def parse_and_validate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         """Strictly parse ``data`` (bytes or text) then validate; a Mapping is validated as is.

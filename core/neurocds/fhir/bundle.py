@@ -127,7 +127,8 @@ def walk_prefetch(prefetch: Any) -> tuple[list[Item], list[tuple[str, str]]]:
             notes.append((where, f"prefetch {key!r} is not a FHIR resource: skipped"))
             continue
         if value["resourceType"] == "Bundle":
-            links = value.get("link") if isinstance(value.get("link"), list) else []
+            link_value = value.get("link")
+            links: list[Any] = link_value if isinstance(link_value, list) else []
             if any(isinstance(link, Mapping) and link.get("relation") == "next" for link in links):
                 notes.append((where, f"prefetch {key!r} has more pages; only the first page was read"))
             items.extend(walk_bundle(value, where, counter))
@@ -242,8 +243,9 @@ def _choice(pid: str, item: Item | None) -> PatientChoice:
 def _subject_ref(item: Item) -> str | None:
     for key in ("subject", "patient"):
         ref = item.resource.get(key)
-        if isinstance(ref, Mapping) and isinstance(ref.get("reference"), str):
-            return ref["reference"]
+        reference = ref.get("reference") if isinstance(ref, Mapping) else None
+        if isinstance(reference, str):
+            return reference
     return None
 
 

@@ -112,8 +112,9 @@ def _concept(ctx: Context, item: Item) -> Mapping[str, Any] | None:
     ref = item.resource.get("medicationReference")
     if ref is not None:
         target = ctx.index.resolve(ref, item)
-        if target is not None and target.rtype == "Medication" and isinstance(target.resource.get("code"), Mapping):
-            return target.resource["code"]
+        code = target.resource.get("code") if target is not None and target.rtype == "Medication" else None
+        if isinstance(code, Mapping):
+            return code
         if isinstance(ref, Mapping) and isinstance(ref.get("display"), str):
             return {"text": ref["display"]}
     return None

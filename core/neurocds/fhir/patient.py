@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
@@ -30,7 +31,7 @@ def extract_patient(ctx: Context) -> None:
             ctx.out.set_value(layout.sex, value, [_src(label, "Patient.gender")])
 
 
-def _age(ctx: Context, res: dict[str, Any], label: str, path: str, max_age: float | None) -> None:
+def _age(ctx: Context, res: Mapping[str, Any], label: str, path: str, max_age: float | None) -> None:
     pointer = fact_pointer(path)
     at: date = ctx.now.date()
     deceased_at = parse_fhir_datetime(res.get("deceasedDateTime"))

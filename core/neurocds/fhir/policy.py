@@ -92,6 +92,7 @@ def status_code(concept: Any) -> str | None:
         return None
     codings = concept.get("coding")
     for coding in codings if isinstance(codings, list) else []:
-        if isinstance(coding, Mapping) and isinstance(coding.get("code"), str):
-            return coding["code"].strip()
+        code = coding.get("code") if isinstance(coding, Mapping) else None
+        if isinstance(code, str):
+            return code.strip()
     return None

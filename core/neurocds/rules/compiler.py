@@ -264,7 +264,7 @@ def _ref_pattern(key: tuple[str, str, Any]) -> dict[str, Any]:
     return {"$and": [{"t": TYPE_FINDING}, {"n": name}]}
 
 
-Split = tuple[list[dict[str, Any]], frozenset]
+Split = tuple[list[dict[str, Any]], frozenset[Any]]
 
 
 def _has_ref(node: Nnf) -> bool:
@@ -277,7 +277,8 @@ def _has_ref(node: Nnf) -> bool:
 def _to_durable(node: Nnf) -> dict[str, Any]:
     kind, body = node
     if kind == "leaf":
-        return body
+        leaf: dict[str, Any] = body
+        return leaf
     return {"$and" if kind == "and" else "$or": [_to_durable(c) for c in body]}
 
 

@@ -11,6 +11,7 @@ durable_rules and still agree with the reference evaluator (a rule fires only on
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,8 +99,9 @@ class ItemTest(Condition):
     field: str
     op: str
     value: Any
-    pointer: str = field(default="", compare=False)
-    text: str = field(default="", compare=False)
+    # dataclasses.field by its full name: the member ``field`` above shadows it in this class body.
+    pointer: str = dataclasses.field(default="", compare=False)
+    text: str = dataclasses.field(default="", compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pointer", to_pointer(self.path))

@@ -74,7 +74,7 @@ class Rule:
 _SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _UniqueKeyLoader(_SafeBase):  # type: ignore[misc,valid-type]
+class _UniqueKeyLoader(_SafeBase):  # type: ignore[misc]  # a base chosen at import time is opaque to the checker
     """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last)."""
 
 
@@ -100,7 +100,7 @@ def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
     """Parse a YAML or JSON rule file and validate it against the ruleset schema."""
     try:
         text = path.read_text(encoding="utf-8")
-        doc = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
+        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
     validator = _ruleset_validator()
@@ -113,7 +113,8 @@ def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
         )
     if doc["pack"] != pack:
         raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
-    return doc
+    checked: dict[str, Any] = doc  # the schema requires an object
+    return checked
 
 
 class FactsIndex:
@@ -144,7 +145,7 @@ def _value_fits(schema: Mapping[str, Any], value: Any) -> bool:
         # type() identity: True == 1 in Python, but a boolean is never an enum string/number.
         return any(type(v) is type(value) and v == value for v in schema["enum"])
     if "const" in schema:
-        return value == schema["const"]
+        return bool(value == schema["const"])
     if kind == "boolean":
         return isinstance(value, bool)
     if kind in ("number", "integer"):
