@@ -35,10 +35,21 @@ def test_discovery_lists_both_services_with_prefetch_templates(server: Server, k
     assert resp.headers["cache-control"] == "no-store"
 
 
+def test_spec_patient_view_example_naming_a_server_off_the_allowlist_is_412(server: Server, keys: Keys) -> None:
+    """The spec's example names a fhirServer this service was not told to trust: nothing is fetched."""
+    body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
+    resp = post(server, keys, PATIENT_VIEW, body)
+    assert resp.status == 412, resp.body
+    assert_operation_outcome(resp.json(), "/fhirServer")
+    assert "allowlist" in resp.json()["issue"][0]["diagnostics"]
+    assert b"some-opaque-fhir-access-token" not in resp.body
+
+
 def test_spec_patient_view_example_with_only_a_foreign_prefetch_key_is_412(server: Server, keys: Keys) -> None:
     """The spec's example prefetches 'patientToGreet', a key this service never asked for."""
     body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
     assert set(body["prefetch"]) == {"patientToGreet"}
+    del body["fhirServer"], body["fhirAuthorization"]
     resp = post(server, keys, PATIENT_VIEW, body)
     assert resp.status == 412, resp.body
     assert_operation_outcome(resp.json(), "/prefetch")
@@ -49,9 +60,27 @@ def test_spec_patient_view_example_with_only_a_foreign_prefetch_key_is_412(serve
     assert b"some-opaque-fhir-access-token" not in resp.body
 
 
+def test_data_under_a_key_the_service_did_not_ask_for_is_not_used(server: Server, keys: Keys) -> None:
+    """The stroke patient's conditions under a foreign key raise no stroke card (issue 11, item 13)."""
+    patient_id, prefetch = synthea_prefetch(STROKE_PATIENT)
+    sent = {"patient": prefetch["patient"], "myConditions": prefetch["conditions"]}
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, sent))
+    assert resp.status == 200, resp.body
+    cards = assert_response(resp.json())
+    codes = {c["source"]["topic"]["code"] for c in cards}
+    assert "cdstest.prior_stroke" not in codes and "cdstest.adult" in codes
+    [notice] = [c for c in cards if c["source"]["topic"]["code"] == "missing-data"]
+    assert "1 prefetch key\\(s\\) this service did not ask for were not used" in notice["detail"]
+    # The same conditions under the service's own key do raise it.
+    sent["conditions"] = sent.pop("myConditions")
+    again = post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, sent)).json()
+    assert "cdstest.prior_stroke" in {c["source"]["topic"]["code"] for c in again["cards"]}
+
+
 def test_spec_patient_view_example_under_our_patient_key(server: Server, keys: Keys) -> None:
     body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
     body["prefetch"] = {"patient": body["prefetch"]["patientToGreet"]}
+    del body["fhirServer"]  # no server to fetch the other keys from: they are not recorded
     resp = post(server, keys, PATIENT_VIEW, body)
     assert resp.status == 200, resp.body
     cards = assert_response(resp.json())
@@ -143,9 +172,14 @@ def test_no_prefetch_is_412(server: Server, keys: Keys) -> None:
     assert_operation_outcome(resp.json(), "/prefetch")
 
 
-def test_all_null_prefetch_is_412(server: Server, keys: Keys) -> None:
-    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", "p1", {"patient": None, "conditions": None}))
-    assert resp.status == 412
+def test_all_null_prefetch_is_evaluated_with_nothing_recorded(server: Server, keys: Keys) -> None:
+    """null means the EHR has no such data for this patient: advice on an empty record, saying so."""
+    nulls = dict.fromkeys(("patient", "conditions", "observations", "procedures", "medications"))
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", "p1", nulls))
+    assert resp.status == 200, resp.body
+    cards = assert_response(resp.json())
+    [notice] = [c for c in cards if c["source"]["topic"]["code"] == "missing-data"]
+    assert "prefetch 'observations' is null" in notice["detail"]
 
 
 def test_a_prefetch_about_another_patient_only_is_412(server: Server, keys: Keys) -> None:

@@ -14,13 +14,14 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from neurocds.cdshooks.cards import build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
+from neurocds.cdshooks.fetch import describe_sources
 from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
 from neurocds.errors import FactsValidationError
 from neurocds.explain.render import fact_name
@@ -89,18 +90,26 @@ class Evaluator:
             self.cards.load(config.audit_dir)
 
     # ------------------------------------------------------------------ calls
-    def respond(self, request: HookRequest, service: ServiceDefinition) -> dict[str, Any]:
+    def respond(
+        self,
+        request: HookRequest,
+        service: ServiceDefinition,
+        prefetch: Mapping[str, Any] | None = None,
+        fetched: Mapping[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Cards for one call. ``prefetch``: the request's, completed by the fetcher;
+        ``fetched``: the source records of the keys it fetched."""
         from neurocds.fhir import FhirConverter, FhirInputError
 
-        sent = request.prefetch or {}
-        if not any(sent.get(key) is not None for key in service.prefetch):
-            # Keys this service did not ask for (the spec's 'patientToGreet') are not a
-            # substitute: answering 200 from them would give advice on data nobody chose.
-            ignored = sum(1 for key in sent if key not in service.prefetch)
-            message = (
-                f"none of this service's prefetch keys ({', '.join(service.prefetch)}) holds data, "
-                "and this service does not query the FHIR server"
-            )
+        given = request.prefetch if prefetch is None else prefetch
+        # Keys this service did not ask for (the spec's 'patientToGreet') are never used: advice
+        # must come from data chosen by this service's templates, not whatever else was attached.
+        sent = {key: value for key, value in (given or {}).items() if key in service.prefetch}
+        ignored = sum(1 for key in given or {} if key not in service.prefetch)
+        if not sent:
+            # A null value is an answer ("the EHR has none"); only keys never sent leave nothing to go on.
+            message = f"none of this service's prefetch keys ({', '.join(service.prefetch)}) was sent"
+            message += ", and no fhirServer was given to fetch them from" if request.fhir_server is None else ""
             if ignored:
                 message += f"; {ignored} key(s) it did not ask for are not used instead"
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
@@ -117,24 +126,31 @@ class Evaluator:
         if conversion.only_other_patients:
             # Every resource is about someone other than context.patientId: advising on this patient
             # from it would be wrong, and advising on no data is a missing prefetch.
-            message = (
-                "the prefetch holds resources about other patients and none about context.patientId, "
-                "and this service does not query the FHIR server"
-            )
+            message = "the prefetch holds resources about other patients and none about context.patientId"
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
-        notes = [f"prefetch '{k}' was not sent: treated as not recorded" for k in service.prefetch if k not in sent]
+        sources = describe_sources(sent, service, fetched or {})
+        absent = [key for key, source in sources.items() if source["source"] == "absent"]
+        notes = [f"prefetch '{key}' was not sent: treated as not recorded" for key in absent]
+        if ignored:
+            notes.append(f"{ignored} prefetch key(s) this service did not ask for were not used")
         notes += _conversion_notes(conversion.warnings, self.engine.label_of)
         try:
             # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
-            # the audit record say which FHIR resource and code gave each fact.
-            provenance = {"provenance": conversion.provenance, "warnings": conversion.warnings}
+            # the audit record say which FHIR resource and code gave each fact, and where each
+            # prefetch key came from (sent, fetched from which URL, or null).
+            provenance = {
+                "provenance": conversion.provenance,
+                "warnings": conversion.warnings,
+                "prefetch_sources": sources,
+            }
             result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             return self._rejected(exc, conversion.facts)
         cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
         decision_id = str(result["evaluation_id"])
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
-        return {"cards": cards, "systemActions": []}
+        # Optional arrays without a value are omitted (the spec): no "systemActions": [].
+        return {"cards": cards}
 
     def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
         """Index the cards, and append ``first(audit)`` (the decision or rejection) with them.
@@ -169,7 +185,7 @@ class Evaluator:
                 rejection_id=rejection_id,
             ),
         )
-        return {"cards": [card], "systemActions": []}
+        return {"cards": [card]}
 
     # --------------------------------------------------------------- feedback
     def record_feedback(self, items: Sequence[FeedbackItem]) -> int:

@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
+from neurocds.cdshooks.config import LOOPBACK_HOSTS
+from neurocds.cdshooks.transport import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 
 EXIT_USAGE, EXIT_LOAD = 2, 3
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+LOOPBACK = LOOPBACK_HOSTS
 
 INSECURE_WARNING = """\
 ************************************************************************
@@ -95,6 +97,27 @@ def register(group: click.Group) -> None:
             "e.g. the CDS Hooks sandbox. Repeatable. Default: none (no CORS headers)."
         ),
     )
+    @click.option(
+        "--header-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_HEADER_TIMEOUT,
+        show_default=True,
+        help="Seconds a client has to send its request line and headers (408 and closed after).",
+    )
+    @click.option(
+        "--body-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_BODY_TIMEOUT,
+        show_default=True,
+        help="Seconds a client has to send the whole request body once its headers are in (408 after).",
+    )
+    @click.option(
+        "--max-connections",
+        type=click.IntRange(1, None),
+        default=DEFAULT_MAX_CONNECTIONS,
+        show_default=True,
+        help="Open connections accepted at once; one more is answered 503 and closed.",
+    )
     @audit_config_options
     @click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
     @click.option(
@@ -113,6 +136,9 @@ def register(group: click.Group) -> None:
         max_body: int,
         observation_window_days: float | None,
         cors_origins: tuple[str, ...],
+        header_timeout: float,
+        body_timeout: float,
+        max_connections: int,
         packs: str | None,
         log_level: str,
     ) -> None:
@@ -150,14 +176,18 @@ def register(group: click.Group) -> None:
             max_body=max_body,
             observation_window_days=observation_window_days,
             cors_origins=cors_origins,
+            body_timeout=body_timeout,
             packs=packs,
         )
         import uvicorn
 
+        from neurocds.cdshooks.transport import uvicorn_options
+
         _log_to_stderr(log_level)
 
         # One worker: the replay cache and the card index live in this process.
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, workers=1)
+        guard = uvicorn_options(header_timeout=header_timeout, max_connections=max_connections)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, workers=1, **guard)
 
 
 def _log_to_stderr(level: str) -> None:
@@ -182,6 +212,7 @@ def _build_app(
     max_body: int,
     observation_window_days: float | None,
     cors_origins: tuple[str, ...],
+    body_timeout: float,
     packs: str | None,
 ) -> Any:
     from neurocds.audit.errors import AuditError
@@ -199,6 +230,7 @@ def _build_app(
             audit_options=audit_options,
             observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
             cors_origins=cors_origins,
+            body_timeout_seconds=body_timeout,
         )
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
