@@ -199,6 +199,16 @@ def running_server(config_kwargs: Mapping[str, Any], engine: Any, *, log_level: 
         sock.close()
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
 SERVE_CLI = [sys.executable, "-c", "from neurocds.cli import main; main()", "serve"]
 
 
@@ -241,12 +251,7 @@ def serve_process(
                     time.sleep(0.1)
             yield served
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            stop_process(proc)
             served.stderr = log.read_text(errors="replace")
 
 

@@ -28,8 +28,9 @@ from neurocds.fhir.rules import FAMILY_OBSERVATION, FAMILY_PROCEDURE
 PATIENT_TOKEN = "{{context.patientId}}"
 
 USAGE = (
-    "Needs the prefetch above: this version does not query the FHIR server itself, so a call "
-    "without prefetch is answered 412. Decision support for a clinician, never a diagnosis."
+    "Prefetch keys not sent (or sent as an OperationOutcome) are fetched from fhirServer when it is on "
+    "this service's allowlist for the calling client; a null key means no such data. Without prefetch "
+    "or an allowlisted fhirServer the call is answered 412. Decision support for a clinician, never a diagnosis."
 )
 
 

@@ -43,6 +43,24 @@ def _parse_issuers(values: tuple[str, ...]) -> dict[str, str]:
     return issuers
 
 
+def _parse_fhir_servers(values: tuple[str, ...], unauthenticated: bool) -> dict[str, tuple[str, ...]]:
+    """``ISS=URL`` pairs (``URL`` alone under --insecure-dev) as issuer -> allowed FHIR base URLs."""
+    from neurocds.cdshooks.config import UNAUTHENTICATED
+
+    servers: dict[str, list[str]] = {}
+    for value in values:
+        # Split before the URL's scheme: an issuer is itself usually a URL, with no '=' in it.
+        cut = max(value.find("=https://"), value.find("=http://"))
+        if cut > 0:
+            iss, url = value[:cut], value[cut + 1 :]
+        elif unauthenticated and value.startswith(("https://", "http://")):
+            iss, url = UNAUTHENTICATED, value
+        else:
+            raise click.BadParameter(f"expected ISS=URL, got {value!r}", param_hint="--fhir-server")
+        servers.setdefault(iss, []).append(url)
+    return {iss: tuple(urls) for iss, urls in servers.items()}
+
+
 def _plain_http_off_loopback(location: str) -> bool:
     """A JWK Set URL fetched without TLS from a host other than this one."""
     from urllib.parse import urlsplit
@@ -98,6 +116,28 @@ def register(group: click.Group) -> None:
         ),
     )
     @click.option(
+        "--fhir-server",
+        "fhir_server_specs",
+        multiple=True,
+        metavar="ISS=URL",
+        help=(
+            "A FHIR server the service may query for prefetch keys a call did not bring, when the call's "
+            "token was issued by ISS (https only). Repeatable. With --insecure-dev: URL alone."
+        ),
+    )
+    @click.option(
+        "--fhir-test-loopback",
+        is_flag=True,
+        help="Also accept http:// FHIR servers on a loopback address (tests and local development only).",
+    )
+    @click.option(
+        "--fhir-deadline",
+        type=click.FloatRange(min=0, min_open=True),
+        default=0.4,
+        show_default=True,
+        help="Seconds for all FHIR fetches of one call together (412 after).",
+    )
+    @click.option(
         "--header-timeout",
         type=click.FloatRange(min=0, min_open=True),
         default=DEFAULT_HEADER_TIMEOUT,
@@ -136,6 +176,9 @@ def register(group: click.Group) -> None:
         max_body: int,
         observation_window_days: float | None,
         cors_origins: tuple[str, ...],
+        fhir_server_specs: tuple[str, ...],
+        fhir_test_loopback: bool,
+        fhir_deadline: float,
         header_timeout: float,
         body_timeout: float,
         max_connections: int,
@@ -177,6 +220,11 @@ def register(group: click.Group) -> None:
             observation_window_days=observation_window_days,
             cors_origins=cors_origins,
             body_timeout=body_timeout,
+            fetch={
+                "fhir_servers": _parse_fhir_servers(fhir_server_specs, insecure_dev and not issuers),
+                "fhir_loopback_test_mode": fhir_test_loopback,
+                "fhir_deadline_seconds": fhir_deadline,
+            },
             packs=packs,
         )
         import uvicorn
@@ -196,6 +244,8 @@ def _log_to_stderr(level: str) -> None:
 
     logger = logging.getLogger("neurocds")
     logger.setLevel(level.upper())
+    # httpx logs every request URL at INFO, and a FHIR search URL names the patient.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
@@ -213,6 +263,7 @@ def _build_app(
     observation_window_days: float | None,
     cors_origins: tuple[str, ...],
     body_timeout: float,
+    fetch: dict[str, Any],
     packs: str | None,
 ) -> Any:
     from neurocds.audit.errors import AuditError
@@ -231,6 +282,7 @@ def _build_app(
             observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
             cors_origins=cors_origins,
             body_timeout_seconds=body_timeout,
+            **fetch,
         )
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
