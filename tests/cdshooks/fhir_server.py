@@ -25,10 +25,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from .support import SYNTHEA_DATA, free_socket, stop_process
+from .support import SYNTHEA_DATA, free_socket, service_templates, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "neurocds-test-fhir-token"
@@ -49,6 +50,20 @@ class FhirServer:
     def get(self, path: str, token: str | None = None) -> httpx.Response:
         headers = {"Authorization": f"Bearer {token or self.token}", "Accept": "application/fhir+json"}
         return httpx.get(f"{self.base}/{path}", headers=headers, timeout=30)
+
+    def prefetch(self, patient_id: str) -> dict[str, Any]:
+        """What an EHR would prefetch: every template of the service answered, every page followed."""
+        out: dict[str, Any] = {}
+        for key, template in service_templates().items():
+            doc = self.get(template.replace("{{context.patientId}}", patient_id)).json()
+            if doc["resourceType"] == "Bundle":
+                entries = list(doc.get("entry") or [])
+                while nxt := next((li["url"] for li in doc.get("link", []) if li["relation"] == "next"), None):
+                    doc = self.get(nxt.removeprefix(self.base + "/")).json()
+                    entries += doc.get("entry") or []
+                doc = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
+            out[key] = doc
+        return out
 
 
 @contextmanager

@@ -78,6 +78,7 @@ class ServiceConfig:
     :param fhir_deadline_seconds: one deadline for all fetches of a call (default
         0.4 s, so that fetch and evaluation stay inside the spec's ~500 ms).
     :param fhir_max_pages: ``Bundle.link[next]`` pages followed per key (412 beyond).
+    :param fhir_page_size: the ``_count`` asked of each search (servers may send fewer).
     :param fhir_max_bytes: bytes read per key over all its pages (412 beyond).
     """
 
@@ -99,6 +100,7 @@ class ServiceConfig:
     fhir_loopback_test_mode: bool = False
     fhir_deadline_seconds: float = 0.4
     fhir_max_pages: int = 10
+    fhir_page_size: int = 100
     fhir_max_bytes: int = 8 * 1_048_576
 
     def __post_init__(self) -> None:
@@ -131,8 +133,10 @@ class ServiceConfig:
                     raise ConfigError(f"FHIR server must be an absolute URL without query or user, got {url!r}")
                 if parts.scheme == "http" and not (self.fhir_loopback_test_mode and parts.hostname in LOOPBACK_HOSTS):
                     raise ConfigError(f"FHIR server must use https (http only in loopback test mode), got {url!r}")
-        if not self.fhir_deadline_seconds > 0 or self.fhir_max_pages < 1 or self.fhir_max_bytes < 1024:
-            raise ConfigError("the FHIR fetch deadline, page cap and byte cap must be positive")
+        if not self.fhir_deadline_seconds > 0 or min(self.fhir_max_pages, self.fhir_page_size) < 1:
+            raise ConfigError("the FHIR fetch deadline, page cap and page size must be positive")
+        if self.fhir_max_bytes < 1024:
+            raise ConfigError("the FHIR fetch byte cap must be at least 1024")
         if self.audit_dir is not None:
             object.__setattr__(self, "audit_dir", Path(self.audit_dir))
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))

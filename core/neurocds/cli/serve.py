@@ -138,6 +138,13 @@ def register(group: click.Group) -> None:
         help="Seconds for all FHIR fetches of one call together (412 after).",
     )
     @click.option(
+        "--fhir-page-size",
+        type=click.IntRange(1, 1000),
+        default=100,
+        show_default=True,
+        help="The _count asked of each FHIR search (next pages are followed, at most 10 per key).",
+    )
+    @click.option(
         "--header-timeout",
         type=click.FloatRange(min=0, min_open=True),
         default=DEFAULT_HEADER_TIMEOUT,
@@ -179,6 +186,7 @@ def register(group: click.Group) -> None:
         fhir_server_specs: tuple[str, ...],
         fhir_test_loopback: bool,
         fhir_deadline: float,
+        fhir_page_size: int,
         header_timeout: float,
         body_timeout: float,
         max_connections: int,
@@ -224,6 +232,7 @@ def register(group: click.Group) -> None:
                 "fhir_servers": _parse_fhir_servers(fhir_server_specs, insecure_dev and not issuers),
                 "fhir_loopback_test_mode": fhir_test_loopback,
                 "fhir_deadline_seconds": fhir_deadline,
+                "fhir_page_size": fhir_page_size,
             },
             packs=packs,
         )
