@@ -19,11 +19,11 @@ def post(server: Server, keys: Keys, path: str, body: Any, **kw: Any) -> Any:
     return server.call("POST", path, body, token=keys.token(server.base_url + path), **kw)
 
 
-def test_discovery_lists_both_services_with_prefetch_templates(server: Server, keys: Keys) -> None:
+def test_discovery_lists_the_three_services_with_prefetch_templates(server: Server, keys: Keys) -> None:
     resp = server.call("GET", "/cds-services", token=keys.token(f"{server.base_url}/cds-services"))
     assert resp.status == 200
     services = {s["hook"]: s for s in resp.json()["services"]}
-    assert set(services) == {"patient-view", "order-select"}
+    assert set(services) == {"patient-view", "order-select", "order-sign"}
     for service in services.values():
         assert service["id"] and service["title"] and service["description"]
         prefetch = service["prefetch"]

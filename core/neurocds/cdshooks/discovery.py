@@ -104,11 +104,24 @@ def build_services(tables: MappingTables) -> tuple[ServiceDefinition, ...]:
             hook="order-select",
             title="neurocds decision support at ordering",
             description=(
-                "When orders are selected, evaluates the patient's recorded facts with the installed rule packs "
-                "before ordering. Draft orders themselves are not evaluated in this version."
+                "When orders are selected, evaluates the patient's recorded facts with the installed rule packs, "
+                "reading draft MedicationRequests as medications being ordered; a finding that cites a draft "
+                "offers to remove it."
             ),
             prefetch=prefetch,
             required_context=("userId", "selections", "draftOrders"),
+        ),
+        ServiceDefinition(
+            id="neurocds-order-sign",
+            hook="order-sign",
+            title="neurocds decision support before signing",
+            description=(
+                "Before orders are signed (the last chance), evaluates the patient's recorded facts with the "
+                "installed rule packs, reading draft MedicationRequests as medications being ordered; a finding "
+                "that cites a draft offers to remove it."
+            ),
+            prefetch=prefetch,
+            required_context=("userId", "draftOrders"),
         ),
     )
 

@@ -22,6 +22,13 @@ from neurocds.cdshooks.cards import build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
 from neurocds.cdshooks.fetch import describe_sources
+from neurocds.cdshooks.orders import (
+    DRAFT_KEY,
+    FactSources,
+    as_orders_being_placed,
+    draft_medication_requests,
+    mark_drafts,
+)
 from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
 from neurocds.errors import FactsValidationError
 from neurocds.explain.render import fact_name
@@ -117,8 +124,13 @@ class Evaluator:
         if self.config.observation_window is not None:
             kwargs["observation_window_days"] = self.config.observation_window.total_seconds() / 86400
         converter = FhirConverter(self.tables, now=self.config.clock(), **kwargs)
+        drafts = draft_medication_requests(request.context) if "draftOrders" in service.required_context else []
+        # null keys are answers, said once below; the converter need not note them again.
+        readable = {key: value for key, value in sent.items() if value is not None}
+        if drafts:
+            readable[DRAFT_KEY] = as_orders_being_placed(drafts, request.patient_id)
         try:
-            conversion = converter.convert_prefetch(sent, patient_id=request.patient_id)
+            conversion = converter.convert_prefetch(readable, patient_id=request.patient_id)
         except FhirInputError as exc:
             pointer = f"/prefetch{exc.pointer}" if getattr(exc, "pointer", None) else "/prefetch"
             message = f"the prefetch data cannot be read as FHIR R4: {str(exc)[:200]}"
@@ -129,24 +141,30 @@ class Evaluator:
             message = "the prefetch holds resources about other patients and none about context.patientId"
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
         sources = describe_sources(sent, service, fetched or {})
-        absent = [key for key, source in sources.items() if source["source"] == "absent"]
-        notes = [f"prefetch '{key}' was not sent: treated as not recorded" for key in absent]
-        if ignored:
-            notes.append(f"{ignored} prefetch key(s) this service did not ask for were not used")
-        notes += _conversion_notes(conversion.warnings, self.engine.label_of)
+        notes = _source_notes(sources, ignored)
+        draft_pointers = mark_drafts(conversion.provenance, drafts)
         try:
             # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
-            # the audit record say which FHIR resource and code gave each fact, and where each
-            # prefetch key came from (sent, fetched from which URL, or null).
-            provenance = {
+            # the audit record say which FHIR resource and code gave each fact, where each
+            # prefetch key came from (sent, fetched from which URL, or null), and which
+            # medication items are draft orders (the facts contract has no field for that).
+            provenance: dict[str, Any] = {
                 "provenance": conversion.provenance,
                 "warnings": conversion.warnings,
                 "prefetch_sources": sources,
             }
+            if draft_pointers:
+                provenance["draft_orders"] = draft_pointers
             result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             return self._rejected(exc, conversion.facts)
-        cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
+        cards = build_cards(
+            result,
+            label_of=self.engine.label_of,
+            notes=notes,
+            data_notes=_conversion_notes(conversion.warnings, self.engine.label_of),
+            sources=FactSources.build(readable, conversion.provenance, draft_pointers),
+        )
         decision_id = str(result["evaluation_id"])
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
         # Optional arrays without a value are omitted (the spec): no "systemActions": [].
@@ -206,6 +224,17 @@ class Evaluator:
                     outcome_timestamp=item.outcome_timestamp,
                 )
         return unknown
+
+
+def _source_notes(sources: Mapping[str, Mapping[str, Any]], ignored: int) -> list[str]:
+    """Notes about whole prefetch keys: always worth a card, since whole families of data are unknown."""
+    notes = [f"prefetch '{key}' was not sent: treated as not recorded" for key, s in sources.items()
+             if s["source"] == "absent"]  # fmt: skip
+    notes += [f"prefetch '{key}' is null: the EHR has no such data for this patient" for key, s in sources.items()
+              if s["source"] == "null"]  # fmt: skip
+    if ignored:
+        notes.append(f"{ignored} prefetch key(s) this service did not ask for were not used")
+    return notes
 
 
 def _conversion_notes(warnings: Sequence[Any], label_of: Any) -> list[str]:
