@@ -163,3 +163,25 @@ def test_a_derived_reason_is_named_and_shows_the_recorded_facts_behind_it():
     why = card["detail"].split("**Why this was raised**")[1].split("**")[0]
     assert "- Leg weakness \\(Left leg strength \\(MRC grade\\): 4; Right leg strength \\(MRC grade\\): 3\\)" in why
     assert "pattern" not in why and "Urinary retention: yes" in why
+
+
+def test_with_the_built_in_packs_an_ordinary_chart_gets_no_missing_data_card() -> None:
+    """Only a partly met urgent rule with recorded support asks for facts (issue 15, item 5)."""
+    from neurocds import Engine
+    from neurocds.cdshooks.evaluation import _recorded_facts_by_rule, facts_read_by_rules
+
+    engine = Engine()
+    read = facts_read_by_rules(engine.rules)
+
+    def cards_for(facts: dict[str, Any]) -> list[dict[str, Any]]:
+        result = engine.evaluate(facts).to_dict()
+        return build_cards(result, label_of=engine.label_of, rule_facts=_recorded_facts_by_rule(read, facts))
+
+    ordinary = {"facts_version": "1", "patient": {"id": "p", "age_years": 58, "sex": "female"},
+                "labs": {"glucose_mmol_l": 4.6, "sodium_mmol_l": 140}}  # fmt: skip
+    assert [c for c in cards_for(ordinary) if c["source"]["topic"]["code"] == "missing-data"] == []
+    # A weak left leg makes stroke rules partly met: now the facts that would decide them are asked for.
+    weak = {**ordinary, "strength": {"left_leg": 2}}
+    [card] = [c for c in cards_for(weak) if c["source"]["topic"]["code"] == "missing-data"]
+    assert "would decide emergency advice" in card["detail"]
+    assert "Left leg strength" not in card["detail"]  # recorded, so never asked for

@@ -100,3 +100,28 @@ def test_patient_view_ignores_draft_orders_in_its_context(engine: Any, keys: Key
         resp = srv.call("POST", path, body, token=keys.token(srv.base_url + path))
     assert resp.status == 200, resp.body
     assert "cdstest.potassium_diuretic" not in {c["source"]["topic"]["code"] for c in resp.json()["cards"]}
+
+
+def test_the_readme_order_select_example_shows_the_draft_beside_the_potassium_card(keys: Keys) -> None:
+    """With the built-in packs: no rule cites medicines without a weak limb, so no removal is offered,
+    but the emergency card at ordering shows the furosemide being ordered."""
+    import json
+
+    from neurocds import Engine
+
+    from .test_readme_example import ROOT
+
+    body = json.loads((ROOT / "examples" / "cdshooks" / "order-select-request.json").read_text(encoding="utf-8"))
+    path = "/cds-services/neurocds-order-select"
+    when = lambda: FIXED_NOW.replace(year=2026, month=11, day=21)  # noqa: E731 (the example's labs: 2026-11-20)
+    config = {"issuers": {EHR_ISSUER: str(keys.jwks_path)}, "clock": when}
+    with running_server(config, Engine()) as srv:
+        resp = srv.call("POST", path, body, token=keys.token(srv.base_url + path, now=when()))
+    assert resp.status == 200, resp.body
+    cards = assert_response(resp.json())
+    first = cards[0]
+    assert first["indicator"] == "critical"
+    assert first["source"]["topic"]["code"] == "neuromuscular.electrolyte_imbalance"
+    assert "Being ordered now" in first["detail"] and "Furosemide 40 MG Oral Tablet" in first["detail"]
+    assert "2026\\-11\\-20" in first["detail"]  # the date of the potassium result
+    assert "suggestions" not in first

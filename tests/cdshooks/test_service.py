@@ -146,6 +146,26 @@ def test_stroke_patient_cards(server: Server, keys: Keys) -> None:
     assert cards[0] is stroke
 
 
+def test_finding_cards_link_to_an_evidence_sheet_a_browser_can_open(server: Server, keys: Keys) -> None:
+    patient_id, prefetch = synthea_prefetch(STROKE_PATIENT)
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, prefetch))
+    cards = assert_response(resp.json())
+    stroke = next(c for c in cards if c["source"]["topic"]["code"] == "cdstest.prior_stroke")
+    [link] = stroke["links"]
+    assert link["type"] == "absolute" and link["url"] == f"{server.base_url}/evidence/cdstest.prior_stroke"
+    page = server.call("GET", link["url"].removeprefix(server.base_url))  # no token: a browser has none
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    text = page.body.decode()
+    for words in ("Test rule that fires on a recorded prior stroke.", "test fixture", "cds-test 9.9.9",
+                  "cdstest.history_of_stroke", "Review the previous stroke workup."):  # fmt: skip
+        assert words in text
+    assert patient_id not in text
+    missing = server.call("GET", "/evidence/no.such-finding")
+    assert missing.status == 404
+    assert_operation_outcome(missing.json())
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -23,13 +23,14 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition, build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
+from neurocds.cdshooks.evidence import CONTENT_SECURITY_POLICY, evidence_page
 from neurocds.cdshooks.fetch import Fetcher
 from neurocds.cdshooks.requests import (
     HookRequest,
@@ -172,6 +173,17 @@ class CdsService:
         prefetch, fetched = await self.fetcher.complete(hook_request, service, issuer)
         return await run_in_threadpool(self.evaluator.respond, hook_request, service, prefetch, fetched)
 
+    async def evidence(self, request: Request) -> Response:
+        """A finding's evidence and source sheet (pack content only, so no token: browsers open it)."""
+        from neurocds.result import DISCLAIMER
+
+        engine = self.evaluator.engine
+        versions = {str(p.get("name")): str(p.get("version", "")) for p in engine.pack_infos()}
+        page = evidence_page(getattr(engine, "rules", ()), versions, request.path_params["finding_id"], DISCLAIMER)
+        if page is None:
+            return outcome_response([Issue("", "no loaded rule concludes this finding", "not-found")], 404)
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
+
     async def discovery(self, request: Request) -> Response:
         if not (await self.authenticate(request, "/cds-services"))[0]:
             return unauthorized()
@@ -280,6 +292,7 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", _guard(service.feedback), methods=["POST"]),
+        Route("/evidence/{finding_id}", _guard(service.evidence), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.service = service

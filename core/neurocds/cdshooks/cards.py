@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from neurocds.cdshooks.orders import FactSources
@@ -152,6 +152,7 @@ def finding_card(
     disclaimer: str,
     names: Namer,
     sources: FactSources | None = None,
+    link_of: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     sources = sources or FactSources()
     urgency = str(finding.get("urgency", "info"))
@@ -163,6 +164,12 @@ def finding_card(
     unknown = [f"- {md(names.fact(p))}" for p in finding.get("unknown") or ()]
     if unknown:
         parts.append("**Not recorded, and could change this (raise it, or withdraw it)**\n\n" + "\n".join(unknown))
+    suggestions = _draft_suggestions(finding, sources)
+    if sources.draft_names and not suggestions:
+        # At ordering, the orders being placed sit beside every finding, even one whose rule
+        # does not read medicines: the clinician weighs them together.
+        drafts = "\n".join(f"- {md(name)}" for name in sources.draft_names.values())
+        parts.append(f"**Being ordered now (draft orders, not cited by this finding)**\n\n{drafts}")
     recs = [f"- {md(r)}" for r in finding.get("recommendations") or ()]
     if recs:
         parts.append("**Consider**\n\n" + "\n".join(recs))
@@ -174,7 +181,10 @@ def finding_card(
     label = f"neurocds {pack} {versions.get(pack, '')}".strip()
     source = _source(label, FINDING_SYSTEM, str(finding.get("id")), title)
     card = _card(title, INDICATOR.get(urgency, "info"), "\n\n".join(parts), source)
-    suggestions = _draft_suggestions(finding, sources)
+    if link_of is not None:
+        # The full evidence and where the rule comes from, one click away from the summary.
+        card["links"] = [{"label": "Evidence and sources for this finding", "url": link_of(str(finding.get("id"))),
+                          "type": "absolute"}]  # fmt: skip
     if suggestions:
         card["suggestions"] = suggestions
         card["selectionBehavior"] = "at-most-one"
@@ -206,12 +216,17 @@ def incomplete_card(result: Mapping[str, Any], disclaimer: str) -> dict[str, Any
     return _card(summary, "warning", detail, _source("neurocds", NOTICE_SYSTEM, "incomplete", "Incomplete evaluation"))
 
 
-def deciding_facts(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+def deciding_facts(
+    result: Mapping[str, Any], rule_facts: Mapping[str, frozenset[str]] | None = None
+) -> list[dict[str, Any]]:
     """The unknown facts that would decide a partly met emergency or urgent rule, most urgent first.
 
     A rule is partly met when at least one of its conditions holds and none is known to
-    fail (its state is unknown): recording the facts it waits on decides it. Rules with
-    nothing met yet would be a list of every fact on every chart opening.
+    fail (its state is unknown), and, when ``rule_facts`` (rule id -> the facts its own
+    conditions read that are recorded for this patient) is given, it reads a recorded
+    fact: a condition met only by an absence ("glucose not recorded", "no sensory
+    level") is no support. Recording the facts such a rule waits on decides it. Rules
+    with nothing recorded behind them would list the same facts on every chart opening.
     """
     waiting: dict[str, dict[str, Any]] = {}
     for rule in (result.get("trace") or {}).get("not_fired") or ():
@@ -219,6 +234,8 @@ def deciding_facts(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         if rule.get("state") != "unknown" or urgency not in DECIDING_URGENCIES:
             continue
         if not rule.get("conditions_met"):
+            continue
+        if rule_facts is not None and not rule_facts.get(str(rule.get("rule"))):
             continue
         title = str(rule.get("title") or rule.get("rule"))
         for pointer in rule.get("unknown_facts") or ():
@@ -282,6 +299,8 @@ def build_cards(
     notes: Sequence[str] = (),
     data_notes: Sequence[str] = (),
     sources: FactSources | None = None,
+    link_of: Callable[[str], str] | None = None,
+    rule_facts: Mapping[str, frozenset[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """Cards for one result, most urgent first.
 
@@ -290,6 +309,8 @@ def build_cards(
     :param data_notes: notes from the FHIR conversion (stale or unmapped values); shown
         only when the card is there for another reason, not on every chart opening.
     :param sources: dates of the results and draft orders behind each fact.
+    :param link_of: finding id -> URL of its evidence and source sheet (``links[]``).
+    :param rule_facts: rule id -> recorded facts its conditions read (:func:`deciding_facts`).
     """
     disclaimer = str(result.get("disclaimer", ""))
     versions = _pack_versions(result)
@@ -297,11 +318,11 @@ def build_cards(
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
     names = Namer(result, label_of)
-    cards = [finding_card(f, versions, disclaimer, names, sources) for f in findings]
+    cards = [finding_card(f, versions, disclaimer, names, sources, link_of) for f in findings]
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))
-    deciding = deciding_facts(result)
+    deciding = deciding_facts(result, rule_facts)
     if deciding or notes:
         cards.append(missing_data_card(deciding, [*notes, *data_notes], disclaimer, label_of))
     # Stable sort by indicator: findings keep their order inside each level, notices follow findings.

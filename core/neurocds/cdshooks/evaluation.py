@@ -14,13 +14,14 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from neurocds.cdshooks.cards import build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
+from neurocds.cdshooks.evidence import evidence_url
 from neurocds.cdshooks.fetch import describe_sources
 from neurocds.cdshooks.orders import (
     DRAFT_KEY,
@@ -87,6 +88,7 @@ class Evaluator:
         # Loaded once: a bad mapping table must stop the service at start, not fail each call.
         self.tables = load_mapping_tables(engine_mapping_paths(engine))
         self.cards = CardIndex()
+        self.rule_facts = facts_read_by_rules(getattr(engine, "rules", ()))
         self.audit = None
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
@@ -163,7 +165,9 @@ class Evaluator:
             label_of=self.engine.label_of,
             notes=notes,
             data_notes=_conversion_notes(conversion.warnings, self.engine.label_of),
-            sources=FactSources.build(readable, conversion.provenance, draft_pointers),
+            sources=FactSources.build(readable, conversion.provenance, draft_pointers, conversion.facts),
+            link_of=lambda finding_id: evidence_url(self.config.base_url, finding_id),
+            rule_facts=_recorded_facts_by_rule(self.rule_facts, conversion.facts),
         )
         decision_id = str(result["evaluation_id"])
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
@@ -224,6 +228,34 @@ class Evaluator:
                     outcome_timestamp=item.outcome_timestamp,
                 )
         return unknown
+
+
+def facts_read_by_rules(rules: Iterable[Any]) -> dict[str, frozenset[str]]:
+    """Rule id -> pointers of the input facts its own conditions test (not derived facts or findings)."""
+    from neurocds.rules.conditions import FactTest, ItemTest
+
+    return {
+        rule.id: frozenset(
+            "/" + "/".join(node.path) for node in rule.when.walk() if isinstance(node, FactTest | ItemTest)
+        )
+        for rule in rules
+    }
+
+
+def _recorded_facts_by_rule(
+    rule_facts: Mapping[str, frozenset[str]], facts: Mapping[str, Any]
+) -> dict[str, frozenset[str]]:
+    """Rule id -> the facts its conditions read that this patient's facts record."""
+    recorded: set[str] = set()
+    stack: list[tuple[str, Any]] = [("", facts)]
+    while stack:
+        base, node = stack.pop()
+        for key, value in node.items():
+            pointer = f"{base}/{key}"
+            recorded.add(pointer)  # objects too: an item test names its list, a fact test its leaf
+            if isinstance(value, Mapping):
+                stack.append((pointer, value))
+    return {rule: read & recorded for rule, read in rule_facts.items()}
 
 
 def _source_notes(sources: Mapping[str, Mapping[str, Any]], ignored: int) -> list[str]:

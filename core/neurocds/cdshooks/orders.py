@@ -74,6 +74,20 @@ def mark_drafts(
     return marked
 
 
+def _name_at(facts: Mapping[str, Any], pointer: str) -> str | None:
+    """The ``name`` of the list item a JSON pointer (``/list/2``) designates in the facts."""
+    node: Any = facts
+    for part in pointer.strip("/").split("/"):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return None
+    name = node.get("name") if isinstance(node, Mapping) else None
+    return name if isinstance(name, str) else None
+
+
 def _date_of(resource: Mapping[str, Any]) -> str | None:
     for name in _DATE_FIELDS:
         value = resource.get(name)
@@ -106,10 +120,16 @@ class FactSources:
 
     dates: Mapping[str, str] = field(default_factory=dict)
     drafts: Mapping[str, list[str]] = field(default_factory=dict)
+    # Names of the medication items that are drafts, by pointer, for cards that do not cite them.
+    draft_names: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
-        cls, prefetch: Mapping[str, Any], provenance: Mapping[str, Any], drafts: Mapping[str, list[str]]
+        cls,
+        prefetch: Mapping[str, Any],
+        provenance: Mapping[str, Any],
+        drafts: Mapping[str, list[str]],
+        facts: Mapping[str, Any],
     ) -> FactSources:
         by_label = {
             f"{r['resourceType']}/{r['id']}": r
@@ -124,7 +144,8 @@ class FactSources:
             known = [d for d in found if d]
             if known:
                 dates[pointer] = max(known)  # the latest of the results that gave the fact
-        return cls(dates, dict(drafts))
+        names = {pointer: _name_at(facts, pointer) for pointer in drafts}
+        return cls(dates, dict(drafts), {p: n for p, n in names.items() if n})
 
     def is_draft(self, pointer: str) -> bool:
         return pointer in self.drafts
