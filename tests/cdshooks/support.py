@@ -301,6 +301,11 @@ def answer_template(template: str, resources: Sequence[Mapping[str, Any]], patie
 def synthea_prefetch(name: str = STROKE_PATIENT, folder: Path | None = None) -> tuple[str, dict[str, Any]]:
     """(patient id, prefetch) from a Synthea bundle, answered as a FHIR server answers our templates."""
     bundle = load_json((folder or SYNTHEA_DATA) / name)
+    for entry in bundle["entry"]:
+        # Some generators (carebundle) leave ids to the server: it gives the fullUrl's uuid.
+        full_url = entry.get("fullUrl", "")
+        if "id" not in entry["resource"] and full_url.startswith("urn:uuid:"):
+            entry["resource"]["id"] = full_url.removeprefix("urn:uuid:")
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     # Synthea's transaction bundles reference the patient as urn:uuid:<id>; a FHIR server's
     # search results say Patient/<id>.
