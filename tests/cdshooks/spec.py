@@ -39,11 +39,32 @@ def assert_card(card: Any) -> None:
         assert link["type"] in ("absolute", "smart") and link["label"] and link["url"]
 
 
+def assert_no_empty_values(doc: Any, where: str = "") -> None:
+    """The spec: optional fields without a value are omitted, never null, "", [] or {}."""
+    assert doc is not None, f"{where or '/'} is null"
+    if isinstance(doc, str):
+        assert doc.strip(), f"{where} is an empty string"
+    elif isinstance(doc, list):
+        assert doc, f"{where} is an empty array"
+        for index, item in enumerate(doc):
+            assert_no_empty_values(item, f"{where}/{index}")
+    elif isinstance(doc, Mapping):
+        assert doc or not where, f"{where} is an empty object"
+        for key, value in doc.items():
+            assert_no_empty_values(value, f"{where}/{key}")
+
+
 def assert_response(doc: Any) -> list[dict[str, Any]]:
     """The cards of a spec-valid service response, most urgent first."""
     assert isinstance(doc, Mapping)
     assert isinstance(doc.get("cards"), list)
     assert isinstance(doc.get("systemActions", []), list)
+    # Walks every response any test checks: "cards": [] is required, everything else must hold a value.
+    for key, value in doc.items():
+        if key != "cards":
+            assert_no_empty_values(value, f"/{key}")
+    for index, card in enumerate(doc["cards"]):
+        assert_no_empty_values(card, f"/cards/{index}")
     for card in doc["cards"]:
         assert_card(card)
     ranks = [INDICATOR_RANK[c["indicator"]] for c in doc["cards"]]

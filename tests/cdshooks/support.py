@@ -199,6 +199,16 @@ def running_server(config_kwargs: Mapping[str, Any], engine: Any, *, log_level: 
         sock.close()
 
 
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
+
+
 SERVE_CLI = [sys.executable, "-c", "from neurocds.cli import main; main()", "serve"]
 
 
@@ -241,12 +251,7 @@ def serve_process(
                     time.sleep(0.1)
             yield served
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+            stop_process(proc)
             served.stderr = log.read_text(errors="replace")
 
 
@@ -296,6 +301,11 @@ def answer_template(template: str, resources: Sequence[Mapping[str, Any]], patie
 def synthea_prefetch(name: str = STROKE_PATIENT, folder: Path | None = None) -> tuple[str, dict[str, Any]]:
     """(patient id, prefetch) from a Synthea bundle, answered as a FHIR server answers our templates."""
     bundle = load_json((folder or SYNTHEA_DATA) / name)
+    for entry in bundle["entry"]:
+        # Some generators (carebundle) leave ids to the server: it gives the fullUrl's uuid.
+        full_url = entry.get("fullUrl", "")
+        if "id" not in entry["resource"] and full_url.startswith("urn:uuid:"):
+            entry["resource"]["id"] = full_url.removeprefix("urn:uuid:")
     pid = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
     # Synthea's transaction bundles reference the patient as urn:uuid:<id>; a FHIR server's
     # search results say Patient/<id>.

@@ -60,9 +60,10 @@ def test_indicator_order_and_source() -> None:
         assert card["source"]["label"] == "neurocds p 1.2.3"
 
 
-def test_detail_says_value_or_not_recorded() -> None:
+def test_detail_says_value_or_not_recorded_in_words_without_rule_syntax() -> None:
     [card] = build_cards(_result([_finding("p.u", "urgent")]), label_of=label_of)
-    assert "- Thing B: 3 (rule test:" in card["detail"]
+    assert "- Thing B: 3\n" in card["detail"]
+    assert "rule test" not in card["detail"] and "a.b" not in card["detail"]
     assert "- Thing C \\(unit\\): **not recorded**" in card["detail"]
     assert "Do this\\." in card["detail"] and "src: cit" in card["detail"]
     assert card["detail"].rstrip().endswith("_Decision support only\\._")
@@ -107,15 +108,38 @@ def test_complete_result_with_nothing_to_say_has_no_cards() -> None:
     assert build_cards(_result([]), label_of=label_of) == []
 
 
-def test_missing_data_card_lists_most_urgent_first() -> None:
-    missing = [
-        {"pointer": "/a/c", "label": None, "urgency": "routine", "rules": ["r1"], "findings": ["f1"]},
-        {"pointer": "/x", "label": "X fact", "urgency": "emergency", "rules": ["r2"], "findings": ["f2", "f3"]},
-    ]
-    [card] = build_cards(_result([], missing_data=missing), label_of=label_of)
+def _waiting(rule: str, urgency: str, unknown: list[str], met: int, state: str = "unknown") -> dict[str, Any]:
+    return {"rule": rule, "title": f"Title of {rule}", "urgency": urgency, "state": state,
+            "unknown_facts": unknown, "conditions_met": met, "conditions_total": met + 1,
+            "concludes": {"finding": rule}}  # fmt: skip
+
+
+MISSING = [
+    {"pointer": "/a/c", "label": None, "urgency": "urgent", "rules": ["r1"], "findings": ["f1"]},
+    {"pointer": "/x", "label": "X fact", "urgency": "emergency", "rules": ["r2"], "findings": ["f2", "f3"]},
+]
+
+
+def test_missing_data_card_names_the_facts_that_would_decide_partly_met_urgent_rules() -> None:
+    trace = {"not_fired": [_waiting("r1", "urgent", ["/a/c"], 1), _waiting("r2", "emergency", ["/x"], 2)]}
+    [card] = build_cards(_result([], missing_data=MISSING, trace=trace), label_of=label_of)
     assert card["indicator"] == "info"
     assert card["summary"] == "Not recorded: X fact; Thing C"
     assert card["detail"].index("X fact") < card["detail"].index("Thing C")
+    assert "would decide emergency advice (Title of r2)" in card["detail"]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        _waiting("r1", "urgent", ["/a/c"], 0),  # nothing met: every chart would list it
+        _waiting("r1", "routine", ["/a/c"], 1),  # partly met, but not emergency or urgent
+        _waiting("r1", "emergency", ["/a/c"], 1, state="false"),  # already decided
+    ],
+)
+def test_no_missing_data_card_when_no_urgent_rule_waits_on_the_facts(rule: dict[str, Any]) -> None:
+    result = _result([], missing_data=MISSING, trace={"not_fired": [rule]})
+    assert build_cards(result, label_of=label_of, data_notes=["a stale lab was not used"]) == []
 
 
 def test_notes_alone_give_a_notice_card() -> None:
@@ -139,3 +163,25 @@ def test_a_derived_reason_is_named_and_shows_the_recorded_facts_behind_it():
     why = card["detail"].split("**Why this was raised**")[1].split("**")[0]
     assert "- Leg weakness \\(Left leg strength \\(MRC grade\\): 4; Right leg strength \\(MRC grade\\): 3\\)" in why
     assert "pattern" not in why and "Urinary retention: yes" in why
+
+
+def test_with_the_built_in_packs_an_ordinary_chart_gets_no_missing_data_card() -> None:
+    """Only a partly met urgent rule with recorded support asks for facts (issue 15, item 5)."""
+    from neurocds import Engine
+    from neurocds.cdshooks.evaluation import _recorded_facts_by_rule, facts_read_by_rules
+
+    engine = Engine()
+    read = facts_read_by_rules(engine.rules)
+
+    def cards_for(facts: dict[str, Any]) -> list[dict[str, Any]]:
+        result = engine.evaluate(facts).to_dict()
+        return build_cards(result, label_of=engine.label_of, rule_facts=_recorded_facts_by_rule(read, facts))
+
+    ordinary = {"facts_version": "1", "patient": {"id": "p", "age_years": 58, "sex": "female"},
+                "labs": {"glucose_mmol_l": 4.6, "sodium_mmol_l": 140}}  # fmt: skip
+    assert [c for c in cards_for(ordinary) if c["source"]["topic"]["code"] == "missing-data"] == []
+    # A weak left leg makes stroke rules partly met: now the facts that would decide them are asked for.
+    weak = {**ordinary, "strength": {"left_leg": 2}}
+    [card] = [c for c in cards_for(weak) if c["source"]["topic"]["code"] == "missing-data"]
+    assert "would decide emergency advice" in card["detail"]
+    assert "Left leg strength" not in card["detail"]  # recorded, so never asked for

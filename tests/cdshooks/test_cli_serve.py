@@ -22,6 +22,20 @@ def test_refuses_a_missing_jwks_file(tmp_path: Path) -> None:
     assert "JWK Set file not found" in done.stderr
 
 
+def test_fhir_server_options_are_checked_in_one_line(keys: Keys) -> None:
+    issuer = ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}", "--port", "1"]
+    cases = [
+        (["--fhir-server", "not-a-url"], "expected ISS=URL"),
+        (["--fhir-server", "https://fhir.example.org/r4"], "expected ISS=URL"),  # an issuer is needed when secured
+        (["--fhir-server", f"{EHR_ISSUER}=http://fhir.example.org/r4"], "must use https"),
+        (["--fhir-server", f"{EHR_ISSUER}=http://fhir.example.org/r4", "--fhir-test-loopback"], "must use https"),
+    ]
+    for args, message in cases:
+        done = subprocess.run([*SERVE_CLI, *issuer, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_insecure_dev_warns_and_marks_responses() -> None:
     with serve_process(["--insecure-dev"]) as served:
         resp = http_call(served.port, "GET", "/cds-services")

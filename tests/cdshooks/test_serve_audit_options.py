@@ -31,6 +31,7 @@ def test_serve_redacts_and_signs_as_the_environment_says(tmp_path: Path, monkeyp
     monkeypatch.setenv("NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE", str(_pseudonym_key(tmp_path / "pseudonym.key")))
     monkeypatch.setenv("NEUROCDS_AUDIT_SIGNING_KEY", str(tmp_path / "audit.key"))
     patient_id, prefetch = synthea_prefetch()
+    del prefetch["procedures"]  # a key not sent is always said on a card: the decision has cards to record
     with serve_process(["--insecure-dev", "--audit-dir", str(d), "--audit-checkpoint-every", "2"]) as served:
         resp = http_call(served.port, "POST", PATIENT_VIEW, hook_request("patient-view", patient_id, prefetch))
     assert resp.status == 200, resp.body

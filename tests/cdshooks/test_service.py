@@ -19,11 +19,11 @@ def post(server: Server, keys: Keys, path: str, body: Any, **kw: Any) -> Any:
     return server.call("POST", path, body, token=keys.token(server.base_url + path), **kw)
 
 
-def test_discovery_lists_both_services_with_prefetch_templates(server: Server, keys: Keys) -> None:
+def test_discovery_lists_the_three_services_with_prefetch_templates(server: Server, keys: Keys) -> None:
     resp = server.call("GET", "/cds-services", token=keys.token(f"{server.base_url}/cds-services"))
     assert resp.status == 200
     services = {s["hook"]: s for s in resp.json()["services"]}
-    assert set(services) == {"patient-view", "order-select"}
+    assert set(services) == {"patient-view", "order-select", "order-sign"}
     for service in services.values():
         assert service["id"] and service["title"] and service["description"]
         prefetch = service["prefetch"]
@@ -35,10 +35,21 @@ def test_discovery_lists_both_services_with_prefetch_templates(server: Server, k
     assert resp.headers["cache-control"] == "no-store"
 
 
+def test_spec_patient_view_example_naming_a_server_off_the_allowlist_is_412(server: Server, keys: Keys) -> None:
+    """The spec's example names a fhirServer this service was not told to trust: nothing is fetched."""
+    body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
+    resp = post(server, keys, PATIENT_VIEW, body)
+    assert resp.status == 412, resp.body
+    assert_operation_outcome(resp.json(), "/fhirServer")
+    assert "allowlist" in resp.json()["issue"][0]["diagnostics"]
+    assert b"some-opaque-fhir-access-token" not in resp.body
+
+
 def test_spec_patient_view_example_with_only_a_foreign_prefetch_key_is_412(server: Server, keys: Keys) -> None:
     """The spec's example prefetches 'patientToGreet', a key this service never asked for."""
     body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
     assert set(body["prefetch"]) == {"patientToGreet"}
+    del body["fhirServer"], body["fhirAuthorization"]
     resp = post(server, keys, PATIENT_VIEW, body)
     assert resp.status == 412, resp.body
     assert_operation_outcome(resp.json(), "/prefetch")
@@ -49,9 +60,27 @@ def test_spec_patient_view_example_with_only_a_foreign_prefetch_key_is_412(serve
     assert b"some-opaque-fhir-access-token" not in resp.body
 
 
+def test_data_under_a_key_the_service_did_not_ask_for_is_not_used(server: Server, keys: Keys) -> None:
+    """The stroke patient's conditions under a foreign key raise no stroke card (issue 11, item 13)."""
+    patient_id, prefetch = synthea_prefetch(STROKE_PATIENT)
+    sent = {"patient": prefetch["patient"], "myConditions": prefetch["conditions"]}
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, sent))
+    assert resp.status == 200, resp.body
+    cards = assert_response(resp.json())
+    codes = {c["source"]["topic"]["code"] for c in cards}
+    assert "cdstest.prior_stroke" not in codes and "cdstest.adult" in codes
+    [notice] = [c for c in cards if c["source"]["topic"]["code"] == "missing-data"]
+    assert "1 prefetch key\\(s\\) this service did not ask for were not used" in notice["detail"]
+    # The same conditions under the service's own key do raise it.
+    sent["conditions"] = sent.pop("myConditions")
+    again = post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, sent)).json()
+    assert "cdstest.prior_stroke" in {c["source"]["topic"]["code"] for c in again["cards"]}
+
+
 def test_spec_patient_view_example_under_our_patient_key(server: Server, keys: Keys) -> None:
     body = load_json(CDSHOOKS_DATA / "spec2__02_request_example.json")
     body["prefetch"] = {"patient": body["prefetch"]["patientToGreet"]}
+    del body["fhirServer"]  # no server to fetch the other keys from: they are not recorded
     resp = post(server, keys, PATIENT_VIEW, body)
     assert resp.status == 200, resp.body
     cards = assert_response(resp.json())
@@ -117,6 +146,26 @@ def test_stroke_patient_cards(server: Server, keys: Keys) -> None:
     assert cards[0] is stroke
 
 
+def test_finding_cards_link_to_an_evidence_sheet_a_browser_can_open(server: Server, keys: Keys) -> None:
+    patient_id, prefetch = synthea_prefetch(STROKE_PATIENT)
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, prefetch))
+    cards = assert_response(resp.json())
+    stroke = next(c for c in cards if c["source"]["topic"]["code"] == "cdstest.prior_stroke")
+    [link] = stroke["links"]
+    assert link["type"] == "absolute" and link["url"] == f"{server.base_url}/evidence/cdstest.prior_stroke"
+    page = server.call("GET", link["url"].removeprefix(server.base_url))  # no token: a browser has none
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    text = page.body.decode()
+    for words in ("Test rule that fires on a recorded prior stroke.", "test fixture", "cds-test 9.9.9",
+                  "cdstest.history_of_stroke", "Review the previous stroke workup."):  # fmt: skip
+        assert words in text
+    assert patient_id not in text
+    missing = server.call("GET", "/evidence/no.such-finding")
+    assert missing.status == 404
+    assert_operation_outcome(missing.json())
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -143,9 +192,14 @@ def test_no_prefetch_is_412(server: Server, keys: Keys) -> None:
     assert_operation_outcome(resp.json(), "/prefetch")
 
 
-def test_all_null_prefetch_is_412(server: Server, keys: Keys) -> None:
-    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", "p1", {"patient": None, "conditions": None}))
-    assert resp.status == 412
+def test_all_null_prefetch_is_evaluated_with_nothing_recorded(server: Server, keys: Keys) -> None:
+    """null means the EHR has no such data for this patient: advice on an empty record, saying so."""
+    nulls = dict.fromkeys(("patient", "conditions", "observations", "procedures", "medications"))
+    resp = post(server, keys, PATIENT_VIEW, hook_request("patient-view", "p1", nulls))
+    assert resp.status == 200, resp.body
+    cards = assert_response(resp.json())
+    [notice] = [c for c in cards if c["source"]["topic"]["code"] == "missing-data"]
+    assert "prefetch 'observations' is null" in notice["detail"]
 
 
 def test_a_prefetch_about_another_patient_only_is_412(server: Server, keys: Keys) -> None:

@@ -1,18 +1,18 @@
 """The CDS Hooks 2.0 HTTP service as a Starlette app: discovery, service calls, feedback.
 
 Per request: authenticate (401, before the body is read, so an unauthenticated
-caller cannot make us parse a large document) -> size limit (413) -> strict JSON
-(400) -> request shape (400) -> prefetch present (412) -> FHIR -> facts ->
-evaluate -> cards (200). Error bodies are FHIR OperationOutcomes naming the JSON
+caller cannot make us parse a large document) -> size limit (413) and body
+deadline (408) -> strict JSON (400) -> request shape (400) -> fetch the prefetch
+keys the EHR did not send from an allowlisted ``fhirServer`` (412 when refused
+or failed; :mod:`neurocds.cdshooks.fetch`) -> FHIR -> facts -> evaluate -> cards
+(200). Error bodies are FHIR OperationOutcomes naming the JSON
 pointer; they never quote request values. The log gets method, service id,
 status and timings only: no patient ids, facts, tokens or FHIR access tokens.
-
-The FHIR server named in a request is never called: this version needs the
-prefetch (the discovery document says so) and answers 412 without it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -22,15 +22,24 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition, build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
-from neurocds.cdshooks.requests import Issue, RequestError, operation_outcome, parse_feedback, parse_hook_request
+from neurocds.cdshooks.evidence import CONTENT_SECURITY_POLICY, evidence_page
+from neurocds.cdshooks.fetch import Fetcher
+from neurocds.cdshooks.requests import (
+    HookRequest,
+    Issue,
+    RequestError,
+    operation_outcome,
+    parse_feedback,
+    parse_hook_request,
+)
 from neurocds.cdshooks.security import AuthError, TokenVerifier
 from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import ParseLimits, parse_strict
@@ -45,6 +54,14 @@ class BodyTooLarge(Exception):
     pass
 
 
+class BodyTooSlow(Exception):
+    """The body did not arrive within the configured deadline."""
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its body was read: nothing to answer."""
+
+
 def outcome_response(issues: list[Issue], status: int) -> JSONResponse:
     return JSONResponse(operation_outcome(issues), status_code=status, media_type="application/fhir+json")
 
@@ -54,8 +71,12 @@ def unauthorized() -> Response:
     return Response(status_code=401, headers={"WWW-Authenticate": 'Bearer realm="neurocds"'})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than ``limit`` bytes whatever Content-Length claims."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, refusing more than ``limit`` bytes whatever Content-Length claims.
+
+    The whole body must arrive within ``timeout`` seconds: a client trickling it a
+    byte at a time would otherwise hold a connection and a buffer indefinitely.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -64,11 +85,17 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:  # chunked bodies, or a Content-Length that lied
-            raise BodyTooLarge
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:  # chunked bodies, or a Content-Length that lied
+                    raise BodyTooLarge
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow from None
+    except ClientDisconnect:
+        raise ClientGone from None
     return b"".join(chunks)
 
 
@@ -103,26 +130,28 @@ class CdsService:
         # Prefetch templates are generated from the same mapping tables the converter uses.
         self.services = build_services(evaluator.tables)
         self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
+        self.fetcher = Fetcher(config)
 
-    async def authenticate(self, request: Request, path: str) -> bool:
+    async def authenticate(self, request: Request, path: str) -> tuple[bool, str | None]:
+        """Whether the call is authenticated, and the issuer that vouched for it (``None``: insecure_dev)."""
         if self.verifier is None:
-            return True
+            return True, None
         audience = self.config.endpoint_url(path)
         header = request.headers.get("authorization")
         try:
             # In a thread: fetching a JWK Set from a URL blocks.
-            await run_in_threadpool(self.verifier.verify, header, audience)
+            claims = await run_in_threadpool(self.verifier.verify, header, audience)
         except AuthError as exc:
             # %r: the path is caller-controlled and must not be able to forge log lines.
             log.warning("401 %s %r: %s", request.method, path, exc)
-            return False
-        return True
+            return False, None
+        return True, str(claims["iss"])
 
     async def read_raw(self, request: Request) -> bytes:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype and ctype not in JSON_TYPES:
             raise RequestError([Issue("", "the body must be application/json", "not-supported")], 415)
-        return await read_body(request, self.config.max_body_bytes)
+        return await read_body(request, self.config.max_body_bytes, self.config.body_timeout_seconds)
 
     def parse_json(self, raw: bytes) -> Any:
         """Strict JSON (CPU-bound: call it from a worker thread)."""
@@ -131,21 +160,39 @@ class CdsService:
         except FactsValidationError as exc:
             raise RequestError([Issue(v.pointer, v.message, "structure") for v in exc.violations[:20]]) from None
 
-    def answer(self, raw: bytes, service: ServiceDefinition) -> dict[str, Any]:
-        """Parse, check, convert, evaluate, record: one worker-thread hop for the whole CPU-bound part."""
+    def parse_call(self, raw: bytes, service: ServiceDefinition) -> HookRequest:
+        """Parse and check a service call (CPU-bound: call it from a worker thread)."""
         hook_request, issues = parse_hook_request(self.parse_json(raw), service)
         if hook_request is None:
             raise RequestError(issues)
-        return self.evaluator.respond(hook_request, service)
+        return hook_request
+
+    async def answer(self, raw: bytes, service: ServiceDefinition, issuer: str | None) -> dict[str, Any]:
+        """Parse, fetch what the prefetch lacks (in the event loop: it waits on the network), evaluate."""
+        hook_request = await run_in_threadpool(self.parse_call, raw, service)
+        prefetch, fetched = await self.fetcher.complete(hook_request, service, issuer)
+        return await run_in_threadpool(self.evaluator.respond, hook_request, service, prefetch, fetched)
+
+    async def evidence(self, request: Request) -> Response:
+        """A finding's evidence and source sheet (pack content only, so no token: browsers open it)."""
+        from neurocds.result import DISCLAIMER
+
+        engine = self.evaluator.engine
+        versions = {str(p.get("name")): str(p.get("version", "")) for p in engine.pack_infos()}
+        page = evidence_page(getattr(engine, "rules", ()), versions, request.path_params["finding_id"], DISCLAIMER)
+        if page is None:
+            return outcome_response([Issue("", "no loaded rule concludes this finding", "not-found")], 404)
+        return HTMLResponse(page, headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY})
 
     async def discovery(self, request: Request) -> Response:
-        if not await self.authenticate(request, "/cds-services"):
+        if not (await self.authenticate(request, "/cds-services"))[0]:
             return unauthorized()
         return JSONResponse(discovery_document(self.services))
 
     async def call(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        if not await self.authenticate(request, f"/cds-services/{service_id}"):
+        authenticated, issuer = await self.authenticate(request, f"/cds-services/{service_id}")
+        if not authenticated:
             return unauthorized()
         service = service_by_id(self.services, service_id)
         if service is None:
@@ -153,9 +200,9 @@ class CdsService:
         started = time.perf_counter()
         try:
             raw = await self.read_raw(request)
-            response = await run_in_threadpool(self.answer, raw, service)
-        except BodyTooLarge:
-            return self._too_large()
+            response = await self.answer(raw, service, issuer)
+        except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
+            return self._unread(exc, service_id)
         except RequestError as exc:
             log.info("%d %s: %d issue(s)", exc.status, service_id, len(exc.issues))
             return outcome_response(exc.issues, exc.status)
@@ -166,7 +213,7 @@ class CdsService:
 
     async def feedback(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        if not await self.authenticate(request, f"/cds-services/{service_id}/feedback"):
+        if not (await self.authenticate(request, f"/cds-services/{service_id}/feedback"))[0]:
             return unauthorized()
         if service_by_id(self.services, service_id) is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
@@ -176,18 +223,30 @@ class CdsService:
             if issues:
                 raise RequestError(issues)
             unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
-        except BodyTooLarge:
-            return self._too_large()
+        except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
+            return self._unread(exc, f"{service_id} feedback")
         except RequestError as exc:
             log.info("%d %s feedback: %d issue(s)", exc.status, service_id, len(exc.issues))
             return outcome_response(exc.issues, exc.status)
         log.info("200 %s feedback: %d item(s), %d for unknown cards", service_id, len(items), unknown)
         return Response(status_code=200)
 
-    def _too_large(self) -> Response:
-        issue = Issue("", f"the body is larger than {self.config.max_body_bytes} bytes", "too-long")
-        # Close the connection: the rest of an oversized body is never read.
-        response = outcome_response([issue], 413)
+    def _unread(self, exc: Exception, what: str) -> Response:
+        """The body was not read whole: too large (413), too slow (408), or the client left."""
+        if isinstance(exc, ClientGone):
+            # A normal event (the user closed the chart, a proxy gave up): one line, no answer to send.
+            log.info("%s: the client disconnected before its request body arrived", what)
+            return Response(status_code=400)  # never sent: the connection is gone
+        if isinstance(exc, BodyTooSlow):
+            seconds = self.config.body_timeout_seconds
+            log.info("408 %s: the request body did not arrive within %g s", what, seconds)
+            issue = Issue("", f"the request body did not arrive within {seconds:g} seconds", "timeout")
+            status = 408
+        else:
+            issue = Issue("", f"the body is larger than {self.config.max_body_bytes} bytes", "too-long")
+            status = 413
+        # Close the connection: the rest of the body is never read.
+        response = outcome_response([issue], status)
         response.headers["Connection"] = "close"
         return response
 
@@ -233,6 +292,7 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", _guard(service.feedback), methods=["POST"]),
+        Route("/evidence/{finding_id}", _guard(service.evidence), methods=["GET"]),
     ]
     app = Starlette(routes=routes)
     app.state.service = service

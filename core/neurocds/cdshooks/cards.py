@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from neurocds.cdshooks.orders import FactSources
 from neurocds.explain.render import LabelOf, Namer, fact_name, value_words
 
 SUMMARY_MAX = 139  # the spec: summary "<140 characters"
@@ -22,6 +23,7 @@ OVERRIDE_SYSTEM = "urn:neurocds:override-reason"
 INDICATOR = {"emergency": "critical", "urgent": "warning"}  # everything else: info
 INDICATOR_RANK = {"critical": 2, "warning": 1, "info": 0}
 URGENCY_RANK = {"emergency": 4, "urgent": 3, "routine": 2, "info": 1, "none": 0}
+DECIDING_URGENCIES = ("emergency", "urgent")
 MISSING_IN_SUMMARY = 4
 MISSING_ON_CARD = 10
 
@@ -56,35 +58,73 @@ def truncate(text: str, limit: int = SUMMARY_MAX) -> str:
     return cut.rstrip(" ,;:-") + "…"
 
 
-def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer) -> list[str]:
-    """One line per reason; a fact two rule tests read (K < 3.0 and K < 2.5) is one line naming both."""
-    order: list[str | tuple[str, str]] = []
-    tests: dict[tuple[str, str], list[str]] = {}
+def _medication_words(pointer: str, value: Any, sources: FactSources) -> str:
+    """Medicines by name; those the clinician is ordering right now are marked as drafts."""
+    items = value if isinstance(value, list) else [value]
+    base = pointer if isinstance(value, list) else pointer.rsplit("/", 1)[0]
+    words = []
+    for index, med in enumerate(items):
+        where = f"{base}/{index}" if isinstance(value, list) else pointer
+        text = value_words(med)
+        words.append(f"{text} [draft order, not yet signed]" if sources.is_draft(where) else text)
+    return "; ".join(words) or "none"
+
+
+def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer, sources: FactSources) -> list[str]:
+    """One line per fact, in words: its value and the date of the result used; never rule syntax."""
+    order: list[str] = []
     for item in because:
         if "pointer" in item:
-            name = md(names.fact(str(item["pointer"])))
-            if item.get("recorded"):
-                shown = md(value_words(item.get("value"))) if "value" in item else "recorded"
+            pointer = str(item["pointer"])
+            name = names.fact(pointer)
+            if not item.get("recorded"):
+                line = f"- {md(name)}: **not recorded**"
+            elif "value" not in item:
+                line = f"- {md(name)}: recorded"
+            elif _is_medication_list(item.get("value")):
+                line = f"- {md(name)}: {md(_medication_words(pointer, item['value'], sources))}"
             else:
-                shown = "**not recorded**"
-            if (name, shown) not in tests:
-                tests[(name, shown)] = []
-                order.append((name, shown))
-            if item.get("test"):
-                tests[(name, shown)].append(md(item["test"]))
+                line = f"- {md(name)}: {md(value_words(item['value']))}"
+            date = sources.dates.get(pointer)
+            if date and item.get("recorded"):
+                line += f" {md(f'(result of {date})')}"
         elif "derived" in item:  # named, and followed by the recorded facts it was derived from
-            order.append(f"- {md(names.expanded(item))}")
+            line = f"- {md(names.expanded(item))}"
         elif "finding" in item:
-            order.append(f"- {md(names.item(item))}")
-    lines = []
-    for entry in order:
-        if isinstance(entry, str):
-            lines.append(entry)
+            line = f"- {md(names.item(item))}"
+        else:
             continue
-        listed = tests[entry]
-        label = "rule test" if len(listed) == 1 else "rule tests"
-        lines.append(f"- {entry[0]}: {entry[1]}" + (f" ({label}: {'; '.join(listed)})" if listed else ""))
-    return lines
+        if line not in order:  # a fact two rule tests read (K < 3.0 and K < 2.5) is one line
+            order.append(line)
+    return order
+
+
+def _is_medication_list(value: Any) -> bool:
+    """A list of named items (or one): the facts contract's shape for medicines."""
+    items = value if isinstance(value, list) else [value]
+    return bool(items) and all(isinstance(v, Mapping) and "name" in v for v in items)
+
+
+def _draft_suggestions(finding: Mapping[str, Any], sources: FactSources) -> list[dict[str, Any]]:
+    """'Remove the draft order' for each draft medication this finding's reasons cite."""
+    suggestions: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in finding.get("because") or ():
+        pointer = item.get("pointer")
+        value = item.get("value")
+        if not isinstance(pointer, str) or not pointer or not _is_medication_list(value):
+            continue
+        items = value if isinstance(value, list) else [value]
+        for index, med in enumerate(items):
+            where = f"{pointer}/{index}" if isinstance(value, list) else pointer
+            for resource in sources.drafts.get(where, ()):
+                if resource in seen:
+                    continue
+                seen.add(resource)
+                label = truncate(f"Remove the draft order for {med['name']}", 80)
+                action = {"type": "delete", "description": label, "resourceId": [resource]}
+                suggestions.append({"label": label, "uuid": str(uuid.uuid4()), "actions": [action]})
+    return suggestions
 
 
 def _pack_versions(result: Mapping[str, Any]) -> dict[str, str]:
@@ -107,17 +147,29 @@ def _card(summary: str, indicator: str, detail: str, source: dict[str, Any]) -> 
 
 
 def finding_card(
-    finding: Mapping[str, Any], versions: Mapping[str, str], disclaimer: str, names: Namer
+    finding: Mapping[str, Any],
+    versions: Mapping[str, str],
+    disclaimer: str,
+    names: Namer,
+    sources: FactSources | None = None,
+    link_of: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
+    sources = sources or FactSources()
     urgency = str(finding.get("urgency", "info"))
     title = str(finding.get("title") or finding.get("id"))
     parts = [f"**Urgency: {md(urgency)}**", md(finding.get("detail", ""))]
-    because = _because_lines(finding.get("because") or (), names)
+    because = _because_lines(finding.get("because") or (), names, sources)
     if because:
         parts.append("**Why this was raised**\n\n" + "\n".join(because))
     unknown = [f"- {md(names.fact(p))}" for p in finding.get("unknown") or ()]
     if unknown:
         parts.append("**Not recorded, and could change this (raise it, or withdraw it)**\n\n" + "\n".join(unknown))
+    suggestions = _draft_suggestions(finding, sources)
+    if sources.draft_names and not suggestions:
+        # At ordering, the orders being placed sit beside every finding, even one whose rule
+        # does not read medicines: the clinician weighs them together.
+        drafts = "\n".join(f"- {md(name)}" for name in sources.draft_names.values())
+        parts.append(f"**Being ordered now (draft orders, not cited by this finding)**\n\n{drafts}")
     recs = [f"- {md(r)}" for r in finding.get("recommendations") or ()]
     if recs:
         parts.append("**Consider**\n\n" + "\n".join(recs))
@@ -128,7 +180,15 @@ def finding_card(
     pack = str(finding.get("pack", ""))
     label = f"neurocds {pack} {versions.get(pack, '')}".strip()
     source = _source(label, FINDING_SYSTEM, str(finding.get("id")), title)
-    return _card(title, INDICATOR.get(urgency, "info"), "\n\n".join(parts), source)
+    card = _card(title, INDICATOR.get(urgency, "info"), "\n\n".join(parts), source)
+    if link_of is not None:
+        # The full evidence and where the rule comes from, one click away from the summary.
+        card["links"] = [{"label": "Evidence and sources for this finding", "url": link_of(str(finding.get("id"))),
+                          "type": "absolute"}]  # fmt: skip
+    if suggestions:
+        card["suggestions"] = suggestions
+        card["selectionBehavior"] = "at-most-one"
+    return card
 
 
 def incomplete_card(result: Mapping[str, Any], disclaimer: str) -> dict[str, Any]:
@@ -156,27 +216,61 @@ def incomplete_card(result: Mapping[str, Any], disclaimer: str) -> dict[str, Any
     return _card(summary, "warning", detail, _source("neurocds", NOTICE_SYSTEM, "incomplete", "Incomplete evaluation"))
 
 
+def deciding_facts(
+    result: Mapping[str, Any], rule_facts: Mapping[str, frozenset[str]] | None = None
+) -> list[dict[str, Any]]:
+    """The unknown facts that would decide a partly met emergency or urgent rule, most urgent first.
+
+    A rule is partly met when at least one of its conditions holds and none is known to
+    fail (its state is unknown), and, when ``rule_facts`` (rule id -> the facts its own
+    conditions read that are recorded for this patient) is given, it reads a recorded
+    fact: a condition met only by an absence ("glucose not recorded", "no sensory
+    level") is no support. Recording the facts such a rule waits on decides it. Rules
+    with nothing recorded behind them would list the same facts on every chart opening.
+    """
+    waiting: dict[str, dict[str, Any]] = {}
+    for rule in (result.get("trace") or {}).get("not_fired") or ():
+        urgency = str(rule.get("urgency", ""))
+        if rule.get("state") != "unknown" or urgency not in DECIDING_URGENCIES:
+            continue
+        if not rule.get("conditions_met"):
+            continue
+        if rule_facts is not None and not rule_facts.get(str(rule.get("rule"))):
+            continue
+        title = str(rule.get("title") or rule.get("rule"))
+        for pointer in rule.get("unknown_facts") or ():
+            entry = waiting.setdefault(str(pointer), {"pointer": str(pointer), "urgency": urgency, "titles": []})
+            if URGENCY_RANK[urgency] > URGENCY_RANK[entry["urgency"]]:
+                entry["urgency"] = urgency
+            if title not in entry["titles"]:
+                entry["titles"].append(title)
+    labels = {str(m.get("pointer")): m.get("label") for m in result.get("missing_data") or ()}
+    for pointer, entry in waiting.items():
+        entry["label"] = labels.get(pointer)
+    return sorted(waiting.values(), key=lambda m: -URGENCY_RANK[m["urgency"]])  # stable: engine order
+
+
 def missing_data_card(
-    missing: Sequence[Mapping[str, Any]], notes: Sequence[str], disclaimer: str, label_of: LabelOf
+    deciding: Sequence[Mapping[str, Any]], notes: Sequence[str], disclaimer: str, label_of: LabelOf
 ) -> dict[str, Any]:
-    """One card for the unknown facts that would most change the picture, most urgent first."""
-    ordered = sorted(missing, key=lambda m: -URGENCY_RANK.get(str(m.get("urgency")), 0))  # stable: keeps engine order
-    names = [_missing_label(m, label_of) for m in ordered]
+    """One card for the unknown facts that would decide urgent advice, and notes about the EHR data."""
+    names = [_missing_label(m, label_of) for m in deciding]
     parts = []
-    if ordered:
+    if deciding:
         brief = [re.sub(r"\s*\([^)]*\)", "", n) for n in names]  # parentheticals cost summary space
         shown = "; ".join(brief[:MISSING_IN_SUMMARY]) + ("; …" if len(brief) > MISSING_IN_SUMMARY else "")
         summary = f"Not recorded: {shown}"
         lines = []
-        for m, name in list(zip(ordered, names, strict=True))[:MISSING_ON_CARD]:
-            count = len(m.get("findings") or ())
-            lines.append(
-                f"- **{md(name)}**: could lead to advice up to {md(m.get('urgency', 'info'))} urgency "
-                f"({count} possible finding{'s' if count != 1 else ''})"
-            )
-        if len(ordered) > MISSING_ON_CARD:
-            lines.append(f"- and {len(ordered) - MISSING_ON_CARD} more facts that are not recorded")
-        parts.append("Recording these facts would most change the advice, most urgent first:\n\n" + "\n".join(lines))
+        for m, name in list(zip(deciding, names, strict=True))[:MISSING_ON_CARD]:
+            titles = list(m.get("titles") or ())
+            decides = "; ".join(titles[:2]) + (f"; and {len(titles) - 2} more" if len(titles) > 2 else "")
+            lines.append(f"- **{md(name)}**: would decide {md(m.get('urgency'))} advice ({md(decides)})")
+        if len(deciding) > MISSING_ON_CARD:
+            lines.append(f"- and {len(deciding) - MISSING_ON_CARD} more facts that are not recorded")
+        parts.append(
+            "Advice that is partly supported by the record waits on these facts, most urgent first:\n\n"
+            + "\n".join(lines)
+        )
     else:
         summary = "Some EHR data was not available to decision support"
     if notes:
@@ -184,7 +278,7 @@ def missing_data_card(
         # and EHRs often show the summary alone.
         listed = "\n".join(f"- {md(n)}" for n in notes)
         parts.insert(0, f"**Data the EHR did not supply or that could not be read**\n\n{listed}")
-        if ordered:
+        if deciding:
             noted = f"{len(notes)} note{'s' if len(notes) != 1 else ''}"
             summary = f"EHR data not used ({noted}); {summary[0].lower()}{summary[1:]}"
     parts.append(f"_{md(disclaimer)}_")
@@ -198,11 +292,25 @@ def _missing_label(item: Mapping[str, Any], label_of: LabelOf) -> str:
     return fact_name(pointer, label if isinstance(label, str) and label else label_of(pointer))
 
 
-def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence[str] = ()) -> list[dict[str, Any]]:
+def build_cards(
+    result: Mapping[str, Any],
+    *,
+    label_of: LabelOf,
+    notes: Sequence[str] = (),
+    data_notes: Sequence[str] = (),
+    sources: FactSources | None = None,
+    link_of: Callable[[str], str] | None = None,
+    rule_facts: Mapping[str, frozenset[str]] | None = None,
+) -> list[dict[str, Any]]:
     """Cards for one result, most urgent first.
 
-    :param notes: plain-language notes about the input (prefetch keys not sent, values
-        skipped by the FHIR converter); shown on the missing-data card.
+    :param notes: notes about the input that always make a missing-data card (prefetch
+        keys not sent or null, keys not used).
+    :param data_notes: notes from the FHIR conversion (stale or unmapped values); shown
+        only when the card is there for another reason, not on every chart opening.
+    :param sources: dates of the results and draft orders behind each fact.
+    :param link_of: finding id -> URL of its evidence and source sheet (``links[]``).
+    :param rule_facts: rule id -> recorded facts its conditions read (:func:`deciding_facts`).
     """
     disclaimer = str(result.get("disclaimer", ""))
     versions = _pack_versions(result)
@@ -210,13 +318,13 @@ def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
     names = Namer(result, label_of)
-    cards = [finding_card(f, versions, disclaimer, names) for f in findings]
+    cards = [finding_card(f, versions, disclaimer, names, sources, link_of) for f in findings]
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))
-    missing = list(result.get("missing_data") or ())
-    if missing or notes:
-        cards.append(missing_data_card(missing, notes, disclaimer, label_of))
+    deciding = deciding_facts(result, rule_facts)
+    if deciding or notes:
+        cards.append(missing_data_card(deciding, [*notes, *data_notes], disclaimer, label_of))
     # Stable sort by indicator: findings keep their order inside each level, notices follow findings.
     cards.sort(key=lambda c: -INDICATOR_RANK[c["indicator"]])
     return cards

@@ -10,6 +10,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+# The allowlist key for calls without a token (insecure_dev only): no issuer vouches for them.
+UNAUTHENTICATED = ""
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 INSECURE_HEADER = "X-Neurocds-Insecure"
 
 
@@ -62,6 +65,21 @@ class ServiceConfig:
         allowed to call the service cross-origin, such as a browser-based CDS client
         like the CDS Hooks sandbox. Empty (the default): no CORS headers, so browser
         pages elsewhere cannot send it JSON (their preflight gets 405).
+    :param body_timeout_seconds: the whole request body must arrive within this
+        time once the headers are in (408 otherwise). The header deadline and the
+        connection cap are transport options (:mod:`neurocds.cdshooks.transport`).
+    :param fhir_servers: trusted issuer -> FHIR base URLs (``https://``) the service
+        may query for prefetch keys a call did not bring; the bearer token of the
+        call's ``fhirAuthorization`` is sent there only. :data:`UNAUTHENTICATED` keys
+        the list for ``insecure_dev`` calls. A ``fhirServer`` not listed for the
+        call's issuer is never contacted (412).
+    :param fhir_loopback_test_mode: also accept ``http://`` FHIR servers on a
+        loopback address (tests and local development only).
+    :param fhir_deadline_seconds: one deadline for all fetches of a call (default
+        0.4 s, so that fetch and evaluation stay inside the spec's ~500 ms).
+    :param fhir_max_pages: ``Bundle.link[next]`` pages followed per key (412 beyond).
+    :param fhir_page_size: the ``_count`` asked of each search (servers may send fewer).
+    :param fhir_max_bytes: bytes read per key over all its pages (412 beyond).
     """
 
     base_url: str
@@ -77,6 +95,13 @@ class ServiceConfig:
     replay_cache_size: int = 100_000
     jwks_cache_seconds: int = 300
     cors_origins: tuple[str, ...] = ()
+    body_timeout_seconds: float = 30.0
+    fhir_servers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    fhir_loopback_test_mode: bool = False
+    fhir_deadline_seconds: float = 0.4
+    fhir_max_pages: int = 10
+    fhir_page_size: int = 100
+    fhir_max_bytes: int = 8 * 1_048_576
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -95,8 +120,23 @@ class ServiceConfig:
                 raise ConfigError("every trusted issuer needs a non-empty name and JWK Set location")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be at least 1024")
+        if not self.body_timeout_seconds > 0:
+            raise ConfigError("body_timeout_seconds must be positive")
         if self.max_token_lifetime_seconds <= 0 or self.token_leeway_seconds < 0:
             raise ConfigError("token lifetime must be positive and leeway not negative")
+        servers = {iss: tuple(url.rstrip("/") for url in urls) for iss, urls in dict(self.fhir_servers).items()}
+        object.__setattr__(self, "fhir_servers", servers)
+        for urls in servers.values():
+            for url in urls:
+                parts = urlsplit(url)
+                if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or "@" in parts.netloc:
+                    raise ConfigError(f"FHIR server must be an absolute URL without query or user, got {url!r}")
+                if parts.scheme == "http" and not (self.fhir_loopback_test_mode and parts.hostname in LOOPBACK_HOSTS):
+                    raise ConfigError(f"FHIR server must use https (http only in loopback test mode), got {url!r}")
+        if not self.fhir_deadline_seconds > 0 or min(self.fhir_max_pages, self.fhir_page_size) < 1:
+            raise ConfigError("the FHIR fetch deadline, page cap and page size must be positive")
+        if self.fhir_max_bytes < 1024:
+            raise ConfigError("the FHIR fetch byte cap must be at least 1024")
         if self.audit_dir is not None:
             object.__setattr__(self, "audit_dir", Path(self.audit_dir))
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))

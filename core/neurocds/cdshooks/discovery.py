@@ -28,8 +28,9 @@ from neurocds.fhir.rules import FAMILY_OBSERVATION, FAMILY_PROCEDURE
 PATIENT_TOKEN = "{{context.patientId}}"
 
 USAGE = (
-    "Needs the prefetch above: this version does not query the FHIR server itself, so a call "
-    "without prefetch is answered 412. Decision support for a clinician, never a diagnosis."
+    "Prefetch keys not sent (or sent as an OperationOutcome) are fetched from fhirServer when it is on "
+    "this service's allowlist for the calling client; a null key means no such data. Without prefetch "
+    "or an allowlisted fhirServer the call is answered 412. Decision support for a clinician, never a diagnosis."
 )
 
 
@@ -103,11 +104,24 @@ def build_services(tables: MappingTables) -> tuple[ServiceDefinition, ...]:
             hook="order-select",
             title="neurocds decision support at ordering",
             description=(
-                "When orders are selected, evaluates the patient's recorded facts with the installed rule packs "
-                "before ordering. Draft orders themselves are not evaluated in this version."
+                "When orders are selected, evaluates the patient's recorded facts with the installed rule packs, "
+                "reading draft MedicationRequests as medications being ordered; a finding that cites a draft "
+                "offers to remove it."
             ),
             prefetch=prefetch,
             required_context=("userId", "selections", "draftOrders"),
+        ),
+        ServiceDefinition(
+            id="neurocds-order-sign",
+            hook="order-sign",
+            title="neurocds decision support before signing",
+            description=(
+                "Before orders are signed (the last chance), evaluates the patient's recorded facts with the "
+                "installed rule packs, reading draft MedicationRequests as medications being ordered; a finding "
+                "that cites a draft offers to remove it."
+            ),
+            prefetch=prefetch,
+            required_context=("userId", "draftOrders"),
         ),
     )
 

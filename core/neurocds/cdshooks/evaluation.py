@@ -14,13 +14,22 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from neurocds.cdshooks.cards import build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
+from neurocds.cdshooks.evidence import evidence_url
+from neurocds.cdshooks.fetch import describe_sources
+from neurocds.cdshooks.orders import (
+    DRAFT_KEY,
+    FactSources,
+    as_orders_being_placed,
+    draft_medication_requests,
+    mark_drafts,
+)
 from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
 from neurocds.errors import FactsValidationError
 from neurocds.explain.render import fact_name
@@ -79,6 +88,7 @@ class Evaluator:
         # Loaded once: a bad mapping table must stop the service at start, not fail each call.
         self.tables = load_mapping_tables(engine_mapping_paths(engine))
         self.cards = CardIndex()
+        self.rule_facts = facts_read_by_rules(getattr(engine, "rules", ()))
         self.audit = None
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
@@ -89,18 +99,26 @@ class Evaluator:
             self.cards.load(config.audit_dir)
 
     # ------------------------------------------------------------------ calls
-    def respond(self, request: HookRequest, service: ServiceDefinition) -> dict[str, Any]:
+    def respond(
+        self,
+        request: HookRequest,
+        service: ServiceDefinition,
+        prefetch: Mapping[str, Any] | None = None,
+        fetched: Mapping[str, dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Cards for one call. ``prefetch``: the request's, completed by the fetcher;
+        ``fetched``: the source records of the keys it fetched."""
         from neurocds.fhir import FhirConverter, FhirInputError
 
-        sent = request.prefetch or {}
-        if not any(sent.get(key) is not None for key in service.prefetch):
-            # Keys this service did not ask for (the spec's 'patientToGreet') are not a
-            # substitute: answering 200 from them would give advice on data nobody chose.
-            ignored = sum(1 for key in sent if key not in service.prefetch)
-            message = (
-                f"none of this service's prefetch keys ({', '.join(service.prefetch)}) holds data, "
-                "and this service does not query the FHIR server"
-            )
+        given = request.prefetch if prefetch is None else prefetch
+        # Keys this service did not ask for (the spec's 'patientToGreet') are never used: advice
+        # must come from data chosen by this service's templates, not whatever else was attached.
+        sent = {key: value for key, value in (given or {}).items() if key in service.prefetch}
+        ignored = sum(1 for key in given or {} if key not in service.prefetch)
+        if not sent:
+            # A null value is an answer ("the EHR has none"); only keys never sent leave nothing to go on.
+            message = f"none of this service's prefetch keys ({', '.join(service.prefetch)}) was sent"
+            message += ", and no fhirServer was given to fetch them from" if request.fhir_server is None else ""
             if ignored:
                 message += f"; {ignored} key(s) it did not ask for are not used instead"
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
@@ -108,8 +126,13 @@ class Evaluator:
         if self.config.observation_window is not None:
             kwargs["observation_window_days"] = self.config.observation_window.total_seconds() / 86400
         converter = FhirConverter(self.tables, now=self.config.clock(), **kwargs)
+        drafts = draft_medication_requests(request.context) if "draftOrders" in service.required_context else []
+        # null keys are answers, said once below; the converter need not note them again.
+        readable = {key: value for key, value in sent.items() if value is not None}
+        if drafts:
+            readable[DRAFT_KEY] = as_orders_being_placed(drafts, request.patient_id)
         try:
-            conversion = converter.convert_prefetch(sent, patient_id=request.patient_id)
+            conversion = converter.convert_prefetch(readable, patient_id=request.patient_id)
         except FhirInputError as exc:
             pointer = f"/prefetch{exc.pointer}" if getattr(exc, "pointer", None) else "/prefetch"
             message = f"the prefetch data cannot be read as FHIR R4: {str(exc)[:200]}"
@@ -117,24 +140,39 @@ class Evaluator:
         if conversion.only_other_patients:
             # Every resource is about someone other than context.patientId: advising on this patient
             # from it would be wrong, and advising on no data is a missing prefetch.
-            message = (
-                "the prefetch holds resources about other patients and none about context.patientId, "
-                "and this service does not query the FHIR server"
-            )
+            message = "the prefetch holds resources about other patients and none about context.patientId"
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
-        notes = [f"prefetch '{k}' was not sent: treated as not recorded" for k in service.prefetch if k not in sent]
-        notes += _conversion_notes(conversion.warnings, self.engine.label_of)
+        sources = describe_sources(sent, service, fetched or {})
+        notes = _source_notes(sources, ignored)
+        draft_pointers = mark_drafts(conversion.provenance, drafts)
         try:
             # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
-            # the audit record say which FHIR resource and code gave each fact.
-            provenance = {"provenance": conversion.provenance, "warnings": conversion.warnings}
+            # the audit record say which FHIR resource and code gave each fact, where each
+            # prefetch key came from (sent, fetched from which URL, or null), and which
+            # medication items are draft orders (the facts contract has no field for that).
+            provenance: dict[str, Any] = {
+                "provenance": conversion.provenance,
+                "warnings": conversion.warnings,
+                "prefetch_sources": sources,
+            }
+            if draft_pointers:
+                provenance["draft_orders"] = draft_pointers
             result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             return self._rejected(exc, conversion.facts)
-        cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
+        cards = build_cards(
+            result,
+            label_of=self.engine.label_of,
+            notes=notes,
+            data_notes=_conversion_notes(conversion.warnings, self.engine.label_of),
+            sources=FactSources.build(readable, conversion.provenance, draft_pointers, conversion.facts),
+            link_of=lambda finding_id: evidence_url(self.config.base_url, finding_id),
+            rule_facts=_recorded_facts_by_rule(self.rule_facts, conversion.facts),
+        )
         decision_id = str(result["evaluation_id"])
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
-        return {"cards": cards, "systemActions": []}
+        # Optional arrays without a value are omitted (the spec): no "systemActions": [].
+        return {"cards": cards}
 
     def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
         """Index the cards, and append ``first(audit)`` (the decision or rejection) with them.
@@ -169,7 +207,7 @@ class Evaluator:
                 rejection_id=rejection_id,
             ),
         )
-        return {"cards": [card], "systemActions": []}
+        return {"cards": [card]}
 
     # --------------------------------------------------------------- feedback
     def record_feedback(self, items: Sequence[FeedbackItem]) -> int:
@@ -190,6 +228,45 @@ class Evaluator:
                     outcome_timestamp=item.outcome_timestamp,
                 )
         return unknown
+
+
+def facts_read_by_rules(rules: Iterable[Any]) -> dict[str, frozenset[str]]:
+    """Rule id -> pointers of the input facts its own conditions test (not derived facts or findings)."""
+    from neurocds.rules.conditions import FactTest, ItemTest
+
+    return {
+        rule.id: frozenset(
+            "/" + "/".join(node.path) for node in rule.when.walk() if isinstance(node, FactTest | ItemTest)
+        )
+        for rule in rules
+    }
+
+
+def _recorded_facts_by_rule(
+    rule_facts: Mapping[str, frozenset[str]], facts: Mapping[str, Any]
+) -> dict[str, frozenset[str]]:
+    """Rule id -> the facts its conditions read that this patient's facts record."""
+    recorded: set[str] = set()
+    stack: list[tuple[str, Any]] = [("", facts)]
+    while stack:
+        base, node = stack.pop()
+        for key, value in node.items():
+            pointer = f"{base}/{key}"
+            recorded.add(pointer)  # objects too: an item test names its list, a fact test its leaf
+            if isinstance(value, Mapping):
+                stack.append((pointer, value))
+    return {rule: read & recorded for rule, read in rule_facts.items()}
+
+
+def _source_notes(sources: Mapping[str, Mapping[str, Any]], ignored: int) -> list[str]:
+    """Notes about whole prefetch keys: always worth a card, since whole families of data are unknown."""
+    notes = [f"prefetch '{key}' was not sent: treated as not recorded" for key, s in sources.items()
+             if s["source"] == "absent"]  # fmt: skip
+    notes += [f"prefetch '{key}' is null: the EHR has no such data for this patient" for key, s in sources.items()
+              if s["source"] == "null"]  # fmt: skip
+    if ignored:
+        notes.append(f"{ignored} prefetch key(s) this service did not ask for were not used")
+    return notes
 
 
 def _conversion_notes(warnings: Sequence[Any], label_of: Any) -> list[str]:

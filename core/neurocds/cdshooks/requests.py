@@ -8,7 +8,7 @@ carries patient data and tokens, and OperationOutcomes end up in EHR logs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,8 @@ class HookRequest:
     context: Mapping[str, Any]
     prefetch: Mapping[str, Any] | None
     fhir_server: str | None
+    # The EHR's OAuth token for fhirServer: used for fetching only, never logged or recorded.
+    fhir_authorization: Mapping[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def parse_hook_request(body: Any, service: ServiceDefinition) -> tuple[HookReque
                 issues.append(Issue(f"/prefetch/{_escape(key)}", "must be a FHIR resource or null"))
     if issues or hook_instance is None or patient_id is None:
         return None, issues
-    return HookRequest(hook_instance, patient_id, context, prefetch, fhir_server), []
+    auth = body.get("fhirAuthorization")
+    return HookRequest(hook_instance, patient_id, context, prefetch, fhir_server, auth), []
 
 
 def _check_context(context: Mapping[str, Any], key: str, issues: list[Issue]) -> None:

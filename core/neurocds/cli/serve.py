@@ -15,10 +15,12 @@ from typing import Any
 
 import click
 
+from neurocds.cdshooks.config import LOOPBACK_HOSTS
+from neurocds.cdshooks.transport import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 
 EXIT_USAGE, EXIT_LOAD = 2, 3
-LOOPBACK = ("127.0.0.1", "::1", "localhost")
+LOOPBACK = LOOPBACK_HOSTS
 
 INSECURE_WARNING = """\
 ************************************************************************
@@ -39,6 +41,24 @@ def _parse_issuers(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"JWK Set file not found: {jwks}", param_hint="--issuer")
         issuers[iss] = jwks
     return issuers
+
+
+def _parse_fhir_servers(values: tuple[str, ...], unauthenticated: bool) -> dict[str, tuple[str, ...]]:
+    """``ISS=URL`` pairs (``URL`` alone under --insecure-dev) as issuer -> allowed FHIR base URLs."""
+    from neurocds.cdshooks.config import UNAUTHENTICATED
+
+    servers: dict[str, list[str]] = {}
+    for value in values:
+        # Split before the URL's scheme: an issuer is itself usually a URL, with no '=' in it.
+        cut = max(value.find("=https://"), value.find("=http://"))
+        if cut > 0:
+            iss, url = value[:cut], value[cut + 1 :]
+        elif unauthenticated and value.startswith(("https://", "http://")):
+            iss, url = UNAUTHENTICATED, value
+        else:
+            raise click.BadParameter(f"expected ISS=URL, got {value!r}", param_hint="--fhir-server")
+        servers.setdefault(iss, []).append(url)
+    return {iss: tuple(urls) for iss, urls in servers.items()}
 
 
 def _plain_http_off_loopback(location: str) -> bool:
@@ -95,6 +115,56 @@ def register(group: click.Group) -> None:
             "e.g. the CDS Hooks sandbox. Repeatable. Default: none (no CORS headers)."
         ),
     )
+    @click.option(
+        "--fhir-server",
+        "fhir_server_specs",
+        multiple=True,
+        metavar="ISS=URL",
+        help=(
+            "A FHIR server the service may query for prefetch keys a call did not bring, when the call's "
+            "token was issued by ISS (https only). Repeatable. With --insecure-dev: URL alone."
+        ),
+    )
+    @click.option(
+        "--fhir-test-loopback",
+        is_flag=True,
+        help="Also accept http:// FHIR servers on a loopback address (tests and local development only).",
+    )
+    @click.option(
+        "--fhir-deadline",
+        type=click.FloatRange(min=0, min_open=True),
+        default=0.4,
+        show_default=True,
+        help="Seconds for all FHIR fetches of one call together (412 after).",
+    )
+    @click.option(
+        "--fhir-page-size",
+        type=click.IntRange(1, 1000),
+        default=100,
+        show_default=True,
+        help="The _count asked of each FHIR search (next pages are followed, at most 10 per key).",
+    )
+    @click.option(
+        "--header-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_HEADER_TIMEOUT,
+        show_default=True,
+        help="Seconds a client has to send its request line and headers (408 and closed after).",
+    )
+    @click.option(
+        "--body-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_BODY_TIMEOUT,
+        show_default=True,
+        help="Seconds a client has to send the whole request body once its headers are in (408 after).",
+    )
+    @click.option(
+        "--max-connections",
+        type=click.IntRange(1, None),
+        default=DEFAULT_MAX_CONNECTIONS,
+        show_default=True,
+        help="Open connections accepted at once; one more is answered 503 and closed.",
+    )
     @audit_config_options
     @click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
     @click.option(
@@ -113,6 +183,13 @@ def register(group: click.Group) -> None:
         max_body: int,
         observation_window_days: float | None,
         cors_origins: tuple[str, ...],
+        fhir_server_specs: tuple[str, ...],
+        fhir_test_loopback: bool,
+        fhir_deadline: float,
+        fhir_page_size: int,
+        header_timeout: float,
+        body_timeout: float,
+        max_connections: int,
         packs: str | None,
         log_level: str,
     ) -> None:
@@ -150,14 +227,24 @@ def register(group: click.Group) -> None:
             max_body=max_body,
             observation_window_days=observation_window_days,
             cors_origins=cors_origins,
+            body_timeout=body_timeout,
+            fetch={
+                "fhir_servers": _parse_fhir_servers(fhir_server_specs, insecure_dev and not issuers),
+                "fhir_loopback_test_mode": fhir_test_loopback,
+                "fhir_deadline_seconds": fhir_deadline,
+                "fhir_page_size": fhir_page_size,
+            },
             packs=packs,
         )
         import uvicorn
 
+        from neurocds.cdshooks.transport import uvicorn_options
+
         _log_to_stderr(log_level)
 
         # One worker: the replay cache and the card index live in this process.
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, workers=1)
+        guard = uvicorn_options(header_timeout=header_timeout, max_connections=max_connections)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, workers=1, **guard)
 
 
 def _log_to_stderr(level: str) -> None:
@@ -166,6 +253,8 @@ def _log_to_stderr(level: str) -> None:
 
     logger = logging.getLogger("neurocds")
     logger.setLevel(level.upper())
+    # httpx logs every request URL at INFO, and a FHIR search URL names the patient.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
@@ -182,6 +271,8 @@ def _build_app(
     max_body: int,
     observation_window_days: float | None,
     cors_origins: tuple[str, ...],
+    body_timeout: float,
+    fetch: dict[str, Any],
     packs: str | None,
 ) -> Any:
     from neurocds.audit.errors import AuditError
@@ -199,6 +290,8 @@ def _build_app(
             audit_options=audit_options,
             observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
             cors_origins=cors_origins,
+            body_timeout_seconds=body_timeout,
+            **fetch,
         )
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
