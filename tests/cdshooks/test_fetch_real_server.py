@@ -9,7 +9,6 @@ Skipped when SEKMET is not installed (see tests/cdshooks/fhir_server.py).
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

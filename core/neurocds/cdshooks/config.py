@@ -10,6 +10,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+# Slow-client limits (enforced by neurocds.cdshooks.transport and the app). They live here,
+# with no server import, so the CLI can show them as option defaults without loading uvicorn.
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 256
 # The allowlist key for calls without a token (insecure_dev only): no issuer vouches for them.
 UNAUTHENTICATED = ""
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")

@@ -26,9 +26,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("neurocds.cdshooks")
 
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 30.0
-DEFAULT_MAX_CONNECTIONS = 256
 
 _TIMEOUT_408 = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 _BUSY_503 = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n"

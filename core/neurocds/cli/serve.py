@@ -15,8 +15,12 @@ from typing import Any
 
 import click
 
-from neurocds.cdshooks.config import LOOPBACK_HOSTS
-from neurocds.cdshooks.transport import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from neurocds.cdshooks.config import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    LOOPBACK_HOSTS,
+)
 from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 
 EXIT_USAGE, EXIT_LOAD = 2, 3
