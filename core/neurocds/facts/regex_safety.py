@@ -69,6 +69,8 @@ def _check(regex: str, max_length: Any, bound_name: str, pointer: str) -> None:
     if problem:
         raise UnsafePattern(f"regular expression {regex!r} can take exponential time: {problem}", pointer)
     repeats = sum(1 for _ in _repeats(tree))
+    if not repeats:
+        return  # no quantifier: linear in the text at worst
     allowed = min(MAX_SUBJECT_CHARS, int(STEP_BUDGET ** (1 / (repeats + 1))))
     if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length > allowed:
         raise UnsafePattern(

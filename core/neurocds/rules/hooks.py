@@ -88,7 +88,7 @@ class HookRunner:
         with self._lock:
             late = self._late.get(key)
             if late is not None and not late.done.is_set():
-                raise HookFailure(f"{hook} is still running from an earlier call that overran its budget")
+                raise HookFailure(self.overrun(hook))  # the same words: answers stay deterministic
             self._late.pop(key, None)
             worker = self._idle.pop() if self._idle else _Worker(self)
         job = _Job(fn, args)
@@ -96,11 +96,14 @@ class HookRunner:
         if not job.done.wait(max(timeout, 0.0)):
             with self._lock:
                 self._late[key] = job
-            raise HookFailure(f"{hook} did not return within its budget of {self.budget_s * 1000:g} ms")
+            raise HookFailure(self.overrun(hook))
         if job.error is not None:
             exc = job.error
             raise HookFailure(f"{hook} raised {type(exc).__name__}: {exc}") from exc
         return job.value
+
+    def overrun(self, hook: str) -> str:
+        return f"{hook} did not return within the pack's budget of {self.budget_s * 1000:g} ms"
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
@@ -141,7 +144,7 @@ class Budget:
     def call(self, pack: str, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
         spent = self._spent.get(pack, 0.0)
         if spent >= self._runner.budget_s:
-            raise HookFailure(f"{hook} not called: the pack spent its {self._runner.budget_s * 1000:g} ms budget")
+            raise HookFailure(self._runner.overrun(hook))
         started = time.monotonic()
         try:
             return self._runner.call(pack, hook, fn, args, self._runner.budget_s - spent)

@@ -259,28 +259,24 @@ class RuleBuilder:
             if leaf.get("type") in ("number", "integer") and op != "ne":
                 outside = _outside_range(leaf, op, item)
                 if outside:
-                    raise fail(f"threshold {op} {item!r} on {path!r} {outside}, so the test is never true", where)
+                    raise fail(f"threshold {op} {item!r} on {path!r} {outside}", where)
 
 
 def _outside_range(leaf: Mapping[str, Any], op: str, value: Any) -> str:
-    """Why a numeric test can never be true given the schema's range ("" when it can)."""
+    """Why a numeric threshold is wrong for the schema's range ("" when it is not).
+
+    A threshold outside the range is almost always a typo (``lte: 9`` for a 0-5 grade): the
+    test is then always or never true. ``lt`` the minimum and ``gt`` the maximum can never be.
+    """
     low, high = leaf.get("minimum"), leaf.get("maximum")
     low_x, high_x = leaf.get("exclusiveMinimum"), leaf.get("exclusiveMaximum")
-    span = f"(the facts schema allows {_range_text(leaf)})"
-    below = (low is not None and value < low) or (low_x is not None and value <= low_x)
-    above = (high is not None and value > high) or (high_x is not None and value >= high_x)
-    if op in ("eq", "in") and (below or above):
-        return f"is outside the range {span}"
-    if op in ("lt", "lte"):
-        floor_hit = (low is not None and (value < low or (op == "lt" and value == low))) or (
-            low_x is not None and value <= low_x
-        )
-        return f"is below the range {span}" if floor_hit else ""
-    if op in ("gt", "gte"):
-        ceiling_hit = (high is not None and (value > high or (op == "gt" and value == high))) or (
-            high_x is not None and value >= high_x
-        )
-        return f"is above the range {span}" if ceiling_hit else ""
+    span = f"the facts schema allows {_range_text(leaf)}"
+    if (low is not None and value < low) or (low_x is not None and value <= low_x):
+        return f"is below the range ({span})"
+    if (high is not None and value > high) or (high_x is not None and value >= high_x):
+        return f"is above the range ({span})"
+    if (op == "lt" and value == low) or (op == "gt" and value == high):
+        return f"is at the end of the range ({span}), so the test is never true"
     return ""
 
 
