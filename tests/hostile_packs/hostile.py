@@ -1,6 +1,6 @@
 """Hostile packs, one per way a third-party pack can misbehave, and the harness that runs them.
 
-Run as a script (``python -m tests.plugins.hostile KIND BACKEND``) it evaluates the
+Run as a script (``python -m tests.hostile_packs.hostile KIND BACKEND``) it evaluates the
 emergency example with and without the hostile pack and prints both results as JSON,
 so tests can run the kinds that hang or exit the interpreter in a subprocess.
 """
@@ -171,6 +171,25 @@ def main() -> None:
         }
     print(json.dumps(out))
     sys.stdout.flush()
+
+
+def slow_and_failing_plugins(directory: Path) -> list[tuple[str, Any]]:
+    """Two packs that fail on every evaluation: one never returns, one's hooks raise.
+
+    Their answers are deterministic (the same error every time), so tests that compare
+    results across threads or backends can run with them installed.
+    """
+    slow = inline_pack(
+        directory, "slow-pack", "slow", [rule("slow.f", ALWAYS, urgency="info")], compute=lambda _: time.sleep(3600)
+    )
+    failing = inline_pack(
+        directory,
+        "failing-pack",
+        "failing",
+        [rule("failing.f", ALWAYS, urgency="info")],
+        finding_detail=_raise(RuntimeError("detail failed")),
+    )
+    return [("slow-pack", slow), ("failing-pack", failing)]
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def run(kind: str, backend: str, tmp_path: Path) -> dict[str, Any]:
     if kind not in DANGEROUS:
         return {"hostile": evaluate(kind, backend, tmp_path), "baseline": baseline(backend)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.plugins.hostile", kind, backend],
+        [sys.executable, "-m", "tests.hostile_packs.hostile", kind, backend],
         cwd=REPO,
         capture_output=True,
         text=True,
