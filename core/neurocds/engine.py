@@ -22,7 +22,7 @@ from neurocds.resources import load_schema
 from neurocds.result import DISCLAIMER, Result, highest_urgency
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.compiler import compile_rules
-from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, HookRunner
+from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
     LoadedPack,
@@ -68,6 +68,7 @@ class Engine:
         skip one that is merely installed, so one broken third-party pack never silences the rest.
     :param hook_budget: seconds each pack's hooks may take per evaluation (all its calls
         together); an overrun is that pack's failure and the evaluation returns without it.
+    :param load_budget: seconds a pack's import and its register hook may take at load.
     :param audit_dir: append every decision to the tamper-evident log in this folder.
     """
 
@@ -85,11 +86,12 @@ class Engine:
         parse_limits: ParseLimits | None = None,
         firing_budget: int | None = None,
         hook_budget: float = DEFAULT_HOOK_BUDGET_S,
+        load_budget: float = LOAD_BUDGET_S,
     ) -> None:
         if on_pack_error not in PACK_ERROR_POLICIES:
             raise ValueError(f"on_pack_error must be one of {', '.join(PACK_ERROR_POLICIES)}, not {on_pack_error!r}")
         self.pm = new_plugin_manager()
-        self._runner = HookRunner(hook_budget)
+        self._runner = HookRunner(hook_budget, load_budget)
         self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
         self._policy = on_pack_error

@@ -74,10 +74,12 @@ class _Job:
 class HookRunner:
     """Runs pack code on reusable daemon worker threads with a deadline (one per Engine)."""
 
-    def __init__(self, budget_s: float = DEFAULT_HOOK_BUDGET_S) -> None:
-        if not (isinstance(budget_s, int | float) and math.isfinite(budget_s) and budget_s > 0):
-            raise ValueError(f"hook budget must be a positive number of seconds, not {budget_s!r}")
+    def __init__(self, budget_s: float = DEFAULT_HOOK_BUDGET_S, load_budget_s: float = LOAD_BUDGET_S) -> None:
+        for what, value in (("hook budget", budget_s), ("load budget", load_budget_s)):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{what} must be a positive number of seconds, not {value!r}")
         self.budget_s = float(budget_s)
+        self.load_budget_s = float(load_budget_s)
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._late: dict[tuple[str, str], _Job] = {}  # (pack, hook) -> a call that overran, still running
@@ -88,7 +90,7 @@ class HookRunner:
         with self._lock:
             late = self._late.get(key)
             if late is not None and not late.done.is_set():
-                raise HookFailure(self.overrun(hook))  # the same words: answers stay deterministic
+                raise HookFailure(self.overrun(hook, timeout))  # the same words: answers stay deterministic
             self._late.pop(key, None)
             worker = self._idle.pop() if self._idle else _Worker(self)
         job = _Job(fn, args)
@@ -96,14 +98,15 @@ class HookRunner:
         if not job.done.wait(max(timeout, 0.0)):
             with self._lock:
                 self._late[key] = job
-            raise HookFailure(self.overrun(hook))
+            raise HookFailure(self.overrun(hook, timeout))
         if job.error is not None:
             exc = job.error
             raise HookFailure(f"{hook} raised {type(exc).__name__}: {exc}") from exc
         return job.value
 
-    def overrun(self, hook: str) -> str:
-        return f"{hook} did not return within the pack's budget of {self.budget_s * 1000:g} ms"
+    def overrun(self, hook: str, timeout: float) -> str:
+        budget = self.budget_s if timeout <= self.budget_s else timeout  # a call's share: name the whole
+        return f"{hook} did not return within the pack's budget of {budget * 1000:g} ms"
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:
@@ -144,7 +147,7 @@ class Budget:
     def call(self, pack: str, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
         spent = self._spent.get(pack, 0.0)
         if spent >= self._runner.budget_s:
-            raise HookFailure(self._runner.overrun(hook))
+            raise HookFailure(self._runner.overrun(hook, self._runner.budget_s))
         started = time.monotonic()
         try:
             return self._runner.call(pack, hook, fn, args, self._runner.budget_s - spent)

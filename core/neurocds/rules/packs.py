@@ -22,7 +22,7 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
-from neurocds.rules.hooks import LOAD_BUDGET_S, HookFailure, HookRunner, check_records
+from neurocds.rules.hooks import HookFailure, HookRunner, check_records
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
 
@@ -99,7 +99,7 @@ def discover(allow: set[str] | None) -> list[tuple[str, str, EntryPoint]]:
 def import_plugin(runner: HookRunner, name: str, source: str, ep: EntryPoint) -> Any:
     """Import an entry point's plugin (pack code: guarded like a hook)."""
     try:
-        return runner.call(name, "import", ep.load, (), LOAD_BUDGET_S)
+        return runner.call(name, "import", ep.load, (), runner.load_budget_s)
     except HookFailure as exc:
         raise PackLoadError(f"cannot import plugin: {exc}", pack=name, source=source) from exc
 
@@ -121,7 +121,7 @@ def register_plugin(
     if impl is None:
         return []
     try:
-        records = check_records(runner.call(name, "neurocds_register_packs", call_impl, (impl,), LOAD_BUDGET_S))
+        records = check_records(runner.call(name, "neurocds_register_packs", call_impl, (impl,), runner.load_budget_s))
         return [
             LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
             for record in records
