@@ -36,7 +36,7 @@ from neurocds.rules.packs import (
     register_plugin,
 )
 from neurocds.rules.references import check_references, concluded_key
-from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file
+from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file, schema_labels
 from neurocds.version import __version__
 
 BACKENDS = ("durable", "reference")
@@ -171,7 +171,7 @@ class Engine:
         self.validator = FactsValidator(base, extensions, self._limits)
         self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
-        self._labels = _labels(self.facts_schema)
+        self._labels = schema_labels(self.facts_schema)
         rule_source: dict[str, str] = {}
         namespace_owner: dict[str, str] = {}
         failed: set[str] = set()
@@ -311,7 +311,8 @@ class Engine:
         if durable is not None:
             run, errors = self._checked(durable, ref_run)
         if budget is not None and self._hooks.detail_impls:
-            details, detail_errors = self._hooks.details(self.rules, run.fired, run.derived, frozen, budget)
+            derived = {**computed, **run.derived}
+            details, detail_errors = self._hooks.details(self.rules, run.fired, derived, frozen, budget)
             run.details.update(details)
             errors += detail_errors
         findings = self.explainer.findings(run, evaluation, _evidence)
@@ -396,15 +397,3 @@ def _parsed_or_none(facts: Mapping[str, Any] | str | bytes, limits: ParseLimits)
         return parse_strict(facts, limits)
     except FactsValidationError:
         return None
-
-
-def _labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, sub in schema.get("properties", {}).items():
-        pointer = f"{prefix}/{name}"
-        # The schema's short title names a fact for people; the description is the fallback.
-        label = sub.get("title") or sub.get("description")
-        if label:
-            out[pointer] = label
-        out.update(_labels(sub, pointer))
-    return out

@@ -138,6 +138,19 @@ class FactsIndex:
                 self.leaves[dotted] = sub
 
 
+def schema_labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """JSON pointer -> the short name people know each fact by (schema title, else description)."""
+    out: dict[str, str] = {}
+    for name, sub in schema.get("properties", {}).items():
+        pointer = f"{prefix}/{name}"
+        # The schema's short title names a fact for people; the description is the fallback.
+        label = sub.get("title") or sub.get("description")
+        if label:
+            out[pointer] = label
+        out.update(schema_labels(sub, pointer))
+    return out
+
+
 def _value_fits(schema: Mapping[str, Any], value: Any) -> bool:
     kind = schema.get("type")
     if "enum" in schema:
