@@ -20,6 +20,7 @@ Every call into a pack (entry-point import, ``neurocds_register_packs``,
 
 from __future__ import annotations
 
+import _thread
 import math
 import threading
 import time
@@ -54,21 +55,28 @@ def freeze(value: Any) -> Any:
 
 
 class _Job:
-    __slots__ = ("args", "done", "error", "fn", "value")
+    """One call of pack code. ``running`` is a bare lock held until the call ends: C-level
+    locks are far cheaper than ``threading.Event`` on this path (every hook call crosses it)."""
+
+    __slots__ = ("args", "error", "fn", "running", "value")
 
     def __init__(self, fn: Callable[..., Any], args: Sequence[Any]) -> None:
         self.fn, self.args = fn, args
-        self.done = threading.Event()
+        self.running = _thread.allocate_lock()
+        self.running.acquire()
         self.value: Any = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             self.value = self.fn(*self.args)
-        except BaseException as exc:
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt are the pack's failure too
             self.error = exc
         finally:
-            self.done.set()
+            self.running.release()
+
+    def finished(self, timeout: float) -> bool:
+        return self.running.acquire(timeout=max(timeout, 0.0))
 
 
 class HookRunner:
@@ -89,13 +97,13 @@ class HookRunner:
         key = (pack, hook)
         with self._lock:
             late = self._late.get(key)
-            if late is not None and not late.done.is_set():
+            if late is not None and late.running.locked():
                 raise HookFailure(self.overrun(hook, timeout))  # the same words: answers stay deterministic
             self._late.pop(key, None)
             worker = self._idle.pop() if self._idle else _Worker(self)
         job = _Job(fn, args)
         worker.give(job)
-        if not job.done.wait(max(timeout, 0.0)):
+        if not job.finished(timeout):
             with self._lock:
                 self._late[key] = job
             raise HookFailure(self.overrun(hook, timeout))
@@ -118,7 +126,8 @@ class _Worker:
 
     def __init__(self, runner: HookRunner) -> None:
         self._runner = runner
-        self._ready = threading.Semaphore(0)
+        self._ready = _thread.allocate_lock()
+        self._ready.acquire()
         self._job: _Job | None = None
         threading.Thread(target=self._loop, name="neurocds-pack-hook", daemon=True).start()
 
