@@ -143,7 +143,7 @@ class Engine:
             loaded.extend(registered)
         if self.allowlist is not None:
             loaded = [p for p in loaded if p.name in self.allowlist]
-            missing = self.allowlist - {p.name for p in loaded}
+            missing = self.allowlist - {p.name for p in [*loaded, *self.failed_packs]}
             if missing:
                 raise PacksUnavailable(
                     f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}", unavailable=frozenset(missing)

@@ -83,3 +83,13 @@ def test_the_service_starts_and_logs_the_broken_pack(site: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "200"
     assert proc.stderr.count("pack broken-pack could not load") >= 2  # at start and at discovery
+
+
+def test_skip_mode_with_an_allowlist_reports_the_broken_pack(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """How replay rebuilds an engine: the recorded packs, failures reported as they were."""
+    from neurocds import Engine
+
+    monkeypatch.syspath_prepend(str(site))
+    engine = Engine(packs=["weakness-pattern", "broken-pack"], on_pack_error="skip")
+    assert [p.name for p in engine.failed_packs] == ["broken-pack"]
+    assert [p.name for p in engine.packs] == ["weakness-pattern"]
