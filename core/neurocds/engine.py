@@ -7,39 +7,40 @@ can live in one process.
 
 from __future__ import annotations
 
-import json
-import math
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from neurocds.backends.reference import ReferenceEvaluator, Run
+from neurocds.backends.reference import ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
-from neurocds.facts.validation import FactsValidator
-from neurocds.hookspecs import ComputedFacts
+from neurocds.facts.validation import FactsValidator, check_extension
 from neurocds.resources import load_schema
 from neurocds.result import DISCLAIMER, Result, highest_urgency
-from neurocds.rules.compiler import compile_rules, value_kind
+from neurocds.rules import packs as packs_mod
+from neurocds.rules.compiler import compile_rules
+from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
+from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
     LoadedPack,
-    call_impl,
     check_unique,
     content_hash,
-    dependency_order,
     discover,
-    find_impl,
+    failed_plugin,
+    import_plugin,
     new_plugin_manager,
     parse_allowlist,
     register_plugin,
 )
-from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file
+from neurocds.rules.references import check_references, concluded_key
+from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file, schema_labels
 from neurocds.version import __version__
 
 BACKENDS = ("durable", "reference")
+PACK_ERROR_POLICIES = ("auto", "raise", "skip")
 
 
 def durable_available() -> tuple[bool, str]:
@@ -61,8 +62,13 @@ class Engine:
     :param entry_points: also load packs from the ``neurocds.packs`` entry points.
     :param backend: ``"durable"`` (default where it imports) or ``"reference"``.
     :param verify: run the reference evaluator too and flag any difference (durable only).
-    :param on_pack_error: ``"raise"`` a :class:`PackLoadError` at load, or ``"skip"`` the
-        pack and report it as failed in every result.
+    :param on_pack_error: what a pack that cannot load does: ``"raise"`` a :class:`PackLoadError`
+        at load; ``"skip"`` it and report it as failed in every result (``complete: false``);
+        ``"auto"`` (default): raise for a pack asked for by name (the allowlist, or ``plugins``),
+        skip one that is merely installed, so one broken third-party pack never silences the rest.
+    :param hook_budget: seconds each pack's hooks may take per evaluation (all its calls
+        together); an overrun is that pack's failure and the evaluation returns without it.
+    :param load_budget: seconds a pack's import and its register hook may take at load.
     :param audit_dir: append every decision to the tamper-evident log in this folder.
     """
 
@@ -74,20 +80,27 @@ class Engine:
         entry_points: bool = True,
         backend: str | None = None,
         verify: bool = True,
-        on_pack_error: str = "raise",
+        on_pack_error: str = "auto",
         audit_dir: str | Path | None = None,
         audit_options: Mapping[str, Any] | None = None,
         parse_limits: ParseLimits | None = None,
         firing_budget: int | None = None,
+        hook_budget: float = DEFAULT_HOOK_BUDGET_S,
+        load_budget: float = LOAD_BUDGET_S,
     ) -> None:
+        if on_pack_error not in PACK_ERROR_POLICIES:
+            raise ValueError(f"on_pack_error must be one of {', '.join(PACK_ERROR_POLICIES)}, not {on_pack_error!r}")
         self.pm = new_plugin_manager()
+        self._runner = HookRunner(hook_budget, load_budget)
         self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
+        self._policy = on_pack_error
+        self._explicit: set[str] = set()  # packs from ``plugins``: asked for by the caller
         self.failed_packs: list[LoadedPack] = []
         loaded = self._register(plugins, entry_points)
         self.packs: list[LoadedPack] = []
         self.rules: list[Rule] = []
-        self._load_rules(dependency_order(loaded, self.allowlist), on_pack_error)
+        self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         ok, reason = durable_available()
         if backend is None:
             backend = "durable" if ok else "reference"
@@ -106,22 +119,31 @@ class Engine:
 
             self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
         self.explainer = Explainer(self.rules, self._labels.get, self.reference.plan)
-        self._compute_calls = _compute_calls(self.pm, self.packs)
-        self._detail_impls = {p.name: find_impl(self.pm, "neurocds_finding_detail", p.plugin) for p in self.packs}
+        self._hooks = PackHooks(self.pm, self.packs, self._runner)
         self._audit = self._open_audit(audit_dir, audit_options)
 
     # ----------------------------------------------------------------- loading
     def _register(self, plugins: Sequence[Any], use_entry_points: bool) -> list[LoadedPack]:
-        candidates: list[tuple[str, str, Any]] = discover(self.allowlist) if use_entry_points else []
+        candidates: list[tuple[str, str, Any, bool]] = [
+            (name, source, ep, True) for name, source, ep in (discover(self.allowlist) if use_entry_points else [])
+        ]
         for item in plugins:
             name, plugin = item if isinstance(item, tuple) else (getattr(item, "__name__", repr(item)), item)
-            candidates.append((name, f"plugin object {name}", plugin))
+            candidates.append((name, f"plugin object {name}", plugin, False))
         loaded: list[LoadedPack] = []
-        for name, source, plugin in candidates:
-            loaded.extend(register_plugin(self.pm, name, plugin, source))
+        for name, source, plugin, from_entry_point in candidates:
+            try:
+                obj = import_plugin(self._runner, name, source, plugin) if from_entry_point else plugin
+                registered = register_plugin(self.pm, name, obj, source, self._runner)
+            except PackLoadError as exc:
+                self._fail(failed_plugin(name, source, exc), exc, explicit=not from_entry_point)
+                continue
+            if not from_entry_point:
+                self._explicit.update(p.name for p in registered)
+            loaded.extend(registered)
         if self.allowlist is not None:
             loaded = [p for p in loaded if p.name in self.allowlist]
-            missing = self.allowlist - {p.name for p in loaded}
+            missing = self.allowlist - {p.name for p in [*loaded, *self.failed_packs]}
             if missing:
                 raise PacksUnavailable(
                     f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}", unavailable=frozenset(missing)
@@ -129,25 +151,46 @@ class Engine:
         check_unique(loaded)
         return loaded
 
-    def _load_rules(self, ordered: list[LoadedPack], on_pack_error: str) -> None:
+    def _fail(self, pack: LoadedPack, exc: PackLoadError, *, explicit: bool = False, kind: str = "pack_load") -> None:
+        """Raise, or record ``pack`` as failed, as the ``on_pack_error`` policy says."""
+        asked_for = explicit or self.allowlist is not None or pack.name in self._explicit
+        if self._policy == "raise" or (self._policy == "auto" and asked_for):
+            raise exc
+        pack.status, pack.error, pack.failure_kind = "failed", str(exc), kind
+        self.failed_packs.append(pack)
+
+    def _load_rules(self, ordered: list[LoadedPack], problems: Mapping[str, PackLoadError]) -> None:
         base = load_schema("facts.schema.json")
-        extensions = {p.name: dict(p.record.facts_schema) for p in ordered if p.record.facts_schema}
+        extensions: dict[str, Any] = {}
+        for pack in ordered:
+            if pack.record.facts_schema and pack.name not in problems:
+                try:
+                    extensions[pack.name] = check_extension(pack.name, pack.record.facts_schema)
+                except PackLoadError as exc:
+                    problems = {**problems, pack.name: exc}
         self.validator = FactsValidator(base, extensions, self._limits)
         self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
-        self._labels = _labels(self.facts_schema)
+        self._labels = schema_labels(self.facts_schema)
         rule_source: dict[str, str] = {}
         namespace_owner: dict[str, str] = {}
         failed: set[str] = set()
+        concluded: set[tuple[str, str, Any]] = set()
+        computing: list[str] = []  # namespaces of loaded packs with a compute hook
         for pack in ordered:
+            blocked: list[str] = []
             try:
+                if pack.name in problems:
+                    raise problems[pack.name]
                 blocked = [d for d in pack.record.depends_on if d in failed]
                 if blocked:
                     raise PackLoadError(f"depends on failed pack(s) {', '.join(blocked)}", pack=pack.name)
                 pack.sha256 = content_hash(pack)
                 rules: list[Rule] = []
+                del builder.references[:]
                 for path in pack.rule_files:
                     doc = read_rule_file(path, pack.name)
+                    pack.namespaces.append(doc["namespace"])
                     owner = namespace_owner.setdefault(doc["namespace"], pack.name)
                     if owner != pack.name:
                         raise PackLoadError(
@@ -166,18 +209,29 @@ class Engine:
                             file=rule.file,
                         )
                     rule_source[rule.id] = f"{rule.file}{rule.pointer}"
-                # Compile this pack's rules alone first, so a bad rule is blamed on its own pack.
-                compile_rules([*self.rules, *rules])
+                with_pack = [*self.rules, *rules]
+                own_computing = pack.namespaces if hasattr(pack.plugin, "neurocds_compute_facts") else []
+                # Compile and order with this pack's rules added, so a bad rule or a rule cycle
+                # is blamed on the pack that brings it.
+                compile_rules(with_pack)
+                check_references(
+                    pack.name,
+                    builder.references,
+                    concluded | {concluded_key(r) for r in rules},
+                    [*computing, *own_computing],
+                )
+                try:
+                    dependency_order(with_pack, concluders_of(with_pack))
+                except PackLoadError as exc:
+                    raise PackLoadError(str(exc).split(" (pack ")[0], pack=pack.name, file=rules[0].file) from None
             except PackLoadError as exc:
-                if on_pack_error != "skip":
-                    raise
-                pack.status, pack.error = "failed", str(exc)
-                pack.failure_kind = "pack_skipped" if blocked else "pack_load"
+                self._fail(pack, exc, kind="pack_skipped" if blocked else "pack_load")
                 failed.add(pack.name)
-                self.failed_packs.append(pack)
                 continue
             self.packs.append(pack)
             self.rules.extend(rules)
+            concluded.update(concluded_key(r) for r in rules)
+            computing.extend(own_computing)
 
     def _open_audit(self, audit_dir: str | Path | None, options: Mapping[str, Any] | None) -> Any:
         if audit_dir is None:
@@ -240,18 +294,27 @@ class Engine:
                     packs=self.pack_infos(),
                 )
             raise
+        facts_sha256 = sha256_canonical(doc)  # of the document as received, before any pack code
         failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind) for p in self.failed_packs]
-        computed, computed_because = self._compute(doc, failures)
-        # A pack whose compute hook raised does not run (hookspecs promise); the others do.
+        budget, frozen = self._hooks.budget(), FrozenFacts(doc)
+        computed: dict[str, Any] = {}
+        computed_because: dict[str, Any] = {}
+        if budget is not None and self._hooks.compute_calls:
+            computed, computed_because = self._hooks.compute(frozen, self.compiled.derived_kinds, failures, budget)
+        # A pack whose compute hook failed does not run (hookspecs promise); the others do.
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
-        on_fire = self._on_fire(doc)
         # The durable session goes first: creating it zeroes most of a core's L2 cache, so the
         # reference evaluation's states, which every explanation below reads, are made after it.
-        durable = self._durable_session(doc, computed, on_fire, disabled)
-        ref_run, evaluation = self.reference.run(doc, computed, on_fire, disabled)
+        durable = self._durable_session(doc, computed, disabled)
+        ref_run, evaluation = self.reference.run(doc, computed, None, disabled)
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
         if durable is not None:
             run, errors = self._checked(durable, ref_run)
+        if budget is not None and self._hooks.detail_impls:
+            derived = {**computed, **run.derived}
+            details, detail_errors = self._hooks.details(self.rules, run.fired, derived, frozen, budget)
+            run.details.update(details)
+            errors += detail_errors
         findings = self.explainer.findings(run, evaluation, _evidence)
         fired_urgency = {f["id"]: f["urgency"] for f in findings}
         failed_names = {f.pack for f in failures} | {e["pack"] for e in errors if e.get("pack")}  # rule errors too
@@ -261,7 +324,7 @@ class Engine:
             "result_version": "1",
             "evaluation_id": str(uuid.uuid4()),
             "evaluated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "facts_sha256": sha256_canonical(doc),
+            "facts_sha256": facts_sha256,
             "highest_urgency": highest_urgency(findings),
             "complete": not failures and not errors,
             "findings": findings,
@@ -283,13 +346,13 @@ class Engine:
         return result
 
     def _durable_session(
-        self, doc: Mapping[str, Any], computed: Mapping[str, Any], on_fire: Any, disabled: frozenset[str]
+        self, doc: Mapping[str, Any], computed: Mapping[str, Any], disabled: frozenset[str]
     ) -> Run | RuleEvaluationError | None:
         """The durable backend's answer, or the error that stopped it (``None`` without that backend)."""
         if self.durable is None:
             return None
         try:
-            return self.durable.run(doc, computed, on_fire, disabled)
+            return self.durable.run(doc, computed, None, disabled)
         except RuleEvaluationError as exc:
             return exc
 
@@ -325,57 +388,6 @@ class Engine:
             return merged, errors
         return run, errors
 
-    def _compute(self, doc: Mapping[str, Any], failures: list[PackFailure]) -> tuple[dict[str, Any], dict[str, Any]]:
-        computed: dict[str, Any] = {}
-        because: dict[str, tuple[str, list[str]]] = {}
-        if not self._compute_calls:
-            return computed, because
-        # A hook must not be able to change what other packs see; a JSON round trip copies at C speed.
-        frozen = json.loads(json.dumps(doc))
-        for pack, impl, own_packs in self._compute_calls:
-            try:
-                out = call_impl(impl, facts=frozen)
-                if out is None:
-                    continue
-                if not isinstance(out, ComputedFacts) or out.pack not in own_packs:
-                    raise TypeError("neurocds_compute_facts must return ComputedFacts for one of its own packs")
-                for name, value in sorted(out.values.items()):
-                    if not isinstance(value, str | int | float | bool) or (
-                        isinstance(value, float) and not math.isfinite(value)
-                    ):
-                        raise TypeError(f"computed fact {name!r} must be a finite JSON scalar")
-                    used_as = self.compiled.derived_kinds.get(name)
-                    if used_as is not None and value_kind(value) != used_as:
-                        raise TypeError(f"computed fact {name!r} is a {value_kind(value)}; rules use it as a {used_as}")
-                    computed[name] = value
-                    because[name] = (out.pack, list(out.because.get(name, ())))
-            except Exception as exc:
-                failures.append(PackFailure(pack.name, "compute_facts", f"{type(exc).__name__}: {exc}"))
-        return computed, because
-
-    def _on_fire(self, doc: Mapping[str, Any]) -> Any:
-        def on_fire(rule: Rule, derived: Mapping[str, Any]) -> str | None:
-            impl = self._detail_impls.get(rule.pack)
-            if impl is None:
-                return None
-            detail: str | None = call_impl(impl, finding_id=rule.key, rule_id=rule.id, facts=doc, derived=dict(derived))
-            return detail
-
-        return on_fire
-
-
-def _compute_calls(pm: Any, packs: Sequence[LoadedPack]) -> list[tuple[LoadedPack, Any, frozenset[str]]]:
-    """Each plugin's compute hook once (a plugin may register several packs), with the packs it owns."""
-    calls: list[tuple[LoadedPack, Any, frozenset[str]]] = []
-    seen: set[int] = set()
-    for pack in packs:
-        impl = find_impl(pm, "neurocds_compute_facts", pack.plugin)
-        if impl is None or id(pack.plugin) in seen:
-            continue
-        seen.add(id(pack.plugin))
-        calls.append((pack, impl, frozenset(p.name for p in packs if p.plugin is pack.plugin)))
-    return calls
-
 
 def _evidence(rule: Rule) -> list[dict[str, str]]:
     return [{"source": e.source, "citation": e.citation} for e in rule.evidence]
@@ -388,15 +400,3 @@ def _parsed_or_none(facts: Mapping[str, Any] | str | bytes, limits: ParseLimits)
         return parse_strict(facts, limits)
     except FactsValidationError:
         return None
-
-
-def _labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, sub in schema.get("properties", {}).items():
-        pointer = f"{prefix}/{name}"
-        # The schema's short title names a fact for people; the description is the fallback.
-        label = sub.get("title") or sub.get("description")
-        if label:
-            out[pointer] = label
-        out.update(_labels(sub, pointer))
-    return out

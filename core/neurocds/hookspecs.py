@@ -15,6 +15,27 @@ option ``--packs``): a comma-separated list of pack names.
 
 Every hook name starts with ``neurocds_``. Each :class:`~neurocds.engine.Engine`
 owns its own plugin manager, so hooks are never shared between engines.
+
+What a pack can and cannot do. A pack adds rules (data) and, through hooks, derived
+facts in its own namespace and extra text for its own findings. It cannot change
+what anyone else sees or concludes:
+
+* hooks receive the facts as a deep read-only view (mappings are
+  :class:`types.MappingProxyType`, arrays are tuples): assigning raises ``TypeError``.
+  The result's ``facts_sha256`` and the audit record are of the document as sent;
+* everything a hook returns is checked (the shapes below); anything else fails the pack;
+* each pack's hooks share a time budget per evaluation (``Engine(hook_budget=)``,
+  default 200 ms); an overrun fails the pack and the evaluation returns without it.
+  Pack code runs on a worker thread, and no backend lock is held while it runs;
+* an exception from pack code, ``SystemExit`` and ``KeyboardInterrupt`` included, fails
+  that pack only: the evaluation goes on and the process does not exit;
+* a failed pack is named in the result's ``errors`` (with its ``kind``), its status is
+  ``failed`` and ``complete`` is false; every other pack still answers.
+
+A pack that cannot load (import error, a register hook that fails, a bad rule file,
+a dependency cycle, a reference nothing concludes) is, under the default
+``on_pack_error="auto"``, left out and reported in every result when it was merely
+installed, and an error when it was asked for by name (allowlist or ``plugins=``).
 """
 
 from __future__ import annotations
@@ -66,12 +87,14 @@ class ComputedFacts:
     """Facts a pack computes in Python, returned by :func:`neurocds_compute_facts`.
 
     :param pack: the name of the pack that computed them (must be one it registered).
-    :param values: derived-fact name -> a finite JSON scalar: string, number or boolean
+    :param values: derived-fact name -> a finite JSON scalar: string (at most 1,000
+        characters of valid Unicode), number (integers within ±2**53) or boolean
         (``{"myext.score": 3}``), of the kind the rules use for that name; a list,
         object, NaN, infinity or a value of another kind fails the pack. Names must
-        start with a namespace the pack's rules declare. Absent means unknown.
-    :param because: derived-fact name -> JSON pointers of the input facts it used, so the
-        explanation trace can lead back to the input.
+        start with a namespace of the pack's own rule files (``myext.``): a name in
+        another pack's namespace fails the pack. At most 256 values. Absent means unknown.
+    :param because: derived-fact name (one of ``values``) -> JSON pointers of the input
+        facts it used (at most 64), so the explanation trace can lead back to the input.
     """
 
     pack: str
@@ -84,11 +107,19 @@ def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]  # 
     """Return the rule packs this plugin provides.
 
     Called once, when an :class:`~neurocds.engine.Engine` is created, before any
-    facts are seen. Rule files are read, validated and compiled right after; an
+    facts are seen, on a worker thread within the load budget (``Engine(load_budget=)``,
+    default 10 s). Rule files are read, validated and compiled right after; an
     error there is a :class:`~neurocds.errors.PackLoadError` naming the pack, the
-    file and the JSON pointer of the bad rule.
+    file and the JSON pointer of the bad rule. A reference (``{derived: ...}``,
+    ``{finding: ...}``) that no loaded rule or compute hook can conclude, a numeric
+    threshold outside the facts schema's range, and a regex in ``facts_schema`` that
+    could run away are load errors too.
 
-    :returns: a list of :class:`RulePack` records (usually one).
+    If this hook raises (anything, ``SystemExit`` included), overruns or returns
+    something else, the plugin is unregistered (none of its hooks ever runs) and
+    handled by ``on_pack_error``.
+
+    :returns: a list (or tuple) of :class:`RulePack` records (usually one).
 
     Example::
 
@@ -115,11 +146,15 @@ def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:
     added as derived facts that rules can match (``{derived: name, ...}``) and the
     trace shows them with their ``because`` pointers.
 
-    If this hook raises, the pack is reported as failed in the result (``packs[]``
-    status ``failed``, ``complete: false``), its rules do not run, and every other
-    pack still runs. Never raise to say "not applicable": return ``None``.
+    If this hook raises (``SystemExit`` and ``KeyboardInterrupt`` included), overruns
+    the pack's budget, or returns anything but ``None`` or a valid :class:`ComputedFacts`
+    of its own packs, the pack is reported as failed in the result (``errors[]`` kind
+    ``compute_hook``, ``packs[]`` status ``failed``, ``complete: false``), none of its
+    values is used, its rules do not run, and every other pack still runs. Never raise
+    to say "not applicable": return ``None``.
 
-    :param facts: the validated facts document (read-only; do not mutate it).
+    :param facts: the validated facts document as a deep read-only view (mappings are
+        read-only proxies, arrays are tuples); the same view every hook sees.
     :returns: a :class:`ComputedFacts` record, or ``None`` when nothing applies.
 
     Example::
@@ -140,16 +175,19 @@ def neurocds_finding_detail(
 ) -> str | None:
     """Add case-specific text to the detail of a finding when its rule fires.
 
-    Called inside the rule action, on whichever backend is evaluating, each time a
-    rule of a loaded pack concludes a finding. Return ``None`` for findings that are
-    not yours. An exception here becomes a
-    :class:`~neurocds.errors.RuleEvaluationError` naming the rule; the pack is
-    reported as failed and the rest of the evaluation goes on.
+    Called once per evaluation for each rule of this pack that concluded a finding,
+    after the rules have run (once, however many backends evaluated; never while a
+    backend lock is held). Return ``None`` for findings that are not yours. An
+    exception (``SystemExit`` included), an overrun of the pack's budget, or a return
+    value that is not ``None`` or a string of at most 2,000 characters of valid Unicode
+    becomes an error of kind ``action`` naming the rule; the finding stays (without the
+    text), the pack is reported as failed and the rest of the evaluation goes on.
 
     :param finding_id: the finding's stable id (``"my.finding"``).
     :param rule_id: the id of the rule that concluded it.
-    :param facts: the validated facts document.
-    :param derived: derived-fact name -> value, as known when the rule fired.
+    :param facts: the validated facts document as a deep read-only view.
+    :param derived: every derived fact the evaluation concluded or computed (name ->
+        value), read-only.
     :returns: a sentence to append to the finding's detail, or ``None``.
 
     Example::

@@ -80,7 +80,16 @@ def test_sixteen_threads_share_one_engine_and_get_the_single_threaded_answers(tm
     plugin = inline_pack(
         tmp_path, "cc", "cc", RULES, depends_on=["weakness-pattern"], compute=compute, finding_detail=detail
     )
-    engine = Engine(plugins=[("cc", plugin)], packs=["weakness-pattern", "cc"])
+    from hostile_packs.hostile import slow_and_failing_plugins
+
+    # A pack that never returns and one whose hooks raise are installed too: their failures must
+    # be the same in every thread, and must not disturb anyone else's answer.
+    hostile = slow_and_failing_plugins(tmp_path / "hostile")
+    engine = Engine(
+        plugins=[("cc", plugin), *hostile],
+        packs=["weakness-pattern", "cc", "slow-pack", "failing-pack"],
+        hook_budget=2.0,  # generous for cc's own hooks with 16 threads on a loaded machine
+    )
     assert engine.durable is not None and engine.verify and len(engine.rules) > len(RULES)
     rng = random.Random(1234)
     docs = [document(rng, i) for i in range(DOCUMENTS)]
@@ -89,7 +98,9 @@ def test_sixteen_threads_share_one_engine_and_get_the_single_threaded_answers(tm
     # The baseline itself must be varied, or agreement would prove little.
     parsed = [json.loads(b) for b in baseline]
     assert len({tuple(f["id"] for f in p["findings"]) for p in parsed}) >= 8
-    assert any(not p["complete"] for p in parsed) and any(p["complete"] and p["findings"] for p in parsed)
+    assert all(not p["complete"] for p in parsed)
+    assert all("slow-pack" in {e.get("pack") for e in p["errors"]} for p in parsed)
+    assert any("failing-pack" in {e.get("pack") for e in p["errors"]} for p in parsed)
 
     barrier = threading.Barrier(THREADS)
     failures: list[str] = []

@@ -446,3 +446,26 @@ def test_backends_agree_with_the_installed_packs(tmp_path) -> None:
     assert invalid == 0
     assert verified > BUILTIN_DOCUMENTS * 0.9
     assert fired, "no installed rule fired on any generated document"
+
+
+def test_backends_agree_with_a_slow_and_a_failing_pack_installed(tmp_path) -> None:
+    """The two hostile packs fail every evaluation; the others' answers are exactly as without them."""
+    from hostile_packs.hostile import slow_and_failing_plugins
+
+    plain = Engine()
+    engine = Engine(plugins=slow_and_failing_plugins(tmp_path), hook_budget=0.5)
+    generator = SchemaDocuments(plain.facts_schema, leaf_values(plain), random.Random(11))
+    compared = 0
+    for _ in range(BUILTIN_DOCUMENTS // 10):
+        doc = generator.document()
+        try:
+            expected = plain.evaluate(doc, trace=False).to_dict()
+        except FactsValidationError:
+            continue
+        got = engine.evaluate(doc, trace=False).to_dict()
+        assert "disagreement" not in [e.get("kind") for e in got["errors"]], (doc, got["errors"])
+        assert {"slow-pack"} <= {e.get("pack") for e in got["errors"]} and not got["complete"]
+        theirs = [f for f in got["findings"] if not f["id"].startswith(("slow.", "failing."))]
+        assert theirs == expected["findings"] and got["derived"] == expected["derived"]
+        compared += 1
+    assert compared > BUILTIN_DOCUMENTS // 20

@@ -18,8 +18,9 @@ wrong answers (see the shared fact sheet). This module fences it in:
   32-bit FNV-1a hash, which it compares instead of the strings (upstream #376);
 * facts reach it only after schema validation, projected to the fields rules use
   and encoded with :func:`neurocds.rules.compiler.encode` (finite numbers, ASCII);
-* a firing budget stops runaway chaining; exceptions raised by pack hooks inside
-  actions become :class:`RuleEvaluationError` naming the rule;
+* a firing budget stops runaway chaining; an ``on_fire`` callback that raises
+  becomes a :class:`RuleEvaluationError` naming the rule. The engine passes none:
+  pack hooks run after the session, so no pack code runs while the lock is held;
 * a per-ruleset lock serialises sessions: the C calls hold the GIL anyway, so
   this costs no parallelism, and it keeps live sessions far below the 1024 cap.
 """

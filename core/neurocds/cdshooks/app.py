@@ -187,6 +187,7 @@ class CdsService:
     async def discovery(self, request: Request) -> Response:
         if not (await self.authenticate(request, "/cds-services"))[0]:
             return unauthorized()
+        log_failed_packs(self.evaluator.engine)  # every answer is incomplete while one is missing
         return JSONResponse(discovery_document(self.services))
 
     async def call(self, request: Request) -> Response:
@@ -265,6 +266,12 @@ def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Reque
     return wrapped
 
 
+def log_failed_packs(engine: Any) -> None:
+    """Warn about each installed pack that could not load: the service answers without it."""
+    for pack in getattr(engine, "failed_packs", ()):
+        log.warning("pack %s could not load; every answer is incomplete without it: %s", pack.name, pack.error)
+
+
 def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     """The service. ``engine``: an :class:`~neurocds.engine.Engine` (default: all installed packs).
 
@@ -288,6 +295,7 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
             jwks_cache_seconds=config.jwks_cache_seconds,
         )
     service = CdsService(config, Evaluator(config, engine), verifier)
+    log_failed_packs(engine)
     routes = [
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),

@@ -63,12 +63,16 @@ def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir:
 
     options = audit_options(audit_dir)
     try:
-        return Engine(packs=packs, backend=backend, verify=verify, audit_dir=audit_dir, audit_options=options)
+        engine = Engine(packs=packs, backend=backend, verify=verify, audit_dir=audit_dir, audit_options=options)
     except PackLoadError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)
     except AuditError as exc:
         audit_failed(exc, opening=True)
+    for pack in engine.failed_packs:  # installed but broken: left out, and every result says so
+        click.echo(f"warning: pack {pack.name} could not load; results are incomplete without it: {pack.error}",
+                   err=True)
+    return engine
 
 
 def report_invalid(exc: FactsValidationError, fmt: str) -> None:
@@ -269,6 +273,8 @@ def packs_list(fmt: str, packs: str | None) -> None:
         )
         click.echo(f"    {row['description']}")
         click.echo(f"    from {row['source']}")
+        if row.get("error"):
+            click.echo(f"    error: {row['error']}")
     info = engine.engine_info()
     click.echo(
         f"backend: {info['backend']}{' (verified by reference)' if info['verified'] else ''}"

@@ -27,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 
 from neurocds.errors import FactsValidationError, PackLoadError, Violation
 from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
+from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
 from neurocds.facts.strictjson import (
     ParseLimits,
     describe_value,
@@ -202,6 +203,14 @@ def _hash_or_none(doc: Any) -> str | None:
         return None
 
 
+def check_extension(name: str, schema: Any) -> Any:
+    """A pack's extension schema checked on its own (valid 2020-12, no unsafe regex), as a plain copy.
+
+    :raises PackLoadError: naming the pack and the JSON pointer of the problem.
+    """
+    return FactsValidator._extension(name, schema, {})
+
+
 class FactsValidator:
     """Validates facts documents; build once (schema composition and checks are up front).
 
@@ -251,6 +260,10 @@ class FactsValidator:
         except SchemaError as exc:
             where = _pointer(exc.absolute_path)
             raise PackLoadError(f"invalid facts_schema: {exc.message}", pack=name, pointer=where) from None
+        try:
+            check_schema_patterns(sub)
+        except UnsafePattern as exc:
+            raise PackLoadError(f"facts_schema: {exc}", pack=name, pointer=exc.pointer) from None
         if isinstance(sub, dict):
             sub.setdefault("$id", _EXTENSION_ID.format(quote(name, safe="")))
         return sub

@@ -22,6 +22,7 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
+from neurocds.rules.hooks import HookFailure, HookRunner, check_records
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
 
@@ -38,6 +39,7 @@ class LoadedPack:
     error: str | None = None
     failure_kind: str | None = None  # pack_load, or pack_skipped when a pack it needs failed
     rule_files: list[Path] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)  # of its rule files: what its hooks may name
 
     @property
     def name(self) -> str:
@@ -77,10 +79,10 @@ def _entry_point_source(ep: EntryPoint) -> str:
     return f"entry point {ep.name} = {ep.value} ({dist_name})"
 
 
-def discover(allow: set[str] | None) -> list[tuple[str, str, Any]]:
-    """Load allowlisted entry points, sorted by name: (name, source, plugin object)."""
+def discover(allow: set[str] | None) -> list[tuple[str, str, EntryPoint]]:
+    """Allowlisted entry points, sorted by name: (name, source, entry point); see :func:`import_plugin`."""
     seen: dict[str, str] = {}
-    found: list[tuple[str, str, Any]] = []
+    found: list[tuple[str, str, EntryPoint]] = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
         source = _entry_point_source(ep)
         if ep.name in seen:
@@ -90,41 +92,55 @@ def discover(allow: set[str] | None) -> list[tuple[str, str, Any]]:
         seen[ep.name] = source
         if allow is not None and ep.name not in allow:
             continue
-        try:
-            plugin = ep.load()
-        except Exception as exc:
-            raise PackLoadError(
-                f"cannot import plugin: {type(exc).__name__}: {exc}", pack=ep.name, source=source
-            ) from exc
-        found.append((ep.name, source, plugin))
+        found.append((ep.name, source, ep))
     return found
 
 
-def register_plugin(pm: pluggy.PluginManager, name: str, plugin: Any, source: str) -> list[LoadedPack]:
-    """Register one plugin (built-in or third-party alike) and collect its RulePack records."""
+def import_plugin(runner: HookRunner, name: str, source: str, ep: EntryPoint) -> Any:
+    """Import an entry point's plugin (pack code: guarded like a hook)."""
+    try:
+        return runner.call(name, "import", ep.load, (), runner.load_budget_s)
+    except HookFailure as exc:
+        raise PackLoadError(f"cannot import plugin: {exc}", pack=name, source=source) from exc
+
+
+def register_plugin(
+    pm: pluggy.PluginManager, name: str, plugin: Any, source: str, runner: HookRunner
+) -> list[LoadedPack]:
+    """Register one plugin (built-in or third-party alike) and collect its RulePack records.
+
+    A plugin whose register hook fails is unregistered again: none of its hooks is ever called.
+    """
     if pm.get_plugin(name) is not None:
         raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PackLoadError(f"plugin does not match the hook API: {exc}", source=source) from exc
+        raise PackLoadError(f"plugin does not match the hook API: {exc}", pack=name, source=source) from exc
     impl = find_impl(pm, "neurocds_register_packs", plugin)
     if impl is None:
         return []
     try:
-        records = call_impl(impl)
-    except Exception as exc:
-        raise PackLoadError(f"neurocds_register_packs raised {type(exc).__name__}: {exc}", source=source) from exc
-    packs = []
-    for record in records or []:
-        if not isinstance(record, RulePack):
-            raise PackLoadError(
-                f"neurocds_register_packs must return RulePack records, got {type(record).__name__}", source=source
-            )
-        packs.append(
+        records = check_records(runner.call(name, "neurocds_register_packs", call_impl, (impl,), runner.load_budget_s))
+        return [
             LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
-        )
-    return packs
+            for record in records
+        ]
+    except (HookFailure, TypeError) as exc:  # TypeError: a rule_files entry that is no path
+        pm.unregister(plugin)
+        raise PackLoadError(str(exc), pack=name, source=source) from exc
+
+
+def failed_plugin(name: str, source: str, error: PackLoadError, kind: str = "pack_load") -> LoadedPack:
+    """A stand-in for a plugin that could not be imported or registered, so results can name it."""
+    return LoadedPack(
+        record=RulePack(name=name, version="unknown", rule_files=[]),
+        source=source,
+        plugin=None,
+        status="failed",
+        error=str(error),
+        failure_kind=kind,
+    )
 
 
 def find_impl(pm: pluggy.PluginManager, hook_name: str, plugin: Any) -> Any:
@@ -152,14 +168,22 @@ def check_unique(packs: Iterable[LoadedPack]) -> None:
         by_name[pack.name] = pack
 
 
-def dependency_order(packs: Sequence[LoadedPack], allow: set[str] | None) -> list[LoadedPack]:
-    """Dependencies first; ties broken by name, so the order is deterministic."""
+def dependency_order(
+    packs: Sequence[LoadedPack], allow: set[str] | None
+) -> tuple[list[LoadedPack], dict[str, PackLoadError]]:
+    """Dependencies first, ties broken by name (deterministic), and the packs that cannot load.
+
+    A pack whose dependency is not loaded cannot load; in a dependency cycle the pack
+    that closes it (whose ``depends_on`` points back into the chain) is blamed, and the
+    others then fail as depending on a failed pack.
+    """
     by_name = {p.name: p for p in packs}
+    problems: dict[str, PackLoadError] = {}
     for pack in packs:
         for dep in pack.record.depends_on:
-            if dep not in by_name:
+            if dep not in by_name and pack.name not in problems:
                 hint = " (it is not in the allowlist)" if allow is not None and dep not in allow else " (not installed)"
-                raise PacksUnavailable(
+                problems[pack.name] = PacksUnavailable(
                     f"pack {pack.name!r} depends on {dep!r}, which is not loaded{hint}",
                     unavailable=frozenset({pack.name}),
                     pack=pack.name,
@@ -172,16 +196,23 @@ def dependency_order(packs: Sequence[LoadedPack], allow: set[str] | None) -> lis
         if state.get(pack.name) == 2:
             return
         if state.get(pack.name) == 1:
-            raise PackLoadError("pack dependency cycle: " + " -> ".join((*chain, pack.name)), pack=pack.name)
+            loop = (*chain[chain.index(pack.name) :], pack.name)
+            closer = by_name[chain[-1]]
+            problems.setdefault(
+                closer.name,
+                PackLoadError("pack dependency cycle: " + " -> ".join(loop), pack=closer.name, source=closer.source),
+            )
+            return
         state[pack.name] = 1
         for dep in sorted(pack.record.depends_on):
-            visit(by_name[dep], (*chain, pack.name))
+            if dep in by_name:
+                visit(by_name[dep], (*chain, pack.name))
         state[pack.name] = 2
         ordered.append(pack)
 
     for pack in sorted(packs, key=lambda p: p.name):
         visit(pack, ())
-    return ordered
+    return ordered, problems
 
 
 def content_hash(pack: LoadedPack) -> str:

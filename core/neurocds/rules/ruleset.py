@@ -139,6 +139,19 @@ class FactsIndex:
                 self.leaves[dotted] = sub
 
 
+def schema_labels(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """JSON pointer -> the short name people know each fact by (schema title, else description)."""
+    out: dict[str, str] = {}
+    for name, sub in schema.get("properties", {}).items():
+        pointer = f"{prefix}/{name}"
+        # The schema's short title names a fact for people; the description is the fallback.
+        label = sub.get("title") or sub.get("description")
+        if label:
+            out[pointer] = label
+        out.update(schema_labels(sub, pointer))
+    return out
+
+
 def _value_fits(schema: Mapping[str, Any], value: Any) -> bool:
     kind = schema.get("type")
     if "enum" in schema:
@@ -160,6 +173,8 @@ class RuleBuilder:
 
     def __init__(self, facts_index: FactsIndex):
         self.facts = facts_index
+        # (kind, name, value, file, pointer) of every derived/finding reference built so far
+        self.references: list[tuple[str, str, Any, str, str]] = []
 
     def build(self, doc: Mapping[str, Any], file: str) -> list[Rule]:
         pack, namespace = doc["pack"], doc["namespace"]
@@ -178,7 +193,11 @@ class RuleBuilder:
             for label, name in (("rule id", raw["id"]), (f"{kind} name", key)):
                 if not name.startswith(namespace + "."):
                     raise fail(f"{label} {name!r} is outside the pack namespace {namespace!r}")
+            refs_before = len(self.references)
             when = self._condition(raw["when"], fail, "/when")
+            # The condition builder knows where in the rule; here the file and the rule are added.
+            new_refs = self.references[refs_before:]
+            self.references[refs_before:] = [(k, n, v, file, pointer + w) for k, n, v, _, w in new_refs]
             rules.append(
                 Rule(
                     id=raw["id"],
@@ -207,8 +226,10 @@ class RuleBuilder:
         if "not" in raw:
             return Not(self._condition(raw["not"], fail, f"{where}/not"))
         if "derived" in raw:
+            self.references.append(("derived", raw["derived"], raw.get("eq", True), "", where))
             return DerivedRef(raw["derived"], raw.get("eq", True))
         if "finding" in raw:
+            self.references.append(("finding", raw["finding"], True, "", where))
             return FindingRef(raw["finding"])
         if "any_item" in raw:
             return self._item_test(raw, fail, where)
@@ -249,6 +270,34 @@ class RuleBuilder:
         for item in values:
             if not _value_fits(leaf, item):
                 raise fail(f"value {item!r} cannot be compared with {path!r} ({_describe(leaf)})", where)
+            if leaf.get("type") in ("number", "integer") and op != "ne":
+                outside = _outside_range(leaf, op, item)
+                if outside:
+                    raise fail(f"threshold {op} {item!r} on {path!r} {outside}", where)
+
+
+def _outside_range(leaf: Mapping[str, Any], op: str, value: Any) -> str:
+    """Why a numeric threshold is wrong for the schema's range ("" when it is not).
+
+    A threshold outside the range is almost always a typo (``lte: 9`` for a 0-5 grade): the
+    test is then always or never true. ``lt`` the minimum and ``gt`` the maximum can never be.
+    """
+    low, high = leaf.get("minimum"), leaf.get("maximum")
+    low_x, high_x = leaf.get("exclusiveMinimum"), leaf.get("exclusiveMaximum")
+    span = f"the facts schema allows {_range_text(leaf)}"
+    if (low is not None and value < low) or (low_x is not None and value <= low_x):
+        return f"is below the range ({span})"
+    if (high is not None and value > high) or (high_x is not None and value >= high_x):
+        return f"is above the range ({span})"
+    if (op == "lt" and value == low) or (op == "gt" and value == high):
+        return f"is at the end of the range ({span}), so the test is never true"
+    return ""
+
+
+def _range_text(leaf: Mapping[str, Any]) -> str:
+    low = f"> {leaf['exclusiveMinimum']}" if "exclusiveMinimum" in leaf else f">= {leaf.get('minimum', '-inf')}"
+    high = f"< {leaf['exclusiveMaximum']}" if "exclusiveMaximum" in leaf else f"<= {leaf.get('maximum', 'inf')}"
+    return f"{low} and {high}"
 
 
 def _describe(schema: Mapping[str, Any]) -> str:
