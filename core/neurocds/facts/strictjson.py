@@ -17,7 +17,11 @@ Decisions (documented because callers may rely on them):
 * Integer literals too large for a finite float are ``non_finite`` like
   ``1e999``: every consumer must be able to read each number as a finite float.
 * String escapes that decode to an unpaired UTF-16 surrogate (``"\\ud800"``)
-  are rejected with code ``utf8``: they cannot be written back as UTF-8.
+  are rejected with code ``utf8``: they cannot be written back as UTF-8. A member
+  name holding one appears in pointers with the surrogate written as the six
+  characters ``\\ud800``, so that every pointer can be printed and logged.
+* At most :data:`MAX_VIOLATIONS` problems are collected: refusing a document must
+  cost little however many problems it has (the error then says it is truncated).
 * A member overwritten by a later duplicate is reported as ``duplicate_key`` only;
   its discarded value is not inspected further.
 """
@@ -28,12 +32,16 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
 
 __all__ = [
+    "MAX_VIOLATIONS",
     "ParseLimits",
     "canonical_json",
     "describe_value",
@@ -52,7 +60,10 @@ _BOM_CHAR = "\ufeff"
 # string swallows the rest of the text instead of exposing brackets inside it), or one
 # structural bracket. Unrolled-loop form: linear time, no catastrophic backtracking.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+# Every byte but the four brackets (deleted), then opening -> 2 and closing -> 0, so
+# that byte - 1 is the change in depth.
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -60,6 +71,17 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _FOUND_MAX = 60
 # float(int) overflows above ~1.8e308, so only literals of 309+ digits need the float test.
 _MAX_FINITE_INT_DIGITS = 308
+# The smallest integer magnitude float() refuses (it rounds to 2**1024): the same line
+# the JSON path draws for integer literals, so a dict and its JSON agree.
+_FLOAT_OVERFLOW = 2**1024 - 2**970
+# Number hooks (a Python call per literal) run only when some literal could be non-finite:
+# an exponent of three digits or more, or a run of 200 digits (below that, even a
+# two-digit exponent stays under 1e299). Searched for in the text with every digit
+# mapped to 0: substring search runs at C speed, a regex over 1 MiB does not.
+_NUMBER_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
+_NUMBER_RISKS = (b"0" * 200, b"e000", b"e-000")
+#: Problems collected per document at most; the rest are counted as "more", not listed.
+MAX_VIOLATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -86,8 +108,27 @@ class _DupDict(dict):  # type: ignore[type-arg]
 
 
 def escape_pointer_token(token: str | int) -> str:
-    """Escape one reference token for an RFC 6901 JSON pointer (``~`` -> ``~0``, ``/`` -> ``~1``)."""
-    return str(token).replace("~", "~0").replace("/", "~1")
+    """Escape one reference token for an RFC 6901 JSON pointer (``~`` -> ``~0``, ``/`` -> ``~1``).
+
+    An unpaired surrogate (which no UTF-8 output can carry) is written as ``\\udXXX``.
+    """
+    text = str(token).replace("~", "~0").replace("/", "~1")
+    return text if text.isascii() else printable_unicode(text)
+
+
+def printable_unicode(text: str) -> str:
+    """``text`` with each unpaired UTF-16 surrogate written as the six characters ``\\udXXX``."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when ``text`` holds an unpaired surrogate (so it cannot be encoded as UTF-8)."""
+    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
+
+
+def is_float_overflow(number: int) -> bool:
+    """True when ``float(number)`` would overflow: the integer is not a finite JSON number."""
+    return number >= _FLOAT_OVERFLOW or number <= -_FLOAT_OVERFLOW
 
 
 def violation_sort_key(violation: Violation) -> tuple[Any, ...]:
@@ -138,17 +179,11 @@ def _check_depth(text: str, max_depth: int) -> None:
     # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
     if text.count("[") + text.count("{") <= max_depth:
         return
-    # Strings removed at C speed first, so the Python loop below sees brackets only;
-    # the position-reporting scan of the original text runs only on failure.
-    brackets = _BRACKET.findall(_STRING.sub("", text))
-    depth = deepest = 0
-    for char in brackets:
-        if char == "[" or char == "{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        else:
-            depth -= 1
+    # Strings removed and the brackets kept, all at C speed; the depth after each
+    # bracket is a running sum (accumulate, also C); the position-reporting scan of
+    # the original text runs only on failure.
+    brackets = _STRING.sub("", text).encode("utf-8").translate(None, _NOT_BRACKETS).translate(_BRACKET_STEPS)
+    deepest = max(accumulate(map(sub, brackets, repeat(1))), default=0)
     if deepest <= max_depth:
         return
     depth = 0
@@ -170,7 +205,7 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
     """Find the placeholders the hooks left and give each its JSON pointer (iteratively)."""
     found: list[Violation] = []
     stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
+    while stack and len(found) <= MAX_VIOLATIONS:
         node, pointer = stack.pop()
         if isinstance(node, _NonFinite):
             found.append(
@@ -213,6 +248,15 @@ def _surrogate_violation(pointer: str) -> Violation:
         expected="valid Unicode text",
         code="utf8",
     )
+
+
+def capped_error(
+    problems: list[Violation], *, facts_sha256: str | Callable[[], str | None] | None = None
+) -> FactsValidationError:
+    """The error for ``problems`` sorted, keeping the first :data:`MAX_VIOLATIONS` (flagged when cut)."""
+    problems.sort(key=violation_sort_key)
+    truncated = len(problems) > MAX_VIOLATIONS
+    return FactsValidationError(problems[:MAX_VIOLATIONS], facts_sha256=facts_sha256, truncated=truncated)
 
 
 def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
@@ -263,14 +307,15 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         out.duplicates = dups
         return out
 
+    # A Python call per number literal costs more than the whole C parse: skip the
+    # hooks when no literal can be out of float range (most documents, every hostile
+    # array of small numbers).
+    number_hooks: dict[str, Any] = {}
+    shape = text.encode("utf-8").translate(_NUMBER_SHAPE)
+    if any(risk in shape for risk in _NUMBER_RISKS):
+        number_hooks = {"parse_float": on_float, "parse_int": on_int}
     try:
-        value = json.loads(
-            text,
-            parse_constant=on_constant,
-            parse_float=on_float,
-            parse_int=on_int,
-            object_pairs_hook=on_object,
-        )
+        value = json.loads(text, parse_constant=on_constant, object_pairs_hook=on_object, **number_hooks)
     except json.JSONDecodeError as exc:
         raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
@@ -281,8 +326,7 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
     if flagged or check_surrogates:
         problems = _walk_problems(value, check_surrogates)
         if problems:
-            problems.sort(key=violation_sort_key)
-            raise FactsValidationError(problems)
+            raise capped_error(problems)
     return value
 
 
@@ -299,26 +343,39 @@ def json_type_name(value: Any) -> str:
 
 
 def describe_value(value: Any) -> str:
-    """JSON type and a short rendering of ``value`` (at most 60 characters of it), for ``Violation.found``."""
+    """JSON type and a short rendering of ``value`` (at most 60 characters of it), for ``Violation.found``.
+
+    Never raises, whatever the value: an integer too long to print is described by its
+    size, and unpaired surrogates are written as ``\\udXXX`` so the text can be encoded.
+    """
     if isinstance(value, dict | list) and len(value) > 8:
         return f"{json_type_name(value)} of {len(value)} {'members' if isinstance(value, dict) else 'items'}"
+    if isinstance(value, int) and not isinstance(value, bool) and is_float_overflow(value):
+        # str() of an int over 4300 digits raises; the size is what the reader needs.
+        return f"integer of about {int(value.bit_length() * 0.30103) + 1} digits"
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)
     except (TypeError, ValueError, RecursionError):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except Exception:  # a foreign object's own __repr__ may raise anything
+            text = f"a {type(value).__name__}"
     if len(text) > _FOUND_MAX:
         text = text[: _FOUND_MAX - 1] + "…"
-    return f"{json_type_name(value)} {text}"
+    return f"{json_type_name(value)} {printable_unicode(text)}"
 
 
 def is_plain_json(doc: Any, max_depth: int) -> bool:
     """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
 
     Exact type checks on purpose: subclasses and foreign types answer "no" and the
-    slow pass (:func:`plain_json_problems`) then judges them properly.
+    slow pass (:func:`plain_json_problems`) then judges them properly. Strings (and
+    member names) must be encodable (no unpaired surrogate) and integers finite as
+    floats, exactly as :func:`parse_strict` requires of a document's text.
     """
     if type(doc) is not dict and type(doc) is not list:
         return is_plain_json([doc], max_depth + 1)
+    surrogate = _LONE_SURROGATE.search
     stack = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
@@ -326,16 +383,22 @@ def is_plain_json(doc: Any, max_depth: int) -> bool:
             return False
         if type(node) is dict:
             for key in node:
-                if type(key) is not str:
+                if type(key) is not str or (not key.isascii() and surrogate(key)):
                     return False
             children: Any = node.values()
         else:
             children = node
         for child in children:
             kind = type(child)
-            if kind is str or kind is int or kind is bool or child is None:
+            if kind is str:
+                if not child.isascii() and surrogate(child):
+                    return False
+            elif kind is int:
+                if child >= _FLOAT_OVERFLOW or child <= -_FLOAT_OVERFLOW:
+                    return False
+            elif kind is bool or child is None:
                 continue
-            if kind is float:
+            elif kind is float:
                 if child - child != 0:  # NaN and ±inf: inf - inf is NaN, which != 0
                     return False
             elif kind is dict or kind is list:
@@ -346,14 +409,27 @@ def is_plain_json(doc: Any, max_depth: int) -> bool:
 
 
 def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
-    """Every way ``doc`` is not plain JSON data, each with its JSON pointer."""
+    """The ways ``doc`` is not plain JSON data, each with its JSON pointer.
+
+    The same codes and pointers :func:`parse_strict` gives the document's JSON text:
+    ``non_finite`` (NaN, infinity, an integer beyond float range), ``utf8`` (an
+    unpaired surrogate in a string or member name), plus ``type`` for what JSON cannot
+    hold and ``depth``. Stops after :data:`MAX_VIOLATIONS` + 1 problems.
+    """
     out: list[Violation] = []
     stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
-    while stack:
+    while stack and len(out) <= MAX_VIOLATIONS:
         node, pointer, depth = stack.pop()
-        if node is None or isinstance(node, str | int):  # bool is an int
+        if node is None or isinstance(node, bool):
             continue
-        if isinstance(node, float):
+        if isinstance(node, str):
+            if has_lone_surrogate(node):
+                out.append(_surrogate_violation(pointer))
+        elif isinstance(node, int):
+            if is_float_overflow(node):
+                msg = "number is not finite (JSON numbers must be finite)"
+                out.append(Violation(pointer, msg, "finite number", describe_value(node), "non_finite"))
+        elif isinstance(node, float):
             if node - node != 0:
                 out.append(
                     Violation(pointer, "number is not finite", "finite number", describe_value(node), "non_finite")
@@ -366,9 +442,12 @@ def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
             items = node.items() if isinstance(node, dict) else enumerate(node)
             for key, child in items:
                 child_pointer = f"{pointer}/{escape_pointer_token(key)}"
-                if isinstance(node, dict) and not isinstance(key, str):
-                    msg = "member name is not a string"
-                    out.append(Violation(child_pointer, msg, "string", describe_value(key), "type"))
+                if isinstance(node, dict):
+                    if not isinstance(key, str):
+                        msg = "member name is not a string"
+                        out.append(Violation(child_pointer, msg, "string", describe_value(key), "type"))
+                    elif has_lone_surrogate(key):
+                        out.append(_surrogate_violation(child_pointer))
                 stack.append((child, child_pointer, depth + 1))
         else:
             msg = "value is not JSON data"

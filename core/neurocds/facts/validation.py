@@ -14,6 +14,8 @@ only ``Violation.found`` does, and callers that log must drop it.
 from __future__ import annotations
 
 import copy
+import difflib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -25,17 +27,19 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from neurocds.errors import FactsValidationError, PackLoadError, Violation
+from neurocds.errors import PackLoadError, Violation
 from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
 from neurocds.facts.strictjson import (
+    MAX_VIOLATIONS,
     ParseLimits,
+    capped_error,
     describe_value,
     escape_pointer_token,
     is_plain_json,
     parse_strict,
     plain_json_problems,
+    printable_unicode,
     sha256_canonical,
-    violation_sort_key,
 )
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
@@ -129,14 +133,18 @@ def _code(keyword: str | None) -> str:
 
 def _members_text(schema: Mapping[str, Any]) -> str:
     names = sorted(schema.get("properties", {}))
-    if not names:
-        return "no members"
-    shown = ", ".join(names[:8])
-    return f"only the members: {shown}" + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+    return f"only the members: {', '.join(names)}" if names else "no members"
 
 
-def _map_error(error: ValidationError) -> list[Violation]:
-    """Turn one ``jsonschema`` error into violations (several for a multi-member error)."""
+def _unknown_member_message(key: Any, allowed: set[str]) -> str:
+    """"member 'pateint' is not allowed here; did you mean 'patient'?" (when one is close)."""
+    message = f"member {printable_unicode(repr(key))} is not allowed here"
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6) if len(str(key)) < 200 else []
+    return f"{message}; did you mean {close[0]!r}?" if close else message
+
+
+def _map_error(error: ValidationError, room: int) -> list[Violation]:
+    """Turn one ``jsonschema`` error into violations (several for a multi-member error, at most ``room``)."""
     pointer = _pointer(error.absolute_path)
     keyword, schema, value = error.validator, error.schema, error.instance
     code = _code(keyword)  # type: ignore[arg-type]
@@ -156,16 +164,21 @@ def _map_error(error: ValidationError) -> list[Violation]:
     if keyword == "additionalProperties" and error.validator_value is False and isinstance(value, dict):
         allowed = set(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
+        unknown = (
+            (key, member)
+            for key, member in value.items()
+            if key not in allowed and not any(re.search(p, str(key)) for p in patterns)
+        )
+        expected = _members_text(schema)
         return [
             Violation(
                 pointer=f"{pointer}/{escape_pointer_token(key)}",
-                message=f"member {key!r} is not allowed here",
-                expected=_members_text(schema),
+                message=_unknown_member_message(key, allowed),
+                expected=expected,
                 found=describe_value(member),
                 code="additional_property",
             )
-            for key, member in value.items()
-            if key not in allowed and not any(re.search(p, str(key)) for p in patterns)
+            for key, member in itertools.islice(unknown, room)
         ]
     expected = _expected(schema)
     if code == "type":
@@ -274,33 +287,47 @@ class FactsValidator:
     def is_valid(self, doc: Any) -> bool:
         """True exactly when :meth:`violations` would be empty; no explanation, less work."""
         if not is_plain_json(doc, self._limits.max_depth):
-            return not self._violations(doc, known_plain=False)
+            return not self._violations(doc, known_plain=False)[0]
         if self._fast is not None:
             return self._fast(doc)
         return bool(self._validator.is_valid(doc))
 
     def violations(self, doc: Any) -> list[Violation]:
-        """Every violation in ``doc`` (empty when valid), sorted by pointer then code."""
-        return self._violations(doc, known_plain=False)
+        """The violations in ``doc`` (empty when valid), sorted by pointer then code.
 
-    def _violations(self, doc: Any, *, known_plain: bool) -> list[Violation]:
+        At most :data:`~neurocds.facts.strictjson.MAX_VIOLATIONS`; :meth:`validate`'s
+        error says when more were left out.
+        """
+        problems = self._violations(doc, known_plain=False)[0]
+        return capped_error(problems).violations if problems else []
+
+    def _violations(self, doc: Any, *, known_plain: bool) -> tuple[list[Violation], bool]:
+        """Up to :data:`MAX_VIOLATIONS` + 1 violations (one more than is listed marks a cut),
+        and whether ``doc`` is plain JSON data."""
         max_depth = self._limits.max_depth
         # parse_strict output is plain, finite and depth-checked: no need to walk it again.
-        if known_plain or is_plain_json(doc, max_depth):
-            if self._fast is not None and self._fast(doc):
-                return []
-            problems: list[Violation] = []
-        else:
-            problems = plain_json_problems(doc, max_depth)
+        if not known_plain and not is_plain_json(doc, max_depth):
+            # Like parse_strict on the same document's text: what JSON cannot carry is
+            # reported alone, and the schema never sees values it cannot compare.
+            return plain_json_problems(doc, max_depth), False
+        if self._fast is not None and self._fast(doc):
+            return [], True
+        problems: list[Violation] = []
+        seen: set[tuple[str, str]] = set()
         try:
             # jsonschema descends no deeper than the schema does, so an over-deep document
             # is safe here unless the schema is recursive ($ref): hence the guard.
+            # Its errors come lazily: stopping at the bound keeps a refusal cheap.
             for error in self._validator.iter_errors(doc):
-                problems.extend(_map_error(error))
+                for violation in _map_error(error, MAX_VIOLATIONS + 1 - len(problems)):
+                    if (violation.pointer, violation.code) not in seen:
+                        seen.add((violation.pointer, violation.code))
+                        problems.append(violation)
+                if len(problems) > MAX_VIOLATIONS:
+                    break
         except RecursionError:
             problems.append(Violation("", "document nests too deeply to validate", code="depth"))
-        unique = {(v.pointer, v.code): v for v in reversed(problems)}
-        return sorted(unique.values(), key=violation_sort_key)
+        return problems, True
 
     def validate(self, doc: Any) -> dict[str, Any]:
         """Return ``doc`` unchanged when valid.
@@ -311,9 +338,10 @@ class FactsValidator:
         return self._validate(doc, known_plain=False)
 
     def _validate(self, doc: Any, *, known_plain: bool) -> dict[str, Any]:
-        problems = self._violations(doc, known_plain=known_plain)
+        problems, plain = self._violations(doc, known_plain=known_plain)
         if problems:
-            raise FactsValidationError(problems, facts_sha256=_hash_or_none(doc))
+            # A document JSON cannot carry has no canonical form, so no hash (as parse_strict).
+            raise capped_error(problems, facts_sha256=(lambda: _hash_or_none(doc)) if plain else None)
         return doc  # type: ignore[no-any-return]
 
     def parse_and_validate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
