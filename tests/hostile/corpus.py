@@ -50,7 +50,7 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("int-beyond-float", HEAD + b'"labs":{"potassium_mmol_l":1' + b"0" * 400 + b"}}", "/labs/potassium_mmol_l"),
         ("nan", HEAD + b'"labs":{"potassium_mmol_l":NaN}}', "/labs/potassium_mmol_l"),
         ("medications-500k-ints", _fill(HEAD + b'"medications":[', b"1", b"]}"), "/medications/0"),
-        ("medications-unknown-objects", _fill(HEAD + b'"medications":[', b'{"zz":0}', b"]}"), "/medications/0"),
+        ("medications-unknown-objects", _fill(HEAD + b'"medications":[', b'{"zz":0}', b"]}"), "/medications/0/zz"),
         ("unknown-empty-objects", _fill(HEAD + b'"extensions":{"x":[', b"{}", b"]}}"), "/extensions/x"),
         ("labs-unknown-members", _keyed(HEAD + b'"labs":{', '"k{}":1', b"}}"), "/labs/k0"),
         ("top-unknown-members", _keyed(b'{"facts_version":"1","patient":{"id":"p1"},', '"u{}":0', b"}"), "/u0"),

@@ -60,9 +60,9 @@ _BOM_CHAR = "\ufeff"
 # string swallows the rest of the text instead of exposing brackets inside it), or one
 # structural bracket. Unrolled-loop form: linear time, no catastrophic backtracking.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-# Every byte but the four brackets (deleted), then opening -> 2 and closing -> 0, so
-# that byte - 1 is the change in depth.
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+# Every byte but the four brackets and the quote (deleted), then opening -> 2 and
+# closing -> 0, so that byte - 1 is the change in depth.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
@@ -92,13 +92,15 @@ class ParseLimits:
     max_depth: int = 64
 
 
-class _NonFinite:
-    """Placeholder the parser hooks leave where a non-finite number was written."""
+class _NonFinite(str):
+    """Placeholder the parser leaves where a non-finite number was written (its literal)."""
 
-    __slots__ = ("text",)
+    __slots__ = ()
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+
+# The parse_constant hook: a dict's bound get, so a hostile array of 250,000 NaN costs
+# one C call each and no allocation (the three placeholders are shared).
+_CONSTANT = {word: _NonFinite(word) for word in ("NaN", "Infinity", "-Infinity")}.get
 
 
 class _DupDict(dict):  # type: ignore[type-arg]
@@ -174,16 +176,21 @@ def _to_text(data: bytes | str, limits: ParseLimits) -> str:
         raise _fail("utf8", f"invalid UTF-8 at byte offset {exc.start + skip}") from None
 
 
-def _check_depth(text: str, max_depth: int) -> None:
-    """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion)."""
+def _check_depth(text: str, max_depth: int, encoded: bytes) -> None:
+    """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
+
+    ``encoded`` is ``text`` as UTF-8. Every step of the common case runs at C speed:
+    escaped backslashes and quotes removed, everything but quotes and brackets
+    deleted, the strings (now only their brackets) dropped by splitting on quotes,
+    and the depth after each bracket taken as a running sum (``accumulate``). The
+    position-reporting scan of the original text runs only on failure.
+    """
     # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
     if text.count("[") + text.count("{") <= max_depth:
         return
-    # Strings removed and the brackets kept, all at C speed; the depth after each
-    # bracket is a running sum (accumulate, also C); the position-reporting scan of
-    # the original text runs only on failure.
-    brackets = _STRING.sub("", text).encode("utf-8").translate(None, _NOT_BRACKETS).translate(_BRACKET_STEPS)
-    deepest = max(accumulate(map(sub, brackets, repeat(1))), default=0)
+    unescaped = encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    deepest = max(accumulate(map(sub, outside_strings.translate(_BRACKET_STEPS), repeat(1))), default=0)
     if deepest <= max_depth:
         return
     depth = 0
@@ -202,18 +209,29 @@ def _check_depth(text: str, max_depth: int) -> None:
 
 
 def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
-    """Find the placeholders the hooks left and give each its JSON pointer (iteratively)."""
+    """Find the placeholders the parse left and give each its JSON pointer (iteratively).
+
+    Visits in document order and stops after :data:`MAX_VIOLATIONS` + 1 problems; a
+    container's children are taken one at a time, so stopping early also saves
+    building the pointers of the rest.
+    """
     found: list[Violation] = []
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack and len(found) <= MAX_VIOLATIONS:
-        node, pointer = stack.pop()
+    frames: list[tuple[Any, str]] = [(iter((("", value),)), "")]
+    while frames and len(found) <= MAX_VIOLATIONS:
+        children, parent = frames[-1]
+        step = next(children, None)
+        if step is None:
+            frames.pop()
+            continue
+        token, node = step
+        pointer = f"{parent}/{token}" if frames[1:] else ""
         if isinstance(node, _NonFinite):
             found.append(
                 Violation(
                     pointer=pointer,
-                    message=f"number {node.text[:40]} is not finite (JSON numbers must be finite)",
+                    message=f"number {node[:40]} is not finite (JSON numbers must be finite)",
                     expected="finite number",
-                    found=node.text[:60],
+                    found=node[:60],
                     code="non_finite",
                 )
             )
@@ -231,13 +249,12 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
                         code="duplicate_key",
                     )
                 )
-            for key, child in node.items():
-                child_pointer = f"{pointer}/{escape_pointer_token(key)}"
-                if check_surrogates and _LONE_SURROGATE.search(key):
-                    found.append(_surrogate_violation(child_pointer))
-                stack.append((child, child_pointer))
+            if check_surrogates:
+                bad = (k for k in node if has_lone_surrogate(k))
+                found.extend(_surrogate_violation(f"{pointer}/{escape_pointer_token(k)}") for k in bad)
+            frames.append((((escape_pointer_token(k), v) for k, v in node.items()), pointer))
         elif isinstance(node, list):
-            stack.extend((child, f"{pointer}/{i}") for i, child in enumerate(node))
+            frames.append((enumerate(node), pointer))
     return found
 
 
@@ -267,8 +284,11 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         ``duplicate_key`` (all of them reported together, each with its JSON pointer).
     """
     text = _to_text(data, limits)
-    _check_depth(text, limits.max_depth)
-    flagged = False
+    encoded = text.encode("utf-8")
+    _check_depth(text, limits.max_depth, encoded)
+    # NaN, Infinity and -Infinity become _NonFinite placeholders; only a document that
+    # holds one of those words can hold one.
+    flagged = "NaN" in text or "Infinity" in text
 
     def on_constant(name: str) -> _NonFinite:
         nonlocal flagged
@@ -311,11 +331,11 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
     # hooks when no literal can be out of float range (most documents, every hostile
     # array of small numbers).
     number_hooks: dict[str, Any] = {}
-    shape = text.encode("utf-8").translate(_NUMBER_SHAPE)
+    shape = encoded.translate(_NUMBER_SHAPE)
     if any(risk in shape for risk in _NUMBER_RISKS):
         number_hooks = {"parse_float": on_float, "parse_int": on_int}
     try:
-        value = json.loads(text, parse_constant=on_constant, object_pairs_hook=on_object, **number_hooks)
+        value = json.loads(text, parse_constant=_CONSTANT, object_pairs_hook=on_object, **number_hooks)
     except json.JSONDecodeError as exc:
         raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
@@ -417,9 +437,17 @@ def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
     hold and ``depth``. Stops after :data:`MAX_VIOLATIONS` + 1 problems.
     """
     out: list[Violation] = []
-    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
-    while stack and len(out) <= MAX_VIOLATIONS:
-        node, pointer, depth = stack.pop()
+    # Children are taken one at a time (document order, as parse_strict's walk), so
+    # stopping at the bound also saves building the pointers of the rest.
+    frames: list[tuple[Any, str, int]] = [(iter((("", doc),)), "", 0)]
+    while frames and len(out) <= MAX_VIOLATIONS:
+        children, parent, depth = frames[-1]
+        step = next(children, None)
+        if step is None:
+            frames.pop()
+            continue
+        key, node = step
+        pointer = f"{parent}/{escape_pointer_token(key)}" if depth else ""
         if node is None or isinstance(node, bool):
             continue
         if isinstance(node, str):
@@ -435,20 +463,21 @@ def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
                     Violation(pointer, "number is not finite", "finite number", describe_value(node), "non_finite")
                 )
         elif isinstance(node, dict | list):
-            if depth > max_depth:
+            if depth + 1 > max_depth:
                 message = f"nesting deeper than {max_depth} levels"
                 out.append(Violation(pointer, message, f"at most {max_depth} levels", code="depth"))
                 continue
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, child in items:
-                child_pointer = f"{pointer}/{escape_pointer_token(key)}"
-                if isinstance(node, dict):
+            if isinstance(node, dict):
+                for key in node:
                     if not isinstance(key, str):
                         msg = "member name is not a string"
-                        out.append(Violation(child_pointer, msg, "string", describe_value(key), "type"))
+                        where = f"{pointer}/{escape_pointer_token(key)}"
+                        out.append(Violation(where, msg, "string", describe_value(key), "type"))
                     elif has_lone_surrogate(key):
-                        out.append(_surrogate_violation(child_pointer))
-                stack.append((child, child_pointer, depth + 1))
+                        out.append(_surrogate_violation(f"{pointer}/{escape_pointer_token(key)}"))
+                frames.append((iter(node.items()), pointer, depth + 1))
+            else:
+                frames.append((enumerate(node), pointer, depth + 1))
         else:
             msg = "value is not JSON data"
             out.append(Violation(pointer, msg, "a JSON value", describe_value(node), "type"))

@@ -194,6 +194,38 @@ def _map_error(error: ValidationError, room: int) -> list[Violation]:
     return [Violation(pointer, message, expected, describe_value(value), code)]
 
 
+def _unknown_member_flood(schema: Any, doc: Any, pointer: str = "") -> list[Violation]:
+    """More than :data:`MAX_VIOLATIONS` unknown members, found without ``jsonschema`` (else ``[]``).
+
+    ``jsonschema`` sorts and lists every unknown member of an object before yielding
+    its error, so one object of 100,000 made-up members costs it a long time. This
+    follows only ``properties`` (the objects the schema spells out, never arrays) and
+    stops at the bound, so its cost does not grow with the document.
+    """
+    found: list[Violation] = []
+    stack = [(schema, doc, pointer)]
+    while stack and len(found) <= MAX_VIOLATIONS:
+        node_schema, node, where = stack.pop()
+        if not isinstance(node_schema, Mapping) or not isinstance(node, dict):
+            continue
+        props = node_schema.get("properties", {})
+        if node_schema.get("additionalProperties") is False and not node_schema.get("patternProperties"):
+            names, unknown = set(props), ((k, v) for k, v in node.items() if k not in props)
+            for key, member in itertools.islice(unknown, MAX_VIOLATIONS + 1 - len(found)):
+                found.append(
+                    Violation(
+                        f"{where}/{escape_pointer_token(key)}",
+                        _unknown_member_message(key, names),
+                        _members_text(node_schema),
+                        describe_value(member),
+                        "additional_property",
+                    )
+                )
+        known = (name for name in props if name in node)
+        stack.extend((props[name], node[name], f"{where}/{escape_pointer_token(name)}") for name in known)
+    return found if len(found) > MAX_VIOLATIONS else []
+
+
 def _plain(value: Any) -> Any:
     """Deep copy with every Mapping made a dict and every tuple a list (schemas, documents)."""
     if isinstance(value, Mapping):
@@ -312,6 +344,9 @@ class FactsValidator:
             return plain_json_problems(doc, max_depth), False
         if self._fast is not None and self._fast(doc):
             return [], True
+        flood = _unknown_member_flood(self._schema, doc)
+        if flood:
+            return flood, True
         problems: list[Violation] = []
         seen: set[tuple[str, str]] = set()
         try:
