@@ -190,8 +190,10 @@ def test_parse_and_validate_inputs(validator: FactsValidator) -> None:
     assert validator.parse_and_validate(text) == doc
     assert validator.parse_and_validate(text.encode()) == doc
     assert validator.parse_and_validate(MappingProxyType(doc)) == doc
-    with pytest.raises(TypeError):
+    # Not a mapping: judged as a document, as the JSON text "42" would be.
+    with pytest.raises(FactsValidationError) as info:
         validator.parse_and_validate(42)  # type: ignore[arg-type]
+    assert [(v.pointer, v.code) for v in info.value.violations] == [("", "type")]
 
 
 def test_parse_and_validate_rejects_parse_problems_first(validator: FactsValidator) -> None:

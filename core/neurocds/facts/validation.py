@@ -380,14 +380,13 @@ class FactsValidator:
         return doc  # type: ignore[no-any-return]
 
     def parse_and_validate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
-        """Strictly parse ``data`` (bytes or text) then validate; a Mapping is validated as is.
+        """Strictly parse ``data`` (bytes or text) then validate; any other value is validated as is.
 
         A Mapping that is not a ``dict`` is first copied into plain dicts and lists.
         """
         if isinstance(data, bytes | bytearray | memoryview | str):
             return self._validate(parse_strict(data, self._limits), known_plain=True)
-        if isinstance(data, Mapping):
-            doc = data if isinstance(data, dict) else _plain(data)
-        else:
-            raise TypeError(f"facts must be bytes, str or a mapping, not {type(data).__name__}")
+        # Any other value is judged as the document it is (a list, None, 42: the wrong
+        # type at "/"), exactly as the same value written as JSON text would be.
+        doc = _plain(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
         return self.validate(doc)
