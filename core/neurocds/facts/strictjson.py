@@ -80,6 +80,8 @@ _FLOAT_OVERFLOW = 2**1024 - 2**970
 # mapped to 0: substring search runs at C speed, a regex over 1 MiB does not.
 _NUMBER_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
 _NUMBER_RISKS = (b"0" * 200, b"e000", b"e-000")
+# Below this length the hooks cost less than the scan (a facts document is ~2 KiB).
+_SCAN_ABOVE = 65_536
 #: Problems collected per document at most; the rest are counted as "more", not listed.
 MAX_VIOLATIONS = 100
 
@@ -176,10 +178,10 @@ def _to_text(data: bytes | str, limits: ParseLimits) -> str:
         raise _fail("utf8", f"invalid UTF-8 at byte offset {exc.start + skip}") from None
 
 
-def _check_depth(text: str, max_depth: int, encoded: bytes) -> None:
+def _check_depth(text: str, max_depth: int) -> None:
     """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
 
-    ``encoded`` is ``text`` as UTF-8. Every step of the common case runs at C speed:
+    Every step of the common case runs at C speed (on the UTF-8 bytes):
     escaped backslashes and quotes removed, everything but quotes and brackets
     deleted, the strings (now only their brackets) dropped by splitting on quotes,
     and the depth after each bracket taken as a running sum (``accumulate``). The
@@ -188,7 +190,7 @@ def _check_depth(text: str, max_depth: int, encoded: bytes) -> None:
     # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
     if text.count("[") + text.count("{") <= max_depth:
         return
-    unescaped = encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
+    unescaped = text.encode("utf-8").replace(b"\\\\", b"").replace(b'\\"', b"")
     outside_strings = b"".join(unescaped.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
     deepest = max(accumulate(map(sub, outside_strings.translate(_BRACKET_STEPS), repeat(1))), default=0)
     if deepest <= max_depth:
@@ -284,11 +286,8 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         ``duplicate_key`` (all of them reported together, each with its JSON pointer).
     """
     text = _to_text(data, limits)
-    encoded = text.encode("utf-8")
-    _check_depth(text, limits.max_depth, encoded)
-    # NaN, Infinity and -Infinity become _NonFinite placeholders; only a document that
-    # holds one of those words can hold one.
-    flagged = "NaN" in text or "Infinity" in text
+    _check_depth(text, limits.max_depth)
+    flagged = False
 
     def on_constant(name: str) -> _NonFinite:
         nonlocal flagged
@@ -327,15 +326,19 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         out.duplicates = dups
         return out
 
-    # A Python call per number literal costs more than the whole C parse: skip the
-    # hooks when no literal can be out of float range (most documents, every hostile
-    # array of small numbers).
-    number_hooks: dict[str, Any] = {}
-    shape = encoded.translate(_NUMBER_SHAPE)
-    if any(risk in shape for risk in _NUMBER_RISKS):
-        number_hooks = {"parse_float": on_float, "parse_int": on_int}
+    hooks: dict[str, Any] = {"parse_constant": on_constant, "parse_float": on_float, "parse_int": on_int}
+    if len(text) > _SCAN_ABOVE:
+        # A Python call per literal costs more than the whole C parse of a large
+        # document (a hostile array of 500,000 numbers): scan the text instead, and
+        # hook numbers only when some literal could be out of float range. NaN and
+        # Infinity become shared placeholders (no call); only text that holds one of
+        # those words can hold one.
+        flagged = "NaN" in text or "Infinity" in text
+        hooks = {"parse_constant": _CONSTANT}
+        if any(risk in text.encode("utf-8").translate(_NUMBER_SHAPE) for risk in _NUMBER_RISKS):
+            hooks.update(parse_float=on_float, parse_int=on_int)
     try:
-        value = json.loads(text, parse_constant=_CONSTANT, object_pairs_hook=on_object, **number_hooks)
+        value = json.loads(text, object_pairs_hook=on_object, **hooks)
     except json.JSONDecodeError as exc:
         raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
