@@ -24,7 +24,7 @@ from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import parse_strict
 
-from .corpus import corpus
+from .corpus import LIMIT, corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/cds-services/neurocds-patient-view"
@@ -55,7 +55,13 @@ def test_each_hostile_body_gets_a_4xx_outcome_in_bounded_time(
     server: Server, name: str, body: bytes, pointer: str
 ) -> None:
     start = time.monotonic()
-    resp = server.call("POST", PATH, raw=body, headers={"Content-Type": "application/json"})
+    try:
+        resp = server.call("POST", PATH, raw=body, headers={"Content-Type": "application/json"})
+    except (BrokenPipeError, ConnectionResetError):
+        # Over the body limit the service answers 413 from Content-Length alone and
+        # closes; the client may still be sending. Refused without reading it: fine.
+        assert len(body) > LIMIT, name
+        return
     assert time.monotonic() - start < SECONDS, name
     assert resp.status in (400, 413), (name, resp.status, resp.body[:300])
     outcome = resp.json()

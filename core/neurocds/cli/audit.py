@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from neurocds.cli.auditing import make_key_folder
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _URGENCIES = ("emergency", "urgent", "routine", "info", "none")
@@ -45,21 +47,6 @@ def _call(fn: Callable[[], Any]) -> Any:
         return fn()
     except NeurocdsError as exc:
         raise _fail(str(exc)) from exc
-
-
-def _make_key_folder(path: Path) -> None:
-    """Create the missing folders above a key file, each mode 0700 (the owner's only).
-
-    A key is often written to a new place (``~/keys/audit.key``); making the folder is
-    what the user asked for, and 0700 keeps other users from even listing it.
-    """
-    missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=0o700)
-            folder.chmod(0o700)  # mkdir's mode is narrowed by the umask, never widened: set it exactly
-        except OSError as exc:
-            raise _fail(f"cannot create the folder {folder} for {path}: {exc.strerror or exc}") from None
 
 
 def _echo_json(data: Any) -> None:
@@ -384,7 +371,7 @@ def keygen(private_out: Path, public_out: Path, audit_dir: Path | None) -> None:
         if path.exists():
             raise _fail(f"{path} already exists; not overwriting a key")
     for path in (private_out, public_out):
-        _make_key_folder(path.expanduser())
+        make_key_folder(path.expanduser())
     key_id = _call(lambda: generate_keypair(private_out, public_out, audit_dir=audit_dir))
     click.echo(f"key {key_id}: private {private_out}, public {public_out}")
 
@@ -407,7 +394,7 @@ def pseudonym_keygen(key_file: Path, audit_dir: Path | None) -> None:
         raise _fail(f"{key_file} lies inside the audit directory {audit_dir}; keep the pseudonym key elsewhere")
     if key_file.exists():
         raise _fail(f"{key_file} already exists; not overwriting a key")
-    _make_key_folder(key_file)
+    make_key_folder(key_file)
     key = secrets.token_bytes(32)
     _call(lambda: privacy.write_key_file(key_file, key))
     click.echo(f"pseudonym key {privacy.key_id(key)} written to {key_file}")

@@ -32,14 +32,27 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import accumulate, repeat
 from operator import sub
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
+from neurocds.facts.plainjson import (
+    LONE_SURROGATE,
+    MAX_VIOLATIONS,
+    capped_error,
+    describe_value,
+    escape_pointer_token,
+    has_lone_surrogate,
+    is_plain_json,
+    json_type_name,
+    plain_json_problems,
+    surrogate_violation,
+    violation_sort_key,
+)
 
+# The names from neurocds.facts.plainjson stay importable from here, where they were.
 __all__ = [
     "MAX_VIOLATIONS",
     "ParseLimits",
@@ -67,13 +80,8 @@ _BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_FOUND_MAX = 60
 # float(int) overflows above ~1.8e308, so only literals of 309+ digits need the float test.
 _MAX_FINITE_INT_DIGITS = 308
-# The smallest integer magnitude float() refuses (it rounds to 2**1024): the same line
-# the JSON path draws for integer literals, so a dict and its JSON agree.
-_FLOAT_OVERFLOW = 2**1024 - 2**970
 # Number hooks (a Python call per literal) run only when some literal could be non-finite:
 # an exponent of three digits or more, or a run of 200 digits (below that, even a
 # two-digit exponent stays under 1e299). Searched for in the text with every digit
@@ -82,8 +90,6 @@ _NUMBER_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
 _NUMBER_RISKS = (b"0" * 200, b"e000", b"e-000")
 # Below this length the hooks cost less than the scan (a facts document is ~2 KiB).
 _SCAN_ABOVE = 65_536
-#: Problems collected per document at most; the rest are counted as "more", not listed.
-MAX_VIOLATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -109,39 +115,6 @@ class _DupDict(dict):  # type: ignore[type-arg]
     """A parsed object that had duplicate keys (the hooks cannot know its pointer yet)."""
 
     duplicates: list[str]
-
-
-def escape_pointer_token(token: str | int) -> str:
-    """Escape one reference token for an RFC 6901 JSON pointer (``~`` -> ``~0``, ``/`` -> ``~1``).
-
-    An unpaired surrogate (which no UTF-8 output can carry) is written as ``\\udXXX``.
-    """
-    text = str(token).replace("~", "~0").replace("/", "~1")
-    return text if text.isascii() else printable_unicode(text)
-
-
-def printable_unicode(text: str) -> str:
-    """``text`` with each unpaired UTF-16 surrogate written as the six characters ``\\udXXX``."""
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """True when ``text`` holds an unpaired surrogate (so it cannot be encoded as UTF-8)."""
-    return not text.isascii() and _LONE_SURROGATE.search(text) is not None
-
-
-def is_float_overflow(number: int) -> bool:
-    """True when ``float(number)`` would overflow: the integer is not a finite JSON number."""
-    return number >= _FLOAT_OVERFLOW or number <= -_FLOAT_OVERFLOW
-
-
-def violation_sort_key(violation: Violation) -> tuple[Any, ...]:
-    """Deterministic order: by pointer (array indexes numerically), then code, then message."""
-    tokens = tuple(
-        (0, int(token), "") if token.isascii() and token.isdigit() else (1, 0, token)
-        for token in violation.pointer.split("/")[1:]
-    )
-    return tokens, violation.code, violation.message
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -238,8 +211,8 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
                 )
             )
         elif isinstance(node, str):
-            if check_surrogates and _LONE_SURROGATE.search(node):
-                found.append(_surrogate_violation(pointer))
+            if check_surrogates and LONE_SURROGATE.search(node):
+                found.append(surrogate_violation(pointer))
         elif isinstance(node, dict):
             for key in getattr(node, "duplicates", ()):
                 found.append(
@@ -253,29 +226,11 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
                 )
             if check_surrogates:
                 bad = (k for k in node if has_lone_surrogate(k))
-                found.extend(_surrogate_violation(f"{pointer}/{escape_pointer_token(k)}") for k in bad)
+                found.extend(surrogate_violation(f"{pointer}/{escape_pointer_token(k)}") for k in bad)
             frames.append((((escape_pointer_token(k), v) for k, v in node.items()), pointer))
         elif isinstance(node, list):
             frames.append((enumerate(node), pointer))
     return found
-
-
-def _surrogate_violation(pointer: str) -> Violation:
-    return Violation(
-        pointer=pointer,
-        message="string contains an unpaired UTF-16 surrogate escape (not valid Unicode)",
-        expected="valid Unicode text",
-        code="utf8",
-    )
-
-
-def capped_error(
-    problems: list[Violation], *, facts_sha256: str | Callable[[], str | None] | None = None
-) -> FactsValidationError:
-    """The error for ``problems`` sorted, keeping the first :data:`MAX_VIOLATIONS` (flagged when cut)."""
-    problems.sort(key=violation_sort_key)
-    truncated = len(problems) > MAX_VIOLATIONS
-    return FactsValidationError(problems[:MAX_VIOLATIONS], facts_sha256=facts_sha256, truncated=truncated)
 
 
 def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
@@ -351,140 +306,6 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         if problems:
             raise capped_error(problems)
     return value
-
-
-def json_type_name(value: Any) -> str:
-    """The JSON type name of a Python value (``integer``, ``object`` ...), or its class name."""
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
-        if isinstance(value, kind):
-            return name
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def describe_value(value: Any) -> str:
-    """JSON type and a short rendering of ``value`` (at most 60 characters of it), for ``Violation.found``.
-
-    Never raises, whatever the value: an integer too long to print is described by its
-    size, and unpaired surrogates are written as ``\\udXXX`` so the text can be encoded.
-    """
-    if isinstance(value, dict | list) and len(value) > 8:
-        return f"{json_type_name(value)} of {len(value)} {'members' if isinstance(value, dict) else 'items'}"
-    if isinstance(value, int) and not isinstance(value, bool) and is_float_overflow(value):
-        # str() of an int over 4300 digits raises; the size is what the reader needs.
-        return f"integer of about {int(value.bit_length() * 0.30103) + 1} digits"
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        try:
-            text = repr(value)
-        except Exception:  # a foreign object's own __repr__ may raise anything
-            text = f"a {type(value).__name__}"
-    if len(text) > _FOUND_MAX:
-        text = text[: _FOUND_MAX - 1] + "…"
-    return f"{json_type_name(value)} {printable_unicode(text)}"
-
-
-def is_plain_json(doc: Any, max_depth: int) -> bool:
-    """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
-
-    Exact type checks on purpose: subclasses and foreign types answer "no" and the
-    slow pass (:func:`plain_json_problems`) then judges them properly. Strings (and
-    member names) must be encodable (no unpaired surrogate) and integers finite as
-    floats, exactly as :func:`parse_strict` requires of a document's text.
-    """
-    if type(doc) is not dict and type(doc) is not list:
-        return is_plain_json([doc], max_depth + 1)
-    surrogate = _LONE_SURROGATE.search
-    stack = [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return False
-        if type(node) is dict:
-            for key in node:
-                if type(key) is not str or (not key.isascii() and surrogate(key)):
-                    return False
-            children: Any = node.values()
-        else:
-            children = node
-        for child in children:
-            kind = type(child)
-            if kind is str:
-                if not child.isascii() and surrogate(child):
-                    return False
-            elif kind is int:
-                if child >= _FLOAT_OVERFLOW or child <= -_FLOAT_OVERFLOW:
-                    return False
-            elif kind is bool or child is None:
-                continue
-            elif kind is float:
-                if child - child != 0:  # NaN and ±inf: inf - inf is NaN, which != 0
-                    return False
-            elif kind is dict or kind is list:
-                stack.append((child, depth + 1))
-            else:
-                return False
-    return True
-
-
-def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
-    """The ways ``doc`` is not plain JSON data, each with its JSON pointer.
-
-    The same codes and pointers :func:`parse_strict` gives the document's JSON text:
-    ``non_finite`` (NaN, infinity, an integer beyond float range), ``utf8`` (an
-    unpaired surrogate in a string or member name), plus ``type`` for what JSON cannot
-    hold and ``depth``. Stops after :data:`MAX_VIOLATIONS` + 1 problems.
-    """
-    out: list[Violation] = []
-    # Children are taken one at a time (document order, as parse_strict's walk), so
-    # stopping at the bound also saves building the pointers of the rest.
-    frames: list[tuple[Any, str, int]] = [(iter((("", doc),)), "", 0)]
-    while frames and len(out) <= MAX_VIOLATIONS:
-        children, parent, depth = frames[-1]
-        step = next(children, None)
-        if step is None:
-            frames.pop()
-            continue
-        key, node = step
-        pointer = f"{parent}/{escape_pointer_token(key)}" if depth else ""
-        if node is None or isinstance(node, bool):
-            continue
-        if isinstance(node, str):
-            if has_lone_surrogate(node):
-                out.append(_surrogate_violation(pointer))
-        elif isinstance(node, int):
-            if is_float_overflow(node):
-                msg = "number is not finite (JSON numbers must be finite)"
-                out.append(Violation(pointer, msg, "finite number", describe_value(node), "non_finite"))
-        elif isinstance(node, float):
-            if node - node != 0:
-                out.append(
-                    Violation(pointer, "number is not finite", "finite number", describe_value(node), "non_finite")
-                )
-        elif isinstance(node, dict | list):
-            if depth + 1 > max_depth:
-                message = f"nesting deeper than {max_depth} levels"
-                out.append(Violation(pointer, message, f"at most {max_depth} levels", code="depth"))
-                continue
-            if isinstance(node, dict):
-                for key in node:
-                    if not isinstance(key, str):
-                        msg = "member name is not a string"
-                        where = f"{pointer}/{escape_pointer_token(key)}"
-                        out.append(Violation(where, msg, "string", describe_value(key), "type"))
-                    elif has_lone_surrogate(key):
-                        out.append(_surrogate_violation(f"{pointer}/{escape_pointer_token(key)}"))
-                frames.append((iter(node.items()), pointer, depth + 1))
-            else:
-                frames.append((enumerate(node), pointer, depth + 1))
-        else:
-            msg = "value is not JSON data"
-            out.append(Violation(pointer, msg, "a JSON value", describe_value(node), "type"))
-    return out
 
 
 def canonical_json(obj: Any) -> bytes:

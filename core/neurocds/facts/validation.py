@@ -29,18 +29,16 @@ from referencing.jsonschema import DRAFT202012
 
 from neurocds.errors import PackLoadError, Violation
 from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
-from neurocds.facts.strictjson import (
+from neurocds.facts.plainjson import (
     MAX_VIOLATIONS,
-    ParseLimits,
     capped_error,
     describe_value,
     escape_pointer_token,
     is_plain_json,
-    parse_strict,
     plain_json_problems,
     printable_unicode,
-    sha256_canonical,
 )
+from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
 
