@@ -6,6 +6,7 @@ to act on the failure without parsing the message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,18 +43,44 @@ class NeurocdsError(Exception):
 
 
 class FactsValidationError(NeurocdsError):
-    """The facts document was rejected; ``violations`` lists every problem at once."""
+    """The facts document was rejected; ``violations`` lists every problem at once.
 
-    def __init__(self, violations: list[Violation], *, facts_sha256: str | None = None) -> None:
+    :param facts_sha256: the hash of the document's canonical form, or a function that
+        computes it the first time it is read (hashing a large document costs more
+        than refusing it, and most callers never read the hash).
+    :param truncated: more problems exist than are listed: collection stopped at a
+        bound so that refusing a hostile document stays cheap.
+    """
+
+    def __init__(
+        self,
+        violations: list[Violation],
+        *,
+        facts_sha256: str | Callable[[], str | None] | None = None,
+        truncated: bool = False,
+    ) -> None:
         self.violations = list(violations)
-        self.facts_sha256 = facts_sha256
+        self._facts_sha256 = facts_sha256
+        self.truncated = truncated
         first = self.violations[0] if self.violations else None
         head = f"{first.pointer or '/'}: {first.message}" if first else "invalid facts"
         more = f" (+{len(self.violations) - 1} more)" if len(self.violations) > 1 else ""
+        if truncated:
+            more = f" (+{len(self.violations) - 1} more, and further problems not listed)"
         super().__init__(f"invalid facts document: {head}{more}")
 
+    @property
+    def facts_sha256(self) -> str | None:
+        """SHA-256 of the document's canonical JSON; ``None`` when it has none (not plain JSON)."""
+        if callable(self._facts_sha256):
+            self._facts_sha256 = self._facts_sha256()
+        return self._facts_sha256
+
     def to_dict(self) -> dict[str, Any]:
-        return {"errors": [v.to_dict() for v in self.violations]}
+        out: dict[str, Any] = {"errors": [v.to_dict() for v in self.violations]}
+        if self.truncated:
+            out["truncated"] = True
+        return out
 
 
 class PackLoadError(NeurocdsError):

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import click
 
+from neurocds.cli.auditing import make_key_folder
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _URGENCIES = ("emergency", "urgent", "routine", "info", "none")
@@ -365,6 +367,11 @@ def keygen(private_out: Path, public_out: Path, audit_dir: Path | None) -> None:
     """
     from neurocds.audit.signing import generate_keypair
 
+    for path in (private_out, public_out):
+        if path.exists():
+            raise _fail(f"{path} already exists; not overwriting a key")
+    for path in (private_out, public_out):
+        make_key_folder(path.expanduser())
     key_id = _call(lambda: generate_keypair(private_out, public_out, audit_dir=audit_dir))
     click.echo(f"key {key_id}: private {private_out}, public {public_out}")
 
@@ -387,6 +394,7 @@ def pseudonym_keygen(key_file: Path, audit_dir: Path | None) -> None:
         raise _fail(f"{key_file} lies inside the audit directory {audit_dir}; keep the pseudonym key elsewhere")
     if key_file.exists():
         raise _fail(f"{key_file} already exists; not overwriting a key")
+    make_key_folder(key_file)
     key = secrets.token_bytes(32)
     _call(lambda: privacy.write_key_file(key_file, key))
     click.echo(f"pseudonym key {privacy.key_id(key)} written to {key_file}")

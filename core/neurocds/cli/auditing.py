@@ -1,4 +1,4 @@
-"""Audit-log options shared by ``evaluate``, ``explain`` and ``serve``, and exit code 4.
+"""Audit-log options shared by ``evaluate``, ``explain`` and ``serve``, exit code 4, and key folders.
 
 The options are declared once here. They are not passed to the command functions
 (``expose_value=False``): click stores them in the context, and
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
@@ -120,3 +121,18 @@ def audit_failed(exc: AuditError, *, opening: bool = False) -> NoReturn:
         err=True,
     )
     sys.exit(EXIT_AUDIT)
+
+
+def make_key_folder(path: Path) -> None:
+    """Create the missing folders above a key file, each mode 0700 (the owner's only).
+
+    A key is often written to a new place (``~/keys/audit.key``); making the folder is
+    what the user asked for, and 0700 keeps other users from even listing it.
+    """
+    missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)  # mkdir's mode is narrowed by the umask, never widened: set it exactly
+        except OSError as exc:
+            raise click.ClickException(f"cannot create the folder {folder} for {path}: {exc.strerror or exc}") from None

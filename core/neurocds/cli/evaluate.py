@@ -8,9 +8,11 @@ not be opened or refused to record the decision or rejection (no result shown).
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,15 +20,56 @@ from neurocds.audit.errors import AuditError
 from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
+from neurocds.explain.render import terminal_safe
+from neurocds.facts.strictjson import ParseLimits
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
+FACTS_MAX_BYTES = ParseLimits().max_bytes
+# How much of an input is searched for the marks of FHIR (enough for any Bundle's start).
+_SNIFF_BYTES = 65_536
+_FHIR_MARKS = (re.compile(rb'"resourceType"\s*:\s*"'), re.compile(rb'"hook"\s*:\s*"[^"]*"\s*[,}]'))
 
 
-def read_input(path: str) -> bytes:
-    if path == "-":
-        return sys.stdin.buffer.read()
-    with open(path, "rb") as fh:
-        return fh.read()
+def fail_input(message: str) -> NoReturn:
+    """One line on stderr, exit 2: the input cannot be read (no traceback, no usage text)."""
+    click.echo(terminal_safe(f"error: {message}"), err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def read_input(path: str, fmt: str = "text", limit: int = FACTS_MAX_BYTES) -> bytes:
+    """The bytes of ``path`` (``-``: stdin), never more than ``limit`` + 1 read.
+
+    A regular file larger than ``limit`` is refused from its size before any reading;
+    a stream is read only up to ``limit`` + 1 bytes. Either way the refusal is a
+    ``size`` violation (exit 2), with the FHIR hint when the start looks like FHIR.
+    """
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                raw = fh.read(_SNIFF_BYTES) if size > limit else fh.read(limit + 1)
+                if size > limit:
+                    _refuse_size(f"document is {size} bytes, more than {limit}", raw, fmt)
+    except IsADirectoryError:
+        fail_input(f"cannot read {path}: it is a directory, not a file")
+    except OSError as exc:
+        fail_input(f"cannot read {path}: {exc.strerror or exc}")
+    if len(raw) > limit:
+        _refuse_size(f"document is larger than {limit} bytes", raw, fmt)
+    return raw
+
+
+def _refuse_size(message: str, head: bytes, fmt: str) -> NoReturn:
+    # Refused before the engine sees it, so not in the audit log: there is no document.
+    report_invalid(FactsValidationError([Violation("", message, code="size")]), fmt, raw=head)
+
+
+def looks_like_fhir(raw: bytes | None) -> bool:
+    """True when the start of ``raw`` holds a FHIR ``resourceType`` or a CDS Hooks ``hook``."""
+    head = (raw or b"")[:_SNIFF_BYTES]
+    return any(mark.search(head) for mark in _FHIR_MARKS)
 
 
 def engine_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,6 +104,15 @@ def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir:
     """The engine for this command; its audit log takes the command's ``--audit-*`` flags."""
     from neurocds.engine import Engine
 
+    if backend == "durable":
+        from neurocds.engine import durable_available
+
+        ok, reason = durable_available()
+        if not ok:
+            fail_input(
+                f"--backend durable: {reason}. Install it with pip install 'durable-rules==2.0.28' "
+                "(CPython 3.12 or older), or use --backend reference"
+            )
     options = audit_options(audit_dir)
     try:
         engine = Engine(packs=packs, backend=backend, verify=verify, audit_dir=audit_dir, audit_options=options)
@@ -75,15 +127,47 @@ def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir:
     return engine
 
 
-def report_invalid(exc: FactsValidationError, fmt: str) -> None:
+FHIR_HINT = (
+    "this looks like FHIR: use --fhir (evaluate --fhir or fhir-to-facts read a Bundle, a resource "
+    "or a CDS Hooks request)"
+)
+
+
+def report_invalid(exc: FactsValidationError, fmt: str, raw: bytes | None = None) -> NoReturn:
+    """Every violation (text on stderr, or JSON on stdout), exit 2.
+
+    ``raw``: the input's bytes (or their start), to tell FHIR passed without ``--fhir``.
+    """
+    hint = FHIR_HINT if looks_like_fhir(raw) else None
     if fmt == "json":
-        click.echo(json.dumps(exc.to_dict(), indent=2, ensure_ascii=False))
+        out = exc.to_dict()
+        if hint:
+            out["hint"] = hint
+        # ASCII escapes: a member name can hold anything, the output stays printable.
+        click.echo(json.dumps(out, indent=2, ensure_ascii=True))
     else:
-        click.echo(f"Invalid facts document: {len(exc.violations)} problem(s)", err=True)
+        click.echo(f"Invalid facts document: {_count(exc)}", err=True)
+        if hint:
+            click.echo(f"  {hint}", err=True)
         for v in exc.violations:
-            extra = f" (expected {v.expected}; found {v.found})" if v.expected or v.found else ""
-            click.echo(f"  {v.pointer or '/'}: {v.message}{extra}", err=True)
+            click.echo(terminal_safe(f"  {v.pointer or '/'}: {v.message}{_details(v)}"), err=True)
+        if exc.truncated:
+            click.echo(f"  ... and more problems, not listed (the first {len(exc.violations)} are)", err=True)
     sys.exit(EXIT_INVALID)
+
+
+def _count(exc: FactsValidationError) -> str:
+    return f"more than {len(exc.violations)} problems" if exc.truncated else f"{len(exc.violations)} problem(s)"
+
+
+def _details(v: Violation) -> str:
+    """``(expected X; found Y)``, leaving out what is absent or already said in the message."""
+    parts = []
+    if v.expected and v.expected not in v.message:
+        parts.append(f"expected {v.expected}")
+    if v.found:
+        parts.append(f"found {v.found}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def load_facts(
@@ -94,7 +178,7 @@ def load_facts(
     FHIR input is read exactly as ``fhir-to-facts`` reads it (same options, same limit).
     """
     if fhir_input is None:
-        return read_input(file), None
+        return read_input(file, fmt), None
     from neurocds.cli.fhir import convert_fhir_input
     from neurocds.fhir import FhirInputError, engine_mapping_paths, load_mapping_tables
 
@@ -168,7 +252,7 @@ def evaluate_cmd(
     try:
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:
-        report_invalid(exc, fmt)
+        report_invalid(exc, fmt, raw=None if fhir else facts)
     except AuditError as exc:  # not a pack failure: the decision could not be put on record
         audit_failed(exc)
     except NeurocdsError as exc:
@@ -190,10 +274,11 @@ def evaluate_cmd(
 def validate_cmd(file: str, fmt: str, packs: str | None) -> None:
     """Check a facts document against the facts schema (every problem at once)."""
     engine = make_engine(packs, "reference", False, None)
+    raw = read_input(file, fmt)
     try:
-        engine.validate(read_input(file))
+        engine.validate(raw)
     except FactsValidationError as exc:
-        report_invalid(exc, fmt)
+        report_invalid(exc, fmt, raw=raw)
     click.echo(json.dumps({"valid": True}) if fmt == "json" else "valid")
 
 
@@ -216,11 +301,12 @@ def explain_cmd(
 
     if bool(finding_id) == bool(rule_id):
         raise click.UsageError("give exactly one of --finding or --rule")
+    raw = read_input(file)
     engine = make_engine(packs, backend, verify, audit_dir)
     try:
-        result = engine.evaluate(read_input(file)).to_dict()
+        result = engine.evaluate(raw).to_dict()
     except FactsValidationError as exc:
-        report_invalid(exc, "text")
+        report_invalid(exc, "text", raw=raw)
     lines: list[str] = []
     if rule_id:
         lines = render_rule_state(result, rule_id, engine.label_of)

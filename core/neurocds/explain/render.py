@@ -22,6 +22,22 @@ URGENCY_HEADING = {
 
 LabelOf = Callable[[str], "str | None"]
 
+# What must never reach a terminal raw: C0 and C1 controls but newline and tab (an
+# ESC starts an ANSI sequence that can recolour, move the cursor or retitle the
+# window), bidirectional overrides (they reorder what the reader sees), and unpaired
+# surrogates (no terminal encoding can carry them).
+_TERMINAL_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character that could act on a terminal written as an escape (``\\x1b``)."""
+    return _TERMINAL_UNSAFE.sub(_escape_char, text)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
 
 def pointer_words(pointer: str) -> str:
     """``/section/field_name`` -> ``section: field name`` (for facts the schema gives no title)."""
@@ -185,7 +201,8 @@ def render_result(
         if len(result["missing_data"]) > max_missing:
             lines.append(f"  ... and {len(result['missing_data']) - max_missing} more (see --format json)")
     lines += ["", result["disclaimer"]]
-    return "\n".join(lines)
+    # Names and values come from the document: escaped here, once, for every line.
+    return terminal_safe("\n".join(lines))
 
 
 def render_undecided(result: Mapping[str, Any], names: Namer | None = None) -> list[str]:
@@ -255,6 +272,11 @@ def render_why(
 
 
 def render_rule_state(result: Mapping[str, Any], rule_id: str, label_of: LabelOf | None = None) -> list[str]:
+    """Why ``rule_id`` fired, did not, or could not be decided (terminal-safe lines)."""
+    return [terminal_safe(line) for line in _rule_state_lines(result, rule_id, label_of)]
+
+
+def _rule_state_lines(result: Mapping[str, Any], rule_id: str, label_of: LabelOf | None) -> list[str]:
     names = Namer(result, label_of)
     for entry in result["trace"]["fired"]:
         if entry["rule"] == rule_id:

@@ -17,7 +17,11 @@ Decisions (documented because callers may rely on them):
 * Integer literals too large for a finite float are ``non_finite`` like
   ``1e999``: every consumer must be able to read each number as a finite float.
 * String escapes that decode to an unpaired UTF-16 surrogate (``"\\ud800"``)
-  are rejected with code ``utf8``: they cannot be written back as UTF-8.
+  are rejected with code ``utf8``: they cannot be written back as UTF-8. A member
+  name holding one appears in pointers with the surrogate written as the six
+  characters ``\\ud800``, so that every pointer can be printed and logged.
+* At most :data:`MAX_VIOLATIONS` problems are collected: refusing a document must
+  cost little however many problems it has (the error then says it is truncated).
 * A member overwritten by a later duplicate is reported as ``duplicate_key`` only;
   its discarded value is not inspected further.
 """
@@ -29,11 +33,28 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import sub
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
+from neurocds.facts.plainjson import (
+    LONE_SURROGATE,
+    MAX_VIOLATIONS,
+    capped_error,
+    describe_value,
+    escape_pointer_token,
+    has_lone_surrogate,
+    is_plain_json,
+    json_type_name,
+    plain_json_problems,
+    surrogate_violation,
+    violation_sort_key,
+)
 
+# The names from neurocds.facts.plainjson stay importable from here, where they were.
 __all__ = [
+    "MAX_VIOLATIONS",
     "ParseLimits",
     "canonical_json",
     "describe_value",
@@ -52,14 +73,23 @@ _BOM_CHAR = "\ufeff"
 # string swallows the rest of the text instead of exposing brackets inside it), or one
 # structural bracket. Unrolled-loop form: linear time, no catastrophic backtracking.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
+# Every byte but the four brackets and the quote (deleted), then opening -> 2 and
+# closing -> 0, so that byte - 1 is the change in depth.
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_FOUND_MAX = 60
 # float(int) overflows above ~1.8e308, so only literals of 309+ digits need the float test.
 _MAX_FINITE_INT_DIGITS = 308
+# Number hooks (a Python call per literal) run only when some literal could be non-finite:
+# an exponent of three digits or more, or a run of 200 digits (below that, even a
+# two-digit exponent stays under 1e299). Searched for in the text with every digit
+# mapped to 0: substring search runs at C speed, a regex over 1 MiB does not.
+_NUMBER_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
+_NUMBER_RISKS = (b"0" * 200, b"e000", b"e-000")
+# Below this length the hooks cost less than the scan (a facts document is ~2 KiB).
+_SCAN_ABOVE = 65_536
 
 
 @dataclass(frozen=True)
@@ -70,33 +100,21 @@ class ParseLimits:
     max_depth: int = 64
 
 
-class _NonFinite:
-    """Placeholder the parser hooks leave where a non-finite number was written."""
+class _NonFinite(str):
+    """Placeholder the parser leaves where a non-finite number was written (its literal)."""
 
-    __slots__ = ("text",)
+    __slots__ = ()
 
-    def __init__(self, text: str) -> None:
-        self.text = text
+
+# The parse_constant hook: a dict's bound get, so a hostile array of 250,000 NaN costs
+# one C call each and no allocation (the three placeholders are shared).
+_CONSTANT = {word: _NonFinite(word) for word in ("NaN", "Infinity", "-Infinity")}.get
 
 
 class _DupDict(dict[str, Any]):
     """A parsed object that had duplicate keys (the hooks cannot know its pointer yet)."""
 
     duplicates: list[str]
-
-
-def escape_pointer_token(token: str | int) -> str:
-    """Escape one reference token for an RFC 6901 JSON pointer (``~`` -> ``~0``, ``/`` -> ``~1``)."""
-    return str(token).replace("~", "~0").replace("/", "~1")
-
-
-def violation_sort_key(violation: Violation) -> tuple[Any, ...]:
-    """Deterministic order: by pointer (array indexes numerically), then code, then message."""
-    tokens = tuple(
-        (0, int(token), "") if token.isascii() and token.isdigit() else (1, 0, token)
-        for token in violation.pointer.split("/")[1:]
-    )
-    return tokens, violation.code, violation.message
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -134,21 +152,20 @@ def _to_text(data: bytes | str, limits: ParseLimits) -> str:
 
 
 def _check_depth(text: str, max_depth: int) -> None:
-    """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion)."""
+    """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
+
+    Every step of the common case runs at C speed (on the UTF-8 bytes):
+    escaped backslashes and quotes removed, everything but quotes and brackets
+    deleted, the strings (now only their brackets) dropped by splitting on quotes,
+    and the depth after each bracket taken as a running sum (``accumulate``). The
+    position-reporting scan of the original text runs only on failure.
+    """
     # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
     if text.count("[") + text.count("{") <= max_depth:
         return
-    # Strings removed at C speed first, so the Python loop below sees brackets only;
-    # the position-reporting scan of the original text runs only on failure.
-    brackets = _BRACKET.findall(_STRING.sub("", text))
-    depth = deepest = 0
-    for char in brackets:
-        if char == "[" or char == "{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        else:
-            depth -= 1
+    unescaped = text.encode("utf-8").replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside_strings = b"".join(unescaped.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
+    deepest = max(accumulate(map(sub, outside_strings.translate(_BRACKET_STEPS), repeat(1))), default=0)
     if deepest <= max_depth:
         return
     depth = 0
@@ -167,24 +184,35 @@ def _check_depth(text: str, max_depth: int) -> None:
 
 
 def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
-    """Find the placeholders the hooks left and give each its JSON pointer (iteratively)."""
+    """Find the placeholders the parse left and give each its JSON pointer (iteratively).
+
+    Visits in document order and stops after :data:`MAX_VIOLATIONS` + 1 problems; a
+    container's children are taken one at a time, so stopping early also saves
+    building the pointers of the rest.
+    """
     found: list[Violation] = []
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, pointer = stack.pop()
+    frames: list[tuple[Any, str]] = [(iter((("", value),)), "")]
+    while frames and len(found) <= MAX_VIOLATIONS:
+        children, parent = frames[-1]
+        step = next(children, None)
+        if step is None:
+            frames.pop()
+            continue
+        token, node = step
+        pointer = f"{parent}/{token}" if frames[1:] else ""
         if isinstance(node, _NonFinite):
             found.append(
                 Violation(
                     pointer=pointer,
-                    message=f"number {node.text[:40]} is not finite (JSON numbers must be finite)",
+                    message=f"number {node[:40]} is not finite (JSON numbers must be finite)",
                     expected="finite number",
-                    found=node.text[:60],
+                    found=node[:60],
                     code="non_finite",
                 )
             )
         elif isinstance(node, str):
-            if check_surrogates and _LONE_SURROGATE.search(node):
-                found.append(_surrogate_violation(pointer))
+            if check_surrogates and LONE_SURROGATE.search(node):
+                found.append(surrogate_violation(pointer))
         elif isinstance(node, dict):
             for key in getattr(node, "duplicates", ()):
                 found.append(
@@ -196,23 +224,13 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
                         code="duplicate_key",
                     )
                 )
-            for key, child in node.items():
-                child_pointer = f"{pointer}/{escape_pointer_token(key)}"
-                if check_surrogates and _LONE_SURROGATE.search(key):
-                    found.append(_surrogate_violation(child_pointer))
-                stack.append((child, child_pointer))
+            if check_surrogates:
+                bad = (k for k in node if has_lone_surrogate(k))
+                found.extend(surrogate_violation(f"{pointer}/{escape_pointer_token(k)}") for k in bad)
+            frames.append((((escape_pointer_token(k), v) for k, v in node.items()), pointer))
         elif isinstance(node, list):
-            stack.extend((child, f"{pointer}/{i}") for i, child in enumerate(node))
+            frames.append((enumerate(node), pointer))
     return found
-
-
-def _surrogate_violation(pointer: str) -> Violation:
-    return Violation(
-        pointer=pointer,
-        message="string contains an unpaired UTF-16 surrogate escape (not valid Unicode)",
-        expected="valid Unicode text",
-        code="utf8",
-    )
 
 
 def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
@@ -263,14 +281,19 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         out.duplicates = dups
         return out
 
+    hooks: dict[str, Any] = {"parse_constant": on_constant, "parse_float": on_float, "parse_int": on_int}
+    if len(text) > _SCAN_ABOVE:
+        # A Python call per literal costs more than the whole C parse of a large
+        # document (a hostile array of 500,000 numbers): scan the text instead, and
+        # hook numbers only when some literal could be out of float range. NaN and
+        # Infinity become shared placeholders (no call); only text that holds one of
+        # those words can hold one.
+        flagged = "NaN" in text or "Infinity" in text
+        hooks = {"parse_constant": _CONSTANT}
+        if any(risk in text.encode("utf-8").translate(_NUMBER_SHAPE) for risk in _NUMBER_RISKS):
+            hooks.update(parse_float=on_float, parse_int=on_int)
     try:
-        value = json.loads(
-            text,
-            parse_constant=on_constant,
-            parse_float=on_float,
-            parse_int=on_int,
-            object_pairs_hook=on_object,
-        )
+        value = json.loads(text, object_pairs_hook=on_object, **hooks)
     except json.JSONDecodeError as exc:
         raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
@@ -281,99 +304,8 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
     if flagged or check_surrogates:
         problems = _walk_problems(value, check_surrogates)
         if problems:
-            problems.sort(key=violation_sort_key)
-            raise FactsValidationError(problems)
+            raise capped_error(problems)
     return value
-
-
-def json_type_name(value: Any) -> str:
-    """The JSON type name of a Python value (``integer``, ``object`` ...), or its class name."""
-    if value is None:
-        return "null"
-    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
-        if isinstance(value, kind):
-            return name
-    if isinstance(value, list):
-        return "array"
-    return "object" if isinstance(value, dict) else type(value).__name__
-
-
-def describe_value(value: Any) -> str:
-    """JSON type and a short rendering of ``value`` (at most 60 characters of it), for ``Violation.found``."""
-    if isinstance(value, dict | list) and len(value) > 8:
-        return f"{json_type_name(value)} of {len(value)} {'members' if isinstance(value, dict) else 'items'}"
-    try:
-        text = json.dumps(value, ensure_ascii=False, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        text = repr(value)
-    if len(text) > _FOUND_MAX:
-        text = text[: _FOUND_MAX - 1] + "…"
-    return f"{json_type_name(value)} {text}"
-
-
-def is_plain_json(doc: Any, max_depth: int) -> bool:
-    """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
-
-    Exact type checks on purpose: subclasses and foreign types answer "no" and the
-    slow pass (:func:`plain_json_problems`) then judges them properly.
-    """
-    if type(doc) is not dict and type(doc) is not list:
-        return is_plain_json([doc], max_depth + 1)
-    stack = [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            return False
-        if type(node) is dict:
-            for key in node:
-                if type(key) is not str:
-                    return False
-            children: Any = node.values()
-        else:
-            children = node
-        for child in children:
-            kind = type(child)
-            if kind is str or kind is int or kind is bool or child is None:
-                continue
-            if kind is float:
-                if child - child != 0:  # NaN and ±inf: inf - inf is NaN, which != 0
-                    return False
-            elif kind is dict or kind is list:
-                stack.append((child, depth + 1))
-            else:
-                return False
-    return True
-
-
-def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
-    """Every way ``doc`` is not plain JSON data, each with its JSON pointer."""
-    out: list[Violation] = []
-    stack: list[tuple[Any, str, int]] = [(doc, "", 1)]
-    while stack:
-        node, pointer, depth = stack.pop()
-        if node is None or isinstance(node, str | int):  # bool is an int
-            continue
-        if isinstance(node, float):
-            if node - node != 0:
-                out.append(
-                    Violation(pointer, "number is not finite", "finite number", describe_value(node), "non_finite")
-                )
-        elif isinstance(node, dict | list):
-            if depth > max_depth:
-                message = f"nesting deeper than {max_depth} levels"
-                out.append(Violation(pointer, message, f"at most {max_depth} levels", code="depth"))
-                continue
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            for key, child in items:
-                child_pointer = f"{pointer}/{escape_pointer_token(key)}"
-                if isinstance(node, dict) and not isinstance(key, str):
-                    msg = "member name is not a string"
-                    out.append(Violation(child_pointer, msg, "string", describe_value(key), "type"))
-                stack.append((child, child_pointer, depth + 1))
-        else:
-            msg = "value is not JSON data"
-            out.append(Violation(pointer, msg, "a JSON value", describe_value(node), "type"))
-    return out
 
 
 def canonical_json(obj: Any) -> bytes:

@@ -14,6 +14,8 @@ only ``Violation.found`` does, and callers that log must drop it.
 from __future__ import annotations
 
 import copy
+import difflib
+import itertools
 import json
 import re
 from collections.abc import Mapping
@@ -25,19 +27,19 @@ from jsonschema.exceptions import SchemaError, ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-from neurocds.errors import FactsValidationError, PackLoadError, Violation
+from neurocds.errors import PackLoadError, Violation
 from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
-from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
-from neurocds.facts.strictjson import (
-    ParseLimits,
+from neurocds.facts.plainjson import (
+    MAX_VIOLATIONS,
+    capped_error,
     describe_value,
     escape_pointer_token,
     is_plain_json,
-    parse_strict,
     plain_json_problems,
-    sha256_canonical,
-    violation_sort_key,
+    printable_unicode,
 )
+from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
+from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
 
@@ -130,14 +132,18 @@ def _code(keyword: object) -> str:
 
 def _members_text(schema: Mapping[str, Any]) -> str:
     names = sorted(schema.get("properties", {}))
-    if not names:
-        return "no members"
-    shown = ", ".join(names[:8])
-    return f"only the members: {shown}" + (f" (+{len(names) - 8} more)" if len(names) > 8 else "")
+    return f"only the members: {', '.join(names)}" if names else "no members"
 
 
-def _map_error(error: ValidationError) -> list[Violation]:
-    """Turn one ``jsonschema`` error into violations (several for a multi-member error)."""
+def _unknown_member_message(key: Any, allowed: set[str]) -> str:
+    """"member 'pateint' is not allowed here; did you mean 'patient'?" (when one is close)."""
+    message = f"member {printable_unicode(repr(key))} is not allowed here"
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6) if len(str(key)) < 200 else []
+    return f"{message}; did you mean {close[0]!r}?" if close else message
+
+
+def _map_error(error: ValidationError, room: int) -> list[Violation]:
+    """Turn one ``jsonschema`` error into violations (several for a multi-member error, at most ``room``)."""
     pointer = _pointer(error.absolute_path)
     keyword, schema, value = error.validator, error.schema, error.instance
     code = _code(keyword)
@@ -162,16 +168,21 @@ def _map_error(error: ValidationError) -> list[Violation]:
     ):
         allowed = set(schema.get("properties", {}))
         patterns = list(schema.get("patternProperties", {}))
+        unknown = (
+            (key, member)
+            for key, member in value.items()
+            if key not in allowed and not any(re.search(p, str(key)) for p in patterns)
+        )
+        expected = _members_text(schema)
         return [
             Violation(
                 pointer=f"{pointer}/{escape_pointer_token(key)}",
-                message=f"member {key!r} is not allowed here",
-                expected=_members_text(schema),
+                message=_unknown_member_message(key, allowed),
+                expected=expected,
                 found=describe_value(member),
                 code="additional_property",
             )
-            for key, member in value.items()
-            if key not in allowed and not any(re.search(p, str(key)) for p in patterns)
+            for key, member in itertools.islice(unknown, room)
         ]
     expected = _expected(schema)
     if code == "type":
@@ -185,6 +196,38 @@ def _map_error(error: ValidationError) -> list[Violation]:
     else:
         message = f"value fails the schema rule {keyword!r}"
     return [Violation(pointer, message, expected, describe_value(value), code)]
+
+
+def _unknown_member_flood(schema: Any, doc: Any, pointer: str = "") -> list[Violation]:
+    """More than :data:`MAX_VIOLATIONS` unknown members, found without ``jsonschema`` (else ``[]``).
+
+    ``jsonschema`` sorts and lists every unknown member of an object before yielding
+    its error, so one object of 100,000 made-up members costs it a long time. This
+    follows only ``properties`` (the objects the schema spells out, never arrays) and
+    stops at the bound, so its cost does not grow with the document.
+    """
+    found: list[Violation] = []
+    stack = [(schema, doc, pointer)]
+    while stack and len(found) <= MAX_VIOLATIONS:
+        node_schema, node, where = stack.pop()
+        if not isinstance(node_schema, Mapping) or not isinstance(node, dict):
+            continue
+        props = node_schema.get("properties", {})
+        if node_schema.get("additionalProperties") is False and not node_schema.get("patternProperties"):
+            names, unknown = set(props), ((k, v) for k, v in node.items() if k not in props)
+            for key, member in itertools.islice(unknown, MAX_VIOLATIONS + 1 - len(found)):
+                found.append(
+                    Violation(
+                        f"{where}/{escape_pointer_token(key)}",
+                        _unknown_member_message(key, names),
+                        _members_text(node_schema),
+                        describe_value(member),
+                        "additional_property",
+                    )
+                )
+        known = (name for name in props if name in node)
+        stack.extend((props[name], node[name], f"{where}/{escape_pointer_token(name)}") for name in known)
+    return found if len(found) > MAX_VIOLATIONS else []
 
 
 def _plain(value: Any) -> Any:
@@ -292,33 +335,50 @@ class FactsValidator:
     def is_valid(self, doc: Any) -> bool:
         """True exactly when :meth:`violations` would be empty; no explanation, less work."""
         if not is_plain_json(doc, self._limits.max_depth):
-            return not self._violations(doc, known_plain=False)
+            return not self._violations(doc, known_plain=False)[0]
         if self._fast is not None:
             return self._fast(doc)
         return bool(self._validator.is_valid(doc))
 
     def violations(self, doc: Any) -> list[Violation]:
-        """Every violation in ``doc`` (empty when valid), sorted by pointer then code."""
-        return self._violations(doc, known_plain=False)
+        """The violations in ``doc`` (empty when valid), sorted by pointer then code.
 
-    def _violations(self, doc: Any, *, known_plain: bool) -> list[Violation]:
+        At most :data:`~neurocds.facts.strictjson.MAX_VIOLATIONS`; :meth:`validate`'s
+        error says when more were left out.
+        """
+        problems = self._violations(doc, known_plain=False)[0]
+        return capped_error(problems).violations if problems else []
+
+    def _violations(self, doc: Any, *, known_plain: bool) -> tuple[list[Violation], bool]:
+        """Up to :data:`MAX_VIOLATIONS` + 1 violations (one more than is listed marks a cut),
+        and whether ``doc`` is plain JSON data."""
         max_depth = self._limits.max_depth
         # parse_strict output is plain, finite and depth-checked: no need to walk it again.
-        if known_plain or is_plain_json(doc, max_depth):
-            if self._fast is not None and self._fast(doc):
-                return []
-            problems: list[Violation] = []
-        else:
-            problems = plain_json_problems(doc, max_depth)
+        if not known_plain and not is_plain_json(doc, max_depth):
+            # Like parse_strict on the same document's text: what JSON cannot carry is
+            # reported alone, and the schema never sees values it cannot compare.
+            return plain_json_problems(doc, max_depth), False
+        if self._fast is not None and self._fast(doc):
+            return [], True
+        flood = _unknown_member_flood(self._schema, doc)
+        if flood:
+            return flood, True
+        problems: list[Violation] = []
+        seen: set[tuple[str, str]] = set()
         try:
             # jsonschema descends no deeper than the schema does, so an over-deep document
             # is safe here unless the schema is recursive ($ref): hence the guard.
+            # Its errors come lazily: stopping at the bound keeps a refusal cheap.
             for error in self._validator.iter_errors(doc):
-                problems.extend(_map_error(error))
+                for violation in _map_error(error, MAX_VIOLATIONS + 1 - len(problems)):
+                    if (violation.pointer, violation.code) not in seen:
+                        seen.add((violation.pointer, violation.code))
+                        problems.append(violation)
+                if len(problems) > MAX_VIOLATIONS:
+                    break
         except RecursionError:
             problems.append(Violation("", "document nests too deeply to validate", code="depth"))
-        unique = {(v.pointer, v.code): v for v in reversed(problems)}
-        return sorted(unique.values(), key=violation_sort_key)
+        return problems, True
 
     def validate(self, doc: Any) -> dict[str, Any]:
         """Return ``doc`` unchanged when valid.
@@ -329,21 +389,21 @@ class FactsValidator:
         return self._validate(doc, known_plain=False)
 
     def _validate(self, doc: Any, *, known_plain: bool) -> dict[str, Any]:
-        problems = self._violations(doc, known_plain=known_plain)
+        problems, plain = self._violations(doc, known_plain=known_plain)
         if problems:
-            raise FactsValidationError(problems, facts_sha256=_hash_or_none(doc))
+            # A document JSON cannot carry has no canonical form, so no hash (as parse_strict).
+            raise capped_error(problems, facts_sha256=(lambda: _hash_or_none(doc)) if plain else None)
         valid: dict[str, Any] = doc  # the schema's top level is an object
         return valid
 
     def parse_and_validate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
-        """Strictly parse ``data`` (bytes or text) then validate; a Mapping is validated as is.
+        """Strictly parse ``data`` (bytes or text) then validate; any other value is validated as is.
 
         A Mapping that is not a ``dict`` is first copied into plain dicts and lists.
         """
         if isinstance(data, bytes | bytearray | memoryview | str):
             return self._validate(parse_strict(data, self._limits), known_plain=True)
-        if isinstance(data, Mapping):
-            doc = data if isinstance(data, dict) else _plain(data)
-        else:
-            raise TypeError(f"facts must be bytes, str or a mapping, not {type(data).__name__}")
+        # Any other value is judged as the document it is (a list, None, 42: the wrong
+        # type at "/"), exactly as the same value written as JSON text would be.
+        doc = _plain(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
         return self.validate(doc)

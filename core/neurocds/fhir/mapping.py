@@ -272,7 +272,12 @@ class _Builder:
                 file=origin.file,
                 pointer=f"{origin.pointer}/unit",
             )
-        return QuantityRule(name, origin, entry["fact"], entry["unit"], units, entry.get("decimals"))
+        possible = entry.get("possible")
+        bounds = (float(possible["min"]), float(possible["max"])) if possible else None
+        if bounds is not None and bounds[0] >= bounds[1]:
+            where = f"{origin.pointer}/possible"
+            raise MappingTableError("possible range: min must be below max", file=origin.file, pointer=where)
+        return QuantityRule(name, origin, entry["fact"], entry["unit"], units, entry.get("decimals"), bounds)
 
     def _medication_rule(self, name: str, entry: Mapping[str, Any], origin: Origin) -> MedicationRule:
         phrases: list[tuple[str, ...]] = []

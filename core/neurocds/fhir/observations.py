@@ -129,11 +129,20 @@ def _quantity(rule: QuantityRule, res: Mapping[str, Any]) -> float | int:
     if conversion is None:
         shown = code if isinstance(code, str) else unit
         raise Unusable(f"unknown unit {shown!r} for {rule.rule} (canonical {rule.canonical_unit!r})")
-    result = conversion.apply(float(value)) if not conversion.is_identity else value
-    if not math.isfinite(result) or result < 0:
-        raise Unusable(f"result {result!r} is not a finite non-negative number")
+    try:
+        result = conversion.apply(float(value)) if not conversion.is_identity else value
+        finite = math.isfinite(result)
+    except OverflowError:  # an integer beyond float range (a Python dict, not JSON text)
+        finite = False
+    if not finite or result < 0:
+        raise Unusable("result is not a finite non-negative number")
     if rule.decimals is not None and not conversion.is_identity:
         result = round(result, rule.decimals)
+    if rule.possible is not None and not rule.possible[0] <= result <= rule.possible[1]:
+        # A value no living patient can have is a data error: using it would raise an
+        # emergency card from garbage. The warning names the range, never the value.
+        low, high = rule.possible
+        raise Unusable(f"outside the physiologically possible range {low:g}..{high:g} {rule.canonical_unit}")
     return result
 
 

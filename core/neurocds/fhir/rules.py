@@ -73,6 +73,8 @@ class QuantityRule(Rule):
     canonical_unit: str
     units: Mapping[str, UnitConversion]
     decimals: int | None = None
+    # (min, max) physiologically possible in the canonical unit; outside is a data error.
+    possible: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,228 @@
+"""Python values as JSON data: what JSON can carry, and how a problem is located and shown.
+
+Shared by the strict parser (:mod:`neurocds.facts.strictjson`, JSON text) and the
+validator (Python documents), so that both paths refuse the same values with the
+same pointers and codes: a string or member name holding an unpaired UTF-16
+surrogate (``utf8``: no UTF-8 output can carry it), a number that is not a finite
+float (``non_finite``: NaN, infinity, an integer beyond float range, including one
+over Python's 4,300-digit limit), a value JSON has no type for (``type``), nesting
+deeper than allowed (``depth``). Walks are iterative and stop after
+:data:`MAX_VIOLATIONS` + 1 problems, so refusing costs little however bad the input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from neurocds.errors import FactsValidationError, Violation
+
+__all__ = [
+    "MAX_VIOLATIONS",
+    "capped_error",
+    "describe_value",
+    "escape_pointer_token",
+    "has_lone_surrogate",
+    "is_float_overflow",
+    "is_plain_json",
+    "json_type_name",
+    "plain_json_problems",
+    "printable_unicode",
+    "surrogate_violation",
+    "violation_sort_key",
+]
+
+#: Problems collected per document at most; the rest are counted as "more", not listed.
+MAX_VIOLATIONS = 100
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_FOUND_MAX = 60
+# The smallest integer magnitude float() refuses (it rounds to 2**1024): the same line
+# the JSON path draws for integer literals, so a dict and its JSON agree.
+_FLOAT_OVERFLOW = 2**1024 - 2**970
+
+
+def escape_pointer_token(token: str | int) -> str:
+    """Escape one reference token for an RFC 6901 JSON pointer (``~`` -> ``~0``, ``/`` -> ``~1``).
+
+    An unpaired surrogate (which no UTF-8 output can carry) is written as ``\\udXXX``.
+    """
+    text = str(token).replace("~", "~0").replace("/", "~1")
+    return text if text.isascii() else printable_unicode(text)
+
+
+def printable_unicode(text: str) -> str:
+    """``text`` with each unpaired UTF-16 surrogate written as the six characters ``\\udXXX``."""
+    return LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True when ``text`` holds an unpaired surrogate (so it cannot be encoded as UTF-8)."""
+    return not text.isascii() and LONE_SURROGATE.search(text) is not None
+
+
+def is_float_overflow(number: int) -> bool:
+    """True when ``float(number)`` would overflow: the integer is not a finite JSON number."""
+    return number >= _FLOAT_OVERFLOW or number <= -_FLOAT_OVERFLOW
+
+
+def violation_sort_key(violation: Violation) -> tuple[Any, ...]:
+    """Deterministic order: by pointer (array indexes numerically), then code, then message."""
+    tokens = tuple(
+        (0, int(token), "") if token.isascii() and token.isdigit() else (1, 0, token)
+        for token in violation.pointer.split("/")[1:]
+    )
+    return tokens, violation.code, violation.message
+
+
+def surrogate_violation(pointer: str) -> Violation:
+    return Violation(
+        pointer=pointer,
+        message="string contains an unpaired UTF-16 surrogate escape (not valid Unicode)",
+        expected="valid Unicode text",
+        code="utf8",
+    )
+
+
+def capped_error(
+    problems: list[Violation], *, facts_sha256: str | Callable[[], str | None] | None = None
+) -> FactsValidationError:
+    """The error for ``problems`` sorted, keeping the first :data:`MAX_VIOLATIONS` (flagged when cut)."""
+    problems.sort(key=violation_sort_key)
+    truncated = len(problems) > MAX_VIOLATIONS
+    return FactsValidationError(problems[:MAX_VIOLATIONS], facts_sha256=facts_sha256, truncated=truncated)
+
+
+def json_type_name(value: Any) -> str:
+    """The JSON type name of a Python value (``integer``, ``object`` ...), or its class name."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, list):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def describe_value(value: Any) -> str:
+    """JSON type and a short rendering of ``value`` (at most 60 characters of it), for ``Violation.found``.
+
+    Never raises, whatever the value: an integer too long to print is described by its
+    size, and unpaired surrogates are written as ``\\udXXX`` so the text can be encoded.
+    """
+    if isinstance(value, dict | list) and len(value) > 8:
+        return f"{json_type_name(value)} of {len(value)} {'members' if isinstance(value, dict) else 'items'}"
+    if isinstance(value, int) and not isinstance(value, bool) and is_float_overflow(value):
+        # str() of an int over 4300 digits raises; the size is what the reader needs.
+        return f"integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(value)
+        except Exception:  # a foreign object's own __repr__ may raise anything
+            text = f"a {type(value).__name__}"
+    if len(text) > _FOUND_MAX:
+        text = text[: _FOUND_MAX - 1] + "…"
+    return f"{json_type_name(value)} {printable_unicode(text)}"
+
+
+def is_plain_json(doc: Any, max_depth: int) -> bool:
+    """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
+
+    Exact type checks on purpose: subclasses and foreign types answer "no" and the
+    slow pass (:func:`plain_json_problems`) then judges them properly. Strings (and
+    member names) must be encodable (no unpaired surrogate) and integers finite as
+    floats, exactly as :func:`parse_strict` requires of a document's text.
+    """
+    if type(doc) is not dict and type(doc) is not list:
+        return is_plain_json([doc], max_depth + 1)
+    surrogate = LONE_SURROGATE.search
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return False
+        if type(node) is dict:
+            for key in node:
+                if type(key) is not str or (not key.isascii() and surrogate(key)):
+                    return False
+            children: Any = node.values()
+        else:
+            children = node
+        for child in children:
+            kind = type(child)
+            if kind is str:
+                if not child.isascii() and surrogate(child):
+                    return False
+            elif kind is int:
+                if child >= _FLOAT_OVERFLOW or child <= -_FLOAT_OVERFLOW:
+                    return False
+            elif kind is bool or child is None:
+                continue
+            elif kind is float:
+                if child - child != 0:  # NaN and ±inf: inf - inf is NaN, which != 0
+                    return False
+            elif kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            else:
+                return False
+    return True
+
+
+def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
+    """The ways ``doc`` is not plain JSON data, each with its JSON pointer.
+
+    The same codes and pointers :func:`parse_strict` gives the document's JSON text:
+    ``non_finite`` (NaN, infinity, an integer beyond float range), ``utf8`` (an
+    unpaired surrogate in a string or member name), plus ``type`` for what JSON cannot
+    hold and ``depth``. Stops after :data:`MAX_VIOLATIONS` + 1 problems.
+    """
+    out: list[Violation] = []
+    # Children are taken one at a time (document order, as parse_strict's walk), so
+    # stopping at the bound also saves building the pointers of the rest.
+    frames: list[tuple[Any, str, int]] = [(iter((("", doc),)), "", 0)]
+    while frames and len(out) <= MAX_VIOLATIONS:
+        children, parent, depth = frames[-1]
+        step = next(children, None)
+        if step is None:
+            frames.pop()
+            continue
+        key, node = step
+        pointer = f"{parent}/{escape_pointer_token(key)}" if depth else ""
+        if node is None or isinstance(node, bool):
+            continue
+        if isinstance(node, str):
+            if has_lone_surrogate(node):
+                out.append(surrogate_violation(pointer))
+        elif isinstance(node, int):
+            if is_float_overflow(node):
+                msg = "number is not finite (JSON numbers must be finite)"
+                out.append(Violation(pointer, msg, "finite number", describe_value(node), "non_finite"))
+        elif isinstance(node, float):
+            if node - node != 0:
+                out.append(
+                    Violation(pointer, "number is not finite", "finite number", describe_value(node), "non_finite")
+                )
+        elif isinstance(node, dict | list):
+            if depth + 1 > max_depth:
+                message = f"nesting deeper than {max_depth} levels"
+                out.append(Violation(pointer, message, f"at most {max_depth} levels", code="depth"))
+                continue
+            if isinstance(node, dict):
+                for key in node:
+                    if not isinstance(key, str):
+                        msg = "member name is not a string"
+                        where = f"{pointer}/{escape_pointer_token(key)}"
+                        out.append(Violation(where, msg, "string", describe_value(key), "type"))
+                    elif has_lone_surrogate(key):
+                        out.append(surrogate_violation(f"{pointer}/{escape_pointer_token(key)}"))
+                frames.append((iter(node.items()), pointer, depth + 1))
+            else:
+                frames.append((enumerate(node), pointer, depth + 1))
+        else:
+            msg = "value is not JSON data"
+            out.append(Violation(pointer, msg, "a JSON value", describe_value(node), "type"))
+    return out

@@ -1,0 +1,69 @@
+"""Hostile facts documents: cheap to send, each must be refused cheaply and with a pointer.
+
+Each item is ``(name, body, pointer)``: the raw JSON bytes (every one under the 1 MiB
+size limit unless its name says otherwise) and a JSON pointer the refusal must name.
+Shared by tests/hostile/ and tests/perf/bench_refusal.py, so that the benchmark
+measures exactly what the tests refuse.
+"""
+
+from __future__ import annotations
+
+import json
+
+LIMIT = 1_048_576
+HEAD = b'{"facts_version":"1","patient":{"id":"p1"},'
+
+
+def _fill(prefix: bytes, item: bytes, suffix: bytes, *, sep: bytes = b",") -> bytes:
+    """``prefix item,item,... suffix`` with as many items as fit under the size limit."""
+    room = LIMIT - len(prefix) - len(suffix) - 16
+    count = room // (len(item) + len(sep))
+    return prefix + sep.join([item] * count) + suffix
+
+
+def _keyed(prefix: bytes, template: str, suffix: bytes) -> bytes:
+    """``prefix "k0":.., "k1":.. suffix``: distinct member names, as many as fit."""
+    parts: list[bytes] = []
+    size = len(prefix) + len(suffix) + 16
+    i = 0
+    while True:
+        part = template.format(i).encode()
+        if size + len(part) + 1 > LIMIT:
+            break
+        parts.append(part)
+        size += len(part) + 1
+        i += 1
+    return prefix + b",".join(parts) + suffix
+
+
+def corpus() -> list[tuple[str, bytes, str]]:
+    """Every hostile shape, in a fixed order (names are stable test ids)."""
+    items = [
+        ("surrogate-member-name", HEAD + b'"\\ud800":1}', "/\\ud800"),
+        ("surrogate-patient-id", b'{"facts_version":"1","patient":{"id":"\\udfff"}}', "/patient/id"),
+        (
+            "surrogate-medication-name",
+            HEAD + b'"medications":[{"name":"a\\ud800b","class":"statin"}]}',
+            "/medications/0/name",
+        ),
+        ("int-4301-digits", HEAD + b'"labs":{"potassium_mmol_l":' + b"9" * 4301 + b"}}", "/labs/potassium_mmol_l"),
+        ("int-beyond-float", HEAD + b'"labs":{"potassium_mmol_l":1' + b"0" * 400 + b"}}", "/labs/potassium_mmol_l"),
+        ("nan", HEAD + b'"labs":{"potassium_mmol_l":NaN}}', "/labs/potassium_mmol_l"),
+        ("medications-500k-ints", _fill(HEAD + b'"medications":[', b"1", b"]}"), "/medications/0"),
+        ("medications-unknown-objects", _fill(HEAD + b'"medications":[', b'{"zz":0}', b"]}"), "/medications/0/zz"),
+        ("unknown-empty-objects", _fill(HEAD + b'"extensions":{"x":[', b"{}", b"]}}"), "/extensions/x"),
+        ("labs-unknown-members", _keyed(HEAD + b'"labs":{', '"k{}":1', b"}}"), "/labs/k0"),
+        ("top-unknown-members", _keyed(b'{"facts_version":"1","patient":{"id":"p1"},', '"u{}":0', b"}"), "/u0"),
+        ("array-of-nan", _fill(HEAD + b'"medications":[', b"NaN", b"]}"), "/medications/0"),
+        ("duplicate-keys", _fill(b'{"facts_version":"1","patient":{"id":"p1"},"labs":{', b'"a":1', b"}}"), "/labs/a"),
+        ("surrogate-strings", _fill(HEAD + b'"medications":[', b'"\\ud800"', b"]}"), "/medications/0"),
+        ("deep-nesting", b'{"extensions":' + b"[" * 200_000 + b"]" * 200_000 + b"}", ""),
+        (
+            "long-patient-id",
+            b'{"facts_version":"1","patient":{"id":' + json.dumps("x" * 1_000_000).encode() + b"}}",
+            "/patient/id",
+        ),
+        ("ansi-member-name", HEAD + b'"\\u001b[31mred":1}', "/\x1b[31mred"),
+        ("over-size-limit", b'{"facts_version":"1","patient":{"id":"' + b"x" * LIMIT + b'"}}', ""),
+    ]
+    return items

@@ -1,0 +1,105 @@
+"""Refusal benchmark: how long and how much memory each hostile document costs to refuse.
+
+    python tests/perf/bench_refusal.py [--repeat 5] [--max-ms 50]
+
+Each document of tests/hostile/corpus.py (all under the 1 MiB size limit but one)
+is refused ``--repeat`` times through ``Engine.validate`` with bytes (the strict JSON
+path: what the CLI and the service call) and, where ``json.loads`` can build it, with
+the dict (what integration scripts pass). Printed per document: the median CPU time
+of this process (``time.process_time``: on a shared machine, wall time mostly
+measures the other processes), the peak memory one refusal allocates (tracemalloc,
+in a separate run so that it does not slow the timed ones), the number of
+violations listed, and as the baseline of the same run the median CPU time of a
+bare ``json.loads`` of the same bytes (what merely reading the document costs).
+Exit status 1 when a median exceeds ``--max-ms`` (the target is 50 ms): a report,
+not a test (timings depend on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from neurocds.engine import Engine
+from neurocds.errors import FactsValidationError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared corpus
+from hostile.corpus import corpus
+
+
+def refuse(func: Callable[[], Any]) -> FactsValidationError:
+    try:
+        func()
+    except FactsValidationError as exc:
+        return exc
+    raise AssertionError("the document was accepted")
+
+
+def median_ms(func: Callable[[], Any], repeat: int, *, refused: bool = True) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.process_time()
+        if refused:
+            refuse(func)
+        else:
+            with contextlib.suppress(ValueError, RecursionError):
+                func()
+        times.append((time.process_time() - start) * 1e3)
+    return statistics.median(times)
+
+
+def peak_mib(func: Callable[[], Any]) -> float:
+    tracemalloc.start()
+    try:
+        refuse(func)
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def as_python(body: bytes) -> Any:
+    """The document as a dict, as a script would build it (None when json.loads refuses it)."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--max-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    engine = Engine(backend="reference")
+    worst = 0.0
+    head = ("document", "bytes", "loads ms", "json ms", "MiB", "dict ms", "MiB")
+    print("{:28s} {:>8s} {:>8s} {:>8s} {:>5s} {:>8s} {:>5s}  listed".format(*head))
+    for name, body, _pointer in corpus():
+        loads_ms = median_ms(functools.partial(json.loads, body), args.repeat, refused=False)
+        as_bytes = functools.partial(engine.validate, body)
+        json_ms, json_mib = median_ms(as_bytes, args.repeat), peak_mib(as_bytes)
+        listed = len(refuse(as_bytes).violations)
+        doc = as_python(body)
+        dict_ms = dict_mib = float("nan")
+        if doc is not None:
+            as_dict = functools.partial(engine.validate, doc)
+            dict_ms, dict_mib = median_ms(as_dict, args.repeat), peak_mib(as_dict)
+            worst = max(worst, dict_ms)
+        worst = max(worst, json_ms)
+        row = (name, len(body), loads_ms, json_ms, json_mib, dict_ms, dict_mib, listed)
+        print("{:28s} {:8d} {:8.1f} {:8.1f} {:5.1f} {:8.1f} {:5.1f}  {}".format(*row))
+    print(f"slowest refusal: {worst:.1f} ms (target {args.max_ms:g} ms)")
+    return 0 if worst <= args.max_ms else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
