@@ -14,6 +14,7 @@ import pytest
 from case_library import load_cases
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 
 def coverage_gaps(rule_ids: Iterable[str], fired_by_case: Mapping[str, set[str]]) -> tuple[list[str], list[str]]:
@@ -30,7 +31,7 @@ def coverage_gaps(rule_ids: Iterable[str], fired_by_case: Mapping[str, set[str]]
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    return Engine(packs=BUILTIN_PACKS)
 
 
 @pytest.fixture(scope="module")
