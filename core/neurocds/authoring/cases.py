@@ -227,8 +227,16 @@ def finding_state(trace: Mapping[str, Any], finding_id: str) -> str:
     return "undecided" if "unknown" in states else "false"
 
 
-def check_case(case: Case, engine: Engine, known_findings: set[str]) -> Outcome:
-    """Evaluate the case's facts and compare every expectation with the result."""
+def check_case(
+    case: Case, engine: Engine, known_findings: set[str], declared_reads: Mapping[str, Sequence[str]] | None = None
+) -> Outcome:
+    """Evaluate the case's facts and compare every expectation with the result.
+
+    :param declared_reads: computed derived-fact name -> the dotted fact paths its pack's
+        ``pack.yaml`` declares the compute hook reads; when given, a computed fact whose
+        ``because`` names an undeclared path fails the case (the source-attribute sheet
+        follows the declared paths, so they must be the real ones).
+    """
     result = engine.evaluate(case.facts)
     data = result.to_dict()
     trace = data["trace"]
@@ -268,12 +276,25 @@ def check_case(case: Case, engine: Engine, known_findings: set[str]) -> Outcome:
     for name, value in case.expect.get("expect_derived", {}).items():
         got = result.derived.get(name, "unknown")
         add(Row(f"derived {name}", _plain(value), _plain(got), got == value and type(got) is type(value)))
+    if declared_reads is not None:
+        _check_declared_reads(data["derived"], declared_reads, add)
     complete = case.expect.get("expect_complete", True)
     actual = "complete" if result.complete and not result.errors else "incomplete"
     if result.errors:
         actual += " (" + "; ".join(str(e.get("message", e)) for e in result.errors) + ")"
     add(Row("result", "complete" if complete else "incomplete", actual, actual.startswith("complete") == complete))
     return outcome
+
+
+def _check_declared_reads(derived: Sequence[Mapping[str, Any]], declared: Mapping[str, Sequence[str]], add: Any) -> None:
+    for entry in derived:
+        if not entry.get("computed"):
+            continue
+        allowed = {"/" + path.replace(".", "/") for path in declared.get(entry["name"], ())}
+        used = {item["pointer"] for item in entry["because"]}
+        extra = sorted(used - allowed)
+        shown = ", ".join(extra) if extra else "only declared paths"
+        add(Row(f"computed {entry['name']} reads", "paths declared in pack.yaml", shown, not extra))
 
 
 def _check_texts(case: Case, result: Result, add: Any) -> None:

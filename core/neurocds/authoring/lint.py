@@ -288,6 +288,9 @@ def _pack_checks(own: _PackRules, read_anywhere: set[str], meta: PackMetadata) -
                 if evidence["source"] not in cited:
                     message = f"evidence source {evidence['source']!r} is not in pack.yaml's bibliography"
                     out.append(Problem("NCDS010", pack, file, f"/rules/{i}/evidence/{k}/source", raw["id"], message))
+    if own.pack.plugin is not None and hasattr(own.pack.plugin, "neurocds_compute_facts") and not meta.computed_reads():
+        message = "the plugin implements neurocds_compute_facts; declare computed_facts (name: {reads: [paths]})"
+        out.append(Problem("NCDS012", pack, str(meta.path or first_file), "", pack, message))
     meta_file = str(meta.path) if meta.path is not None and meta.path.is_file() else first_file
     for pointer, message in meta.problems:
         out.append(

@@ -71,6 +71,13 @@ _TABLE = [
     ),
     ("NCDS010", "pack-metadata", "warning", "pack.yaml is missing, incomplete, or disagrees with the registered pack."),
     ("NCDS011", "unused-ignore", "note", "A lint ignore in pack.yaml matches no hit."),
+    (
+        "NCDS012",
+        "undeclared-compute",
+        "error",
+        "The pack's plugin computes facts (neurocds_compute_facts) but pack.yaml declares no computed_facts "
+        "with the fact paths each one reads.",
+    ),
 ]
 CHECKS: dict[str, Check] = {row[0]: Check(*row) for row in _TABLE}
 EXIT_CODE = {"error": 2, "warning": 1, "note": 0}

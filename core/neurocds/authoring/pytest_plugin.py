@@ -35,6 +35,7 @@ from neurocds.errors import NeurocdsError
 from .cases import CASE_SUFFIX, Case, CaseFileError, Outcome, check_case, load_case_file
 from .coverage import CoverageCollector
 from .coverage_reports import FILE_NAMES, FORMATS, write_reports
+from .metadata import read_metadata
 
 STATE_KEY = pytest.StashKey["_Session"]()
 
@@ -81,6 +82,7 @@ class _Session:
         self._error: str | None = None
         self.coverage: CoverageCollector | None = None
         self.report: dict[str, Any] | None = None
+        self._declared: dict[str, list[str]] | None = None
 
     @property
     def measuring(self) -> bool:
@@ -98,6 +100,14 @@ class _Session:
             if self.measuring:
                 self.coverage = CoverageCollector(self._engine, self.cover)
         return self._engine
+
+    def declared_reads(self) -> dict[str, list[str]]:
+        """Computed fact -> the paths the loaded packs' pack.yaml declare their compute hooks read."""
+        if self._declared is None:
+            self._declared = {}
+            for pack in self.engine().packs:
+                self._declared.update(read_metadata(pack).computed_reads())
+        return self._declared
 
     def is_case_file(self, path: Path) -> bool:
         if path.name.endswith(CASE_SUFFIX):
@@ -153,7 +163,7 @@ class CaseItem(pytest.Item):
         state = self.config.stash[STATE_KEY]
         engine = state.engine()
         known = {rule.key for rule in engine.rules if rule.kind == "finding"}
-        outcome = check_case(self.case, engine, known)
+        outcome = check_case(self.case, engine, known, state.declared_reads())
         if state.coverage is not None:
             state.coverage.record_facts(self.case.facts)
         if not outcome.passed:
