@@ -56,6 +56,20 @@ EXPECTATIONS: dict[str, type] = {
     "expect_detail_contains": dict,
     "expect_detail_excludes": dict,
 }
+# What each expectation asks of the result (the pack author's guide prints this table).
+EXPECTATION_HELP = {
+    "expect_present": "findings that must fire",
+    "expect_absent": "findings that must not fire (undecided counts as not fired)",
+    "expect_undecided": "findings some rule of which must wait on unrecorded facts (none fired)",
+    "expect_urgency": "finding id -> the urgency it must fire at",
+    "expect_highest_urgency": "the result's highest urgency (emergency, urgent, routine, info, none)",
+    "expect_missing": "JSON pointers that must be listed in missing_data",
+    "expect_not_missing": "JSON pointers that must not be listed in missing_data",
+    "expect_complete": "whether the result must be complete, with no error (default true)",
+    "expect_derived": "derived-fact name -> the value it must have",
+    "expect_detail_contains": "finding id -> text its detail must contain",
+    "expect_detail_excludes": "finding id -> texts its detail must not contain",
+}
 CASE_KEYS = frozenset({"name", "description", "facts", "matrix", *EXPECTATIONS})
 FILE_KEYS = frozenset({"description", "cases"})
 # Expectations that name findings: a misspelt id would otherwise pass vacuously.
@@ -286,7 +300,9 @@ def check_case(
     return outcome
 
 
-def _check_declared_reads(derived: Sequence[Mapping[str, Any]], declared: Mapping[str, Sequence[str]], add: Any) -> None:
+def _check_declared_reads(
+    derived: Sequence[Mapping[str, Any]], declared: Mapping[str, Sequence[str]], add: Any
+) -> None:
     for entry in derived:
         if not entry.get("computed"):
             continue

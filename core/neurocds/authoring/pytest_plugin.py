@@ -40,19 +40,41 @@ from .metadata import read_metadata
 STATE_KEY = pytest.StashKey["_Session"]()
 
 
+# (command-line flag or None, ini key or None, ini type, help): the guide's option table is this list.
+OPTIONS: tuple[tuple[str | None, str | None, str, str], ...] = (
+    (
+        "--neurocds-packs",
+        "neurocds_packs",
+        "string",
+        "comma-separated packs the cases run against (list dependencies too)",
+    ),
+    (None, "neurocds_case_globs", "linelist", "extra case-file patterns, relative to the rootdir"),
+    ("--neurocds-allow-empty", "neurocds_allow_empty", "bool", "allow a full run of a pack project to collect no case"),
+    ("--neurocds-coverage", None, "string", f"write coverage reports: comma-separated of {','.join(FORMATS)}"),
+    ("--neurocds-coverage-dir", None, "string", "folder for the coverage reports (default neurocds-coverage)"),
+    (
+        "--neurocds-coverage-fail-under",
+        "neurocds_coverage_fail_under",
+        "string",
+        "fail below this condition coverage %",
+    ),
+    ("--neurocds-cover", "neurocds_cover", "string", "comma-separated packs to measure (default: --neurocds-packs)"),
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("neurocds", "neurocds rule-pack case files")
-    group.addoption("--neurocds-packs", default=None, help="comma-separated packs the cases run against")
-    group.addoption("--neurocds-allow-empty", action="store_true", default=None, help="allow collecting no case")
-    group.addoption("--neurocds-coverage", default=None, help=f"coverage report formats: {','.join(FORMATS)}")
-    group.addoption("--neurocds-coverage-dir", default="neurocds-coverage", help="folder for coverage reports")
-    group.addoption("--neurocds-coverage-fail-under", type=float, default=None, help="minimum condition coverage %%")
-    group.addoption("--neurocds-cover", default=None, help="comma-separated packs to measure coverage for")
-    parser.addini("neurocds_packs", "comma-separated packs the cases run against", default="")
-    parser.addini("neurocds_case_globs", "extra case-file patterns, relative to the rootdir", type="linelist")
-    parser.addini("neurocds_allow_empty", "allow a run that collects no case file", type="bool", default=False)
-    parser.addini("neurocds_coverage_fail_under", "minimum condition coverage %", default="")
-    parser.addini("neurocds_cover", "comma-separated packs to measure coverage for", default="")
+    for flag, ini, kind, text in OPTIONS:
+        if flag is not None:
+            extra: dict[str, Any] = {"action": "store_true", "default": None} if kind == "bool" else {"default": None}
+            if flag == "--neurocds-coverage-dir":
+                extra["default"] = "neurocds-coverage"
+            if flag == "--neurocds-coverage-fail-under":
+                extra["type"] = float
+            group.addoption(flag, help=text.replace("%", "%%"), **extra)
+        if ini is not None:
+            default: Any = False if kind == "bool" else ([] if kind == "linelist" else "")
+            parser.addini(ini, text, type=kind, default=default)
 
 
 def _names(value: str | None) -> list[str] | None:

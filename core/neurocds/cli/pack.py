@@ -107,11 +107,19 @@ def pack_show(name: str, fmt: str) -> None:
 
 
 @pack_group.command("guide")
-def pack_guide() -> None:
-    """Print the pack author's guide (docs/pack-authoring.md is this output), generated from the code."""
+@click.option("--pack", "packs", multiple=True, help="List the derived facts of this pack only (repeatable).")
+def pack_guide(packs: tuple[str, ...]) -> None:
+    """Print the pack author's guide, generated from the schemas, hooks and the kit's tables.
+
+    docs/pack-authoring.md is this output for the built-in packs.
+    """
     from neurocds.authoring.guide import guide_markdown
 
-    click.echo(guide_markdown(), nl=False)
+    try:
+        text = guide_markdown(packs)
+    except PackNotFound as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo(text, nl=False)
 
 
 @click.command("schema")
