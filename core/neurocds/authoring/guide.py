@@ -82,8 +82,8 @@ def derived_rows(index: PackIndex) -> list[str]:
             reads = "; ".join(x for x in (facts, refs) if x)
             value = "true" if rule.value is True else f"`{rule.value}`"
             rows.append(f"| `{rule.key}` | {value} | {rule.pack} (`{rule.id}`) | {_cell(rule.title)}; reads {reads} |")
-    for name, (pack, reads) in sorted(index.computed.items()):
-        rows.append(f"| `{name}` | computed | {pack} (compute hook) | reads {', '.join(reads)} |")
+    for name, (pack, paths) in sorted(index.computed.items()):
+        rows.append(f"| `{name}` | computed | {pack} (compute hook) | reads {', '.join(paths)} |")
     return rows
 
 

@@ -25,7 +25,7 @@ import fnmatch
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -41,7 +41,8 @@ STATE_KEY = pytest.StashKey["_Session"]()
 
 
 # (command-line flag or None, ini key or None, ini type, help): the guide's option table is this list.
-OPTIONS: tuple[tuple[str | None, str | None, str, str], ...] = (
+IniType = Literal["string", "linelist", "bool"]
+OPTIONS: tuple[tuple[str | None, str | None, IniType, str], ...] = (
     (
         "--neurocds-packs",
         "neurocds_packs",
