@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from neurocds.explain.render import LabelOf, Namer, fact_name, value_words
@@ -34,6 +34,9 @@ OVERRIDE_REASONS: tuple[dict[str, str], ...] = (
 )
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+
+# Where the service serves each finding's DSI source-attribute sheet (a finding card's source.url).
+SHEET_PATH = "/dsi/sheet"
 
 
 def md(text: Any) -> str:
@@ -107,7 +110,11 @@ def _card(summary: str, indicator: str, detail: str, source: dict[str, Any]) -> 
 
 
 def finding_card(
-    finding: Mapping[str, Any], versions: Mapping[str, str], disclaimer: str, names: Namer
+    finding: Mapping[str, Any],
+    versions: Mapping[str, str],
+    disclaimer: str,
+    names: Namer,
+    sheet_url: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     urgency = str(finding.get("urgency", "info"))
     title = str(finding.get("title") or finding.get("id"))
@@ -128,6 +135,10 @@ def finding_card(
     pack = str(finding.get("pack", ""))
     label = f"neurocds {pack} {versions.get(pack, '')}".strip()
     source = _source(label, FINDING_SYSTEM, str(finding.get("id")), title)
+    if sheet_url is not None:
+        # CDS Hooks' Source.url: where the user learns about the source, here the finding's
+        # DSI source-attribute sheet (citation, developer, funding, dates, use of attributes).
+        source["url"] = sheet_url(str(finding.get("id")))
     return _card(title, INDICATOR.get(urgency, "info"), "\n\n".join(parts), source)
 
 
@@ -198,11 +209,19 @@ def _missing_label(item: Mapping[str, Any], label_of: LabelOf) -> str:
     return fact_name(pointer, label if isinstance(label, str) and label else label_of(pointer))
 
 
-def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence[str] = ()) -> list[dict[str, Any]]:
+def build_cards(
+    result: Mapping[str, Any],
+    *,
+    label_of: LabelOf,
+    notes: Sequence[str] = (),
+    sheet_url: Callable[[str], str] | None = None,
+) -> list[dict[str, Any]]:
     """Cards for one result, most urgent first.
 
     :param notes: plain-language notes about the input (prefetch keys not sent, values
         skipped by the FHIR converter); shown on the missing-data card.
+    :param sheet_url: finding id -> the URL of its source-attribute sheet, put in each
+        finding card's ``source.url``.
     """
     disclaimer = str(result.get("disclaimer", ""))
     versions = _pack_versions(result)
@@ -210,7 +229,7 @@ def build_cards(result: Mapping[str, Any], *, label_of: LabelOf, notes: Sequence
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
     names = Namer(result, label_of)
-    cards = [finding_card(f, versions, disclaimer, names) for f in findings]
+    cards = [finding_card(f, versions, disclaimer, names, sheet_url) for f in findings]
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))

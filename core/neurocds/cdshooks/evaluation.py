@@ -17,8 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from neurocds.cdshooks.cards import build_cards, incomplete_card
+from neurocds.cdshooks.cards import SHEET_PATH, build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
 from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
@@ -131,10 +132,14 @@ class Evaluator:
             result = self.engine.evaluate(conversion.facts, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             return self._rejected(exc, conversion.facts)
-        cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
+        cards = build_cards(result, label_of=self.engine.label_of, notes=notes, sheet_url=self.sheet_url)
         decision_id = str(result["evaluation_id"])
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
         return {"cards": cards, "systemActions": []}
+
+    def sheet_url(self, finding_id: str) -> str:
+        """The absolute URL of a finding's source-attribute sheet on this service."""
+        return self.config.endpoint_url(f"{SHEET_PATH}/{quote(finding_id, safe='')}")
 
     def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
         """Index the cards, and append ``first(audit)`` (the decision or rejection) with them.
