@@ -62,7 +62,8 @@ def pack_new(
     click.echo(f"wrote {len(files) + 1} files to {target}/")
     for path in files:
         click.echo(f"  {path.relative_to(target)}")
-    click.echo(f"next: pip install -e '{target}[test]' && (cd {target} && pytest)")
+    shown = str(target) if target.is_absolute() or str(target).startswith(".") else f"./{target}"
+    click.echo(f"next: pip install -e '{shown}[test]' && (cd {shown} && pytest)")
 
 
 @pack_group.command("lint")
