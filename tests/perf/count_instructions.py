@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from neurocds_packs import BUILTIN_PACKS
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -27,7 +29,7 @@ def workload(n: int) -> None:
     from neurocds import Engine
 
     docs = documents(max(n, 1))
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     engine.evaluate(docs[0])  # first evaluation (lazy imports, caches) belongs to both runs
     for doc in docs[:n]:
         engine.evaluate(doc)
