@@ -132,9 +132,10 @@ def test_lint_works_on_a_pack_the_engine_refuses_to_load(tmp_path: Path) -> None
 
 
 def test_the_built_in_packs_lint_clean_quickly() -> None:
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: the bound must hold on a loaded machine too.
+    start = time.process_time()
     report = lint_named(list(BUILTIN_PACKS))
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert report.exit_code == 0, to_text(report)
     assert all(p.ignored_because for p in report.problems)  # every remaining hit has a written reason
     assert elapsed < 1.0, f"linting the built-in packs took {elapsed:.2f} s"

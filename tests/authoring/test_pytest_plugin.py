@@ -143,6 +143,11 @@ def test_coverage_reports_and_fail_under(project: pytest.Pytester) -> None:
     assert (project.path / "neurocds-coverage" / "html" / "index.html").is_file()
     low = project.runpytest("--neurocds-cover=spinal-compression", "--neurocds-coverage-fail-under=1")
     assert low.ret == pytest.ExitCode.OK
+    # A run narrowed with -k is not held to the bar (it would always fail), and says so.
+    project.makefile(".case.yaml", other=FIRES)
+    narrowed = project.runpytest("--neurocds-coverage-fail-under=99", "-k", "other")
+    assert narrowed.ret == pytest.ExitCode.OK
+    narrowed.stdout.fnmatch_lines(["*coverage bar not applied: 1 case(s) deselected*"])
 
 
 def test_the_packs_option_pins_the_engine(project: pytest.Pytester) -> None:
@@ -150,3 +155,10 @@ def test_the_packs_option_pins_the_engine(project: pytest.Pytester) -> None:
     result = project.runpytest("--neurocds-packs=spinal-compression")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*cannot load the packs under test*weakness-pattern*"])
+
+
+def test_the_ini_coverage_bar_holds_for_the_whole_suite_not_a_named_file(project: pytest.Pytester) -> None:
+    project.makeini(INI + "neurocds_coverage_fail_under = 99\n")
+    project.makefile(".case.yaml", fires=FIRES)
+    assert project.runpytest().ret == pytest.ExitCode.TESTS_FAILED  # one case covers far less than 99 %
+    assert project.runpytest("fires.case.yaml").ret == pytest.ExitCode.OK
