@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from neurocds_packs import BUILTIN_PACKS  # noqa: F401  (re-exported: the packs the library is about)
+
 CASES_DIR = Path(__file__).parent / "cases"
 
 # The pointer every case sets to its own name: it never counts as a clinical difference between cases.

@@ -24,13 +24,14 @@ from case_library import OWN_ID_POINTER, finding_state, leaf_facts, load_cases
 from packs_spec import spec_finding_ids
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 CASES = load_cases()
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, dict[str, Any]]:
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     return {case_id: engine.evaluate(case["facts"]).to_dict() for case_id, case in CASES.items()}
 
 

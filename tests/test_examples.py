@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Clinical packs and examples"
@@ -59,7 +60,7 @@ ROWS = parse_table(readme_section((REPO / "README.md").read_text(encoding="utf-8
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    return Engine(packs=BUILTIN_PACKS)
 
 
 def test_table_parser_reads_ids_urgencies_and_all_suffix() -> None:

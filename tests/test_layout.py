@@ -30,6 +30,7 @@ LAYERS: list[list[str]] = [
     ["neurocds.explain"],
     ["neurocds.audit", "neurocds.fhir"],
     ["neurocds.engine", "neurocds.result", "neurocds.testing", "neurocds"],
+    ["neurocds.authoring"],
     ["neurocds.replay", "neurocds.cdshooks"],
     ["neurocds.cli"],
     ["neurocds.__main__"],

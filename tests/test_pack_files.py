@@ -23,7 +23,7 @@ def shipped_rule_patterns() -> set[str]:
 
 
 def test_rule_files_in_reads_every_accepted_suffix_and_nothing_else(tmp_path: Path) -> None:
-    for name in ("b.yml", "a.yaml", "c.json", "notes.txt", "d.yaml.orig"):
+    for name in ("b.yml", "a.yaml", "c.json", "notes.txt", "d.yaml.orig", "pack.yaml"):
         (tmp_path / name).write_text("x", encoding="utf-8")
     (tmp_path / "nested.yaml").mkdir()  # a folder named like a rule file is not one
     assert [p.name for p in rule_files_in(tmp_path)] == ["a.yaml", "b.yml", "c.json"]

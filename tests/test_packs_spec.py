@@ -16,6 +16,7 @@ import pytest
 from packs_spec import parse_spec, spec_path
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def spec() -> dict[str, dict[str, set[str] | None]]:
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    return Engine(packs=BUILTIN_PACKS)
 
 
 def test_parser_reads_both_urgency_forms() -> None:

@@ -25,6 +25,7 @@ from case_library import load_cases
 from neurocds import Engine
 from neurocds.resources import load_schema
 from neurocds.rules.conditions import FactTest
+from neurocds_packs import BUILTIN_PACKS
 
 ORDER_OPS = ("lt", "lte", "gt", "gte")
 SIDES = ("just below", "at", "just above")
@@ -135,7 +136,7 @@ def wording_mismatches(rule_id: str, texts: Iterable[str], op: str, threshold: f
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine()
+    return Engine(packs=BUILTIN_PACKS)
 
 
 def test_side_of_uses_the_thresholds_last_digit() -> None:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from neurocds.backends.reference import ReferenceEvaluator, Run, concluders_of, dependency_order
+from neurocds.backends.reference import Evaluation, ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
@@ -344,6 +344,21 @@ class Engine:
         if self._audit is not None:
             self._audit.record_decision(result.to_dict(), doc)
         return result
+
+    def node_states(self, facts: Mapping[str, Any] | str | bytes) -> Evaluation:
+        """The reference evaluator's state of every rule and condition node for one document.
+
+        What coverage tools read (``neurocds.authoring.coverage``): the same evaluation
+        ``evaluate`` explains from, without a result, an audit record or durable_rules.
+        """
+        doc = self.validate(facts)
+        failures: list[PackFailure] = []
+        computed: dict[str, Any] = {}
+        budget = self._hooks.budget()
+        if budget is not None and self._hooks.compute_calls:
+            computed, _ = self._hooks.compute(FrozenFacts(doc), self.compiled.derived_kinds, failures, budget)
+        disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
+        return self.reference.run(doc, computed, None, disabled)[1]
 
     def _durable_session(
         self, doc: Mapping[str, Any], computed: Mapping[str, Any], disabled: frozenset[str]

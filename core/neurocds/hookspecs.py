@@ -146,6 +146,11 @@ def neurocds_compute_facts(facts: Mapping[str, Any]) -> ComputedFacts | None:
     added as derived facts that rules can match (``{derived: name, ...}``) and the
     trace shows them with their ``because`` pointers.
 
+    Declare in the pack's ``pack.yaml`` which fact paths each value reads
+    (``computed_facts: {my.older_adult: {reads: [patient.age_years]}}``): the DSI
+    source-attribute sheet follows them, and a case fails when ``because`` names
+    a path that is not declared.
+
     If this hook raises (``SystemExit`` and ``KeyboardInterrupt`` included), overruns
     the pack's budget, or returns anything but ``None`` or a valid :class:`ComputedFacts`
     of its own packs, the pack is reported as failed in the result (``errors[]`` kind

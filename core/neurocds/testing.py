@@ -1,4 +1,7 @@
-"""Tools for pack authors' tests: build a pack from inline rules, check case files.
+"""Tools for pack authors' tests: build a pack from inline rules.
+
+Case files (``*.case.yaml``) are checked by the neurocds pytest plugin and
+:mod:`neurocds.authoring.cases`; see docs/pack-authoring.md.
 
 from neurocds.testing import inline_pack
 plugin = inline_pack(tmp_path, "my-pack", "my", rules=[{...}], depends_on=["weakness-pattern"])

@@ -7,3 +7,7 @@ Every clinical word lives in those data files, not in ``neurocds``.
 May import: only the pack author's API of neurocds (``neurocds.hookspecs``,
 ``neurocds.resources``, ``neurocds.testing``), like any third-party pack.
 """
+
+# Every built-in pack, by name: what this project's own tests pin (``Engine(packs=BUILTIN_PACKS)``),
+# so that a third-party pack installed beside them cannot change their answers.
+BUILTIN_PACKS = ("weakness-pattern", "spinal-compression", "neuromuscular", "cerebrovascular", "treatment-expectation")

@@ -12,11 +12,18 @@ from neurocds.resources import data_dir
 # pyproject.toml's package-data for neurocds_packs.rulesets must ship exactly these, or a
 # rule file that works in a checkout would silently vanish from the wheel; a test ties them.
 RULE_FILE_SUFFIXES = (".json", ".yaml", ".yml")
+# The pack's metadata (version, dates, developer, funding, bibliography) sits beside its rule
+# files under this name and is not a rule file (neurocds.authoring.metadata reads it).
+PACK_METADATA = "pack.yaml"
 
 
 def rule_files_in(folder: Path) -> list[Path]:
     """The rule files directly in ``folder``, sorted for a deterministic load order."""
-    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix in RULE_FILE_SUFFIXES)
+    return sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and path.suffix in RULE_FILE_SUFFIXES and path.name != PACK_METADATA
+    )
 
 
 def rule_files(pack: str) -> list[Path]:

@@ -14,6 +14,7 @@ import pytest
 from audit_helpers import make_facts, make_result, read_lines
 
 from neurocds.audit import AuditError, AuditLog, export_fhir
+from neurocds_packs import BUILTIN_PACKS
 
 DOMAIN = {
     "resourceType",
@@ -178,7 +179,7 @@ def test_provenance_names_the_ehr_resources_the_facts_came_from(tmp_path: Path) 
 
     # A fixed "now": with the wall clock the observation would become stale and drop out.
     conversion = FhirConverter(now=datetime(2026, 11, 21, tzinfo=UTC)).convert_bundle(bundle)
-    result = Engine().evaluate(
+    result = Engine(packs=BUILTIN_PACKS).evaluate(
         conversion.facts, provenance={"provenance": conversion.provenance, "warnings": conversion.warnings}
     )
     plain, redacted = tmp_path / "plain", tmp_path / "redacted"

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from neurocds import Engine
 from neurocds.cli import main
 from neurocds.replay import replay_decision
+from neurocds_packs import BUILTIN_PACKS
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((REPO / "examples").glob("*.json"))
@@ -73,7 +74,7 @@ def test_the_case_library_replays_identically(tmp_path: Path) -> None:
             engines[key] = Engine(packs=packs, backend=info.get("backend"), verify=bool(info.get("verified")))
         return engines[key]
 
-    engine = Engine(audit_dir=tmp_path / "log")
+    engine = Engine(packs=BUILTIN_PACKS, audit_dir=tmp_path / "log")
     for path in CASES:
         facts = yaml.safe_load(path.read_text(encoding="utf-8"))["facts"]
         engine.evaluate(facts, trace=CASES.index(path) % 3 != 0)  # a third without the trace

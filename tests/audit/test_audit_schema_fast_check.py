@@ -20,6 +20,7 @@ from neurocds.audit import AuditLog
 from neurocds.audit.records import _is_valid, _validator, schema_errors
 from neurocds.audit.signing import generate_keypair
 from neurocds.errors import FactsValidationError
+from neurocds_packs import BUILTIN_PACKS
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 WRONG_VALUES: tuple[Any, ...] = (None, True, 0, 7.5, "", "x", [], [1], {}, {"k": 1})
@@ -31,7 +32,7 @@ def _records(tmp_path: Path) -> list[dict[str, Any]]:
     key = tmp_path / "keys" / "signing.pem"
     key.parent.mkdir()
     generate_keypair(key, tmp_path / "keys" / "signing.pub")
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     log = AuditLog(tmp_path / "log", signing_key_path=key)
     redacted = AuditLog(tmp_path / "redacted", redact=True, pseudonym_key=b"k" * 32)
     for example in sorted(EXAMPLES.glob("*.json")):

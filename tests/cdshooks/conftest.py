@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from neurocds_packs import BUILTIN_PACKS
+
 from .support import EHR_ISSUER, FIXED_NOW, Keys, Server, TestPack, make_keys, running_server
 
 
@@ -15,7 +17,7 @@ from .support import EHR_ISSUER, FIXED_NOW, Keys, Server, TestPack, make_keys, r
 def engine() -> Any:
     from neurocds import Engine
 
-    return Engine(plugins=[("cds-test", TestPack())])
+    return Engine(packs=[*BUILTIN_PACKS, "cds-test"], plugins=[("cds-test", TestPack())])
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import pytest
 
 from neurocds.audit.query import read_records
 from neurocds.audit.verify import verify_log
+from neurocds_packs import BUILTIN_PACKS
 
 from .spec import assert_operation_outcome, assert_response
 from .support import CDSHOOKS_DATA, Keys, Server, hook_request, load_json, synthea_prefetch
@@ -153,8 +154,8 @@ def test_an_audit_log_configured_on_both_the_engine_and_the_service_is_refused(t
     from neurocds.cdshooks import ServiceConfig, create_app
     from neurocds.cdshooks.config import ConfigError
 
-    engine = Engine(audit_dir=tmp_path / "engine-log")
-    assert engine.audit_log is not None and Engine().audit_log is None
+    engine = Engine(packs=BUILTIN_PACKS, audit_dir=tmp_path / "engine-log")
+    assert engine.audit_log is not None and Engine(packs=BUILTIN_PACKS).audit_log is None
     config = ServiceConfig(base_url="http://127.0.0.1:1", insecure_dev=True, audit_dir=tmp_path / "service-log")
     with pytest.raises(ConfigError, match="configured twice"):
         create_app(config, engine)

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from neurocds.cdshooks.cards import build_cards, md, truncate
+from neurocds_packs import BUILTIN_PACKS
 
 from .spec import assert_card
 
@@ -155,7 +156,7 @@ def test_a_derived_reason_is_named_and_shows_the_recorded_facts_behind_it():
 
     from neurocds import Engine
 
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     example = Path(__file__).parents[2] / "examples" / "cauda-equina.json"
     result = engine.evaluate(json.loads(example.read_text(encoding="utf-8"))).to_dict()
     card = next(c for c in build_cards(result, label_of=engine.label_of) if c["indicator"] == "critical")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 from .spec import assert_response
 from .support import BoomPack, Server, hook_request, running_server, synthea_prefetch
@@ -17,7 +18,7 @@ PATH = "/cds-services/neurocds-patient-view"
 
 @pytest.fixture(scope="module")
 def boom_server() -> Iterator[Server]:
-    engine = Engine(plugins=[("boom", BoomPack())])
+    engine = Engine(packs=[*BUILTIN_PACKS, "cds-test"], plugins=[("boom", BoomPack())])
     with running_server({"insecure_dev": True}, engine) as srv:
         yield srv
 

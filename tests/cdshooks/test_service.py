@@ -304,3 +304,22 @@ def test_declared_oversized_body_is_413_before_reading(server: Server, keys: Key
 def test_unauthenticated_oversized_body_is_401_not_413(server: Server) -> None:
     resp = server.call("POST", PATIENT_VIEW, None, raw=b"{}", headers={"Content-Length": "2"})
     assert resp.status == 401
+
+
+def test_finding_cards_link_to_their_dsi_sheet_which_the_service_serves(server: Server, keys: Keys) -> None:
+    patient_id, prefetch = synthea_prefetch(STROKE_PATIENT)
+    cards = assert_response(post(server, keys, PATIENT_VIEW, hook_request("patient-view", patient_id, prefetch)).json())
+    stroke = next(c for c in cards if c["source"]["topic"]["code"] == "cdstest.prior_stroke")
+    assert stroke["source"]["url"] == f"{server.base_url}/dsi/sheet/cdstest.prior_stroke"
+    notices = [c for c in cards if c["source"]["topic"]["system"] != "urn:neurocds:finding"]
+    assert notices and all("url" not in c["source"] for c in notices)  # only findings have a sheet
+    page = server.call("GET", "/dsi/sheet/cdstest.prior_stroke")  # no token: the sheet holds no patient data
+    assert page.status == 200 and page.headers["content-type"].startswith("text/html")
+    text = page.body.decode()
+    assert "Finding cdstest.prior_stroke" in text and "Use of" in text and "Sex" in text
+    assert "Finding cdstest.adult" not in text  # one finding's part of the sheet
+    whole = server.call("GET", "/dsi/sheet").body.decode()
+    assert "Pack cds-test" in whole and "Pack spinal-compression" in whole
+    missing = server.call("GET", "/dsi/sheet/no.such_finding")
+    assert missing.status == 404
+    assert_operation_outcome(missing.json(), "")

@@ -17,6 +17,7 @@ pytest.importorskip("durable_rules_engine")
 
 from neurocds import Engine
 from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
 
 VOLATILE = ("evaluation_id", "evaluated_at")
 
@@ -134,6 +135,6 @@ def test_both_backends_write_the_same_result_document(tmp_path, engines):
 
 
 def test_installed_packs_are_deterministic_across_engines():
-    first, second = Engine(), Engine()
+    first, second = Engine(packs=BUILTIN_PACKS), Engine(packs=BUILTIN_PACKS)
     for doc in DOCUMENTS:
         assert stripped(first.evaluate(doc)) == stripped(second.evaluate(doc)) == stripped(first.evaluate(doc))

@@ -26,6 +26,7 @@ from neurocds import Engine, FactsValidationError
 from neurocds.hookspecs import ComputedFacts
 from neurocds.rules.conditions import FactTest, ItemTest
 from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
 
 SEEDED_DOCUMENTS = 3000
 HYPOTHESIS_EXAMPLES = 300
@@ -426,7 +427,7 @@ class SchemaDocuments:
 
 
 def test_backends_agree_with_the_installed_packs(tmp_path) -> None:
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     assert engine.rules and engine.durable is not None and engine.verify
     generator = SchemaDocuments(engine.facts_schema, leaf_values(engine), random.Random(7))
     verified = invalid = 0

@@ -11,6 +11,7 @@ from neurocds.explain.reasons import because_item
 from neurocds.explain.render import render_result
 from neurocds.rules.conditions import All, AnyOf, Not
 from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
 
 BASE = {"facts_version": "1", "patient": {"id": "p"}}
 FLAGS = ("symptoms.urinary_retention", "symptoms.saddle_anaesthesia", "exam.reduced_anal_tone")
@@ -197,7 +198,7 @@ def _key(item):
 
 
 def test_explanations_name_every_supporting_leaf_on_the_builtin_packs():
-    engine = Engine(verify=False)
+    engine = Engine(packs=BUILTIN_PACKS, verify=False)
     checked = 0
     for doc in examples_with_unknowns(150, seed=11):
         facts = engine.validate(doc)

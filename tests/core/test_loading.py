@@ -27,7 +27,7 @@ def test_builtin_foundation_pack_loads_through_entry_points():
 
 def test_allowlist_env_selects_packs(monkeypatch, tmp_path):
     monkeypatch.setenv("NEUROCDS_PACKS", "weakness-pattern")
-    engine = Engine()
+    engine = Engine()  # unpinned: the allowlist under test comes from NEUROCDS_PACKS
     assert [p["name"] for p in engine.pack_infos()] == ["weakness-pattern"]
 
 

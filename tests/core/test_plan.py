@@ -20,6 +20,7 @@ from kleene_oracle import Tri, oracle
 from neurocds import Engine
 from neurocds.rules.conditions import All, AnyOf, Condition, DerivedRef, FactTest, FindingRef, ItemTest, Not
 from neurocds.rules.plan import UNSET, Plan
+from neurocds_packs import BUILTIN_PACKS
 
 
 def expected_mask(node: Condition, seen: dict[int, Tri], plan: Plan, ref_masks: Mapping[Any, int]) -> int:
@@ -128,7 +129,7 @@ def test_a_node_shared_by_two_parents_keeps_one_slot():
 
 
 def test_plan_matches_the_oracle_on_the_builtin_packs():
-    engine = Engine(verify=False)
+    engine = Engine(packs=BUILTIN_PACKS, verify=False)
     unreached = 0
     for doc in examples_with_unknowns(150, seed=5):
         facts = engine.validate(doc)

@@ -10,6 +10,7 @@ from neurocds import Engine
 from neurocds.hookspecs import ComputedFacts
 from neurocds.resources import load_schema
 from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
 
 BASE = {"facts_version": "1", "patient": {"id": "p"}}
 RET = {"fact": "symptoms.urinary_retention", "eq": True}
@@ -190,7 +191,7 @@ def _oracle_unknowns(node, ev, rules_unknown):
 def test_flat_unknowns_match_the_recursive_definition_on_the_builtin_packs():
     from example_docs import examples_with_unknowns
 
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     checked = 0
     for doc in examples_with_unknowns(200, seed=3):
         facts = engine.validate(doc)

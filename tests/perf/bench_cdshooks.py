@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from neurocds_packs import BUILTIN_PACKS
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -140,7 +142,7 @@ def in_process_baseline(payloads: list[bytes], window_days: float, rounds: int =
     from neurocds.facts.strictjson import parse_strict
     from neurocds.fhir import FhirConverter
 
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     # Built once, as the service does (it loads the mapping tables); the same window as the server.
     converter = FhirConverter(observation_window_days=window_days)
     times = []

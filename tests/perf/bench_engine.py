@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared document helper
 from example_docs import examples_with_unknowns
@@ -75,9 +76,9 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="extra evaluations for the memory check")
     args = parser.parse_args()
     docs = documents(args.n)
-    verified = Engine()
-    plain = Engine(verify=False)
-    reference = Engine(backend="reference")
+    verified = Engine(packs=BUILTIN_PACKS)
+    plain = Engine(packs=BUILTIN_PACKS, verify=False)
+    reference = Engine(packs=BUILTIN_PACKS, backend="reference")
     print(
         f"neurocds benchmark: {len(docs)} documents, {len(verified.rules)} rules in "
         f"{len(verified.packs)} packs, backend {verified.backend_name}"

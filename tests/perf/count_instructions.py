@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from neurocds_packs import BUILTIN_PACKS
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -29,7 +31,7 @@ def workload(n: int, evaluate: bool, backend: str) -> None:
     from neurocds import Engine
 
     docs = documents(n)  # the same documents in both runs: building them is not evaluation
-    engine = Engine(backend=backend)
+    engine = Engine(packs=BUILTIN_PACKS, backend=backend)
     engine.evaluate(docs[0])  # first evaluation (lazy imports, caches) belongs to both runs
     if evaluate:
         for doc in docs:

@@ -27,6 +27,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from neurocds.authoring.sheet import build_sheet, to_html
+from neurocds.cdshooks.cards import SHEET_PATH
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition, build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
@@ -272,6 +274,31 @@ def log_failed_packs(engine: Any) -> None:
         log.warning("pack %s could not load; every answer is incomplete without it: %s", pack.name, pack.error)
 
 
+class _SheetPages:
+    """The DSI source-attribute sheet of the engine's packs as HTML, linked from every finding card.
+
+    No token is asked: the sheet holds no patient data, and the clinician who follows a
+    card's link opens it in a browser that has none.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self._sheet: dict[str, Any] | None = None
+
+    def sheet(self) -> dict[str, Any]:
+        if self._sheet is None:
+            packs = list(self.engine.packs)
+            self._sheet = build_sheet(packs, [p.name for p in packs])
+        return self._sheet
+
+    async def page(self, request: Request) -> Response:
+        finding = request.path_params.get("finding_id")
+        sheet = self.sheet()
+        if finding is not None and not any(f["id"] == finding for p in sheet["packs"] for f in p["findings"]):
+            return outcome_response([Issue("", f"no loaded pack concludes finding {finding!r}", "not-found")], 404)
+        return HTMLResponse(to_html(sheet, only_finding=finding))
+
+
 def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     """The service. ``engine``: an :class:`~neurocds.engine.Engine` (default: all installed packs).
 
@@ -296,7 +323,10 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
         )
     service = CdsService(config, Evaluator(config, engine), verifier)
     log_failed_packs(engine)
+    sheets = _SheetPages(engine)
     routes = [
+        Route(SHEET_PATH, _guard(sheets.page), methods=["GET"]),
+        Route(SHEET_PATH + "/{finding_id}", _guard(sheets.page), methods=["GET"]),
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", _guard(service.feedback), methods=["POST"]),

@@ -37,6 +37,9 @@ OVERRIDE_REASONS: tuple[dict[str, str], ...] = (
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
 
+# Where the service serves each finding's DSI source-attribute sheet (a finding card's source.url).
+SHEET_PATH = "/dsi/sheet"
+
 
 def md(text: Any) -> str:
     """Plain text as inert GitHub-flavoured Markdown (no links, emphasis or HTML)."""
@@ -153,6 +156,7 @@ def finding_card(
     names: Namer,
     sources: FactSources | None = None,
     link_of: Callable[[str], str] | None = None,
+    sheet_url: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
     sources = sources or FactSources()
     urgency = str(finding.get("urgency", "info"))
@@ -180,6 +184,10 @@ def finding_card(
     pack = str(finding.get("pack", ""))
     label = f"neurocds {pack} {versions.get(pack, '')}".strip()
     source = _source(label, FINDING_SYSTEM, str(finding.get("id")), title)
+    if sheet_url is not None:
+        # CDS Hooks' Source.url: where the user learns about the source, here the finding's
+        # DSI source-attribute sheet (citation, developer, funding, dates, use of attributes).
+        source["url"] = sheet_url(str(finding.get("id")))
     card = _card(title, INDICATOR.get(urgency, "info"), "\n\n".join(parts), source)
     if link_of is not None:
         # The full evidence and where the rule comes from, one click away from the summary.
@@ -301,6 +309,7 @@ def build_cards(
     sources: FactSources | None = None,
     link_of: Callable[[str], str] | None = None,
     rule_facts: Mapping[str, frozenset[str]] | None = None,
+    sheet_url: Callable[[str], str] | None = None,
 ) -> list[dict[str, Any]]:
     """Cards for one result, most urgent first.
 
@@ -311,6 +320,8 @@ def build_cards(
     :param sources: dates of the results and draft orders behind each fact.
     :param link_of: finding id -> URL of its evidence and source sheet (``links[]``).
     :param rule_facts: rule id -> recorded facts its conditions read (:func:`deciding_facts`).
+    :param sheet_url: finding id -> the URL of its source-attribute sheet, put in each
+        finding card's ``source.url``.
     """
     disclaimer = str(result.get("disclaimer", ""))
     versions = _pack_versions(result)
@@ -318,7 +329,7 @@ def build_cards(
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
     names = Namer(result, label_of)
-    cards = [finding_card(f, versions, disclaimer, names, sources, link_of) for f in findings]
+    cards = [finding_card(f, versions, disclaimer, names, sources, link_of, sheet_url) for f in findings]
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))

@@ -17,8 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from neurocds.cdshooks.cards import build_cards, incomplete_card
+from neurocds.cdshooks.cards import SHEET_PATH, build_cards, incomplete_card
 from neurocds.cdshooks.config import ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition
 from neurocds.cdshooks.evidence import evidence_url
@@ -168,11 +169,16 @@ class Evaluator:
             sources=FactSources.build(readable, conversion.provenance, draft_pointers, conversion.facts),
             link_of=lambda finding_id: evidence_url(self.config.base_url, finding_id),
             rule_facts=_recorded_facts_by_rule(self.rule_facts, conversion.facts),
+            sheet_url=self.sheet_url,
         )
         decision_id = str(result["evaluation_id"])
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
         # Optional arrays without a value are omitted (the spec): no "systemActions": [].
         return {"cards": cards}
+
+    def sheet_url(self, finding_id: str) -> str:
+        """The absolute URL of a finding's source-attribute sheet on this service."""
+        return self.config.endpoint_url(f"{SHEET_PATH}/{quote(finding_id, safe='')}")
 
     def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
         """Index the cards, and append ``first(audit)`` (the decision or rejection) with them.

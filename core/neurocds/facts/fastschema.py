@@ -331,7 +331,8 @@ def _compile(
         return _never
     if not isinstance(schema, Mapping):
         raise Unsupported(f"schema of type {type(schema).__name__}")
-    unknown = set(schema) - SUPPORTED - ANNOTATIONS
+    # "x-" keywords are vendor annotations (the facts schema's x-dsi-attributes): jsonschema ignores them too.
+    unknown = {k for k in set(schema) - SUPPORTED - ANNOTATIONS if not k.startswith("x-")}
     if unknown:
         raise Unsupported(f"keywords {sorted(unknown)}")
     checks: list[Predicate] = []
