@@ -51,7 +51,7 @@ from neurocds.audit.chain import (
     awaits_recovery,
     read_checkpoint_file,
     read_head,
-    scan,
+    scan_file,
 )
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import schema_errors
@@ -168,7 +168,9 @@ def verify_log(
     if not log_path.exists():
         report.problems.append(Problem(1, "missing", f"{LOG_NAME} is missing"))
         return report
-    hashes: list[str] = []
+    head, head_why = read_head(d)
+    head_seq = head["sequence"] if head is not None else None
+    hashes: dict[int, str] = {}  # only the one record the head file names: memory stays flat
     chain_cps: dict[int, dict[str, Any]] = {}
     quarantine: list[tuple[int, dict[str, Any]]] = []
 
@@ -177,7 +179,8 @@ def verify_log(
         errors = schema_errors(record)
         if errors:
             report.problems.append(Problem(seq, "schema", f"record breaks the schema: {errors[0]}"))
-        hashes.append(record["hash"])
+        if seq == head_seq:
+            hashes[seq] = record["hash"]
         body = record.get(str(record.get("type")))
         if record.get("type") == "checkpoint" and isinstance(body, dict):
             chain_cps[seq] = body
@@ -185,13 +188,13 @@ def verify_log(
         elif record.get("type") == "recovery" and isinstance(body, dict):
             quarantine.append((seq, body))
 
-    result = scan(log_path.read_bytes(), on_record=on_record)
+    result = scan_file(log_path, on_record=on_record)
     report.records = result.records
     report.last_sequence = last = result.last_sequence
     p = result.first_problem()
     if p is not None:
         report.problems.append(Problem(p.sequence, p.code, p.reason))
-    _check_head(report, d, hashes, chain_intact=result.problem is None)
+    _check_head(report, head, head_why, hashes, chain_intact=result.problem is None)
     files = [(d / CHECKPOINTS_NAME, CHECKPOINTS_NAME, True)]
     files += [(Path(p), f"checkpoint file {p}", False) for p in external_checkpoints]
     for path, label, is_mirror in files:
@@ -237,9 +240,10 @@ def _check_chain_checkpoint(
     report.checkpoints.append(status)
 
 
-def _check_head(report: VerifyReport, d: Path, hashes: list[str], *, chain_intact: bool) -> None:
+def _check_head(
+    report: VerifyReport, head: dict[str, Any] | None, why: str | None, hashes: dict[int, str], *, chain_intact: bool
+) -> None:
     last = report.last_sequence
-    head, why = read_head(d)
     if head is None:
         why = f"{why}: records 1..{last} check out, but whether records after {last} were removed cannot be told"
         report.problems.append(Problem(last + 1, "head", why))
@@ -255,7 +259,7 @@ def _check_head(report: VerifyReport, d: Path, hashes: list[str], *, chain_intac
                 )
             )
         return
-    known = hashes[hseq - 1] if hseq >= 1 else "0" * 64
+    known = hashes.get(hseq) if hseq >= 1 else "0" * 64
     if known != hhash:
         lb = _lower_bound(report, hseq)
         report.problems.append(
