@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from audit_helpers import make_facts, make_result, read_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit_helpers import make_facts, make_result, read_lines
 from neurocds.audit import AuditLog, verify_log
 from neurocds.audit import chain as chain_module
 from neurocds.audit import tail as tail_module
