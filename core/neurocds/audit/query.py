@@ -7,13 +7,15 @@ chain is intact is :mod:`neurocds.audit.verify`'s job, and the CLI says so.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from neurocds.audit._canon import loads
+from neurocds.audit.catalog import expand_record, load_catalog
 from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import RECORD_TYPES
@@ -22,19 +24,32 @@ _DECISION_ONLY = ("finding", "urgency", "pack", "incomplete")
 
 
 def read_records(directory: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of the log that parses as a record, in file order."""
+    """Every complete line of the log that parses as a record, in file order.
+
+    Decisions stored compactly come back whole (their explanation rebuilt from the
+    catalog); one whose explanation cannot be rebuilt comes back as stored.
+    """
+    return list(iter_records(directory))
+
+
+def iter_records(directory: str | Path) -> Iterator[dict[str, Any]]:
+    """:func:`read_records`, one record at a time (memory flat in the log's length)."""
     path = Path(directory) / LOG_NAME
     if not path.exists():
         raise AuditError(f"no audit log in {directory}")
-    out = []
-    for line in path.read_bytes().split(b"\n")[:-1]:  # the last piece has no line end
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("sequence"), int):
-            out.append(record)
-    return out
+    catalog, _ = load_catalog(Path(directory))
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # the last piece has no line end
+            try:
+                record = loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+                with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
+                    record = expand_record(record, catalog)
+                yield record
 
 
 def parse_time(text: str) -> datetime:
@@ -109,7 +124,7 @@ def _has_pack(body: Mapping[str, Any], spec: str) -> bool:
 
 
 def query_records(directory: str | Path, flt: RecordFilter) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if flt.matches(r)]
+    return [r for r in iter_records(directory) if flt.matches(r)]
 
 
 def find_record(directory: str | Path, ident: str) -> dict[str, Any]:

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit import mirror
-from neurocds.audit._canon import canonical_json, sha256_hex
+from neurocds.audit._canon import sha256_hex
+from neurocds.audit.catalog import Catalog, CatalogProblem
 from neurocds.audit.chain import (
-    HEAD_NAME,
     LOCK_NAME,
     LOG_NAME,
     QUARANTINE_DIR,
@@ -41,12 +41,14 @@ from neurocds.audit.chain import (
     read_head,
     scan,
 )
+from neurocds.audit.compact import compact
 from neurocds.audit.errors import AuditError, AuditIntegrityError
 from neurocds.audit.files import fsync_dir, write_all
+from neurocds.audit.quarantine import move_to_quarantine
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
 from neurocds.audit.signing import sign_checkpoint
 from neurocds.audit.store_state import Appended, StoreState
-from neurocds.audit.tail import state_from_head
+from neurocds.audit.tail import state_from_head, write_head
 
 # Only sequence numbers, types, sizes and hashes are ever logged: never facts,
 # never patient ids, never pseudonyms.
@@ -59,6 +61,7 @@ class ChainStore:
         self.directory = directory
         self.state: StoreState | None = None
         self.recovered: list[Appended] = []
+        self.catalog = Catalog(directory)
 
     def create_layout(self) -> None:
         created = not self.directory.exists()
@@ -95,17 +98,7 @@ class ChainStore:
     def write_head(self, sequence: int, digest: str, index: Mapping[str, Any] | None = None) -> None:
         """Replace the head file: the last record's sequence and hash, and ``index``
         (:meth:`StoreState.head_index`: where that record ends, and the last checkpoint)."""
-        # Replace atomically; a head that lags after a crash is tolerated (and
-        # recorded on the next append), so the rename needs no directory fsync.
-        tmp = self.directory / f".{HEAD_NAME}.tmp"
-        data = canonical_json({**(index or {}), "sequence": sequence, "hash": digest, "updated_at": utc_now()})
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_all(fd, data + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / HEAD_NAME)
+        write_head(self.directory, sequence, digest, index)
 
     def write(self, state: StoreState, rtype: str, body: Mapping[str, Any]) -> Appended:
         return self.write_together(state, [(rtype, body)])[0]
@@ -135,6 +128,7 @@ class ChainStore:
         outcomes: list[list[Appended] | AuditError] = []
         records: list[dict[str, Any]] = []
         lines: list[bytes] = []
+        groups = self._compacted(groups)
         sequence, prev_hash = state.scan.last_sequence, state.scan.last_hash
         for items in groups:
             sealed = []
@@ -156,6 +150,12 @@ class ChainStore:
             prev_hash = records[-1]["hash"] if records else state.scan.last_hash  # the group is left out
         if not records:
             return outcomes
+        try:
+            self.catalog.flush()  # the entries the records name are on disk before the records
+        except OSError as exc:
+            self.catalog.discard_pending()
+            failed = AuditError(f"could not write the explanation catalog: {exc}")
+            return [o if isinstance(o, AuditError) else failed for o in outcomes]
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
         try:
             write_all(fd, b"".join(lines))
@@ -182,6 +182,25 @@ class ChainStore:
             # between the two writes leaves too; the next append records it as a recovery.
             log.warning("audit: head file not updated after sequence %d: %s", state.scan.last_sequence, exc.strerror)
         return outcomes
+
+    def _compacted(
+        self, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
+    ) -> list[list[tuple[str, Mapping[str, Any]]]]:
+        """Decision bodies with their explanation in compact form (see :mod:`neurocds.audit.compact`).
+
+        A catalog that cannot be read is no reason to stop recording: the bodies are then
+        stored whole (``verify`` reports the catalog).
+        """
+        try:
+            self.catalog.refresh()
+        except CatalogProblem as problem:
+            log.warning("audit: explanation catalog damaged at entry %d; storing explanations whole", problem.entry)
+            return [list(items) for items in groups]
+        cat = self.catalog
+        return [
+            [(t, compact(b, cat.intern, cat.position, cat.memo) if t == "decision" else b) for t, b in items]
+            for items in groups
+        ]
 
     def _cut_back(self, fd: int, end: int) -> None:
         """After a failed write or fsync, remove what it may have left past ``end``.
@@ -336,35 +355,7 @@ class ChainStore:
         self.recovered.append(self.write(state, "recovery", body))
 
     def _quarantine_tail(self, state: StoreState, torn: bytes) -> None:
-        offset = state.scan.end
-        digest = sha256_hex(torn)
-        qdir = self.directory / QUARANTINE_DIR
-        qdir.mkdir(mode=0o700, exist_ok=True)
-        name = f"torn-after-{state.scan.last_sequence}-at-{offset}-{digest[:16]}.bin"
-        path = qdir / name
-        if not path.exists() or path.read_bytes() != torn:
-            tmp = qdir / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                write_all(fd, torn)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            fsync_dir(qdir)
-        # Only now, with the bytes safe elsewhere, cut them off the log.
-        os.truncate(self.directory / LOG_NAME, offset)
-        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.warning(
-            "audit: %d bytes of an interrupted write after record %d moved to %s",
-            len(torn),
-            state.scan.last_sequence,
-            f"{QUARANTINE_DIR}/{name}",
-        )
+        move_to_quarantine(self.directory, state.scan.last_sequence, state.scan.end, torn)
 
     def _record_quarantined(self, state: StoreState, last_sequence: int, end: int) -> None:
         """Write the recovery record of bytes quarantined just before a crash.

@@ -1,4 +1,4 @@
-"""Opening the log at its tail: where the chain ends, read from the head file, not the log.
+"""The head file, and opening the log at its tail: where the chain ends, read from the head file.
 
 The head file says where the last record ends (``offset``) and how long its line is,
 and where the last checkpoint record lies; the writer rewrites it after every append.
@@ -18,14 +18,55 @@ A record damaged before the window is not seen here: ``neurocds audit verify``
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from neurocds.audit.chain import LOG_NAME, ScanResult, check_alone, read_head
+from neurocds.audit._canon import canonical_json
+from neurocds.audit.chain import HEAD_NAME, LOG_NAME, ScanResult, check_alone, read_head
+from neurocds.audit.files import write_all
+from neurocds.audit.records import utc_now
 from neurocds.audit.store_state import StoreState
 
+HEAD_BLOCK = 512  # bytes of the head file, rewritten in place (see write_head)
 TAIL_WINDOW = 64 * 1024  # bytes before the head's offset whose records are checked on open
 _MAX_WINDOW = 64 * 1024 * 1024  # a window this large and still without two lines: scan it all
+
+
+def write_head(directory: Path, sequence: int, digest: str, index: Mapping[str, Any] | None = None) -> None:
+    """Rewrite the head file: the last record's sequence and hash, and ``index``
+    (:meth:`StoreState.head_index`: where that record ends, and the last checkpoint)."""
+    # A head that lags after a crash is tolerated (and recorded on the next append), so
+    # the head is not fsynced: the records are, before this, and one fsync per group
+    # commit instead of two is what lets the log take thousands of decisions/s. It is
+    # rewritten in place as one 512-byte block (a rename cost more than the fsync it
+    # saves): a block-sized write lands whole or not at all, so a power loss leaves
+    # the old head or the new one. A head too long for one block (many quarantined
+    # files) is replaced by a rename instead.
+    data = canonical_json({**(index or {}), "sequence": sequence, "hash": digest, "updated_at": utc_now()})
+    path = directory / HEAD_NAME
+    if len(data) < HEAD_BLOCK:
+        block = data.ljust(HEAD_BLOCK - 1) + b"\n"
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except FileNotFoundError:
+            fd = -1
+        if fd >= 0:
+            try:
+                if os.fstat(fd).st_size == HEAD_BLOCK:
+                    os.pwrite(fd, block, 0)
+                    return
+            finally:
+                os.close(fd)
+        data = block[:-1]
+    tmp = directory / f".{HEAD_NAME}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        write_all(fd, data + b"\n")
+        os.fsync(fd)  # rare: a new file's content must be on disk before the rename
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def _read(fd: int, start: int, end: int) -> bytes:

@@ -35,7 +35,6 @@ ids only from those without the pseudonym key.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,17 +42,16 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from neurocds.audit._canon import sha256_hex
+from neurocds.audit.catalog import CATALOG_NAME, CatalogProblem, load_catalog
 from neurocds.audit.chain import (
     CHECKPOINTS_NAME,
     LOG_NAME,
-    QUARANTINE_DIR,
-    awaits_recovery,
     read_checkpoint_file,
     read_head,
     scan_file,
 )
 from neurocds.audit.errors import AuditError
+from neurocds.audit.quarantine import check_quarantine
 from neurocds.audit.records import schema_errors
 from neurocds.audit.signing import check_signature, load_public_key, public_key_id
 
@@ -174,11 +172,20 @@ def verify_log(
     chain_cps: dict[int, dict[str, Any]] = {}
     quarantine: list[tuple[int, dict[str, Any]]] = []
 
+    catalog, catalog_problem = load_catalog(d)
+    unbound: list[int] = []
+
     def on_record(record: dict[str, Any], _start: int, _end: int, _line: bytes) -> None:
         seq = record["sequence"]
         errors = schema_errors(record)
         if errors:
             report.problems.append(Problem(seq, "schema", f"record breaks the schema: {errors[0]}"))
+        elif (
+            record["type"] == "decision"
+            and "explanation" in record["decision"]
+            and not catalog.binds(record["decision"]["explanation"]["catalog"])
+        ):
+            unbound.append(seq)
         if seq == head_seq:
             hashes[seq] = record["hash"]
         body = record.get(str(record.get("type")))
@@ -189,6 +196,7 @@ def verify_log(
             quarantine.append((seq, body))
 
     result = scan_file(log_path, on_record=on_record)
+    _check_catalog(report, catalog_problem, unbound)
     report.records = result.records
     report.last_sequence = last = result.last_sequence
     p = result.first_problem()
@@ -199,12 +207,29 @@ def verify_log(
     files += [(Path(p), f"checkpoint file {p}", False) for p in external_checkpoints]
     for path, label, is_mirror in files:
         _check_checkpoint_file(report, path, label, chain_cps, last, public_key, result.problem is None, is_mirror)
-    _check_quarantine(report, d, quarantine, result.end)
+    found = check_quarantine(d, quarantine, report.last_sequence, result.end, report.notes)
+    report.problems.extend(Problem(*item) for item in found)
     if chain_cps and public_key is None:
         report.notes.append("checkpoint signatures not checked: no public key given")
     if not chain_cps:
         report.notes.append("no signed checkpoints: a consistent rewrite would go unnoticed")
     return report
+
+
+def _check_catalog(report: VerifyReport, problem: CatalogProblem | None, unbound: list[int]) -> None:
+    """The explanation catalog is intact as far as any record reaches into it."""
+    if unbound:
+        why = problem.reason if problem is not None else "entries were removed or replaced"
+        report.problems.append(
+            Problem(
+                unbound[0],
+                "catalog",
+                f"{len(unbound)} decision record(s) from sequence {unbound[0]} on name explanation catalog "
+                f"entries the catalog no longer holds as written ({why}): their why/why-not cannot be shown",
+            )
+        )
+    elif problem is not None:
+        report.problems.append(Problem(None, "catalog", f"{CATALOG_NAME}: {problem.reason} (no record uses it)"))
 
 
 def _check_chain_checkpoint(
@@ -345,42 +370,6 @@ def _check_checkpoint_file(
                 report.problems.append(
                     Problem(c, "checkpoint_file", f"checkpoint {c} is missing from {label} (removed)")
                 )
-
-
-def _check_quarantine(
-    report: VerifyReport, d: Path, recoveries: list[tuple[int, dict[str, Any]]], intact_end: int
-) -> None:
-    """Every recorded quarantine file is there unchanged, and every file there is recorded."""
-    recorded: set[str] = set()
-    for seq, body in recoveries:
-        name = body.get("quarantine_file")
-        if not isinstance(name, str):
-            continue
-        recorded.add(name)
-        path = d / name
-        if not path.is_file():
-            report.problems.append(Problem(seq, "quarantine", f"quarantined bytes {name} are gone"))
-        elif sha256_hex(path.read_bytes()) != body.get("sha256"):
-            report.problems.append(Problem(seq, "quarantine", f"quarantined bytes {name} were changed"))
-    qdir = d / QUARANTINE_DIR
-    names = sorted(os.listdir(qdir)) if qdir.is_dir() else []
-    for name in (n for n in names if f"{QUARANTINE_DIR}/{n}" not in recorded):
-        path = qdir / name
-        data = path.read_bytes() if path.is_file() else b""
-        if awaits_recovery(name, data, report.last_sequence, intact_end):
-            report.notes.append(
-                f"{QUARANTINE_DIR}/{name}: bytes cut off the log's end by a writer that stopped before "
-                "recording them; the next append records them"
-            )
-        else:
-            report.problems.append(
-                Problem(
-                    None,
-                    "quarantine",
-                    f"{QUARANTINE_DIR}/{name} is not accounted for: no recovery record names it, so the "
-                    "writer did not put it there (or its record was removed)",
-                )
-            )
 
 
 def format_report(report: VerifyReport) -> str:
