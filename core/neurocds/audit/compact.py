@@ -1,6 +1,7 @@
 """The compact form of a decision's explanation: what varies per decision, and references to what does not.
 
 A result document's explanation (findings, derived facts, missing data and the why/why-not trace;
+and the pack versions that made it, which are the same few in every decision;
 see schemas/trace.schema.json and schemas/result.schema.json) is mostly the same
 text decision after decision: a rule's name, pack and conclusion, a finding's title,
 recommendations and evidence, a condition's pointer and test. Only the node states
@@ -31,7 +32,7 @@ from neurocds.audit._canon import sha256_canonical
 from neurocds.audit.errors import AuditError
 
 FORM = "catalog-1"
-EXPLAINED = ("findings", "derived", "missing_data", "trace")  # the members of a decision body the explanation holds
+EXPLAINED = ("findings", "derived", "missing_data", "trace", "packs")  # the members of a decision body the explanation holds
 
 # Members that vary from one decision to the next, per node kind (from the schemas);
 # a member named here whose value is a list of "because" nodes is itself split.
@@ -82,6 +83,10 @@ def compact(
             value = body[key]
             if key == "trace":
                 packed[key] = _pack_trace(value, intern)
+            elif key == "packs":  # the same few pack versions in every decision: one entry
+                if not isinstance(value, list):
+                    raise NotCompactable
+                packed[key] = intern({"packs": value})
             else:
                 packed[key] = _pack_list(_KIND[key], value, intern)
     except NotCompactable:
@@ -115,6 +120,8 @@ def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
                 continue
             if key == "trace":
                 out[key] = _unpack_trace(explanation[key], lookup)
+            elif key == "packs":
+                out[key] = list(lookup(explanation[key])["packs"])
             else:
                 out[key] = [_unpack(node, lookup) for node in explanation[key]]
     except (IndexError, KeyError, TypeError, ValueError) as exc:
