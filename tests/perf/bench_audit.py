@@ -14,6 +14,7 @@ signed checkpoint every 10,000), then measures on it:
   building, compacting, encoding, hashing and checking a record costs), and apart
   from it the kernel's time (the write and the fsync);
 * group commit: fsynced decisions/s from ``--threads`` threads appending at once;
+* query: building the SQLite index once, then selective queries through it (median of 3);
 * verify: records/s of ``verify_log`` over the whole log, and its peak memory
   (max RSS of a fresh process, minus that of the same process before verifying).
 
@@ -24,6 +25,7 @@ small ``--n`` (tests/audit/test_audit_scale.py); the README quotes a large run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -73,6 +75,7 @@ def build(directory: Path, n: int, key_path: Path) -> None:
         for i in range(n):
             body = dict(bodies[i % len(bodies)])
             body["decision_id"] = f"00000000-0000-4000-8000-{i:012d}"
+            body["patient_pseudonym"] = hashlib.sha256(b"patient %d" % (i % max(1, n // 3))).hexdigest()
             if sequence % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
                 cp = sign_checkpoint(key, sequence=sequence, head_hash=prev, signed_at="2026-01-01T00:00:00Z")
                 record, line = seal_line("checkpoint", cp, sequence=sequence + 1, prev_hash=prev)
@@ -180,6 +183,38 @@ def measure_appends(directory: Path, appends: int, threads: int) -> tuple[float,
     return user, system, rate
 
 
+def measure_queries(directory: Path, n: int) -> list[tuple[str, int, float]]:
+    """(query, records found, median seconds) for selective queries through the index."""
+    from neurocds.audit import index
+    from neurocds.audit.query import RecordFilter, parse_time
+
+    middle = n // 2
+    with open(directory / "audit.jsonl", "rb") as fh:
+        for k, line in enumerate(fh):
+            if k == middle:
+                record = json.loads(line)
+                break
+    when = parse_time(record["recorded_at"])
+    from datetime import timedelta
+
+    pseudonym = record["decision"]["patient_pseudonym"]
+    cases = {
+        "--pseudonym P": (RecordFilter(pseudonym=pseudonym), None),
+        "--since T --until T+10ms": (RecordFilter(since=when, until=when + timedelta(milliseconds=10)), None),
+        "--finding F --limit 100": (RecordFilter(finding="spinal.cord_compression_suspected"), 100),
+        "--urgency urgent --incomplete --limit 100": (RecordFilter(urgency=("urgent",), incomplete=True), 100),
+    }
+    out = []
+    for label, (flt, limit) in cases.items():
+        runs, found = [], 0
+        for _ in range(3):
+            t = time.perf_counter()
+            found = len(list(index.query(directory, flt, limit=limit)))
+            runs.append(time.perf_counter() - t)
+        out.append((label, found, statistics.median(runs)))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000, help="decision records in the built log")
@@ -209,6 +244,13 @@ def main() -> int:
         )
         if not verify["ok"]:
             print("  problems:", verify["problems"])
+        from neurocds.audit import index
+
+        t = time.perf_counter()
+        index.catch_up(log_dir)
+        print(f"query index built in {time.perf_counter() - t:.1f} s ({args.n:,} records)")
+        for label, found, seconds in measure_queries(log_dir, args.n):
+            print(f"query {label}: {found} records in {seconds * 1000:.1f} ms (median of 3)")
         opened = measure_open(log_dir, base)
         print(f"open + first append at {args.n:,} records: median {opened * 1000:.1f} ms (5 fresh processes)")
         user, system, rate = measure_appends(base / "appends", args.appends, args.threads)

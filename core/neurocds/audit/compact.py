@@ -32,7 +32,8 @@ from neurocds.audit._canon import sha256_canonical
 from neurocds.audit.errors import AuditError
 
 FORM = "catalog-1"
-EXPLAINED = ("findings", "derived", "missing_data", "trace", "packs")  # the members of a decision body the explanation holds
+# The members of a decision body the explanation holds.
+EXPLAINED = ("findings", "derived", "missing_data", "trace", "packs")
 
 # Members that vary from one decision to the next, per node kind (from the schemas);
 # a member named here whose value is a list of "because" nodes is itself split.

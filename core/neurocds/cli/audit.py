@@ -172,6 +172,7 @@ def _query_options(fn: F) -> F:
             type=click.Choice(_TYPES),
             help="Record types (default: decision and rejection).",
         ),
+        click.option("--limit", type=click.IntRange(min=1), help="At most this many records (the first ones)."),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
     ]
     for option in reversed(options):
@@ -180,8 +181,8 @@ def _query_options(fn: F) -> F:
 
 
 def _run_query(audit_dir: Path, **kw: Any) -> None:
-    from neurocds.audit import privacy
-    from neurocds.audit.query import RecordFilter, format_table, query_records, summary
+    from neurocds.audit import index, privacy
+    from neurocds.audit.query import RecordFilter, format_table, summary
 
     if kw["patient"] and kw["pseudonym"]:
         raise click.UsageError("give --patient or --pseudonym, not both")
@@ -205,8 +206,15 @@ def _run_query(audit_dir: Path, **kw: Any) -> None:
             types=types,
         )
     )
-    records = _call(lambda: query_records(audit_dir, flt))
-    _warn_if_damaged(audit_dir)
+    problems: list[Any] = []
+    records = _call(lambda: list(index.query(audit_dir, flt, limit=kw["limit"], problems=problems)))
+    if problems:
+        problem = problems[0]
+        click.echo(
+            f"warning: the log fails verification at sequence {problem.sequence} "
+            f"({problem.reason}); run `neurocds audit verify`",
+            err=True,
+        )
     if kw["fmt"] == "json":
         _echo_json(records)
     else:
@@ -215,18 +223,18 @@ def _run_query(audit_dir: Path, **kw: Any) -> None:
         click.echo(f"note: matched with pseudonym key {key_id}; records made with another key do not match", err=True)
 
 
-@audit.command("list")
-@_query_options
-def list_(audit_dir: Path, **kw: Any) -> None:
-    """List records, newest last, optionally filtered (same filters as `query`)."""
-    _run_query(audit_dir, **kw)
-
-
 @audit.command()
 @_query_options
 def query(audit_dir: Path, **kw: Any) -> None:
-    """Find records by time, patient, finding, urgency, pack or completeness."""
+    """Find records by time, patient, finding, urgency, pack or completeness (`list` is the same).
+
+    Fast on large logs: candidates come from the index (index.sqlite, rebuilt from the log
+    whenever it does not match it), and each is read back from the log and checked.
+    """
     _run_query(audit_dir, **kw)
+
+
+audit.add_command(query, "list")
 
 
 @audit.command()
