@@ -52,6 +52,31 @@ def iter_records(directory: str | Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+def records_backwards(directory: str | Path, *, max_bytes: int, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
+    """Records from the log's end backwards, reading at most ``max_bytes`` (stored form: a
+    compact decision is not rebuilt). For what only the newest records matter to, such as
+    the service's card index at start: the cost does not grow with the log."""
+    path = Path(directory) / LOG_NAME
+    with open(path, "rb") as fh:
+        position = fh.seek(0, 2)
+        floor = max(0, position - max_bytes)
+        carry = b""
+        while position > floor:
+            start = max(floor, position - block)
+            fh.seek(start)
+            data = fh.read(position - start) + carry
+            position = start
+            lines = data.split(b"\n")
+            carry = lines[0] if position > 0 else b""  # maybe the end of a line that began earlier
+            for line in reversed(lines[1:] if position > 0 else lines):
+                try:
+                    record = loads(line)
+                except ValueError:
+                    continue  # a torn last line, or the cut-off start of one at the floor
+                if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+                    yield record
+
+
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 timestamp (``Z`` or offset; a bare date means midnight UTC)."""
     try:

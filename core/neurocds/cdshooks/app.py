@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from neurocds.audit.errors import AuditError
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
 from neurocds.cdshooks.discovery import ServiceDefinition, build_services, discovery_document, service_by_id
 from neurocds.cdshooks.evaluation import Evaluator
@@ -39,6 +40,9 @@ log = logging.getLogger("neurocds.cdshooks")
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 MAX_JSON_DEPTH = 64
+
+
+RETRY_AFTER_SECONDS = 30  # while the audit log cannot record: long enough for someone to look
 
 
 class BodyTooLarge(Exception):
@@ -156,6 +160,8 @@ class CdsService:
             response = await run_in_threadpool(self.answer, raw, service)
         except BodyTooLarge:
             return self._too_large()
+        except AuditError as exc:
+            return self._cannot_record(service_id, exc)
         except RequestError as exc:
             log.info("%d %s: %d issue(s)", exc.status, service_id, len(exc.issues))
             return outcome_response(exc.issues, exc.status)
@@ -178,11 +184,22 @@ class CdsService:
             unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
         except BodyTooLarge:
             return self._too_large()
+        except AuditError as exc:
+            return self._cannot_record(f"{service_id} feedback", exc)
         except RequestError as exc:
             log.info("%d %s feedback: %d issue(s)", exc.status, service_id, len(exc.issues))
             return outcome_response(exc.issues, exc.status)
         log.info("200 %s feedback: %d item(s), %d for unknown cards", service_id, len(items), unknown)
         return Response(status_code=200)
+
+    def _cannot_record(self, what: str, exc: AuditError) -> Response:
+        """The audit log cannot record: no advice is given that is not on record (503, retry later)."""
+        log.error("503 %s: the audit log cannot record: %s", what, exc)
+        issue = Issue("", "the decision could not be recorded in the audit log, so no advice is given; "
+                      "try again later", "transient")  # fmt: skip
+        response = outcome_response([issue], 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     def _too_large(self) -> Response:
         issue = Issue("", f"the body is larger than {self.config.max_body_bytes} bytes", "too-long")
@@ -218,8 +235,14 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
         engine = Engine()
     if config.audit_dir is not None and getattr(engine, "audit_log", None) is not None:
         raise ConfigError("the audit log is configured twice: give audit_dir to the service config only")
+    evaluator = Evaluator(config, engine)  # first: it opens (and checks) the audit log
     verifier = None
     if config.secured:
+        store = None
+        if config.audit_dir is not None:  # used tokens outlive a restart, in the log's index
+            from neurocds.audit.index import UsedTokens
+
+            store = UsedTokens(config.audit_dir)
         verifier = TokenVerifier.from_locations(
             config.issuers,
             clock=config.clock,
@@ -227,8 +250,9 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
             max_lifetime_seconds=config.max_token_lifetime_seconds,
             replay_cache_size=config.replay_cache_size,
             jwks_cache_seconds=config.jwks_cache_seconds,
+            replay_store=store,
         )
-    service = CdsService(config, Evaluator(config, engine), verifier)
+    service = CdsService(config, evaluator, verifier)
     routes = [
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),
