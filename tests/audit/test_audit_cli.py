@@ -299,3 +299,25 @@ def test_replay_of_a_real_engine_decision(cli: click.Group, tmp_path: Path) -> N
     assert code == 0, err
     assert "IDENTICAL" in out
 
+
+
+def test_show_with_a_short_prefix_says_how_much_is_needed(cli: click.Group, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    result = make_result()
+    AuditLog(d).record_decision(result, make_facts())
+    code, _, err = run(cli, "show", "--audit-dir", d, result["evaluation_id"][:4])
+    assert code == 1 and "8 or more characters" in err
+    code, out, _ = run(cli, "show", "--audit-dir", d, result["evaluation_id"][:8])
+    assert code == 0 and result["evaluation_id"] in out
+
+
+def test_report_on_a_damaged_log_says_so_and_exits_1(cli: click.Group, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    result = make_result()
+    log.record_decision(result, make_facts())
+    log.record_decision(make_result(), make_facts())
+    with open(d / "audit.jsonl", "ab") as fh:
+        fh.write(b'{"torn')
+    code, out, err = run(cli, "report", "--audit-dir", d, result["evaluation_id"], "--html", tmp_path / "r.html")
+    assert code == 1 and "fails verification" in err and (tmp_path / "r.html").exists()

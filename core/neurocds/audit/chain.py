@@ -120,12 +120,22 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
             f"expected sequence {expected} here but found {seq}: record {expected} was deleted or moved",
         )
     if seq < expected:
-        # Sequence ``seq`` now appears twice (a copy, an insertion or a reordering);
-        # the earlier number is the first one that can no longer be trusted.
+        if seq == expected - 1:
+            # Two records 'seq' in a row, both claiming the same place: either may be the
+            # intruder, so the earlier is the first that can no longer be trusted.
+            return None, ChainProblem(
+                seq,
+                "sequence",
+                f"expected sequence {expected} here but found {seq} again: record {seq} was duplicated, "
+                "or a record was inserted before it",
+            )
+        # An earlier number again, further on: record 'seq' checked out where it stands,
+        # so the one out of place is this line, at the position of sequence 'expected'.
         return None, ChainProblem(
-            seq,
+            expected,
             "sequence",
-            f"expected sequence {expected} here but found {seq} again: a record was duplicated, inserted or reordered",
+            f"expected sequence {expected} here but found {seq} again: a copy of record {seq}, or a record "
+            "moved here (duplicated, inserted or reordered)",
         )
     if not _is_canonical(record, line):
         return None, ChainProblem(expected, "noncanonical", _why_noncanonical(line))
@@ -278,6 +288,20 @@ def scan_file(path: Path, *, on_record: OnRecord | None = None, chunk: int = 4 <
     if carry:
         scan(carry, base_offset=offset, on_record=on_record, into=result)
     return result
+
+
+def count_lines(path: Path, offset: int) -> tuple[int, int]:
+    """Lines from ``offset`` to the end of the file, and how many of them look like checkpoint
+    records: a count of what is there past damage, with nothing checked."""
+    lines = checkpoints = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for line in fh:
+            if not line.strip():
+                continue
+            lines += 1
+            checkpoints += b'"type":"checkpoint"' in line
+    return lines, checkpoints
 
 
 def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:

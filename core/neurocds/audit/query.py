@@ -32,12 +32,15 @@ def read_records(directory: str | Path) -> list[dict[str, Any]]:
     return list(iter_records(directory))
 
 
-def iter_records(directory: str | Path) -> Iterator[dict[str, Any]]:
-    """:func:`read_records`, one record at a time (memory flat in the log's length)."""
+def iter_records(directory: str | Path, *, expand: bool = True) -> Iterator[dict[str, Any]]:
+    """:func:`read_records`, one record at a time (memory flat in the log's length).
+
+    :param expand: rebuild compact decisions (``False``: as stored, much faster).
+    """
     path = Path(directory) / LOG_NAME
     if not path.exists():
         raise AuditError(f"no audit log in {directory}")
-    catalog, _ = load_catalog(Path(directory))
+    catalog, _ = load_catalog(Path(directory)) if expand else (None, None)
     with open(path, "rb") as fh:
         for line in fh:
             if not line.endswith(b"\n"):
@@ -47,8 +50,9 @@ def iter_records(directory: str | Path) -> Iterator[dict[str, Any]]:
             except ValueError:
                 continue
             if isinstance(record, dict) and isinstance(record.get("sequence"), int):
-                with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
-                    record = expand_record(record, catalog)
+                if catalog is not None:
+                    with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
+                        record = expand_record(record, catalog)
                 yield record
 
 
@@ -160,23 +164,33 @@ def find_record(directory: str | Path, ident: str) -> dict[str, Any]:
     prefix copied from one must still find it.
     :raises AuditError: nothing, or more than one record, matches.
     """
-    records = read_records(directory)
     text = ident.strip()
-    hits: list[dict[str, Any]] = []
-    if text.startswith("#") or text.isdigit():
-        number = text.removeprefix("#")
-        if number.isdigit():
-            hits = [r for r in records if r.get("sequence") == int(number)]
-    if not text.startswith("#"):
-        ids = [(r, _id_of(r)) for r in records]
-        exact = [r for r, i in ids if i == text]
-        hits += exact
-        if not exact and len(text) >= 8:
-            hits += [r for r, i in ids if i is not None and i.startswith(text)]
+    number = text.removeprefix("#") if text.startswith("#") or text.isdigit() else None
+    prefix_ok = not text.startswith("#") and len(text) >= 8
+    by_number: list[dict[str, Any]] = []
+    exact: list[dict[str, Any]] = []
+    by_prefix: list[dict[str, Any]] = []
+    for record in iter_records(directory, expand=False):  # only the one found is rebuilt
+        if number is not None and number.isdigit() and record.get("sequence") == int(number):
+            by_number.append(record)
+        if not text.startswith("#"):
+            rid = _id_of(record)
+            if rid == text:
+                exact.append(record)
+            elif prefix_ok and rid is not None and rid.startswith(text):
+                by_prefix.append(record)
+    hits = by_number + (exact or by_prefix)
     if not hits:
+        if not text.startswith("#") and len(text) < 8:
+            raise AuditError(
+                f"no record {ident!r}: an id prefix needs 8 or more characters (#N is sequence number N)"
+            )
         raise AuditError(f"no record {ident!r} in the audit log")
     if len({r.get("sequence") for r in hits}) > 1:
         raise AuditError(f"{ident!r} matches more than one record; give more of the id, or #N for sequence number N")
+    catalog, _ = load_catalog(Path(directory))
+    with contextlib.suppress(AuditError):
+        return expand_record(hits[0], catalog)
     return hits[0]
 
 

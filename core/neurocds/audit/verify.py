@@ -46,6 +46,7 @@ from neurocds.audit.catalog import CATALOG_NAME, CatalogProblem, load_catalog
 from neurocds.audit.chain import (
     CHECKPOINTS_NAME,
     LOG_NAME,
+    count_lines,
     read_checkpoint_file,
     read_head,
     scan_file,
@@ -81,7 +82,9 @@ class CheckpointStatus:
 @dataclass
 class VerifyReport:
     directory: str
-    records: int = 0
+    records: int = 0  # records of the intact chain
+    records_after_damage: int = 0  # lines past the first break (not checked, only counted)
+    checkpoints_after_damage: int = 0
     last_sequence: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -198,6 +201,8 @@ def verify_log(
     result = scan_file(log_path, on_record=on_record)
     _check_catalog(report, catalog_problem, unbound)
     report.records = result.records
+    if result.problem_offset is not None:
+        report.records_after_damage, report.checkpoints_after_damage = count_lines(log_path, result.problem_offset)
     report.last_sequence = last = result.last_sequence
     p = result.first_problem()
     if p is not None:
@@ -211,7 +216,12 @@ def verify_log(
     report.problems.extend(Problem(*item) for item in found)
     if chain_cps and public_key is None:
         report.notes.append("checkpoint signatures not checked: no public key given")
-    if not chain_cps:
+    if report.checkpoints_after_damage:
+        report.notes.append(
+            f"{report.checkpoints_after_damage} checkpoint record(s) after the damage were not checked: "
+            "past a break in the chain nothing can be trusted"
+        )
+    elif not chain_cps:
         report.notes.append("no signed checkpoints: a consistent rewrite would go unnoticed")
     return report
 
@@ -375,6 +385,12 @@ def _check_checkpoint_file(
 def format_report(report: VerifyReport) -> str:
     """Plain-text summary for a terminal."""
     lines = [f"audit log {report.directory}: {report.records} records, last sequence {report.last_sequence}"]
+    if report.records_after_damage:
+        lines[0] = (
+            f"audit log {report.directory}: {report.records + report.records_after_damage} records in the file; "
+            f"the chain holds for the first {report.records} (through sequence {report.last_sequence}), "
+            f"{report.records_after_damage} follow the damage"
+        )
     if report.ok:
         lines.append("PASS: chain intact")
     else:  # with no first bad sequence, every record checks out and something beside them does not

@@ -306,6 +306,9 @@ def report(audit_dir: Path, record_id: str, html_out: Path, public_key: Path | N
     result = _call(lambda: verify_log(audit_dir, public_key=public_key))
     html_out.write_text(render_html(record, result), encoding="utf-8")
     click.echo(f"wrote {html_out}")
+    if not result.ok:  # the page says so too; a script must not take it for a sound record
+        click.echo(f"error: the log fails verification (first bad sequence {result.first_bad_sequence})", err=True)
+        sys.exit(1)
 
 
 @audit.command()
