@@ -319,5 +319,5 @@ def test_report_on_a_damaged_log_says_so_and_exits_1(cli: click.Group, tmp_path:
     log.record_decision(make_result(), make_facts())
     with open(d / "audit.jsonl", "ab") as fh:
         fh.write(b'{"torn')
-    code, out, err = run(cli, "report", "--audit-dir", d, result["evaluation_id"], "--html", tmp_path / "r.html")
+    code, _, err = run(cli, "report", "--audit-dir", d, result["evaluation_id"], "--html", tmp_path / "r.html")
     assert code == 1 and "fails verification" in err and (tmp_path / "r.html").exists()
