@@ -56,7 +56,7 @@ def example_decisions(log: Any) -> list[dict[str, Any]]:
 
 def build(directory: Path, n: int, key_path: Path) -> None:
     """Write ``n`` decision records (and a checkpoint every 10,000) as one writer would."""
-    from neurocds.audit import AuditLog
+    from neurocds.audit import AuditLog, mirror
     from neurocds.audit.chain import ScanResult
     from neurocds.audit.compact import compact
     from neurocds.audit.records import GENESIS_HASH, seal_line
@@ -79,6 +79,8 @@ def build(directory: Path, n: int, key_path: Path) -> None:
             if sequence % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
                 cp = sign_checkpoint(key, sequence=sequence, head_hash=prev, signed_at="2026-01-01T00:00:00Z")
                 record, line = seal_line("checkpoint", cp, sequence=sequence + 1, prev_hash=prev)
+                mirror.mirror_checkpoint(directory, record["sequence"], cp)  # as the writer copies it
+                state.mirrored_through = record["sequence"]
             else:
                 body = compact(body, store.catalog.intern, store.catalog.position, store.catalog.memo)
                 record, line = seal_line("decision", body, sequence=sequence + 1, prev_hash=prev)
