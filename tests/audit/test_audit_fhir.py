@@ -85,7 +85,7 @@ def test_bundle_is_r4_collection_of_auditevent_and_provenance(record: dict[str, 
     _only(bundle, "Bundle")
     assert bundle["type"] == "collection" and INSTANT.match(bundle["timestamp"])
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
-    assert kinds == ["AuditEvent", "Provenance"]
+    assert kinds == ["AuditEvent", "Provenance", "GuidanceResponse"]
     for entry in bundle["entry"]:
         _only(entry, "Bundle.entry")
         assert entry["fullUrl"] == f"urn:uuid:{entry['resource']['id']}"
@@ -123,7 +123,8 @@ def test_auditevent_structure(record: dict[str, Any]) -> None:
     assert facts["what"]["identifier"]["value"] == record["decision"]["facts_sha256"]
     patient = event["entity"][2]
     assert patient["what"]["identifier"]["value"] == record["decision"]["patient_pseudonym"]
-    assert make_facts()["patient"]["id"] not in str(event)
+    # Not redacted: the facts are in the log, and the patient is named as FHIR names them.
+    assert patient["what"]["reference"] == f"Patient/{make_facts()['patient']['id']}"
 
 
 def test_provenance_targets_the_decision(record: dict[str, Any]) -> None:
@@ -131,6 +132,8 @@ def test_provenance_targets_the_decision(record: dict[str, Any]) -> None:
     _only(prov, "Provenance")
     decision_id = record["decision"]["decision_id"]
     assert [t["identifier"]["value"] for t in prov["target"]] == [f"urn:uuid:{decision_id}"]
+    guidance = export_fhir(record)["entry"][2]
+    assert [t["reference"] for t in prov["target"]] == [guidance["fullUrl"]]
     for target in prov["target"]:
         _reference(target)
     assert INSTANT.match(prov["recorded"])

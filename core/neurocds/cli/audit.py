@@ -316,8 +316,9 @@ def report(audit_dir: Path, record_id: str, html_out: Path, public_key: Path | N
 @click.argument("record_id")
 @click.option("--fhir", is_flag=True, required=True, help="FHIR R4 Bundle with AuditEvent and Provenance.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
-def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None) -> None:
-    """Export one decision (FHIR R4 AuditEvent + Provenance in a collection Bundle)."""
+@click.option("--fhir-server", help="The EHR's FHIR base URL: relative references to its resources become absolute.")
+def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None, fhir_server: str | None) -> None:
+    """Export one decision (FHIR R4 AuditEvent, Provenance and GuidanceResponse in a collection Bundle)."""
     from neurocds.audit.fhir import export_fhir
     from neurocds.audit.query import find_record
 
@@ -325,7 +326,7 @@ def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None) -> 
         raise click.UsageError("choose an export format: --fhir")
     record = _call(lambda: find_record(audit_dir, record_id))
     _warn_if_damaged(audit_dir, record)
-    bundle = _call(lambda: export_fhir(record))
+    bundle = _call(lambda: export_fhir(record, fhir_server=fhir_server))
     text = json.dumps(bundle, indent=2, ensure_ascii=False)
     if output is None:
         click.echo(text)
