@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+from neurocds.audit.inputs import input_facts, name_of, why_not
 from neurocds.audit.query import body_of
 from neurocds.audit.verify import VerifyReport
 
@@ -52,7 +53,7 @@ def why_model(record: Mapping[str, Any]) -> dict[str, Any]:
             value = item.get("value", _NO_VALUE)
             if value is _NO_VALUE and isinstance(facts, Mapping):
                 value = _resolve(facts, pointer)
-            node: dict[str, Any] = {"kind": "fact", "label": pointer}
+            node: dict[str, Any] = {"kind": "fact", "label": name_of(pointer), "pointer": pointer}
             if value is not _NO_VALUE:
                 node["value"] = value
             return node
@@ -107,6 +108,7 @@ def why_model(record: Mapping[str, Any]) -> dict[str, Any]:
         "missing_data": _dicts(body.get("missing_data")),
         "not_fired": _dicts(trace.get("not_fired")),
         "errors": _dicts(body.get("errors")),
+        "inputs": input_facts(body),
     }
 
 
@@ -156,7 +158,7 @@ def _finding_text(f: Mapping[str, Any]) -> list[str]:
     if f["because"]:
         lines.append("  because")
         lines.extend(_tree_lines(f["because"], "  "))
-    lines.extend(f"  not recorded (unknown): {u}" for u in f["unknown"])
+    lines.extend(f"  not recorded (unknown): {name_of(u)}" for u in f["unknown"])
     lines.extend(f"  → {r}" for r in f["recommendations"])
     lines.extend(f"  evidence: {e.get('source', '')} {e.get('citation', '')}".rstrip() for e in f["evidence"])
     return lines
@@ -187,11 +189,15 @@ def render_text(record: Mapping[str, Any]) -> str:
         for d in m["missing_data"]:
             rules = ", ".join(map(str, d.get("rules") or ()))
             lines.append(f"  {d.get('pointer')} [{d.get('urgency', '')}] rules: {rules}")
+    if m["inputs"]:
+        lines += ["", f"Input facts ({len(m['inputs'])})"]
+        for row in m["inputs"]:
+            source = f"   from {'; '.join(row['sources'])}" if row["sources"] else ""
+            lines.append(f"  {row['name']}: {row['value']}{source}")
     if m["not_fired"]:
         lines += ["", f"Rules that did not fire ({len(m['not_fired'])})"]
         for n in m["not_fired"]:
-            unknown = ", ".join(map(str, n.get("unknown_facts") or ()))
-            lines.append(f"  {n.get('rule')} ({n.get('state')})" + (f" unknown: {unknown}" if unknown else ""))
+            lines.append(f"  {n.get('rule')} ({n.get('state')}): {why_not(n)}")
     if m["errors"]:
         lines += ["", "Errors"]
         for e in m["errors"]:
@@ -282,7 +288,7 @@ def _finding_html(f: Mapping[str, Any]) -> str:
         parts.append(f"<p>{_e(f['detail'])}</p>")
     if f["because"]:
         parts.append(f"<p><b>Because</b></p>{_tree_html(f['because'])}")
-    parts.append(_list_html("Not recorded (unknown)", [f"<code>{_e(u)}</code>" for u in f["unknown"]]))
+    parts.append(_list_html("Not recorded (unknown)", [_e(name_of(u)) for u in f["unknown"]]))
     parts.append(_list_html("Recommendations", [_e(r) for r in f["recommendations"]]))
     evidence = [f"{_e(e.get('source'))} <span class='muted'>{_e(e.get('citation'))}</span>" for e in f["evidence"]]
     parts.append(_list_html("Evidence", evidence))
@@ -291,6 +297,17 @@ def _finding_html(f: Mapping[str, Any]) -> str:
 
 def _row(label: str, html_value: str) -> str:
     return f"<tr><th>{label}</th><td>{html_value}</td></tr>"
+
+
+def _inputs_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{_e(r['name'])}</td><td>{_e(r['value'])}</td>"
+        f"<td class='muted'>{_e('; '.join(r['sources']))}</td></tr>"
+        for r in rows
+    )
+    return f"<h2>Input facts ({len(rows)})</h2><table><tr><th>Fact</th><th>Value</th><th>From</th></tr>{body}</table>"
 
 
 def render_html(record: Mapping[str, Any], report: VerifyReport | None = None) -> str:
@@ -335,6 +352,9 @@ def render_html(record: Mapping[str, Any], report: VerifyReport | None = None) -
 <h2>Verification</h2>{_verification_html(report, int(m["sequence"] or 0))}
 <h2>Packs</h2><ul>{"".join(f"<li>{p}</li>" for p in packs)}</ul>
 <h2>Findings ({len(m["findings"])})</h2>{findings}
+{_inputs_html(m["inputs"])}
+{_list_html("Rules that did not fire, and why", [f"<code>{_e(n.get('rule'))}</code> ({_e(n.get('state'))}): "
+            f"{_e(why_not(n))}" for n in m["not_fired"]])}
 {_list_html("Missing data", missing)}
 {_list_html("Errors", errors)}
 <p class="disclaimer">Decision support for a clinician, not a diagnosis.</p>
