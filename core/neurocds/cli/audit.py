@@ -280,7 +280,7 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
 
 @audit.command()
 @_audit_dir_option()
-@click.argument("record_id")
+@click.argument("record_id", required=False)
 @click.option(
     "--html",
     "html_out",
@@ -294,21 +294,22 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
     envvar="NEUROCDS_AUDIT_PUBLIC_KEY",
     help="Public key to check checkpoint signatures.",
 )
-def report(audit_dir: Path, record_id: str, html_out: Path, public_key: Path | None) -> None:
-    """Write an HTML report of one decision: why-tree and verification status."""
-    from neurocds.audit.query import find_record
-    from neurocds.audit.render import render_html
-    from neurocds.audit.verify import verify_log
+@click.option("--since", callback=_time_option, help="Without RECORD_ID: the period starts at this RFC 3339 time.")
+@click.option("--until", callback=_time_option, help="Without RECORD_ID: the period ends at this RFC 3339 time.")
+def report(
+    audit_dir: Path, record_id: str | None, html_out: Path, public_key: Path | None, since: Any, until: Any
+) -> None:
+    """Write an HTML report: of one decision (RECORD_ID), or of every decision in a period.
 
-    record = _call(lambda: find_record(audit_dir, record_id))
-    if record.get("type") != "decision":
-        raise _fail(f"record {record_id} is a {record.get('type')} record, not a decision")
-    result = _call(lambda: verify_log(audit_dir, public_key=public_key))
-    html_out.write_text(render_html(record, result), encoding="utf-8")
-    click.echo(f"wrote {html_out}")
-    if not result.ok:  # the page says so too; a script must not take it for a sound record
-        click.echo(f"error: the log fails verification (first bad sequence {result.first_bad_sequence})", err=True)
-        sys.exit(1)
+    The period report counts decisions by finding and urgency, lists overrides and their
+    reasons, incomplete decisions and why, and the pack versions in force, with the chain's
+    verification status and a row for each decision. Exit 1 when the log fails verification.
+    """
+    from neurocds.cli.audit_report import write_report
+
+    if record_id is not None and (since or until):
+        raise click.UsageError("give RECORD_ID or --since/--until, not both")
+    _call(lambda: write_report(audit_dir, record_id, html_out, public_key, since, until))
 
 
 @audit.command()
