@@ -67,3 +67,29 @@ def test_each_fact_names_the_fhir_resource_it_came_from(tmp_path: Path) -> None:
     assert "/labs/potassium_mmol_l" not in text  # the why-tree names facts too
     html = render_html(record)
     assert "<h2>Input facts" in html and "Observation/k1" in html
+
+
+def test_show_and_report_give_the_cards_and_the_feedback_on_them(tmp_path: Path) -> None:
+    from audit_helpers import make_facts, make_result
+    from click.testing import CliRunner
+
+    from neurocds.cli import main
+
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    result = make_result()
+    log.record_decision(result, make_facts())
+    log.record_decision(make_result(), make_facts())  # another decision: its cards are not ours
+    log.record_cards(result["evaluation_id"], ["card-a", "card-b"])
+    log.record_feedback("card-a", "overridden", decision_id=result["evaluation_id"],
+                        override_reason={"code": "x", "display": "Patient already on treatment",
+                                         "userComment": "seen today"})  # fmt: skip
+    out = CliRunner().invoke(main, ["audit", "show", "--audit-dir", str(d), result["evaluation_id"]])
+    assert out.exit_code == 0, out.output
+    assert "cards issued: card-a, card-b" in out.output
+    assert "card card-a: overridden (Patient already on treatment; seen today)" in out.output
+    page = tmp_path / "r.html"
+    CliRunner().invoke(main, ["audit", "report", "--audit-dir", str(d), "1", "--html", str(page)])
+    assert "Patient already on treatment" in page.read_text(encoding="utf-8")
+    other = CliRunner().invoke(main, ["audit", "show", "--audit-dir", str(d), "#2"])
+    assert "Cards and feedback" not in other.output

@@ -37,7 +37,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
     sequence INTEGER PRIMARY KEY, type TEXT NOT NULL, recorded_at REAL, id TEXT, pseudonym TEXT,
-    urgency TEXT, complete INTEGER, offset INTEGER NOT NULL, length INTEGER NOT NULL);
+    urgency TEXT, complete INTEGER, offset INTEGER NOT NULL, length INTEGER NOT NULL, refers_to TEXT);
+CREATE INDEX IF NOT EXISTS records_refers_to ON records (refers_to);
 CREATE INDEX IF NOT EXISTS records_time ON records (recorded_at);
 CREATE INDEX IF NOT EXISTS records_id ON records (id);
 CREATE INDEX IF NOT EXISTS records_pseudonym ON records (pseudonym);
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS packs (name TEXT NOT NULL, version TEXT, sequence INT
 CREATE INDEX IF NOT EXISTS packs_name ON packs (name, version, sequence);
 CREATE TABLE IF NOT EXISTS used_tokens (token TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
+_VERSION = 2  # of the tables below; another version is rebuilt
 _BATCH = 5000  # rows per transaction while catching up
 
 
@@ -56,6 +58,11 @@ def connect(directory: Path) -> sqlite3.Connection:
     # Losing the index's last transactions in a power cut costs a re-read, never a wrong answer.
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
+    if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
+        with conn:  # an index from another version: rebuilt (the used tokens are kept)
+            for table in ("meta", "records", "findings", "packs"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"PRAGMA user_version={_VERSION}")
     conn.executescript(_SCHEMA)
     return conn
 
@@ -117,7 +124,8 @@ def _read_on(conn: sqlite3.Connection, directory: Path, meta: dict[str, str]) ->
         complete = body.get("complete")
         rows.append((seq, record["type"], when, record_id(record), body.get("patient_pseudonym"),
                      body.get("highest_urgency"), None if complete is None else int(bool(complete)),
-                     start, end - start))  # fmt: skip
+                     start, end - start,
+                     body.get("decision_id") if record["type"] in ("cards", "feedback") else None))  # fmt: skip
         if record["type"] == "decision":
             ids, used = _findings_and_packs(body, catalog)
             findings.extend((f, seq) for f in ids)
@@ -175,7 +183,7 @@ def _flush(
     else:
         sequence, digest, length = result.last_sequence, result.last_hash, len(result.last_line)
     with conn:
-        conn.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany("INSERT OR REPLACE INTO records VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
         conn.executemany("INSERT INTO findings VALUES (?,?)", findings)
         conn.executemany("INSERT INTO packs VALUES (?,?,?)", packs)
         if rows:
@@ -279,3 +287,26 @@ class UsedTokens:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def related(directory: Path, decision_id: str) -> list[dict[str, Any]]:
+    """The ``cards`` and ``feedback`` records that name ``decision_id``, read from the log and
+    checked on their own (found through the index)."""
+    directory = Path(directory)
+    catch_up(directory)
+    conn = connect(directory)
+    try:
+        hits = conn.execute(
+            "SELECT offset, length FROM records WHERE refers_to = ? ORDER BY sequence", (decision_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+    out = []
+    with open(directory / LOG_NAME, "rb") as fh:
+        for offset, length in hits:
+            fh.seek(offset)
+            line = fh.read(length)
+            record = check_alone(line[:-1]) if line.endswith(b"\n") else None
+            if record is not None and body_of(record).get("decision_id") == decision_id:
+                out.append(record)
+    return out

@@ -164,8 +164,29 @@ def _finding_text(f: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def render_text(record: Mapping[str, Any]) -> str:
-    """The decision as a plain-text why-tree (rejections: their violations)."""
+def related_lines(related: list[Mapping[str, Any]]) -> list[str]:
+    """Cards issued for a decision and the clinicians' feedback on them, one line each."""
+    lines = []
+    for r in related:
+        body = body_of(r)
+        if r.get("type") == "cards":
+            lines.append(f"  cards issued: {', '.join(map(str, body.get('card_uuids') or ())) or 'none'}")
+        elif r.get("type") == "feedback":
+            reason = body.get("override_reason") or {}
+            why = reason.get("display") or reason.get("code") or ""
+            comment = reason.get("userComment") or ("(comment kept as its hash)" if "userComment_sha256" in reason
+                                                     else "")  # fmt: skip
+            detail = "; ".join(x for x in (why, comment) if x)
+            lines.append(f"  card {body.get('card_uuid')}: {body.get('outcome')}" + (f" ({detail})" if detail else "")
+                         + f", recorded {r.get('recorded_at')}")  # fmt: skip
+    return lines
+
+
+def render_text(record: Mapping[str, Any], related: list[Mapping[str, Any]] | None = None) -> str:
+    """The decision as a plain-text why-tree (rejections: their violations).
+
+    :param related: the decision's ``cards`` and ``feedback`` records, shown after the findings.
+    """
     if record.get("type") == "rejection":
         return _rejection_text(record)
     if record.get("type") != "decision":
@@ -184,6 +205,8 @@ def render_text(record: Mapping[str, Any]) -> str:
     ]
     for f in m["findings"]:
         lines.extend(_finding_text(f))
+    if related:
+        lines += ["", "Cards and feedback", *related_lines(related)]
     if m["missing_data"]:
         lines += ["", "Missing data that could change the result"]
         for d in m["missing_data"]:
@@ -310,7 +333,9 @@ def _inputs_html(rows: list[dict[str, Any]]) -> str:
     return f"<h2>Input facts ({len(rows)})</h2><table><tr><th>Fact</th><th>Value</th><th>From</th></tr>{body}</table>"
 
 
-def render_html(record: Mapping[str, Any], report: VerifyReport | None = None) -> str:
+def render_html(
+    record: Mapping[str, Any], report: VerifyReport | None = None, related: list[Mapping[str, Any]] | None = None
+) -> str:
     """A self-contained HTML page for one decision record."""
     m = why_model(record)
     eng = m["engine"]
@@ -352,6 +377,7 @@ def render_html(record: Mapping[str, Any], report: VerifyReport | None = None) -
 <h2>Verification</h2>{_verification_html(report, int(m["sequence"] or 0))}
 <h2>Packs</h2><ul>{"".join(f"<li>{p}</li>" for p in packs)}</ul>
 <h2>Findings ({len(m["findings"])})</h2>{findings}
+{_list_html("Cards and feedback", [_e(x.strip()) for x in related_lines(related or [])])}
 {_inputs_html(m["inputs"])}
 {_list_html("Rules that did not fire, and why", [f"<code>{_e(n.get('rule'))}</code> ({_e(n.get('state'))}): "
             f"{_e(why_not(n))}" for n in m["not_fired"]])}

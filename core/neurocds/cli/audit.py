@@ -247,12 +247,18 @@ def show(audit_dir: Path, record_id: str, fmt: str) -> None:
     RECORD_ID is a decision id, an id prefix (8+ characters), or a sequence number: N or #N
     (#N is only ever a sequence number; use it when a number could also be an id prefix).
     """
+    from neurocds.audit.index import related
     from neurocds.audit.query import find_record
     from neurocds.audit.render import render_text
 
     record = _call(lambda: find_record(audit_dir, record_id))
     _warn_if_damaged(audit_dir, record)
-    click.echo(json.dumps(record, indent=2, ensure_ascii=False) if fmt == "json" else render_text(record))
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    decision_id = (record.get("decision") or {}).get("decision_id")
+    others = _call(lambda: related(audit_dir, decision_id)) if isinstance(decision_id, str) else []
+    click.echo(render_text(record, others))
 
 
 @audit.command()

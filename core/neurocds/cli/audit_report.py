@@ -36,8 +36,10 @@ def write_report(
         record = find_record(audit_dir, record_id)
         if record.get("type") != "decision":
             raise AuditError(f"record {record_id} is a {record.get('type')} record, not a decision")
+        from neurocds.audit.index import related
+
         result = verify_log(audit_dir, public_key=public_key)
-        page = render_html(record, result)
+        page = render_html(record, result, related(audit_dir, str(record["decision"].get("decision_id"))))
     else:
         from neurocds.audit import index
         from neurocds.audit.period import render_period_html, summarise
