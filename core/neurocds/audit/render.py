@@ -9,7 +9,7 @@ resources) and every value from the record is HTML-escaped.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -164,7 +164,7 @@ def _finding_text(f: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def related_lines(related: list[Mapping[str, Any]]) -> list[str]:
+def related_lines(related: Sequence[Mapping[str, Any]]) -> list[str]:
     """Cards issued for a decision and the clinicians' feedback on them, one line each."""
     lines = []
     for r in related:
@@ -182,7 +182,7 @@ def related_lines(related: list[Mapping[str, Any]]) -> list[str]:
     return lines
 
 
-def render_text(record: Mapping[str, Any], related: list[Mapping[str, Any]] | None = None) -> str:
+def render_text(record: Mapping[str, Any], related: Sequence[Mapping[str, Any]] | None = None) -> str:
     """The decision as a plain-text why-tree (rejections: their violations).
 
     :param related: the decision's ``cards`` and ``feedback`` records, shown after the findings.
@@ -334,7 +334,7 @@ def _inputs_html(rows: list[dict[str, Any]]) -> str:
 
 
 def render_html(
-    record: Mapping[str, Any], report: VerifyReport | None = None, related: list[Mapping[str, Any]] | None = None
+    record: Mapping[str, Any], report: VerifyReport | None = None, related: Sequence[Mapping[str, Any]] | None = None
 ) -> str:
     """A self-contained HTML page for one decision record."""
     m = why_model(record)
