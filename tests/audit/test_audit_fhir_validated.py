@@ -108,3 +108,20 @@ def test_sources_named_by_urn_uuid_are_kept_and_relative_ones_made_absolute(tmp_
     assert "https://ehr.example/fhir/Condition/c9" in refs
     guidance = bundle["entry"][2]["resource"]
     assert guidance["subject"]["reference"] == "https://ehr.example/fhir/Patient/p1"
+
+
+def test_who_asked_is_the_requesting_agent(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    asked = {"user": "Practitioner/example", "fhir_server": "https://ehr.example/fhir", "hook": "patient-view",
+             "hook_instance": "h-1"}  # fmt: skip
+    log.append_together([log.prepare_decision(make_result(), make_facts(), asked)])
+    record = read_records(d)[0]
+    assert record["decision"]["request"] == asked
+    bundle = export_fhir(record)
+    agents = bundle["entry"][0]["resource"]["agent"]
+    [requestor] = [a for a in agents if a["requestor"]]
+    assert requestor["who"]["reference"] == "https://ehr.example/fhir/Practitioner/example"
+    guidance = bundle["entry"][2]["resource"]
+    assert guidance["subject"]["reference"].startswith("https://ehr.example/fhir/Patient/")  # base as recorded
+    validate([bundle], tmp_path)

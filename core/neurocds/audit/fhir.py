@@ -53,6 +53,9 @@ def export_fhir(record: Mapping[str, Any], *, fhir_server: str | None = None) ->
     if record.get("type") != "decision":
         raise AuditError("only decision records can be exported to FHIR", sequence=record.get("sequence"))
     body = body_of(record)
+    request = body.get("request")
+    asked: Mapping[str, Any] = request if isinstance(request, Mapping) else {}
+    fhir_server = fhir_server or asked.get("fhir_server")  # the EHR the call came from, as recorded
     decision_id = str(body.get("decision_id"))
     guidance_id = str(uuid.uuid5(_NS, f"guidanceresponse:{decision_id}"))
     decision_identifier = {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{decision_id}"}
@@ -134,7 +137,8 @@ def export_fhir(record: Mapping[str, Any], *, fhir_server: str | None = None) ->
                 "who": device,
                 "name": device["display"],
                 "requestor": False,
-            }
+            },
+            *_requestor(asked, fhir_server),
         ],
         "source": {
             "site": "neurocds",
@@ -183,6 +187,24 @@ def export_fhir(record: Mapping[str, Any], *, fhir_server: str | None = None) ->
             {"fullUrl": f"urn:uuid:{guidance_id}", "resource": guidance},
         ],
     }
+
+
+def _requestor(asked: Mapping[str, Any], fhir_server: str | None) -> list[dict[str, Any]]:
+    """The user who asked (a CDS Hooks call's ``context.userId``), as the requesting agent."""
+    user = asked.get("user")
+    if not isinstance(user, str) or not user:
+        return []
+    who: dict[str, Any] = {"display": user}
+    if "/" in user:  # a FHIR reference such as Practitioner/123
+        who["reference"] = _absolute(user, fhir_server)
+    agent: dict[str, Any] = {
+        "type": {"coding": [_coding(f"{TERMINOLOGY}/extra-security-role-type", "humanuser", "human user")]},
+        "who": who,
+        "requestor": True,
+    }
+    if asked.get("hook"):
+        agent["name"] = f"user of the EHR, through the CDS Hooks {asked['hook']} hook"
+    return [agent]
 
 
 def _details(*pairs: tuple[str, str]) -> list[dict[str, str]]:

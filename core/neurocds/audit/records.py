@@ -40,6 +40,7 @@ _FINDING_KEYS = (
 _DERIVED_KEYS = ("name", "pack", "rule")
 _FIRED_KEYS = ("rule", "pack")
 _NOT_FIRED_KEYS = ("rule", "pack", "state", "unknown_facts")
+_REQUEST_KEYS = ("user", "fhir_server", "hook", "hook_instance")
 
 
 def utc_now() -> str:
@@ -191,11 +192,14 @@ def decision_body(
     redact: bool,
     pseudonym: str | None,
     pseudonym_key_id: str | None,
+    request: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` record for one engine result.
 
     :param result: ``Result.to_dict()`` of the evaluation.
     :param facts: the facts document evaluated (stored only when not redacting).
+    :param request: who asked (``user``, ``fhir_server``, ``hook``, ``hook_instance``): a
+        CDS Hooks call's; members that are not strings are left out.
     """
     for key in ("evaluation_id", "evaluated_at", "facts_sha256"):
         if not isinstance(result.get(key), str):
@@ -217,6 +221,9 @@ def decision_body(
         "complete": bool(result.get("complete", False)),
         "missing_data": list(result.get("missing_data") or ()),
     }
+    asked = {k: v for k, v in (request or {}).items() if k in _REQUEST_KEYS and isinstance(v, str) and v}
+    if asked:
+        body["request"] = asked
     if redact:
         body["findings"] = [_redact_finding(f) for f in findings]
         body["derived"] = [_pick(d, _DERIVED_KEYS) | {"because": _redact_because(d.get("because"))} for d in derived]

@@ -171,7 +171,9 @@ class Evaluator:
             return self._rejected(exc, conversion.facts)
         cards = build_cards(result, label_of=self.engine.label_of, notes=notes)
         decision_id = str(result["evaluation_id"])
-        self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
+        asked = {"user": request.context.get("userId"), "fhir_server": request.fhir_server,
+                 "hook": service.hook, "hook_instance": request.hook_instance}  # fmt: skip
+        self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts, asked))
         return {"cards": cards, "systemActions": []}
 
     def _record(self, decision_id: str, cards: list[dict[str, Any]], first: Callable[[Any], Any]) -> None:
