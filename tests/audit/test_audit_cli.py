@@ -200,12 +200,12 @@ def test_show_why_tree(cli: click.Group, populated: dict[str, object]) -> None:
         assert code == 0
         assert "■ [EMERGENCY] spinal.cauda_equina: Possible cauda equina syndrome" in out
         assert "rule spinal.ces_red_flags (pack spinal-compression)" in out
-        assert "├─ fact /symptoms/back_pain = true" in out
+        assert "├─ fact Back pain = true" in out  # facts by name, as the terminal names them
         assert "└─ derived pattern.leg_weakness = true (rule pattern.leg_weakness)" in out
-        assert "└─ fact /labs/potassium_mmol_l = 2.345678" in out  # derived fact expanded to its input
-        assert "not recorded (unknown): /symptoms/urinary_retention" in out
+        assert "└─ fact Potassium (mmol/L) = 2.345678" in out  # derived fact expanded to its input
+        assert "not recorded (unknown): Urinary retention" in out
         assert "evidence: NICE CKS Cauda equina syndrome, 2023" in out
-        assert "spinal.other (unknown) unknown: /symptoms/urinary_retention" in out
+        assert "spinal.other (unknown): potassium 2.345678; not recorded: Urinary retention" in out
     code, out, _ = run(cli, "show", "4", "--audit-dir", populated["dir"])  # type: ignore[arg-type]
     assert "Rejected input" in out and "/labs [type]: wrong type" in out
     code, _, err = run(cli, "show", "no-such-id", "--audit-dir", populated["dir"])  # type: ignore[arg-type]
@@ -299,3 +299,25 @@ def test_replay_of_a_real_engine_decision(cli: click.Group, tmp_path: Path) -> N
     assert code == 0, err
     assert "IDENTICAL" in out
 
+
+
+def test_show_with_a_short_prefix_says_how_much_is_needed(cli: click.Group, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    result = make_result()
+    AuditLog(d).record_decision(result, make_facts())
+    code, _, err = run(cli, "show", "--audit-dir", d, result["evaluation_id"][:4])
+    assert code == 1 and "8 or more characters" in err
+    code, out, _ = run(cli, "show", "--audit-dir", d, result["evaluation_id"][:8])
+    assert code == 0 and result["evaluation_id"] in out
+
+
+def test_report_on_a_damaged_log_says_so_and_exits_1(cli: click.Group, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    result = make_result()
+    log.record_decision(result, make_facts())
+    log.record_decision(make_result(), make_facts())
+    with open(d / "audit.jsonl", "ab") as fh:
+        fh.write(b'{"torn')
+    code, _, err = run(cli, "report", "--audit-dir", d, result["evaluation_id"], "--html", tmp_path / "r.html")
+    assert code == 1 and "fails verification" in err and (tmp_path / "r.html").exists()

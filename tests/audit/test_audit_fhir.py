@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_helpers import make_facts, make_result, read_lines
+from audit_helpers import make_facts, make_result
 
-from neurocds.audit import AuditError, AuditLog, export_fhir
+from neurocds.audit import AuditError, AuditLog, export_fhir, read_records
 from neurocds_packs import BUILTIN_PACKS
 
 DOMAIN = {
@@ -78,7 +78,7 @@ def _reference(r: dict[str, Any]) -> None:
 @pytest.fixture
 def record(tmp_path: Path) -> dict[str, Any]:
     AuditLog(tmp_path / "log").record_decision(make_result(complete=False), make_facts())
-    return read_lines(tmp_path / "log")[0]
+    return read_records(tmp_path / "log")[0]
 
 
 def test_bundle_is_r4_collection_of_auditevent_and_provenance(record: dict[str, Any]) -> None:
@@ -86,7 +86,7 @@ def test_bundle_is_r4_collection_of_auditevent_and_provenance(record: dict[str, 
     _only(bundle, "Bundle")
     assert bundle["type"] == "collection" and INSTANT.match(bundle["timestamp"])
     kinds = [e["resource"]["resourceType"] for e in bundle["entry"]]
-    assert kinds == ["AuditEvent", "Provenance"]
+    assert kinds == ["AuditEvent", "Provenance", "GuidanceResponse"]
     for entry in bundle["entry"]:
         _only(entry, "Bundle.entry")
         assert entry["fullUrl"] == f"urn:uuid:{entry['resource']['id']}"
@@ -124,7 +124,8 @@ def test_auditevent_structure(record: dict[str, Any]) -> None:
     assert facts["what"]["identifier"]["value"] == record["decision"]["facts_sha256"]
     patient = event["entity"][2]
     assert patient["what"]["identifier"]["value"] == record["decision"]["patient_pseudonym"]
-    assert make_facts()["patient"]["id"] not in str(event)
+    # Not redacted: the facts are in the log, and the patient is named as FHIR names them.
+    assert patient["what"]["reference"] == f"Patient/{make_facts()['patient']['id']}"
 
 
 def test_provenance_targets_the_decision(record: dict[str, Any]) -> None:
@@ -132,6 +133,8 @@ def test_provenance_targets_the_decision(record: dict[str, Any]) -> None:
     _only(prov, "Provenance")
     decision_id = record["decision"]["decision_id"]
     assert [t["identifier"]["value"] for t in prov["target"]] == [f"urn:uuid:{decision_id}"]
+    guidance = export_fhir(record)["entry"][2]
+    assert [t["reference"] for t in prov["target"]] == [guidance["fullUrl"]]
     for target in prov["target"]:
         _reference(target)
     assert INSTANT.match(prov["recorded"])
@@ -149,7 +152,7 @@ def test_provenance_targets_the_decision(record: dict[str, Any]) -> None:
 def test_only_decisions_export(tmp_path: Path) -> None:
     AuditLog(tmp_path / "log").record_cards("d", ["c"])
     with pytest.raises(AuditError, match="only decision"):
-        export_fhir(read_lines(tmp_path / "log")[0])
+        export_fhir(read_records(tmp_path / "log")[0])
 
 
 def test_provenance_names_the_ehr_resources_the_facts_came_from(tmp_path: Path) -> None:
@@ -185,10 +188,10 @@ def test_provenance_names_the_ehr_resources_the_facts_came_from(tmp_path: Path) 
     plain, redacted = tmp_path / "plain", tmp_path / "redacted"
     AuditLog(plain).record_decision(result, conversion.facts)
     AuditLog(redacted, redact=True, pseudonym_key=b"k" * 32).record_decision(result, conversion.facts)
-    entities = export_fhir(read_lines(plain)[0])["entry"][1]["resource"]["entity"]
+    entities = export_fhir(read_records(plain)[0])["entry"][1]["resource"]["entity"]
     sources = {e["what"].get("reference"): e["what"]["display"] for e in entities if "reference" in e["what"]}
     assert sources["Observation/k1"] == "gave /labs/potassium_mmol_l"
     for entity in entities:
         _reference(entity["what"])
-    redacted_entities = export_fhir(read_lines(redacted)[0])["entry"][1]["resource"]["entity"]
+    redacted_entities = export_fhir(read_records(redacted)[0])["entry"][1]["resource"]["entity"]
     assert not [e for e in redacted_entities if "reference" in e["what"]]  # resource ids are not kept then

@@ -161,7 +161,7 @@ def test_a_head_file_that_cannot_be_written_does_not_fail_records_already_on_dis
     log = AuditLog(directory)
     log.record_decision(make_result(), make_facts())
 
-    def no_space(self, sequence: int, digest: str) -> None:
+    def no_space(self, *args: object) -> None:
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patched:

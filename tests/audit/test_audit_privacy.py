@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 
 import pytest
-from audit_helpers import PATIENT_ID, SECRET_VALUE, make_facts, make_result, read_lines
+from audit_helpers import PATIENT_ID, SECRET_VALUE, make_facts, make_result
 
-from neurocds.audit import AuditError, AuditLog, query_records, render_html, render_text, verify_log
+from neurocds.audit import AuditError, AuditLog, query_records, read_records, render_html, render_text, verify_log
 from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.query import RecordFilter
 from neurocds.errors import Violation
@@ -29,7 +29,7 @@ def test_redaction_stores_no_facts_only_hash_and_pseudonym(tmp_path: Path) -> No
     raw = (d / LOG_NAME).read_bytes()
     assert PATIENT_ID.encode() not in raw
     assert str(SECRET_VALUE).encode() not in raw  # not in facts, detail, because, trace or errors
-    body = read_lines(d)[0]["decision"]
+    body = read_records(d)[0]["decision"]
     assert body["redacted"] is True and "facts" not in body
     assert body["facts_sha256"] == "ab" * 32
     assert body["patient_pseudonym"] == _pseudonym(KEY, PATIENT_ID)
@@ -44,8 +44,8 @@ def test_redaction_stores_no_facts_only_hash_and_pseudonym(tmp_path: Path) -> No
     assert "false_conditions" not in body["trace"]["not_fired"][0]
     assert verify_log(d).ok
     # The why-tree still works, without values.
-    assert "(value not stored)" in render_text(read_lines(d)[0])
-    assert str(SECRET_VALUE) not in render_html(read_lines(d)[0])
+    assert "(value not stored)" in render_text(read_records(d)[0])
+    assert str(SECRET_VALUE) not in render_html(read_records(d)[0])
 
 
 def test_redacted_error_messages_keep_only_their_hash(tmp_path: Path) -> None:
@@ -53,7 +53,7 @@ def test_redacted_error_messages_keep_only_their_hash(tmp_path: Path) -> None:
     result["errors"] = [{"kind": "action", "pack": "p", "rule": "r", "message": f"bad {SECRET_VALUE}"}]
     d = tmp_path / "log"
     AuditLog(d, redact=True, pseudonym_key=KEY).record_decision(result, make_facts())
-    [error] = read_lines(d)[0]["decision"]["errors"]
+    [error] = read_records(d)[0]["decision"]["errors"]
     assert "message" not in error and len(error["message_sha256"]) == 64
 
 
@@ -73,7 +73,7 @@ def test_pseudonym_stored_without_redaction_and_queries_work(tmp_path: Path) -> 
     log = AuditLog(d)  # no key given: one is created in the log directory
     log.record_decision(make_result(), make_facts())
     log.record_decision(make_result(), make_facts("someone-else"))
-    body = read_lines(d)[0]["decision"]
+    body = read_records(d)[0]["decision"]
     assert body["facts"]["patient"]["id"] == PATIENT_ID
     auto_key = bytes.fromhex((d / "pseudonym.key").read_text())
     assert body["patient_pseudonym"] == _pseudonym(auto_key, PATIENT_ID) == log.pseudonym(PATIENT_ID)
@@ -89,7 +89,7 @@ def test_rejection_records_carry_no_values(tmp_path: Path) -> None:
     log = AuditLog(d, pseudonym_key=KEY)
     violation = Violation("/labs/potassium_mmol_l", "wrong type", expected="number", found=f"'{SECRET_VALUE}x'")
     log.record_rejection([violation], facts_sha256="cd" * 32, facts=make_facts())
-    body = read_lines(d)[0]["rejection"]
+    body = read_records(d)[0]["rejection"]
     assert body["violations"] == [
         {"pointer": "/labs/potassium_mmol_l", "code": "invalid", "message": "wrong type", "expected": "number"}
     ]
@@ -103,7 +103,7 @@ def test_feedback_comment_is_hashed_when_redacting(tmp_path: Path) -> None:
     log = AuditLog(d, redact=True, pseudonym_key=KEY)
     reason = {"reason": {"code": "d7ecf885", "system": "https://example.com/r"}, "userComment": f"{PATIENT_ID} ok"}
     log.record_feedback("card-1", "overridden", override_reason=reason, decision_id="dec-1")
-    body = read_lines(d)[0]["feedback"]
+    body = read_records(d)[0]["feedback"]
     assert body["override_reason"]["reason"]["code"] == "d7ecf885"
     assert "userComment" not in body["override_reason"]
     assert PATIENT_ID.encode() not in (d / LOG_NAME).read_bytes()
@@ -134,7 +134,7 @@ def test_a_redacted_record_still_says_the_trace_was_left_out(tmp_path: Path) -> 
     result = make_result()
     result["trace"] = {"fired": [], "not_fired": [], "omitted": True}
     AuditLog(tmp_path / "log", redact=True, pseudonym_key=KEY).record_decision(result, make_facts())
-    assert read_lines(tmp_path / "log")[0]["decision"]["trace"] == {"fired": [], "not_fired": [], "omitted": True}
+    assert read_records(tmp_path / "log")[0]["decision"]["trace"] == {"fired": [], "not_fired": [], "omitted": True}
 
 
 def _rejected(tmp_path: Path, redact: bool) -> tuple[dict, bytes]:  # type: ignore[type-arg]
@@ -156,7 +156,7 @@ def _rejected(tmp_path: Path, redact: bool) -> tuple[dict, bytes]:  # type: igno
     }
     with pytest.raises(FactsValidationError):
         engine.evaluate(doc)
-    [record] = read_lines(tmp_path / "log")
+    [record] = read_records(tmp_path / "log")
     return record["rejection"], (tmp_path / "log" / LOG_NAME).read_bytes()
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from audit_helpers import make_facts, make_result, read_lines
 
-from neurocds.audit import AuditError, AuditLog
+from neurocds.audit import AuditError, AuditLog, read_records
 from neurocds.audit.records import GENESIS_HASH, record_hash, schema_errors, seal
 from neurocds.errors import FactsValidationError, Violation
 from neurocds.resources import load_schema
@@ -31,10 +31,10 @@ def test_every_record_type_is_written_valid_and_chained(tmp_path: Path, keypair:
     log.record_cards(result["evaluation_id"], ["c-1", "c-2"])
     log.record_feedback("c-1", "accepted", decision_id=result["evaluation_id"], accepted_suggestions=["s-1"])
     log.checkpoint()
-    records = read_lines(d)
+    records = read_records(d)
     assert [r["type"] for r in records] == ["decision", "rejection", "cards", "feedback", "checkpoint"]
     prev = GENESIS_HASH
-    for n, rec in enumerate(records, start=1):
+    for n, rec in enumerate(read_lines(d), start=1):  # as stored: the decision in compact form
         assert schema_errors(rec) == []
         assert rec["sequence"] == n and rec["prev_hash"] == prev and rec["hash"] == record_hash(rec)
         prev = rec["hash"]
@@ -98,7 +98,7 @@ def test_invalid_input_is_refused_before_anything_is_written(tmp_path: Path) -> 
         log.record_feedback("c", "ignored")
     with pytest.raises(AuditError, match="facts are required"):
         log.record_decision(make_result(), None)
-    assert read_lines(d) == []
+    assert read_records(d) == []
 
 
 def test_result_objects_with_to_dict_are_accepted(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_result_objects_with_to_dict_are_accepted(tmp_path: Path) -> None:
 
     log = AuditLog(tmp_path / "log")
     log.record_decision(FakeResult(), make_facts())
-    assert read_lines(tmp_path / "log")[0]["decision"]["decision_id"] == "from-object"
+    assert read_records(tmp_path / "log")[0]["decision"]["decision_id"] == "from-object"
 
 
 def test_from_env_and_from_options(tmp_path: Path, keypair: tuple[Path, Path]) -> None:

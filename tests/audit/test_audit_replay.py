@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from audit_helpers import make_facts, make_result, read_lines
+from audit_helpers import make_facts, make_result
 
-from neurocds.audit import AuditLog, ReplayRefused
+from neurocds.audit import AuditLog, ReplayRefused, read_records
 from neurocds.replay import replay_decision
 
 engine_module = pytest.importorskip("neurocds.engine")  # skip only when the engine is absent
@@ -66,7 +66,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_every_recorded_decision_replays_exactly(recorded: tuple[Path, Path]) -> None:
     tmp, d = recorded
-    records = [r for r in read_lines(d) if r["type"] == "decision"]
+    records = [r for r in read_records(d) if r["type"] == "decision"]
     assert len(records) == len(FACTS)
     assert any(r["decision"]["findings"] for r in records)
     for record in records:
@@ -77,7 +77,7 @@ def test_every_recorded_decision_replays_exactly(recorded: tuple[Path, Path]) ->
 
 def test_changed_pack_is_refused_unless_compared(recorded: tuple[Path, Path]) -> None:
     tmp, d = recorded
-    first = read_lines(d)[0]
+    first = read_records(d)[0]
     with pytest.raises(ReplayRefused, match="installed packs differ") as info:
         replay_decision(first, engine_factory=_factory(tmp, 2))
     assert "tpack: recorded 0.0.1" in str(info.value)
@@ -92,7 +92,7 @@ def test_changed_pack_is_refused_unless_compared(recorded: tuple[Path, Path]) ->
 
 def test_removed_findings_are_reported(recorded: tuple[Path, Path]) -> None:
     tmp, d = recorded
-    first = read_lines(d)[0]
+    first = read_records(d)[0]
     doctored = {**first, "decision": {**first["decision"]}}
     doctored["decision"]["findings"] = [*first["decision"]["findings"], {"id": "t.gone", "urgency": "urgent"}]
     outcome = replay_decision(doctored, engine_factory=_factory(tmp, 1))
@@ -103,7 +103,7 @@ def test_removed_findings_are_reported(recorded: tuple[Path, Path]) -> None:
 def test_default_engine_replays_a_builtin_pack_decision(tmp_path: Path) -> None:
     d = tmp_path / "log"
     Engine(packs=["weakness-pattern"], audit_dir=d).evaluate({**BASE, "strength": {"left_leg": 2}})
-    outcome = replay_decision(read_lines(d)[0])  # neurocds.Engine, imported lazily
+    outcome = replay_decision(read_records(d)[0])  # neurocds.Engine, imported lazily
     assert outcome.identical, outcome.differing_fields
 
 
@@ -112,7 +112,7 @@ def test_redacted_and_non_decision_records_are_refused(tmp_path: Path) -> None:
     log = AuditLog(d, redact=True, pseudonym_key=b"k" * 16)
     log.record_decision(make_result(), make_facts())
     log.record_cards("x", [])
-    redacted, cards = read_lines(d)
+    redacted, cards = read_records(d)
     with pytest.raises(ReplayRefused, match="redacted"):
         replay_decision(redacted)
     with pytest.raises(ReplayRefused, match="only decision"):
@@ -124,7 +124,7 @@ def test_missing_pack_is_a_clear_refusal(tmp_path: Path) -> None:
     AuditLog(d).record_decision(make_result(packs=[{"name": "no-such-pack", "version": "1", "sha256": "00" * 32}]),
                                 make_facts())  # fmt: skip
     with pytest.raises(ReplayRefused, match="cannot be loaded"):
-        replay_decision(read_lines(d)[0])
+        replay_decision(read_records(d)[0])
 
 
 def _without_tpack(extra: list[tuple[str, Any]]) -> Any:
@@ -145,7 +145,7 @@ def test_compare_replays_without_an_uninstalled_pack(tmp_path: Path) -> None:
     d = tmp_path / "log"
     Engine(plugins=[("tpack", tpack), ("tdep", tdep)], packs=["weakness-pattern", "tpack", "tdep"],
            audit_dir=d).evaluate(FACTS[0])  # fmt: skip
-    record = read_lines(d)[0]
+    record = read_records(d)[0]
     assert {f["id"] for f in record["decision"]["findings"]} >= {"t.low_k", "tdep.follow"}
     factory = _without_tpack([("tdep", tdep)])
     with pytest.raises(ReplayRefused, match=r"not installed: tpack.*use --compare"):
@@ -166,7 +166,7 @@ def test_compare_text_names_both_content_hashes_and_the_left_out_pack(tmp_path: 
     _factory(tmp_path, 1)(["weakness-pattern", "tpack"], {"backend": None, "verified": True}, audit_dir=d).evaluate(
         FACTS[0]
     )
-    record = read_lines(d)[0]
+    record = read_records(d)[0]
     recorded = next(p["sha256"] for p in record["decision"]["packs"] if p["name"] == "tpack")
     out = CliRunner().invoke(main, ["audit", "replay", "1", "--compare", "--audit-dir", str(d)])
     assert out.exit_code == 1  # the findings differ
@@ -197,7 +197,7 @@ def test_an_incomplete_decision_replays_as_the_same_incomplete_decision(
     d = tmp_path / "log"
     Engine(plugins=[("broken", broken)], packs=["weakness-pattern", "broken"], on_pack_error="skip",
            audit_dir=d).evaluate(FACTS[0])  # fmt: skip
-    record = read_lines(d)[0]
+    record = read_records(d)[0]
     assert [e["kind"] for e in record["decision"]["errors"]] == ["pack_load"]
     monkeypatch.setattr(neurocds.engine, "Engine", functools.partial(Engine, plugins=[("broken", broken)]))
     outcome = replay_decision(record)

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
-from audit_helpers import read_lines
 from click.testing import CliRunner
 
 from neurocds import Engine
+from neurocds.audit import read_records
 from neurocds.cli import main
 from neurocds.replay import replay_decision
 from neurocds_packs import BUILTIN_PACKS
@@ -55,7 +55,7 @@ def cli_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_cli_decision_replays_identically(cli_log: Path) -> None:
-    records = read_lines(cli_log)
+    records = read_records(cli_log)
     assert len(records) == 2 * (len(EXAMPLES) + len(FHIR_INPUTS))
     assert sum(r["decision"]["trace"].get("omitted") is True for r in records) == len(records) // 2
     assert sum("input_provenance" in r["decision"]["trace"] for r in records) == 2 * len(FHIR_INPUTS)
@@ -78,7 +78,7 @@ def test_the_case_library_replays_identically(tmp_path: Path) -> None:
     for path in CASES:
         facts = yaml.safe_load(path.read_text(encoding="utf-8"))["facts"]
         engine.evaluate(facts, trace=CASES.index(path) % 3 != 0)  # a third without the trace
-    records = read_lines(tmp_path / "log")
+    records = read_records(tmp_path / "log")
     assert len(records) == len(CASES) > 100
     for record in records:
         outcome = replay_decision(record, engine_factory=factory)
@@ -89,7 +89,7 @@ def test_the_case_library_replays_identically(tmp_path: Path) -> None:
 
 
 def test_a_no_trace_decision_is_replayed_without_trace(cli_log: Path) -> None:
-    record = next(r for r in read_lines(cli_log) if r["decision"]["trace"].get("omitted"))
+    record = next(r for r in read_records(cli_log) if r["decision"]["trace"].get("omitted"))
     seen: list[bool] = []
 
     class Spy:

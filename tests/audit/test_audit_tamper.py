@@ -273,6 +273,15 @@ def test_writer_refuses_to_extend_a_damaged_chain(case: str, log_dir: Path) -> N
     assert (log_dir / LOG_NAME).read_bytes() == before  # fail closed: nothing appended or cut
 
 
+def test_a_copy_of_an_early_record_is_named_where_it_stands(log_dir: Path) -> None:
+    recs = read_lines(log_dir)
+    recs.insert(_idx(14), json.loads(json.dumps(recs[_idx(1)])))  # a copy of record 1 at position 14
+    write_lines(log_dir, recs)
+    report = verify_log(log_dir)
+    assert report.first_bad_sequence == 14 and report.verified_through == 13
+    assert "a copy of record 1" in report.problems[0].reason
+
+
 def test_edited_checkpoint_is_named_by_its_signature(log_dir: Path, keypair: tuple[Path, Path]) -> None:
     edit_checkpoint_rehash(log_dir)
     report = verify_log(log_dir, public_key=keypair[1])
@@ -347,3 +356,14 @@ def test_non_canonical_bytes_are_named_as_such(case: str, log_dir: Path, keypair
     assert problem.code == "noncanonical"
     expected = {"duplicate_member_name": "'highest_urgency' appears twice", "crlf_line_ends": "CR LF"}
     assert expected.get(case, "re-serialised") in problem.reason
+
+
+def test_a_damaged_log_is_counted_whole_and_its_later_checkpoints_named(log_dir: Path) -> None:
+    from neurocds.audit.verify import format_report
+
+    bit_flip(400)(log_dir)  # record 7 damaged: 10 records and checkpoints 10 and 15 follow it
+    report = verify_log(log_dir)
+    text = format_report(report)
+    assert f"{LAST} records in the file" in text and "the chain holds for the first 6" in text
+    assert any("2 checkpoint record(s) after the damage" in n for n in report.notes)
+    assert not any("no signed checkpoints" in n for n in report.notes)

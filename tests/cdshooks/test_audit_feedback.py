@@ -160,3 +160,13 @@ def test_an_audit_log_configured_on_both_the_engine_and_the_service_is_refused(t
     with pytest.raises(ConfigError, match="configured twice"):
         create_app(config, engine)
     create_app(ServiceConfig(base_url="http://127.0.0.1:1", insecure_dev=True), engine)  # one log: fine
+
+
+def test_the_decision_records_who_asked(issued: list[dict[str, Any]], audit_dir: Path) -> None:
+    from neurocds.audit import export_fhir
+
+    [decision] = [r for r in read_records(audit_dir) if r["type"] == "decision"][:1]
+    assert decision["decision"]["request"]["user"] == "Practitioner/example"
+    assert decision["decision"]["request"]["hook"] == "patient-view"
+    agents = export_fhir(decision)["entry"][0]["resource"]["agent"]
+    assert [a["who"]["display"] for a in agents if a["requestor"]] == ["Practitioner/example"]

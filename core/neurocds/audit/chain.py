@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurocds.audit._canon import canonical_json, sha256_hex
+from neurocds.audit._canon import canonical_json, loads, sha256_hex
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import GENESIS_HASH, record_hash
 
@@ -103,8 +103,8 @@ OnRecord = Callable[[dict[str, Any], int, int, bytes], None]
 def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, Any] | None, ChainProblem | None]:
     """Parse one newline-stripped line and check it against the chain so far."""
     try:
-        record = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        record = loads(line)
+    except ValueError:  # UnicodeDecodeError is one
         return None, ChainProblem(expected, "unparseable", "record is not valid JSON (damaged bytes)")
     if not isinstance(record, dict):
         return None, ChainProblem(expected, "unparseable", "record is not a JSON object")
@@ -120,16 +120,26 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
             f"expected sequence {expected} here but found {seq}: record {expected} was deleted or moved",
         )
     if seq < expected:
-        # Sequence ``seq`` now appears twice (a copy, an insertion or a reordering);
-        # the earlier number is the first one that can no longer be trusted.
+        if seq == expected - 1:
+            # Two records 'seq' in a row, both claiming the same place: either may be the
+            # intruder, so the earlier is the first that can no longer be trusted.
+            return None, ChainProblem(
+                seq,
+                "sequence",
+                f"expected sequence {expected} here but found {seq} again: record {seq} was duplicated, "
+                "or a record was inserted before it",
+            )
+        # An earlier number again, further on: record 'seq' checked out where it stands,
+        # so the one out of place is this line, at the position of sequence 'expected'.
         return None, ChainProblem(
-            seq,
+            expected,
             "sequence",
-            f"expected sequence {expected} here but found {seq} again: a record was duplicated, inserted or reordered",
+            f"expected sequence {expected} here but found {seq} again: a copy of record {seq}, or a record "
+            "moved here (duplicated, inserted or reordered)",
         )
     if not _is_canonical(record, line):
         return None, ChainProblem(expected, "noncanonical", _why_noncanonical(line))
-    if record_hash(record) != record["hash"]:
+    if _hash_of_canonical(record, line) != record["hash"]:
         return None, ChainProblem(expected, "hash", "record content does not match its own hash (edited)")
     if record["prev_hash"] != prev_hash:
         if expected == 1:
@@ -145,6 +155,38 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
     return record, None
 
 
+def check_alone(line: bytes) -> dict[str, Any] | None:
+    """The record on ``line`` (no newline) if it is intact on its own: parses, is
+    canonical and matches its own hash. Its links to its neighbours are not checked."""
+    try:
+        record = loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("sequence"), int):
+        return None
+    if not isinstance(record.get("prev_hash"), str):
+        return None
+    checked, problem = _check_line(line, record["sequence"], record["prev_hash"])
+    return checked if problem is None else None
+
+
+def _hash_of_canonical(record: dict[str, Any], line: bytes) -> str:
+    """:func:`record_hash` of a record whose ``line`` is canonical, without encoding it again.
+
+    The canonical form of the record without ``hash`` is its line with the top-level
+    ``hash`` member cut out (members stay sorted). Only the top-level member sits
+    right before ``prev_hash`` with the record's own hash as value; a nested copy would
+    have to hold the hash of bytes that contain it.
+    """
+    member = b'"hash":' + canonical_json(record["hash"])
+    at = line.find(b"," + member + b',"prev_hash":')
+    if at >= 0:
+        return sha256_hex(line[:at] + line[at + 1 + len(member) :])
+    if line.startswith(b"{" + member + b","):
+        return sha256_hex(b"{" + line[2 + len(member) :])
+    return record_hash(record)
+
+
 def _is_canonical(record: dict[str, Any], line: bytes) -> bool:
     """Whether ``line`` is exactly the one byte form the writer gives ``record``.
 
@@ -154,7 +196,7 @@ def _is_canonical(record: dict[str, Any], line: bytes) -> bool:
     added spaces, a CR line end, escaped characters or a NaN are all edits.
     """
     try:
-        return canonical_json(record) == line
+        return canonical_json(record, parsed=True) == line
     except AuditError:  # NaN, a lone surrogate: nothing the writer ever wrote
         return False
 
@@ -184,13 +226,15 @@ def scan(
     prev_sequence: int = 0,
     prev_hash: str = GENESIS_HASH,
     on_record: OnRecord | None = None,
+    into: ScanResult | None = None,
 ) -> ScanResult:
     """Check the chain in ``data`` (bytes read from ``base_offset`` of the file).
 
     ``prev_sequence``/``prev_hash`` describe the intact record just before
-    ``base_offset`` (zero and the genesis hash at the file's start).
+    ``base_offset`` (zero and the genesis hash at the file's start). With ``into``,
+    the scan goes on from where that earlier result ended (``base_offset`` is its end).
     """
-    result = ScanResult(last_sequence=prev_sequence, last_hash=prev_hash, end=base_offset)
+    result = into or ScanResult(last_sequence=prev_sequence, last_hash=prev_hash, end=base_offset)
     pos = 0
     while pos < len(data):
         nl = data.find(b"\n", pos)
@@ -224,6 +268,40 @@ def scan(
         result.records += 1
         pos = nl + 1
     return result
+
+
+def scan_file(path: Path, *, on_record: OnRecord | None = None, chunk: int = 4 << 20) -> ScanResult:
+    """:func:`scan` of a whole log file, read in chunks: memory stays flat in the log's length."""
+    result = ScanResult(last_sequence=0, last_hash=GENESIS_HASH, end=0)
+    offset, carry = 0, b""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            data = carry + block if carry else block
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                scan(data[:cut] if cut < len(data) else data,
+                     base_offset=offset, on_record=on_record, into=result)  # fmt: skip
+                if result.problem is not None:
+                    return result
+                offset += cut
+            carry = data[cut:]
+    if carry:
+        scan(carry, base_offset=offset, on_record=on_record, into=result)
+    return result
+
+
+def count_lines(path: Path, offset: int) -> tuple[int, int]:
+    """Lines from ``offset`` to the end of the file, and how many of them look like checkpoint
+    records: a count of what is there past damage, with nothing checked."""
+    lines = checkpoints = 0
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for line in fh:
+            if not line.strip():
+                continue
+            lines += 1
+            checkpoints += b'"type":"checkpoint"' in line
+    return lines, checkpoints
 
 
 def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:

@@ -7,13 +7,15 @@ chain is intact is :mod:`neurocds.audit.verify`'s job, and the CLI says so.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from neurocds.audit._canon import loads
+from neurocds.audit.catalog import expand_record, load_catalog
 from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import RECORD_TYPES
@@ -22,19 +24,61 @@ _DECISION_ONLY = ("finding", "urgency", "pack", "incomplete")
 
 
 def read_records(directory: str | Path) -> list[dict[str, Any]]:
-    """Every complete line of the log that parses as a record, in file order."""
+    """Every complete line of the log that parses as a record, in file order.
+
+    Decisions stored compactly come back whole (their explanation rebuilt from the
+    catalog); one whose explanation cannot be rebuilt comes back as stored.
+    """
+    return list(iter_records(directory))
+
+
+def iter_records(directory: str | Path, *, expand: bool = True) -> Iterator[dict[str, Any]]:
+    """:func:`read_records`, one record at a time (memory flat in the log's length).
+
+    :param expand: rebuild compact decisions (``False``: as stored, much faster).
+    """
     path = Path(directory) / LOG_NAME
     if not path.exists():
         raise AuditError(f"no audit log in {directory}")
-    out = []
-    for line in path.read_bytes().split(b"\n")[:-1]:  # the last piece has no line end
-        try:
-            record = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        if isinstance(record, dict) and isinstance(record.get("sequence"), int):
-            out.append(record)
-    return out
+    catalog, _ = load_catalog(Path(directory)) if expand else (None, None)
+    with open(path, "rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # the last piece has no line end
+            try:
+                record = loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+                if catalog is not None:
+                    with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
+                        record = expand_record(record, catalog)
+                yield record
+
+
+def records_backwards(directory: str | Path, *, max_bytes: int, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
+    """Records from the log's end backwards, reading at most ``max_bytes`` (stored form: a
+    compact decision is not rebuilt). For what only the newest records matter to, such as
+    the service's card index at start: the cost does not grow with the log."""
+    path = Path(directory) / LOG_NAME
+    with open(path, "rb") as fh:
+        position = fh.seek(0, 2)
+        floor = max(0, position - max_bytes)
+        carry = b""
+        while position > floor:
+            start = max(floor, position - block)
+            fh.seek(start)
+            data = fh.read(position - start) + carry
+            position = start
+            lines = data.split(b"\n")
+            carry = lines[0] if position > 0 else b""  # maybe the end of a line that began earlier
+            for line in reversed(lines[1:] if position > 0 else lines):
+                try:
+                    record = loads(line)
+                except ValueError:
+                    continue  # a torn last line, or the cut-off start of one at the floor
+                if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+                    yield record
 
 
 def parse_time(text: str) -> datetime:
@@ -109,7 +153,7 @@ def _has_pack(body: Mapping[str, Any], spec: str) -> bool:
 
 
 def query_records(directory: str | Path, flt: RecordFilter) -> list[dict[str, Any]]:
-    return [r for r in read_records(directory) if flt.matches(r)]
+    return [r for r in iter_records(directory) if flt.matches(r)]
 
 
 def find_record(directory: str | Path, ident: str) -> dict[str, Any]:
@@ -120,23 +164,33 @@ def find_record(directory: str | Path, ident: str) -> dict[str, Any]:
     prefix copied from one must still find it.
     :raises AuditError: nothing, or more than one record, matches.
     """
-    records = read_records(directory)
     text = ident.strip()
-    hits: list[dict[str, Any]] = []
-    if text.startswith("#") or text.isdigit():
-        number = text.removeprefix("#")
-        if number.isdigit():
-            hits = [r for r in records if r.get("sequence") == int(number)]
-    if not text.startswith("#"):
-        ids = [(r, _id_of(r)) for r in records]
-        exact = [r for r, i in ids if i == text]
-        hits += exact
-        if not exact and len(text) >= 8:
-            hits += [r for r, i in ids if i is not None and i.startswith(text)]
+    number = text.removeprefix("#") if text.startswith("#") or text.isdigit() else None
+    prefix_ok = not text.startswith("#") and len(text) >= 8
+    by_number: list[dict[str, Any]] = []
+    exact: list[dict[str, Any]] = []
+    by_prefix: list[dict[str, Any]] = []
+    for record in iter_records(directory, expand=False):  # only the one found is rebuilt
+        if number is not None and number.isdigit() and record.get("sequence") == int(number):
+            by_number.append(record)
+        if not text.startswith("#"):
+            rid = _id_of(record)
+            if rid == text:
+                exact.append(record)
+            elif prefix_ok and rid is not None and rid.startswith(text):
+                by_prefix.append(record)
+    hits = by_number + (exact or by_prefix)
     if not hits:
+        if not text.startswith("#") and len(text) < 8:
+            raise AuditError(
+                f"no record {ident!r}: an id prefix needs 8 or more characters (#N is sequence number N)"
+            )
         raise AuditError(f"no record {ident!r} in the audit log")
     if len({r.get("sequence") for r in hits}) > 1:
         raise AuditError(f"{ident!r} matches more than one record; give more of the id, or #N for sequence number N")
+    catalog, _ = load_catalog(Path(directory))
+    with contextlib.suppress(AuditError):
+        return expand_record(hits[0], catalog)
     return hits[0]
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from neurocds.audit._canon import normalise, sha256_canonical
+from neurocds.audit._canon import canonical_json, encode_normalised, sha256_canonical, sha256_hex
 from neurocds.audit.errors import AuditError
 
 RECORD_VERSION = "1"
@@ -40,6 +40,7 @@ _FINDING_KEYS = (
 _DERIVED_KEYS = ("name", "pack", "rule")
 _FIRED_KEYS = ("rule", "pack")
 _NOT_FIRED_KEYS = ("rule", "pack", "state", "unknown_facts")
+_REQUEST_KEYS = ("user", "fhir_server", "hook", "hook_instance")
 
 
 def utc_now() -> str:
@@ -61,21 +62,40 @@ def seal(
         the two stand or fall together: a log that ends on such a record ends in an
         unfinished append, which recovery moves aside like a torn line.
     """
+    return seal_line(rtype, body, sequence=sequence, prev_hash=prev_hash, atomic_with_next=atomic_with_next)[0]
+
+
+def seal_line(
+    rtype: str, body: Mapping[str, Any], *, sequence: int, prev_hash: str, atomic_with_next: bool = False
+) -> tuple[dict[str, Any], bytes]:
+    """:func:`seal`, and the record's line (canonical bytes and a newline), encoding the body once.
+
+    The body is most of a record; the envelope's few members are encoded on their own and
+    spliced around it in key order, which is exactly the canonical form of the whole.
+    """
     if rtype not in RECORD_TYPES:
         raise AuditError(f"unknown record type {rtype!r}")
+    body_bytes, parsed = encode_normalised(dict(body))
     envelope: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "sequence": sequence,
         "type": rtype,
         "recorded_at": utc_now(),
         "prev_hash": prev_hash,
-        rtype: dict(body),
     }
     if atomic_with_next:
         envelope["atomic_with_next"] = True
-    record: dict[str, Any] = normalise(envelope)
-    record["hash"] = record_hash(record)
-    return record
+    encoded = {key: canonical_json(value) for key, value in envelope.items()}
+    encoded[rtype] = body_bytes
+    digest = sha256_hex(_object_bytes(encoded))
+    encoded["hash"] = canonical_json(digest)
+    record = {**envelope, rtype: parsed, "hash": digest}
+    return record, _object_bytes(encoded) + b"\n"
+
+
+def _object_bytes(members: Mapping[str, bytes]) -> bytes:
+    """The canonical JSON object with these already-encoded member values (keys sorted)."""
+    return b"{" + b",".join(canonical_json(k) + b":" + members[k] for k in sorted(members)) + b"}"
 
 
 @lru_cache(maxsize=1)
@@ -172,11 +192,14 @@ def decision_body(
     redact: bool,
     pseudonym: str | None,
     pseudonym_key_id: str | None,
+    request: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body of a ``decision`` record for one engine result.
 
     :param result: ``Result.to_dict()`` of the evaluation.
     :param facts: the facts document evaluated (stored only when not redacting).
+    :param request: who asked (``user``, ``fhir_server``, ``hook``, ``hook_instance``): a
+        CDS Hooks call's; members that are not strings are left out.
     """
     for key in ("evaluation_id", "evaluated_at", "facts_sha256"):
         if not isinstance(result.get(key), str):
@@ -198,6 +221,9 @@ def decision_body(
         "complete": bool(result.get("complete", False)),
         "missing_data": list(result.get("missing_data") or ()),
     }
+    asked = {k: v for k, v in (request or {}).items() if k in _REQUEST_KEYS and isinstance(v, str) and v}
+    if asked:
+        body["request"] = asked
     if redact:
         body["findings"] = [_redact_finding(f) for f in findings]
         body["derived"] = [_pick(d, _DERIVED_KEYS) | {"because": _redact_because(d.get("because"))} for d in derived]

@@ -9,10 +9,11 @@ resources) and every value from the record is HTML-escaped.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from neurocds.audit.inputs import input_facts, name_of, why_not
 from neurocds.audit.query import body_of
 from neurocds.audit.verify import VerifyReport
 
@@ -52,7 +53,7 @@ def why_model(record: Mapping[str, Any]) -> dict[str, Any]:
             value = item.get("value", _NO_VALUE)
             if value is _NO_VALUE and isinstance(facts, Mapping):
                 value = _resolve(facts, pointer)
-            node: dict[str, Any] = {"kind": "fact", "label": pointer}
+            node: dict[str, Any] = {"kind": "fact", "label": name_of(pointer), "pointer": pointer}
             if value is not _NO_VALUE:
                 node["value"] = value
             return node
@@ -108,6 +109,7 @@ def why_model(record: Mapping[str, Any]) -> dict[str, Any]:
         "missing_data": _dicts(body.get("missing_data")),
         "not_fired": _dicts(trace.get("not_fired")),
         "errors": _dicts(body.get("errors")),
+        "inputs": input_facts(body),
     }
 
 
@@ -157,14 +159,35 @@ def _finding_text(f: Mapping[str, Any]) -> list[str]:
     if f["because"]:
         lines.append("  because")
         lines.extend(_tree_lines(f["because"], "  "))
-    lines.extend(f"  not recorded (unknown): {u}" for u in f["unknown"])
+    lines.extend(f"  not recorded (unknown): {name_of(u)}" for u in f["unknown"])
     lines.extend(f"  → {r}" for r in f["recommendations"])
     lines.extend(f"  evidence: {e.get('source', '')} {e.get('citation', '')}".rstrip() for e in f["evidence"])
     return lines
 
 
-def render_text(record: Mapping[str, Any]) -> str:
-    """The decision as a plain-text why-tree (rejections: their violations)."""
+def related_lines(related: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Cards issued for a decision and the clinicians' feedback on them, one line each."""
+    lines = []
+    for r in related:
+        body = body_of(r)
+        if r.get("type") == "cards":
+            lines.append(f"  cards issued: {', '.join(map(str, body.get('card_uuids') or ())) or 'none'}")
+        elif r.get("type") == "feedback":
+            reason = body.get("override_reason") or {}
+            why = reason.get("display") or reason.get("code") or ""
+            comment = reason.get("userComment") or ("(comment kept as its hash)" if "userComment_sha256" in reason
+                                                     else "")  # fmt: skip
+            detail = "; ".join(x for x in (why, comment) if x)
+            lines.append(f"  card {body.get('card_uuid')}: {body.get('outcome')}" + (f" ({detail})" if detail else "")
+                         + f", recorded {r.get('recorded_at')}")  # fmt: skip
+    return lines
+
+
+def render_text(record: Mapping[str, Any], related: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The decision as a plain-text why-tree (rejections: their violations).
+
+    :param related: the decision's ``cards`` and ``feedback`` records, shown after the findings.
+    """
     if record.get("type") == "rejection":
         return _rejection_text(record)
     if record.get("type") != "decision":
@@ -183,16 +206,22 @@ def render_text(record: Mapping[str, Any]) -> str:
     ]
     for f in m["findings"]:
         lines.extend(_finding_text(f))
+    if related:
+        lines += ["", "Cards and feedback", *related_lines(related)]
     if m["missing_data"]:
         lines += ["", "Missing data that could change the result"]
         for d in m["missing_data"]:
             rules = ", ".join(map(str, d.get("rules") or ()))
             lines.append(f"  {d.get('pointer')} [{d.get('urgency', '')}] rules: {rules}")
+    if m["inputs"]:
+        lines += ["", f"Input facts ({len(m['inputs'])})"]
+        for row in m["inputs"]:
+            source = f"   from {'; '.join(row['sources'])}" if row["sources"] else ""
+            lines.append(f"  {row['name']}: {row['value']}{source}")
     if m["not_fired"]:
         lines += ["", f"Rules that did not fire ({len(m['not_fired'])})"]
         for n in m["not_fired"]:
-            unknown = ", ".join(map(str, n.get("unknown_facts") or ()))
-            lines.append(f"  {n.get('rule')} ({n.get('state')})" + (f" unknown: {unknown}" if unknown else ""))
+            lines.append(f"  {n.get('rule')} ({n.get('state')}): {why_not(n)}")
     if m["errors"]:
         lines += ["", "Errors"]
         for e in m["errors"]:
@@ -283,7 +312,7 @@ def _finding_html(f: Mapping[str, Any]) -> str:
         parts.append(f"<p>{_e(f['detail'])}</p>")
     if f["because"]:
         parts.append(f"<p><b>Because</b></p>{_tree_html(f['because'])}")
-    parts.append(_list_html("Not recorded (unknown)", [f"<code>{_e(u)}</code>" for u in f["unknown"]]))
+    parts.append(_list_html("Not recorded (unknown)", [_e(name_of(u)) for u in f["unknown"]]))
     parts.append(_list_html("Recommendations", [_e(r) for r in f["recommendations"]]))
     evidence = [f"{_e(e.get('source'))} <span class='muted'>{_e(e.get('citation'))}</span>" for e in f["evidence"]]
     parts.append(_list_html("Evidence", evidence))
@@ -294,7 +323,20 @@ def _row(label: str, html_value: str) -> str:
     return f"<tr><th>{label}</th><td>{html_value}</td></tr>"
 
 
-def render_html(record: Mapping[str, Any], report: VerifyReport | None = None) -> str:
+def _inputs_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td>{_e(r['name'])}</td><td>{_e(r['value'])}</td>"
+        f"<td class='muted'>{_e('; '.join(r['sources']))}</td></tr>"
+        for r in rows
+    )
+    return f"<h2>Input facts ({len(rows)})</h2><table><tr><th>Fact</th><th>Value</th><th>From</th></tr>{body}</table>"
+
+
+def render_html(
+    record: Mapping[str, Any], report: VerifyReport | None = None, related: Sequence[Mapping[str, Any]] | None = None
+) -> str:
     """A self-contained HTML page for one decision record."""
     m = why_model(record)
     eng = m["engine"]
@@ -336,6 +378,10 @@ def render_html(record: Mapping[str, Any], report: VerifyReport | None = None) -
 <h2>Verification</h2>{_verification_html(report, int(m["sequence"] or 0))}
 <h2>Packs</h2><ul>{"".join(f"<li>{p}</li>" for p in packs)}</ul>
 <h2>Findings ({len(m["findings"])})</h2>{findings}
+{_list_html("Cards and feedback", [_e(x.strip()) for x in related_lines(related or [])])}
+{_inputs_html(m["inputs"])}
+{_list_html("Rules that did not fire, and why", [f"<code>{_e(n.get('rule'))}</code> ({_e(n.get('state'))}): "
+            f"{_e(why_not(n))}" for n in m["not_fired"]])}
 {_list_html("Missing data", missing)}
 {_list_html("Errors", errors)}
 <p class="disclaimer">Decision support for a clinician, not a diagnosis.</p>

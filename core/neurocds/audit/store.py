@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit import mirror
-from neurocds.audit._canon import canonical_json, sha256_hex
+from neurocds.audit._canon import sha256_hex
+from neurocds.audit.catalog import Catalog, CatalogProblem
 from neurocds.audit.chain import (
-    HEAD_NAME,
     LOCK_NAME,
     LOG_NAME,
     QUARANTINE_DIR,
@@ -41,11 +41,14 @@ from neurocds.audit.chain import (
     read_head,
     scan,
 )
+from neurocds.audit.compact import compact
 from neurocds.audit.errors import AuditError, AuditIntegrityError
 from neurocds.audit.files import fsync_dir, write_all
-from neurocds.audit.records import GENESIS_HASH, schema_errors, seal, utc_now
+from neurocds.audit.quarantine import move_to_quarantine
+from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
 from neurocds.audit.signing import sign_checkpoint
 from neurocds.audit.store_state import Appended, StoreState
+from neurocds.audit.tail import state_from_head, write_head
 
 # Only sequence numbers, types, sizes and hashes are ever logged: never facts,
 # never patient ids, never pseudonyms.
@@ -58,6 +61,7 @@ class ChainStore:
         self.directory = directory
         self.state: StoreState | None = None
         self.recovered: list[Appended] = []
+        self.catalog = Catalog(directory)
 
     def create_layout(self) -> None:
         created = not self.directory.exists()
@@ -91,18 +95,10 @@ class ChainStore:
         finally:
             os.close(fd)  # closing releases the flock
 
-    def write_head(self, sequence: int, digest: str) -> None:
-        # Replace atomically; a head that lags after a crash is tolerated (and
-        # recorded on the next append), so the rename needs no directory fsync.
-        tmp = self.directory / f".{HEAD_NAME}.tmp"
-        data = canonical_json({"sequence": sequence, "hash": digest, "updated_at": utc_now()})
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_all(fd, data + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / HEAD_NAME)
+    def write_head(self, sequence: int, digest: str, index: Mapping[str, Any] | None = None) -> None:
+        """Replace the head file: the last record's sequence and hash, and ``index``
+        (:meth:`StoreState.head_index`: where that record ends, and the last checkpoint)."""
+        write_head(self.directory, sequence, digest, index)
 
     def write(self, state: StoreState, rtype: str, body: Mapping[str, Any]) -> Appended:
         return self.write_together(state, [(rtype, body)])[0]
@@ -131,27 +127,35 @@ class ChainStore:
         """
         outcomes: list[list[Appended] | AuditError] = []
         records: list[dict[str, Any]] = []
+        lines: list[bytes] = []
+        groups = self._compacted(groups)
         sequence, prev_hash = state.scan.last_sequence, state.scan.last_hash
         for items in groups:
             sealed = []
             for index, (rtype, body) in enumerate(items):
-                record = seal(rtype, body, sequence=sequence + 1 + index, prev_hash=prev_hash,
-                              atomic_with_next=index < len(items) - 1)  # fmt: skip
+                record, line = seal_line(rtype, body, sequence=sequence + 1 + index, prev_hash=prev_hash,
+                                         atomic_with_next=index < len(items) - 1)  # fmt: skip
                 problems = schema_errors(record)
                 if problems:  # checked for the whole group before any of it is written
                     outcomes.append(AuditError(f"{rtype} record does not match the audit schema: {problems[0]}"))
                     break
-                sealed.append(record)
+                sealed.append((record, line))
                 prev_hash = record["hash"]
             else:
-                records += sealed
+                records += [r for r, _ in sealed]
+                lines += [line for _, line in sealed]
                 sequence += len(sealed)
-                outcomes.append([Appended(r["sequence"], r["hash"], r["type"]) for r in sealed])
+                outcomes.append([Appended(r["sequence"], r["hash"], r["type"]) for r, _ in sealed])
                 continue
             prev_hash = records[-1]["hash"] if records else state.scan.last_hash  # the group is left out
         if not records:
             return outcomes
-        lines = [canonical_json(record) + b"\n" for record in records]
+        try:
+            self.catalog.flush()  # the entries the records name are on disk before the records
+        except OSError as exc:
+            self.catalog.discard_pending()
+            failed = AuditError(f"could not write the explanation catalog: {exc}")
+            return [o if isinstance(o, AuditError) else failed for o in outcomes]
         fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
         try:
             write_all(fd, b"".join(lines))
@@ -167,17 +171,36 @@ class ChainStore:
         for record, line in zip(records, lines, strict=True):
             state.scan.last_sequence = record["sequence"]
             state.scan.last_hash = record["hash"]
+            state.note(record, state.scan.end, state.scan.end + len(line))
             state.scan.end += len(line)
             state.scan.last_line = line
-            state.note(record)
             log.debug("audit: appended %s record %d", record["type"], record["sequence"])
         try:
-            self.write_head(state.scan.last_sequence, state.scan.last_hash)
+            self.write_head(state.scan.last_sequence, state.scan.last_hash, state.head_index())
         except OSError as exc:
             # The records are on disk (fsynced): they stand. A head file that lags is what a crash
             # between the two writes leaves too; the next append records it as a recovery.
             log.warning("audit: head file not updated after sequence %d: %s", state.scan.last_sequence, exc.strerror)
         return outcomes
+
+    def _compacted(
+        self, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
+    ) -> list[list[tuple[str, Mapping[str, Any]]]]:
+        """Decision bodies with their explanation in compact form (see :mod:`neurocds.audit.compact`).
+
+        A catalog that cannot be read is no reason to stop recording: the bodies are then
+        stored whole (``verify`` reports the catalog).
+        """
+        try:
+            self.catalog.refresh()
+        except CatalogProblem as problem:
+            log.warning("audit: explanation catalog damaged at entry %d; storing explanations whole", problem.entry)
+            return [list(items) for items in groups]
+        cat = self.catalog
+        return [
+            [(t, compact(b, cat.intern, cat.position, cat.memo) if t == "decision" else b) for t, b in items]
+            for items in groups
+        ]
 
     def _cut_back(self, fd: int, end: int) -> None:
         """After a failed write or fsync, remove what it may have left past ``end``.
@@ -210,10 +233,11 @@ class ChainStore:
             fh.seek(offset)
             return fh.read()
 
-    def sync(self) -> StoreState:
+    def sync(self, *, from_start: bool = False) -> StoreState:
         """Bring the in-memory head up to date with the file; recover or refuse.
 
         Recovery records appended on the way are listed in :attr:`recovered`.
+        :param from_start: scan from the first record, not from the tail the head file names.
         """
         self.recovered = []
         log_path = self.directory / LOG_NAME
@@ -229,7 +253,11 @@ class ChainStore:
                 if fh.read(len(state.scan.last_line)) != state.scan.last_line:
                     state = None  # what we knew changed under us: check everything again
         if state is None or state.inode != st.st_ino or st.st_size < state.scan.end:
-            state = StoreState(inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0))
+            # Opening: start from the tail the head file points at, or else from the first record.
+            opened = None if from_start else state_from_head(self.directory, st.st_ino, st.st_size)
+            state = opened or StoreState(
+                inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0)
+            )
         self.state = None  # stays unset unless the checks below all pass
         data = self._read_from(state.scan.end)
         prev = state.scan
@@ -238,7 +266,7 @@ class ChainStore:
             base_offset=prev.end,
             prev_sequence=prev.last_sequence,
             prev_hash=prev.last_hash,
-            on_record=lambda rec, _s, _e, _l: state.note(rec),
+            on_record=lambda rec, start, end, _l: state.note(rec, start, end),
         )
         head, why = read_head(self.directory)
         if head is None:
@@ -250,7 +278,7 @@ class ChainStore:
         cut = self._torn_from(state, result, head, data, prev.end)
         if cut is not None and cut < prev.end:  # what we knew ends inside it: read everything again
             self.state = None
-            return self.sync()
+            return self.sync(from_start=True)
         if not result.last_line and prev.last_line:
             result.last_line = prev.last_line
         state.scan = result
@@ -327,35 +355,7 @@ class ChainStore:
         self.recovered.append(self.write(state, "recovery", body))
 
     def _quarantine_tail(self, state: StoreState, torn: bytes) -> None:
-        offset = state.scan.end
-        digest = sha256_hex(torn)
-        qdir = self.directory / QUARANTINE_DIR
-        qdir.mkdir(mode=0o700, exist_ok=True)
-        name = f"torn-after-{state.scan.last_sequence}-at-{offset}-{digest[:16]}.bin"
-        path = qdir / name
-        if not path.exists() or path.read_bytes() != torn:
-            tmp = qdir / f".{name}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                write_all(fd, torn)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-            fsync_dir(qdir)
-        # Only now, with the bytes safe elsewhere, cut them off the log.
-        os.truncate(self.directory / LOG_NAME, offset)
-        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        log.warning(
-            "audit: %d bytes of an interrupted write after record %d moved to %s",
-            len(torn),
-            state.scan.last_sequence,
-            f"{QUARANTINE_DIR}/{name}",
-        )
+        move_to_quarantine(self.directory, state.scan.last_sequence, state.scan.end, torn)
 
     def _record_quarantined(self, state: StoreState, last_sequence: int, end: int) -> None:
         """Write the recovery record of bytes quarantined just before a crash.

@@ -35,7 +35,6 @@ ids only from those without the pseudonym key.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,17 +42,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from neurocds.audit._canon import sha256_hex
+from neurocds.audit.catalog import CATALOG_NAME, CatalogProblem, load_catalog
 from neurocds.audit.chain import (
     CHECKPOINTS_NAME,
     LOG_NAME,
-    QUARANTINE_DIR,
-    awaits_recovery,
+    count_lines,
     read_checkpoint_file,
     read_head,
-    scan,
+    scan_file,
 )
 from neurocds.audit.errors import AuditError
+from neurocds.audit.quarantine import check_quarantine
 from neurocds.audit.records import schema_errors
 from neurocds.audit.signing import check_signature, load_public_key, public_key_id
 
@@ -83,7 +82,9 @@ class CheckpointStatus:
 @dataclass
 class VerifyReport:
     directory: str
-    records: int = 0
+    records: int = 0  # records of the intact chain
+    records_after_damage: int = 0  # lines past the first break (not checked, only counted)
+    checkpoints_after_damage: int = 0
     last_sequence: int = 0
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -168,16 +169,28 @@ def verify_log(
     if not log_path.exists():
         report.problems.append(Problem(1, "missing", f"{LOG_NAME} is missing"))
         return report
-    hashes: list[str] = []
+    head, head_why = read_head(d)
+    head_seq = head["sequence"] if head is not None else None
+    hashes: dict[int, str] = {}  # only the one record the head file names: memory stays flat
     chain_cps: dict[int, dict[str, Any]] = {}
     quarantine: list[tuple[int, dict[str, Any]]] = []
+
+    catalog, catalog_problem = load_catalog(d)
+    unbound: list[int] = []
 
     def on_record(record: dict[str, Any], _start: int, _end: int, _line: bytes) -> None:
         seq = record["sequence"]
         errors = schema_errors(record)
         if errors:
             report.problems.append(Problem(seq, "schema", f"record breaks the schema: {errors[0]}"))
-        hashes.append(record["hash"])
+        elif (
+            record["type"] == "decision"
+            and "explanation" in record["decision"]
+            and not catalog.binds(record["decision"]["explanation"]["catalog"])
+        ):
+            unbound.append(seq)
+        if seq == head_seq:
+            hashes[seq] = record["hash"]
         body = record.get(str(record.get("type")))
         if record.get("type") == "checkpoint" and isinstance(body, dict):
             chain_cps[seq] = body
@@ -185,23 +198,48 @@ def verify_log(
         elif record.get("type") == "recovery" and isinstance(body, dict):
             quarantine.append((seq, body))
 
-    result = scan(log_path.read_bytes(), on_record=on_record)
+    result = scan_file(log_path, on_record=on_record)
+    _check_catalog(report, catalog_problem, unbound)
     report.records = result.records
+    if result.problem_offset is not None:
+        report.records_after_damage, report.checkpoints_after_damage = count_lines(log_path, result.problem_offset)
     report.last_sequence = last = result.last_sequence
     p = result.first_problem()
     if p is not None:
         report.problems.append(Problem(p.sequence, p.code, p.reason))
-    _check_head(report, d, hashes, chain_intact=result.problem is None)
+    _check_head(report, head, head_why, hashes, chain_intact=result.problem is None)
     files = [(d / CHECKPOINTS_NAME, CHECKPOINTS_NAME, True)]
     files += [(Path(p), f"checkpoint file {p}", False) for p in external_checkpoints]
     for path, label, is_mirror in files:
         _check_checkpoint_file(report, path, label, chain_cps, last, public_key, result.problem is None, is_mirror)
-    _check_quarantine(report, d, quarantine, result.end)
+    found = check_quarantine(d, quarantine, report.last_sequence, result.end, report.notes)
+    report.problems.extend(Problem(*item) for item in found)
     if chain_cps and public_key is None:
         report.notes.append("checkpoint signatures not checked: no public key given")
-    if not chain_cps:
+    if report.checkpoints_after_damage:
+        report.notes.append(
+            f"{report.checkpoints_after_damage} checkpoint record(s) after the damage were not checked: "
+            "past a break in the chain nothing can be trusted"
+        )
+    elif not chain_cps:
         report.notes.append("no signed checkpoints: a consistent rewrite would go unnoticed")
     return report
+
+
+def _check_catalog(report: VerifyReport, problem: CatalogProblem | None, unbound: list[int]) -> None:
+    """The explanation catalog is intact as far as any record reaches into it."""
+    if unbound:
+        why = problem.reason if problem is not None else "entries were removed or replaced"
+        report.problems.append(
+            Problem(
+                unbound[0],
+                "catalog",
+                f"{len(unbound)} decision record(s) from sequence {unbound[0]} on name explanation catalog "
+                f"entries the catalog no longer holds as written ({why}): their why/why-not cannot be shown",
+            )
+        )
+    elif problem is not None:
+        report.problems.append(Problem(None, "catalog", f"{CATALOG_NAME}: {problem.reason} (no record uses it)"))
 
 
 def _check_chain_checkpoint(
@@ -237,9 +275,10 @@ def _check_chain_checkpoint(
     report.checkpoints.append(status)
 
 
-def _check_head(report: VerifyReport, d: Path, hashes: list[str], *, chain_intact: bool) -> None:
+def _check_head(
+    report: VerifyReport, head: dict[str, Any] | None, why: str | None, hashes: dict[int, str], *, chain_intact: bool
+) -> None:
     last = report.last_sequence
-    head, why = read_head(d)
     if head is None:
         why = f"{why}: records 1..{last} check out, but whether records after {last} were removed cannot be told"
         report.problems.append(Problem(last + 1, "head", why))
@@ -255,7 +294,7 @@ def _check_head(report: VerifyReport, d: Path, hashes: list[str], *, chain_intac
                 )
             )
         return
-    known = hashes[hseq - 1] if hseq >= 1 else "0" * 64
+    known = hashes.get(hseq) if hseq >= 1 else "0" * 64
     if known != hhash:
         lb = _lower_bound(report, hseq)
         report.problems.append(
@@ -343,45 +382,15 @@ def _check_checkpoint_file(
                 )
 
 
-def _check_quarantine(
-    report: VerifyReport, d: Path, recoveries: list[tuple[int, dict[str, Any]]], intact_end: int
-) -> None:
-    """Every recorded quarantine file is there unchanged, and every file there is recorded."""
-    recorded: set[str] = set()
-    for seq, body in recoveries:
-        name = body.get("quarantine_file")
-        if not isinstance(name, str):
-            continue
-        recorded.add(name)
-        path = d / name
-        if not path.is_file():
-            report.problems.append(Problem(seq, "quarantine", f"quarantined bytes {name} are gone"))
-        elif sha256_hex(path.read_bytes()) != body.get("sha256"):
-            report.problems.append(Problem(seq, "quarantine", f"quarantined bytes {name} were changed"))
-    qdir = d / QUARANTINE_DIR
-    names = sorted(os.listdir(qdir)) if qdir.is_dir() else []
-    for name in (n for n in names if f"{QUARANTINE_DIR}/{n}" not in recorded):
-        path = qdir / name
-        data = path.read_bytes() if path.is_file() else b""
-        if awaits_recovery(name, data, report.last_sequence, intact_end):
-            report.notes.append(
-                f"{QUARANTINE_DIR}/{name}: bytes cut off the log's end by a writer that stopped before "
-                "recording them; the next append records them"
-            )
-        else:
-            report.problems.append(
-                Problem(
-                    None,
-                    "quarantine",
-                    f"{QUARANTINE_DIR}/{name} is not accounted for: no recovery record names it, so the "
-                    "writer did not put it there (or its record was removed)",
-                )
-            )
-
-
 def format_report(report: VerifyReport) -> str:
     """Plain-text summary for a terminal."""
     lines = [f"audit log {report.directory}: {report.records} records, last sequence {report.last_sequence}"]
+    if report.records_after_damage:
+        lines[0] = (
+            f"audit log {report.directory}: {report.records + report.records_after_damage} records in the file; "
+            f"the chain holds for the first {report.records} (through sequence {report.last_sequence}), "
+            f"{report.records_after_damage} follow the damage"
+        )
     if report.ok:
         lines.append("PASS: chain intact")
     else:  # with no first bad sequence, every record checks out and something beside them does not

@@ -166,8 +166,13 @@ class AuditLog:
         """Append the decision record for one evaluation (``Result`` or its dict)."""
         return self.append_together([self.prepare_decision(result, facts)])[0]
 
-    def prepare_decision(self, result: Any, facts: Mapping[str, Any] | None = None) -> PendingRecord:
-        """The decision record :meth:`record_decision` appends, for :meth:`append_together`."""
+    def prepare_decision(
+        self, result: Any, facts: Mapping[str, Any] | None = None, request: Mapping[str, Any] | None = None
+    ) -> PendingRecord:
+        """The decision record :meth:`record_decision` appends, for :meth:`append_together`.
+
+        :param request: who asked (see :func:`neurocds.audit.records.decision_body`).
+        """
         data = result.to_dict() if hasattr(result, "to_dict") else result
         pid = privacy.patient_id_of(facts)
         body = decision_body(
@@ -176,6 +181,7 @@ class AuditLog:
             redact=self.redact,
             pseudonym=self.pseudonym(pid) if pid is not None else None,
             pseudonym_key_id=self.pseudonym_key_id if pid is not None else None,
+            request=request,
         )
         return PendingRecord("decision", body)
 

@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from neurocds.audit.errors import AuditError
 from neurocds.authoring.sheet import build_sheet, to_html
 from neurocds.cdshooks.cards import SHEET_PATH
 from neurocds.cdshooks.config import INSECURE_HEADER, ConfigError, ServiceConfig
@@ -50,6 +51,9 @@ log = logging.getLogger("neurocds.cdshooks")
 
 JSON_TYPES = ("application/json", "application/fhir+json")
 MAX_JSON_DEPTH = 64
+
+
+RETRY_AFTER_SECONDS = 30  # while the audit log cannot record: long enough for someone to look
 
 
 class BodyTooLarge(Exception):
@@ -206,6 +210,8 @@ class CdsService:
             response = await self.answer(raw, service, issuer)
         except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
             return self._unread(exc, service_id)
+        except AuditError as exc:
+            return self._cannot_record(service_id, exc)
         except RequestError as exc:
             log.info("%d %s: %d issue(s)", exc.status, service_id, len(exc.issues))
             return outcome_response(exc.issues, exc.status)
@@ -228,11 +234,22 @@ class CdsService:
             unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
         except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
             return self._unread(exc, f"{service_id} feedback")
+        except AuditError as exc:
+            return self._cannot_record(f"{service_id} feedback", exc)
         except RequestError as exc:
             log.info("%d %s feedback: %d issue(s)", exc.status, service_id, len(exc.issues))
             return outcome_response(exc.issues, exc.status)
         log.info("200 %s feedback: %d item(s), %d for unknown cards", service_id, len(items), unknown)
         return Response(status_code=200)
+
+    def _cannot_record(self, what: str, exc: AuditError) -> Response:
+        """The audit log cannot record: no advice is given that is not on record (503, retry later)."""
+        log.error("503 %s: the audit log cannot record: %s", what, exc)
+        issue = Issue("", "the decision could not be recorded in the audit log, so no advice is given; "
+                      "try again later", "transient")  # fmt: skip
+        response = outcome_response([issue], 503)
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
     def _unread(self, exc: Exception, what: str) -> Response:
         """The body was not read whole: too large (413), too slow (408), or the client left."""
@@ -311,8 +328,14 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
         engine = Engine()
     if config.audit_dir is not None and getattr(engine, "audit_log", None) is not None:
         raise ConfigError("the audit log is configured twice: give audit_dir to the service config only")
+    evaluator = Evaluator(config, engine)  # first: it opens (and checks) the audit log
     verifier = None
     if config.secured:
+        store = None
+        if config.audit_dir is not None:  # used tokens outlive a restart, in the log's index
+            from neurocds.audit.index import UsedTokens
+
+            store = UsedTokens(config.audit_dir)
         verifier = TokenVerifier.from_locations(
             config.issuers,
             clock=config.clock,
@@ -320,8 +343,9 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
             max_lifetime_seconds=config.max_token_lifetime_seconds,
             replay_cache_size=config.replay_cache_size,
             jwks_cache_seconds=config.jwks_cache_seconds,
+            replay_store=store,
         )
-    service = CdsService(config, Evaluator(config, engine), verifier)
+    service = CdsService(config, evaluator, verifier)
     log_failed_packs(engine)
     sheets = _SheetPages(engine)
     routes = [

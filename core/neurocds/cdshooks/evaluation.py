@@ -62,20 +62,29 @@ class CardIndex:
             return self._map.get(card_uuid)
 
     def load(self, directory: Path) -> None:
+        """Fill the index from the newest ``cards`` records, read from the log's end backwards:
+        as many as the index holds, so start-up costs the same on any length of log."""
         from neurocds.audit.chain import LOG_NAME
-        from neurocds.audit.query import read_records
+        from neurocds.audit.query import records_backwards
 
         if not (directory / LOG_NAME).exists():
             return
+        newest_first: list[tuple[str, list[str]]] = []
+        held = 0
         try:
-            records = read_records(directory)
+            for record in records_backwards(directory, max_bytes=self._size * 4096):
+                body = record.get("cards")
+                if record.get("type") == "cards" and isinstance(body, dict):
+                    uuids = [str(c) for c in body.get("card_uuids") or ()]
+                    newest_first.append((str(body.get("decision_id")), uuids))
+                    held += len(uuids)
+                    if held >= self._size:
+                        break
         except Exception as exc:  # a missing or unreadable log must not stop the service
             log.warning("card index not loaded from the audit log: %s", type(exc).__name__)
             return
-        for record in records:
-            body = record.get("cards")
-            if record.get("type") == "cards" and isinstance(body, dict):
-                self.add(str(body.get("decision_id")), [str(c) for c in body.get("card_uuids") or ()])
+        for decision_id, uuids in reversed(newest_first):
+            self.add(decision_id, uuids)
 
 
 class Evaluator:
@@ -91,13 +100,41 @@ class Evaluator:
         self.cards = CardIndex()
         self.rule_facts = facts_read_by_rules(getattr(engine, "rules", ()))
         self.audit = None
+        self.audit_damage: str | None = None
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
 
             self.audit = AuditLog.from_options(
                 config.audit_dir, config.audit_options, facts_schema=getattr(engine, "facts_schema", None)
             )
+            # The chain's tail is checked (and an interrupted write recovered) now: a damaged
+            # log stops the service at start (serve exits 4), not at its first call.
+            self.audit.recover()
             self.cards.load(config.audit_dir)
+            # The whole chain is verified in the background; if it is damaged, every call is
+            # refused (503) from then on: an append would extend a chain that fails verification.
+            threading.Thread(target=self._verify_log, args=(config.audit_dir,), daemon=True).start()
+
+    def _verify_log(self, directory: Path) -> None:
+        from neurocds.audit import verify_log
+
+        try:
+            report = verify_log(directory)
+        except Exception as exc:  # an unreadable log is damage too
+            self.audit_damage = f"the audit log cannot be verified: {type(exc).__name__}"
+        else:
+            broken = [p for p in report.problems if p.sequence is not None]
+            if broken:
+                first = min(broken, key=lambda p: p.sequence or 0)
+                self.audit_damage = f"the audit log fails verification at sequence {first.sequence}: {first.reason}"
+        if self.audit_damage:
+            log.error("%s; calls are refused (503) until it is repaired", self.audit_damage)
+
+    def _check_recordable(self) -> None:
+        if self.audit is not None and self.audit_damage is not None:
+            from neurocds.audit.errors import AuditIntegrityError
+
+            raise AuditIntegrityError(self.audit_damage)
 
     # ------------------------------------------------------------------ calls
     def respond(
@@ -111,6 +148,7 @@ class Evaluator:
         ``fetched``: the source records of the keys it fetched."""
         from neurocds.fhir import FhirConverter, FhirInputError
 
+        self._check_recordable()
         given = request.prefetch if prefetch is None else prefetch
         # Keys this service did not ask for (the spec's 'patientToGreet') are never used: advice
         # must come from data chosen by this service's templates, not whatever else was attached.
@@ -172,7 +210,9 @@ class Evaluator:
             sheet_url=self.sheet_url,
         )
         decision_id = str(result["evaluation_id"])
-        self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts))
+        asked = {"user": request.context.get("userId"), "fhir_server": request.fhir_server,
+                 "hook": service.hook, "hook_instance": request.hook_instance}  # fmt: skip
+        self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts, asked))
         # Optional arrays without a value are omitted (the spec): no "systemActions": [].
         return {"cards": cards}
 
@@ -218,6 +258,7 @@ class Evaluator:
     # --------------------------------------------------------------- feedback
     def record_feedback(self, items: Sequence[FeedbackItem]) -> int:
         """Record every item; returns how many named a card this service does not know."""
+        self._check_recordable()
         unknown = 0
         for item in items:
             decision_id = self.cards.get(item.card)

@@ -138,25 +138,37 @@ class JwksSource:
 
 
 class ReplayCache:
-    """``(iss, jti)`` pairs seen, each kept until its token expires."""
+    """``(iss, jti)`` pairs seen, each kept until its token expires.
 
-    def __init__(self, max_size: int) -> None:
+    :param store: where used tokens outlive a restart (the audit log's index; see
+        :class:`neurocds.audit.index.UsedTokens`): loaded at start, written on each use.
+    """
+
+    def __init__(self, max_size: int, store: Any = None, now: float | None = None) -> None:
         self._max = max_size
-        self._seen: dict[tuple[str, str], float] = {}
-        self._expiry: list[tuple[float, tuple[str, str]]] = []
+        self._seen: dict[Any, float] = {}
+        self._expiry: list[tuple[float, Any]] = []
         self._lock = threading.Lock()
+        self._store = store
+        if store is not None:
+            for token, expires_at in store.unexpired(time.time() if now is None else now):
+                self._seen[token] = expires_at  # stored as hashes: compared as hashes
+                heapq.heappush(self._expiry, (expires_at, token))
 
     def check_and_add(self, key: tuple[str, str], expires_at: float, now: float) -> None:
         with self._lock:
             while self._expiry and self._expiry[0][0] < now:
                 _, old = heapq.heappop(self._expiry)
                 self._seen.pop(old, None)
-            if key in self._seen:
+            token = self._store.key_of(key) if self._store is not None else key
+            if token in self._seen:
                 raise AuthError("jti already used (replay)")
             if len(self._seen) >= self._max:
                 raise AuthError("replay cache full; refusing new tokens until some expire")
-            self._seen[key] = expires_at
-            heapq.heappush(self._expiry, (expires_at, key))
+            if self._store is not None:
+                self._store.add(key, expires_at)  # before the token is accepted: a restart must see it
+            self._seen[token] = expires_at
+            heapq.heappush(self._expiry, (expires_at, token))
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -173,12 +185,13 @@ class TokenVerifier:
         leeway_seconds: int = 30,
         max_lifetime_seconds: int = 300,
         replay_cache_size: int = 100_000,
+        replay_store: Any = None,
     ) -> None:
         self._issuers = dict(issuers)
         self._clock = clock
         self._leeway = leeway_seconds
         self._max_lifetime = max_lifetime_seconds
-        self._replay = ReplayCache(replay_cache_size)
+        self._replay = ReplayCache(replay_cache_size, replay_store, now=clock().timestamp())
 
     @classmethod
     def from_locations(cls, issuers: Mapping[str, str], **kwargs: Any) -> TokenVerifier:

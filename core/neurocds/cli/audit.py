@@ -174,6 +174,7 @@ def _query_options(fn: F) -> F:
             type=click.Choice(_TYPES),
             help="Record types (default: decision and rejection).",
         ),
+        click.option("--limit", type=click.IntRange(min=1), help="At most this many records (the first ones)."),
         click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
     ]
     for option in reversed(options):
@@ -182,8 +183,8 @@ def _query_options(fn: F) -> F:
 
 
 def _run_query(audit_dir: Path, **kw: Any) -> None:
-    from neurocds.audit import privacy
-    from neurocds.audit.query import RecordFilter, format_table, query_records, summary
+    from neurocds.audit import index, privacy
+    from neurocds.audit.query import RecordFilter, format_table, summary
 
     if kw["patient"] and kw["pseudonym"]:
         raise click.UsageError("give --patient or --pseudonym, not both")
@@ -207,8 +208,15 @@ def _run_query(audit_dir: Path, **kw: Any) -> None:
             types=types,
         )
     )
-    records = _call(lambda: query_records(audit_dir, flt))
-    _warn_if_damaged(audit_dir)
+    problems: list[Any] = []
+    records = _call(lambda: list(index.query(audit_dir, flt, limit=kw["limit"], problems=problems)))
+    if problems:
+        problem = problems[0]
+        click.echo(
+            f"warning: the log fails verification at sequence {problem.sequence} "
+            f"({problem.reason}); run `neurocds audit verify`",
+            err=True,
+        )
     if kw["fmt"] == "json":
         _echo_json(records)
     else:
@@ -217,18 +225,18 @@ def _run_query(audit_dir: Path, **kw: Any) -> None:
         click.echo(f"note: matched with pseudonym key {key_id}; records made with another key do not match", err=True)
 
 
-@audit.command("list")
-@_query_options
-def list_(audit_dir: Path, **kw: Any) -> None:
-    """List records, newest last, optionally filtered (same filters as `query`)."""
-    _run_query(audit_dir, **kw)
-
-
 @audit.command()
 @_query_options
 def query(audit_dir: Path, **kw: Any) -> None:
-    """Find records by time, patient, finding, urgency, pack or completeness."""
+    """Find records by time, patient, finding, urgency, pack or completeness (`list` is the same).
+
+    Fast on large logs: candidates come from the index (index.sqlite, rebuilt from the log
+    whenever it does not match it), and each is read back from the log and checked.
+    """
     _run_query(audit_dir, **kw)
+
+
+audit.add_command(query, "list")
 
 
 @audit.command()
@@ -241,12 +249,18 @@ def show(audit_dir: Path, record_id: str, fmt: str) -> None:
     RECORD_ID is a decision id, an id prefix (8+ characters), or a sequence number: N or #N
     (#N is only ever a sequence number; use it when a number could also be an id prefix).
     """
+    from neurocds.audit.index import related
     from neurocds.audit.query import find_record
     from neurocds.audit.render import render_text
 
     record = _call(lambda: find_record(audit_dir, record_id))
     _warn_if_damaged(audit_dir, record)
-    click.echo(json.dumps(record, indent=2, ensure_ascii=False) if fmt == "json" else render_text(record))
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+        return
+    decision_id = (record.get("decision") or {}).get("decision_id")
+    others = _call(lambda: related(audit_dir, decision_id)) if isinstance(decision_id, str) else []
+    click.echo(render_text(record, others))
 
 
 @audit.command()
@@ -274,7 +288,7 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
 
 @audit.command()
 @_audit_dir_option()
-@click.argument("record_id")
+@click.argument("record_id", required=False)
 @click.option(
     "--html",
     "html_out",
@@ -288,18 +302,22 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
     envvar="NEUROCDS_AUDIT_PUBLIC_KEY",
     help="Public key to check checkpoint signatures.",
 )
-def report(audit_dir: Path, record_id: str, html_out: Path, public_key: Path | None) -> None:
-    """Write an HTML report of one decision: why-tree and verification status."""
-    from neurocds.audit.query import find_record
-    from neurocds.audit.render import render_html
-    from neurocds.audit.verify import verify_log
+@click.option("--since", callback=_time_option, help="Without RECORD_ID: the period starts at this RFC 3339 time.")
+@click.option("--until", callback=_time_option, help="Without RECORD_ID: the period ends at this RFC 3339 time.")
+def report(
+    audit_dir: Path, record_id: str | None, html_out: Path, public_key: Path | None, since: Any, until: Any
+) -> None:
+    """Write an HTML report: of one decision (RECORD_ID), or of every decision in a period.
 
-    record = _call(lambda: find_record(audit_dir, record_id))
-    if record.get("type") != "decision":
-        raise _fail(f"record {record_id} is a {record.get('type')} record, not a decision")
-    result = _call(lambda: verify_log(audit_dir, public_key=public_key))
-    html_out.write_text(render_html(record, result), encoding="utf-8")
-    click.echo(f"wrote {html_out}")
+    The period report counts decisions by finding and urgency, lists overrides and their
+    reasons, incomplete decisions and why, and the pack versions in force, with the chain's
+    verification status and a row for each decision. Exit 1 when the log fails verification.
+    """
+    from neurocds.cli.audit_report import write_report
+
+    if record_id is not None and (since or until):
+        raise click.UsageError("give RECORD_ID or --since/--until, not both")
+    _call(lambda: write_report(audit_dir, record_id, html_out, public_key, since, until))
 
 
 @audit.command()
@@ -307,8 +325,9 @@ def report(audit_dir: Path, record_id: str, html_out: Path, public_key: Path | N
 @click.argument("record_id")
 @click.option("--fhir", is_flag=True, required=True, help="FHIR R4 Bundle with AuditEvent and Provenance.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
-def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None) -> None:
-    """Export one decision (FHIR R4 AuditEvent + Provenance in a collection Bundle)."""
+@click.option("--fhir-server", help="The EHR's FHIR base URL: relative references to its resources become absolute.")
+def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None, fhir_server: str | None) -> None:
+    """Export one decision (FHIR R4 AuditEvent, Provenance and GuidanceResponse in a collection Bundle)."""
     from neurocds.audit.fhir import export_fhir
     from neurocds.audit.query import find_record
 
@@ -316,7 +335,7 @@ def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None) -> 
         raise click.UsageError("choose an export format: --fhir")
     record = _call(lambda: find_record(audit_dir, record_id))
     _warn_if_damaged(audit_dir, record)
-    bundle = _call(lambda: export_fhir(record))
+    bundle = _call(lambda: export_fhir(record, fhir_server=fhir_server))
     text = json.dumps(bundle, indent=2, ensure_ascii=False)
     if output is None:
         click.echo(text)

@@ -1,0 +1,221 @@
+"""The compact form of a decision's explanation: what varies per decision, and references to what does not.
+
+A result document's explanation (findings, derived facts, missing data and the why/why-not trace;
+and the pack versions that made it, which are the same few in every decision;
+see schemas/trace.schema.json and schemas/result.schema.json) is mostly the same
+text decision after decision: a rule's name, pack and conclusion, a finding's title,
+recommendations and evidence, a condition's pointer and test. Only the node states
+vary: which value a fact had, whether it was recorded, whether a rule was false or
+undecided, how many of its conditions held. (Two-valued states, such as a rule
+being false or undecided and a fact being recorded or not, are kept with the static
+part: that at most doubles the catalog and saves a member per node.) So each node of the documented shapes
+is split in two: its *static* members go once into the log directory's catalog
+(:mod:`neurocds.audit.catalog`, referenced by number), and the record keeps the
+number and the node's *dynamic* members, in the order the catalog entry lists them.
+
+The split follows the documented shapes only (which members of a finding, a derived
+fact, a fired or not-fired rule and a "because" item vary), never how the engine
+builds them: a member the schemas do not name stays static, so nothing is lost, and
+a node that is not of the documented shape leaves the explanation stored whole.
+``explanation.sha256`` is SHA-256 of the canonical JSON of those members as the
+engine gave them, and :func:`expand` rebuilds exactly that (tested on every example).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from neurocds.audit._canon import sha256_canonical
+from neurocds.audit.errors import AuditError
+
+FORM = "catalog-1"
+# The members of a decision body the explanation holds.
+EXPLAINED = ("findings", "derived", "missing_data", "trace", "packs")
+
+# Members that vary from one decision to the next, per node kind (from the schemas);
+# a member named here whose value is a list of "because" nodes is itself split.
+_DYNAMIC: dict[str, tuple[str, ...]] = {
+    "finding": ("because", "unknown"),
+    "derived": ("value", "because"),
+    "fired": ("because",),
+    "not_fired": ("false_conditions", "unknown_facts", "conditions_met"),
+    "because": ("value",),
+    "missing": (),
+}
+_LISTS_OF_BECAUSE = ("because", "false_conditions")
+_KIND = {"findings": "finding", "derived": "derived", "missing_data": "missing"}
+
+Intern = Callable[[dict[str, Any]], int]
+_MEMO_MAX = 200_000  # packed nodes remembered (a few hundred bytes each)
+Lookup = Callable[[int], dict[str, Any]]
+
+
+class NotCompactable(Exception):
+    """A node is not of the documented shape: the explanation is stored whole."""
+
+
+def compact(
+    body: Mapping[str, Any],
+    intern: Intern,
+    catalog_position: Callable[[], list[Any]],
+    memo: dict[tuple[str, bytes], list[Any]] | None = None,
+) -> dict[str, Any]:
+    """``body`` with its explanation members replaced by ``explanation`` (the compact form).
+
+    :param intern: returns the catalog number of a static entry (adding it if new).
+    :param catalog_position: ``[entries, chain hash]`` of the catalog once every entry
+        this body needs is in it (called after compaction).
+    :param memo: packed nodes by their JSON bytes, kept with the catalog whose numbers
+        they hold: most nodes recur whole (the same rule false for the same value), and a
+        lookup is far cheaper than packing them again.
+    :returns: ``body`` unchanged when its explanation is not of the documented shape.
+    """
+    if memo is not None:
+        intern = _Memo(intern, memo)
+    present = [k for k in EXPLAINED if k in body]
+    if not present:
+        return dict(body)
+    try:
+        packed: dict[str, Any] = {}
+        for key in present:
+            value = body[key]
+            if key == "trace":
+                packed[key] = _pack_trace(value, intern)
+            elif key == "packs":  # the same few pack versions in every decision: one entry
+                if not isinstance(value, list):
+                    raise NotCompactable
+                packed[key] = intern({"packs": value})
+            else:
+                packed[key] = _pack_list(_KIND[key], value, intern)
+    except NotCompactable:
+        return dict(body)
+    out = {k: v for k, v in body.items() if k not in EXPLAINED}
+    whole = {k: body[k] for k in present}
+    out["explanation"] = {
+        "form": FORM,
+        "catalog": catalog_position(),
+        "sha256": sha256_canonical(whole),
+        **packed,
+    }
+    return out
+
+
+def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
+    """The body with its explanation members rebuilt (a body stored whole is returned as is).
+
+    :raises AuditError: the catalog lacks an entry, or the rebuilt explanation does not
+        match the hash the record carries.
+    """
+    explanation = body.get("explanation")
+    if not isinstance(explanation, Mapping):
+        return dict(body)
+    if explanation.get("form") != FORM:
+        raise AuditError(f"explanation form {explanation.get('form')!r} is not one this version reads")
+    out = {k: v for k, v in body.items() if k != "explanation"}
+    try:
+        for key in EXPLAINED:
+            if key not in explanation:
+                continue
+            if key == "trace":
+                out[key] = _unpack_trace(explanation[key], lookup)
+            elif key == "packs":
+                out[key] = list(lookup(explanation[key])["packs"])
+            else:
+                out[key] = [_unpack(node, lookup) for node in explanation[key]]
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        raise AuditError(f"the explanation cannot be rebuilt from the catalog: {exc}") from exc
+    whole = {k: out[k] for k in EXPLAINED if k in out}
+    if sha256_canonical(whole) != explanation.get("sha256"):
+        raise AuditError("the explanation rebuilt from the catalog does not match the hash its record carries")
+    return out
+
+
+def _pack_trace(trace: Any, intern: Intern) -> dict[str, Any]:
+    if not isinstance(trace, Mapping):
+        raise NotCompactable
+    out = dict(trace)
+    for key in ("fired", "not_fired"):
+        if key in trace:
+            out[key] = _pack_list(key, trace[key], intern)
+    return out
+
+
+def _unpack_trace(trace: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
+    out = dict(trace)
+    for key in ("fired", "not_fired"):
+        if key in trace:
+            out[key] = [_unpack(node, lookup) for node in trace[key]]
+    return out
+
+
+class _Memo:
+    """An ``intern`` that also remembers whole packed top-level nodes (see :func:`compact`)."""
+
+    def __init__(self, intern: Intern, memo: dict[tuple[str, bytes], list[Any]]) -> None:
+        self.intern, self.memo = intern, memo
+
+    def __call__(self, entry: dict[str, Any]) -> int:
+        return self.intern(entry)
+
+
+def _pack_list(kind: str, items: Any, intern: Intern) -> list[Any]:
+    if not isinstance(items, list):
+        raise NotCompactable
+    if not isinstance(intern, _Memo):
+        return [_pack(kind, item, intern) for item in items]
+    out = []
+    memo = intern.memo
+    for item in items:
+        try:
+            key = (kind, orjson.dumps(item))
+        except (TypeError, orjson.JSONEncodeError):
+            out.append(_pack(kind, item, intern))
+            continue
+        packed = memo.get(key)
+        if packed is None:
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            packed = memo[key] = _pack(kind, item, intern)
+        out.append(packed)
+    return out
+
+
+def _pack(kind: str, node: Any, intern: Intern) -> list[Any]:
+    """``[catalog number, dynamic member values...]``; the entry names the members and how
+    each is stored: as is (``raw``), as a list of packed "because" nodes (``because``), or
+    as the number of a catalog entry holding a list of strings (``strings``: the pointers
+    of unknown facts, say, which recur from one decision to the next)."""
+    if not isinstance(node, Mapping):
+        raise NotCompactable
+    dynamic = [k for k in _DYNAMIC[kind] if k in node]
+    values: list[Any] = []
+    shape: list[list[str]] = []
+    for key in dynamic:
+        value = node[key]
+        if key in _LISTS_OF_BECAUSE and isinstance(value, list) and all(isinstance(v, Mapping) for v in value):
+            values.append([_pack("because", v, intern) for v in value])
+            shape.append([key, "because"])
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            values.append(intern({"strings": value}))
+            shape.append([key, "strings"])
+        else:
+            values.append(value)
+            shape.append([key, "raw"])
+    static = {k: v for k, v in node.items() if k not in dynamic}
+    return [intern({"static": static, "dynamic": shape}), *values]
+
+
+def _unpack(node: list[Any], lookup: Lookup) -> dict[str, Any]:
+    entry = lookup(node[0])
+    out = dict(entry["static"])
+    for (key, mode), value in zip(entry["dynamic"], node[1:], strict=True):
+        if mode == "because":
+            out[key] = [_unpack(v, lookup) for v in value]
+        elif mode == "strings":
+            out[key] = list(lookup(value)["strings"])
+        else:
+            out[key] = value
+    return out

@@ -1,0 +1,94 @@
+"""The quarantine directory: bytes of interrupted writes, moved out of the log and never dropped.
+
+The writer moves a torn tail here before it appends (each file named by the recovery
+record it then writes); ``verify`` checks that every recorded file is there unchanged
+and that every file there is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from neurocds.audit._canon import sha256_hex
+from neurocds.audit.chain import LOG_NAME, QUARANTINE_DIR, awaits_recovery
+from neurocds.audit.files import fsync_dir, write_all
+
+log = logging.getLogger("neurocds.audit")
+
+# (first sequence that cannot be trusted or None, problem code, reason)
+Found = tuple[int | None, str, str]
+
+
+def move_to_quarantine(directory: Path, last_sequence: int, offset: int, torn: bytes) -> None:
+    """Move ``torn`` (the bytes after record ``last_sequence``, from file offset ``offset`` to
+    the end) out of the log into the quarantine directory: written and fsynced there first."""
+    digest = sha256_hex(torn)
+    qdir = directory / QUARANTINE_DIR
+    qdir.mkdir(mode=0o700, exist_ok=True)
+    name = f"torn-after-{last_sequence}-at-{offset}-{digest[:16]}.bin"
+    path = qdir / name
+    if not path.exists() or path.read_bytes() != torn:
+        tmp = qdir / f".{name}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            write_all(fd, torn)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(qdir)
+    # Only now, with the bytes safe elsewhere, cut them off the log.
+    os.truncate(directory / LOG_NAME, offset)
+    fd = os.open(directory / LOG_NAME, os.O_WRONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.warning(
+        "audit: %d bytes of an interrupted write after record %d moved to %s",
+        len(torn),
+        last_sequence,
+        f"{QUARANTINE_DIR}/{name}",
+    )
+
+
+def check_quarantine(
+    d: Path, recoveries: list[tuple[int, dict[str, Any]]], last_sequence: int, intact_end: int, notes: list[str]
+) -> Iterator[Found]:
+    """Every recorded quarantine file is there unchanged, and every file there is recorded.
+
+    Files a writer cut off just now and has not recorded yet are not problems: a note
+    for each is added to ``notes``.
+    """
+    recorded: set[str] = set()
+    for seq, body in recoveries:
+        name = body.get("quarantine_file")
+        if not isinstance(name, str):
+            continue
+        recorded.add(name)
+        path = d / name
+        if not path.is_file():
+            yield seq, "quarantine", f"quarantined bytes {name} are gone"
+        elif sha256_hex(path.read_bytes()) != body.get("sha256"):
+            yield seq, "quarantine", f"quarantined bytes {name} were changed"
+    qdir = d / QUARANTINE_DIR
+    names = sorted(os.listdir(qdir)) if qdir.is_dir() else []
+    for name in (n for n in names if f"{QUARANTINE_DIR}/{n}" not in recorded):
+        path = qdir / name
+        data = path.read_bytes() if path.is_file() else b""
+        if awaits_recovery(name, data, last_sequence, intact_end):
+            notes.append(
+                f"{QUARANTINE_DIR}/{name}: bytes cut off the log's end by a writer that stopped before "
+                "recording them; the next append records them"
+            )
+        else:
+            yield (
+                None,
+                "quarantine",
+                f"{QUARANTINE_DIR}/{name} is not accounted for: no recovery record names it, so the "
+                "writer did not put it there (or its record was removed)",
+            )

@@ -1,0 +1,115 @@
+"""Compact decision records: the explanation's static parts live once in the catalog, records stay
+small, verifiable and render the full why/why-not from the log directory alone."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+from audit_helpers import PATIENT_ID, SECRET_VALUE, make_facts, make_result, read_lines
+
+from neurocds import Engine
+from neurocds.audit import AuditLog, read_records, render_text, verify_log
+from neurocds.audit._canon import canonical_json
+from neurocds.audit.catalog import CATALOG_NAME
+from neurocds.audit.chain import LOG_NAME
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def example_log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    d = tmp_path_factory.mktemp("compact") / "log"
+    engine = Engine()
+    log = AuditLog(d)
+    results = []
+    for _ in range(3):  # the same decisions again: their static parts are already catalogued
+        for path in EXAMPLES:
+            facts = json.loads(path.read_text(encoding="utf-8"))
+            result = engine.evaluate(facts).to_dict()
+            log.record_decision(result, facts)
+            results.append(result)
+    return d, results
+
+
+def test_every_example_comes_back_exactly_as_the_engine_gave_it(example_log: Any) -> None:
+    d, results = example_log
+    records = read_records(d)
+    assert len(records) == len(results)
+    for record, result in zip(records, results, strict=True):
+        body = record["decision"]
+        assert "explanation" not in body
+        for key in ("findings", "derived", "missing_data", "trace"):
+            assert canonical_json(body[key]) == canonical_json(result[key]), key
+
+
+def test_records_are_small_and_the_catalog_does_not_grow_with_repeats(example_log: Any) -> None:
+    d, _ = example_log
+    sizes = [len(line) for line in (d / LOG_NAME).read_bytes().splitlines()]
+    assert statistics.median(sizes) <= 4 * 1024, sizes  # was ~42 KB with the explanation stored whole
+    stored = read_lines(d)
+    assert all("explanation" in r["decision"] and "trace" not in r["decision"] for r in stored)
+    catalog_lines = (d / CATALOG_NAME).read_bytes().count(b"\n")
+    first_round = {r["decision"]["explanation"]["catalog"][0] for r in stored[len(EXAMPLES) - 1 : len(EXAMPLES)]}
+    assert first_round == {catalog_lines}  # the repeats added no entry
+    assert verify_log(d).ok
+
+
+def test_the_explanation_renders_without_any_pack_installed(example_log: Any, monkeypatch: Any) -> None:
+    d, results = example_log
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **_: [])  # every pack uninstalled
+    record = read_records(d)[0]
+    text = render_text(record)
+    first = results[0]["findings"][0]
+    assert first["title"] in text
+
+
+def _logged(tmp_path: Path) -> Path:
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    for _ in range(3):
+        log.record_decision(make_result(), make_facts())
+    return d
+
+
+def test_an_edited_catalog_entry_is_found_by_verify(tmp_path: Path) -> None:
+    d = _logged(tmp_path)
+    path = d / CATALOG_NAME
+    path.write_bytes(path.read_bytes().replace(b"Possible cauda equina", b"Possible cauda EQUINA", 1))
+    report = verify_log(d)
+    assert not report.ok and report.first_bad_sequence == 1
+    [problem] = [p for p in report.problems if p.code == "catalog"]
+    assert "3 decision record(s)" in problem.reason and "was changed" in problem.reason
+    # Readers still list the records, as stored, instead of showing a changed text.
+    assert "explanation" in read_records(d)[0]["decision"]
+
+
+def test_a_removed_catalog_is_found_by_verify(tmp_path: Path) -> None:
+    d = _logged(tmp_path)
+    (d / CATALOG_NAME).unlink()
+    report = verify_log(d)
+    assert report.first_bad_sequence == 1 and any(p.code == "catalog" for p in report.problems)
+
+
+def test_a_redacted_log_keeps_no_value_in_its_catalog(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    AuditLog(d, redact=True, pseudonym_key=b"k" * 32).record_decision(make_result(), make_facts())
+    for name in (LOG_NAME, CATALOG_NAME):
+        raw = (d / name).read_bytes()
+        assert PATIENT_ID.encode() not in raw and str(SECRET_VALUE).encode() not in raw, name
+    assert verify_log(d).ok
+
+
+def test_an_explanation_not_of_the_documented_shape_is_stored_whole(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    result = make_result()
+    result["trace"]["fired"] = ["not a node"]
+    AuditLog(d).record_decision(result, make_facts())
+    [stored] = read_lines(d)
+    assert stored["decision"]["trace"]["fired"] == ["not a node"] and "explanation" not in stored["decision"]
+    assert verify_log(d).ok
