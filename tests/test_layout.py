@@ -30,7 +30,7 @@ LAYERS: list[list[str]] = [
     ["neurocds.explain"],
     ["neurocds.audit", "neurocds.fhir"],
     ["neurocds.engine", "neurocds.result", "neurocds.testing", "neurocds"],
-    ["neurocds.replay", "neurocds.cdshooks"],
+    ["neurocds.replay", "neurocds.cdshooks", "neurocds.population"],
     ["neurocds.cli"],
     ["neurocds.__main__"],
 ]
