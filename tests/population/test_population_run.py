@@ -150,6 +150,8 @@ def test_resume_keeps_finished_partitions_and_duplicates_nothing(serial, populat
     assert resumed["results_sha256"] == summary["results_sha256"]
     assert resumed["counts"] == summary["counts"]
     assert len(_by_patient(out)) == summary["counts"]["results"]
+    # Resuming a run that finished does nothing and says what it found.
+    assert run_population([population[0]], out, SETTINGS, workers=0, resume=True) == resumed
 
 
 def test_a_killed_worker_is_replaced_and_its_partition_rerun_once(serial, population, tmp_path) -> None:
@@ -244,3 +246,6 @@ def test_unusable_inputs_are_refused_before_anything_runs(tmp_path) -> None:
     assert info.value.kind == "input"
     with pytest.raises(ValueError, match="RFC 3339"):
         RunSettings(now="yesterday")
+    with pytest.raises(PopulationError, match="no-such-pack") as info:
+        run_population([tmp_path], tmp_path / "out2", RunSettings(packs=("no-such-pack",)), workers=2)
+    assert info.value.kind == "input" and not (tmp_path / "out2").exists()

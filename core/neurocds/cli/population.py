@@ -4,7 +4,7 @@ Exit codes: 0 every patient evaluated or rejected (rejections are in
 ``errors.ndjson``: a bad patient never stops a run), 1 the run did not finish
 (rerun with ``--resume``), 2 unusable input or output folder, 3 some results are
 incomplete (a pack failed), 4 the audit log could not be opened or refused the
-run record.
+run record, 130 interrupted (rerun with ``--resume``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from neurocds.population.settings import DEFAULT_WINDOW_DAYS
 from neurocds.population.sources import INPUT_FORMATS
 from neurocds.result import DISCLAIMER
 
-EXIT_FAILED, EXIT_INPUT, EXIT_INCOMPLETE = 1, 2, 3
+EXIT_FAILED, EXIT_INPUT, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 
 def register(group: click.Group) -> None:
@@ -103,6 +103,9 @@ def run_cmd(inputs: tuple[str, ...], out_dir: str, **kw: Any) -> None:
         except PopulationError as exc:
             click.echo(f"neurocds population run: {exc}", err=True)
             sys.exit(EXIT_FAILED if exc.kind == "failed" else EXIT_INPUT)
+        except KeyboardInterrupt:
+            click.echo("neurocds population run: interrupted; rerun with --resume to continue", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     if kw["fmt"] == "json":
         click.echo(json.dumps(summary, indent=2))
     else:

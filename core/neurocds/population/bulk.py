@@ -225,7 +225,7 @@ def read_bulk_partition(part: Partition) -> Iterator[InputRecord]:
                     wanted[key] = shared[key]
         entries = entries + list(wanted.values())
         bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for _, r in entries]}
-        yield InputRecord(entries[0][0], "bundle", bundle, patient_id=pid, entry_sources=tuple(s for s, _ in entries))
+        yield InputRecord(entries[0][0], "bundle", bundle, patient_id=pid)
 
 
 def _references(value: Any) -> Iterator[str]:

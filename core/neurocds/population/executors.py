@@ -40,7 +40,7 @@ def run_partition(part: Partition, settings: RunSettings, out_dir: str) -> dict[
             f"{part.name}: planned {part.count} records, read {evaluated.records_in}, "
             f"wrote {len(evaluated.lines)} results + {len(evaluated.errors)} errors"
         )
-    return write_partition(Path(out_dir), part, evaluated)
+    return write_partition(Path(out_dir), part, evaluated, settings)
 
 
 def warm_engine(settings: RunSettings) -> None:
@@ -69,7 +69,8 @@ def run_on_pool(
     # spawn, not fork: the parent may hold threads (a progress bar, a Dask client) and durable_rules state.
     context = multiprocessing.get_context("spawn")
     while pending:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=warm_engine, initargs=(settings,)) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=warm_engine, initargs=(settings,))
+        try:
             if on_pool is not None:
                 on_pool(pool)
             futures: dict[Future[dict[str, Any]], Partition] = {}
@@ -88,6 +89,8 @@ def run_on_pool(
                         if attempts[part.index] >= MAX_ATTEMPTS:
                             raise PartitionFailed(part, f"its worker died {MAX_ATTEMPTS} times") from None
                         pending.append(part)  # the pool is gone: run it again on the next one
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # on Ctrl-C, queued partitions are dropped, not run
         pending.sort(key=lambda p: p.index)
 
 
@@ -110,5 +113,6 @@ def run_on_dask(
     try:
         for future in as_completed(futures):  # type: ignore[no-untyped-call]  # distributed has no annotations here
             yield future.result()
-    finally:
-        client.cancel(futures)
+    except BaseException:
+        client.cancel(futures)  # a failed or interrupted run leaves no work behind on a shared cluster
+        raise

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neurocds.population.partition import ROW_COLUMNS, EvaluatedPartition, worker_identity
+from neurocds.population.settings import RunSettings
 from neurocds.population.sources import Partition, dumps_line, remove_quietly
 
 RESULTS = "results.ndjson"
@@ -60,7 +61,9 @@ def _write_lines(path: Path, items: Sequence[dict[str, Any]]) -> None:
     _atomic_write(path, write)
 
 
-def write_partition(out_dir: Path, part: Partition, evaluated: EvaluatedPartition) -> dict[str, Any]:
+def write_partition(
+    out_dir: Path, part: Partition, evaluated: EvaluatedPartition, settings: RunSettings
+) -> dict[str, Any]:
     """Write one partition's parts, then its done marker; return the marker."""
     (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
     _atomic_write(part_path(out_dir, part, "results.ndjson"), lambda tmp: tmp.write_bytes(b"".join(evaluated.lines)))
@@ -75,7 +78,7 @@ def write_partition(out_dir: Path, part: Partition, evaluated: EvaluatedPartitio
         "error_hashes": [_error_hash(e) for e in evaluated.errors],
         "engine": evaluated.engine,
         "packs": evaluated.packs,
-        "worker": worker_identity(),
+        "worker": worker_identity(settings),
     }
     _atomic_write(part_path(out_dir, part, "done.json"), lambda tmp: tmp.write_text(json.dumps(marker)))
     return marker

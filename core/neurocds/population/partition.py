@@ -45,15 +45,12 @@ class InputRecord:
         ``"unreadable"`` (the payload says why it could not be read).
     :param payload: the document, as JSON bytes/text or already parsed.
     :param patient_id: for a Bundle, which patient (Bulk Data joins know it).
-    :param entry_sources: for a joined Bundle, the ``path:line`` of each entry, so a
-        problem at ``/entry/3/...`` is reported at the line it was read from.
     """
 
     source: str
     kind: str
     payload: bytes | str | Mapping[str, Any]
     patient_id: str | None = None
-    entry_sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -98,7 +95,7 @@ class _ProcessState:
         self.lock = threading.Lock()  # a Dask worker may run several tasks in threads
         self.engines: dict[str, Engine] = {}
         self.tables: dict[str, MappingTables] = {}
-        self.starts = 0
+        self.starts: Counter[str] = Counter()  # engine key -> engines built
 
 
 _STATE = _ProcessState()
@@ -106,34 +103,38 @@ _STATE = _ProcessState()
 
 def process_engine(settings: RunSettings) -> Engine:
     """This process's engine for ``settings``, built on first use."""
-    key = settings.fingerprint()
+    key = settings.engine_key()
     with _STATE.lock:
         engine = _STATE.engines.get(key)
         if engine is None:
             engine = Engine(**settings.engine_kwargs())
             _STATE.engines[key] = engine
-            _STATE.starts += 1
+            _STATE.starts[key] += 1
         return engine
 
 
-def engine_starts() -> int:
-    """How many engines this process has built (a runner checks it stays at one)."""
-    return _STATE.starts
+def engine_starts(settings: RunSettings) -> int:
+    """How many engines this process has built for ``settings`` (a runner checks it stays at one).
+
+    A long-lived worker (a Dask cluster shared by runs) builds one more for each other
+    pack list or backend it is asked for; never more than one for the same.
+    """
+    return _STATE.starts[settings.engine_key()]
 
 
 def _process_tables(settings: RunSettings, engine: Engine) -> MappingTables:
     from neurocds.fhir import engine_mapping_paths, load_mapping_tables
 
-    key = settings.fingerprint()
+    key = settings.engine_key()
     with _STATE.lock:
         if key not in _STATE.tables:
             _STATE.tables[key] = load_mapping_tables(engine_mapping_paths(engine))  # the packs' tables too
         return _STATE.tables[key]
 
 
-def worker_identity() -> dict[str, Any]:
-    """Which process did the work and how many engines it has built so far."""
-    return {"pid": os.getpid(), "engine_starts": engine_starts()}
+def worker_identity(settings: RunSettings) -> dict[str, Any]:
+    """Which process did the work and how many engines it has built for these settings so far."""
+    return {"pid": os.getpid(), "engine_starts": engine_starts(settings)}
 
 
 def evaluate_partition(
@@ -171,7 +172,9 @@ def evaluate_partition(
             stage = "parse" if any(v.code in _PARSE_CODES for v in exc.violations) else "validate"
             _reject(out, record, patient_id, stage, [v.to_dict() for v in exc.violations])
         except FhirInputError as exc:
-            _reject(out, record, patient_id, "fhir", [_fhir_problem(exc, record)])
+            _reject(
+                out, record, patient_id, "fhir", [{"pointer": exc.pointer or "", "message": str(exc), "code": "fhir"}]
+            )
         except NeurocdsError as exc:
             _reject(out, record, patient_id, "evaluate", [{"pointer": "", "message": str(exc), "code": "evaluate"}])
         except Exception as exc:  # one patient's unexpected failure must not stop a sweep of thousands
@@ -209,18 +212,6 @@ def _convert(
     converter = FhirConverter(tables, now=now, observation_window_days=settings.window_days)
     conversion = converter.convert_bundle(bundle, patient_id=record.patient_id)
     return conversion.facts, {"provenance": conversion.provenance}
-
-
-def _fhir_problem(exc: FhirInputError, record: InputRecord) -> dict[str, Any]:
-    problem: dict[str, Any] = {"pointer": exc.pointer or "", "message": str(exc), "code": "fhir"}
-    parts = (exc.pointer or "").split("/")
-    # A joined Bulk Data bundle does not exist on disk: cite the NDJSON line instead.
-    if record.entry_sources and len(parts) > 2 and parts[1] == "entry" and parts[2].isdigit():
-        index = int(parts[2])
-        if index < len(record.entry_sources):
-            problem["at"] = record.entry_sources[index]
-            problem["pointer"] = "/".join(["", *parts[4:]]) if len(parts) > 4 else ""
-    return problem
 
 
 def _patient_id_of(facts: Any) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections import Counter
@@ -22,6 +23,7 @@ from typing import Any
 from neurocds.errors import NeurocdsError
 from neurocds.facts.strictjson import sha256_canonical
 from neurocds.population import executors, output
+from neurocds.population.partition import process_engine
 from neurocds.population.settings import RunSettings
 from neurocds.population.sources import InputError, Plan, plan_partitions
 
@@ -73,10 +75,18 @@ def run_population(
     started, clock = datetime.now(UTC), time.perf_counter()
     settings = _settings_for(out, settings or RunSettings(), resume)
     try:
+        # Here, not in a worker: a pack that is not installed is one clear error, not three dead workers.
+        process_engine(settings)
+    except (NeurocdsError, ValueError) as exc:
+        raise PopulationError(f"cannot build the engine: {exc}", kind="input") from None
+    try:
         plan = plan_partitions([str(i) for i in inputs], settings, out / WORK_DIR, input_format=input_format)
     except (InputError, ValueError) as exc:
         raise PopulationError(str(exc), kind="input") from None
     key = {"settings": settings.to_dict(), "inputs": [i["sha256"] for i in plan.inputs], "format": input_format}
+    finished = _finished_run(out, key) if resume else None
+    if finished is not None:
+        return finished  # resuming a run that completed: nothing left to do
     markers, todo = _prepare(out, plan, key, resume)
     run_id = str(uuid.uuid4())
     if on_progress:
@@ -94,6 +104,7 @@ def run_population(
     summary["resumed_partitions"] = len(plan.partitions) - len(todo)
     output.write_summary(out, summary)
     output.clear_parts(out)
+    shutil.rmtree(out / WORK_DIR, ignore_errors=True)  # the Bulk Data join's files
     if audit_log is not None:
         audit_log.record_population_run(_audit_body(summary, out))
     return summary
@@ -110,6 +121,16 @@ def _settings_for(out: Path, settings: RunSettings, resume: bool) -> RunSettings
         if isinstance(recorded, str):
             return RunSettings.from_dict({**settings.to_dict(), "now": recorded})
     return settings.resolved()
+
+
+def _finished_run(out: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a completed run of these inputs and settings in ``out``, if there is one."""
+    try:
+        previous = json.loads((out / RUN_FILE).read_text())
+        summary: dict[str, Any] = json.loads((out / output.SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if previous == key else None
 
 
 def _prepare(out: Path, plan: Plan, key: dict[str, Any], resume: bool) -> tuple[dict[str, dict[str, Any]], list[Any]]:

@@ -6,7 +6,6 @@ process (local or Dask) and keys the one engine each process keeps.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, replace
@@ -75,6 +74,10 @@ class RunSettings:
             "verify": self.verify,
         }
 
+    def engine_key(self) -> str:
+        """What decides the engine (packs, backend, verify): runs that differ only in output share one."""
+        return json.dumps(self.engine_kwargs(), sort_keys=True)
+
     def partition_size_for(self, kind: str) -> int:
         return self.partition_size or DEFAULT_PARTITION_SIZE[kind]
 
@@ -87,10 +90,6 @@ class RunSettings:
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
         packs = data.get("packs")
         return cls(**{**data, "packs": tuple(packs) if packs is not None else None})
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the settings: a resumed run must use the same ones."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
 def format_instant(moment: datetime) -> str:
