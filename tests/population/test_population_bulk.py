@@ -48,9 +48,11 @@ def test_bulk_export_joined_by_patient_gives_the_same_facts_as_each_bundle(expor
     assert summary["counts"]["records_in"] == lines["Patient"] == summary["counts"]["results"]
     # Every line of the export is accounted for: joined to its patient, shared, or rejected.
     bulk = summary["bulk"]
-    assert bulk["resource_lines"] == sum(lines.values()) == bulk["joined"] + bulk["shared"] + bulk["rejected"] + bulk[
-        "patients"
-    ]
+    assert (
+        bulk["resource_lines"]
+        == sum(lines.values())
+        == bulk["joined"] + bulk["shared"] + bulk["rejected"] + bulk["patients"]
+    )
     assert bulk["rejected"] == 0 and bulk["shared"] == lines["Organization"] + lines["Practitioner"]
     assert _facts_by_patient(out) == _facts_by_patient(per_bundle[0])  # the join lost and invented nothing
     # Conditions and medications really came through the join (not all-unknown documents).
@@ -102,6 +104,23 @@ def test_cli_runs_the_shared_synthea_export_and_writes_every_output(export, tmp_
     )
     assert result.exit_code == 0, result.output
     assert "not a diagnosis" in result.output and "patients" in result.output
+    assert "partitions" in result.stderr  # the progress bar (on a terminal it redraws; here, its label once)
+    quiet = CliRunner().invoke(
+        main,
+        [
+            "population",
+            "run",
+            str(export[0]),
+            "--out",
+            str(tmp_path / "q"),
+            "--now",
+            NOW,
+            "--workers",
+            "0",
+            "--no-progress",
+        ],
+    )
+    assert quiet.exit_code == 0 and "partitions" not in quiet.stderr
     for name in ("results.ndjson", "findings.parquet", "errors.ndjson", "summary.json"):
         assert (out / name).is_file(), name
     again = CliRunner().invoke(main, ["population", "run", str(export[0]), "--out", str(out), "--workers", "0"])

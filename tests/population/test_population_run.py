@@ -249,3 +249,25 @@ def test_unusable_inputs_are_refused_before_anything_runs(tmp_path) -> None:
     with pytest.raises(PopulationError, match="no-such-pack") as info:
         run_population([tmp_path], tmp_path / "out2", RunSettings(packs=("no-such-pack",)), workers=2)
     assert info.value.kind == "input" and not (tmp_path / "out2").exists()
+
+
+def test_incomplete_results_are_counted_with_their_reasons(tmp_path) -> None:
+    from neurocds import Engine
+    from neurocds.testing import inline_pack, rule
+
+    def compute(facts: Any) -> Any:
+        raise RuntimeError("compute hook failed")
+
+    weak = {"fact": "strength.left_leg", "lt": 5}
+    engine = Engine(
+        plugins=[
+            ("good", inline_pack(tmp_path, "good", "good", [rule("good.weak", weak)])),
+            ("hooky", inline_pack(tmp_path, "hooky", "hooky", [rule("hooky.r", weak)], compute=compute)),
+        ],
+        entry_points=False,
+    )
+    doc = {"facts_version": "1", "patient": {"id": "i1"}, "strength": {"left_leg": 3}}
+    out = evaluate_partition([InputRecord("x:1", "facts", json.dumps(doc))], RunSettings(now=NOW), engine=engine)
+    tallies = out.to_tallies()
+    assert tallies["incomplete_results"] == 1 and tallies["incomplete"] == {"compute_hook": 1}
+    assert out.rows["complete"] == [False]
