@@ -31,7 +31,7 @@ LAYERS: list[list[str]] = [
     ["neurocds.audit", "neurocds.fhir"],
     ["neurocds.engine", "neurocds.result", "neurocds.testing", "neurocds"],
     ["neurocds.authoring"],
-    ["neurocds.replay", "neurocds.cdshooks"],
+    ["neurocds.replay", "neurocds.cdshooks", "neurocds.population"],
     ["neurocds.cli"],
     ["neurocds.__main__"],
 ]

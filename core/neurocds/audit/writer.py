@@ -259,6 +259,12 @@ class AuditLog:
         """The record :meth:`record_cards` appends, for :meth:`append_together`."""
         return PendingRecord("cards", cards_body(decision_id, card_uuids))
 
+    def record_population_run(self, body: Mapping[str, Any]) -> Appended:
+        """Append the one record of a population run (``neurocds.population``): its inputs'
+        hashes, packs, counts and the hash over every per-patient result, not one record
+        per patient. The body is checked against the audit schema like every record."""
+        return self.append_together([PendingRecord("population_run", dict(body))])[0]
+
     def append_together(self, records: Sequence[PendingRecord]) -> list[Appended]:
         """Append ``records`` in order under one lock with one ``fsync``; durable on return.
 

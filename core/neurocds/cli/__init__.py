@@ -13,7 +13,7 @@ import click
 
 # Each entry is a module in this package exposing ``register(group)``. A module
 # that is missing is skipped so partial installs still give a working CLI.
-_SUBCOMMAND_MODULES = ("evaluate", "fhir", "audit", "serve", "pack")
+_SUBCOMMAND_MODULES = ("evaluate", "fhir", "audit", "serve", "pack", "population")
 
 
 class _Main(click.Group):

@@ -18,16 +18,17 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
 
 from neurocds.errors import FactsValidationError, NeurocdsError
 from neurocds.facts.strictjson import ParseLimits, parse_strict
-from neurocds.fhir import FhirConversion, FhirConverter, FhirInputError, MappingTables, latest_time
+from neurocds.fhir import FhirConversion, FhirConverter, FhirInputError, MappingTables
 from neurocds.fhir.bundle import walk_bundle, walk_prefetch
 from neurocds.fhir.convert import DEFAULT_OBSERVATION_WINDOW_DAYS
+from neurocds.fhir.dates import just_after_latest, parse_instant
 
 EXIT_INPUT = 2  # unreadable or invalid input, like click's own usage errors
 DEFAULT_MAX_INPUT_BYTES = 64 * 1_048_576
@@ -131,18 +132,14 @@ def parse_now(text: str | None, document: dict[str, Any]) -> datetime | None:
         return None
     if text == "latest":
         items = walk_prefetch(document["prefetch"])[0] if "prefetch" in document else list(walk_bundle(document))
-        moment = latest_time([i.resource for i in items])
+        moment = just_after_latest([i.resource for i in items])
         if moment is None:
             raise FhirInputError("--now latest: the input holds no dated resource")
-        # One second past the latest record, so that record itself counts as "before now".
-        return moment + timedelta(seconds=1)
+        return moment
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise FhirInputError(f"--now {text!r} is not an RFC 3339 date-time") from None
-    if moment.tzinfo is None:
-        raise FhirInputError(f"--now {text!r} needs a time-zone offset (e.g. 'Z')")
-    return moment.astimezone(UTC)
+        return parse_instant(text)
+    except ValueError as exc:
+        raise FhirInputError(f"--now {exc}") from None
 
 
 def convert_document(converter: FhirConverter, document: dict[str, Any], patient_id: str | None) -> FhirConversion:

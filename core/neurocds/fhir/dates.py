@@ -8,7 +8,7 @@ as UTC; both are deterministic, and recency checks compare instants only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 
@@ -89,3 +89,20 @@ def latest_time(resources: list[Mapping[str, Any]]) -> datetime | None:
             if moment is not None and (best is None or moment > best):
                 best = moment
     return best
+
+
+def parse_instant(text: str) -> datetime:
+    """An RFC 3339 date-time with a time-zone offset, in UTC (a ``now`` option); ``ValueError`` says why not."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} needs a time-zone offset (e.g. 'Z')")
+    return moment.astimezone(UTC)
+
+
+def just_after_latest(resources: list[Mapping[str, Any]]) -> datetime | None:
+    """``now = latest``: one second past the latest record, so that record itself counts as "before now"."""
+    moment = latest_time(resources)
+    return None if moment is None else moment + timedelta(seconds=1)
