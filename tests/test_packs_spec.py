@@ -228,3 +228,28 @@ def test_rules_that_count_an_unexamined_limb_as_not_weak_say_so(engine: Engine) 
     assert limbs == {("strength", "left_arm"), ("strength", "right_arm")}, "monoparesis: only arms may go unexamined"
     silent = [r.id for r in rules if "not examined" not in r.detail or "not examined" not in r.title + r.rationale]
     assert not silent, f"rules that treat an unexamined limb as not weak without saying so: {silent}"
+
+
+def test_medicine_names_in_the_drug_findings() -> None:
+    # packs-v2: the drug findings name each medicine (name and class) behind them, once, and no other.
+    from neurocds_packs.neuromuscular import neurocds_finding_detail
+
+    facts = {
+        "medications": [
+            {"name": "spironolactone", "class": "potassium_sparing_diuretic"},
+            {"name": "amlodipine", "class": "other"},
+            {"name": "simvastatin", "class": "statin"},
+            {"name": "spironolactone", "class": "potassium_sparing_diuretic"},
+        ]
+    }
+
+    def detail(finding_id: str) -> str | None:
+        return neurocds_finding_detail(finding_id=finding_id, rule_id=finding_id, facts=facts, derived={})
+
+    assert detail("neuromuscular.hyperkalaemia_drug_contributor") == (
+        "Recorded medicines to review: spironolactone (potassium-sparing diuretic)."
+    )
+    assert detail("neuromuscular.drug_induced_consider") == (
+        "Recorded medicines to review: spironolactone (potassium-sparing diuretic); simvastatin (statin)."
+    )
+    assert detail("neuromuscular.electrolyte_imbalance") is None
