@@ -1,6 +1,7 @@
-"""schemas/facts.schema.json encodes facts-v1.md exactly.
+"""schemas/facts.schema.json encodes facts-v1.md, with the additive facts rows of packs-v2.md, exactly.
 
-The field table of the contract (facts-v1.md) is parsed here, so a field added,
+The field table of the contract (facts-v1.md) and the "Facts additions" table of
+packs-v2.md (new fields, and values added to an enum) are parsed here, so a field added,
 renamed or retyped on either side fails a test. Every field is then accepted with
 valid values and rejected with invalid ones, generated from the parsed table
 (not from the schema), through the real validator.
@@ -21,6 +22,7 @@ from neurocds.facts.validation import FactsValidator
 from neurocds.resources import load_schema, schemas_dir
 
 SPEC = shared_data.SPEC / "facts-v1.md"
+PACKS_V2 = shared_data.SPEC / "packs-v2.md"
 EXTENSION_ROW = "extensions.<pack>"
 
 
@@ -82,7 +84,31 @@ def parse_spec() -> dict[str, FieldSpec]:
             assert path not in fields, f"{path} listed twice in facts-v1.md"
             fields[path] = _parse_type(path, kind, meaning)
     assert len(fields) > 50, "facts-v1.md field table not found"
-    return fields
+    return apply_v2_additions(fields, PACKS_V2.read_text(encoding="utf-8"))
+
+
+def apply_v2_additions(fields: dict[str, FieldSpec], text: str) -> dict[str, FieldSpec]:
+    """Add packs-v2's facts rows: a new field with its type, or "adds `x`, `y`" to an enum or class list.
+
+    packs-v2 keeps facts_version "1": its additions are optional fields and values, so the
+    schema must carry them while every facts-v1 document stays valid.
+    """
+    table = text.split("## Facts additions", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert rows, "packs-v2.md facts additions table not found"
+    out = dict(fields)
+    for line in rows:
+        path_cell, kind, meaning = (c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1])
+        path = _backticked(path_cell)[0]
+        base = path.removesuffix("[].class")
+        if kind.startswith("adds "):
+            old = out[base]
+            values = old.values + tuple(_backticked(kind))
+            out[base] = FieldSpec(base, old.kind, old.required, old.low, old.high, values)
+        else:
+            assert path not in out, f"packs-v2.md adds {path}, which facts-v1.md already has"
+            out[path] = _parse_type(path, kind, meaning)
+    return out
 
 
 def schema_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -194,7 +220,7 @@ def test_schema_types_match_contract(spec: dict[str, FieldSpec]) -> None:
             assert prop["type"] == "array" and item["type"] == "object", path
             assert item["properties"]["name"] == {**item["properties"]["name"], "type": "string", "minLength": 1}
             assert item["properties"]["class"]["enum"] == list(f.values), path
-            assert len(f.values) == 8
+            assert len(f.values) == 11  # 8 of facts-v1, 3 added by packs-v2
         else:
             assert f.kind == "object" and prop["type"] == "object", path
 

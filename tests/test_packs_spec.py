@@ -1,4 +1,4 @@
-"""The loaded rule packs implement the contract in packs-v1.md: every finding id, in its pack, at its urgency.
+"""The loaded rule packs implement the contract (packs-v2 over packs-v1): every finding id, in its pack, at its urgency.
 
 The markdown tables of the spec are parsed (packs_spec.py), so the test follows the spec
 rather than a copy of it. For the findings whose urgency is "emergency if ...,
@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 import pytest
-from packs_spec import parse_spec, spec_path
+from packs_spec import current_spec, parse_spec, parse_v2, parse_v2_added
 
 from neurocds import Engine
 from neurocds_packs import BUILTIN_PACKS
@@ -21,8 +21,7 @@ from neurocds_packs import BUILTIN_PACKS
 
 @pytest.fixture(scope="module")
 def spec() -> dict[str, dict[str, set[str] | None]]:
-    path = spec_path()
-    return parse_spec(path.read_text(encoding="utf-8"))
+    return current_spec()
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +41,44 @@ def test_parser_reads_both_urgency_forms() -> None:
     }
 
 
+def test_v2_parser_lays_the_added_table_over_v1() -> None:
+    v1 = "## weakness-pattern\n| `pattern.a` | x |\n## neuromuscular\n| `neuromuscular.b` | routine | y |\n"
+    v2 = (
+        "# Clinical rule packs, version 2\n\n## Added\n\n"
+        "| finding | pack | urgency | minimum trigger |\n|---|---|---|---|\n"
+        "| `neuromuscular.c` | neuromuscular | emergency; urgent when slow | z |\n"
+        "| `pattern.d` | weakness-pattern | info | w |\n\n## Evidence\n| `pattern.e` | weakness-pattern | info | no |\n"
+    )
+    assert parse_v2_added(v2) == {
+        "neuromuscular": {"neuromuscular.c": {"emergency", "urgent"}},
+        "weakness-pattern": {"pattern.d": {"info"}},
+    }
+    assert parse_v2(v1, v2) == {
+        "weakness-pattern": {"pattern.a": None, "pattern.d": {"info"}},
+        "neuromuscular": {"neuromuscular.b": {"routine"}, "neuromuscular.c": {"emergency", "urgent"}},
+    }
+
+
 def test_spec_was_parsed(spec: dict[str, dict[str, set[str] | None]]) -> None:
-    # Guards the parser against a reformatted spec: the counts are those of packs-v1.
+    # Guards the parser against a reformatted spec: packs-v1's counts plus packs-v2's five added findings.
     counts = {pack: len(items) for pack, items in spec.items()}
     assert counts == {
-        "weakness-pattern": 9,
-        "spinal-compression": 8,
-        "neuromuscular": 18,
+        "weakness-pattern": 9 + 1,
+        "spinal-compression": 8 + 2,
+        "neuromuscular": 18 + 2,
         "cerebrovascular": 7,
         "treatment-expectation": 5,
     }
     assert spec["neuromuscular"]["neuromuscular.electrolyte_imbalance"] == {"emergency", "urgent"}
     assert spec["neuromuscular"]["neuromuscular.myasthenia_suspected"] == {"emergency", "urgent"}
+    assert spec["neuromuscular"]["neuromuscular.bulbar_or_respiratory_compromise"] == {"emergency", "urgent"}
+    assert spec["weakness-pattern"]["pattern.outside_validated_age"] == {"info"}
+    assert spec["weakness-pattern"]["pattern.paraparesis"] is None
+
+
+def test_every_pack_is_version_2(engine: Engine) -> None:
+    # packs-v2: "Each pack's version goes to 2.0.0."
+    assert {p["name"]: p["version"] for p in engine.pack_infos()} == dict.fromkeys(current_spec(), "2.0.0")
 
 
 def test_every_spec_finding_exists_in_its_pack_with_its_urgency(
@@ -79,7 +104,7 @@ def test_every_spec_finding_exists_in_its_pack_with_its_urgency(
 
 def test_every_spec_derived_fact_exists(spec: dict[str, dict[str, set[str] | None]], engine: Engine) -> None:
     derived = {r.key for r in engine.rules if r.kind == "derive" and r.pack == "weakness-pattern"}
-    missing = sorted(set(spec["weakness-pattern"]) - derived)
+    missing = sorted({item for item, urgencies in spec["weakness-pattern"].items() if urgencies is None} - derived)
     assert not missing, f"derived facts of the spec not concluded by weakness-pattern: {missing}"
 
 
@@ -176,26 +201,56 @@ def test_each_prognosis_statement_is_shown_only_by_its_finding(engine: Engine) -
     assert not problems, "\n".join(problems)
 
 
-def unexamined_limb_rules(rules: list[Any]) -> list[Any]:
-    """Rules that count a limb that was not examined (``known: false`` on a strength) as not weak."""
+def _unexamined(node: Any) -> bool:
+    """Whether a condition node counts a limb that was not examined (``known: false`` on a strength)."""
     from neurocds.rules.conditions import FactTest
 
-    return [
-        rule
-        for rule in rules
-        if any(
-            isinstance(n, FactTest) and n.op == "known" and n.value is False and n.path[0] == "strength"
-            for n in rule.when.walk()
-        )
-    ]
+    return isinstance(node, FactTest) and node.op == "known" and node.value is False and node.path[0] == "strength"
+
+
+def unexamined_limb_rules(rules: list[Any]) -> list[Any]:
+    """Rules that count a limb that was not examined as not weak."""
+    return [rule for rule in rules if any(_unexamined(n) for n in rule.when.walk())]
 
 
 def test_rules_that_count_an_unexamined_limb_as_not_weak_say_so(engine: Engine) -> None:
-    # packs-v1 allows "grade 5 or not examined" for paraparesis and hemiparesis only; monoparesis
-    # ("neither arm weak") gets no such allowance, so its rules need both arms recorded. A reader
-    # of a rule that does count an unexamined limb as not weak must not have to infer it.
+    # packs-v1 allows "grade 5 or not examined" for paraparesis and hemiparesis; packs-v2 gives the
+    # arms in monoparesis of a leg the same allowance (the other leg must still be recorded as
+    # grade 5). A reader of a rule that counts an unexamined limb as not weak must not have to infer it.
     rules = unexamined_limb_rules(list(engine.rules))
-    assert {"pattern.paraparesis", "pattern.hemiparesis.right"} <= {r.id for r in rules}
-    assert not {"pattern.monoparesis_leg.left", "pattern.monoparesis_leg.right"} & {r.id for r in rules}
+    assert {
+        "pattern.paraparesis",
+        "pattern.hemiparesis.right",
+        "pattern.monoparesis_leg.left",
+        "pattern.monoparesis_leg.right",
+    } <= {r.id for r in rules}
+    monoparesis = [r for r in rules if r.id.startswith("pattern.monoparesis_leg")]
+    limbs = {n.path for r in monoparesis for n in r.when.walk() if _unexamined(n)}
+    assert limbs == {("strength", "left_arm"), ("strength", "right_arm")}, "monoparesis: only arms may go unexamined"
     silent = [r.id for r in rules if "not examined" not in r.detail or "not examined" not in r.title + r.rationale]
     assert not silent, f"rules that treat an unexamined limb as not weak without saying so: {silent}"
+
+
+def test_medicine_names_in_the_drug_findings() -> None:
+    # packs-v2: the drug findings name each medicine (name and class) behind them, once, and no other.
+    from neurocds_packs.neuromuscular import neurocds_finding_detail
+
+    facts = {
+        "medications": [
+            {"name": "spironolactone", "class": "potassium_sparing_diuretic"},
+            {"name": "amlodipine", "class": "other"},
+            {"name": "simvastatin", "class": "statin"},
+            {"name": "spironolactone", "class": "potassium_sparing_diuretic"},
+        ]
+    }
+
+    def detail(finding_id: str) -> str | None:
+        return neurocds_finding_detail(finding_id=finding_id, rule_id=finding_id, facts=facts, derived={})
+
+    assert detail("neuromuscular.hyperkalaemia_drug_contributor") == (
+        "Recorded medicines to review: spironolactone (potassium-sparing diuretic)."
+    )
+    assert detail("neuromuscular.drug_induced_consider") == (
+        "Recorded medicines to review: spironolactone (potassium-sparing diuretic); simvastatin (statin)."
+    )
+    assert detail("neuromuscular.electrolyte_imbalance") is None

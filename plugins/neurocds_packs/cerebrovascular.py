@@ -9,7 +9,7 @@ from neurocds.hookspecs import RulePack, hookimpl
 from neurocds_packs._files import builtin_pack
 
 PACK = "cerebrovascular"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 TIME_WINDOW_FINDING = "cerebrovascular.time_critical_window"
 STROKE_FINDING = "cerebrovascular.stroke_suspected"

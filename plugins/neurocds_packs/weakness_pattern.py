@@ -6,7 +6,7 @@ from neurocds.hookspecs import RulePack, hookimpl
 from neurocds_packs._files import builtin_pack
 
 PACK = "weakness-pattern"
-VERSION = "1.0.0"
+VERSION = "2.0.0"
 
 
 @hookimpl

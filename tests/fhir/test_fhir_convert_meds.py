@@ -16,15 +16,58 @@ from .helpers import ICD10CM, NOW, SCT, assert_valid_facts, bundle, condition, c
 
 def test_medication_classes_and_unmatched_other() -> None:
     result = converter().convert_bundle(
-        bundle(med("m1", "atorvastatin 20 MG Oral Tablet"), med("m2", "lisinopril 10 MG Oral Tablet"))
+        bundle(med("m1", "atorvastatin 20 MG Oral Tablet"), med("m2", "amlodipine 5 MG Oral Tablet"))
     )
     assert result.facts["medications"] == [
-        {"name": "lisinopril 10 MG Oral Tablet", "class": "other"},
+        {"name": "amlodipine 5 MG Oral Tablet", "class": "other"},
         {"name": "atorvastatin 20 MG Oral Tablet", "class": "statin"},
     ]
     assert result.provenance["/medications/1"][0]["resource"] == "MedicationRequest/m1"
     assert result.provenance["/medications/1"][0]["rule"] == "medications/statin"
     assert_valid_facts(result.facts)
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "klass"),
+    [
+        ("spironolactone 25 MG Oral Tablet", None, "potassium_sparing_diuretic"),
+        ("Eplerenone 50 mg tablets", None, "potassium_sparing_diuretic"),
+        ("amiloride hydrochloride 5 MG Oral Tablet", None, "potassium_sparing_diuretic"),
+        ("lisinopril 10 MG Oral Tablet", "314076", "ace_inhibitor_or_arb"),
+        ("Ramipril", "35296", "ace_inhibitor_or_arb"),
+        ("perindopril erbumine 4 MG Oral Tablet", None, "ace_inhibitor_or_arb"),
+        ("candesartan cilexetil 8 MG Oral Tablet", None, "ace_inhibitor_or_arb"),
+        ("sacubitril 49 MG / valsartan 51 MG Oral Tablet", None, "ace_inhibitor_or_arb"),
+        ("potassium chloride 600 MG Extended Release Oral Tablet", None, "potassium_supplement"),
+        ("Potassium Citrate 1080 MG Extended Release Oral Tablet", None, "potassium_supplement"),
+    ],
+)
+def test_potassium_raising_classes_of_packs_v2(text: str, code: str | None, klass: str) -> None:
+    result = converter().convert_bundle(bundle(med("m1", text, code=code)))
+    assert result.facts["medications"] == [{"name": text, "class": klass}]
+    assert_valid_facts(result.facts)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Penicillin V Potassium 500 MG Oral Tablet",
+        "Amoxicillin 120 MG/ML / clavulanate potassium 8.58 MG/ML Oral Suspension",
+    ],
+)
+def test_a_potassium_salt_of_another_drug_is_not_a_supplement(text: str) -> None:
+    result = converter().convert_bundle(bundle(med("m1", text)))
+    assert result.facts["medications"] == [{"name": text, "class": "other"}]
+
+
+def test_a_thiazide_and_arb_combination_gets_both_classes() -> None:
+    # Its RxNorm code (979471, seen in the carebundle data) carries one class, so the names decide.
+    text = "hydrochlorothiazide 25 MG / losartan potassium 100 MG Oral Tablet"
+    result = converter().convert_bundle(bundle(med("m1", text, code="979471")))
+    assert result.facts["medications"] == [
+        {"name": text, "class": "ace_inhibitor_or_arb"},
+        {"name": text, "class": "loop_or_thiazide_diuretic"},
+    ]
 
 
 def test_rxnorm_code_beats_a_misspelt_name() -> None:

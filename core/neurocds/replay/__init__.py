@@ -9,7 +9,11 @@ installed pack's version or content hash differs from the recorded one, or a
 recorded pack is no longer installed. ``compare=True`` evaluates anyway, without
 the packs that are gone (their findings then disappear, and the outcome says
 which packs those were), and reports how the findings changed between the
-recorded and the current pack versions.
+recorded and the current pack versions: findings added or removed, urgencies
+changed, and findings whose shown wording (title, detail, next steps, evidence)
+changed. Across pack versions the trace and missing-data list nearly always differ
+(new rules wait on new facts), so the outcome also says whether the findings
+themselves, at their urgencies, are the same as recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from neurocds.audit.errors import ReplayRefused
 from neurocds.audit.query import body_of
 from neurocds.errors import NeurocdsError, PacksUnavailable
 
+# What a reader sees of a finding; a change here with the same urgency is a wording change.
+SHOWN_FINDING_FIELDS = ("title", "detail", "recommendations", "evidence")
 # The parts of a result that must match for a replay to count as identical
 # (ids and timestamps are new on every evaluation, so they are left out).
 COMPARED_FIELDS = (
@@ -48,8 +54,14 @@ class ReplayOutcome:
     added: list[dict[str, Any]] = field(default_factory=list)
     removed: list[dict[str, Any]] = field(default_factory=list)
     urgency_changed: list[dict[str, Any]] = field(default_factory=list)
+    wording_changed: list[dict[str, Any]] = field(default_factory=list)
     differing_fields: list[str] = field(default_factory=list)
     not_installed: list[str] = field(default_factory=list)  # recorded packs left out (compare only)
+
+    @property
+    def same_findings(self) -> bool:
+        """The same finding ids at the same urgencies as recorded (wording may differ)."""
+        return not (self.added or self.removed or self.urgency_changed)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +74,8 @@ class ReplayOutcome:
                 "added": self.added,
                 "removed": self.removed,
                 "urgency_changed": self.urgency_changed,
+                "wording_changed": self.wording_changed,
+                "same_findings": self.same_findings,
             },
             "differing_fields": self.differing_fields,
         }
@@ -123,6 +137,20 @@ def finding_changes(
     return added, removed, changed
 
 
+def wording_changes(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Findings present on both sides at the same urgency whose shown text changed, naming the fields."""
+    a = {f.get("id"): f for f in old}
+    out = []
+    for finding in new:
+        before = a.get(finding.get("id"))
+        if before is None or before.get("urgency") != finding.get("urgency"):
+            continue
+        fields = [k for k in SHOWN_FINDING_FIELDS if before.get(k) != finding.get(k)]
+        if fields:
+            out.append({"id": finding.get("id"), "fields": fields})
+    return out
+
+
 def replay_decision(
     record: Mapping[str, Any],
     *,
@@ -171,10 +199,9 @@ def replay_decision(
         # part of the decision, and a replay from the stored facts has none.
         if isinstance(side.get("trace"), dict):
             side["trace"].pop("input_provenance", None)
-    added, removed, changed = finding_changes(
-        [f for f in old.get("findings") or () if isinstance(f, dict)],
-        [f for f in new.get("findings") or () if isinstance(f, dict)],
-    )
+    old_findings = [f for f in old.get("findings") or () if isinstance(f, dict)]
+    new_findings = [f for f in new.get("findings") or () if isinstance(f, dict)]
+    added, removed, changed = finding_changes(old_findings, new_findings)
     differing = [k for k in COMPARED_FIELDS if old.get(k) != new.get(k)]
     return ReplayOutcome(
         decision_id=str(body.get("decision_id")),
@@ -184,6 +211,7 @@ def replay_decision(
         added=added,
         removed=removed,
         urgency_changed=changed,
+        wording_changed=wording_changes(old_findings, new_findings),
         differing_fields=differing,
         not_installed=gone,
     )
@@ -244,6 +272,14 @@ def format_replay(outcome: Any) -> str:
         lines.append(f"  - removed finding {f['id']} [{f['urgency']}]")
     for f in outcome.urgency_changed:
         lines.append(f"  ~ urgency of {f['id']}: {f['recorded']} -> {f['current']}")
+    for f in getattr(outcome, "wording_changed", ()):
+        lines.append(f"  ~ wording of {f['id']} changed ({', '.join(f['fields'])})")
+    if outcome.pack_differences:
+        # Across pack versions the trace nearly always differs; say first whether the findings do.
+        if outcome.added or outcome.removed or outcome.urgency_changed:
+            lines.append("CHANGED FINDINGS: the findings or their urgencies differ from the record (listed above)")
+        else:
+            lines.append("SAME FINDINGS: the same findings at the same urgencies as recorded")
     if outcome.differing_fields:
         lines.append("DIFFERENT: " + ", ".join(outcome.differing_fields) + " differ from the record")
     else:
