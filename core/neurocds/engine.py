@@ -87,7 +87,6 @@ class Engine:
         loaded = self._register(plugins, entry_points)
         self.packs: list[LoadedPack] = []
         self.rules: list[Rule] = []
-        self._load_rules(dependency_order(loaded, self.allowlist), on_pack_error)
         ok, reason = durable_available()
         if backend is None:
             backend = "durable" if ok else "reference"
@@ -95,10 +94,12 @@ class Engine:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if backend == "durable" and not ok:
             raise PackLoadError(f"the durable backend is unavailable: {reason}")
+        self._durable_caps = backend == "durable"  # the reference backend has no table limits
+        self._load_rules(dependency_order(loaded, self.allowlist), on_pack_error)
         self.backend_name = backend
         self.backend_note = "" if ok else reason
         self.verify = verify and backend == "durable"
-        self.compiled = compile_rules(self.rules)
+        self.compiled = compile_rules(self.rules, self._durable_caps)
         self.reference = ReferenceEvaluator(self.rules)
         self.durable = None
         if backend == "durable":
@@ -167,7 +168,7 @@ class Engine:
                         )
                     rule_source[rule.id] = f"{rule.file}{rule.pointer}"
                 # Compile this pack's rules alone first, so a bad rule is blamed on its own pack.
-                compile_rules([*self.rules, *rules])
+                compile_rules([*self.rules, *rules], self._durable_caps)
             except PackLoadError as exc:
                 if on_pack_error != "skip":
                     raise
