@@ -3,8 +3,9 @@
 A document is valid when (a) it is plain JSON data: ``dict`` with string keys,
 ``list``, ``str``, ``int``, finite ``float``, ``bool``, ``None``, nested no deeper than
 ``ParseLimits.max_depth``; and (b) ``jsonschema``'s Draft 2020-12 validator, with a
-real ``date-time`` check, accepts it against the composed schema. A compiled fast
-check (:mod:`neurocds.facts.fastschema`) answers the common "valid" case; every invalid
+real ``date-time`` check, accepts it against the composed schema. jsonschema-rs
+(:mod:`neurocds.facts.rust_schema`, with jsonschema's format checks) answers the common
+"valid" case, or where it is unavailable a compiled check (:mod:`neurocds.facts.fastschema`); every invalid
 document is explained by ``jsonschema`` itself, with every violation at once.
 
 Messages never contain values from the document (the audit log keeps messages);
@@ -27,6 +28,7 @@ from referencing.jsonschema import DRAFT202012
 
 from neurocds.errors import FactsValidationError, PackLoadError, Violation
 from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
+from neurocds.facts.rust_schema import compile_rust
 from neurocds.facts.strictjson import (
     ParseLimits,
     describe_value,
@@ -266,6 +268,9 @@ class FactsValidator:
             # A subschema with its own $id resolves its references the same way standalone.
             return Draft202012Validator(sub, format_checker=checker, registry=registry).is_valid
 
+        rust = compile_rust(composed, checker, self._validator.is_valid)
+        if rust is not None:
+            return rust
         try:
             return compile_schema(composed, conforms=checker.conforms, delegate=delegate)
         except Unsupported:
