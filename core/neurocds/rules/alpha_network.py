@@ -79,9 +79,9 @@ class AlphaNetwork:
 
     # createAlpha: returns the node the next test of an "$and" chains under.
     def _create(self, condition: Any, parent: _Alpha, to_array: bool) -> _Alpha:
-        (key, body), *rest = condition.items() if isinstance(condition, dict) else [("", condition)]
-        if rest or not isinstance(condition, dict):
+        if not isinstance(condition, dict) or len(condition) != 1:
             raise ValueError(f"not a single durable condition: {condition!r}")
+        ((key, body),) = condition.items()
         if key == "$and":
             node = parent
             for index, item in enumerate(body):
