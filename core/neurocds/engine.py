@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -271,17 +271,28 @@ class Engine:
             "packs": packs,
             "errors": [f.to_dict() for f in failures] + errors,
             "engine": self.engine_info(),
-            "trace": self.explainer.trace(run, evaluation)
-            if trace
-            else {"fired": [], "not_fired": [], "omitted": True},
+            "trace": None,  # built by _trace_builder when a consumer first asks (Result.to_dict)
             "disclaimer": DISCLAIMER,
         }
-        if provenance:
-            data["trace"]["input_provenance"] = dict(provenance)
-        result = Result(data)
+        result = Result(data, {"trace": self._trace_builder(run, evaluation, trace, provenance)})
         if self._audit is not None:
             self._audit.record_decision(result.to_dict(), doc)
         return result
+
+    def _trace_builder(
+        self, run: Run, evaluation: Any, trace: bool, provenance: Mapping[str, Any] | None
+    ) -> Callable[[], dict[str, Any]]:
+        """The why/why-not trace, built from this evaluation's recorded node states on demand."""
+
+        copied = dict(provenance) if provenance else None  # as it was at evaluation time
+
+        def build() -> dict[str, Any]:
+            out = self.explainer.trace(run, evaluation) if trace else {"fired": [], "not_fired": [], "omitted": True}
+            if copied:
+                out["input_provenance"] = copied
+            return out
+
+        return build
 
     def _durable_session(
         self, doc: Mapping[str, Any], computed: Mapping[str, Any], on_fire: Any, disabled: frozenset[str]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from neurocds.rules.ruleset import URGENCY_RANK
@@ -26,14 +26,22 @@ def highest_urgency(findings: Iterable[Mapping[str, Any]]) -> str:
 class Result:
     """A thin, read-only view over the result document."""
 
-    def __init__(self, data: dict[str, Any]):
+    def __init__(self, data: dict[str, Any], deferred: Mapping[str, Callable[[], Any]] | None = None):
+        """``deferred``: members of ``data`` (already present, as placeholders, so the document
+        keeps its member order) built only when the whole document is first asked for: the
+        why/why-not trace costs as much as a rule evaluation and most callers never read it."""
         self._data = data
+        self._deferred = dict(deferred) if deferred else {}
 
     def to_dict(self) -> dict[str, Any]:
+        if self._deferred:
+            deferred, self._deferred = self._deferred, {}
+            for key, build in deferred.items():
+                self._data[key] = build()
         return self._data
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self._data, indent=indent, ensure_ascii=False, sort_keys=False)
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, sort_keys=False)
 
     @property
     def evaluation_id(self) -> str:
