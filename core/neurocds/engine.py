@@ -267,14 +267,20 @@ class Engine:
             "complete": not failures and not errors,
             "findings": findings,
             "derived": self.explainer.derived(run, evaluation, computed, computed_because),
-            "missing_data": self.explainer.missing_data(run, evaluation, fired_urgency),
+            "missing_data": None,  # built on demand, like the trace
             "packs": packs,
             "errors": [f.to_dict() for f in failures] + errors,
             "engine": self.engine_info(),
             "trace": None,  # built by _trace_builder when a consumer first asks (Result.to_dict)
             "disclaimer": DISCLAIMER,
         }
-        result = Result(data, {"trace": self._trace_builder(run, evaluation, trace, provenance)})
+        result = Result(
+            data,
+            {
+                "missing_data": lambda: self.explainer.missing_data(run, evaluation, fired_urgency),
+                "trace": self._trace_builder(run, evaluation, trace, provenance),
+            },
+        )
         if self._audit is not None:
             self._audit.record_decision(result.to_dict(), doc)
         return result

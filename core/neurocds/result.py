@@ -28,17 +28,21 @@ class Result:
 
     def __init__(self, data: dict[str, Any], deferred: Mapping[str, Callable[[], Any]] | None = None):
         """``deferred``: members of ``data`` (already present, as placeholders, so the document
-        keeps its member order) built only when the whole document is first asked for: the
-        why/why-not trace costs as much as a rule evaluation and most callers never read it."""
+        keeps its member order) built only when first asked for: the why/why-not trace and the
+        missing data cost as much as a rule evaluation and many callers never read them."""
         self._data = data
         self._deferred = dict(deferred) if deferred else {}
 
     def to_dict(self) -> dict[str, Any]:
-        if self._deferred:
-            deferred, self._deferred = self._deferred, {}
-            for key, build in deferred.items():
-                self._data[key] = build()
+        for key in list(self._deferred):
+            self._member(key)
         return self._data
+
+    def _member(self, key: str) -> Any:
+        build = self._deferred.pop(key, None)
+        if build is not None:
+            self._data[key] = build()
+        return self._data[key]
 
     def to_json(self, *, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, sort_keys=False)
@@ -69,7 +73,7 @@ class Result:
 
     @property
     def missing_data(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._data["missing_data"])
+        return cast("list[dict[str, Any]]", self._member("missing_data"))
 
     @property
     def errors(self) -> list[dict[str, Any]]:

@@ -33,3 +33,16 @@ def test_provenance_is_copied_at_evaluation_time():
     result = engine.evaluate(EXAMPLE, provenance=provenance)
     provenance["/labs/ck_u_l"] = "changed later"
     assert result.to_dict()["trace"]["input_provenance"] == {"/labs/ck_u_l": "Observation/1"}
+
+
+def test_missing_data_is_built_on_first_use_and_equals_the_document_member():
+    engine = Engine(backend="reference")
+    calls = []
+    real = engine.explainer.missing_data
+    engine.explainer.missing_data = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]
+    result = engine.evaluate(EXAMPLE)
+    assert calls == []
+    missing = result.missing_data
+    assert calls == [1] and missing
+    assert result.to_dict()["missing_data"] is missing and calls == [1]
+    assert list(result.to_dict()).index("missing_data") == list(result.to_dict()).index("derived") + 1
