@@ -8,7 +8,7 @@ can live in one process.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,6 @@ class Engine:
         loaded = self._register(plugins, entry_points)
         self.packs: list[LoadedPack] = []
         self.rules: list[Rule] = []
-        self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         ok, reason = durable_available()
         if backend is None:
             backend = "durable" if ok else "reference"
@@ -108,10 +107,12 @@ class Engine:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
         if backend == "durable" and not ok:
             raise PackLoadError(f"the durable backend is unavailable: {reason}")
+        self._durable_caps = backend == "durable"  # the reference backend has no table limits
+        self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         self.backend_name = backend
         self.backend_note = "" if ok else reason
         self.verify = verify and backend == "durable"
-        self.compiled = compile_rules(self.rules)
+        self.compiled = compile_rules(self.rules, self._durable_caps)
         self.reference = ReferenceEvaluator(self.rules)
         self.durable = None
         if backend == "durable":
@@ -213,7 +214,7 @@ class Engine:
                 own_computing = pack.namespaces if hasattr(pack.plugin, "neurocds_compute_facts") else []
                 # Compile and order with this pack's rules added, so a bad rule or a rule cycle
                 # is blamed on the pack that brings it.
-                compile_rules(with_pack)
+                compile_rules(with_pack, self._durable_caps)
                 check_references(
                     pack.name,
                     builder.references,
@@ -329,18 +330,20 @@ class Engine:
             "complete": not failures and not errors,
             "findings": findings,
             "derived": self.explainer.derived(run, evaluation, computed, computed_because),
-            "missing_data": self.explainer.missing_data(run, evaluation, fired_urgency),
+            "missing_data": None,  # built on demand, like the trace
             "packs": packs,
             "errors": [f.to_dict() for f in failures] + errors,
             "engine": self.engine_info(),
-            "trace": self.explainer.trace(run, evaluation)
-            if trace
-            else {"fired": [], "not_fired": [], "omitted": True},
+            "trace": None,  # built by _trace_builder when a consumer first asks (Result.to_dict)
             "disclaimer": DISCLAIMER,
         }
-        if provenance:
-            data["trace"]["input_provenance"] = dict(provenance)
-        result = Result(data)
+        result = Result(
+            data,
+            {
+                "missing_data": lambda: self.explainer.missing_data(run, evaluation, fired_urgency),
+                "trace": self._trace_builder(run, evaluation, trace, provenance),
+            },
+        )
         if self._audit is not None:
             self._audit.record_decision(result.to_dict(), doc)
         return result
@@ -359,6 +362,21 @@ class Engine:
             computed, _ = self._hooks.compute(FrozenFacts(doc), self.compiled.derived_kinds, failures, budget)
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
         return self.reference.run(doc, computed, None, disabled)[1]
+
+    def _trace_builder(
+        self, run: Run, evaluation: Any, trace: bool, provenance: Mapping[str, Any] | None
+    ) -> Callable[[], dict[str, Any]]:
+        """The why/why-not trace, built from this evaluation's recorded node states on demand."""
+
+        copied = dict(provenance) if provenance else None  # as it was at evaluation time
+
+        def build() -> dict[str, Any]:
+            out = self.explainer.trace(run, evaluation) if trace else {"fired": [], "not_fired": [], "omitted": True}
+            if copied:
+                out["input_provenance"] = copied
+            return out
+
+        return build
 
     def _durable_session(
         self, doc: Mapping[str, Any], computed: Mapping[str, Any], disabled: frozenset[str]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 from neurocds.rules.ruleset import URGENCY_RANK
@@ -26,14 +26,26 @@ def highest_urgency(findings: Iterable[Mapping[str, Any]]) -> str:
 class Result:
     """A thin, read-only view over the result document."""
 
-    def __init__(self, data: dict[str, Any]):
+    def __init__(self, data: dict[str, Any], deferred: Mapping[str, Callable[[], Any]] | None = None):
+        """``deferred``: members of ``data`` (already present, as placeholders, so the document
+        keeps its member order) built only when first asked for: the why/why-not trace and the
+        missing data cost as much as a rule evaluation and many callers never read them."""
         self._data = data
+        self._deferred = dict(deferred) if deferred else {}
 
     def to_dict(self) -> dict[str, Any]:
+        for key in list(self._deferred):
+            self._member(key)
         return self._data
 
+    def _member(self, key: str) -> Any:
+        build = self._deferred.pop(key, None)
+        if build is not None:
+            self._data[key] = build()
+        return self._data[key]
+
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self._data, indent=indent, ensure_ascii=False, sort_keys=False)
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, sort_keys=False)
 
     @property
     def evaluation_id(self) -> str:
@@ -61,7 +73,7 @@ class Result:
 
     @property
     def missing_data(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._data["missing_data"])
+        return cast("list[dict[str, Any]]", self._member("missing_data"))
 
     @property
     def errors(self) -> list[dict[str, Any]]:

@@ -65,3 +65,23 @@ def test_secured_server_checks_tokens(keys: Keys, tmp_path: Path) -> None:
     assert anonymous.status == 401
     assert signed.status == 200
     assert "x-neurocds-insecure" not in signed.headers
+
+
+def test_serve_freezes_the_engine_out_of_the_collectors_sight_before_serving(monkeypatch):
+    # gc.freeze() after start-up: the long-lived compiled rules are not rescanned by every
+    # collection (tests/perf/bench_rule_scale.py measures the effect).
+    import gc
+
+    import uvicorn
+    from click.testing import CliRunner
+
+    from neurocds.cli import main
+
+    frozen: list[int] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: frozen.append(gc.get_freeze_count()))
+    try:
+        result = CliRunner().invoke(main, ["serve", "--insecure-dev", "--port", "8999"])
+    finally:
+        gc.unfreeze()
+    assert result.exit_code == 0, result.output
+    assert frozen and frozen[0] > 1000

@@ -172,3 +172,23 @@ def test_one_list_of_operators_is_what_the_schema_the_plan_and_the_wording_know(
     assert set(fact_test["properties"]) - {"fact"} == set(FACT_OPS)
     assert set(item_test["properties"]["where"]["properties"]) - {"field"} == set(COMPARISONS)
     assert set(COMPARE) == set(OP_SYMBOL) == set(COMPARISONS)
+
+
+def test_the_mask_cache_grows_with_the_plan_so_one_large_rule_set_does_not_thrash_it():
+    from itertools import combinations
+
+    from neurocds.rules.plan import POINTER_CACHE_SIZE
+
+    # 4,960 rules over distinct triples of 32 facts: with every fact unknown, one document
+    # yields more distinct masks than the fixed bound, which used to empty the cache each time.
+    triples = list(combinations(range(32), 3))
+    roots: list[Condition] = [All(tuple(FactTest(("s", f"f{i:02d}"), "eq", 1) for i in t)) for t in triples]
+    plan = Plan(roots)
+    masks = [sum(1 << i for i in t) for t in triples]
+    assert len(set(masks)) > POINTER_CACHE_SIZE
+    for mask in masks:
+        plan.pointers_of(mask)
+    first = dict(plan._pointer_cache)
+    assert len(first) == len(masks)  # never emptied on the way
+    for mask in masks:  # a second document with the same unknowns: all hits, the same tuples
+        assert plan.pointers_of(mask) is first[mask]

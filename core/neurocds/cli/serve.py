@@ -8,6 +8,7 @@ table or JWK Set could not be loaded, 4 the audit log cannot be opened.
 
 from __future__ import annotations
 
+import gc
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -245,6 +246,11 @@ def register(group: click.Group) -> None:
         from neurocds.cdshooks.transport import uvicorn_options
 
         _log_to_stderr(log_level)
+        # The engine's compiled rules live as long as the process: frozen, the collector stops
+        # rescanning them after every few thousand allocations (a third of the time per
+        # evaluation at 4,000 rules: tests/perf/bench_rule_scale.py).
+        gc.collect()
+        gc.freeze()
 
         # One worker: the replay cache and the card index live in this process.
         guard = uvicorn_options(header_timeout=header_timeout, max_connections=max_connections)

@@ -3,8 +3,9 @@
 A document is valid when (a) it is plain JSON data: ``dict`` with string keys,
 ``list``, ``str``, ``int``, finite ``float``, ``bool``, ``None``, nested no deeper than
 ``ParseLimits.max_depth``; and (b) ``jsonschema``'s Draft 2020-12 validator, with a
-real ``date-time`` check, accepts it against the composed schema. A compiled fast
-check (:mod:`neurocds.facts.fastschema`) answers the common "valid" case; every invalid
+real ``date-time`` check, accepts it against the composed schema. jsonschema-rs
+(:mod:`neurocds.facts.rust_schema`, with jsonschema's format checks) answers the common
+"valid" case, or where it is unavailable a compiled check (:mod:`neurocds.facts.fastschema`); every invalid
 document is explained by ``jsonschema`` itself, with every violation at once.
 
 Messages never contain values from the document (the audit log keeps messages);
@@ -39,6 +40,7 @@ from neurocds.facts.plainjson import (
     printable_unicode,
 )
 from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
+from neurocds.facts.rust_schema import compile_rust
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
@@ -322,6 +324,9 @@ class FactsValidator:
             # A subschema with its own $id resolves its references the same way standalone.
             return Draft202012Validator(sub, format_checker=checker, registry=registry).is_valid
 
+        rust = compile_rust(composed, checker, self._validator.is_valid)
+        if rust is not None:
+            return rust
         try:
             return compile_schema(composed, conforms=checker.conforms, delegate=delegate)
         except Unsupported:

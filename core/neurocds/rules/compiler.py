@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neurocds.errors import PackLoadError
+from neurocds.rules.alpha_network import MAX_HASH_CHILDREN, MAX_LIST_CHILDREN, first_overflow
 from neurocds.rules.conditions import (
     NEGATED_OP,
     All,
@@ -45,8 +46,8 @@ SENTINEL_RULE = "sentinel"
 
 MAX_RULES = 4096  # durable_rules hard cap per ruleset
 MAX_IDENTICAL = 256  # rules sharing one identical condition path
-MAX_SIBLINGS = 511  # children of one alpha node: 512 hang evaluation (full hash table), 513 create_ruleset
-MAX_NEX = 127  # "does not exist" tests under one node: 128 crash evaluation (unterminated list), 129 fail to load
+MAX_SIBLINGS = MAX_HASH_CHILDREN  # tests under one alpha node (see rules/alpha_network.py)
+MAX_NEX = MAX_LIST_CHILDREN  # "does not exist" tests and "$or" forward nodes under one alpha node
 MAX_JOIN = 16  # facts joined by one durable rule; asserting fails beyond (error 304)
 MAX_SPLITS_PER_RULE = 64  # our own bound on the disjunction split of one rule
 # Beyond 2**53 durable_rules compares an integer with a float as two doubles (and clamps
@@ -122,7 +123,9 @@ class CompiledRuleset:
         return encode(self.definition)
 
 
-def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
+def compile_rules(rules: Sequence[Rule], durable_caps: bool = True) -> CompiledRuleset:
+    """Compile ``rules``; ``durable_caps=False`` skips the limits of durable_rules' tables
+    (the reference backend has none, so it loads rule sets durable_rules cannot)."""
     definition: dict[str, Any] = {SENTINEL_RULE: {"all": [{"m": {"t": TYPE_SENTINEL}}]}}
     rule_of: dict[str, int] = {}
     referenced: set[tuple[str, str, Any]] = set()
@@ -156,7 +159,8 @@ def compile_rules(rules: Sequence[Rule]) -> CompiledRuleset:
             name = f"r{index}_{k}"
             definition[name] = {"all": patterns}
             rule_of[name] = index
-    _check_caps(definition, rules, rule_of)
+    if durable_caps:
+        _check_caps(definition, rules, rule_of)
     derived_kinds = {name: kind for name, (kind, _) in kinds.items()}
     return CompiledRuleset(definition, rule_of, rules, referenced, sorted(paths), derived_kinds)
 
@@ -304,60 +308,18 @@ def _check_caps(definition: dict[str, Any], rules: Sequence[Rule], rule_of: dict
     if len(definition) > MAX_RULES:
         raise CompileError(f"{len(definition)} durable rules exceed the cap of {MAX_RULES}")
     identical: dict[str, list[str]] = {}
-    children: dict[str, set[str]] = {}
-    nex: dict[str, set[str]] = {}
     for name, body in definition.items():
         identical.setdefault(encode(body["all"]), []).append(name)
-        for pattern in body["all"]:
-            (cond,) = pattern.values()
-            steps = cond["$and"] if isinstance(cond, dict) and "$and" in cond else [cond]
-            prefix = ""
-            for step in steps:
-                # durable_rules gives each alternative of a "$or" (an "in" list, "is_not") a node of
-                # its own, so a step counts once per alternative of its disjunctive form.
-                alternatives = _alternatives(step, MAX_SIBLINGS + 1)
-                children.setdefault(prefix, set()).update(alternatives)
-                nex.setdefault(prefix, set()).update(a for a in alternatives if '"$nex"' in a)
-                prefix += "|" + encode(step)
     for names in identical.values():
         if len(names) > MAX_IDENTICAL:
             rule = rules[rule_of[names[0]]]
             raise _error(rule, f"{len(names)} rules share one identical condition (cap {MAX_IDENTICAL})")
-    for prefix, kids in children.items():
-        if len(kids) > MAX_SIBLINGS:
-            raise CompileError(
-                f"{len(kids)} distinct conditions follow one condition path {prefix[:80]!r}... "
-                f"(cap {MAX_SIBLINGS}: durable_rules hangs beyond it)"
-            )
-    for prefix, kids in nex.items():
-        if len(kids) > MAX_NEX:
-            raise CompileError(
-                f"{len(kids)} distinct 'not recorded' tests follow one condition path {prefix[:80]!r}... "
-                f"(cap {MAX_NEX}: durable_rules crashes beyond it)"
-            )
-
-
-def _alternatives(step: Any, limit: int) -> list[str]:
-    """The disjunctive form of one durable condition, each alternative encoded (at most ``limit``).
-
-    Conservative on purpose: an alternative stands for a whole chain, so counting
-    alternatives never counts fewer nodes than durable_rules builds.
-    """
-    if isinstance(step, dict) and len(step) == 1:
-        ((op, body),) = step.items()
-        if op == "$or":
-            out: list[str] = []
-            for item in body:
-                out.extend(_alternatives(item, limit - len(out)))
-                if len(out) >= limit:
-                    break
-            return out[:limit]
-        if op == "$and":
-            combos = [""]
-            for item in body:
-                combos = [f"{c}&{a}" for c in combos for a in _alternatives(item, limit)][:limit]
-            return combos
-        if op == "$iany" and isinstance(body, dict) and len(body) == 1:
-            ((path, inner),) = body.items()
-            return [f"$iany:{path}:{a}" for a in _alternatives(inner, limit)]
-    return [encode(step)]
+    overflow = first_overflow(definition)
+    if overflow is not None:
+        effect = "hangs" if overflow.limit == MAX_SIBLINGS else "crashes"
+        rule = rules[rule_of[overflow.rule]]
+        raise _error(
+            rule,
+            f"{overflow.children} distinct conditions follow one condition path {overflow.path[:80]!r}... "
+            f"({overflow.kind}; cap {overflow.limit}: durable_rules {effect} beyond it)",
+        )

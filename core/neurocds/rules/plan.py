@@ -54,8 +54,11 @@ COMPARE: dict[str, Callable[[Any, Any], Any]] = {
 
 
 # Masks are turned into pointer tuples through a cache; real documents repeat a few hundred masks,
-# and the bound keeps a stream of unusual ones from growing it without end.
+# and the bound keeps a stream of unusual ones from growing it without end. One document can
+# produce a distinct mask per node, so the bound grows with the plan: a fixed 4,096 was cleared
+# over and over by a 4,000-rule set (1,564 misses per evaluation), making cost superlinear.
 POINTER_CACHE_SIZE = 4096
+POINTER_CACHE_PER_NODE = 4
 
 
 class RefSource(Protocol):
@@ -90,6 +93,7 @@ class Plan:
         self.fns: dict[int, NodeFn] = {}
         self.rule_fns: list[NodeFn] = [self._compile(root) for root in roots]
         self.root_slots: list[int] = [self.slot(root) for root in roots]
+        self._pointer_cache_limit = max(POINTER_CACHE_SIZE, POINTER_CACHE_PER_NODE * len(self.nodes))
 
     @property
     def size(self) -> int:
@@ -114,7 +118,7 @@ class Plan:
                 out.append(pointers[lowest.bit_length() - 1])
                 rest ^= lowest
             found = tuple(out)
-            if len(self._pointer_cache) >= POINTER_CACHE_SIZE:
+            if len(self._pointer_cache) >= self._pointer_cache_limit:
                 self._pointer_cache.clear()
             self._pointer_cache[mask] = found
         return found

@@ -1,0 +1,48 @@
+"""The why/why-not trace is built from the recorded node states only when a consumer asks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from neurocds import Engine
+
+EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "crossed-stroke.json").read_text())
+
+
+def test_the_trace_is_built_once_on_first_to_dict_and_equals_the_eager_one():
+    engine = Engine(backend="reference")
+    calls = []
+    real = engine.explainer.trace
+    engine.explainer.trace = lambda run, ev: calls.append(1) or real(run, ev)  # type: ignore[method-assign]
+    result = engine.evaluate(EXAMPLE, provenance={"/labs/ck_u_l": "Observation/1"})
+    assert calls == [] and result.finding_ids  # findings, missing data: no trace needed
+    document = result.to_dict()
+    assert calls == [1]
+    assert result.to_dict() is document and calls == [1]
+    assert list(document)[-2:] == ["trace", "disclaimer"]  # member order unchanged
+    assert document["trace"]["input_provenance"] == {"/labs/ck_u_l": "Observation/1"}
+    eager = Engine(backend="reference").evaluate(EXAMPLE).to_dict()["trace"]
+    assert {k: v for k, v in document["trace"].items() if k != "input_provenance"} == eager
+    assert json.loads(result.to_json())["trace"] == document["trace"]
+
+
+def test_provenance_is_copied_at_evaluation_time():
+    engine = Engine(backend="reference")
+    provenance = {"/labs/ck_u_l": "Observation/1"}
+    result = engine.evaluate(EXAMPLE, provenance=provenance)
+    provenance["/labs/ck_u_l"] = "changed later"
+    assert result.to_dict()["trace"]["input_provenance"] == {"/labs/ck_u_l": "Observation/1"}
+
+
+def test_missing_data_is_built_on_first_use_and_equals_the_document_member():
+    engine = Engine(backend="reference")
+    calls = []
+    real = engine.explainer.missing_data
+    engine.explainer.missing_data = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]
+    result = engine.evaluate(EXAMPLE)
+    assert calls == []
+    missing = result.missing_data
+    assert calls == [1] and missing
+    assert result.to_dict()["missing_data"] is missing and calls == [1]
+    assert list(result.to_dict()).index("missing_data") == list(result.to_dict()).index("derived") + 1
