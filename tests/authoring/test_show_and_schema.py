@@ -68,7 +68,9 @@ def test_pack_show_lists_rules_findings_derived_facts_fields_and_dependencies() 
     assert "spinal.cauda_equina_syndrome_suspected  emergency" in text.output
     assert "pattern.leg_weakness (from weakness-pattern)" in text.output
     view = json.loads(runner.invoke(main, ["pack", "show", "weakness-pattern", "--format", "json"]).output)
-    assert "pattern.hemiparesis" in view["derived_concluded"] and view["findings"] == {}
-    assert "strength.left_leg" in view["facts_fields"] and view["metadata"]["version"] == "1.0.0"
+    # packs-v2 gave the foundation pack its one finding: the rules' validated age range.
+    assert "pattern.hemiparesis" in view["derived_concluded"]
+    assert view["findings"] == {"pattern.outside_validated_age": ["info"]}
+    assert "strength.left_leg" in view["facts_fields"] and view["metadata"]["version"] == "2.0.0"
     missing = runner.invoke(main, ["pack", "show", "no-such-pack"])
     assert missing.exit_code == 2 and "not installed" in missing.output

@@ -66,7 +66,7 @@ EXPECTATION_HELP = {
     "expect_missing": "JSON pointers that must be listed in missing_data",
     "expect_not_missing": "JSON pointers that must not be listed in missing_data",
     "expect_complete": "whether the result must be complete, with no error (default true)",
-    "expect_derived": "derived-fact name -> the value it must have",
+    "expect_derived": "derived-fact name -> the value it must have (null: it must not be derived)",
     "expect_detail_contains": "finding id -> text its detail must contain",
     "expect_detail_excludes": "finding id -> texts its detail must not contain",
 }
@@ -288,6 +288,11 @@ def check_case(
             )
         )
     for name, value in case.expect.get("expect_derived", {}).items():
+        if value is None:  # null: the fact must not be derived (its rules decided false or undecided)
+            derived = name in result.derived
+            add(Row(f"derived {name}", "not derived", _plain(result.derived[name]) if derived else "not derived",
+                    not derived))  # fmt: skip
+            continue
         got = result.derived.get(name, "unknown")
         add(Row(f"derived {name}", _plain(value), _plain(got), got == value and type(got) is type(value)))
     if declared_reads is not None:
