@@ -22,6 +22,7 @@ from audit_helpers import make_facts, make_result
 
 from neurocds import Engine
 from neurocds.audit import AuditLog, export_fhir, read_records
+from neurocds_packs import BUILTIN_PACKS
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.json"))
 
@@ -57,7 +58,7 @@ def validate(bundles: list[dict[str, Any]], tmp_path: Path) -> None:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     root = tmp_path_factory.mktemp("fhircorpus")
     plain, redacted = AuditLog(root / "plain"), AuditLog(root / "redacted", redact=True, pseudonym_key=b"k" * 32)
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     for path in EXAMPLES:
         facts = json.loads(path.read_text(encoding="utf-8"))
         result = engine.evaluate(facts)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from neurocds import Engine
 from neurocds.audit import AuditLog, read_records, render_html, render_text
+from neurocds_packs import BUILTIN_PACKS
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "cauda-equina.json"
 
@@ -17,7 +18,7 @@ def _recorded(tmp_path: Path, *, redact: bool = False) -> dict:
     facts = json.loads(EXAMPLE.read_text(encoding="utf-8"))
     d = tmp_path / ("redacted" if redact else "plain")
     log = AuditLog(d, redact=redact, pseudonym_key=b"k" * 32 if redact else None)
-    log.record_decision(Engine().evaluate(facts), facts)
+    log.record_decision(Engine(packs=BUILTIN_PACKS).evaluate(facts), facts)
     return read_records(d)[0]
 
 
@@ -56,7 +57,7 @@ def test_each_fact_names_the_fhir_resource_it_came_from(tmp_path: Path) -> None:
                                         "code": "mmol/L"}}},
     ]}  # fmt: skip
     conversion = FhirConverter(now=datetime(2026, 11, 21, tzinfo=UTC)).convert_bundle(bundle)
-    result = Engine().evaluate(
+    result = Engine(packs=BUILTIN_PACKS).evaluate(
         conversion.facts, provenance={"provenance": conversion.provenance, "warnings": conversion.warnings}
     )
     AuditLog(tmp_path / "log").record_decision(result, conversion.facts)

@@ -171,7 +171,7 @@ def test_with_the_built_in_packs_an_ordinary_chart_gets_no_missing_data_card() -
     from neurocds import Engine
     from neurocds.cdshooks.evaluation import _recorded_facts_by_rule, facts_read_by_rules
 
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     read = facts_read_by_rules(engine.rules)
 
     def cards_for(facts: dict[str, Any]) -> list[dict[str, Any]]:

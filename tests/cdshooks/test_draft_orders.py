@@ -108,6 +108,7 @@ def test_the_readme_order_select_example_shows_the_draft_beside_the_potassium_ca
     import json
 
     from neurocds import Engine
+    from neurocds_packs import BUILTIN_PACKS
 
     from .test_readme_example import ROOT
 
@@ -115,7 +116,7 @@ def test_the_readme_order_select_example_shows_the_draft_beside_the_potassium_ca
     path = "/cds-services/neurocds-order-select"
     when = lambda: FIXED_NOW.replace(year=2026, month=11, day=21)  # noqa: E731 (the example's labs: 2026-11-20)
     config = {"issuers": {EHR_ISSUER: str(keys.jwks_path)}, "clock": when}
-    with running_server(config, Engine()) as srv:
+    with running_server(config, Engine(packs=BUILTIN_PACKS)) as srv:
         resp = srv.call("POST", path, body, token=keys.token(srv.base_url + path, now=when()))
     assert resp.status == 200, resp.body
     cards = assert_response(resp.json())

@@ -33,7 +33,7 @@ def build(rules: list[dict[str, Any]], namespace: str = "hz") -> list[Any]:
 def varied_chains(n: int) -> list[dict[str, Any]]:
     # 30 distinct first tests, each followed by up to n/30 distinct second tests: n chains, no crowded node.
     return [
-        rule(f"hz.r{i}", {"all": [{"fact": "labs.ck_u_l", "gte": i % 30}, {"fact": "labs.crp_mg_l", "lt": i}]})
+        rule(f"hz.r{i}", {"all": [{"fact": "labs.ck_u_l", "gte": i % 30}, {"fact": "labs.crp_mg_l", "lt": i + 1}]})
         for i in range(n)
     ]
 
@@ -65,7 +65,7 @@ def test_many_distinct_chains_under_one_prefix_load_on_durable_and_agree_with_re
         durable, reference = (e.evaluate(doc, trace=False) for e in engines)
         assert durable.complete and durable.errors == []
         assert durable.finding_ids == reference.finding_ids
-        expected = sum(1 for i in range(900) if ck >= i % 30 and crp < i)
+        expected = sum(1 for i in range(900) if ck >= i % 30 and crp < i + 1)
         assert len(durable.finding_ids) == expected
 
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 EXAMPLE = json.loads((Path(__file__).resolve().parents[2] / "examples" / "crossed-stroke.json").read_text())
 
 
 def test_the_trace_is_built_once_on_first_to_dict_and_equals_the_eager_one():
-    engine = Engine(backend="reference")
+    engine = Engine(packs=BUILTIN_PACKS, backend="reference")
     calls = []
     real = engine.explainer.trace
     engine.explainer.trace = lambda run, ev: calls.append(1) or real(run, ev)  # type: ignore[method-assign]
@@ -22,13 +23,13 @@ def test_the_trace_is_built_once_on_first_to_dict_and_equals_the_eager_one():
     assert result.to_dict() is document and calls == [1]
     assert list(document)[-2:] == ["trace", "disclaimer"]  # member order unchanged
     assert document["trace"]["input_provenance"] == {"/labs/ck_u_l": "Observation/1"}
-    eager = Engine(backend="reference").evaluate(EXAMPLE).to_dict()["trace"]
+    eager = Engine(packs=BUILTIN_PACKS, backend="reference").evaluate(EXAMPLE).to_dict()["trace"]
     assert {k: v for k, v in document["trace"].items() if k != "input_provenance"} == eager
     assert json.loads(result.to_json())["trace"] == document["trace"]
 
 
 def test_provenance_is_copied_at_evaluation_time():
-    engine = Engine(backend="reference")
+    engine = Engine(packs=BUILTIN_PACKS, backend="reference")
     provenance = {"/labs/ck_u_l": "Observation/1"}
     result = engine.evaluate(EXAMPLE, provenance=provenance)
     provenance["/labs/ck_u_l"] = "changed later"
@@ -36,7 +37,7 @@ def test_provenance_is_copied_at_evaluation_time():
 
 
 def test_missing_data_is_built_on_first_use_and_equals_the_document_member():
-    engine = Engine(backend="reference")
+    engine = Engine(packs=BUILTIN_PACKS, backend="reference")
     calls = []
     real = engine.explainer.missing_data
     engine.explainer.missing_data = lambda *a: calls.append(1) or real(*a)  # type: ignore[method-assign]

@@ -18,6 +18,7 @@ import pytest
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import MAX_VIOLATIONS
+from neurocds_packs import BUILTIN_PACKS
 
 from .corpus import LIMIT, corpus
 
@@ -27,7 +28,7 @@ PEAK_MIB = 64  # per refusal of a 1 MiB document; today's main used about 1 GB
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine(backend="reference")
+    return Engine(packs=BUILTIN_PACKS, backend="reference")
 
 
 def refusal(func: Any) -> tuple[FactsValidationError, float, float]:

@@ -15,6 +15,7 @@ import yaml
 from neurocds.engine import Engine
 from neurocds.fhir import FhirConverter, default_mapping_paths, load_mapping_tables
 from neurocds.fhir.mapping import MappingTableError
+from neurocds_packs import BUILTIN_PACKS
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST = ROOT / "examples" / "cdshooks" / "patient-view-request.json"
@@ -44,7 +45,7 @@ def test_an_impossible_potassium_is_dropped_with_a_warning(value: Any) -> None:
     if warnings:
         assert warnings[0].endswith("outside the physiologically possible range 0.5..15 mmol/L: value dropped")
         assert str(value) not in warnings[0].replace("0.5..15", "")  # names the range, never the value
-    result = Engine(backend="reference").evaluate(conversion.facts)
+    result = Engine(packs=BUILTIN_PACKS, backend="reference").evaluate(conversion.facts)
     assert not [f for f in result.to_dict()["findings"] if "potassium" in f["id"]]
 
 

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError
+from neurocds_packs import BUILTIN_PACKS
 
 settings.register_profile(
     "hostile-ci", max_examples=300, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -152,7 +153,7 @@ SAMPLES = VALUES.filter(lambda pair: not isinstance(pair[0], str)).map(Sample)
 
 @pytest.fixture(scope="module")
 def engine() -> Engine:
-    return Engine(backend="reference")
+    return Engine(packs=BUILTIN_PACKS, backend="reference")
 
 
 def outcome(engine: Engine, facts: Any) -> set[tuple[str, str]] | None:

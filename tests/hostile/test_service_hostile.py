@@ -23,6 +23,7 @@ from cdshooks.support import Server, running_server
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import parse_strict
+from neurocds_packs import BUILTIN_PACKS
 
 from .corpus import LIMIT, corpus
 
@@ -37,7 +38,7 @@ NOW = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = {"insecure_dev": True, "audit_dir": tmp_path_factory.mktemp("audit"), "clock": lambda: NOW}
-    with running_server(config, Engine(backend="reference")) as srv:
+    with running_server(config, Engine(packs=BUILTIN_PACKS, backend="reference")) as srv:
         yield srv
 
 

@@ -150,7 +150,7 @@ def comparable(result: Mapping[str, Any], leave_out: str = PACK) -> dict[str, An
 def evaluate(kind: str | None, backend: str | None, directory: Path) -> dict[str, Any]:
     """One evaluation of the emergency example, with the hostile pack of ``kind`` (or none)."""
     plugins = hostile_plugins(kind, directory) if kind else []
-    engine = Engine(plugins=plugins, backend=backend, on_pack_error="skip", hook_budget=BUDGET_S, load_budget=1.0)
+    engine = Engine(plugins=plugins, backend=backend, on_pack_error="skip", hook_budget=BUDGET_S, load_budget=1.0)  # unpinned: a run vs the same run without it
     doc = emergency_doc()
     sent = copy.deepcopy(doc)
     started = time.monotonic()

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from neurocds import Engine
+from neurocds_packs import BUILTIN_PACKS
 
 from .hostile import BUDGET_S, DANGEROUS, EMERGENCY, KINDS, PACK, comparable, evaluate
 
 REPO = Path(__file__).resolve().parents[2]
-BACKENDS = ["reference", *(["durable"] if Engine().durable is not None else [])]
+BACKENDS = ["reference", *(["durable"] if Engine(packs=BUILTIN_PACKS).durable is not None else [])]
 # Generous: a shared CI machine; a hostile hook sleeps 10 s, so a missed budget still shows.
 SLACK_S = 3.0
 
@@ -102,7 +103,7 @@ def test_one_packs_change_is_never_seen_by_another(tmp_path: Path) -> None:
         seen.append(facts["labs"]["potassium_mmol_l"])
         return ComputedFacts(pack="zzz", values={"zzz.high_k": facts["labs"]["potassium_mmol_l"] > 6})
 
-    engine = Engine(
+    engine = Engine(  # unpinned: a run vs the same run without it
         plugins=[
             (
                 "aaa",

@@ -16,6 +16,7 @@ from neurocds import Engine
 from neurocds.hookspecs import ComputedFacts
 from neurocds.rules.hooks import HookFailure, HookRunner, freeze
 from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
 
 from .hostile import emergency_doc, hostile_plugins
 
@@ -44,7 +45,7 @@ def test_the_detail_hook_runs_once_per_finding_outside_the_backend_lock(tmp_path
         return "extra"
 
     plugin = inline_pack(tmp_path, "once", "once", [rule("once.f", ALWAYS)], finding_detail=detail)
-    engine = Engine(plugins=[("once", plugin)])
+    engine = Engine(plugins=[("once", plugin)])  # unpinned: a run vs the same run without it
     result = engine.evaluate(emergency_doc())
     assert result.finding("once.f")["detail"].endswith("extra")  # type: ignore[index]
     assert [c[0] for c in calls] == ["once.f"]  # not once per backend
@@ -63,7 +64,7 @@ def test_a_slow_detail_hook_does_not_block_other_evaluations(tmp_path: Path) -> 
     plugin = inline_pack(
         tmp_path, "slow", "slow", [rule("slow.f", {"fact": "labs.potassium_mmol_l", "lt": 2.1})], finding_detail=detail
     )
-    engine = Engine(plugins=[("slow", plugin)], hook_budget=5.0)
+    engine = Engine(plugins=[("slow", plugin)], hook_budget=5.0)  # unpinned: a run vs the same run without it
     slow = threading.Thread(target=engine.evaluate, args=(emergency_doc(),))
     slow.start()
     try:
@@ -80,8 +81,8 @@ def test_a_slow_detail_hook_does_not_block_other_evaluations(tmp_path: Path) -> 
 
 
 def test_hash_and_audit_record_are_of_the_document_as_sent(tmp_path: Path) -> None:
-    engine = Engine(plugins=hostile_plugins("mutate-in-detail", tmp_path / "p"), audit_dir=tmp_path / "audit")
-    baseline = Engine().evaluate(emergency_doc())
+    engine = Engine(plugins=hostile_plugins("mutate-in-detail", tmp_path / "p"), audit_dir=tmp_path / "audit")  # unpinned: a run vs the same run without it
+    baseline = Engine(packs=BUILTIN_PACKS).evaluate(emergency_doc())
     result = engine.evaluate(emergency_doc())
     assert result.to_dict()["facts_sha256"] == baseline.to_dict()["facts_sha256"]
     lines = [json.loads(x) for x in (tmp_path / "audit").glob("*.jsonl").__next__().read_bytes().splitlines()]
@@ -118,7 +119,7 @@ def test_each_pack_shares_one_budget_across_its_calls_in_an_evaluation(tmp_path:
         return "slow"
 
     rules = [rule(f"bud.f{i}", ALWAYS) for i in range(5)]
-    engine = Engine(
+    engine = Engine(  # unpinned: a run vs the same run without it
         plugins=[("bud", inline_pack(tmp_path, "bud", "bud", rules, finding_detail=detail))], hook_budget=0.2
     )
     started = time.monotonic()
@@ -133,7 +134,7 @@ def test_computed_values_are_all_or_nothing(tmp_path: Path) -> None:
         return ComputedFacts(pack="aon", values={"aon.ok": True, "aon.bad": float("inf")})
 
     rules = [rule("aon.f", {"derived": "aon.ok"})]
-    engine = Engine(plugins=[("aon", inline_pack(tmp_path, "aon", "aon", rules, compute=compute))])
+    engine = Engine(plugins=[("aon", inline_pack(tmp_path, "aon", "aon", rules, compute=compute))])  # unpinned: a run vs the same run without it
     result = engine.evaluate(emergency_doc())
     assert "aon.f" not in result.finding_ids and "aon.ok" not in result.derived and not result.complete
 
@@ -141,4 +142,4 @@ def test_computed_values_are_all_or_nothing(tmp_path: Path) -> None:
 def test_hook_budget_must_be_positive() -> None:
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="hook budget"):
-            Engine(hook_budget=bad)
+            Engine(packs=BUILTIN_PACKS, hook_budget=bad)

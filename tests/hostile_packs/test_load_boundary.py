@@ -12,6 +12,7 @@ import pytest
 from neurocds import Engine, PackLoadError
 from neurocds.hookspecs import RulePack, hookimpl
 from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
 
 from .hostile import EMERGENCY, emergency_doc, hostile_plugins
 
@@ -21,7 +22,7 @@ ALWAYS = {"fact": "strength.left_leg", "lte": 5}
 def load_error(tmp_path: Path, rules: list[dict[str, Any]], **kw: Any) -> PackLoadError:
     plugin = inline_pack(tmp_path, "typo", "typo", rules, **kw)
     with pytest.raises(PackLoadError) as info:
-        Engine(plugins=[("typo", plugin)])
+        Engine(plugins=[("typo", plugin)])  # unpinned: a run vs the same run without it
     return info.value
 
 
@@ -46,9 +47,9 @@ def test_a_derived_value_no_rule_concludes_is_a_load_error(tmp_path: Path) -> No
 
 def test_references_to_rules_later_in_the_same_pack_and_to_computed_facts_load(tmp_path: Path) -> None:
     later = [rule("typo.f", {"derived": "typo.d"}), rule("typo.d", ALWAYS, derive="typo.d")]
-    Engine(plugins=[("typo", inline_pack(tmp_path, "typo", "typo", later))])
+    Engine(plugins=[("typo", inline_pack(tmp_path, "typo", "typo", later))])  # unpinned: a run vs the same run without it
     computed = [rule("typo.f", {"derived": "typo.from_python"})]
-    Engine(plugins=[("typo", inline_pack(tmp_path / "c", "typo", "typo", computed, compute=lambda facts: None))])
+    Engine(plugins=[("typo", inline_pack(tmp_path / "c", "typo", "typo", computed, compute=lambda facts: None))])  # unpinned: a run vs the same run without it
 
 
 @pytest.mark.parametrize(
@@ -83,7 +84,7 @@ def test_a_pack_regex_that_could_run_away_is_refused_at_load(tmp_path: Path, sch
 
 def test_a_bounded_pack_regex_validates_a_worst_case_string_quickly(tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "a*a*b", "maxLength": 464}}}
-    engine = Engine(
+    engine = Engine(  # unpinned: a run vs the same run without it
         plugins=[("typo", inline_pack(tmp_path, "typo", "typo", [rule("typo.t", ALWAYS)], facts_schema=schema))]
     )
     doc = {"facts_version": "1", "patient": {"id": "p"}, "extensions": {"typo": {"code": "a" * 464}}}
@@ -94,12 +95,12 @@ def test_a_bounded_pack_regex_validates_a_worst_case_string_quickly(tmp_path: Pa
 
 def test_a_rule_cycle_is_blamed_on_the_pack_that_brings_it(tmp_path: Path) -> None:
     with pytest.raises(PackLoadError) as info:
-        Engine(plugins=hostile_plugins("rule-cycle", tmp_path))
+        Engine(plugins=hostile_plugins("rule-cycle", tmp_path))  # unpinned: a run vs the same run without it
     assert info.value.pack == "hostile" and "cycle" in str(info.value)
 
 
 def test_a_dependency_cycle_is_blamed_on_the_pack_that_closes_it(tmp_path: Path) -> None:
-    engine = Engine(plugins=hostile_plugins("dependency-cycle", tmp_path), on_pack_error="skip")
+    engine = Engine(plugins=hostile_plugins("dependency-cycle", tmp_path), on_pack_error="skip")  # unpinned: a run vs the same run without it
     failed = {p.name: p for p in engine.failed_packs}
     assert "pack dependency cycle: hostile -> hostile-b -> hostile" in (failed["hostile-b"].error or "")
     assert failed["hostile"].failure_kind == "pack_skipped"
@@ -115,7 +116,7 @@ def test_a_dependency_cycle_is_blamed_on_the_pack_that_closes_it(tmp_path: Path)
     ],
 )
 def test_skip_mode_reports_a_register_hook_that_fails(tmp_path: Path, kind: str, words: str) -> None:
-    engine = Engine(plugins=hostile_plugins(kind, tmp_path), on_pack_error="skip")
+    engine = Engine(plugins=hostile_plugins(kind, tmp_path), on_pack_error="skip")  # unpinned: a run vs the same run without it
     (failed,) = engine.failed_packs
     assert failed.name == "hostile" and words in (failed.error or "")
     assert engine.pm.get_plugin("hostile") is None  # none of its other hooks will ever run
@@ -123,7 +124,7 @@ def test_skip_mode_reports_a_register_hook_that_fails(tmp_path: Path, kind: str,
     assert not result.complete and EMERGENCY in result.finding_ids
     assert {"pack": "hostile", "kind": "pack_load"}.items() <= result.errors[0].items()
     with pytest.raises(PackLoadError, match=words.split(":")[0]):
-        Engine(plugins=hostile_plugins(kind, tmp_path))  # asked for by name: an error
+        Engine(plugins=hostile_plugins(kind, tmp_path))  # asked for by name: an error  # unpinned: a run vs the same run without it
 
 
 def test_a_register_hook_may_return_a_tuple(tmp_path: Path) -> None:
@@ -134,4 +135,4 @@ def test_a_register_hook_may_return_a_tuple(tmp_path: Path) -> None:
 
 def test_unknown_pack_error_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="on_pack_error"):
-        Engine(on_pack_error="ignore")
+        Engine(packs=BUILTIN_PACKS, on_pack_error="ignore")

@@ -45,8 +45,9 @@ CHECKPOINT_EVERY = 10_000
 def example_decisions(log: Any) -> list[dict[str, Any]]:
     """Decision bodies of every example document, as the writer would record them."""
     from neurocds import Engine
+    from neurocds_packs import BUILTIN_PACKS
 
-    engine = Engine()
+    engine = Engine(packs=BUILTIN_PACKS)
     bodies = []
     for path in sorted((ROOT / "examples").glob("*.json")):
         facts = json.loads(path.read_text(encoding="utf-8"))

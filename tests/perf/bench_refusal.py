@@ -35,6 +35,8 @@ from neurocds.errors import FactsValidationError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared corpus
 from hostile.corpus import corpus
 
+from neurocds_packs import BUILTIN_PACKS
+
 
 def refuse(func: Callable[[], Any]) -> FactsValidationError:
     try:
@@ -79,7 +81,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--max-ms", type=float, default=50.0)
     args = parser.parse_args()
-    engine = Engine(backend="reference")
+    engine = Engine(packs=BUILTIN_PACKS, backend="reference")
     worst = 0.0
     head = ("document", "bytes", "loads ms", "json ms", "MiB", "dict ms", "MiB")
     print("{:28s} {:>8s} {:>8s} {:>8s} {:>5s} {:>8s} {:>5s}  listed".format(*head))

@@ -183,6 +183,11 @@ class Evaluator:
             raise RequestError([Issue("/prefetch", message, "incomplete")], 412)
         sources = describe_sources(sent, service, fetched or {})
         notes = _source_notes(sources, ignored)
+        data_notes = _conversion_notes(conversion.warnings, self.engine.label_of)
+        # A value the EHR sent but that cannot be physiologically true was dropped: the clinician must
+        # hear of it on every call (it is often a unit or entry error on a value that matters).
+        notes += [n for n in data_notes if IMPOSSIBLE_VALUE in n]
+        data_notes = [n for n in data_notes if IMPOSSIBLE_VALUE not in n]
         draft_pointers = mark_drafts(conversion.provenance, drafts)
         try:
             # The provenance goes into the trace, as with `evaluate --fhir`, so the result and
@@ -203,7 +208,7 @@ class Evaluator:
             result,
             label_of=self.engine.label_of,
             notes=notes,
-            data_notes=_conversion_notes(conversion.warnings, self.engine.label_of),
+            data_notes=data_notes,
             sources=FactSources.build(readable, conversion.provenance, draft_pointers, conversion.facts),
             link_of=lambda finding_id: evidence_url(self.config.base_url, finding_id),
             rule_facts=_recorded_facts_by_rule(self.rule_facts, conversion.facts),
@@ -314,6 +319,10 @@ def _source_notes(sources: Mapping[str, Mapping[str, Any]], ignored: int) -> lis
     if ignored:
         notes.append(f"{ignored} prefetch key(s) this service did not ask for were not used")
     return notes
+
+
+# The FHIR converter's words for a value outside its mapping table's possible range.
+IMPOSSIBLE_VALUE = "physiologically possible range"
 
 
 def _conversion_notes(warnings: Sequence[Any], label_of: Any) -> list[str]:
