@@ -35,6 +35,7 @@ from neurocds.cdshooks.discovery import ServiceDefinition, build_services, disco
 from neurocds.cdshooks.evaluation import Evaluator
 from neurocds.cdshooks.evidence import CONTENT_SECURITY_POLICY, evidence_page
 from neurocds.cdshooks.fetch import Fetcher
+from neurocds.cdshooks.health import HEALTH_PATH, HEALTH_TYPE, health_document
 from neurocds.cdshooks.requests import (
     HookRequest,
     Issue,
@@ -196,6 +197,14 @@ class CdsService:
         log_failed_packs(self.evaluator.engine)  # every answer is incomplete while one is missing
         return JSONResponse(discovery_document(self.services))
 
+    async def health(self, request: Request) -> Response:
+        """Whether the audit log can be appended to (200 pass, 503 fail); no token, no patient data."""
+        problem = await run_in_threadpool(self.evaluator.health_problem)
+        if problem is not None:
+            log.error("health: %s", problem)
+        body = health_document(problem, self.evaluator.audit is not None)
+        return JSONResponse(body, status_code=503 if problem else 200, media_type=HEALTH_TYPE)
+
     async def call(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
         authenticated, issuer = await self.authenticate(request, f"/cds-services/{service_id}")
@@ -243,13 +252,7 @@ class CdsService:
         return Response(status_code=200)
 
     def _cannot_record(self, what: str, exc: AuditError) -> Response:
-        """The audit log cannot record: no advice is given that is not on record (503, retry later)."""
-        log.error("503 %s: the audit log cannot record: %s", what, exc)
-        issue = Issue("", "the decision could not be recorded in the audit log, so no advice is given; "
-                      "try again later", "transient")  # fmt: skip
-        response = outcome_response([issue], 503)
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return cannot_record(what, exc)
 
     def _unread(self, exc: Exception, what: str) -> Response:
         """The body was not read whole: too large (413), too slow (408), or the client left."""
@@ -271,12 +274,24 @@ class CdsService:
         return response
 
 
+def cannot_record(what: str, exc: AuditError) -> Response:
+    """The audit log cannot record: no advice is given that is not on record (503, retry later)."""
+    log.error("503 %s: the audit log cannot record: %s", what, exc)
+    issue = Issue("", "the decision could not be recorded in the audit log, so no advice is given; "
+                  "try again later", "transient")  # fmt: skip
+    response = outcome_response([issue], 503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Unexpected errors become a bare OperationOutcome; the traceback goes to the log, not the caller."""
 
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
+        except AuditError as exc:  # e.g. a used token cannot be written down beside the log: nothing is trusted
+            return cannot_record(f"{request.method} {request.url.path!r}", exc)
         except Exception:
             ref = str(uuid.uuid4())
             log.exception("500 %s %s (error reference %s)", request.method, request.url.path, ref)
@@ -331,11 +346,8 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     evaluator = Evaluator(config, engine)  # first: it opens (and checks) the audit log
     verifier = None
     if config.secured:
-        store = None
-        if config.audit_dir is not None:  # used tokens outlive a restart, in the log's index
-            from neurocds.audit.index import UsedTokens
-
-            store = UsedTokens(config.audit_dir)
+        # Used tokens outlive a restart and are shared by all workers, beside the audit log.
+        store = evaluator.shared
         verifier = TokenVerifier.from_locations(
             config.issuers,
             clock=config.clock,
@@ -351,6 +363,7 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     routes = [
         Route(SHEET_PATH, _guard(sheets.page), methods=["GET"]),
         Route(SHEET_PATH + "/{finding_id}", _guard(sheets.page), methods=["GET"]),
+        Route(HEALTH_PATH, _guard(service.health), methods=["GET"]),
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", _guard(service.feedback), methods=["POST"]),

@@ -140,8 +140,9 @@ class JwksSource:
 class ReplayCache:
     """``(iss, jti)`` pairs seen, each kept until its token expires.
 
-    :param store: where used tokens outlive a restart (the audit log's index; see
-        :class:`neurocds.audit.index.UsedTokens`): loaded at start, written on each use.
+    :param store: where used tokens outlive a restart and are shared with the other worker
+        processes (:class:`neurocds.cdshooks.shared_state.SharedState`): loaded at start, and
+        the authority on each use, since another worker may have taken the token since.
     """
 
     def __init__(self, max_size: int, store: Any = None, now: float | None = None) -> None:
@@ -165,8 +166,9 @@ class ReplayCache:
                 raise AuthError("jti already used (replay)")
             if len(self._seen) >= self._max:
                 raise AuthError("replay cache full; refusing new tokens until some expire")
-            if self._store is not None:
-                self._store.add(key, expires_at)  # before the token is accepted: a restart must see it
+            # Claimed in the store before the token is accepted: a restart, and every other worker, must see it.
+            if self._store is not None and not self._store.claim(key, expires_at, now):
+                raise AuthError("jti already used (replay, seen by another worker)")
             self._seen[token] = expires_at
             heapq.heappush(self._expiry, (expires_at, token))
 
