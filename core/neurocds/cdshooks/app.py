@@ -44,7 +44,7 @@ from neurocds.cdshooks.requests import (
     parse_feedback,
     parse_hook_request,
 )
-from neurocds.cdshooks.security import AuthError, TokenVerifier
+from neurocds.cdshooks.security import AuthError, TokenVerifier, caller_of
 from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import ParseLimits, parse_strict
 
@@ -139,10 +139,11 @@ class CdsService:
         self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
         self.fetcher = Fetcher(config)
 
-    async def authenticate(self, request: Request, path: str) -> tuple[bool, str | None]:
-        """Whether the call is authenticated, and the issuer that vouched for it (``None``: insecure_dev)."""
+    async def authenticate(self, request: Request, path: str) -> tuple[bool, dict[str, str]]:
+        """Whether the call is authenticated, and who vouched for it: the token's ``issuer``,
+        ``subject`` and ``tenant`` claims, for the audit record (empty: insecure_dev). Never the token."""
         if self.verifier is None:
-            return True, None
+            return True, {}
         audience = self.config.endpoint_url(path)
         header = request.headers.get("authorization")
         try:
@@ -151,8 +152,8 @@ class CdsService:
         except AuthError as exc:
             # %r: the path is caller-controlled and must not be able to forge log lines.
             log.warning("401 %s %r: %s", request.method, path, exc)
-            return False, None
-        return True, str(claims["iss"])
+            return False, {}
+        return True, caller_of(claims)
 
     async def read_raw(self, request: Request) -> bytes:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -174,11 +175,11 @@ class CdsService:
             raise RequestError(issues)
         return hook_request
 
-    async def answer(self, raw: bytes, service: ServiceDefinition, issuer: str | None) -> dict[str, Any]:
+    async def answer(self, raw: bytes, service: ServiceDefinition, caller: dict[str, str]) -> dict[str, Any]:
         """Parse, fetch what the prefetch lacks (in the event loop: it waits on the network), evaluate."""
         hook_request = await run_in_threadpool(self.parse_call, raw, service)
-        prefetch, fetched = await self.fetcher.complete(hook_request, service, issuer)
-        return await run_in_threadpool(self.evaluator.respond, hook_request, service, prefetch, fetched)
+        prefetch, fetched = await self.fetcher.complete(hook_request, service, caller.get("issuer"))
+        return await run_in_threadpool(self.evaluator.respond, hook_request, service, prefetch, fetched, caller)
 
     async def evidence(self, request: Request) -> Response:
         """A finding's evidence and source sheet (pack content only, so no token: browsers open it)."""
@@ -207,7 +208,7 @@ class CdsService:
 
     async def call(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        authenticated, issuer = await self.authenticate(request, f"/cds-services/{service_id}")
+        authenticated, caller = await self.authenticate(request, f"/cds-services/{service_id}")
         if not authenticated:
             return unauthorized()
         service = service_by_id(self.services, service_id)
@@ -216,7 +217,7 @@ class CdsService:
         started = time.perf_counter()
         try:
             raw = await self.read_raw(request)
-            response = await self.answer(raw, service, issuer)
+            response = await self.answer(raw, service, caller)
         except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
             return self._unread(exc, service_id)
         except AuditError as exc:
@@ -231,7 +232,8 @@ class CdsService:
 
     async def feedback(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        if not (await self.authenticate(request, f"/cds-services/{service_id}/feedback"))[0]:
+        authenticated, caller = await self.authenticate(request, f"/cds-services/{service_id}/feedback")
+        if not authenticated:
             return unauthorized()
         if service_by_id(self.services, service_id) is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
@@ -240,7 +242,7 @@ class CdsService:
             items, issues = parse_feedback(await run_in_threadpool(self.parse_json, raw))
             if issues:
                 raise RequestError(issues)
-            unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
+            unknown = await run_in_threadpool(self.evaluator.record_feedback, items, caller)
         except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
             return self._unread(exc, f"{service_id} feedback")
         except AuditError as exc:

@@ -167,9 +167,11 @@ class Evaluator:
         service: ServiceDefinition,
         prefetch: Mapping[str, Any] | None = None,
         fetched: Mapping[str, dict[str, Any]] | None = None,
+        caller: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Cards for one call. ``prefetch``: the request's, completed by the fetcher;
-        ``fetched``: the source records of the keys it fetched."""
+        ``fetched``: the source records of the keys it fetched; ``caller``: the EHR's verified
+        JWT ``issuer``, ``subject`` and ``tenant``, recorded with the decision."""
         from neurocds.fhir import FhirConverter, FhirInputError
 
         self._check_recordable()
@@ -240,7 +242,7 @@ class Evaluator:
         )
         decision_id = str(result["evaluation_id"])
         asked = {"user": request.context.get("userId"), "fhir_server": request.fhir_server,
-                 "hook": service.hook, "hook_instance": request.hook_instance}  # fmt: skip
+                 "hook": service.hook, "hook_instance": request.hook_instance, **(caller or {})}  # fmt: skip
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts, asked))
         # Optional arrays without a value are omitted (the spec): no "systemActions": [].
         return {"cards": cards}
@@ -290,8 +292,9 @@ class Evaluator:
         return {"cards": [card]}
 
     # --------------------------------------------------------------- feedback
-    def record_feedback(self, items: Sequence[FeedbackItem]) -> int:
-        """Record every item; returns how many named a card this service does not know."""
+    def record_feedback(self, items: Sequence[FeedbackItem], caller: Mapping[str, str] | None = None) -> int:
+        """Record every item, with who sent it (``caller``: the EHR's JWT issuer, subject and tenant);
+        returns how many named a card this service does not know."""
         self._check_recordable()
         unknown = 0
         for item in items:
@@ -307,6 +310,7 @@ class Evaluator:
                     decision_id=decision_id,
                     accepted_suggestions=list(item.accepted_suggestions) or None,
                     outcome_timestamp=item.outcome_timestamp,
+                    request=caller,
                 )
         return unknown
 

@@ -137,6 +137,17 @@ class JwksSource:
             log.warning("JWK Set fetch from %s failed: %s", self.location, type(exc).__name__)
 
 
+# The longest claim value kept in the audit record (the audit schema's bound); a token is at most 8 KiB.
+MAX_CLAIM_CHARS = 1024
+
+
+def caller_of(claims: Mapping[str, Any]) -> dict[str, str]:
+    """The claims of a verified token that say which EHR asked: ``iss``, ``sub`` and ``tenant``
+    (CDS Hooks 2.0), as strings. ``jti`` and the token itself are never kept."""
+    named = {"issuer": claims.get("iss"), "subject": claims.get("sub"), "tenant": claims.get("tenant")}
+    return {key: value[:MAX_CLAIM_CHARS] for key, value in named.items() if isinstance(value, str) and value}
+
+
 class ReplayCache:
     """``(iss, jti)`` pairs seen, each kept until its token expires.
 
