@@ -1,16 +1,18 @@
 """CDS Hooks service load benchmark: requests/s, latency and CPU per request, by workers and clients.
 
     python tests/perf/bench_cdshooks.py [--requests 400] [--concurrency 1,4,16] [--workers 1,2]
-                                        [--insecure] [--audit]
+                                        [--rounds 3] [--insecure] [--audit]
 
 Starts the real service (``neurocds serve``, uvicorn, ``--workers N``, all installed
-packs) in a subprocess on 127.0.0.1, for each worker count in turn, then for each
-concurrency drives it with that many clients, each on its own keep-alive connection,
-until ``--requests`` calls have completed (or ``--max-seconds`` passed). The clients
-are asyncio coroutines in one thread sending pre-built requests, so the load
-generator costs little of the CPU the server needs (it shares the machine). Every
-call is a patient-view hook whose prefetch is built from one of the Synthea bundles
-in /work/shared/data/synthea, as an EHR would answer the discovery templates.
+packs) in a subprocess on 127.0.0.1 for each worker count, all before measuring, then
+in ``--rounds`` rounds alternating between them (so other load on the machine falls on
+each alike; the ratio is the median over rounds), for each concurrency drives each
+with that many clients, each on its own keep-alive connection, until ``--requests``
+calls have completed (or ``--max-seconds`` passed). The clients are asyncio
+coroutines in one thread sending pre-built requests, so the load generator costs
+little of the CPU the server needs (it shares the machine). Every call is a
+patient-view hook whose prefetch is built from one of the Synthea bundles in
+/work/shared/data/synthea, as an EHR would answer the discovery templates.
 By default the server is secured and every call carries a fresh ES384 JWT
 (signed before timing starts), so signature checks and the shared replay cache are
 in the measured path; ``--insecure`` measures without them. ``--audit`` serves with
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -227,6 +230,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
     parser.add_argument("--workers", default="1", help="comma-separated worker process counts (serve --workers)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds over the worker counts")
     parser.add_argument("--max-seconds", type=float, default=120.0, help="time cap per level")
     parser.add_argument("--max-body", type=int, default=1_048_576)
     parser.add_argument("--insecure", action="store_true", help="no JWT (measure without signature checks)")
@@ -249,21 +253,27 @@ def main() -> None:
     print(f"baseline, same bodies in process (parse + FHIR + evaluate, no HTTP/JWT): p50 {baseline:.1f} ms,"
           f" CPU {baseline_cpu:.1f} ms/req")  # fmt: skip
     print(f"server: audit {'ON (fsync per call)' if opts.audit else 'off'}, JWT {'off' if opts.insecure else 'ES384'}")
-    rates: dict[tuple[int, int], float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    if max(worker_counts) > 1 and not (opts.audit or opts.insecure):
+        raise SystemExit("--workers above 1 with JWT checks needs --audit (the workers share the replay cache "
+                         "beside the audit log), or --insecure")  # fmt: skip
+    rates: dict[tuple[int, int], list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        keys = None if opts.insecure else make_keys(Path(tmp))
+        servers = {}
+        # Every server is up before any is measured, and the rounds alternate between them, so a
+        # change in the machine's other load during the run falls on all worker counts alike.
         for workers in worker_counts:
-            if opts.insecure:
-                args, keys = ["--insecure-dev"], None
-            else:
-                keys = make_keys(Path(tmp))
-                args = ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}"]
+            args = ["--insecure-dev"] if keys is None else ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}"]
             args += ["--observation-window-days", str(opts.window_days)]
             if opts.audit:
                 args += ["--audit-dir", str(Path(tmp) / f"audit-{workers}")]
             # Info level for every worker count alike: it is how the harness sees each worker start.
-            with serve_process(args, log_level="info", start_timeout=START_TIMEOUT, workers=workers) as served:
-                base = f"http://127.0.0.1:{served.port}"
-                for concurrency in levels:
+            served = serve_process(args, log_level="info", start_timeout=START_TIMEOUT, workers=workers)
+            servers[workers] = stack.enter_context(served)
+        for round_ in range(opts.rounds):
+            for concurrency in levels:
+                for workers, served in servers.items():
+                    base = f"http://127.0.0.1:{served.port}"
                     total = WARMUP + opts.requests
                     # Signed now, so every token is fresh; a token lives 5 minutes, longer than a level's cap.
                     now = datetime.now(UTC)
@@ -272,13 +282,15 @@ def main() -> None:
                     run_level(served.port, workers, concurrency, calls[:WARMUP], opts.max_seconds)
                     level = run_level(served.port, workers, concurrency, calls[WARMUP:], opts.max_seconds,
                                       served.proc.pid)  # fmt: skip
-                    rates[(workers, concurrency)] = report(level, baseline, baseline_cpu)
+                    print(f"round {round_ + 1}: ", end="")
+                    rates.setdefault((workers, concurrency), []).append(report(level, baseline, baseline_cpu))
     for concurrency in levels:
         one = rates.get((1, concurrency))
         for workers in worker_counts:
             if workers > 1 and one and (workers, concurrency) in rates:
-                print(f"c={concurrency}: {workers} workers give {rates[(workers, concurrency)] / one:.2f}x the "
-                      "requests/s of 1")  # fmt: skip
+                ratios = [w / o for w, o in zip(rates[(workers, concurrency)], one, strict=True) if o]
+                print(f"c={concurrency}: {workers} workers give {statistics.median(ratios):.2f}x the requests/s of 1"
+                      f" (median of {len(ratios)} rounds: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
     print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
