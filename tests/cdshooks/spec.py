@@ -33,10 +33,27 @@ def assert_card(card: Any) -> None:
         assert isinstance(card["detail"], str)
     if card.get("suggestions"):
         assert card.get("selectionBehavior") in ("at-most-one", "any"), "suggestions need selectionBehavior"
+    for suggestion in card.get("suggestions") or ():
+        assert isinstance(suggestion["label"], str) and suggestion["label"], "a suggestion needs a label"
+        for action in suggestion.get("actions") or ():
+            assert_action(action)
     for i, reason in enumerate(card.get("overrideReasons") or ()):
         assert_coding(reason, f"overrideReasons/{i}")
     for link in card.get("links") or ():
         assert link["type"] in ("absolute", "smart") and link["label"] and link["url"]
+
+
+def assert_action(action: Any) -> None:
+    """CDS Hooks 2.0 Action: ``type`` and ``description`` required; a FHIR resource to create or
+    update; for a delete, ``resourceId``: a relative reference (a string, ``Type/id``)."""
+    assert action["type"] in ("create", "update", "delete")
+    assert isinstance(action["description"], str) and action["description"]
+    if action["type"] == "delete":
+        reference = action.get("resourceId")
+        assert isinstance(reference, str) and reference.count("/") == 1, f"resourceId {reference!r}"
+        assert "resource" not in action, "a FHIR id in 'resource' for a delete is deprecated"
+    else:
+        assert isinstance(action["resource"], Mapping) and action["resource"].get("resourceType")
 
 
 def assert_no_empty_values(doc: Any, where: str = "") -> None:

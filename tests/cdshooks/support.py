@@ -221,20 +221,29 @@ class ServedProcess:
 
 @contextmanager
 def serve_process(
-    args: Sequence[str], *, log_level: str = "warning", start_timeout: float = 30.0
+    args: Sequence[str],
+    *,
+    log_level: str = "warning",
+    start_timeout: float = 30.0,
+    workers: int = 1,
+    prefix: Sequence[str] = (),
 ) -> Iterator[ServedProcess]:
     """``neurocds serve`` as a real process on a free loopback port, stopped afterwards.
 
-    Ready once its discovery endpoint answers. Its stderr goes to a file, not a pipe:
+    Ready once its discovery endpoint answers and, with ``workers`` above 1, every worker
+    has said it started (read from the info log). Its stderr goes to a file, not a pipe:
     a pipe nobody reads during a long benchmark could fill and stall the server.
+    ``prefix``: a command the server runs under (``unshare -m`` ...).
     """
     sock = free_socket()
     port = int(sock.getsockname()[1])
     sock.close()
+    if workers > 1:
+        args, log_level = [*args, "--workers", str(workers)], "info"
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "stderr.txt"
         with log.open("wb") as err:
-            command = [*SERVE_CLI, "--port", str(port), "--log-level", log_level, *args]
+            command = [*prefix, *SERVE_CLI, "--port", str(port), "--log-level", log_level, *args]
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
         served = ServedProcess(port, proc)
         try:
@@ -244,11 +253,14 @@ def serve_process(
                     raise RuntimeError(f"the server exited during start-up: {log.read_text(errors='replace')}")
                 try:
                     http_call(port, "GET", "/cds-services")
-                    break
+                    if workers == 1 or log.read_text(errors="replace").count("startup complete") >= workers:
+                        break
                 except OSError:
                     if time.monotonic() > deadline:
                         raise
-                    time.sleep(0.1)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the workers did not all start: {log.read_text(errors='replace')}")
+                time.sleep(0.1)
             yield served
         finally:
             stop_process(proc)

@@ -12,7 +12,7 @@ from neurocds.audit.verify import verify_log
 from neurocds_packs import BUILTIN_PACKS
 
 from .spec import assert_operation_outcome, assert_response
-from .support import CDSHOOKS_DATA, Keys, Server, hook_request, load_json, synthea_prefetch
+from .support import CDSHOOKS_DATA, EHR_ISSUER, Keys, Server, hook_request, load_json, synthea_prefetch
 
 SERVICE = "/cds-services/neurocds-patient-view"
 FEEDBACK = f"{SERVICE}/feedback"
@@ -169,4 +169,5 @@ def test_the_decision_records_who_asked(issued: list[dict[str, Any]], audit_dir:
     assert decision["decision"]["request"]["user"] == "Practitioner/example"
     assert decision["decision"]["request"]["hook"] == "patient-view"
     agents = export_fhir(decision)["entry"][0]["resource"]["agent"]
-    assert [a["who"]["display"] for a in agents if a["requestor"]] == ["Practitioner/example"]
+    # The user, and the EHR whose token vouched for the call (tests/cdshooks/test_who_asked.py).
+    assert [a["who"]["display"] for a in agents if a["requestor"]] == ["Practitioner/example", EHR_ISSUER]

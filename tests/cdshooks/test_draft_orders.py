@@ -80,7 +80,7 @@ def test_a_draft_order_is_evaluated_named_and_offered_for_removal(
     assert card["selectionBehavior"] == "at-most-one"
     [suggestion] = card["suggestions"]
     [action] = suggestion["actions"]
-    assert action["type"] == "delete" and action["resourceId"] == ["MedicationRequest/draft-furosemide"]
+    assert action["type"] == "delete" and action["resourceId"] == "MedicationRequest/draft-furosemide"
     assert "Furosemide" in suggestion["label"]
     # Without the draft, nothing cites a diuretic.
     assert plain.status == 200
@@ -126,3 +126,61 @@ def test_the_readme_order_select_example_shows_the_draft_beside_the_potassium_ca
     assert "Being ordered now" in first["detail"] and "Furosemide 40 MG Oral Tablet" in first["detail"]
     assert "2026\\-11\\-20" in first["detail"]  # the date of the potassium result
     assert "suggestions" not in first
+
+
+def _potassium(value: float) -> dict[str, Any]:
+    quantity = {"value": value, "unit": "mmol/L", "system": "http://unitsofmeasure.org", "code": "mmol/L"}
+    return {**POTASSIUM, "valueQuantity": quantity}
+
+
+def _draft(drug_id: str, rxnorm: str, text: str) -> dict[str, Any]:
+    coding = {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": rxnorm, "display": text}
+    return {**DRAFT, "id": drug_id, "medicationCodeableConcept": {"coding": [coding], "text": text}}
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_the_built_in_packs_offer_to_remove_a_draft_that_raises_a_high_potassium(
+    keys: Keys, tmp_path: Path, hook: str
+) -> None:
+    """Built-in packs only, through real HTTP: potassium 6.4 and a draft lisinopril order make the
+    neuromuscular pack's 'medicine that raises potassium' finding cite the draft, so its card offers
+    to delete it; a draft furosemide with potassium 2.4 is named on the emergency card, recorded
+    as a draft, but no built-in rule cites it (the drug-induced weakness rule needs limb strength,
+    which no FHIR mapping gives), so nothing is offered for it."""
+    from neurocds import Engine
+    from neurocds_packs import BUILTIN_PACKS
+
+    path = f"/cds-services/neurocds-{hook}"
+    config = {"issuers": {EHR_ISSUER: str(keys.jwks_path)}, "clock": lambda: FIXED_NOW, "audit_dir": tmp_path}
+    lisinopril = _draft("draft-lisinopril", "29046", "Lisinopril")
+    furosemide = _draft("draft-furosemide", "313988", "Furosemide 40 MG Oral Tablet")
+    answers = {}
+    with running_server(config, Engine(packs=BUILTIN_PACKS)) as srv:
+        for name, value, draft in (("high", 6.4, lisinopril), ("low", 2.4, furosemide)):
+            prefetch = _prefetch()
+            prefetch["observations"]["entry"] = [{"resource": _potassium(value)}]
+            body = hook_request(hook, PATIENT, prefetch, draftOrders=_draft_orders(draft))
+            if hook == "order-sign":
+                body["context"].pop("selections", None)
+            resp = srv.call("POST", path, body, token=keys.token(srv.base_url + path))
+            assert resp.status == 200, resp.body
+            answers[name] = {c["source"]["topic"]["code"]: c for c in assert_response(resp.json())}
+    card = answers["high"]["neuromuscular.hyperkalaemia_drug_contributor"]
+    assert card["indicator"] == "warning"
+    assert "Lisinopril \\(class: ace inhibitor or arb\\) \\[draft order, not yet signed\\]" in card["detail"]
+    assert card["selectionBehavior"] == "at-most-one"
+    [suggestion] = card["suggestions"]
+    assert suggestion["actions"] == [
+        {"type": "delete", "description": "Remove the draft order for Lisinopril",
+         "resourceId": "MedicationRequest/draft-lisinopril"}
+    ]  # fmt: skip
+    low = answers["low"]["neuromuscular.electrolyte_imbalance"]
+    assert low["indicator"] == "critical" and "Furosemide 40 MG Oral Tablet" in low["detail"]
+    assert "Being ordered now" in low["detail"] and "suggestions" not in low
+    assert not any("suggestions" in c for c in answers["low"].values())
+    decisions = [r["decision"] for r in read_records(tmp_path) if r["type"] == "decision"]
+    assert [d["trace"]["input_provenance"]["draft_orders"] for d in decisions] == [
+        {"/medications/0": ["MedicationRequest/draft-lisinopril"]},
+        {"/medications/0": ["MedicationRequest/draft-furosemide"]},
+    ]
+    assert all(d["request"]["hook"] == hook for d in decisions)

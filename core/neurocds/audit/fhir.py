@@ -190,21 +190,36 @@ def export_fhir(record: Mapping[str, Any], *, fhir_server: str | None = None) ->
 
 
 def _requestor(asked: Mapping[str, Any], fhir_server: str | None) -> list[dict[str, Any]]:
-    """The user who asked (a CDS Hooks call's ``context.userId``), as the requesting agent."""
+    """Who asked, as requesting agents: the user (a CDS Hooks call's ``context.userId``) and the
+    EHR whose signed token vouched for the call (its JWT ``iss``, ``sub`` and ``tenant``)."""
+    agents: list[dict[str, Any]] = []
     user = asked.get("user")
-    if not isinstance(user, str) or not user:
-        return []
-    who: dict[str, Any] = {"display": user}
-    if "/" in user:  # a FHIR reference such as Practitioner/123
-        who["reference"] = _absolute(user, fhir_server)
-    agent: dict[str, Any] = {
-        "type": {"coding": [_coding(f"{TERMINOLOGY}/extra-security-role-type", "humanuser", "human user")]},
-        "who": who,
-        "requestor": True,
-    }
-    if asked.get("hook"):
-        agent["name"] = f"user of the EHR, through the CDS Hooks {asked['hook']} hook"
-    return [agent]
+    if isinstance(user, str) and user:
+        who: dict[str, Any] = {"display": user}
+        if "/" in user:  # a FHIR reference such as Practitioner/123
+            who["reference"] = _absolute(user, fhir_server)
+        agent: dict[str, Any] = {
+            "type": {"coding": [_coding(f"{TERMINOLOGY}/extra-security-role-type", "humanuser", "human user")]},
+            "who": who,
+            "requestor": True,
+        }
+        if asked.get("hook"):
+            agent["name"] = f"user of the EHR, through the CDS Hooks {asked['hook']} hook"
+        agents.append(agent)
+    issuer = asked.get("issuer")
+    if isinstance(issuer, str) and issuer:
+        # The EHR is identified by its issuer URL; its client id (JWT sub) is its other identity.
+        tenant = asked.get("tenant")
+        ehr: dict[str, Any] = {
+            "type": {"coding": [_coding(DCM, "110150", "Application")]},
+            "who": {"identifier": {"system": "urn:ietf:rfc:3986", "value": issuer}, "display": issuer},
+            "name": f"EHR (CDS client) {issuer}" + (f", tenant {tenant}" if isinstance(tenant, str) and tenant else ""),
+            "requestor": True,
+        }
+        if isinstance(asked.get("subject"), str) and asked["subject"]:
+            ehr["altId"] = asked["subject"]
+        agents.append(ehr)
+    return agents
 
 
 def _details(*pairs: tuple[str, str]) -> list[dict[str, str]]:

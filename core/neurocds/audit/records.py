@@ -40,7 +40,8 @@ _FINDING_KEYS = (
 _DERIVED_KEYS = ("name", "pack", "rule")
 _FIRED_KEYS = ("rule", "pack")
 _NOT_FIRED_KEYS = ("rule", "pack", "state", "unknown_facts")
-_REQUEST_KEYS = ("user", "fhir_server", "hook", "hook_instance")
+# Who asked: the CDS Hooks call's context, and the JWT claims naming the EHR (never the token itself).
+_REQUEST_KEYS = ("user", "fhir_server", "hook", "hook_instance", "issuer", "subject", "tenant")
 
 
 def utc_now() -> str:
@@ -198,8 +199,9 @@ def decision_body(
 
     :param result: ``Result.to_dict()`` of the evaluation.
     :param facts: the facts document evaluated (stored only when not redacting).
-    :param request: who asked (``user``, ``fhir_server``, ``hook``, ``hook_instance``): a
-        CDS Hooks call's; members that are not strings are left out.
+    :param request: who asked (``user``, ``fhir_server``, ``hook``, ``hook_instance``, and the
+        EHR's JWT ``issuer``, ``subject``, ``tenant``): a CDS Hooks call's; members that are
+        not strings are left out.
     """
     for key in ("evaluation_id", "evaluated_at", "facts_sha256"):
         if not isinstance(result.get(key), str):
@@ -221,7 +223,7 @@ def decision_body(
         "complete": bool(result.get("complete", False)),
         "missing_data": list(result.get("missing_data") or ()),
     }
-    asked = {k: v for k, v in (request or {}).items() if k in _REQUEST_KEYS and isinstance(v, str) and v}
+    asked = _asked(request)
     if asked:
         body["request"] = asked
     if redact:
@@ -277,6 +279,10 @@ def rejection_body(
     return body
 
 
+def _asked(request: Mapping[str, Any] | None) -> dict[str, str]:
+    return {k: v for k, v in (request or {}).items() if k in _REQUEST_KEYS and isinstance(v, str) and v}
+
+
 def feedback_body(
     card_uuid: str,
     outcome: str,
@@ -286,6 +292,7 @@ def feedback_body(
     accepted_suggestions: Sequence[str] | None,
     outcome_timestamp: str | None,
     redact: bool,
+    request: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     if outcome not in ("accepted", "overridden"):
         raise AuditError(f"feedback outcome must be accepted or overridden, not {outcome!r}")
@@ -302,6 +309,9 @@ def feedback_body(
         body["accepted_suggestions"] = [str(s) for s in accepted_suggestions]
     if outcome_timestamp is not None:
         body["outcome_timestamp"] = outcome_timestamp
+    asked = _asked(request)  # who sent the feedback: the EHR's JWT issuer, subject and tenant
+    if asked:
+        body["request"] = asked
     return body
 
 

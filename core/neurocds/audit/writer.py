@@ -238,8 +238,10 @@ class AuditLog:
         decision_id: str | None = None,
         accepted_suggestions: Sequence[str] | None = None,
         outcome_timestamp: str | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> Appended:
-        """Append CDS Hooks card feedback (``accepted`` or ``overridden``)."""
+        """Append CDS Hooks card feedback (``accepted`` or ``overridden``); ``request``: who sent it
+        (see :func:`neurocds.audit.records.feedback_body`)."""
         body = feedback_body(
             card_uuid,
             outcome,
@@ -248,6 +250,7 @@ class AuditLog:
             accepted_suggestions=accepted_suggestions,
             outcome_timestamp=outcome_timestamp,
             redact=self.redact,
+            request=request,
         )
         return self.append_together([PendingRecord("feedback", body)])[0]
 

@@ -35,6 +35,7 @@ from neurocds.cdshooks.discovery import ServiceDefinition, build_services, disco
 from neurocds.cdshooks.evaluation import Evaluator
 from neurocds.cdshooks.evidence import CONTENT_SECURITY_POLICY, evidence_page
 from neurocds.cdshooks.fetch import Fetcher
+from neurocds.cdshooks.health import HEALTH_PATH, HEALTH_TYPE, health_document
 from neurocds.cdshooks.requests import (
     HookRequest,
     Issue,
@@ -43,7 +44,7 @@ from neurocds.cdshooks.requests import (
     parse_feedback,
     parse_hook_request,
 )
-from neurocds.cdshooks.security import AuthError, TokenVerifier
+from neurocds.cdshooks.security import AuthError, TokenVerifier, caller_of
 from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import ParseLimits, parse_strict
 
@@ -138,10 +139,11 @@ class CdsService:
         self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
         self.fetcher = Fetcher(config)
 
-    async def authenticate(self, request: Request, path: str) -> tuple[bool, str | None]:
-        """Whether the call is authenticated, and the issuer that vouched for it (``None``: insecure_dev)."""
+    async def authenticate(self, request: Request, path: str) -> tuple[bool, dict[str, str]]:
+        """Whether the call is authenticated, and who vouched for it: the token's ``issuer``,
+        ``subject`` and ``tenant`` claims, for the audit record (empty: insecure_dev). Never the token."""
         if self.verifier is None:
-            return True, None
+            return True, {}
         audience = self.config.endpoint_url(path)
         header = request.headers.get("authorization")
         try:
@@ -150,8 +152,8 @@ class CdsService:
         except AuthError as exc:
             # %r: the path is caller-controlled and must not be able to forge log lines.
             log.warning("401 %s %r: %s", request.method, path, exc)
-            return False, None
-        return True, str(claims["iss"])
+            return False, {}
+        return True, caller_of(claims)
 
     async def read_raw(self, request: Request) -> bytes:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -173,11 +175,11 @@ class CdsService:
             raise RequestError(issues)
         return hook_request
 
-    async def answer(self, raw: bytes, service: ServiceDefinition, issuer: str | None) -> dict[str, Any]:
+    async def answer(self, raw: bytes, service: ServiceDefinition, caller: dict[str, str]) -> dict[str, Any]:
         """Parse, fetch what the prefetch lacks (in the event loop: it waits on the network), evaluate."""
         hook_request = await run_in_threadpool(self.parse_call, raw, service)
-        prefetch, fetched = await self.fetcher.complete(hook_request, service, issuer)
-        return await run_in_threadpool(self.evaluator.respond, hook_request, service, prefetch, fetched)
+        prefetch, fetched = await self.fetcher.complete(hook_request, service, caller.get("issuer"))
+        return await run_in_threadpool(self.evaluator.respond, hook_request, service, prefetch, fetched, caller)
 
     async def evidence(self, request: Request) -> Response:
         """A finding's evidence and source sheet (pack content only, so no token: browsers open it)."""
@@ -196,9 +198,17 @@ class CdsService:
         log_failed_packs(self.evaluator.engine)  # every answer is incomplete while one is missing
         return JSONResponse(discovery_document(self.services))
 
+    async def health(self, request: Request) -> Response:
+        """Whether the audit log can be appended to (200 pass, 503 fail); no token, no patient data."""
+        problem = await run_in_threadpool(self.evaluator.health_problem)
+        if problem is not None:
+            log.error("health: %s", problem)
+        body = health_document(problem, self.evaluator.audit is not None)
+        return JSONResponse(body, status_code=503 if problem else 200, media_type=HEALTH_TYPE)
+
     async def call(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        authenticated, issuer = await self.authenticate(request, f"/cds-services/{service_id}")
+        authenticated, caller = await self.authenticate(request, f"/cds-services/{service_id}")
         if not authenticated:
             return unauthorized()
         service = service_by_id(self.services, service_id)
@@ -207,7 +217,7 @@ class CdsService:
         started = time.perf_counter()
         try:
             raw = await self.read_raw(request)
-            response = await self.answer(raw, service, issuer)
+            response = await self.answer(raw, service, caller)
         except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
             return self._unread(exc, service_id)
         except AuditError as exc:
@@ -222,7 +232,8 @@ class CdsService:
 
     async def feedback(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
-        if not (await self.authenticate(request, f"/cds-services/{service_id}/feedback"))[0]:
+        authenticated, caller = await self.authenticate(request, f"/cds-services/{service_id}/feedback")
+        if not authenticated:
             return unauthorized()
         if service_by_id(self.services, service_id) is None:
             return outcome_response([Issue("", "no such CDS service", "not-found")], 404)
@@ -231,7 +242,7 @@ class CdsService:
             items, issues = parse_feedback(await run_in_threadpool(self.parse_json, raw))
             if issues:
                 raise RequestError(issues)
-            unknown = await run_in_threadpool(self.evaluator.record_feedback, items)
+            unknown = await run_in_threadpool(self.evaluator.record_feedback, items, caller)
         except (BodyTooLarge, BodyTooSlow, ClientGone) as exc:
             return self._unread(exc, f"{service_id} feedback")
         except AuditError as exc:
@@ -243,13 +254,7 @@ class CdsService:
         return Response(status_code=200)
 
     def _cannot_record(self, what: str, exc: AuditError) -> Response:
-        """The audit log cannot record: no advice is given that is not on record (503, retry later)."""
-        log.error("503 %s: the audit log cannot record: %s", what, exc)
-        issue = Issue("", "the decision could not be recorded in the audit log, so no advice is given; "
-                      "try again later", "transient")  # fmt: skip
-        response = outcome_response([issue], 503)
-        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response
+        return cannot_record(what, exc)
 
     def _unread(self, exc: Exception, what: str) -> Response:
         """The body was not read whole: too large (413), too slow (408), or the client left."""
@@ -271,12 +276,24 @@ class CdsService:
         return response
 
 
+def cannot_record(what: str, exc: AuditError) -> Response:
+    """The audit log cannot record: no advice is given that is not on record (503, retry later)."""
+    log.error("503 %s: the audit log cannot record: %s", what, exc)
+    issue = Issue("", "the decision could not be recorded in the audit log, so no advice is given; "
+                  "try again later", "transient")  # fmt: skip
+    response = outcome_response([issue], 503)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def _guard(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """Unexpected errors become a bare OperationOutcome; the traceback goes to the log, not the caller."""
 
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
+        except AuditError as exc:  # e.g. a used token cannot be written down beside the log: nothing is trusted
+            return cannot_record(f"{request.method} {request.url.path!r}", exc)
         except Exception:
             ref = str(uuid.uuid4())
             log.exception("500 %s %s (error reference %s)", request.method, request.url.path, ref)
@@ -331,11 +348,8 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     evaluator = Evaluator(config, engine)  # first: it opens (and checks) the audit log
     verifier = None
     if config.secured:
-        store = None
-        if config.audit_dir is not None:  # used tokens outlive a restart, in the log's index
-            from neurocds.audit.index import UsedTokens
-
-            store = UsedTokens(config.audit_dir)
+        # Used tokens outlive a restart and are shared by all workers, beside the audit log.
+        store = evaluator.shared
         verifier = TokenVerifier.from_locations(
             config.issuers,
             clock=config.clock,
@@ -351,6 +365,7 @@ def create_app(config: ServiceConfig, engine: Any | None = None) -> Starlette:
     routes = [
         Route(SHEET_PATH, _guard(sheets.page), methods=["GET"]),
         Route(SHEET_PATH + "/{finding_id}", _guard(sheets.page), methods=["GET"]),
+        Route(HEALTH_PATH, _guard(service.health), methods=["GET"]),
         Route("/cds-services", _guard(service.discovery), methods=["GET"]),
         Route("/cds-services/{service_id}", _guard(service.call), methods=["POST"]),
         Route("/cds-services/{service_id}/feedback", _guard(service.feedback), methods=["POST"]),

@@ -125,7 +125,8 @@ def _draft_suggestions(finding: Mapping[str, Any], sources: FactSources) -> list
                     continue
                 seen.add(resource)
                 label = truncate(f"Remove the draft order for {med['name']}", 80)
-                action = {"type": "delete", "description": label, "resourceId": [resource]}
+                # CDS Hooks 2.0 Action.resourceId: one relative reference (a string), e.g. MedicationRequest/1.
+                action = {"type": "delete", "description": label, "resourceId": resource}
                 suggestions.append({"label": label, "uuid": str(uuid.uuid4()), "actions": [action]})
     return suggestions
 

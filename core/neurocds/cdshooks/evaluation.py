@@ -3,9 +3,11 @@
 Runs in a worker thread (conversion and evaluation are CPU-bound and the audit
 log writes synchronously). Which card belongs to which decision is kept in a
 bounded in-memory index, filled at start from the audit log's ``cards`` records,
-so feedback can name the decision. Feedback about a card the index does not
-know is still recorded, without a ``decision_id`` (that absence is the flag),
-and logged as a warning. The index is per process: run one worker per audit log.
+so feedback can name the decision. With an audit log the index is also written to
+the state file the worker processes share (:mod:`neurocds.cdshooks.shared_state`),
+so feedback reaching another worker than the one that issued the card names its
+decision too. Feedback about a card no index knows is still recorded, without a
+``decision_id`` (that absence is the flag), and logged as a warning.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from neurocds.cdshooks.orders import (
     mark_drafts,
 )
 from neurocds.cdshooks.requests import FeedbackItem, HookRequest, Issue, RequestError
+from neurocds.cdshooks.shared_state import SharedState
 from neurocds.errors import FactsValidationError
 from neurocds.explain.render import fact_name
 
@@ -42,14 +45,20 @@ MAX_NOTES_ON_CARD = 12
 
 
 class CardIndex:
-    """card uuid -> decision id, most recent ``size`` cards."""
+    """card uuid -> decision id, most recent ``size`` cards; ``shared``: the workers' common index."""
 
-    def __init__(self, size: int = CARD_INDEX_SIZE) -> None:
+    def __init__(self, size: int = CARD_INDEX_SIZE, shared: SharedState | None = None) -> None:
         self._size = size
         self._map: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self._shared = shared
 
     def add(self, decision_id: str, card_uuids: Sequence[str]) -> None:
+        if self._shared is not None:  # before the cards are sent: their feedback may reach another worker
+            self._shared.add_cards(decision_id, card_uuids)
+        self._remember(decision_id, card_uuids)
+
+    def _remember(self, decision_id: str, card_uuids: Sequence[str]) -> None:
         with self._lock:
             for card in card_uuids:
                 self._map[card] = decision_id
@@ -59,7 +68,10 @@ class CardIndex:
 
     def get(self, card_uuid: str) -> str | None:
         with self._lock:
-            return self._map.get(card_uuid)
+            found = self._map.get(card_uuid)
+        if found is None and self._shared is not None:
+            found = self._shared.decision_of(card_uuid)
+        return found
 
     def load(self, directory: Path) -> None:
         """Fill the index from the newest ``cards`` records, read from the log's end backwards:
@@ -84,7 +96,7 @@ class CardIndex:
             log.warning("card index not loaded from the audit log: %s", type(exc).__name__)
             return
         for decision_id, uuids in reversed(newest_first):
-            self.add(decision_id, uuids)
+            self._remember(decision_id, uuids)
 
 
 class Evaluator:
@@ -101,6 +113,7 @@ class Evaluator:
         self.rule_facts = facts_read_by_rules(getattr(engine, "rules", ()))
         self.audit = None
         self.audit_damage: str | None = None
+        self.shared: SharedState | None = None
         if config.audit_dir is not None:
             from neurocds.audit import AuditLog
 
@@ -110,6 +123,8 @@ class Evaluator:
             # The chain's tail is checked (and an interrupted write recovered) now: a damaged
             # log stops the service at start (serve exits 4), not at its first call.
             self.audit.recover()
+            self.shared = _open_shared_state(config.audit_dir)
+            self.cards = CardIndex(shared=self.shared)
             self.cards.load(config.audit_dir)
             # The whole chain is verified in the background; if it is damaged, every call is
             # refused (503) from then on: an append would extend a chain that fails verification.
@@ -130,6 +145,15 @@ class Evaluator:
         if self.audit_damage:
             log.error("%s; calls are refused (503) until it is repaired", self.audit_damage)
 
+    def health_problem(self) -> str | None:
+        """Why a call could not be recorded now (``None``: it could, or nothing is recorded)."""
+        from neurocds.cdshooks.health import appendable_problem
+
+        if self.audit is None or self.config.audit_dir is None:
+            return None
+        state = self.shared.path if self.shared is not None else None
+        return appendable_problem(self.audit, self.config.audit_dir, self.audit_damage, state)
+
     def _check_recordable(self) -> None:
         if self.audit is not None and self.audit_damage is not None:
             from neurocds.audit.errors import AuditIntegrityError
@@ -143,9 +167,11 @@ class Evaluator:
         service: ServiceDefinition,
         prefetch: Mapping[str, Any] | None = None,
         fetched: Mapping[str, dict[str, Any]] | None = None,
+        caller: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Cards for one call. ``prefetch``: the request's, completed by the fetcher;
-        ``fetched``: the source records of the keys it fetched."""
+        ``fetched``: the source records of the keys it fetched; ``caller``: the EHR's verified
+        JWT ``issuer``, ``subject`` and ``tenant``, recorded with the decision."""
         from neurocds.fhir import FhirConverter, FhirInputError
 
         self._check_recordable()
@@ -216,7 +242,7 @@ class Evaluator:
         )
         decision_id = str(result["evaluation_id"])
         asked = {"user": request.context.get("userId"), "fhir_server": request.fhir_server,
-                 "hook": service.hook, "hook_instance": request.hook_instance}  # fmt: skip
+                 "hook": service.hook, "hook_instance": request.hook_instance, **(caller or {})}  # fmt: skip
         self._record(decision_id, cards, lambda audit: audit.prepare_decision(result, conversion.facts, asked))
         # Optional arrays without a value are omitted (the spec): no "systemActions": [].
         return {"cards": cards}
@@ -238,7 +264,12 @@ class Evaluator:
         pending = [first(self.audit)]
         if uuids:
             pending.append(self.audit.prepare_cards(decision_id=decision_id, card_uuids=uuids))
-        self.audit.append_together(pending)
+        try:
+            self.audit.append_together(pending)
+        except OSError as exc:  # e.g. the lock file on a file system gone read-only: not recorded, so 503
+            from neurocds.audit.errors import AuditError
+
+            raise AuditError(f"the audit log cannot be written: {exc.strerror or type(exc).__name__}") from None
 
     def _rejected(self, exc: FactsValidationError, facts: Any) -> dict[str, Any]:
         """The FHIR data gave facts the engine refuses: say so on a card rather than stay silent."""
@@ -261,8 +292,9 @@ class Evaluator:
         return {"cards": [card]}
 
     # --------------------------------------------------------------- feedback
-    def record_feedback(self, items: Sequence[FeedbackItem]) -> int:
-        """Record every item; returns how many named a card this service does not know."""
+    def record_feedback(self, items: Sequence[FeedbackItem], caller: Mapping[str, str] | None = None) -> int:
+        """Record every item, with who sent it (``caller``: the EHR's JWT issuer, subject and tenant);
+        returns how many named a card this service does not know."""
         self._check_recordable()
         unknown = 0
         for item in items:
@@ -278,8 +310,20 @@ class Evaluator:
                     decision_id=decision_id,
                     accepted_suggestions=list(item.accepted_suggestions) or None,
                     outcome_timestamp=item.outcome_timestamp,
+                    request=caller,
                 )
         return unknown
+
+
+def _open_shared_state(directory: Path) -> SharedState:
+    import sqlite3
+
+    from neurocds.audit.errors import AuditError
+
+    try:
+        return SharedState(directory, card_limit=CARD_INDEX_SIZE)
+    except (sqlite3.Error, OSError) as exc:  # beside the log: if it cannot be opened, neither can the log
+        raise AuditError(f"cannot open the service's shared state in {directory}: {exc}") from None
 
 
 def facts_read_by_rules(rules: Iterable[Any]) -> dict[str, frozenset[str]]:

@@ -137,11 +137,23 @@ class JwksSource:
             log.warning("JWK Set fetch from %s failed: %s", self.location, type(exc).__name__)
 
 
+# The longest claim value kept in the audit record (the audit schema's bound); a token is at most 8 KiB.
+MAX_CLAIM_CHARS = 1024
+
+
+def caller_of(claims: Mapping[str, Any]) -> dict[str, str]:
+    """The claims of a verified token that say which EHR asked: ``iss``, ``sub`` and ``tenant``
+    (CDS Hooks 2.0), as strings. ``jti`` and the token itself are never kept."""
+    named = {"issuer": claims.get("iss"), "subject": claims.get("sub"), "tenant": claims.get("tenant")}
+    return {key: value[:MAX_CLAIM_CHARS] for key, value in named.items() if isinstance(value, str) and value}
+
+
 class ReplayCache:
     """``(iss, jti)`` pairs seen, each kept until its token expires.
 
-    :param store: where used tokens outlive a restart (the audit log's index; see
-        :class:`neurocds.audit.index.UsedTokens`): loaded at start, written on each use.
+    :param store: where used tokens outlive a restart and are shared with the other worker
+        processes (:class:`neurocds.cdshooks.shared_state.SharedState`): loaded at start, and
+        the authority on each use, since another worker may have taken the token since.
     """
 
     def __init__(self, max_size: int, store: Any = None, now: float | None = None) -> None:
@@ -165,8 +177,9 @@ class ReplayCache:
                 raise AuthError("jti already used (replay)")
             if len(self._seen) >= self._max:
                 raise AuthError("replay cache full; refusing new tokens until some expire")
-            if self._store is not None:
-                self._store.add(key, expires_at)  # before the token is accepted: a restart must see it
+            # Claimed in the store before the token is accepted: a restart, and every other worker, must see it.
+            if self._store is not None and not self._store.claim(key, expires_at, now):
+                raise AuthError("jti already used (replay, seen by another worker)")
             self._seen[token] = expires_at
             heapq.heappush(self._expiry, (expires_at, token))
 

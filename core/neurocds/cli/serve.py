@@ -1,14 +1,24 @@
-"""``neurocds serve``: run the CDS Hooks 2.0 service (uvicorn, one worker).
+"""``neurocds serve``: run the CDS Hooks 2.0 service (uvicorn, ``--workers N`` processes).
 
 Refuses to start without a trusted issuer unless ``--insecure-dev`` is given,
 which prints a warning on every start and marks every response with the
 ``X-Neurocds-Insecure`` header. Exit codes: 2 bad options, 3 a pack, mapping
 table or JWK Set could not be loaded, 4 the audit log cannot be opened.
+
+With ``--workers N`` above 1, uvicorn's supervisor starts N processes on one
+socket (and restarts one that dies). The options are checked, and the app built
+once, in the parent, so a bad option still exits with its code before any worker
+starts; each worker then builds its own app from the same settings, passed in
+the environment (:data:`WORKER_ENV`). The workers share the replay cache and the
+card index in a file beside the audit log, and append to the one chain under its
+file lock, so a secured service needs ``--audit-dir`` to run more than one.
 """
 
 from __future__ import annotations
 
 import gc
+import json
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +36,9 @@ from neurocds.cli.auditing import audit_config_options, audit_failed, audit_opti
 
 EXIT_USAGE, EXIT_LOAD = 2, 3
 LOOPBACK = LOOPBACK_HOSTS
+# The settings every worker process builds its app from (JSON; the parent checked them).
+WORKER_ENV = "NEUROCDS_SERVE_WORKER"
+MAX_WORKERS = 64
 
 INSECURE_WARNING = """\
 ************************************************************************
@@ -170,6 +183,14 @@ def register(group: click.Group) -> None:
         show_default=True,
         help="Open connections accepted at once; one more is answered 503 and closed.",
     )
+    @click.option(
+        "--workers",
+        type=click.IntRange(1, MAX_WORKERS),
+        default=1,
+        show_default=True,
+        help="Worker processes on the one port. Above 1, --audit-dir is needed when tokens are checked "
+        "(the workers share the replay cache and card index beside the audit log).",
+    )
     @audit_config_options
     @click.option("--packs", envvar="NEUROCDS_PACKS", help="Comma-separated allowlist of packs to load.")
     @click.option(
@@ -195,11 +216,19 @@ def register(group: click.Group) -> None:
         header_timeout: float,
         body_timeout: float,
         max_connections: int,
+        workers: int,
         packs: str | None,
         log_level: str,
     ) -> None:
         """Run the CDS Hooks 2.0 service (discovery at BASE_URL/cds-services)."""
         issuers = _parse_issuers(issuer_specs)
+        if workers > 1 and issuers and audit_dir is None:
+            click.echo(
+                "error: --workers above 1 needs --audit-dir: a token used at one worker must be refused at "
+                "every other, and the workers share the replay cache beside the audit log.",
+                err=True,
+            )
+            sys.exit(EXIT_USAGE)
         if not issuers and not insecure_dev:
             click.echo(
                 "error: no trusted issuer. Give --issuer ISS=JWKS_PATH_OR_URL (repeatable), or "
@@ -223,38 +252,79 @@ def register(group: click.Group) -> None:
                     err=True,
                 )
         url_host = f"[{host}]" if ":" in host else host
-        app = _build_app(
-            base_url=base_url or f"http://{url_host}:{port}",
-            issuers=issuers,
-            insecure_dev=insecure_dev,
-            audit_dir=audit_dir,
-            audit_options=audit_options(audit_dir),
-            max_body=max_body,
-            observation_window_days=observation_window_days,
-            cors_origins=cors_origins,
-            body_timeout=body_timeout,
-            fetch={
+        settings: dict[str, Any] = {
+            "base_url": base_url or f"http://{url_host}:{port}",
+            "issuers": issuers,
+            "insecure_dev": insecure_dev,
+            "audit_dir": audit_dir,
+            "audit_options": audit_options(audit_dir),
+            "max_body": max_body,
+            "observation_window_days": observation_window_days,
+            "cors_origins": list(cors_origins),
+            "body_timeout": body_timeout,
+            "fetch": {
                 "fhir_servers": _parse_fhir_servers(fhir_server_specs, insecure_dev and not issuers),
                 "fhir_loopback_test_mode": fhir_test_loopback,
                 "fhir_deadline_seconds": fhir_deadline,
                 "fhir_page_size": fhir_page_size,
             },
-            packs=packs,
-        )
+            "packs": packs,
+        }
+        app = _build_app(**settings)
         import uvicorn
 
         from neurocds.cdshooks.transport import uvicorn_options
 
         _log_to_stderr(log_level)
-        # The engine's compiled rules live as long as the process: frozen, the collector stops
-        # rescanning them after every few thousand allocations (a third of the time per
-        # evaluation at 4,000 rules: tests/perf/bench_rule_scale.py).
-        gc.collect()
-        gc.freeze()
+        options = uvicorn_options(header_timeout=header_timeout, max_connections=max_connections)
+        if workers > 1:
+            del app  # checked; each worker builds its own from the same settings
+            guard = {"header_timeout": header_timeout, "max_connections": max_connections}
+            worker = {"app": settings, "guard": guard, "log_level": log_level}
+            os.environ[WORKER_ENV] = json.dumps(worker, default=str)  # paths as strings
+            options["http"] = f"{__name__}:WorkerProtocol"  # by name: uvicorn pickles its config to each worker
+            app = f"{__name__}:worker_app"
+        else:
+            _freeze_heap()
+        uvicorn.run(
+            app, host=host, port=port, log_level=log_level, server_header=False, workers=workers,
+            factory=workers > 1, **options,
+        )  # fmt: skip
 
-        # One worker: the replay cache and the card index live in this process.
-        guard = uvicorn_options(header_timeout=header_timeout, max_connections=max_connections)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False, workers=1, **guard)
+
+def _freeze_heap() -> None:
+    """The engine's compiled rules live as long as the process: frozen, the collector stops
+    rescanning them after every few thousand allocations (a third of the time per evaluation
+    at 4,000 rules: tests/perf/bench_rule_scale.py)."""
+    gc.collect()
+    gc.freeze()
+
+
+def _worker_settings() -> dict[str, Any]:
+    raw = os.environ.get(WORKER_ENV)
+    if raw is None:
+        raise RuntimeError(f"{WORKER_ENV} is not set: worker_app is started by `neurocds serve --workers N`")
+    settings: dict[str, Any] = json.loads(raw)
+    return settings
+
+
+def worker_app() -> Any:
+    """The app of one worker process of ``neurocds serve --workers N`` (a uvicorn factory)."""
+    settings = _worker_settings()
+    _log_to_stderr(settings["log_level"])
+    app = _build_app(**settings["app"])
+    _freeze_heap()
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """``WorkerProtocol``: the guarded HTTP protocol of a worker, built from :data:`WORKER_ENV`
+    (uvicorn imports it by name in each worker; a class made at run time cannot be pickled)."""
+    if name == "WorkerProtocol":
+        from neurocds.cdshooks.transport import guarded_protocol
+
+        return guarded_protocol(**_worker_settings()["guard"])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _log_to_stderr(level: str) -> None:
@@ -280,7 +350,7 @@ def _build_app(
     audit_options: dict[str, Any] | None,
     max_body: int,
     observation_window_days: float | None,
-    cors_origins: tuple[str, ...],
+    cors_origins: list[str],
     body_timeout: float,
     fetch: dict[str, Any],
     packs: str | None,
@@ -299,7 +369,7 @@ def _build_app(
             audit_dir=Path(audit_dir) if audit_dir else None,
             audit_options=audit_options,
             observation_window=timedelta(days=observation_window_days) if observation_window_days else None,
-            cors_origins=cors_origins,
+            cors_origins=tuple(cors_origins),
             body_timeout_seconds=body_timeout,
             **fetch,
         )
