@@ -99,7 +99,7 @@ def run_population(
     except (executors.PartitionFailed, RuntimeError, OSError) as exc:
         raise PopulationError(f"the run did not finish ({exc}); rerun with --resume to continue") from exc
     ordered = [markers[p.name] for p in plan.partitions]
-    written = output.merge(out, plan.partitions, plan.join_errors)
+    written = output.merge(out, plan.partitions, ordered, plan.join_errors)
     summary = _summary(plan, ordered, written, settings, run_id, started, time.perf_counter() - clock)
     summary["resumed_partitions"] = len(plan.partitions) - len(todo)
     output.write_summary(out, summary)
