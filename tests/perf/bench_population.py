@@ -2,6 +2,7 @@
 
     python tests/perf/bench_population.py [--n 10000] [--repeat 3] [--trace] [--backend durable|reference]
     python tests/perf/bench_population.py --n 2000 --profile     # where one in-process run spends its time
+    python tests/perf/bench_population.py --n 300 --instructions # I/O overhead in instructions (callgrind)
 
 Variants, each over the same generated patients (facts NDJSON on disk), measured
 in interleaved rounds; per variant the median over rounds is printed, with its ratio
@@ -23,6 +24,11 @@ Figures, as issue 16 defines them:
   I/O overhead           (run time in process - in-memory time) / in-memory time, per round, median
   parallel efficiency    rate(2 processes) / (2 x rate(1 process)), per round, median; also against
                          the in-process run (no process start at all: the stricter figure)
+--instructions counts user-space instructions with valgrind's callgrind, which load
+does not move: the same N documents evaluated in memory, run in process, and neither
+(the setup both share), so the I/O overhead is (run - setup) / (in-memory - setup) - 1.
+The kernel's share of writing (page cache copies) is not counted there: the CPU time
+figures below include it.
 CPU milliseconds per patient (this process and its finished workers) are printed
 too: unlike rates they hardly move when neighbours load the machine, so the I/O
 overhead is also given by CPU time. The load average is printed before and after
@@ -36,9 +42,11 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,6 +89,50 @@ def _evaluate_half(which: int) -> tuple[float, float]:
     return started, time.time()
 
 
+def instruction_workload(source: Path, work: Path, what: str, trace: bool, backend: str | None) -> None:
+    """What callgrind counts: the same setup, then the in-memory loop, the run in process, or nothing."""
+    settings = RunSettings(now=NOW, trace=trace, backend=backend, partition_size=100)
+    docs = [json.loads(line) for line in source.read_bytes().splitlines()]
+    engine = process_engine(settings)
+    # Every variant first runs a small population (lazy imports, pyarrow's first writer, caches):
+    # what is left is the cost per patient, not the first run's.
+    warm = work / "warm.ndjson"
+    warm.write_bytes(b"".join(source.read_bytes().splitlines(keepends=True)[:20]))
+    run_population([warm], work / "warm", settings, workers=0)
+    if what == "in-memory":
+        for doc in docs:
+            engine.evaluate(doc, trace=trace).to_dict()
+    elif what == "run":
+        run_population([source], work / "counted", settings, workers=0)
+
+
+def count_instructions(source: Path, work: Path, args: argparse.Namespace) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    counts = {}
+    for what in ("setup", "in-memory", "run"):
+        command = [sys.executable, __file__, "--workload", what, "--source", str(source), "--work", str(work)]
+        command += ["--trace"] if args.trace else []
+        command += ["--backend", args.backend] if args.backend else []
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        match = re.search(r"Collected : (\d+)", done.stderr)
+        if match is None:
+            raise SystemExit(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+        counts[what] = int(match.group(1))
+        for leftover in ("counted", "warm"):
+            shutil.rmtree(work / leftover, ignore_errors=True)
+    evaluate, run = counts["in-memory"] - counts["setup"], counts["run"] - counts["setup"]
+    print(f"{args.n} patients, callgrind, user-space instructions per patient:")
+    print(f"  in-memory (evaluate + to_dict)  {evaluate / args.n:14,.0f}")
+    print(f"  run in process                  {run / args.n:14,.0f}")
+    print(f"I/O overhead by instructions: {run / evaluate - 1:.1%} of evaluation (kernel time not counted)")
+
+
 def profile(source: Path, work: Path, settings: RunSettings, n: int) -> None:
     """One in-process run under cProfile: seconds per stage, per patient, and the top functions."""
     import cProfile
@@ -120,7 +172,14 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="write whole results with their trace (~40 KB each)")
     parser.add_argument("--backend", choices=["durable", "reference"], default=None)
     parser.add_argument("--profile", action="store_true", help="profile one in-process run instead")
+    parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.workload:
+        instruction_workload(Path(args.source), Path(args.work), args.workload, args.trace, args.backend)
+        return
     import distributed
 
     work = Path(tempfile.mkdtemp(prefix="bench-population-"))
@@ -130,6 +189,9 @@ def main() -> None:
         settings = RunSettings(now=NOW, trace=args.trace, backend=args.backend, partition_size=500)
         if args.profile:
             profile(source, work, settings, args.n)
+            return
+        if args.instructions:
+            count_instructions(source, work, args)
             return
         docs = [json.loads(line) for line in source.read_bytes().splitlines()]
         print(f"{args.n} patients, backend {args.backend or 'default'}, trace {'on' if args.trace else 'off'}")

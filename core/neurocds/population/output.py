@@ -167,9 +167,12 @@ def _append(out_fd: int, path: Path, size: int) -> None:
         if found != size:
             raise OSError(f"{path.name} holds {found} bytes, its partition wrote {size}")
         left = size
+        kernel_copy = getattr(os, "copy_file_range", None)  # Linux; elsewhere through a buffer
         while left:
             try:
-                copied = os.copy_file_range(src.fileno(), out_fd, left)
+                if kernel_copy is None:
+                    raise OSError("no copy_file_range")
+                copied = kernel_copy(src.fileno(), out_fd, left)
             except OSError:  # not between these file systems (or this kernel): through a buffer
                 chunk = memoryview(src.read(min(left, 1 << 24)))
                 copied = len(chunk)
