@@ -127,6 +127,7 @@ def test_a_part_changed_after_its_partition_finished_fails_the_run_and_resume_re
     with pytest.raises(PopulationError, match="partition wrote") as info:
         run_population([population], out, SETTINGS, workers=0, on_progress=tamper_when_all_done)
     assert info.value.kind == "failed" and not (out / "summary.json").exists()
+    assert sorted(f.name for f in out.iterdir() if f.is_file()) == [".run.json"]  # no half-assembled output
     summary = run_population([population], out, SETTINGS, workers=0, resume=True)
     assert summary["resumed_partitions"] == summary["partitions"] - 1  # all but the tampered one
     assert summary["results_sha256"] == serial["results_sha256"]

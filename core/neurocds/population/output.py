@@ -57,7 +57,11 @@ def part_path(out_dir: Path, part: Partition, suffix: str) -> Path:
 
 def _atomic_write(path: Path, write: Any) -> None:
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    write(tmp)
+    try:
+        write(tmp)
+    except BaseException:
+        remove_quietly(tmp)  # a failed or interrupted write leaves nothing half-written behind
+        raise
     os.replace(tmp, path)
 
 
