@@ -57,7 +57,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared document helpers
 from population.helpers import NOW, facts_ndjson
 
-from neurocds import Engine
+from neurocds.engine import Engine
 from neurocds.population import RunSettings, process_engine, run_population
 
 
@@ -253,10 +253,10 @@ def main() -> None:
             spread = f"(rounds {min(rates):.0f}-{max(rates):.0f})" if args.repeat > 1 else ""
             # Dask workers and the ceiling's pool outlive the variant, so their CPU time is not counted here.
             counted = "Cluster" not in name and name != "in-memory, 2 processes"
-            cpu = f"{statistics.median(cpu_ms[name]):5.2f} CPU ms/patient" if counted else ""
+            cpu_text = f"{statistics.median(cpu_ms[name]):5.2f} CPU ms/patient" if counted else ""
             ratio = median_of(lambda i, name=name: seconds[base][i] / seconds[name][i])  # type: ignore[misc]
             rate = statistics.median(rates)
-            print(f"{name:22s} {rate:7.0f} patients/s {spread:22s} x{ratio:.2f} of in-memory  {cpu}")
+            print(f"{name:22s} {rate:7.0f} patients/s {spread:22s} x{ratio:.2f} of in-memory  {cpu_text}")
 
         def efficiency(parallel: str, single: str) -> float:
             return median_of(lambda i: seconds[single][i] / (2 * seconds[parallel][i]))

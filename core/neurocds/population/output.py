@@ -154,7 +154,8 @@ def merge(
     def write_findings(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, ROW_SCHEMA) as writer:
             for part in partitions:
-                table = pq.read_table(part_path(out_dir, part, "parquet"), schema=ROW_SCHEMA)
+                # ParquetFile, not read_table: that one imports pyarrow.dataset (0.4-0.6 s of every run's end).
+                table = pq.ParquetFile(part_path(out_dir, part, "parquet")).read().cast(ROW_SCHEMA)
                 written["rows"] += table.num_rows
                 writer.write_table(table)
 
