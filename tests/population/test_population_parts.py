@@ -132,3 +132,21 @@ def test_a_part_changed_after_its_partition_finished_fails_the_run_and_resume_re
     assert summary["resumed_partitions"] == summary["partitions"] - 1  # all but the tampered one
     assert summary["results_sha256"] == serial["results_sha256"]
     assert "stray" not in (out / "results.ndjson").read_text()
+
+
+def test_a_sweep_gives_pack_hooks_a_budget_a_busy_machine_cannot_overrun(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from neurocds.cli import main
+    from neurocds.population import process_engine
+    from neurocds.population.settings import DEFAULT_SWEEP_HOOK_BUDGET
+    from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S
+
+    assert DEFAULT_SWEEP_HOOK_BUDGET > 10 * DEFAULT_HOOK_BUDGET_S
+    assert process_engine(SETTINGS)._runner.budget_s == DEFAULT_SWEEP_HOOK_BUDGET  # the engine's own runner
+    tighter = RunSettings.from_dict({**SETTINGS.to_dict(), "hook_budget": 0.5})
+    assert process_engine(tighter)._runner.budget_s == 0.5 and tighter.engine_key() != SETTINGS.engine_key()
+    with pytest.raises(ValueError, match="hook_budget"):
+        RunSettings(hook_budget=0)
+    refused = CliRunner().invoke(main, ["population", "run", "x.ndjson", "--out", str(tmp_path), "--hook-budget", "-1"])
+    assert refused.exit_code == 2 and "hook_budget" in refused.output
