@@ -10,9 +10,11 @@ to the baseline of the same round:
   in-memory, 1 process   Engine.evaluate(...).to_dict() over documents parsed beforehand:
                          the whole result documents a run writes, built in memory,
                          nothing read or written (the baseline)
-  run, in process        neurocds population run --workers 0, with this process's engine
-                         already built (as the baseline's is): read NDJSON, evaluate,
-                         write results NDJSON + Parquet + errors + summary
+  run, in process        neurocds population run --workers 0, in the same process as the
+                         baseline and with its engine: read NDJSON, evaluate, write results
+                         NDJSON + Parquet + errors + summary
+                         (both run in a helper process started beforehand, not in this one,
+                         whose LocalCluster scheduler and client threads would share their GIL)
   run, 1 process         --workers 1: one spawned worker process (its start and engine start included)
   run, 2 processes       --workers 2
   LocalCluster, 2        a running 2-worker Dask LocalCluster (processes), started once
@@ -57,7 +59,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared document helpers
 from population.helpers import NOW, facts_ndjson
 
-from neurocds.engine import Engine
 from neurocds.population import RunSettings, process_engine, run_population
 
 
@@ -71,22 +72,43 @@ def load() -> str:
     return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
-_HALF: dict[str, Any] = {}
+_WORKER: dict[str, Any] = {}
 
 
-def _load_half(source: str, settings: RunSettings, barrier: Any) -> None:
-    """Pool initialiser of the in-memory ceiling: an engine and every document, before any timing."""
-    _HALF["engine"] = Engine(**settings.engine_kwargs())
-    _HALF["docs"] = [json.loads(line) for line in Path(source).read_bytes().splitlines()]
-    _HALF["trace"], _HALF["barrier"] = settings.trace, barrier
+def _load_worker(source: str, settings: RunSettings, barrier: Any) -> None:
+    """Pool initialiser: this process's engine and every document parsed, before any timing.
+
+    The in-process variants run in such a process too, not in the benchmark's own, which
+    hosts the LocalCluster's scheduler and client threads: they would share its GIL.
+    """
+    _WORKER["engine"] = process_engine(settings)  # the run in process uses the same engine
+    _WORKER["docs"] = [json.loads(line) for line in Path(source).read_bytes().splitlines()]
+    _WORKER["source"], _WORKER["settings"], _WORKER["barrier"] = source, settings, barrier
 
 
 def _evaluate_half(which: int) -> tuple[float, float]:
-    _HALF["barrier"].wait()  # both processes ready: start together
+    _WORKER["barrier"].wait()  # both processes ready: start together
     started = time.time()
-    for doc in _HALF["docs"][which::2]:
-        _HALF["engine"].evaluate(doc, trace=_HALF["trace"]).to_dict()
+    for doc in _WORKER["docs"][which::2]:
+        _WORKER["engine"].evaluate(doc, trace=_WORKER["settings"].trace).to_dict()
     return started, time.time()
+
+
+def _solo_in_memory() -> tuple[float, float]:
+    """The baseline, timed where it runs: (seconds, CPU seconds of the whole process)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    for doc in _WORKER["docs"]:
+        _WORKER["engine"].evaluate(doc, trace=_WORKER["settings"].trace).to_dict()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _solo_run(out: str) -> tuple[float, float]:
+    """``population run --workers 0`` in the same process as the baseline, timed there."""
+    started, cpu = time.perf_counter(), time.process_time()
+    run_population([_WORKER["source"]], out, _WORKER["settings"], workers=0)
+    measured = time.perf_counter() - started, time.process_time() - cpu
+    shutil.rmtree(out)
+    return measured
 
 
 def instruction_workload(source: Path, work: Path, what: str, trace: bool, backend: str | None) -> None:
@@ -193,41 +215,47 @@ def main() -> None:
         if args.instructions:
             count_instructions(source, work, args)
             return
-        docs = [json.loads(line) for line in source.read_bytes().splitlines()]
         print(f"{args.n} patients, backend {args.backend or 'default'}, trace {'on' if args.trace else 'off'}")
         print(f"{os.cpu_count()} CPUs; before: {load()}")
-        engine = Engine(**settings.engine_kwargs())
-        process_engine(settings)  # the in-process run's engine, built outside the timing like the baseline's
+        context = multiprocessing.get_context("spawn")
+        solo = context.Pool(1, _load_worker, (str(source), settings, None))
+        halves = context.Pool(2, _load_worker, (str(source), settings, context.Barrier(2)))
         started = time.perf_counter()
         cluster = distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
         )
         client = distributed.Client(cluster)
         print(f"LocalCluster start: {time.perf_counter() - started:.1f} s")
-        context = multiprocessing.get_context("spawn")
-        halves = context.Pool(2, _load_half, (str(source), settings, context.Barrier(2)))
         runs = 0
 
-        def run(**kw: object) -> Callable[[], None]:
-            def go() -> None:
+        def run(**kw: object) -> Callable[[], tuple[float, float] | None]:
+            def go() -> tuple[float, float] | None:
                 nonlocal runs
                 runs += 1
                 run_population([source], work / f"out-{runs}", settings, **kw)  # type: ignore[arg-type]
                 shutil.rmtree(work / f"out-{runs}")
+                return None
 
             return go
 
-        def in_memory() -> None:
-            for doc in docs:
-                engine.evaluate(doc, trace=args.trace).to_dict()
+        def in_process() -> tuple[float, float] | None:
+            nonlocal runs
+            runs += 1
+            measured: tuple[float, float] = solo.apply(_solo_run, (str(work / f"out-{runs}"),))
+            return measured
 
-        def in_memory_two() -> None:
+        def in_memory() -> tuple[float, float] | None:
+            measured: tuple[float, float] = solo.apply(_solo_in_memory)
+            return measured
+
+        def in_memory_two() -> tuple[float, float] | None:
             halves.map(_evaluate_half, [0, 1], chunksize=1)
+            return None
 
         base = "in-memory, 1 process"
         variants = {
             base: in_memory,
-            "run, in process": run(workers=0),
+            "run, in process": in_process,
             "run, 1 process": run(workers=1),
             "run, 2 processes": run(workers=2),
             "LocalCluster, 2": run(client=client),
@@ -239,9 +267,10 @@ def main() -> None:
             before = load()
             for name, func in variants.items():
                 start, cpu = time.perf_counter(), cpu_seconds()
-                func()
-                seconds[name].append(time.perf_counter() - start)
-                cpu_ms[name].append((cpu_seconds() - cpu) * 1000 / args.n)
+                inside = func()  # (seconds, CPU seconds) where the variant measured itself
+                wall, used = inside or (time.perf_counter() - start, cpu_seconds() - cpu)
+                seconds[name].append(wall)
+                cpu_ms[name].append(used * 1000 / args.n)
             line = ", ".join(f"{name} {args.n / seconds[name][-1]:.0f}/s" for name in variants)
             print(f"round {round_no}: {line} ({before} before, {load()} after)")
 
@@ -283,8 +312,9 @@ def main() -> None:
         print(f"after: {load()}")
         client.close()
         cluster.close()
-        halves.close()
-        halves.join()
+        for pool in (solo, halves):
+            pool.close()
+            pool.join()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
