@@ -1,26 +1,50 @@
 """Population benchmark: patients/s on local processes and a Dask LocalCluster, against one in-memory process.
 
     python tests/perf/bench_population.py [--n 10000] [--repeat 3] [--trace] [--backend durable|reference]
+    python tests/perf/bench_population.py --n 2000 --profile     # where one in-process run spends its time
+    python tests/perf/bench_population.py --n 300 --instructions # I/O overhead in instructions (callgrind)
 
 Variants, each over the same generated patients (facts NDJSON on disk), measured
 in interleaved rounds; per variant the median over rounds is printed, with its ratio
 to the baseline of the same round:
-  in-memory, 1 process   Engine.evaluate over parsed documents, no I/O (the baseline)
-  run, in process        neurocds population run --workers 0: read NDJSON, evaluate,
-                         write results NDJSON + Parquet + summary (I/O overhead = 1 - its ratio)
-  run, 1 process         --workers 1: one spawned worker process (engine start included)
-  run, 2 processes       --workers 2 (parallel efficiency = rate / (2 x the 1-process rate))
+  in-memory, 1 process   Engine.evaluate(...).to_dict() over documents parsed beforehand:
+                         the whole result documents a run writes, built in memory,
+                         nothing read or written (the baseline)
+  run, in process        neurocds population run --workers 0, in the same process as the
+                         baseline and with its engine: read NDJSON, evaluate, write results
+                         NDJSON + Parquet + errors + summary
+                         (both run in a helper process started beforehand, not in this one,
+                         whose LocalCluster scheduler and client threads would share their GIL)
+  run, 1 process         --workers 1: one spawned worker process (its start and engine start included)
+  run, 2 processes       --workers 2
   LocalCluster, 2        a running 2-worker Dask LocalCluster (processes), started once
                          outside the timing; its start time is printed separately
+  in-memory, 2 processes the baseline's loop split over two processes started (engines built,
+                         documents parsed) before the timing: what this machine allows two
+                         processes at that moment, the ceiling for the parallel variants
+Figures, as issue 16 defines them:
+  I/O overhead           (run time in process - in-memory time) / in-memory time, per round, median
+  parallel efficiency    rate(2 processes) / (2 x rate(1 process)), per round, median; also against
+                         the in-process run (no process start at all: the stricter figure)
+--instructions counts user-space instructions with valgrind's callgrind, which load
+does not move: the same N documents evaluated in memory, run in process, and neither
+(the setup both share), so the I/O overhead is (run - setup) / (in-memory - setup) - 1.
+The kernel's share of writing (page cache copies) is not counted there: the CPU time
+figures below include it.
 CPU milliseconds per patient (this process and its finished workers) are printed
 too: unlike rates they hardly move when neighbours load the machine, so the I/O
-overhead is also given by CPU time. Machine load (``uptime``) is printed before and after: on a shared machine the
-parallel figures say more about the neighbours than about the code.
+overhead is also given by CPU time. The load average is printed before and after
+each round: on a shared machine the parallel figures say more about the neighbours
+than about the code.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+import os
+import re
 import resource
 import shutil
 import statistics
@@ -30,12 +54,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the shared document helpers
 from population.helpers import NOW, facts_ndjson
 
-from neurocds import Engine
-from neurocds.population import RunSettings, run_population
+from neurocds.population import RunSettings, process_engine, run_population
 
 
 def cpu_seconds() -> float:
@@ -44,8 +68,123 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _load_worker(source: str, settings: RunSettings, barrier: Any) -> None:
+    """Pool initialiser: this process's engine and every document parsed, before any timing.
+
+    The in-process variants run in such a process too, not in the benchmark's own, which
+    hosts the LocalCluster's scheduler and client threads: they would share its GIL.
+    """
+    _WORKER["engine"] = process_engine(settings)  # the run in process uses the same engine
+    _WORKER["docs"] = [json.loads(line) for line in Path(source).read_bytes().splitlines()]
+    _WORKER["source"], _WORKER["settings"], _WORKER["barrier"] = source, settings, barrier
+
+
+def _evaluate_half(which: int) -> tuple[float, float]:
+    _WORKER["barrier"].wait()  # both processes ready: start together
+    started = time.time()
+    for doc in _WORKER["docs"][which::2]:
+        _WORKER["engine"].evaluate(doc, trace=_WORKER["settings"].trace).to_dict()
+    return started, time.time()
+
+
+def _solo_in_memory() -> tuple[float, float]:
+    """The baseline, timed where it runs: (seconds, CPU seconds of the whole process)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    for doc in _WORKER["docs"]:
+        _WORKER["engine"].evaluate(doc, trace=_WORKER["settings"].trace).to_dict()
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def _solo_run(out: str) -> tuple[float, float]:
+    """``population run --workers 0`` in the same process as the baseline, timed there."""
+    started, cpu = time.perf_counter(), time.process_time()
+    run_population([_WORKER["source"]], out, _WORKER["settings"], workers=0)
+    measured = time.perf_counter() - started, time.process_time() - cpu
+    shutil.rmtree(out)
+    return measured
+
+
+def instruction_workload(source: Path, work: Path, what: str, trace: bool, backend: str | None) -> None:
+    """What callgrind counts: the same setup, then the in-memory loop, the run in process, or nothing."""
+    settings = RunSettings(now=NOW, trace=trace, backend=backend, partition_size=100)
+    docs = [json.loads(line) for line in source.read_bytes().splitlines()]
+    engine = process_engine(settings)
+    # Every variant first runs a small population (lazy imports, pyarrow's first writer, caches):
+    # what is left is the cost per patient, not the first run's.
+    warm = work / "warm.ndjson"
+    warm.write_bytes(b"".join(source.read_bytes().splitlines(keepends=True)[:20]))
+    run_population([warm], work / "warm", settings, workers=0)
+    if what == "in-memory":
+        for doc in docs:
+            engine.evaluate(doc, trace=trace).to_dict()
+    elif what == "run":
+        run_population([source], work / "counted", settings, workers=0)
+
+
+def count_instructions(source: Path, work: Path, args: argparse.Namespace) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    counts = {}
+    for what in ("setup", "in-memory", "run"):
+        command = [sys.executable, __file__, "--workload", what, "--source", str(source), "--work", str(work)]
+        command += ["--trace"] if args.trace else []
+        command += ["--backend", args.backend] if args.backend else []
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        match = re.search(r"Collected : (\d+)", done.stderr)
+        if match is None:
+            raise SystemExit(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+        counts[what] = int(match.group(1))
+        for leftover in ("counted", "warm"):
+            shutil.rmtree(work / leftover, ignore_errors=True)
+    evaluate, run = counts["in-memory"] - counts["setup"], counts["run"] - counts["setup"]
+    print(f"{args.n} patients, callgrind, user-space instructions per patient:")
+    print(f"  in-memory (evaluate + to_dict)  {evaluate / args.n:14,.0f}")
+    print(f"  run in process                  {run / args.n:14,.0f}")
+    print(f"I/O overhead by instructions: {run / evaluate - 1:.1%} of evaluation (kernel time not counted)")
+
+
+def profile(source: Path, work: Path, settings: RunSettings, n: int) -> None:
+    """One in-process run under cProfile: seconds per stage, per patient, and the top functions."""
+    import cProfile
+    import pstats
+
+    process_engine(settings)  # built outside, as the baseline's engine is
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_population([source], work / "profiled", settings, workers=0)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    stages = {
+        "read_partition (read NDJSON lines)": ("sources.py", "_read_ndjson"),
+        "Engine.evaluate (parse, validate, rules)": ("engine.py", "evaluate"),
+        "Result.to_dict (missing data, trace)": ("result.py", "to_dict"),
+        "compact_json (orjson result lines)": ("partition.py", "compact_json"),
+        "write_partition (parts, Parquet, marker)": ("output.py", "write_partition"),
+        "merge (concatenate parts, count lines)": ("output.py", "merge"),
+        "plan_partitions (scan, hash inputs)": ("sources.py", "plan_partitions"),
+    }
+    total = sum(tt for (_, _, tt, _, _) in stats.stats.values())  # type: ignore[attr-defined]  # pstats internals
+    print(f"profiled run in process: {total:.2f} s of CPU for {n} patients (profiler overhead included)")
+    for label, (filename, func) in stages.items():
+        cumulative = sum(
+            ct
+            for (path, _, name), (_, _, _, ct, _) in stats.stats.items()  # type: ignore[attr-defined]
+            if path.endswith(filename) and name == func
+        )
+        print(f"  {label:44s} {cumulative * 1000 / n:6.3f} ms/patient  {cumulative / total:5.1%}")
+    stats.sort_stats("tottime").print_stats(15)
 
 
 def main() -> None:
@@ -54,18 +193,33 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--trace", action="store_true", help="write whole results with their trace (~40 KB each)")
     parser.add_argument("--backend", choices=["durable", "reference"], default=None)
+    parser.add_argument("--profile", action="store_true", help="profile one in-process run instead")
+    parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
+    parser.add_argument("--workload", help=argparse.SUPPRESS)
+    parser.add_argument("--source", help=argparse.SUPPRESS)
+    parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.workload:
+        instruction_workload(Path(args.source), Path(args.work), args.workload, args.trace, args.backend)
+        return
     import distributed
 
     work = Path(tempfile.mkdtemp(prefix="bench-population-"))
     try:
         source = work / "patients.ndjson"
         facts_ndjson(source, args.n, bad=False)
-        docs = source.read_bytes().splitlines()
         settings = RunSettings(now=NOW, trace=args.trace, backend=args.backend, partition_size=500)
+        if args.profile:
+            profile(source, work, settings, args.n)
+            return
+        if args.instructions:
+            count_instructions(source, work, args)
+            return
         print(f"{args.n} patients, backend {args.backend or 'default'}, trace {'on' if args.trace else 'off'}")
-        print(f"load before: {uptime()}")
-        engine = Engine(**settings.engine_kwargs())
+        print(f"{os.cpu_count()} CPUs; before: {load()}")
+        context = multiprocessing.get_context("spawn")
+        solo = context.Pool(1, _load_worker, (str(source), settings, None))
+        halves = context.Pool(2, _load_worker, (str(source), settings, context.Barrier(2)))
         started = time.perf_counter()
         cluster = distributed.LocalCluster(
             n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
@@ -74,60 +228,93 @@ def main() -> None:
         print(f"LocalCluster start: {time.perf_counter() - started:.1f} s")
         runs = 0
 
-        def run(**kw: object) -> Callable[[], None]:
-            def go() -> None:
+        def run(**kw: object) -> Callable[[], tuple[float, float] | None]:
+            def go() -> tuple[float, float] | None:
                 nonlocal runs
                 runs += 1
                 run_population([source], work / f"out-{runs}", settings, **kw)  # type: ignore[arg-type]
                 shutil.rmtree(work / f"out-{runs}")
+                return None
 
             return go
 
-        def in_memory() -> None:
-            for doc in docs:
-                engine.evaluate(doc, trace=args.trace)
+        def in_process() -> tuple[float, float] | None:
+            nonlocal runs
+            runs += 1
+            measured: tuple[float, float] = solo.apply(_solo_run, (str(work / f"out-{runs}"),))
+            return measured
 
+        def in_memory() -> tuple[float, float] | None:
+            measured: tuple[float, float] = solo.apply(_solo_in_memory)
+            return measured
+
+        def in_memory_two() -> tuple[float, float] | None:
+            halves.map(_evaluate_half, [0, 1], chunksize=1)
+            return None
+
+        base = "in-memory, 1 process"
         variants = {
-            "in-memory, 1 process": in_memory,
-            "run, in process": run(workers=0),
+            base: in_memory,
+            "run, in process": in_process,
             "run, 1 process": run(workers=1),
             "run, 2 processes": run(workers=2),
             "LocalCluster, 2": run(client=client),
+            "in-memory, 2 processes": in_memory_two,
         }
-        rates: dict[str, list[float]] = {name: [] for name in variants}
-        ratios: dict[str, list[float]] = {name: [] for name in variants}
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
         cpu_ms: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.repeat):
+        for round_no in range(1, args.repeat + 1):
+            before = load()
             for name, func in variants.items():
                 start, cpu = time.perf_counter(), cpu_seconds()
-                func()
-                rates[name].append(args.n / (time.perf_counter() - start))
-                cpu_ms[name].append((cpu_seconds() - cpu) * 1000 / args.n)
-            for name in variants:
-                ratios[name].append(rates[name][-1] / rates["in-memory, 1 process"][-1])
+                inside = func()  # (seconds, CPU seconds) where the variant measured itself
+                wall, used = inside or (time.perf_counter() - start, cpu_seconds() - cpu)
+                seconds[name].append(wall)
+                cpu_ms[name].append(used * 1000 / args.n)
+            line = ", ".join(f"{name} {args.n / seconds[name][-1]:.0f}/s" for name in variants)
+            print(f"round {round_no}: {line} ({before} before, {load()} after)")
+
+        def median_of(figure: Callable[[int], float]) -> float:
+            return statistics.median(figure(i) for i in range(args.repeat))
+
         for name in variants:
-            spread = f"(rounds {min(rates[name]):.0f}-{max(rates[name]):.0f})" if args.repeat > 1 else ""
-            # Dask workers outlive the run, so their CPU time is not counted here.
-            cpu = f"{statistics.median(cpu_ms[name]):5.2f} CPU ms/patient" if "Cluster" not in name else ""
-            print(
-                f"{name:22s} {statistics.median(rates[name]):7.0f} patients/s {spread:22s} "
-                f"x{statistics.median(ratios[name]):.2f} of in-memory  {cpu}"
-            )
-        one = statistics.median(rates["run, 1 process"])
+            rates = [args.n / s for s in seconds[name]]
+            spread = f"(rounds {min(rates):.0f}-{max(rates):.0f})" if args.repeat > 1 else ""
+            # Dask workers and the ceiling's pool outlive the variant, so their CPU time is not counted here.
+            counted = "Cluster" not in name and name != "in-memory, 2 processes"
+            cpu_text = f"{statistics.median(cpu_ms[name]):5.2f} CPU ms/patient" if counted else ""
+            ratio = median_of(lambda i, name=name: seconds[base][i] / seconds[name][i])  # type: ignore[misc]
+            rate = statistics.median(rates)
+            print(f"{name:22s} {rate:7.0f} patients/s {spread:22s} x{ratio:.2f} of in-memory  {cpu_text}")
+
+        def efficiency(parallel: str, single: str) -> float:
+            return median_of(lambda i: seconds[single][i] / (2 * seconds[parallel][i]))
+
+        two, cluster_2 = (efficiency(v, "run, 1 process") for v in ("run, 2 processes", "LocalCluster, 2"))
         print(
-            f"parallel efficiency, 2 processes: {statistics.median(rates['run, 2 processes']) / (2 * one):.0%}; "
-            f"LocalCluster: {statistics.median(rates['LocalCluster, 2']) / (2 * one):.0%}"
+            f"parallel efficiency, rate(2) / (2 x rate(1 process)): 2 processes {two:.0%}, "
+            f"LocalCluster {cluster_2:.0%}; "
+            f"2 processes against the in-process run: {efficiency('run, 2 processes', 'run, in process'):.0%}"
         )
-        print(f"I/O overhead in process: {1 / statistics.median(ratios['run, in process']) - 1:.0%} of evaluation time")
-        base = statistics.median(cpu_ms["in-memory, 1 process"])
+        print(
+            f"ceiling, in-memory 2 processes / (2 x in-memory 1 process): "
+            f"{efficiency('in-memory, 2 processes', base):.0%} (what the machine gave two processes meanwhile)"
+        )
+        overhead = median_of(lambda i: seconds["run, in process"][i] / seconds[base][i] - 1)
+        print(f"I/O overhead, (run in process - in-memory) / in-memory: {overhead:.0%} by wall clock")
+        cpu_base = statistics.median(cpu_ms[base])
         print(
             f"I/O overhead by CPU time (steadier under load): "
-            f"{statistics.median(cpu_ms['run, in process']) / base - 1:.0%} in process, "
-            f"{statistics.median(cpu_ms['run, 1 process']) / base - 1:.0%} with one worker process (its start included)"
+            f"{statistics.median(cpu_ms['run, in process']) / cpu_base - 1:.0%} in process, "
+            f"{statistics.median(cpu_ms['run, 1 process']) / cpu_base - 1:.0%} with one worker process "
+            "(its start included)"
         )
-        print(f"load after: {uptime()}")
+        print(f"after: {load()}")
         client.close()
         cluster.close()
+        for pool in (solo, halves):
+            pool.close()
+            pool.join()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

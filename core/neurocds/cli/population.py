@@ -19,7 +19,7 @@ import click
 from neurocds.audit.errors import AuditError
 from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
 from neurocds.population import PopulationError, RunSettings, run_population
-from neurocds.population.settings import DEFAULT_WINDOW_DAYS
+from neurocds.population.settings import DEFAULT_SWEEP_HOOK_BUDGET, DEFAULT_WINDOW_DAYS
 from neurocds.population.sources import INPUT_FORMATS
 from neurocds.result import DISCLAIMER
 
@@ -59,6 +59,13 @@ def population() -> None:
 @click.option("--workers", type=click.IntRange(0, None), help="Local processes (default: all cores; 0: this one).")
 @click.option("--scheduler", metavar="tcp://HOST:PORT", help="Run on this Dask cluster instead of local processes.")
 @click.option("--partition-size", type=click.IntRange(1, None), help="Patients per partition (default per input).")
+@click.option(
+    "--hook-budget",
+    type=float,
+    default=DEFAULT_SWEEP_HOOK_BUDGET,
+    show_default=True,
+    help="Seconds each pack's hooks may take per patient (a busy machine must not change an answer).",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished partitions are kept.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on standard error.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -81,6 +88,7 @@ def run_cmd(inputs: tuple[str, ...], out_dir: str, **kw: Any) -> None:
             trace=kw["trace"],
             slim=kw["slim"],
             partition_size=kw["partition_size"],
+            hook_budget=kw["hook_budget"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -1,4 +1,4 @@
-"""One population run: plan, execute, check every line is accounted for, merge, summarise, audit.
+"""One population run: plan, execute, join the parts, check every line is accounted for, summarise, audit.
 
 The summary's ``summary_sha256`` covers what the run decided (inputs by content,
 packs, engine, settings, counts, per-patient result hashes) and nothing about
@@ -99,7 +99,10 @@ def run_population(
     except (executors.PartitionFailed, RuntimeError, OSError) as exc:
         raise PopulationError(f"the run did not finish ({exc}); rerun with --resume to continue") from exc
     ordered = [markers[p.name] for p in plan.partitions]
-    written = output.merge(out, plan.partitions, plan.join_errors)
+    try:
+        written = output.merge(out, plan.partitions, ordered, plan.join_errors)
+    except OSError as exc:  # a part changed or vanished after its partition finished
+        raise PopulationError(f"cannot assemble the outputs ({exc}); rerun with --resume to redo it") from exc
     summary = _summary(plan, ordered, written, settings, run_id, started, time.perf_counter() - clock)
     summary["resumed_partitions"] = len(plan.partitions) - len(todo)
     output.write_summary(out, summary)

@@ -18,6 +18,11 @@ DEFAULT_WINDOW_DAYS = 30.0
 # Records per partition, by input kind: a facts line is ~1 KB and ~1 ms of work; a
 # FHIR Bundle can be megabytes and takes tens of ms to read and convert.
 DEFAULT_PARTITION_SIZE = {"facts-ndjson": 1000, "facts-files": 500, "fhir-bundles": 25, "bulk": 200}
+# Seconds a pack's hooks may take per patient. The engine's default (0.2 s) keeps a CDS Hooks
+# answer inside its 500 ms; a sweep has nobody waiting, and on a busy machine a hook that
+# waited for a core past 0.2 s would turn a patient's result incomplete, so that the same
+# inputs gave another answer. A hook that hangs still costs one wait (later calls fail at once).
+DEFAULT_SWEEP_HOOK_BUDGET = 5.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class RunSettings:
     :param slim: write a projection of each result (patient, urgency, findings) instead
         of the whole result document; the trace is not computed.
     :param partition_size: records per partition (``None``: a default per input kind).
+    :param hook_budget: seconds each pack's hooks may take per patient (see
+        :data:`DEFAULT_SWEEP_HOOK_BUDGET`).
     """
 
     packs: tuple[str, ...] | None = None
@@ -47,12 +54,15 @@ class RunSettings:
     trace: bool = True
     slim: bool = False
     partition_size: int | None = None
+    hook_budget: float = DEFAULT_SWEEP_HOOK_BUDGET
 
     def __post_init__(self) -> None:
         if self.backend not in (None, "durable", "reference"):
             raise ValueError(f"backend must be 'durable' or 'reference', not {self.backend!r}")
         if not math.isfinite(self.window_days) or self.window_days <= 0:
             raise ValueError("window_days must be a positive number")
+        if not math.isfinite(self.hook_budget) or self.hook_budget <= 0:
+            raise ValueError("hook_budget must be a positive number of seconds")
         if self.partition_size is not None and self.partition_size < 1:
             raise ValueError("partition_size must be at least 1")
         if self.now not in (None, "latest"):
@@ -72,10 +82,11 @@ class RunSettings:
             "packs": list(self.packs) if self.packs is not None else None,
             "backend": self.backend,
             "verify": self.verify,
+            "hook_budget": self.hook_budget,
         }
 
     def engine_key(self) -> str:
-        """What decides the engine (packs, backend, verify): runs that differ only in output share one."""
+        """What decides the engine (packs, backend, verify, hook budget): runs that differ only in output share one."""
         return json.dumps(self.engine_kwargs(), sort_keys=True)
 
     def partition_size_for(self, kind: str) -> int:

@@ -18,14 +18,13 @@ import contextlib
 import glob
 import gzip
 import hashlib
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from neurocds.population.partition import InputRecord
+from neurocds.population.partition import InputRecord, compact_json
 from neurocds.population.settings import RunSettings
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
@@ -253,7 +252,7 @@ def _read_ndjson(part: Partition) -> Iterator[InputRecord]:
 
 def dumps_line(obj: Any) -> bytes:
     """One NDJSON line: compact, UTF-8, key order kept."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return compact_json(obj) + b"\n"
 
 
 def remove_quietly(path: str | os.PathLike[str]) -> None:

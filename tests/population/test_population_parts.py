@@ -1,0 +1,152 @@
+"""How a run's parts become its outputs: compact result lines, parts joined without a second encoding,
+part sizes and line counts checked, and only summaries travelling back from the workers."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from neurocds import Engine
+from neurocds.population import InputRecord, PopulationError, RunSettings, evaluate_partition, output, run_population
+from neurocds.population.executors import run_partition
+from neurocds.population.sources import plan_partitions
+from neurocds_packs import BUILTIN_PACKS
+
+from .helpers import NOW, facts_ndjson, read_ndjson
+
+SETTINGS = RunSettings(now=NOW, partition_size=40, packs=tuple(BUILTIN_PACKS))
+VOLATILE = ("evaluation_id", "evaluated_at")
+
+
+@pytest.fixture(scope="module")
+def population(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("in") / "patients.ndjson"
+    facts_ndjson(path, 120)
+    return path
+
+
+@pytest.fixture(scope="module")
+def serial(population: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_population([population], tmp_path_factory.mktemp("serial") / "out", SETTINGS, workers=0)
+
+
+def _interrupted(population: Path, out: Path, after: int) -> None:
+    def stop(done: int, total: int, patients: int) -> None:
+        if done == after:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_population([population], out, SETTINGS, workers=0, on_progress=stop)
+
+
+def test_a_result_line_is_the_result_document_compactly_encoded(population: Path) -> None:
+    docs = [line for line in population.read_bytes().splitlines() if line.strip()][:30]
+    evaluated = evaluate_partition((InputRecord(f"p:{i}", "facts", d) for i, d in enumerate(docs)), SETTINGS)
+    engine = Engine(packs=BUILTIN_PACKS)
+    expected = []
+    for doc in docs:
+        try:
+            expected.append(engine.evaluate(doc, trace=SETTINGS.trace).to_dict())
+        except Exception:
+            continue
+    assert len(evaluated.lines) == len(expected) and len(evaluated.lines) + len(evaluated.errors) == len(docs)
+    for line, result in zip(evaluated.lines, expected, strict=True):
+        assert line.endswith(b"\n") and line.count(b"\n") == 1
+        parsed = orjson.loads(line)
+        assert line == orjson.dumps(parsed) + b"\n"  # compact, UTF-8, in the document's key order
+        assert list(parsed) == ["patient_id", "source", "result"]
+        assert list(parsed["result"]) == [*VOLATILE, *(k for k in result if k not in VOLATILE)]  # ids first
+        assert {k: v for k, v in parsed["result"].items() if k not in VOLATILE} == {
+            k: v for k, v in result.items() if k not in VOLATILE
+        }
+        assert parsed["result"]["facts_sha256"] == result["facts_sha256"]
+
+
+def test_what_a_partition_sends_back_is_a_summary_not_the_results(population: Path, tmp_path: Path) -> None:
+    settings = RunSettings.from_dict({**SETTINGS.to_dict(), "partition_size": 100})
+    part = plan_partitions([population], settings, tmp_path / "work").partitions[0]
+    marker = run_partition(part, settings, str(tmp_path))
+    results_bytes = output.part_path(tmp_path, part, output.RESULTS).stat().st_size
+    sent = len(pickle.dumps(marker))
+    assert marker["results"] + marker["errors"] == part.count == 100
+    assert marker["bytes"][output.RESULTS] == results_bytes
+    # Counts, tallies and one hash per patient: far less than one result document per patient.
+    assert sent < 200 * part.count + 8192, sent
+    assert results_bytes > 20 * sent
+    assert b'"findings"' not in pickle.dumps(marker) and "findings" not in json.dumps(marker)
+
+
+def test_the_outputs_are_the_parts_byte_for_byte(serial: dict[str, Any], population: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _interrupted(population, out, after=3)  # three partitions finished, their parts kept
+    parts = [out / "parts" / f"part-0000{i}.results.ndjson" for i in range(3)]
+    head = b"".join(p.read_bytes() for p in parts)
+    summary = run_population([population], out, SETTINGS, workers=0, resume=True)
+    assert summary["resumed_partitions"] == 3 and summary["results_sha256"] == serial["results_sha256"]
+    assert (out / "results.ndjson").read_bytes().startswith(head)
+    assert summary["counts"]["results"] == len(read_ndjson(out / "results.ndjson"))
+
+
+def test_a_part_cut_short_is_run_again_on_resume(serial: dict[str, Any], population: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _interrupted(population, out, after=2)
+    cut = out / "parts" / "part-00000.results.ndjson"
+    cut.write_bytes(cut.read_bytes()[:-500])  # a disk that filled up, a copy that stopped
+    summary = run_population([population], out, SETTINGS, workers=0, resume=True)
+    assert summary["resumed_partitions"] == 1  # part-00001 kept, part-00000 evaluated again
+    assert summary["results_sha256"] == serial["results_sha256"]
+    assert summary["counts"] == serial["counts"]
+
+
+def test_lines_are_counted_on_the_written_files(population: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _interrupted(population, out, after=2)
+    part = out / "parts" / "part-00001.results.ndjson"
+    data = part.read_bytes()
+    part.write_bytes(data.replace(b"\n", b" ", 1))  # same size, one line fewer
+    with pytest.raises(PopulationError, match="records went missing") as info:
+        run_population([population], out, SETTINGS, workers=0, resume=True)
+    assert info.value.kind == "failed"
+
+
+def test_a_part_changed_after_its_partition_finished_fails_the_run_and_resume_redoes_it(
+    serial: dict[str, Any], population: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+
+    def tamper_when_all_done(done: int, total: int, patients: int) -> None:
+        if done == total:  # every partition finished, the outputs not yet assembled
+            with open(out / "parts" / "part-00000.results.ndjson", "ab") as fh:
+                fh.write(b'{"patient_id":"stray"}\n')
+
+    with pytest.raises(PopulationError, match="partition wrote") as info:
+        run_population([population], out, SETTINGS, workers=0, on_progress=tamper_when_all_done)
+    assert info.value.kind == "failed" and not (out / "summary.json").exists()
+    assert sorted(f.name for f in out.iterdir() if f.is_file()) == [".run.json"]  # no half-assembled output
+    summary = run_population([population], out, SETTINGS, workers=0, resume=True)
+    assert summary["resumed_partitions"] == summary["partitions"] - 1  # all but the tampered one
+    assert summary["results_sha256"] == serial["results_sha256"]
+    assert "stray" not in (out / "results.ndjson").read_text()
+
+
+def test_a_sweep_gives_pack_hooks_a_budget_a_busy_machine_cannot_overrun(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from neurocds.cli import main
+    from neurocds.population import process_engine
+    from neurocds.population.settings import DEFAULT_SWEEP_HOOK_BUDGET
+    from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S
+
+    assert DEFAULT_SWEEP_HOOK_BUDGET > 10 * DEFAULT_HOOK_BUDGET_S
+    assert process_engine(SETTINGS)._runner.budget_s == DEFAULT_SWEEP_HOOK_BUDGET  # the engine's own runner
+    tighter = RunSettings.from_dict({**SETTINGS.to_dict(), "hook_budget": 0.5})
+    assert process_engine(tighter)._runner.budget_s == 0.5 and tighter.engine_key() != SETTINGS.engine_key()
+    with pytest.raises(ValueError, match="hook_budget"):
+        RunSettings(hook_budget=0)
+    refused = CliRunner().invoke(main, ["population", "run", "x.ndjson", "--out", str(tmp_path), "--hook-budget", "-1"])
+    assert refused.exit_code == 2 and "hook_budget" in refused.output
