@@ -119,9 +119,9 @@ def test_verify_streams_the_log_in_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     _fill(d, 12)
     real = chain_module.scan_file
     monkeypatch.setattr(chain_module, "scan_file", lambda path, **kw: real(path, chunk=1000, **kw))
-    from neurocds.audit import verify as verify_module
+    from neurocds.audit import segment_scan
 
-    monkeypatch.setattr(verify_module, "scan_file", chain_module.scan_file)
+    monkeypatch.setattr(segment_scan, "scan_file", chain_module.scan_file)
     report = verify_log(d)
     assert report.ok and report.records == 12
     # a torn line at the end is still found across chunk borders

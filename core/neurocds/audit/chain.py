@@ -270,12 +270,27 @@ def scan(
     return result
 
 
-def scan_file(path: Path, *, on_record: OnRecord | None = None, chunk: int = 4 << 20) -> ScanResult:
-    """:func:`scan` of a whole log file, read in chunks: memory stays flat in the log's length."""
-    result = ScanResult(last_sequence=0, last_hash=GENESIS_HASH, end=0)
+def scan_file(
+    path: Path,
+    *,
+    on_record: OnRecord | None = None,
+    chunk: int = 4 << 20,
+    into: ScanResult | None = None,
+    digest: Any = None,
+) -> ScanResult:
+    """:func:`scan` of a whole log file, read in chunks: memory stays flat in the log's length.
+
+    :param into: go on from the chain this earlier result ends with (the segment before
+        this file); offsets are this file's own.
+    :param digest: a ``hashlib`` object fed every byte of the file as it is read.
+    """
+    result = into or ScanResult(last_sequence=0, last_hash=GENESIS_HASH, end=0)
+    result.end = 0
     offset, carry = 0, b""
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            if digest is not None:
+                digest.update(block)
             data = carry + block if carry else block
             cut = data.rfind(b"\n") + 1
             if cut:

@@ -21,7 +21,7 @@ from neurocds.audit.errors import AuditError
 
 RECORD_VERSION = "1"
 GENESIS_HASH = "0" * 64
-RECORD_TYPES = ("decision", "rejection", "recovery", "checkpoint", "feedback", "cards", "population_run")
+RECORD_TYPES = ("decision", "rejection", "recovery", "checkpoint", "feedback", "cards", "population_run", "segment")
 SCHEMA_FILE = "audit-record.schema.json"
 
 # Redaction keeps only these keys (whitelists, not blacklists: a key the engine

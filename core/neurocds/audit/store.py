@@ -3,6 +3,8 @@
 Layout of an audit directory::
 
     audit.jsonl        one canonical-JSON record a line, each chained to the last
+                       (the active segment: see :mod:`neurocds.audit.segments`)
+    segments/          sealed segments, when the log rolls by size or by day
     head.json          sequence and hash of the last record (truncation evidence)
     checkpoints.jsonl  every signed checkpoint, mirrored (copy it off-host too)
     audit.lock         fcntl.flock target serialising writers across processes
@@ -46,6 +48,7 @@ from neurocds.audit.errors import AuditError, AuditIntegrityError
 from neurocds.audit.files import fsync_dir, write_all
 from neurocds.audit.quarantine import move_to_quarantine
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
+from neurocds.audit.segments import NEXT_NAME, chain_start, finish_interrupted_roll, roll
 from neurocds.audit.signing import sign_checkpoint
 from neurocds.audit.store_state import Appended, StoreState
 from neurocds.audit.tail import state_from_head, write_head
@@ -215,6 +218,14 @@ class ChainStore:
         except OSError as exc:
             log.warning("audit: could not cut back a failed append to offset %d: %s", end, exc.strerror)
 
+    def roll(self, state: StoreState, reason: str) -> None:
+        """Seal the active file as a segment and start the next (see :mod:`neurocds.audit.segments`)."""
+        new = roll(self.directory, state, reason)
+        if new is not None:
+            self.state = new
+            log.info("audit: rolled to a new segment at sequence %d (%s)", new.scan.last_sequence, reason)
+            self.write_head(new.scan.last_sequence, new.scan.last_hash, new.head_index())
+
     def write_checkpoint(self, state: StoreState, key: Any) -> Appended:
         body = sign_checkpoint(
             key,
@@ -241,6 +252,8 @@ class ChainStore:
         """
         self.recovered = []
         log_path = self.directory / LOG_NAME
+        if os.path.exists(self.directory / NEXT_NAME) and finish_interrupted_roll(self.directory):
+            self.state = None  # a roll a crash interrupted is finished: the active file is new
         try:
             st = os.stat(log_path)
         except FileNotFoundError as exc:
@@ -253,11 +266,14 @@ class ChainStore:
                 if fh.read(len(state.scan.last_line)) != state.scan.last_line:
                     state = None  # what we knew changed under us: check everything again
         if state is None or state.inode != st.st_ino or st.st_size < state.scan.end:
-            # Opening: start from the tail the head file points at, or else from the first record.
+            # Opening: start from the tail the head file points at, or else from the first record
+            # (of the active segment: its chain goes on from the hash its segment record names).
             opened = None if from_start else state_from_head(self.directory, st.st_ino, st.st_size)
-            state = opened or StoreState(
-                inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0)
-            )
+            if opened is None:
+                start = chain_start(log_path)
+                opened = StoreState(inode=st.st_ino, scan=ScanResult(start.prev_sequence, start.prev_hash, 0))
+                opened.recent[start.prev_sequence] = start.prev_hash
+            state = opened
         self.state = None  # stays unset unless the checks below all pass
         data = self._read_from(state.scan.end)
         prev = state.scan

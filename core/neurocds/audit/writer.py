@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit import privacy, settings
+from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.errors import AuditError
 from neurocds.audit.group_commit import GroupCommit
-from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
+from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, utc_now, violation_dict
+from neurocds.audit.segments import first_day
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import ChainStore
-from neurocds.audit.store_state import Appended
+from neurocds.audit.store_state import Appended, StoreState
 
 log = logging.getLogger("neurocds.audit")
 
@@ -46,6 +48,9 @@ class AuditLog:
         last one (after the append that reaches the count: appends committed together,
         see :mod:`neurocds.audit.group_commit`, can take it past N).
     :param signing_key_path: Ed25519 private key (PEM, outside ``directory``).
+    :param segment: when the log rolls to a new segment file (see :mod:`neurocds.audit.segments`):
+        ``"daily"``, a size such as ``"64MB"``, or both (``"daily,1GB"``); ``None``: never
+        (one file, as logs were before segments).
     :param facts_schema: the engine's facts schema (base plus pack extensions); with
         ``redact``, member names of rejected documents that it does not define are
         replaced (default: the base facts schema).
@@ -61,8 +66,10 @@ class AuditLog:
         checkpoint_every: int | None = None,
         signing_key_path: Path | str | None = None,
         facts_schema: Mapping[str, Any] | None = None,
+        segment: str | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
+        self.segment_bytes, self.segment_daily = settings.parse_segment(segment) if segment else (None, False)
         self.redact = bool(redact)
         self.facts_schema = facts_schema
         if checkpoint_every is not None and (
@@ -113,7 +120,7 @@ class AuditLog:
         ``checkpoint_every``, ``signing_key_path``. Unknown keys are an error.
         """
         opts = dict(options or {})
-        known = {"redact", "pseudonym_key", "pseudonym_key_file", "checkpoint_every", "signing_key_path"}
+        known = {"redact", "pseudonym_key", "pseudonym_key_file", "checkpoint_every", "signing_key_path", "segment"}
         unknown = sorted(set(opts) - known)
         if unknown:
             raise AuditError(f"unknown audit option(s): {', '.join(unknown)}")
@@ -137,6 +144,7 @@ class AuditLog:
             checkpoint_every=opts.get("checkpoint_every"),
             signing_key_path=opts.get("signing_key_path"),
             facts_schema=facts_schema,
+            segment=opts.get("segment"),
         )
 
     @classmethod
@@ -300,7 +308,40 @@ class AuditLog:
                     # The batch's records are on disk: its callers must hear success. The checkpoint
                     # is still due, so the next append tries it again.
                     log.warning("audit: checkpoint not written, will retry: %s", type(exc).__name__)
+            reason = self._roll_due(state)
+            if reason is not None:
+                self._roll(state, reason)
             return outcomes
+
+    def _roll_due(self, state: StoreState) -> str | None:
+        """Why the active segment should be sealed now (``None``: it should not)."""
+        if self.segment_bytes is not None and state.scan.end >= self.segment_bytes:
+            return "size"
+        if self.segment_daily:
+            if state.segment_day is None:
+                state.segment_day = first_day(self.directory / LOG_NAME)
+            if state.segment_day is not None and state.segment_day != utc_now()[:10]:
+                return "day"
+        return None
+
+    def _roll(self, state: StoreState, reason: str) -> None:
+        """Seal the active segment, behind a signed checkpoint when the log has a key."""
+        try:
+            if self._signing_key is not None and state.last_checkpoint_seq != state.scan.last_sequence:
+                self._store.write_checkpoint(state, self._signing_key)
+            self._store.roll(state, reason)
+        except (AuditError, OSError) as exc:
+            # The records are on disk and stand; the roll is still due, so the next append tries again.
+            log.warning("audit: segment not rolled, will retry: %s", type(exc).__name__)
+            self._store.state = None
+
+    def roll(self) -> bool:
+        """Seal the active segment now (``neurocds audit roll``); ``False``: it holds nothing to seal."""
+        with self._thread_lock, self._store.locked():
+            state = self._store.sync()
+            before = state.scan.last_sequence
+            self._roll(state, "requested")
+            return self._store.state is not None and self._store.state.scan.last_sequence > before
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
         """Sign the current chain head now and append the checkpoint record."""

@@ -21,7 +21,7 @@ from neurocds.cli.auditing import make_key_folder
 F = TypeVar("F", bound=Callable[..., Any])
 
 _URGENCIES = ("emergency", "urgent", "routine", "info", "none")
-_TYPES = ("decision", "rejection", "recovery", "checkpoint", "feedback", "cards", "population_run", "all")
+_TYPES = ("decision", "rejection", "recovery", "checkpoint", "feedback", "cards", "population_run", "segment", "all")
 
 
 def _audit_dir_option(required: bool = True) -> Callable[[F], F]:
