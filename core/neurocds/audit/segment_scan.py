@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit.chain import ScanResult, count_lines, scan_file
-from neurocds.audit.segments import NEXT_NAME, Segment, chain_start, list_segments
+from neurocds.audit.segments import Segment, chain_start, list_segments
 
 
 @dataclass
@@ -49,11 +49,7 @@ class SegmentScan:
 
 def scan_segments(directory: Path, on_record: Any = None, *, only: Path | None = None) -> SegmentScan:
     """Check the chain through the segment files of ``directory`` (or the one file ``only``)."""
-    if only is not None:
-        files = [Segment(Path(only))]
-    else:
-        files = list_segments(Path(directory))
-        files = _without_unfinished_roll(Path(directory), files)
+    files = [Segment(Path(only))] if only is not None else list_segments(Path(directory))
     start = chain_start(files[0].path) if files else None
     out = SegmentScan(ScanResult(0, "0" * 64, 0))
     if start is not None and start.segment is not None:
@@ -106,12 +102,3 @@ def _check_link(out: SegmentScan, before: tuple[Segment, str, int, int], seg: Se
     if wrong:
         why = f"{prev.label} is not the segment {seg.label} commits to ({', '.join(wrong)} differ)"
         out.problems.append((first, "segment", f"{why}: it was altered or replaced after it was sealed"))
-
-
-def _without_unfinished_roll(directory: Path, files: list[Segment]) -> list[Segment]:
-    """Leave out the active file when a crash interrupted a roll after linking it in as sealed
-    (both names are one file): the next append finishes the roll."""
-    same = len(files) >= 2 and os.stat(files[-1].path).st_ino == os.stat(files[-2].path).st_ino
-    if same and not files[-1].sealed and (directory / NEXT_NAME).exists():
-        return files[:-1]
-    return files

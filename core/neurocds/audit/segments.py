@@ -42,7 +42,7 @@ from typing import Any
 from neurocds.audit.chain import LOG_NAME, ScanResult, check_alone
 from neurocds.audit.errors import AuditError
 from neurocds.audit.files import fsync_dir, write_all
-from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line
+from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
 from neurocds.audit.store_state import StoreState
 
 SEGMENTS_DIR = "segments"
@@ -73,7 +73,8 @@ class Segment:
 
 
 def list_segments(directory: Path) -> list[Segment]:
-    """Sealed segments present, in sequence order, then the active file (when it exists).
+    """Sealed segments present, in sequence order, then the active file (when it exists and
+    is not the last sealed file itself, which a crash part-way through a roll leaves).
 
     Files in ``segments/`` not named like a sealed segment are not part of the log.
     """
@@ -86,21 +87,23 @@ def list_segments(directory: Path) -> list[Segment]:
                 out.append(Segment(sdir / name, int(match.group(1)), int(match.group(2))))
     out.sort(key=lambda s: (s.first or 0, s.last or 0))
     active = Path(directory) / LOG_NAME
-    if active.exists():
-        out.append(Segment(active))
+    if active.exists() and not (out and os.path.samefile(out[-1].path, active)):
+        out.append(Segment(active))  # (the same file: a roll was interrupted after its link)
     return out
 
 
 def locate(segments: list[Segment], sequence: int) -> Path | None:
     """The file that holds ``sequence`` (by the sealed files' names; else the active file)."""
+    sealed_up_to = 0
     for seg in segments:
         if seg.sealed:
             assert seg.first is not None and seg.last is not None
             if seg.first <= sequence <= seg.last:
                 return seg.path
-        else:
+            sealed_up_to = seg.last
+        elif sequence > sealed_up_to and (sealed_up_to or len(segments) == 1):
             return seg.path
-    return None
+    return None  # in a segment archived away (or removed)
 
 
 def first_line(path: Path) -> bytes | None:
@@ -205,12 +208,24 @@ def finish_interrupted_roll(directory: Path) -> bool:
     return False
 
 
-def roll(directory: Path, state: StoreState, reason: str) -> StoreState | None:
+def roll_due(directory: Path, state: StoreState, max_bytes: int | None, daily: bool) -> str | None:
+    """Why the active segment should be sealed now: ``"size"``, ``"day"`` (``None``: it should not)."""
+    if max_bytes is not None and state.scan.end >= max_bytes:
+        return "size"
+    if daily:
+        if state.segment_day is None:
+            state.segment_day = first_day(Path(directory) / LOG_NAME)
+        if state.segment_day is not None and state.segment_day != utc_now()[:10]:
+            return "day"
+    return None
+
+
+def roll(directory: Path, state: StoreState, reason: str) -> tuple[StoreState, str] | None:
     """Seal the active file as a segment and start the next one with its ``segment`` record.
 
     The caller holds the lock and has just synced ``state`` (no torn tail).
-    :returns: the state of the new active file (``None``: the active file holds no record
-        of its own to seal).
+    :returns: the state of the new active file and the sealed file's name (``None``: the
+        active file holds no record of its own to seal).
     """
     directory = Path(directory)
     active = directory / LOG_NAME
@@ -235,4 +250,4 @@ def roll(directory: Path, state: StoreState, reason: str) -> StoreState | None:
     new.note(record, 0, len(line))
     new.last_checkpoint_seq, new.last_checkpoint_body = state.last_checkpoint_seq, state.last_checkpoint_body
     new.mirrored_through, new.quarantined = state.mirrored_through, set(state.quarantined)
-    return new
+    return new, name

@@ -47,6 +47,7 @@ from neurocds.audit.errors import AuditError
 from neurocds.audit.quarantine import check_quarantine
 from neurocds.audit.records import schema_errors
 from neurocds.audit.segment_scan import scan_segments
+from neurocds.audit.segments import chain_start, file_digest, list_segments
 from neurocds.audit.signing import load_public_key, public_key_id
 from neurocds.audit.verify_checkpoints import check_chain_checkpoint, check_checkpoint_file
 from neurocds.audit.verify_report import CheckpointStatus, Problem, VerifyReport, format_report, lower_bound
@@ -118,6 +119,7 @@ def verify_log(
     report.records = result.records
     report.records_after_damage, report.checkpoints_after_damage = scanned.lines_after_damage()
     report.last_sequence = last = result.last_sequence
+    report.last_hash = result.last_hash
     report.first_sequence, report.archived = scanned.first_sequence, scanned.archived
     report.segments = [seg.label for seg in scanned.segments]
     report.problems.extend(Problem(*item) for item in scanned.problems)
@@ -125,6 +127,8 @@ def verify_log(
     if p is not None:
         report.problems.append(Problem(p.sequence, p.code, p.reason))
     if segment is not None:
+        report.segment = str(log_path)
+        _check_against_commitment(report, d, log_path)
         report.notes.append(
             f"one segment checked on its own ({log_path.name}): the head file, checkpoint copies and "
             "quarantine belong to the whole log; `neurocds audit verify` without --segment checks them"
@@ -141,6 +145,30 @@ def verify_log(
     report.problems.extend(Problem(*item) for item in found)
     _note_signatures(report, chain_cps, public_key)
     return report
+
+
+def _check_against_commitment(report: VerifyReport, directory: Path, path: Path) -> None:
+    """A segment checked on its own is also checked against what the log commits to for it: the
+    ``segment`` record opening the file after it, when that file is in ``directory``."""
+    digest, size = file_digest(path)
+    named = None
+    for seg in list_segments(directory):
+        claim = chain_start(seg.path).segment
+        previous = claim["segment"]["previous"] if claim is not None else None
+        if previous is None or seg.path.samefile(path):
+            continue
+        if (previous["sha256"], previous["bytes"]) == (digest, size):
+            report.notes.append(f"{path.name} is byte for byte the segment {seg.label} commits to (SHA-256 {digest})")
+            return
+        if previous["file"] == path.name:
+            named = (seg, previous)
+    if named is None:
+        report.notes.append(f"no file in {directory} commits to {path.name}: checked on its own only")
+        return
+    seg, previous = named
+    expected = f"SHA-256 {previous['sha256']}, {previous['bytes']} bytes"
+    why = f"{path.name} is not the segment {seg.label} commits to ({expected})"
+    report.problems.append(Problem(previous["first_sequence"], "segment", f"{why}: altered or replaced"))
 
 
 def _note_signatures(report: VerifyReport, chain_cps: dict[int, Any], public_key: Ed25519PublicKey | None) -> None:

@@ -36,6 +36,7 @@ class VerifyReport:
     records_after_damage: int = 0  # lines past the first break (not checked, only counted)
     checkpoints_after_damage: int = 0
     last_sequence: int = 0
+    last_hash: str = ""  # of the last intact record
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checkpoints: list[CheckpointStatus] = field(default_factory=list)
@@ -43,6 +44,7 @@ class VerifyReport:
     first_sequence: int = 1  # first sequence checked: later than 1 when old segments were archived away
     archived: dict[str, Any] | None = None  # the sealed segment before the oldest file present, as named
     segments: list[str] = field(default_factory=list)  # the files read, oldest first
+    segment: str | None = None  # the one segment file checked on its own (``verify --segment``)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +102,16 @@ def lower_bound(report: VerifyReport, sequence: int) -> int:
 def format_report(report: VerifyReport) -> str:
     """Plain-text summary for a terminal."""
     lines = [f"audit log {report.directory}: {report.records} records, last sequence {report.last_sequence}"]
+    if report.first_sequence > 1:
+        span = f"sequences {report.first_sequence}..{report.last_sequence}"
+        lines[0] = f"audit log {report.directory}: {report.records} records, {span}"
+    if report.segment is not None:
+        start = report.archived["last_hash"] if report.archived else "0" * 64
+        lines[0] = (
+            f"segment {report.segment}: {report.records} records, sequences {report.first_sequence}.."
+            f"{report.last_sequence}; goes on from hash {start} and ends with hash {report.last_hash} "
+            "(the segment after it must name that hash)"
+        )
     if report.records_after_damage:
         lines[0] = (
             f"audit log {report.directory}: {report.records + report.records_after_damage} records in the file; "
@@ -114,9 +126,9 @@ def format_report(report: VerifyReport) -> str:
         for p in sorted(report.problems, key=lambda p: (p.sequence is None, p.sequence or 0)):
             where = f"sequence {p.sequence}" if p.sequence is not None else "log"
             lines.append(f"  {where} [{p.code}]: {p.reason}")
-    if len(report.segments) > 1 or report.archived:
+    if report.segment is None and (len(report.segments) > 1 or report.archived):
         lines.insert(1, f"segments read: {len(report.segments)} ({report.segments[0]} .. {report.segments[-1]})")
-    if report.archived:
+    if report.archived and report.segment is None:
         lines.append(_archived_statement(report))
     signed = [cp for cp in report.checkpoints if cp.signature == "valid"]
     lines.append(f"checkpoints: {len(report.checkpoints)} in chain, {len(signed)} signature-verified")

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit import privacy, settings
-from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.errors import AuditError
 from neurocds.audit.group_commit import GroupCommit
-from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, utc_now, violation_dict
-from neurocds.audit.segments import first_day
+from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
+from neurocds.audit.segments import roll_due
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import ChainStore
@@ -308,40 +307,18 @@ class AuditLog:
                     # The batch's records are on disk: its callers must hear success. The checkpoint
                     # is still due, so the next append tries it again.
                     log.warning("audit: checkpoint not written, will retry: %s", type(exc).__name__)
-            reason = self._roll_due(state)
+            reason = roll_due(self.directory, state, self.segment_bytes, self.segment_daily)
             if reason is not None:
                 self._roll(state, reason)
             return outcomes
 
-    def _roll_due(self, state: StoreState) -> str | None:
-        """Why the active segment should be sealed now (``None``: it should not)."""
-        if self.segment_bytes is not None and state.scan.end >= self.segment_bytes:
-            return "size"
-        if self.segment_daily:
-            if state.segment_day is None:
-                state.segment_day = first_day(self.directory / LOG_NAME)
-            if state.segment_day is not None and state.segment_day != utc_now()[:10]:
-                return "day"
-        return None
-
     def _roll(self, state: StoreState, reason: str) -> None:
-        """Seal the active segment, behind a signed checkpoint when the log has a key."""
         try:
-            if self._signing_key is not None and state.last_checkpoint_seq != state.scan.last_sequence:
-                self._store.write_checkpoint(state, self._signing_key)
-            self._store.roll(state, reason)
+            self._store.roll(state, reason, self._signing_key)
         except (AuditError, OSError) as exc:
             # The records are on disk and stand; the roll is still due, so the next append tries again.
-            log.warning("audit: segment not rolled, will retry: %s", type(exc).__name__)
+            log.warning("audit: segment not sealed, will retry: %s", type(exc).__name__)
             self._store.state = None
-
-    def roll(self) -> bool:
-        """Seal the active segment now (``neurocds audit roll``); ``False``: it holds nothing to seal."""
-        with self._thread_lock, self._store.locked():
-            state = self._store.sync()
-            before = state.scan.last_sequence
-            self._roll(state, "requested")
-            return self._store.state is not None and self._store.state.scan.last_sequence > before
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
         """Sign the current chain head now and append the checkpoint record."""
@@ -402,3 +379,12 @@ def recover_log(directory: str | os.PathLike[str]) -> list[Appended]:
     with store.locked():
         store.sync()
         return list(store.recovered)
+
+
+def roll_log(directory: str | os.PathLike[str], signing_key_path: Path | str | None = None) -> str | None:
+    """Seal the active segment of an existing log now (behind a checkpoint signed with the key,
+    when given); returns the sealed file's name (``None``: nothing to seal). Auditors run it."""
+    store = _existing_store(directory)
+    key = load_private_key(Path(signing_key_path), audit_dir=store.directory) if signing_key_path else None
+    with store.locked():
+        return store.roll(store.sync(), "requested", key)
