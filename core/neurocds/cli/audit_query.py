@@ -177,5 +177,3 @@ def run_query(audit_dir: Path, **kw: Any) -> None:
         click.echo(format_table([summary(r) for r in records]))
     if key_id and not records:
         click.echo(f"note: matched with pseudonym key {key_id}; records made with another key do not match", err=True)
-
-
