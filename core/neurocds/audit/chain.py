@@ -359,15 +359,6 @@ def read_checkpoint_file(path: Path) -> tuple[list[dict[str, Any]], list[str], b
     return entries, bad, partial
 
 
-def iter_intact_records(directory: Path) -> tuple[list[dict[str, Any]], ScanResult]:
-    """All records of the intact prefix of the log, and the scan that found them."""
-    path = Path(directory) / LOG_NAME
-    data = path.read_bytes() if path.exists() else b""
-    out: list[dict[str, Any]] = []
-    result = scan(data, on_record=lambda rec, _s, _e, _l: out.append(rec))
-    return out, result
-
-
 def awaits_recovery(name: str, data: bytes, last_sequence: int, end: int) -> bool:
     """Whether quarantine file ``name`` holds the bytes the writer cut off the log's
     end just now (after ``last_sequence``, at offset ``end``) and whose recovery
