@@ -31,12 +31,14 @@ import orjson
 
 # Each pattern starts with a literal, so the search skips ahead at memchr speed.
 _SHORT_EXPONENT = re.compile(rb"e-\d(?!\d)(?<=\de-\d)")  # 6.7e-6: Python pads to e-06
-_SMALL_WITHOUT_EXPONENT = re.compile(rb"0\.0000(?<=[:,\[-]0\.0000)|^0\.0000")  # 0.00001: Python 1e-05
+_SMALL_WITHOUT_EXPONENT = re.compile(rb"0\.0000(?<=[:,\[-]0\.0000)")  # 0.00001: Python 1e-05
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def _float_forms_differ(out: bytes) -> bool:
-    return bool(_SHORT_EXPONENT.search(out) or _SMALL_WITHOUT_EXPONENT.search(out))
+    # (A bare top-level 0.0000x has no separator before it; an alternation in the pattern
+    # would cost the literal prefix that lets the search skip ahead, 10x on a record.)
+    return bool(_SHORT_EXPONENT.search(out) or _SMALL_WITHOUT_EXPONENT.search(out) or out.startswith(b"0.0000"))
 
 
 def _all_finite(obj: Any) -> bool:
