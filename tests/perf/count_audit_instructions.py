@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -51,17 +49,9 @@ def verify_workload(directory: Path) -> None:
 
 
 def _count(*args: str) -> int:
-    command = [sys.executable, __file__, *args]
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    match = re.search(r"Collected : (\d+)", out.stderr)
-    if match is None:
-        raise SystemExit(f"callgrind printed no count:\n{out.stderr[-2000:]}")
-    return int(match.group(1))
+    from count_instructions import callgrind_count
+
+    return callgrind_count([sys.executable, __file__, *args])
 
 
 def _build_log(directory: Path, bodies_file: Path, n: int) -> None:
