@@ -198,7 +198,8 @@ def test_the_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     for pattern in (
         r"built 120 records",
         r"decision record size: median [\d.]+ KB",
-        r"verify: 1[23]\d records in [\d.]+ s = [\d,]+ records/s, ok=True",
+        r"verify: 1[23]\d records in [\d.]+ s = [\d,]+ records/s \([\d,]+ per CPU second: one core\), ok=True",
+        r"load average at the start: [\d.]+ [\d.]+ [\d.]+",
         r"open \+ first append at 120 records: median [\d.]+ ms",
         r"append: [\d.]+ ms CPU \(user\) per fsynced decision",
         r"group commit: [\d,]+ fsynced decisions/s from 4 threads",
