@@ -209,3 +209,16 @@ def test_the_segment_setting_reads_sizes_and_days(tmp_path: Path) -> None:
     assert parse_segment("daily") == (None, True)
     log = AuditLog.from_env({"NEUROCDS_AUDIT_DIR": str(tmp_path / "log"), "NEUROCDS_AUDIT_SEGMENT": "daily,4KB"})
     assert log is not None and (log.segment_bytes, log.segment_daily) == (4096, True)
+
+
+def test_evaluate_rolls_with_the_segment_flag_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    example = Path(__file__).parents[2] / "examples" / "cauda-equina.json"
+    d = tmp_path / "log"
+    for _ in range(3):
+        result = CliRunner().invoke(cli, ["evaluate", str(example), "--audit-dir", str(d), "--audit-segment", "4KB"])
+        assert result.exit_code == 0, result.output
+    assert _sealed(d) and verify_log(d).ok
+    result = CliRunner().invoke(
+        cli, ["evaluate", str(example), "--audit-dir", str(d)], env={"NEUROCDS_AUDIT_SEGMENT": "weekly"}
+    )
+    assert result.exit_code == 2 and "NEUROCDS_AUDIT_SEGMENT='weekly'" in result.output
