@@ -22,7 +22,7 @@ from neurocds.audit import tail as tail_module
 from neurocds.audit._canon import canonical_json
 from neurocds.audit.chain import HEAD_NAME, LOG_NAME
 from neurocds.audit.store import ChainStore
-from neurocds.facts.strictjson import canonical_json as stdlib_canonical
+from neurocds.facts.canonical import encode_canonical
 
 BENCH = Path(__file__).parents[1] / "perf" / "bench_audit.py"
 
@@ -119,9 +119,9 @@ def test_verify_streams_the_log_in_chunks(tmp_path: Path, monkeypatch: pytest.Mo
     _fill(d, 12)
     real = chain_module.scan_file
     monkeypatch.setattr(chain_module, "scan_file", lambda path, **kw: real(path, chunk=1000, **kw))
-    from neurocds.audit import verify as verify_module
+    from neurocds.audit import segment_scan
 
-    monkeypatch.setattr(verify_module, "scan_file", chain_module.scan_file)
+    monkeypatch.setattr(segment_scan, "scan_file", chain_module.scan_file)
     report = verify_log(d)
     assert report.ok and report.records == 12
     # a torn line at the end is still found across chunk borders
@@ -145,7 +145,38 @@ _json = st.recursive(
 @settings(max_examples=400, deadline=None, derandomize=True)
 @given(_json)
 def test_the_fast_encoder_writes_the_canonical_bytes(value: Any) -> None:
-    assert canonical_json(value) == stdlib_canonical(value)
+    assert canonical_json(value) == definition(value)
+
+
+def definition(value: Any) -> bytes:
+    """The canonical form as defined (facts.strictjson): what every log's hashes depend on."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def test_records_full_of_hex_hashes_stay_on_the_fast_path() -> None:
+    # The audit log and the facts hash share one encoder; its check for the float forms
+    # orjson writes differently must not send every hash ("...3e7...", "1e5") to json.
+    record = {"hash": "d59e72e5863807c0" * 4, "prev_hash": "0e12" * 16, "x": [1e16, 0.5, -3, "e-5"]}
+    out, by_orjson = encode_canonical(record)
+    assert by_orjson and out == definition(record)
+    for differs in (1e-5, [6.7e-6], {"a": -1.5e-5}, 0.00002):
+        out, by_orjson = encode_canonical(differs)
+        assert not by_orjson and out == definition(differs)
+
+
+def test_what_json_cannot_write_is_refused_not_written_by_orjson() -> None:
+    from dataclasses import dataclass
+    from datetime import UTC, datetime
+
+    from neurocds.audit import AuditError
+
+    @dataclass
+    class Odd:
+        a: int
+
+    for value in (Odd(1), datetime.now(UTC), {1: "a", "b": 2}):
+        with pytest.raises(AuditError, match="canonical JSON"):
+            canonical_json({"v": value})
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -167,7 +198,8 @@ def test_the_benchmark_runs_and_reports_every_figure(tmp_path: Path) -> None:
     for pattern in (
         r"built 120 records",
         r"decision record size: median [\d.]+ KB",
-        r"verify: 1[23]\d records in [\d.]+ s = [\d,]+ records/s, ok=True",
+        r"verify: 1[23]\d records in [\d.]+ s = [\d,]+ records/s \([\d,]+ per CPU second: one core\), ok=True",
+        r"load average at the start: [\d.]+ [\d.]+ [\d.]+",
         r"open \+ first append at 120 records: median [\d.]+ ms",
         r"append: [\d.]+ ms CPU \(user\) per fsynced decision",
         r"group commit: [\d,]+ fsynced decisions/s from 4 threads",

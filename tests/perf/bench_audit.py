@@ -131,12 +131,14 @@ print(json.dumps({"seconds": time.perf_counter() - t}))
 VERIFY_CODE = """
 import json, resource, sys, time
 from neurocds.audit import verify_log
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
+usage = resource.getrusage(resource.RUSAGE_SELF)
+before = usage.ru_maxrss
+t, cpu = time.perf_counter(), usage.ru_utime + usage.ru_stime
 report = verify_log(sys.argv[1], public_key=sys.argv[2])
 seconds = time.perf_counter() - t
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "records": report.records, "ok": report.ok,
+usage = resource.getrusage(resource.RUSAGE_SELF)
+after, cpu = usage.ru_maxrss, usage.ru_utime + usage.ru_stime - cpu
+print(json.dumps({"seconds": seconds, "cpu": cpu, "records": report.records, "ok": report.ok,
                   "peak_mb": after / 1024, "extra_mb": (after - before) / 1024,
                   "problems": [p.reason for p in report.problems][:3]}))
 """
@@ -228,6 +230,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).parent))
     from neurocds.audit import generate_keypair
 
+    print("load average at the start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         base = Path(tmp)
         generate_keypair(base / "audit.key", base / "audit.pub")
@@ -242,7 +245,8 @@ def main() -> int:
         verify = _child(VERIFY_CODE, str(log_dir), str(base / "audit.pub"))
         rate = verify["records"] / verify["seconds"]
         print(
-            f"verify: {verify['records']:,} records in {verify['seconds']:.1f} s = {rate:,.0f} records/s, "
+            f"verify: {verify['records']:,} records in {verify['seconds']:.1f} s = {rate:,.0f} records/s "
+            f"({verify['records'] / verify['cpu']:,.0f} per CPU second: one core), "
             f"ok={verify['ok']}, peak RSS {verify['peak_mb']:.0f} MB (+{verify['extra_mb']:.0f} MB while verifying)"
         )
         if not verify["ok"]:
@@ -262,6 +266,7 @@ def main() -> int:
             f"kernel {system * 1000:.3f} ms (write, fsync)"
         )
         print(f"group commit: {rate:,.0f} fsynced decisions/s from {args.threads} threads")
+        print("load average at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return 0
 
 

@@ -42,6 +42,11 @@ def collected(n: int, evaluate: bool, backend: str) -> int:
     command = [sys.executable, __file__, "--workload", str(n), "--backend", backend]
     if not evaluate:
         command.append("--baseline")
+    return callgrind_count(command)
+
+
+def callgrind_count(command: list[str]) -> int:
+    """Instructions ``command`` executes, counted by callgrind."""
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
         capture_output=True,

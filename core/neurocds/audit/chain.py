@@ -270,12 +270,27 @@ def scan(
     return result
 
 
-def scan_file(path: Path, *, on_record: OnRecord | None = None, chunk: int = 4 << 20) -> ScanResult:
-    """:func:`scan` of a whole log file, read in chunks: memory stays flat in the log's length."""
-    result = ScanResult(last_sequence=0, last_hash=GENESIS_HASH, end=0)
+def scan_file(
+    path: Path,
+    *,
+    on_record: OnRecord | None = None,
+    chunk: int = 4 << 20,
+    into: ScanResult | None = None,
+    digest: Any = None,
+) -> ScanResult:
+    """:func:`scan` of a whole log file, read in chunks: memory stays flat in the log's length.
+
+    :param into: go on from the chain this earlier result ends with (the segment before
+        this file); offsets are this file's own.
+    :param digest: a ``hashlib`` object fed every byte of the file as it is read.
+    """
+    result = into or ScanResult(last_sequence=0, last_hash=GENESIS_HASH, end=0)
+    result.end = 0
     offset, carry = 0, b""
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            if digest is not None:
+                digest.update(block)
             data = carry + block if carry else block
             cut = data.rfind(b"\n") + 1
             if cut:
@@ -342,15 +357,6 @@ def read_checkpoint_file(path: Path) -> tuple[list[dict[str, Any]], list[str], b
         else:
             bad.append(f"{path.name} line {n} is not a JSON object")
     return entries, bad, partial
-
-
-def iter_intact_records(directory: Path) -> tuple[list[dict[str, Any]], ScanResult]:
-    """All records of the intact prefix of the log, and the scan that found them."""
-    path = Path(directory) / LOG_NAME
-    data = path.read_bytes() if path.exists() else b""
-    out: list[dict[str, Any]] = []
-    result = scan(data, on_record=lambda rec, _s, _e, _l: out.append(rec))
-    return out, result
 
 
 def awaits_recovery(name: str, data: bytes, last_sequence: int, end: int) -> bool:

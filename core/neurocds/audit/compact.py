@@ -31,7 +31,9 @@ import orjson
 from neurocds.audit._canon import sha256_canonical
 from neurocds.audit.errors import AuditError
 
-FORM = "catalog-1"
+FORM = "catalog-2"
+# Forms this version reads: catalog-2 adds whole trace nodes stored as one catalog number.
+READABLE_FORMS = ("catalog-1", FORM)
 # The members of a decision body the explanation holds.
 EXPLAINED = ("findings", "derived", "missing_data", "trace", "packs")
 
@@ -112,7 +114,7 @@ def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
     explanation = body.get("explanation")
     if not isinstance(explanation, Mapping):
         return dict(body)
-    if explanation.get("form") != FORM:
+    if explanation.get("form") not in READABLE_FORMS:
         raise AuditError(f"explanation form {explanation.get('form')!r} is not one this version reads")
     out = {k: v for k, v in body.items() if k != "explanation"}
     try:
@@ -147,8 +149,32 @@ def _unpack_trace(trace: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
     out = dict(trace)
     for key in ("fired", "not_fired"):
         if key in trace:
-            out[key] = [_unpack(node, lookup) for node in trace[key]]
+            out[key] = [_unpack(lookup(node)["node"] if type(node) is int else node, lookup) for node in trace[key]]
     return out
+
+
+def _categorical(kind: str, node: Mapping[str, Any]) -> bool:
+    """Whether a fired or not-fired rule's varying part takes few values: no number but the
+    count of conditions that held. Such a node recurs whole from decision to decision (the same
+    rule false because a side was "left"), so it is stored whole in the catalog, once, and the
+    record keeps its number. Numbers (ages, lab values) would make one entry per decision."""
+    for key in _DYNAMIC[kind]:
+        value = node.get(key)
+        if key == "conditions_met" or value is None:
+            continue
+        if _has_number(value):
+            return False
+    return True
+
+
+def _has_number(value: Any) -> bool:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_number(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_number(v) for v in value)
+    return False
 
 
 class _Memo:
@@ -178,7 +204,10 @@ def _pack_list(kind: str, items: Any, intern: Intern) -> list[Any]:
         if packed is None:
             if len(memo) >= _MEMO_MAX:
                 memo.clear()
-            packed = memo[key] = _pack(kind, item, intern)
+            packed = _pack(kind, item, intern)
+            if kind in ("fired", "not_fired") and _categorical(kind, item):
+                packed = intern({"node": packed})  # type: ignore[assignment]  # an int: see _categorical
+            memo[key] = packed
         out.append(packed)
     return out
 

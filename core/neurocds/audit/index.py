@@ -31,6 +31,7 @@ from neurocds.audit.chain import LOG_NAME, ChainProblem, ScanResult, check_alone
 from neurocds.audit.errors import AuditError
 from neurocds.audit.query import RecordFilter, body_of, parse_time
 from neurocds.audit.records import GENESIS_HASH, record_id
+from neurocds.audit.segments import chain_start, list_segments, locate
 
 INDEX_NAME = "index.sqlite"
 _SCHEMA = """
@@ -71,14 +72,18 @@ def _meta(conn: sqlite3.Connection) -> dict[str, str]:
     return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
 
-def _still_there(log_path: Path, meta: dict[str, str]) -> bool:
-    """Whether the record the index read last is where it was, as it was."""
+def _still_there(directory: Path, meta: dict[str, str]) -> bool:
+    """Whether the record the index read last is where it was, as it was (in the segment
+    file that holds its sequence: the active file may have been sealed since)."""
     try:
         end, length, digest = int(meta["end"]), int(meta["last_length"]), meta["last_hash"]
+        log_path = locate(list_segments(directory), int(meta["last_sequence"]))
     except (KeyError, ValueError):
         return False
     if end == 0:
         return True
+    if log_path is None:
+        return False
     with open(log_path, "rb") as fh:
         fh.seek(end - length)
         line = fh.read(length)
@@ -98,7 +103,7 @@ def catch_up(directory: Path) -> ChainProblem | None:
     conn = connect(directory)
     try:
         meta = _meta(conn)
-        if not meta or not _still_there(log_path, meta):
+        if not meta or not _still_there(directory, meta):
             with conn:
                 for table in ("meta", "records", "findings", "packs"):
                     conn.execute(f"DELETE FROM {table}")
@@ -133,7 +138,27 @@ def _read_on(conn: sqlite3.Connection, directory: Path, meta: dict[str, str]) ->
         if len(rows) >= _BATCH:
             _flush(conn, rows, findings, packs, result, record, end)
 
-    with open(directory / LOG_NAME, "rb") as fh:
+    segments = list_segments(directory)
+    if result.last_sequence == 0 and segments:  # from the oldest file present, where its chain starts
+        start = chain_start(segments[0].path)
+        result = ScanResult(start.prev_sequence, start.prev_hash, 0)
+        at: Path | None = segments[0].path
+    else:
+        at = locate(segments, result.last_sequence)
+    files = [seg.path for seg in segments]
+    for path in files[files.index(at) :] if at in files else []:
+        if path != at:
+            result.end = 0  # offsets are each file's own
+        if _scan_file_on(path, result, take):
+            break  # past damage nothing is indexed; verify names it
+    if rows:
+        _flush(conn, rows, findings, packs, result, None, result.end)
+    return result.first_problem()
+
+
+def _scan_file_on(path: Path, result: ScanResult, take: Any) -> bool:
+    """Scan ``path`` from ``result.end`` on, into ``result``; ``True``: the chain broke in it."""
+    with open(path, "rb") as fh:
         fh.seek(result.end)
         carry = b""
         while block := fh.read(4 << 20):
@@ -142,13 +167,11 @@ def _read_on(conn: sqlite3.Connection, directory: Path, meta: dict[str, str]) ->
             if cut:
                 scan(data[:cut], base_offset=result.end, on_record=take, into=result)
                 if result.problem is not None:
-                    break  # past damage nothing is indexed; verify names it
+                    return True
             carry = data[cut:]
         if carry and result.problem is None:
             scan(carry, base_offset=result.end, into=result)  # a torn last line: a problem, no row
-    if rows:
-        _flush(conn, rows, findings, packs, result, None, result.end)
-    return result.first_problem()
+    return result.problem is not None
 
 
 def _findings_and_packs(body: dict[str, Any], catalog: Catalog) -> tuple[list[str], list[tuple[str, Any]]]:
@@ -215,10 +238,9 @@ def query(
     finally:
         conn.close()
     catalog, _ = load_catalog(directory)
-    with open(directory / LOG_NAME, "rb") as fh:
-        for _seq, offset, length in hits:
-            fh.seek(offset)
-            line = fh.read(length)
+    with _Lines(directory) as lines:
+        for seq, offset, length in hits:
+            line = lines.read(seq, offset, length)
             record = check_alone(line[:-1]) if line.endswith(b"\n") else None
             if record is None:
                 continue  # the log changed under the index: it is not believed
@@ -256,6 +278,33 @@ def _where(flt: RecordFilter) -> tuple[str, list[Any]]:
     if flt.finding or flt.urgency or flt.pack or flt.incomplete:
         clauses.append("r.type = 'decision'")
     return " AND ".join(clauses), params
+
+
+class _Lines:
+    """Reads a record's line by sequence, offset and length from the segment file holding it
+    (``b""`` when that file is not here: archived away, or the index is stale)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.segments = list_segments(directory)
+        self.files: dict[Path, Any] = {}
+
+    def __enter__(self) -> _Lines:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for fh in self.files.values():
+            fh.close()
+
+    def read(self, sequence: int, offset: int, length: int) -> bytes:
+        path = locate(self.segments, sequence)
+        if path is None:
+            return b""
+        fh = self.files.get(path)
+        if fh is None:
+            fh = self.files[path] = open(path, "rb")  # noqa: SIM115 (closed by __exit__)
+        fh.seek(offset)
+        data: bytes = fh.read(length)
+        return data
 
 
 class UsedTokens:
@@ -297,15 +346,14 @@ def related(directory: Path, decision_id: str) -> list[dict[str, Any]]:
     conn = connect(directory)
     try:
         hits = conn.execute(
-            "SELECT offset, length FROM records WHERE refers_to = ? ORDER BY sequence", (decision_id,)
+            "SELECT sequence, offset, length FROM records WHERE refers_to = ? ORDER BY sequence", (decision_id,)
         ).fetchall()
     finally:
         conn.close()
     out = []
-    with open(directory / LOG_NAME, "rb") as fh:
-        for offset, length in hits:
-            fh.seek(offset)
-            line = fh.read(length)
+    with _Lines(directory) as lines:
+        for seq, offset, length in hits:
+            line = lines.read(seq, offset, length)
             record = check_alone(line[:-1]) if line.endswith(b"\n") else None
             if record is not None and body_of(record).get("decision_id") == decision_id:
                 out.append(record)

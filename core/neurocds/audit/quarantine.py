@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit._canon import sha256_hex
-from neurocds.audit.chain import LOG_NAME, QUARANTINE_DIR, awaits_recovery
+from neurocds.audit.chain import LOG_NAME, QUARANTINE_DIR, QUARANTINE_NAME_RE, awaits_recovery
 from neurocds.audit.files import fsync_dir, write_all
 
 log = logging.getLogger("neurocds.audit")
@@ -92,3 +92,39 @@ def check_quarantine(
                 f"{QUARANTINE_DIR}/{name} is not accounted for: no recovery record names it, so the "
                 "writer did not put it there (or its record was removed)",
             )
+
+
+def recovery_bodies(directory: Path, recorded: set[str], last_sequence: int, end: int) -> list[dict[str, Any]]:
+    """Bodies of the recovery records owed for bytes quarantined just before a crash.
+
+    Only a file cut from where the log now ends counts (after ``last_sequence``, at
+    offset ``end``): a recovery record must never vouch for a file the writer did not put
+    there. Other files not in ``recorded`` are left alone (``verify`` reports them); their
+    names are not logged, as a name chosen by someone else could hold anything.
+    """
+    qdir = directory / QUARANTINE_DIR
+    if not qdir.is_dir():
+        return []
+    out: list[dict[str, Any]] = []
+    unexplained = 0
+    for name in sorted(os.listdir(qdir)):
+        if name in recorded:
+            continue
+        data = (qdir / name).read_bytes() if (qdir / name).is_file() else b""
+        if not awaits_recovery(name, data, last_sequence, end):
+            unexplained += 1
+            continue
+        match = QUARANTINE_NAME_RE.match(name)
+        assert match is not None
+        out.append({
+            "kind": "torn_tail",
+            "after_sequence": int(match.group(1)),
+            "offset": int(match.group(2)),
+            "length": len(data),
+            "sha256": sha256_hex(data),
+            "quarantine_file": f"{QUARANTINE_DIR}/{name}",
+        })  # fmt: skip
+    if unexplained:
+        log.warning("audit: %d file(s) in %s/ have no recovery record; `neurocds audit verify` lists them",
+                    unexplained, QUARANTINE_DIR)  # fmt: skip
+    return out

@@ -19,6 +19,7 @@ from neurocds.audit.catalog import expand_record, load_catalog
 from neurocds.audit.chain import LOG_NAME
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import RECORD_TYPES
+from neurocds.audit.segments import list_segments
 
 _DECISION_ONLY = ("finding", "urgency", "pack", "incomplete")
 
@@ -37,30 +38,40 @@ def iter_records(directory: str | Path, *, expand: bool = True) -> Iterator[dict
 
     :param expand: rebuild compact decisions (``False``: as stored, much faster).
     """
-    path = Path(directory) / LOG_NAME
-    if not path.exists():
+    if not (Path(directory) / LOG_NAME).exists():
         raise AuditError(f"no audit log in {directory}")
     catalog, _ = load_catalog(Path(directory)) if expand else (None, None)
-    with open(path, "rb") as fh:
-        for line in fh:
-            if not line.endswith(b"\n"):
-                break  # the last piece has no line end
-            try:
-                record = loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("sequence"), int):
-                if catalog is not None:
-                    with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
-                        record = expand_record(record, catalog)
-                yield record
+    for segment in list_segments(Path(directory)):  # oldest first; the active file last
+        with open(segment.path, "rb") as fh:
+            for line in fh:
+                if not line.endswith(b"\n"):
+                    break  # the last piece has no line end
+                try:
+                    record = loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+                    if catalog is not None:
+                        with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
+                            record = expand_record(record, catalog)
+                    yield record
 
 
 def records_backwards(directory: str | Path, *, max_bytes: int, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
     """Records from the log's end backwards, reading at most ``max_bytes`` (stored form: a
-    compact decision is not rebuilt). For what only the newest records matter to, such as
-    the service's card index at start: the cost does not grow with the log."""
-    path = Path(directory) / LOG_NAME
+    compact decision is not rebuilt), through the segment files newest first. For what only
+    the newest records matter to, such as the service's card index at start: the cost does
+    not grow with the log."""
+    budget = max_bytes
+    for segment in reversed(list_segments(Path(directory))):
+        if budget <= 0:
+            return
+        size = segment.path.stat().st_size
+        yield from _file_backwards(segment.path, max_bytes=budget, block=block)
+        budget -= size
+
+
+def _file_backwards(path: Path, *, max_bytes: int, block: int) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as fh:
         position = fh.seek(0, 2)
         floor = max(0, position - max_bytes)

@@ -22,6 +22,7 @@ PSEUDONYM_KEY_FILE_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE"
 CHECKPOINT_EVERY_ENV = "NEUROCDS_AUDIT_CHECKPOINT_EVERY"
 SIGNING_KEY_ENV = "NEUROCDS_AUDIT_SIGNING_KEY"
 PUBLIC_KEY_ENV = "NEUROCDS_AUDIT_PUBLIC_KEY"  # read by `neurocds audit verify` and `report`
+SEGMENT_ENV = "NEUROCDS_AUDIT_SEGMENT"  # when the log rolls to a new segment: "daily", "64MB", "daily,1GB"
 KNOWN_ENV = frozenset(
     {
         AUDIT_DIR_ENV,
@@ -31,6 +32,7 @@ KNOWN_ENV = frozenset(
         CHECKPOINT_EVERY_ENV,
         SIGNING_KEY_ENV,
         PUBLIC_KEY_ENV,
+        SEGMENT_ENV,
     }
 )
 # The option each variable sets (the keys of AuditLog.from_options).
@@ -40,6 +42,7 @@ OPTION_OF_ENV = {
     PSEUDONYM_KEY_FILE_ENV: "pseudonym_key_file",
     CHECKPOINT_EVERY_ENV: "checkpoint_every",
     SIGNING_KEY_ENV: "signing_key_path",
+    SEGMENT_ENV: "segment",
 }
 # The words click accepts for a boolean flag's variable, so both readers agree.
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
@@ -63,6 +66,30 @@ def parse_count(text: str, name: str) -> int:
     if value < 1:
         raise AuditError(f"{name}={text!r} is not a positive whole number of records")
     return value
+
+
+_UNITS = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+
+
+def parse_segment(text: str, name: str = "segment") -> tuple[int | None, bool]:
+    """When the log rolls: ``"daily"``, a size (``"64MB"``; units B, KB, MB, GB, powers of
+    1024) or both, comma-separated: ``(bytes or None, daily)``."""
+    size: int | None = None
+    daily = False
+    for part in (p.strip().upper() for p in text.split(",")):
+        if part == "DAILY" and not daily:
+            daily = True
+            continue
+        digits = part.rstrip("KMGB").strip()
+        unit = part[len(digits):].strip() if digits else ""
+        if size is None and digits.isdigit() and unit in _UNITS and int(digits) * _UNITS[unit] >= 4096:
+            size = int(digits) * _UNITS[unit]
+            continue
+        raise AuditError(
+            f"{name}={text!r}: say when the log rolls to a new segment: daily, a size of at least "
+            "4KB (such as 64MB), or both (daily,1GB)"
+        )
+    return size, daily
 
 
 def check_env_names(environ: Mapping[str, str]) -> None:

@@ -3,6 +3,8 @@
 Layout of an audit directory::
 
     audit.jsonl        one canonical-JSON record a line, each chained to the last
+                       (the active segment: see :mod:`neurocds.audit.segments`)
+    segments/          sealed segments, when the log rolls by size or by day
     head.json          sequence and hash of the last record (truncation evidence)
     checkpoints.jsonl  every signed checkpoint, mirrored (copy it off-host too)
     audit.lock         fcntl.flock target serialising writers across processes
@@ -29,23 +31,20 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit import mirror
-from neurocds.audit._canon import sha256_hex
 from neurocds.audit.catalog import Catalog, CatalogProblem
 from neurocds.audit.chain import (
     LOCK_NAME,
     LOG_NAME,
-    QUARANTINE_DIR,
-    QUARANTINE_NAME_RE,
     ScanResult,
-    awaits_recovery,
     read_head,
     scan,
 )
 from neurocds.audit.compact import compact
 from neurocds.audit.errors import AuditError, AuditIntegrityError
 from neurocds.audit.files import fsync_dir, write_all
-from neurocds.audit.quarantine import move_to_quarantine
+from neurocds.audit.quarantine import move_to_quarantine, recovery_bodies
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
+from neurocds.audit.segments import NEXT_NAME, chain_start, finish_interrupted_roll, roll
 from neurocds.audit.signing import sign_checkpoint
 from neurocds.audit.store_state import Appended, StoreState
 from neurocds.audit.tail import state_from_head, write_head
@@ -215,6 +214,19 @@ class ChainStore:
         except OSError as exc:
             log.warning("audit: could not cut back a failed append to offset %d: %s", end, exc.strerror)
 
+    def roll(self, state: StoreState, reason: str, key: Any = None) -> str | None:
+        """Seal the active file as a segment, behind a signed checkpoint when given a ``key``, and
+        start the next (see :mod:`neurocds.audit.segments`); returns the sealed file's name."""
+        if key is not None and state.last_checkpoint_seq != state.scan.last_sequence:
+            self.write_checkpoint(state, key)
+        rolled = roll(self.directory, state, reason)
+        if rolled is None:
+            return None
+        self.state = rolled[0]
+        log.info("audit: sealed segment %s (%s)", rolled[1], reason)
+        self.write_head(self.state.scan.last_sequence, self.state.scan.last_hash, self.state.head_index())
+        return rolled[1]
+
     def write_checkpoint(self, state: StoreState, key: Any) -> Appended:
         body = sign_checkpoint(
             key,
@@ -241,6 +253,8 @@ class ChainStore:
         """
         self.recovered = []
         log_path = self.directory / LOG_NAME
+        if os.path.exists(self.directory / NEXT_NAME) and finish_interrupted_roll(self.directory):
+            self.state = None  # a roll a crash interrupted is finished: the active file is new
         try:
             st = os.stat(log_path)
         except FileNotFoundError as exc:
@@ -253,11 +267,14 @@ class ChainStore:
                 if fh.read(len(state.scan.last_line)) != state.scan.last_line:
                     state = None  # what we knew changed under us: check everything again
         if state is None or state.inode != st.st_ino or st.st_size < state.scan.end:
-            # Opening: start from the tail the head file points at, or else from the first record.
+            # Opening: start from the tail the head file points at, or else from the first record
+            # (of the active segment: its chain goes on from the hash its segment record names).
             opened = None if from_start else state_from_head(self.directory, st.st_ino, st.st_size)
-            state = opened or StoreState(
-                inode=st.st_ino, scan=ScanResult(0, GENESIS_HASH, 0)
-            )
+            if opened is None:
+                begins = chain_start(log_path)
+                opened = StoreState(inode=st.st_ino, scan=ScanResult(begins.prev_sequence, begins.prev_hash, 0))
+                opened.recent[begins.prev_sequence] = begins.prev_hash
+            state = opened
         self.state = None  # stays unset unless the checks below all pass
         data = self._read_from(state.scan.end)
         prev = state.scan
@@ -358,38 +375,10 @@ class ChainStore:
         move_to_quarantine(self.directory, state.scan.last_sequence, state.scan.end, torn)
 
     def _record_quarantined(self, state: StoreState, last_sequence: int, end: int) -> None:
-        """Write the recovery record of bytes quarantined just before a crash.
-
-        Only a file cut from where the log now ends counts: a recovery record must
-        never vouch for a file the writer did not put there. Other unrecorded files
-        are left alone (``verify`` reports them); their names are not logged, as a
-        name chosen by someone else could hold anything.
-        """
-        qdir = self.directory / QUARANTINE_DIR
-        if not qdir.is_dir():
-            return
-        unexplained = 0
-        for name in sorted(os.listdir(qdir)):
-            if name in state.quarantined:
-                continue
-            data = (qdir / name).read_bytes() if (qdir / name).is_file() else b""
-            if not awaits_recovery(name, data, last_sequence, end):
-                unexplained += 1
-                continue
-            match = QUARANTINE_NAME_RE.match(name)
-            assert match is not None
-            body = {
-                "kind": "torn_tail",
-                "after_sequence": int(match.group(1)),
-                "offset": int(match.group(2)),
-                "length": len(data),
-                "sha256": sha256_hex(data),
-                "quarantine_file": f"{QUARANTINE_DIR}/{name}",
-            }
+        """Write the recovery record of bytes quarantined just before a crash (see
+        :func:`neurocds.audit.quarantine.recovery_bodies`)."""
+        for body in recovery_bodies(self.directory, state.quarantined, last_sequence, end):
             self.recovered.append(self.write(state, "recovery", body))
-        if unexplained:
-            log.warning("audit: %d file(s) in %s/ have no recovery record; `neurocds audit verify` lists them",
-                        unexplained, QUARANTINE_DIR)  # fmt: skip
 
     def _repair_mirror(self, state: StoreState) -> None:
         if state.last_checkpoint_body is None or state.mirrored_through == state.last_checkpoint_seq:

@@ -35,6 +35,7 @@ class StoreState:
     recent: dict[int, str] = field(default_factory=dict)
     mirrored_through: int = 0  # checkpoint sequence known to be in the mirror file
     last_checkpoint_at: tuple[int, int] | None = None  # file offset and length of its line
+    segment_day: str | None = None  # UTC date of the active segment's first record, once read
 
     def note(self, record: Mapping[str, Any], start: int | None = None, end: int | None = None) -> None:
         """Track what later checks need from each intact record (at ``start``..``end`` of the file)."""

@@ -18,10 +18,11 @@ from neurocds.audit import privacy, settings
 from neurocds.audit.errors import AuditError
 from neurocds.audit.group_commit import GroupCommit
 from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
+from neurocds.audit.segments import roll_due
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import ChainStore
-from neurocds.audit.store_state import Appended
+from neurocds.audit.store_state import Appended, StoreState
 
 log = logging.getLogger("neurocds.audit")
 
@@ -46,6 +47,9 @@ class AuditLog:
         last one (after the append that reaches the count: appends committed together,
         see :mod:`neurocds.audit.group_commit`, can take it past N).
     :param signing_key_path: Ed25519 private key (PEM, outside ``directory``).
+    :param segment: when the log rolls to a new segment file (see :mod:`neurocds.audit.segments`):
+        ``"daily"``, a size such as ``"64MB"``, or both (``"daily,1GB"``); ``None``: never
+        (one file, as logs were before segments).
     :param facts_schema: the engine's facts schema (base plus pack extensions); with
         ``redact``, member names of rejected documents that it does not define are
         replaced (default: the base facts schema).
@@ -61,8 +65,10 @@ class AuditLog:
         checkpoint_every: int | None = None,
         signing_key_path: Path | str | None = None,
         facts_schema: Mapping[str, Any] | None = None,
+        segment: str | None = None,
     ) -> None:
         self.directory = Path(directory).absolute()
+        self.segment_bytes, self.segment_daily = settings.parse_segment(segment) if segment else (None, False)
         self.redact = bool(redact)
         self.facts_schema = facts_schema
         if checkpoint_every is not None and (
@@ -113,7 +119,7 @@ class AuditLog:
         ``checkpoint_every``, ``signing_key_path``. Unknown keys are an error.
         """
         opts = dict(options or {})
-        known = {"redact", "pseudonym_key", "pseudonym_key_file", "checkpoint_every", "signing_key_path"}
+        known = {"redact", "pseudonym_key", "pseudonym_key_file", "checkpoint_every", "signing_key_path", "segment"}
         unknown = sorted(set(opts) - known)
         if unknown:
             raise AuditError(f"unknown audit option(s): {', '.join(unknown)}")
@@ -137,6 +143,7 @@ class AuditLog:
             checkpoint_every=opts.get("checkpoint_every"),
             signing_key_path=opts.get("signing_key_path"),
             facts_schema=facts_schema,
+            segment=opts.get("segment"),
         )
 
     @classmethod
@@ -303,7 +310,18 @@ class AuditLog:
                     # The batch's records are on disk: its callers must hear success. The checkpoint
                     # is still due, so the next append tries it again.
                     log.warning("audit: checkpoint not written, will retry: %s", type(exc).__name__)
+            reason = roll_due(self.directory, state, self.segment_bytes, self.segment_daily)
+            if reason is not None:
+                self._roll(state, reason)
             return outcomes
+
+    def _roll(self, state: StoreState, reason: str) -> None:
+        try:
+            self._store.roll(state, reason, self._signing_key)
+        except (AuditError, OSError) as exc:
+            # The records are on disk and stand; the roll is still due, so the next append tries again.
+            log.warning("audit: segment not sealed, will retry: %s", type(exc).__name__)
+            self._store.state = None
 
     def checkpoint(self, signing_key_path: Path | str | None = None) -> Appended:
         """Sign the current chain head now and append the checkpoint record."""
@@ -364,3 +382,12 @@ def recover_log(directory: str | os.PathLike[str]) -> list[Appended]:
     with store.locked():
         store.sync()
         return list(store.recovered)
+
+
+def roll_log(directory: str | os.PathLike[str], signing_key_path: Path | str | None = None) -> str | None:
+    """Seal the active segment of an existing log now (behind a checkpoint signed with the key,
+    when given); returns the sealed file's name (``None``: nothing to seal). Auditors run it."""
+    store = _existing_store(directory)
+    key = load_private_key(Path(signing_key_path), audit_dir=store.directory) if signing_key_path else None
+    with store.locked():
+        return store.roll(store.sync(), "requested", key)

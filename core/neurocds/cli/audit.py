@@ -8,92 +8,26 @@ stderr), 2 a usage error.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from neurocds.cli.audit_query import (
+    audit_dir_option,
+    call,
+    echo_json,
+    query_options,
+    run_query,
+    time_option,
+    warn_if_damaged,
+)
 from neurocds.cli.auditing import make_key_folder
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-_URGENCIES = ("emergency", "urgent", "routine", "info", "none")
-_TYPES = ("decision", "rejection", "recovery", "checkpoint", "feedback", "cards", "population_run", "all")
-
-
-def _audit_dir_option(required: bool = True) -> Callable[[F], F]:
-    return click.option(
-        "--audit-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="NEUROCDS_AUDIT_DIR",
-        show_envvar=True,
-        required=required,
-        help="Audit log directory.",
-    )
 
 
 def _fail(message: str) -> click.ClickException:
     return click.ClickException(message)
-
-
-def _call(fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; neurocds errors become a clean message and exit code 1."""
-    from neurocds.errors import NeurocdsError
-
-    try:
-        return fn()
-    except NeurocdsError as exc:
-        raise _fail(str(exc)) from exc
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
-
-
-def _warn_if_damaged(audit_dir: Path, record: dict[str, Any] | None = None) -> None:
-    """Say on stderr when the chain does not check out (queries read leniently).
-
-    With ``record`` (``show``, ``export``), only damage at or before that record counts,
-    and the warning says the record cannot be trusted: an auditor must not take a record
-    from a damaged chain as sound because the command that printed it did not check.
-    """
-    from neurocds.audit.chain import LOG_NAME, scan
-
-    path = audit_dir / LOG_NAME
-    problem = scan(path.read_bytes()).first_problem() if path.exists() else None
-    if problem is None:
-        return
-    if record is None:
-        click.echo(
-            f"warning: the log fails verification at sequence {problem.sequence} "
-            f"({problem.reason}); run `neurocds audit verify`",
-            err=True,
-        )
-        return
-    sequence = record.get("sequence")
-    if isinstance(sequence, int) and problem.sequence <= sequence:
-        click.echo(
-            f"WARNING: the log fails verification from sequence {problem.sequence} ({problem.reason}); "
-            f"record {sequence} cannot be trusted. `neurocds audit verify` says more.",
-            err=True,
-        )
-
-
-def _pseudonym_key(audit_dir: Path, key_file: Path | None) -> bytes:
-    from neurocds.audit import privacy
-
-    if key_file is not None:
-        return privacy.read_key_file(key_file)
-    key = privacy.key_from_env(os.environ) or privacy.auto_key(audit_dir, create=False)
-    if key is None:
-        raise _fail(
-            "--patient needs the pseudonym key: --pseudonym-key-file, NEUROCDS_AUDIT_PSEUDONYM_KEY "
-            "or NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE"
-        )
-    return key
 
 
 def register(group: click.Group) -> None:
@@ -107,7 +41,7 @@ def audit() -> None:
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
 @click.option(
     "--public-key",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -122,125 +56,49 @@ def audit() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Checkpoint file kept outside the log directory (repeatable).",
 )
+@click.option(
+    "--segment",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Check this one segment file on its own (sealed, maybe archived elsewhere), and against "
+    "what the log in --audit-dir commits to for it.",
+)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def verify(audit_dir: Path, public_key: Path | None, external: tuple[Path, ...], fmt: str) -> None:
-    """Check the whole chain, the head file and every checkpoint.
+def verify(
+    audit_dir: Path, public_key: Path | None, external: tuple[Path, ...], segment: Path | None, fmt: str
+) -> None:
+    """Check the whole chain through every segment present, the head file and every checkpoint.
 
+    Segments archived away are named, with the hash the log commits them to, not verified.
     Exit 0 when everything verifies; exit 1 naming the first bad sequence otherwise.
     """
     from neurocds.audit.verify import format_report, verify_log
 
-    report = _call(lambda: verify_log(audit_dir, public_key=public_key, external_checkpoints=external))
+    report = call(
+        lambda: verify_log(audit_dir, public_key=public_key, external_checkpoints=external, segment=segment)
+    )
     if fmt == "json":
-        _echo_json(report.to_dict())
+        echo_json(report.to_dict())
     else:
         click.echo(format_report(report))
     sys.exit(0 if report.ok else 1)
 
 
-def _time_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    """An RFC 3339 time, parsed once; a malformed one is the caller's usage error (exit 2)."""
-    from neurocds.audit.errors import AuditError
-    from neurocds.audit.query import parse_time
-
-    if value is None:
-        return None
-    try:
-        return parse_time(value)
-    except AuditError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _query_options(fn: F) -> F:
-    options = [
-        _audit_dir_option(),
-        click.option("--since", callback=_time_option, help="Recorded at or after this RFC 3339 time."),
-        click.option("--until", callback=_time_option, help="Recorded at or before this RFC 3339 time."),
-        click.option("--patient", help="Raw patient id (turned into its pseudonym with the key)."),
-        click.option("--pseudonym", help="Patient pseudonym (hex) as stored."),
-        click.option(
-            "--pseudonym-key-file",
-            type=click.Path(dir_okay=False, exists=True, path_type=Path),
-            help="Pseudonym key file (hex); else the environment or the log's own key.",
-        ),
-        click.option("--finding", help="Decisions with this finding id."),
-        click.option("--urgency", multiple=True, type=click.Choice(_URGENCIES), help="Highest urgency (repeatable)."),
-        click.option("--pack", help="Decisions that used pack NAME or NAME@VERSION."),
-        click.option("--incomplete", is_flag=True, help="Only decisions that are not complete."),
-        click.option(
-            "--type",
-            "types",
-            multiple=True,
-            type=click.Choice(_TYPES),
-            help="Record types (default: decision and rejection).",
-        ),
-        click.option("--limit", type=click.IntRange(min=1), help="At most this many records (the first ones)."),
-        click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _run_query(audit_dir: Path, **kw: Any) -> None:
-    from neurocds.audit import index, privacy
-    from neurocds.audit.query import RecordFilter, format_table, summary
-
-    if kw["patient"] and kw["pseudonym"]:
-        raise click.UsageError("give --patient or --pseudonym, not both")
-    pseudonym = kw["pseudonym"]
-    key_id = None
-    if kw["patient"]:
-        key = _call(lambda: _pseudonym_key(audit_dir, kw["pseudonym_key_file"]))
-        pseudonym, key_id = privacy.pseudonymise(key, kw["patient"]), privacy.key_id(key)
-    types = tuple(kw["types"]) or ("decision", "rejection")
-    if "all" in types:
-        types = _TYPES[:-1]
-    flt = _call(
-        lambda: RecordFilter(
-            since=kw["since"],
-            until=kw["until"],
-            pseudonym=pseudonym,
-            finding=kw["finding"],
-            urgency=tuple(kw["urgency"]),
-            pack=kw["pack"],
-            incomplete=kw["incomplete"],
-            types=types,
-        )
-    )
-    problems: list[Any] = []
-    records = _call(lambda: list(index.query(audit_dir, flt, limit=kw["limit"], problems=problems)))
-    if problems:
-        problem = problems[0]
-        click.echo(
-            f"warning: the log fails verification at sequence {problem.sequence} "
-            f"({problem.reason}); run `neurocds audit verify`",
-            err=True,
-        )
-    if kw["fmt"] == "json":
-        _echo_json(records)
-    else:
-        click.echo(format_table([summary(r) for r in records]))
-    if key_id and not records:
-        click.echo(f"note: matched with pseudonym key {key_id}; records made with another key do not match", err=True)
-
-
 @audit.command()
-@_query_options
+@query_options
 def query(audit_dir: Path, **kw: Any) -> None:
     """Find records by time, patient, finding, urgency, pack or completeness (`list` is the same).
 
     Fast on large logs: candidates come from the index (index.sqlite, rebuilt from the log
     whenever it does not match it), and each is read back from the log and checked.
     """
-    _run_query(audit_dir, **kw)
+    run_query(audit_dir, **kw)
 
 
 audit.add_command(query, "list")
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
 @click.argument("record_id")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def show(audit_dir: Path, record_id: str, fmt: str) -> None:
@@ -253,18 +111,18 @@ def show(audit_dir: Path, record_id: str, fmt: str) -> None:
     from neurocds.audit.query import find_record
     from neurocds.audit.render import render_text
 
-    record = _call(lambda: find_record(audit_dir, record_id))
-    _warn_if_damaged(audit_dir, record)
+    record = call(lambda: find_record(audit_dir, record_id))
+    warn_if_damaged(audit_dir, record)
     if fmt == "json":
         click.echo(json.dumps(record, indent=2, ensure_ascii=False))
         return
     decision_id = (record.get("decision") or {}).get("decision_id")
-    others = _call(lambda: related(audit_dir, decision_id)) if isinstance(decision_id, str) else []
+    others = call(lambda: related(audit_dir, decision_id)) if isinstance(decision_id, str) else []
     click.echo(render_text(record, others))
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
 @click.argument("record_id")
 @click.option("--compare", is_flag=True, help="Evaluate with the installed packs even if they differ; show changes.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -277,17 +135,17 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
     from neurocds.audit.query import find_record
     from neurocds.replay import format_replay, replay_decision
 
-    record = _call(lambda: find_record(audit_dir, record_id))
-    outcome = _call(lambda: replay_decision(record, compare=compare))
+    record = call(lambda: find_record(audit_dir, record_id))
+    outcome = call(lambda: replay_decision(record, compare=compare))
     if fmt == "json":
-        _echo_json(outcome.to_dict())
+        echo_json(outcome.to_dict())
     else:
         click.echo(format_replay(outcome))
     sys.exit(0 if outcome.identical or (compare and not outcome.differing_fields) else 1)
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
 @click.argument("record_id", required=False)
 @click.option(
     "--html",
@@ -302,8 +160,8 @@ def replay(audit_dir: Path, record_id: str, compare: bool, fmt: str) -> None:
     envvar="NEUROCDS_AUDIT_PUBLIC_KEY",
     help="Public key to check checkpoint signatures.",
 )
-@click.option("--since", callback=_time_option, help="Without RECORD_ID: the period starts at this RFC 3339 time.")
-@click.option("--until", callback=_time_option, help="Without RECORD_ID: the period ends at this RFC 3339 time.")
+@click.option("--since", callback=time_option, help="Without RECORD_ID: the period starts at this RFC 3339 time.")
+@click.option("--until", callback=time_option, help="Without RECORD_ID: the period ends at this RFC 3339 time.")
 def report(
     audit_dir: Path, record_id: str | None, html_out: Path, public_key: Path | None, since: Any, until: Any
 ) -> None:
@@ -317,11 +175,11 @@ def report(
 
     if record_id is not None and (since or until):
         raise click.UsageError("give RECORD_ID or --since/--until, not both")
-    _call(lambda: write_report(audit_dir, record_id, html_out, public_key, since, until))
+    call(lambda: write_report(audit_dir, record_id, html_out, public_key, since, until))
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
 @click.argument("record_id")
 @click.option("--fhir", is_flag=True, required=True, help="FHIR R4 Bundle with AuditEvent and Provenance.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout).")
@@ -333,9 +191,9 @@ def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None, fhi
 
     if not fhir:
         raise click.UsageError("choose an export format: --fhir")
-    record = _call(lambda: find_record(audit_dir, record_id))
-    _warn_if_damaged(audit_dir, record)
-    bundle = _call(lambda: export_fhir(record, fhir_server=fhir_server))
+    record = call(lambda: find_record(audit_dir, record_id))
+    warn_if_damaged(audit_dir, record)
+    bundle = call(lambda: export_fhir(record, fhir_server=fhir_server))
     text = json.dumps(bundle, indent=2, ensure_ascii=False)
     if output is None:
         click.echo(text)
@@ -344,7 +202,7 @@ def export(audit_dir: Path, record_id: str, fhir: bool, output: Path | None, fhi
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
 @click.option(
     "--key",
     "key_path",
@@ -357,18 +215,38 @@ def checkpoint(audit_dir: Path, key_path: Path) -> None:
     """Sign the current chain head now. Prints the signed checkpoint: keep a copy elsewhere."""
     from neurocds.audit.writer import checkpoint_log
 
-    appended, entry = _call(lambda: checkpoint_log(audit_dir, key_path))
+    appended, entry = call(lambda: checkpoint_log(audit_dir, key_path))
     click.echo(json.dumps(entry, sort_keys=True, separators=(",", ":")))
     click.echo(f"checkpoint {appended.sequence} signs sequence {entry['sequence']}", err=True)
 
 
 @audit.command()
-@_audit_dir_option()
+@audit_dir_option()
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="NEUROCDS_AUDIT_SIGNING_KEY",
+    help="Ed25519 private key: sign a checkpoint as the segment's last record first.",
+)
+def roll(audit_dir: Path, key_path: Path | None) -> None:
+    """Seal the active segment now (to archive it) and start the next one.
+
+    Writers roll on their own with NEUROCDS_AUDIT_SEGMENT (daily, a size such as 64MB, or both).
+    """
+    from neurocds.audit.writer import roll_log
+
+    sealed = call(lambda: roll_log(audit_dir, key_path))
+    click.echo(f"sealed segments/{sealed}" if sealed else "nothing to seal: the active segment holds no records")
+
+
+@audit.command()
+@audit_dir_option()
 def recover(audit_dir: Path) -> None:
     """Recover from an interrupted write now (appending does this automatically)."""
     from neurocds.audit.writer import recover_log
 
-    records = _call(lambda: recover_log(audit_dir))
+    records = call(lambda: recover_log(audit_dir))
     for r in records:
         click.echo(f"recovery record {r.sequence} appended")
     if not records:
@@ -378,7 +256,7 @@ def recover(audit_dir: Path) -> None:
 @audit.command()
 @click.option("--private", "private_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--public", "public_out", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@_audit_dir_option(required=False)
+@audit_dir_option(required=False)
 def keygen(private_out: Path, public_out: Path, audit_dir: Path | None) -> None:
     """Create an Ed25519 key pair for checkpoints (private file mode 0600).
 
@@ -391,13 +269,13 @@ def keygen(private_out: Path, public_out: Path, audit_dir: Path | None) -> None:
             raise _fail(f"{path} already exists; not overwriting a key")
     for path in (private_out, public_out):
         make_key_folder(path.expanduser())
-    key_id = _call(lambda: generate_keypair(private_out, public_out, audit_dir=audit_dir))
+    key_id = call(lambda: generate_keypair(private_out, public_out, audit_dir=audit_dir))
     click.echo(f"key {key_id}: private {private_out}, public {public_out}")
 
 
 @audit.command("pseudonym-keygen")
 @click.argument("key_file", type=click.Path(dir_okay=False, path_type=Path))
-@_audit_dir_option(required=False)
+@audit_dir_option(required=False)
 def pseudonym_keygen(key_file: Path, audit_dir: Path | None) -> None:
     """Create a random 32-byte pseudonym key (hex, mode 0600) for redaction.
 
@@ -415,5 +293,5 @@ def pseudonym_keygen(key_file: Path, audit_dir: Path | None) -> None:
         raise _fail(f"{key_file} already exists; not overwriting a key")
     make_key_folder(key_file)
     key = secrets.token_bytes(32)
-    _call(lambda: privacy.write_key_file(key_file, key))
+    call(lambda: privacy.write_key_file(key_file, key))
     click.echo(f"pseudonym key {privacy.key_id(key)} written to {key_file}")

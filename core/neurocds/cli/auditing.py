@@ -36,11 +36,23 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
-def _setting(flag: str, name: str, env: str, help_text: str, **kw: Any) -> Callable[[F], F]:
+def _setting(
+    flag: str, name: str, env: str, help_text: str, callback: Callable[..., Any] = _remember, **kw: Any
+) -> Callable[[F], F]:
     """One audit flag: reads ``env`` too, and goes to the context, not to the command."""
     return click.option(
-        flag, name, envvar=env, show_envvar=True, expose_value=False, callback=_remember, help=help_text, **kw
+        flag, name, envvar=env, show_envvar=True, expose_value=False, callback=callback, help=help_text, **kw
     )
+
+
+def _remember_segment(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """When the log rolls (``daily``, ``64MB``, ``daily,1GB``): checked here, passed on as written."""
+    if value is not None:
+        try:
+            settings.parse_segment(str(value), settings.SEGMENT_ENV)
+        except AuditError as exc:
+            raise click.BadParameter(exc.reason, ctx=ctx, param=param) from None
+    return _remember(ctx, param, value)
 
 
 def audit_config_options(func: F) -> F:
@@ -76,6 +88,13 @@ def audit_config_options(func: F) -> F:
             settings.SIGNING_KEY_ENV,
             "Ed25519 private key (PEM, mode 0600) for checkpoints, outside the audit directory.",
             type=key_file,
+        ),
+        _setting(
+            "--audit-segment",
+            "segment",
+            settings.SEGMENT_ENV,
+            "Roll the log to a new segment file: daily, at a size (64MB), or both (daily,1GB).",
+            callback=_remember_segment,
         ),
     ]
     for option in reversed(options):
