@@ -53,7 +53,7 @@ def workload(n: int, stage: str, backend: str) -> None:
 
 def run_stage(engine: Any, docs: list[bytes], stage: str) -> None:
     """Prepare every stage's inputs (alike in every run), then run only ``stage`` on them."""
-    from neurocds.engine import _evidence
+    from neurocds.answers import evidence
     from neurocds.facts.strictjson import sha256_canonical
 
     parsed = [engine.validate(doc) for doc in docs]
@@ -77,7 +77,7 @@ def run_stage(engine: Any, docs: list[bytes], stage: str) -> None:
             engine.reference.run(doc, {}, None, none)
     elif stage == "findings+because":
         for run, evaluation in evaluations:
-            engine.explainer.findings(run, evaluation, _evidence)
+            engine.explainer.findings(run, evaluation, evidence)
     elif stage == "derived":
         for run, evaluation in evaluations:
             engine.explainer.derived(run, evaluation, {}, {})

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 _EXPONENT_TAIL = re.compile(rb"e[-0-9]")  # orjson writes a lower-case e, no '+'
+_PASSTHROUGH = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME  # json.dumps refuses both
 
 
 def _may_differ(out: bytes) -> bool:
@@ -33,18 +34,43 @@ def _may_differ(out: bytes) -> bool:
     every position); finding the rarer "e, digit or minus" and then looking one byte
     back costs 1 us.
     """
-    if b"null" in out or b"0.0000" in out:
-        return True
-    return any(m.start() and out[m.start() - 1] in b"0123456789" for m in _EXPONENT_TAIL.finditer(out))
+    return b"null" in out or _exponent_form(out)
 
 
 def canonical_json_fast(obj: Any) -> bytes:
     try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-                           | orjson.OPT_PASSTHROUGH_DATETIME)  # fmt: skip
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | _PASSTHROUGH)
     except TypeError:  # orjson.JSONEncodeError included
         out = None
     if out is not None and not _may_differ(out):
         return out
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return text.encode("utf-8")
+
+
+def json_text(obj: Any, *, indent: int | None = 2) -> str:
+    """``json.dumps(obj, indent=indent, ensure_ascii=False)``, written by orjson where that is the same text.
+
+    For the readable two-space form that results, responses and the CLI write, orjson is
+    about 20x cheaper than ``json.dumps`` (whose indenting encoder is pure Python) and
+    writes the same bytes, except for floats Python writes with an exponent and what orjson
+    cannot encode (non-string keys, lone surrogates, integers beyond 64 bits): those take
+    ``json.dumps`` itself. One difference is kept on purpose: a NaN or infinity, which
+    ``json.dumps`` writes as ``NaN``/``Infinity`` (not JSON), orjson writes as ``null``.
+    Results carry none: facts with them are refused at parsing.
+    """
+    if indent == 2:
+        try:
+            out = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | _PASSTHROUGH)
+        except TypeError:  # orjson.JSONEncodeError included
+            out = None
+        if out is not None and not _exponent_form(out):
+            return out.decode("utf-8")
+    return json.dumps(obj, indent=indent, ensure_ascii=False)
+
+
+def _exponent_form(out: bytes) -> bool:
+    """True when ``out`` may hold a float Python writes differently (``1e-05``, ``1e+16``)."""
+    if b"0.0000" in out:
+        return True
+    return any(m.start() and out[m.start() - 1] in b"0123456789" for m in _EXPONENT_TAIL.finditer(out))
