@@ -61,3 +61,18 @@ def test_what_json_dumps_refuses_is_refused_the_same_way() -> None:
             reference(value)
         with pytest.raises(TypeError):
             json_text(value)
+
+
+def test_results_take_the_fast_path_despite_hex_digests_and_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Digests and uuids are full of "3e5"-like runs; they are strings, so orjson's text stands.
+    engine = Engine(packs=BUILTIN_PACKS)
+    result = engine.evaluate(next(iter(documents()))[1])
+    expected = reference(result.to_dict())
+    from neurocds.facts import canonical
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("json.dumps was used")
+
+    monkeypatch.setattr(canonical.json, "dumps", refuse)
+    assert canonical.json_text(result.to_dict()) == expected
+    assert canonical.json_text({"id": "3e5f-0e1", "sha": "ab0e12", "note": "1e-05 in text"}) is not None

@@ -64,7 +64,7 @@ def json_text(obj: Any, *, indent: int | None = 2) -> str:
             out = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | _PASSTHROUGH)
         except TypeError:  # orjson.JSONEncodeError included
             out = None
-        if out is not None and not _exponent_form(out):
+        if out is not None and not _indented_number_differs(out):
             return out.decode("utf-8")
     return json.dumps(obj, indent=indent, ensure_ascii=False)
 
@@ -74,3 +74,30 @@ def _exponent_form(out: bytes) -> bool:
     if b"0.0000" in out:
         return True
     return any(m.start() and out[m.start() - 1] in b"0123456789" for m in _EXPONENT_TAIL.finditer(out))
+
+
+_NUMBER_BYTES = frozenset(b"0123456789.-")
+
+
+def _indented_number_differs(out: bytes) -> bool:
+    """True when indented ``out`` holds a number Python may write differently (an exponent, or 0.0000x).
+
+    Only a token where the indented form puts a value counts: at the start, after ``": "``
+    or first on a line (a newline inside a string is written escaped). Hex digests and ids
+    in strings ("3e5f...") therefore keep the fast path; a string that merely looks like a
+    value only takes the slow one.
+    """
+    hits = [m.start() for m in _EXPONENT_TAIL.finditer(out)]
+    at = out.find(b"0.0000")
+    while at >= 0:
+        hits.append(at)
+        at = out.find(b"0.0000", at + 1)
+    for i in hits:
+        while i and out[i - 1] in _NUMBER_BYTES:
+            i -= 1
+        j = i
+        while j and out[j - 1] == 0x20:
+            j -= 1
+        if j == 0 or out[j - 1] == 0x0A or (out[j - 1] == 0x3A and i - j == 1):
+            return True
+    return False
