@@ -8,18 +8,19 @@ can live in one process.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from neurocds.answers import checked, evidence, parsed_or_none, trace_builder
 from neurocds.backends.reference import Evaluation, ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
-from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
+from neurocds.facts.strictjson import ParseLimits, sha256_canonical
 from neurocds.facts.validation import FactsValidator, check_extension
 from neurocds.resources import load_schema
-from neurocds.result import DISCLAIMER, Result, highest_urgency
+from neurocds.result import DISCLAIMER, Result
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.compiler import compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
@@ -122,6 +123,12 @@ class Engine:
         self.explainer = Explainer(self.rules, self._labels.get, self.reference.plan)
         self._hooks = PackHooks(self.pm, self.packs, self._runner)
         self._audit = self._open_audit(audit_dir, audit_options)
+        # What every result repeats and nothing changes after loading: built once, copied per result.
+        self._load_failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind)
+                               for p in self.failed_packs]  # fmt: skip
+        self._loaded_infos = [p.info() for p in self.packs]
+        self._failed_infos = [p.info() for p in self.failed_packs]
+        self._engine_info = self._build_engine_info()
 
     # ----------------------------------------------------------------- loading
     def _register(self, plugins: Sequence[Any], use_entry_points: bool) -> list[LoadedPack]:
@@ -248,12 +255,15 @@ class Engine:
         return self._audit
 
     def pack_infos(self) -> list[dict[str, Any]]:
-        return [p.info() for p in [*self.packs, *self.failed_packs]]
+        return [dict(info) for info in [*self._loaded_infos, *self._failed_infos]]
 
     def label_of(self, pointer: str) -> str | None:
         return self._labels.get(pointer)
 
     def engine_info(self) -> dict[str, Any]:
+        return dict(self._engine_info)
+
+    def _build_engine_info(self) -> dict[str, Any]:
         info: dict[str, Any] = {
             "name": "neurocds",
             "version": __version__,
@@ -290,13 +300,13 @@ class Engine:
                 # lets the log derive the patient pseudonym.
                 self._audit.record_rejection(
                     exc,
-                    facts=_parsed_or_none(facts, self._limits),
+                    facts=parsed_or_none(facts, self._limits),
                     engine=self.engine_info(),
                     packs=self.pack_infos(),
                 )
             raise
         facts_sha256 = sha256_canonical(doc)  # of the document as received, before any pack code
-        failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind) for p in self.failed_packs]
+        failures = list(self._load_failures)  # hooks append theirs
         budget, frozen = self._hooks.budget(), FrozenFacts(doc)
         computed: dict[str, Any] = {}
         computed_because: dict[str, Any] = {}
@@ -304,44 +314,58 @@ class Engine:
             computed, computed_because = self._hooks.compute(frozen, self.compiled.derived_kinds, failures, budget)
         # A pack whose compute hook failed does not run (hookspecs promise); the others do.
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
-        # The durable session goes first: creating it zeroes most of a core's L2 cache, so the
-        # reference evaluation's states, which every explanation below reads, are made after it.
+        # The durable session goes first, so the reference evaluation's states, which every
+        # explanation reads, are the most recent in the cache.
         durable = self._durable_session(doc, computed, disabled)
         ref_run, evaluation = self.reference.run(doc, computed, None, disabled)
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
         if durable is not None:
-            run, errors = self._checked(durable, ref_run)
+            run, errors = checked(durable, ref_run, self.rules, self.verify)
         if budget is not None and self._hooks.detail_impls:
             derived = {**computed, **run.derived}
             details, detail_errors = self._hooks.details(self.rules, run.fired, derived, frozen, budget)
             run.details.update(details)
             errors += detail_errors
-        findings = self.explainer.findings(run, evaluation, _evidence)
-        fired_urgency = {f["id"]: f["urgency"] for f in findings}
         failed_names = {f.pack for f in failures} | {e["pack"] for e in errors if e.get("pack")}  # rule errors too
-        packs = [dict(p.info(), status="failed" if p.name in failed_names else p.status) for p in self.packs]
-        packs += [p.info() for p in self.failed_packs]
+        packs = [dict(i, status="failed") if i["name"] in failed_names else dict(i) for i in self._loaded_infos]
+        packs += [dict(info) for info in self._failed_infos]
+        explainer = self.explainer
+        built: dict[str, list[dict[str, Any]]] = {}  # the findings, once, for whichever member asks first
+
+        def build_findings() -> list[dict[str, Any]]:
+            if "findings" not in built:
+                built["findings"] = explainer.findings(run, evaluation, evidence)
+            return built["findings"]
+
+        def build_missing_data() -> list[dict[str, Any]]:
+            fired_urgency = {f["id"]: f["urgency"] for f in build_findings()}
+            return explainer.missing_data(run, evaluation, fired_urgency)
+
         data: dict[str, Any] = {
             "result_version": "1",
             "evaluation_id": str(uuid.uuid4()),
             "evaluated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "facts_sha256": facts_sha256,
-            "highest_urgency": highest_urgency(findings),
+            "highest_urgency": explainer.highest_urgency(run),
             "complete": not failures and not errors,
-            "findings": findings,
-            "derived": self.explainer.derived(run, evaluation, computed, computed_because),
-            "missing_data": None,  # built on demand, like the trace
+            # The explanation (each finding's and derived fact's ``because``, the missing data and
+            # the trace) is read from the evaluation's node states when a consumer first asks.
+            "findings": None,
+            "derived": None,
+            "missing_data": None,
             "packs": packs,
             "errors": [f.to_dict() for f in failures] + errors,
-            "engine": self.engine_info(),
-            "trace": None,  # built by _trace_builder when a consumer first asks (Result.to_dict)
+            "engine": dict(self._engine_info),
+            "trace": None,
             "disclaimer": DISCLAIMER,
         }
         result = Result(
             data,
             {
-                "missing_data": lambda: self.explainer.missing_data(run, evaluation, fired_urgency),
-                "trace": self._trace_builder(run, evaluation, trace, provenance),
+                "findings": build_findings,
+                "derived": lambda: explainer.derived(run, evaluation, computed, computed_because),
+                "missing_data": build_missing_data,
+                "trace": trace_builder(explainer, run, evaluation, trace, provenance),
             },
         )
         if self._audit is not None:
@@ -363,21 +387,6 @@ class Engine:
         disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
         return self.reference.run(doc, computed, None, disabled)[1]
 
-    def _trace_builder(
-        self, run: Run, evaluation: Any, trace: bool, provenance: Mapping[str, Any] | None
-    ) -> Callable[[], dict[str, Any]]:
-        """The why/why-not trace, built from this evaluation's recorded node states on demand."""
-
-        copied = dict(provenance) if provenance else None  # as it was at evaluation time
-
-        def build() -> dict[str, Any]:
-            out = self.explainer.trace(run, evaluation) if trace else {"fired": [], "not_fired": [], "omitted": True}
-            if copied:
-                out["input_provenance"] = copied
-            return out
-
-        return build
-
     def _durable_session(
         self, doc: Mapping[str, Any], computed: Mapping[str, Any], disabled: frozenset[str]
     ) -> Run | RuleEvaluationError | None:
@@ -388,48 +397,3 @@ class Engine:
             return self.durable.run(doc, computed, None, disabled)
         except RuleEvaluationError as exc:
             return exc
-
-    def _checked(self, durable: Run | RuleEvaluationError, ref_run: Run) -> tuple[Run, list[dict[str, Any]]]:
-        """The durable answer, verified against the reference one when ``verify`` is on."""
-        if isinstance(durable, RuleEvaluationError):
-            # Fail safe: report the reference answer, loudly incomplete.
-            return ref_run, [e.to_dict() for e in ref_run.errors] + [durable.to_dict()]
-        run = durable
-        errors = [e.to_dict() for e in run.errors]
-        if not self.verify:
-            return run, errors
-        only_durable = run.fired_set() - ref_run.fired_set()
-        only_reference = ref_run.fired_set() - run.fired_set()
-        if only_durable or only_reference or run.derived != ref_run.derived:
-
-            def names(indices: set[int]) -> str:
-                return ", ".join(sorted(self.rules[i].id for i in indices)) or "none"
-
-            errors.append(
-                RuleEvaluationError(
-                    f"backends disagree: only durable fired [{names(only_durable)}]; only reference fired "
-                    f"[{names(only_reference)}]",
-                    kind="disagreement",
-                ).to_dict()
-            )
-            merged = Run(
-                backend="durable+reference",
-                fired=sorted(run.fired_set() | ref_run.fired_set()),
-                derived={**ref_run.derived, **run.derived},
-                details={**ref_run.details, **run.details},
-            )
-            return merged, errors
-        return run, errors
-
-
-def _evidence(rule: Rule) -> list[dict[str, str]]:
-    return [{"source": e.source, "citation": e.citation} for e in rule.evidence]
-
-
-def _parsed_or_none(facts: Mapping[str, Any] | str | bytes, limits: ParseLimits) -> Any:
-    if isinstance(facts, Mapping):
-        return facts
-    try:
-        return parse_strict(facts, limits)
-    except FactsValidationError:
-        return None

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+from neurocds.facts.canonical import json_text
 from neurocds.rules.ruleset import URGENCY_RANK
 
 DISCLAIMER = (
@@ -28,8 +28,9 @@ class Result:
 
     def __init__(self, data: dict[str, Any], deferred: Mapping[str, Callable[[], Any]] | None = None):
         """``deferred``: members of ``data`` (already present, as placeholders, so the document
-        keeps its member order) built only when first asked for: the why/why-not trace and the
-        missing data cost as much as a rule evaluation and many callers never read them."""
+        keeps its member order) built only when first asked for: the explanation (findings and
+        derived facts with their ``because``, the missing data, the why/why-not trace) costs
+        more than the rule evaluation itself, and many callers read only part of it."""
         self._data = data
         self._deferred = dict(deferred) if deferred else {}
 
@@ -45,7 +46,8 @@ class Result:
         return self._data[key]
 
     def to_json(self, *, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, sort_keys=False)
+        """The result document as JSON text: the same text ``json.dumps`` writes, by orjson where it can."""
+        return json_text(self.to_dict(), indent=indent)
 
     @property
     def evaluation_id(self) -> str:
@@ -61,15 +63,15 @@ class Result:
 
     @property
     def findings(self) -> list[dict[str, Any]]:
-        return cast("list[dict[str, Any]]", self._data["findings"])
+        return cast("list[dict[str, Any]]", self._member("findings"))
 
     @property
     def finding_ids(self) -> list[str]:
-        return [f["id"] for f in self._data["findings"]]
+        return [f["id"] for f in self.findings]
 
     @property
     def derived(self) -> dict[str, Any]:
-        return {d["name"]: d["value"] for d in self._data["derived"]}
+        return {d["name"]: d["value"] for d in self._member("derived")}
 
     @property
     def missing_data(self) -> list[dict[str, Any]]:
@@ -80,7 +82,7 @@ class Result:
         return cast("list[dict[str, Any]]", self._data["errors"])
 
     def finding(self, finding_id: str) -> dict[str, Any] | None:
-        return next((f for f in self._data["findings"] if f["id"] == finding_id), None)
+        return next((f for f in self.findings if f["id"] == finding_id), None)
 
     def __repr__(self) -> str:
         return (

@@ -47,3 +47,37 @@ def test_missing_data_is_built_on_first_use_and_equals_the_document_member():
     assert calls == [1] and missing
     assert result.to_dict()["missing_data"] is missing and calls == [1]
     assert list(result.to_dict()).index("missing_data") == list(result.to_dict()).index("derived") + 1
+
+
+def test_because_is_built_only_when_findings_or_derived_facts_are_read():
+    engine = Engine(packs=BUILTIN_PACKS)
+    calls: list[int] = []
+    real = engine.explainer.because
+    engine.explainer.because = lambda index, ev: calls.append(index) or real(index, ev)  # type: ignore[method-assign]
+    result = engine.evaluate(EXAMPLE)
+    # What the evaluation itself answers needs no explanation: urgency, completeness.
+    assert calls == [] and result.highest_urgency == "emergency" and result.complete
+    findings = result.findings
+    assert calls and findings and all(f["because"] for f in findings)
+    assert result.findings is findings and result.to_dict()["findings"] is findings
+    derived = result.derived
+    assert derived and all(d["because"] for d in result.to_dict()["derived"])
+    eager = Engine(packs=BUILTIN_PACKS).evaluate(EXAMPLE).to_dict()
+    document = result.to_dict()
+    for key in ("findings", "derived", "missing_data", "trace", "highest_urgency"):
+        assert document[key] == eager[key], key
+    assert list(document) == list(eager)  # member order unchanged
+
+
+def test_highest_urgency_without_findings_is_the_most_urgent_finding_on_every_example():
+    engine = Engine(packs=BUILTIN_PACKS)
+    examples = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.json"))
+    seen = set()
+    for path in examples:
+        result = engine.evaluate(path.read_bytes())
+        urgency = result.highest_urgency
+        ranks = {"emergency": 4, "urgent": 3, "routine": 2, "info": 1}
+        expected = max((f["urgency"] for f in result.findings), key=ranks.__getitem__, default="none")
+        assert urgency == expected, path.name
+        seen.add(urgency)
+    assert len(seen) >= 2  # the examples span urgencies: the check can tell them apart

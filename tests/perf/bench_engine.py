@@ -8,6 +8,8 @@ Variants (one core, one thread, the same documents for each):
   durable             full evaluation with trace, no verification
   reference           full evaluation with trace on the pure-Python backend
   durable, no trace   findings and because only (what an integration that logs no trace pays)
+  +findings           durable+verify, then reading result.findings (built on first read)
+  +to_json            durable+verify, then the whole result document as JSON text (the CLI's output)
 Documents: every facts file in examples/ plus variants with random fields removed
 (unknowns), so rules are decided, undecided and false in realistic proportions.
 ``--repeat N`` measures the variants in N interleaved rounds and prints, per variant,
@@ -88,7 +90,9 @@ def main() -> None:
         ("durable+verify", verified.evaluate),
         ("durable", plain.evaluate),
         ("reference", reference.evaluate),
-        ("durable, no trace", lambda d: plain.evaluate(d, trace=False)),
+        ("durable, no trace", lambda d: plain.evaluate(d, trace=False).findings),
+        ("+findings", lambda d: verified.evaluate(d).findings),
+        ("+to_json", lambda d: verified.evaluate(d).to_json()),
     ]
     rounds: dict[str, list[Stats]] = {label: [] for label, _ in variants}
     ratios: dict[str, list[float]] = {label: [] for label, _ in variants}

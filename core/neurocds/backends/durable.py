@@ -6,12 +6,21 @@ wrong answers (see the shared fact sheet). This module fences it in:
 * it calls the C extension directly, never the stock ``Host`` (whose dispatcher
   thread has a use-after-free beyond ~8 concurrent sessions, swallows action
   exceptions and gives up silently on slow actions) nor the ``durable.lang`` DSL;
-* one fresh session per evaluation, always deleted in ``finally``; the compiled
-  ruleset carries a sentinel rule on a fact of its own, asserted and completed
-  before anything else, because deleting a session in which no action ran is an
-  uninitialised free (crash A). Doing it first matters: an assert the extension
-  refuses (error 303 when more than 64 alpha nodes match one fact, 304 beyond 16
-  facts in a join) leaves no action run, and the deletion then crashed the process;
+* one session, reused: creating a session allocates and zeroes two index tables
+  per beta node (about 1.6 M of the 2.3 M instructions a fresh session cost with
+  the 2.0.0 packs), so each evaluation instead retracts every fact it asserted,
+  newest first, which leaves the session holding only its sentinel fact, as a
+  fresh one would after its sentinel ran (``tests/core/test_session_reuse.py``
+  checks that, and the same firings as fresh sessions on every corpus document).
+  Any error, or a retraction the extension refuses, deletes the session instead,
+  and the next evaluation starts a fresh one; so does every
+  ``SESSION_REUSES``-th evaluation, a bound on whatever the tests cannot see;
+* the compiled ruleset carries a sentinel rule on a fact of its own, asserted and
+  completed first in every new session, because deleting a session in which no
+  action ran is an uninitialised free (crash A). Doing it first matters: an assert
+  the extension refuses (error 303 when more than 64 alpha nodes match one fact,
+  304 beyond 16 facts in a join) leaves no action run, and the deletion then
+  crashed the process;
 * every error of the extension becomes a :class:`RuleEvaluationError` (kind
   ``backend``), so the engine reports the reference answer, loudly incomplete;
 * session ids and fact ids are chosen here and checked against the extension's
@@ -49,6 +58,8 @@ from neurocds.rules.compiler import (
 )
 
 MAX_LIVE_SESSIONS = 1024  # the extension's own cap per ruleset (MemoryError beyond)
+SESSION_REUSES = 10_000  # evaluations one session serves before a fresh one (1 in 10,000 pays 2.3 M)
+SENTINEL_ID = "s"  # the sentinel fact's id; input and conclusion facts are x0, x1, ...
 _INEXACT = "durable_rules cannot compare the integer at {} exactly (beyond ±2**53); reference answer only"
 
 
@@ -138,6 +149,8 @@ class DurableBackend:
         self._lock = threading.Lock()
         self._sessions = itertools.count(1)
         self._live: set[int] = set()
+        self._session: tuple[str, int] | None = None  # (sid, hash) of the reused session
+        self._uses = 0
         self.firing_budget = firing_budget or max(1000, 8 * len(compiled.definition))
 
     def _new_sid(self) -> tuple[str, int]:
@@ -157,16 +170,70 @@ class DurableBackend:
         on_fire: FireCallback | None = None,
         disabled: frozenset[str] = frozenset(),
     ) -> Run:
-        """One session; firings of rules of ``disabled`` packs are ignored (never recorded or chained on)."""
+        """One evaluation; firings of rules of ``disabled`` packs are ignored (never recorded or chained on)."""
         with self._lock:
-            sid, sid_hash = self._new_sid()
+            if self._session is None:
+                self._session = self._open_session()
+            sid = self._session[0]
+            asserted: list[str] = []
+            clean = False
             try:
-                return self._run_session(sid, facts, computed, on_fire, disabled)
+                run = self._run_session(sid, facts, computed, on_fire, disabled, asserted)
+                clean = self._retract(asserted)
+                return run
             finally:
-                try:
-                    self._dre.delete_state(self._handle, sid)
-                finally:
-                    self._live.discard(sid_hash)
+                self._uses += 1
+                if not clean or self._uses >= SESSION_REUSES:
+                    self._close_session()
+
+    def _open_session(self) -> tuple[str, int]:
+        """A new session whose sentinel action has run (crash A: see the module docstring)."""
+        sid, sid_hash = self._new_sid()
+        dre, handle = self._dre, self._handle
+        try:
+            code, state_handle = dre.assert_fact(handle, f'{{"sid":"{sid}","id":"{SENTINEL_ID}",{self._sentinel_tail}')
+            started = dre.start_action_for_state(handle, state_handle) if code == 0 else None
+            if not started:
+                raise RuleEvaluationError("durable_rules did not run the sentinel rule", kind="backend")
+            dre.update_state(handle, started[0])
+            if dre.complete_and_start_action(handle, state_handle):
+                dre.abandon_action(handle, state_handle)
+                raise RuleEvaluationError("durable_rules started an action before any input fact", kind="backend")
+        except BaseException as exc:
+            try:
+                dre.delete_state(handle, sid)
+            finally:
+                self._live.discard(sid_hash)
+            if isinstance(exc, RuleEvaluationError):
+                raise
+            raise RuleEvaluationError(f"durable_rules failed: {type(exc).__name__}: {exc}", kind="backend") from exc
+        self._uses = 0
+        return sid, sid_hash
+
+    def _retract(self, asserted: list[str]) -> bool:
+        """Retract this evaluation's facts, newest first; False if the extension refused one."""
+        dre, handle = self._dre, self._handle
+        try:
+            for fact in reversed(asserted):
+                dre.retract_fact(handle, fact)
+        except Exception:
+            return False
+        return True
+
+    def _close_session(self) -> None:
+        if self._session is None:
+            return
+        sid, sid_hash = self._session
+        self._session = None
+        try:
+            self._dre.delete_state(self._handle, sid)
+        finally:
+            self._live.discard(sid_hash)
+
+    def close(self) -> None:
+        """Delete the reused session (the engine works on: the next evaluation opens a new one)."""
+        with self._lock:
+            self._close_session()
 
     def _run_session(
         self,
@@ -175,10 +242,11 @@ class DurableBackend:
         computed: Mapping[str, Any],
         on_fire: FireCallback | None,
         disabled: frozenset[str],
+        asserted: list[str],
     ) -> Run:
         dre, handle, compiled = self._dre, self._handle, self.compiled
         run = Run(backend=self.name)
-        used_ids: set[int] = set()
+        used_ids: set[int] = {_fact_id_hash(SENTINEL_ID)}
         counter = itertools.count()
 
         def fact_id() -> str:
@@ -193,39 +261,28 @@ class DurableBackend:
             # Session and fact ids are ours: ASCII letters and digits, nothing to escape.
             code: int
             state_handle: int
-            code, state_handle = dre.assert_fact(handle, f'{{"sid":"{sid}","id":"{fact_id()}",{tail}')
+            fact = f'{{"sid":"{sid}","id":"{fact_id()}",{tail}'
+            code, state_handle = dre.assert_fact(handle, fact)
             if code == 2:  # duplicate id: impossible with our ids, so it is a bug
                 raise RuleEvaluationError("durable_rules saw a duplicate fact id", kind="backend")
-            # code 1: no rule consumes the fact. Expected for facts nobody references.
+            if code == 0:  # stored: retracted after the evaluation
+                asserted.append(fact)
+            # code 1: no rule consumes the fact, so it was not stored. Expected for facts nobody references.
             return state_handle
 
-        asserted: set[tuple[str, str, Any]] = set()
+        done: set[tuple[str, str, Any]] = set()
 
         def assert_conclusion(kind: str, name: str, value: Any) -> None:
             key = (kind, name, value)
-            if key in compiled.referenced and key not in asserted:
-                asserted.add(key)
+            if key in compiled.referenced and key not in done:
+                done.add(key)
                 assert_fact(self._conclusion_tails[key])
-
-        # The sentinel's action runs before any other assert (crash A: see the module docstring).
-        try:
-            state_handle = assert_fact(self._sentinel_tail)
-            started = dre.start_action_for_state(handle, state_handle)
-            if not started:
-                raise RuleEvaluationError("durable_rules did not run the sentinel rule", kind="backend")
-            dre.update_state(handle, started[0])
-            if dre.complete_and_start_action(handle, state_handle):
-                dre.abandon_action(handle, state_handle)
-                raise RuleEvaluationError("durable_rules started an action before any input fact", kind="backend")
-        except RuleEvaluationError:
-            raise
-        except Exception as exc:
-            raise RuleEvaluationError(f"durable_rules failed: {type(exc).__name__}: {exc}", kind="backend") from exc
 
         derived_view: dict[str, Any] = dict(computed)
         fired: set[int] = set()
         firings = 0
         result = None
+        state_handle = 0
         try:
             for name in sorted(computed):
                 if inexact_number(computed[name]):

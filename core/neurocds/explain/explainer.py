@@ -67,6 +67,7 @@ class Explainer:
         self.has_twin_leaves = [_has_twin_leaves(rule.when) for rule in rules]
         self.can_stop_early = [can_stop_early(rule.when) for rule in rules]
         self.rank = [URGENCY_RANK[rule.urgency or "info"] for rule in rules]
+        self.is_finding = [rule.kind == "finding" for rule in rules]
         self.by_finding: dict[str, list[int]] = {}
         for i, rule in enumerate(rules):
             if rule.kind == "finding":
@@ -93,6 +94,18 @@ class Explainer:
             )
             for i, rule in enumerate(rules)
         ]
+
+    def highest_urgency(self, run: Run) -> str:
+        """The urgency of the most urgent finding :meth:`findings` would list, without building them.
+
+        A finding takes the urgency of its most urgent fired rule, so the most urgent fired
+        finding rule decides; ``"none"`` when no finding rule fired.
+        """
+        best = -1
+        for index in run.fired:
+            if self.is_finding[index] and self.rank[index] > best:
+                best = self.rank[index]
+        return URGENCY_NAME[best] if best >= 0 else "none"
 
     def because(self, index: int, ev: Evaluation) -> list[dict[str, Any]]:
         """The leaves that made fired rule ``index`` true: every one, not only those evaluated."""
