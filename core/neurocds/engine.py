@@ -21,6 +21,7 @@ from neurocds.facts.validation import FactsValidator, check_extension
 from neurocds.resources import load_schema
 from neurocds.result import DISCLAIMER, Result, highest_urgency
 from neurocds.rules import packs as packs_mod
+from neurocds.rules.cache import RuleFileCache
 from neurocds.rules.compiler import compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
@@ -70,6 +71,9 @@ class Engine:
         together); an overrun is that pack's failure and the evaluation returns without it.
     :param load_budget: seconds a pack's import and its register hook may take at load.
     :param audit_dir: append every decision to the tamper-evident log in this folder.
+    :param cache: keep checked rule files in the per-user cache (``True``: where
+        ``NEUROCDS_CACHE_DIR`` / ``XDG_CACHE_HOME`` say, ``NEUROCDS_CACHE=0`` turns it off),
+        in this folder, or not at all (``False``); see :mod:`neurocds.rules.cache`.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Engine:
         firing_budget: int | None = None,
         hook_budget: float = DEFAULT_HOOK_BUDGET_S,
         load_budget: float = LOAD_BUDGET_S,
+        cache: bool | str | Path = True,
     ) -> None:
         if on_pack_error not in PACK_ERROR_POLICIES:
             raise ValueError(f"on_pack_error must be one of {', '.join(PACK_ERROR_POLICIES)}, not {on_pack_error!r}")
@@ -108,6 +113,7 @@ class Engine:
         if backend == "durable" and not ok:
             raise PackLoadError(f"the durable backend is unavailable: {reason}")
         self._durable_caps = backend == "durable"  # the reference backend has no table limits
+        self.rule_cache = RuleFileCache.from_setting(cache)
         self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         self.backend_name = backend
         self.backend_note = "" if ok else reason
@@ -190,7 +196,7 @@ class Engine:
                 rules: list[Rule] = []
                 del builder.references[:]
                 for path in pack.rule_files:
-                    doc = read_rule_file(path, pack.name)
+                    doc = read_rule_file(path, pack.name, self.rule_cache)
                     pack.namespaces.append(doc["namespace"])
                     owner = namespace_owner.setdefault(doc["namespace"], pack.name)
                     if owner != pack.name:

@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import yaml
 
 from neurocds.errors import PackLoadError
-from neurocds.resources import load_schema
+from neurocds.resources import load_schema, schemas_dir
+from neurocds.rules.cache import RuleFileCache
 from neurocds.rules.conditions import (
     NUMERIC_OPS,
     All,
@@ -32,8 +32,12 @@ from neurocds.rules.conditions import (
     Not,
 )
 
+if TYPE_CHECKING:
+    import jsonschema
+
 URGENCY_RANK = {"emergency": 4, "urgent": 3, "routine": 2, "info": 1, "none": 0}
 RULESET_FORMAT = "neurocds-ruleset/1"
+RULESET_SCHEMA = "ruleset.schema.json"
 
 
 @dataclass(frozen=True)
@@ -93,28 +97,55 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 @lru_cache(maxsize=1)
 def _ruleset_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(load_schema("ruleset.schema.json"))
+    import jsonschema  # only when a rule file is not in the cache: it is most of a cold start
+
+    return jsonschema.Draft202012Validator(load_schema(RULESET_SCHEMA))
 
 
-def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
-    """Parse a YAML or JSON rule file and validate it against the ruleset schema."""
+@lru_cache(maxsize=1)
+def _ruleset_schema_bytes() -> bytes:
+    return (schemas_dir() / RULESET_SCHEMA).read_bytes()
+
+
+def read_rule_file(path: Path, pack: str, cache: RuleFileCache | None = None) -> dict[str, Any]:
+    """Parse a YAML or JSON rule file and validate it against the ruleset schema.
+
+    With ``cache``, a file whose bytes (with the schema's and neurocds' version) were
+    parsed and validated before is taken from it, parsed and checked by neither.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
-    validator = _ruleset_validator()
-    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        best = jsonschema.exceptions.best_match(errors)
-        pointer = "/" + "/".join(str(p) for p in best.absolute_path)
-        raise PackLoadError(
-            f"rule file does not match ruleset.schema.json: {best.message}", pack=pack, file=str(path), pointer=pointer
-        )
+    key = RuleFileCache.key(_ruleset_schema_bytes(), path.suffix, data) if cache is not None else ""
+    doc: Any = cache.get(key) if cache is not None else None
+    if doc is None:
+        doc = _parse_and_check(path, data, pack)
+        if cache is not None:
+            cache.put(key, doc)
     if doc["pack"] != pack:
         raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
     checked: dict[str, Any] = doc  # the schema requires an object
     return checked
+
+
+def _parse_and_check(path: Path, data: bytes, pack: str) -> Any:
+    try:
+        text = data.decode("utf-8")
+        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
+    validator = _ruleset_validator()
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        from jsonschema.exceptions import best_match
+
+        best = best_match(errors)
+        pointer = "/" + "/".join(str(p) for p in best.absolute_path)
+        raise PackLoadError(
+            f"rule file does not match ruleset.schema.json: {best.message}", pack=pack, file=str(path), pointer=pointer
+        )
+    return doc
 
 
 class FactsIndex:

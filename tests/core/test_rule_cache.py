@@ -1,0 +1,138 @@
+"""The per-user cache of checked rule files: hits only on proven bytes, never trusts a bad entry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from neurocds import Engine, PackLoadError
+from neurocds.rules.cache import RuleFileCache, default_cache_dir
+from neurocds.testing import inline_pack, rule
+from neurocds_packs import BUILTIN_PACKS
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "crossed-stroke.json"
+LEG = {"fact": "strength.left_leg", "lte": 4}
+
+
+def answer(engine: Engine) -> dict:
+    out = engine.evaluate(EXAMPLE.read_bytes()).to_dict()
+    for volatile in ("evaluation_id", "evaluated_at"):
+        out.pop(volatile)
+    return out
+
+
+def entries(folder: Path) -> list[Path]:
+    return sorted((folder / "rule-files").glob("*.json"))
+
+
+def test_second_engine_reads_every_rule_file_from_the_cache_and_answers_the_same(tmp_path):
+    cold = Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    files = sum(len(p.rule_files) for p in cold.packs)
+    assert (cold.rule_cache.hits, cold.rule_cache.misses) == (0, files)
+    assert len(entries(tmp_path)) == files
+    warm = Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    assert (warm.rule_cache.hits, warm.rule_cache.misses) == (files, 0)
+    uncached = Engine(packs=BUILTIN_PACKS, cache=False)
+    assert answer(warm) == answer(cold) == answer(uncached)
+    assert warm.pack_infos() == uncached.pack_infos()
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # truncated
+        lambda text: "not json at all",
+        lambda text: "",
+        lambda text: json.dumps({**json.loads(text), "format": "neurocds-cache/0"}),  # another format
+        lambda text: json.dumps({**json.loads(text), "document": ["a", "list"]}),
+        lambda text: json.dumps([1, 2, 3]),
+    ],
+    ids=["truncated", "garbage", "empty", "other-format", "not-an-object", "not-an-entry"],
+)
+def test_a_damaged_entry_is_ignored_and_rebuilt(tmp_path, damage):
+    Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    for entry in entries(tmp_path):
+        entry.write_text(damage(entry.read_text()))
+    rebuilt = Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    assert rebuilt.rule_cache.hits == 0
+    assert answer(rebuilt) == answer(Engine(packs=BUILTIN_PACKS, cache=False))
+    again = Engine(packs=BUILTIN_PACKS, cache=tmp_path)  # the rebuilt entries are whole again
+    assert again.rule_cache.misses == 0
+
+
+def test_a_foreign_entry_under_another_key_is_not_trusted(tmp_path):
+    rules_a = [rule("alpha.weak", LEG)]
+    rules_b = [rule("alpha.weak", {"fact": "strength.left_leg", "lte": 2})]
+    Engine(
+        plugins=[("alpha", inline_pack(tmp_path / "a", "alpha", "alpha", rules_a))],
+        entry_points=False,
+        cache=tmp_path / "c",
+    )
+    (entry_a,) = entries(tmp_path / "c")
+    pack_b = inline_pack(tmp_path / "b", "alpha", "alpha", rules_b)
+    (file_b,) = pack_b.neurocds_register_packs()[0].rule_files
+    key_b = RuleFileCache.key(
+        (Path(__file__).resolve().parents[2] / "schemas" / "ruleset.schema.json").read_bytes(),
+        Path(file_b).suffix,
+        Path(file_b).read_bytes(),
+    )
+    # Pack a's document planted under pack b's key: the key inside names a, so it is refused.
+    (entry_a.parent / f"{key_b}.json").write_bytes(entry_a.read_bytes())
+    engine = Engine(plugins=[("alpha", pack_b)], entry_points=False, cache=tmp_path / "c")
+    assert engine.rule_cache.hits == 0
+    doc = {"facts_version": "1", "patient": {"id": "p"}, "strength": {"left_leg": 3}}
+    assert engine.evaluate(doc).finding_ids == []  # b's threshold (lte 2), not a's (lte 4)
+
+
+def test_a_changed_rule_file_misses_and_is_validated_again(tmp_path):
+    pack = inline_pack(tmp_path / "p", "alpha", "alpha", [rule("alpha.weak", LEG)])
+    Engine(plugins=[("alpha", pack)], entry_points=False, cache=tmp_path / "c")
+    (path,) = pack.neurocds_register_packs()[0].rule_files
+    doc = json.loads(Path(path).read_text())
+    doc["rules"][0]["urgency"] = "someday"  # not an urgency the ruleset schema allows
+    Path(path).write_text(json.dumps(doc))
+    with pytest.raises(PackLoadError, match=r"does not match ruleset\.schema\.json") as info:
+        Engine(plugins=[("alpha", pack)], entry_points=False, cache=tmp_path / "c")
+    assert info.value.pointer == "/rules/0/urgency"
+
+
+def test_the_cache_can_be_turned_off_and_placed(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEUROCDS_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "neurocds"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # invalid per XDG: ignored
+    assert default_cache_dir() == Path.home() / ".cache" / "neurocds"
+    monkeypatch.setenv("NEUROCDS_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    Engine(packs=BUILTIN_PACKS)
+    assert entries(tmp_path / "mine")
+    for word in ("0", "off", "No", "false"):
+        monkeypatch.setenv("NEUROCDS_CACHE", word)
+        assert default_cache_dir() is None
+    monkeypatch.setenv("NEUROCDS_CACHE_DIR", str(tmp_path / "unused"))
+    engine = Engine(packs=BUILTIN_PACKS)
+    assert engine.rule_cache.hits == 0 and not (tmp_path / "unused").exists()
+    monkeypatch.delenv("NEUROCDS_CACHE")
+    Engine(packs=BUILTIN_PACKS, cache=False)
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_folder_others_may_write_to_is_not_used(tmp_path):
+    Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    (tmp_path / "rule-files").chmod(0o777)
+    engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    assert engine.rule_cache.hits == 0
+    assert answer(engine) == answer(Engine(packs=BUILTIN_PACKS, cache=False))
+
+
+def test_the_folder_is_private_and_entries_are_plain_json(tmp_path):
+    Engine(packs=BUILTIN_PACKS, cache=tmp_path)
+    assert (tmp_path / "rule-files").stat().st_mode & 0o777 == 0o700
+    for entry in entries(tmp_path):
+        stored = json.loads(entry.read_text())
+        assert set(stored) == {"format", "key", "document"} and entry.stem == stored["key"]
+    assert not list((tmp_path / "rule-files").glob(".tmp-*"))  # no half-written file left behind
