@@ -16,8 +16,7 @@ from typing import Any, NoReturn
 
 import click
 
-from neurocds.audit.errors import AuditError
-from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
+from neurocds.cli.auditing import audit_config_options, audit_error, audit_failed, audit_options
 from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 from neurocds.explain.render import terminal_safe
@@ -119,7 +118,7 @@ def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir:
     except PackLoadError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)
-    except AuditError as exc:
+    except audit_error() as exc:
         audit_failed(exc, opening=True)
     for pack in engine.failed_packs:  # installed but broken: left out, and every result says so
         click.echo(f"warning: pack {pack.name} could not load; results are incomplete without it: {pack.error}",
@@ -253,7 +252,7 @@ def evaluate_cmd(
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:
         report_invalid(exc, fmt, raw=None if fhir else facts)
-    except AuditError as exc:  # not a pack failure: the decision could not be put on record
+    except audit_error() as exc:  # not a pack failure: the decision could not be put on record
         audit_failed(exc)
     except NeurocdsError as exc:
         click.echo(f"error: {exc}", err=True)

@@ -33,10 +33,9 @@ from neurocds.fhir.mapping import MappingTables, default_mapping_paths, load_map
 from neurocds.fhir.medication import extract_medication
 from neurocds.fhir.observations import extract_observations
 from neurocds.fhir.patient import extract_patient
-from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, ConditionPolicy
+from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, DEFAULT_OBSERVATION_WINDOW_DAYS, ConditionPolicy
 from neurocds.fhir.problems import extract_conditions, extract_procedures
 
-DEFAULT_OBSERVATION_WINDOW_DAYS = 30.0
 DEFAULT_MEDICATION_WINDOW_DAYS = 30.0
 
 
