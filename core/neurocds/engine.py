@@ -253,6 +253,11 @@ class Engine:
         """The tamper-evident log this engine records decisions in (``None`` without ``audit_dir``)."""
         return self._audit
 
+    @property
+    def hook_runner(self) -> HookRunner:
+        """What calls this engine's pack code (budgets, failure isolation); the FHIR tables use it too."""
+        return self._runner
+
     def pack_infos(self) -> list[dict[str, Any]]:
         return [p.info() for p in [*self.packs, *self.failed_packs]]
 

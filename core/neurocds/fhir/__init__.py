@@ -32,14 +32,9 @@ if TYPE_CHECKING:
     from neurocds.fhir.bundle import FhirInputError
     from neurocds.fhir.convert import FhirConversion, FhirConverter
     from neurocds.fhir.dates import latest_time
-    from neurocds.fhir.mapping import (
-        MappingTableError,
-        MappingTables,
-        default_mapping_paths,
-        engine_mapping_paths,
-        load_mapping_tables,
-    )
+    from neurocds.fhir.mapping import MappingTableError, MappingTables, load_mapping_tables
     from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, ConditionPolicy
+    from neurocds.fhir.sources import MappingSourceFailure, default_mapping_paths, engine_mapping_paths
 
 # Public name -> the module defining it. Imported on first use: a command that reads no
 # FHIR (``neurocds evaluate FILE``) does not pay for the converter and its tables.
@@ -51,8 +46,9 @@ _HOME = {
     "FhirInputError": "bundle",
     "MappingTableError": "mapping",
     "MappingTables": "mapping",
-    "default_mapping_paths": "mapping",
-    "engine_mapping_paths": "mapping",
+    "MappingSourceFailure": "sources",
+    "default_mapping_paths": "sources",
+    "engine_mapping_paths": "sources",
     "latest_time": "dates",
     "load_mapping_tables": "mapping",
 }
@@ -72,6 +68,7 @@ __all__ = [
     "FhirConversion",
     "FhirConverter",
     "FhirInputError",
+    "MappingSourceFailure",
     "MappingTableError",
     "MappingTables",
     "default_mapping_paths",
