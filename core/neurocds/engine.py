@@ -16,12 +16,12 @@ from typing import Any
 from neurocds.backends.reference import Evaluation, ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
-from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
+from neurocds.facts.strictjson import ParseLimits, canonical_json, parse_strict, sha256_canonical
 from neurocds.facts.validation import FactsValidator, check_extension
 from neurocds.resources import load_schema
 from neurocds.result import DISCLAIMER, Result, highest_urgency
 from neurocds.rules import packs as packs_mod
-from neurocds.rules.cache import RuleFileCache
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
@@ -113,7 +113,7 @@ class Engine:
         if backend == "durable" and not ok:
             raise PackLoadError(f"the durable backend is unavailable: {reason}")
         self._durable_caps = backend == "durable"  # the reference backend has no table limits
-        self.rule_cache = RuleFileCache.from_setting(cache)
+        self.load_cache = LoadCache.from_setting(cache)
         self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         self.backend_name = backend
         self.backend_note = "" if ok else reason
@@ -175,7 +175,13 @@ class Engine:
                     extensions[pack.name] = check_extension(pack.name, pack.record.facts_schema)
                 except PackLoadError as exc:
                     problems = {**problems, pack.name: exc}
-        self.validator = FactsValidator(base, extensions, self._limits)
+        # The meta-schema check of the composed schema, once per exact schema (and neurocds): its
+        # verdict depends on nothing else, the Draft 2020-12 meta-schema being a fixed document.
+        checked_key = LoadCache.key(b"facts-schema", canonical_json(base), canonical_json(extensions))
+        checked = self.load_cache.get("schemas", checked_key) is not None
+        self.validator = FactsValidator(base, extensions, self._limits, schema_checked=checked)
+        if not checked:
+            self.load_cache.put("schemas", checked_key, {"checked": True})
         self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
         self._labels = schema_labels(self.facts_schema)
@@ -196,7 +202,7 @@ class Engine:
                 rules: list[Rule] = []
                 del builder.references[:]
                 for path in pack.rule_files:
-                    doc = read_rule_file(path, pack.name, self.rule_cache)
+                    doc = read_rule_file(path, pack.name, self.load_cache)
                     pack.namespaces.append(doc["namespace"])
                     owner = namespace_owner.setdefault(doc["namespace"], pack.name)
                     if owner != pack.name:
@@ -219,8 +225,15 @@ class Engine:
                 with_pack = [*self.rules, *rules]
                 own_computing = pack.namespaces if hasattr(pack.plugin, "neurocds_compute_facts") else []
                 # Compile and order with this pack's rules added, so a bad rule or a rule cycle
-                # is blamed on the pack that brings it.
-                compile_rules(with_pack, self._durable_caps)
+                # is blamed on the pack that brings it (the compile is skipped for packs that,
+                # by content hash and in this order, compiled before).
+                compiles = LoadCache.key(
+                    b"compiles", checked_key.encode(), repr(self._durable_caps).encode(),
+                    *(p.sha256.encode() for p in [*self.packs, pack]),
+                )  # fmt: skip
+                if self.load_cache.get("compile-checks", compiles) is None:
+                    compile_rules(with_pack, self._durable_caps)
+                    self.load_cache.put("compile-checks", compiles, {"compiled": True})
                 check_references(
                     pack.name,
                     builder.references,

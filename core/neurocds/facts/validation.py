@@ -265,6 +265,7 @@ class FactsValidator:
         ``extensions.<pack name>``. A pack not listed may not appear under extensions.
     :param limits: size and depth limits for :meth:`parse_and_validate` and for the
         depth of Python documents passed to :meth:`validate`.
+    :param schema_checked: skip the meta-schema check of the composed schema.
     :raises PackLoadError: a pack's sub-schema is not a valid 2020-12 schema, or the
         base schema has no ``extensions`` object to put it in.
     :raises jsonschema.exceptions.SchemaError: the base schema itself is invalid.
@@ -275,6 +276,8 @@ class FactsValidator:
         base_schema: Mapping[str, Any],
         extension_schemas: Mapping[str, Mapping[str, Any]] | None = None,
         limits: ParseLimits = ParseLimits(),  # noqa: B008 (frozen dataclass: safe default)
+        *,
+        schema_checked: bool = False,
     ) -> None:
         composed = _plain(base_schema)
         if extension_schemas:
@@ -284,7 +287,8 @@ class FactsValidator:
             members = slot.setdefault("properties", {})
             for name in sorted(extension_schemas):
                 members[name] = self._extension(name, extension_schemas[name], members)
-        Draft202012Validator.check_schema(composed)
+        if not schema_checked:  # the caller proved this exact schema passed before (a load cache)
+            Draft202012Validator.check_schema(composed)
         self._schema = composed
         self._limits = limits
         self._format_checker = make_format_checker()

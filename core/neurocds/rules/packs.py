@@ -73,9 +73,17 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
-def _entry_point_source(ep: EntryPoint) -> str:
+def _entry_point_source(ep: EntryPoint, read: dict[int, str]) -> str:
+    """``entry point NAME = VALUE (DIST VERSION)``; ``read`` keeps each distribution's words,
+    since its metadata file is parsed for them (once, not twice per entry point)."""
     dist = getattr(ep, "dist", None)
-    dist_name = f"{dist.name} {dist.version}" if dist is not None else "unknown distribution"
+    if dist is None:
+        dist_name = "unknown distribution"
+    elif id(dist) in read:
+        dist_name = read[id(dist)]
+    else:
+        meta = dist.metadata
+        dist_name = read.setdefault(id(dist), f"{meta['Name']} {meta['Version']}")
     return f"entry point {ep.name} = {ep.value} ({dist_name})"
 
 
@@ -83,8 +91,10 @@ def discover(allow: set[str] | None) -> list[tuple[str, str, EntryPoint]]:
     """Allowlisted entry points, sorted by name: (name, source, entry point); see :func:`import_plugin`."""
     seen: dict[str, str] = {}
     found: list[tuple[str, str, EntryPoint]] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
-        source = _entry_point_source(ep)
+    group = entry_points(group=ENTRY_POINT_GROUP)  # held: the ids in ``read`` are of its distributions
+    read: dict[int, str] = {}
+    for ep in sorted(group, key=lambda e: (e.name, e.value)):
+        source = _entry_point_source(ep, read)
         if ep.name in seen:
             if seen[ep.name] == source:
                 continue  # the same distribution seen twice on sys.path

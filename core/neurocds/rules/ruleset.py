@@ -19,7 +19,7 @@ import yaml
 
 from neurocds.errors import PackLoadError
 from neurocds.resources import load_schema, schemas_dir
-from neurocds.rules.cache import RuleFileCache
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.conditions import (
     NUMERIC_OPS,
     All,
@@ -107,7 +107,7 @@ def _ruleset_schema_bytes() -> bytes:
     return (schemas_dir() / RULESET_SCHEMA).read_bytes()
 
 
-def read_rule_file(path: Path, pack: str, cache: RuleFileCache | None = None) -> dict[str, Any]:
+def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> dict[str, Any]:
     """Parse a YAML or JSON rule file and validate it against the ruleset schema.
 
     With ``cache``, a file whose bytes (with the schema's and neurocds' version) were
@@ -117,12 +117,12 @@ def read_rule_file(path: Path, pack: str, cache: RuleFileCache | None = None) ->
         data = path.read_bytes()
     except OSError as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
-    key = RuleFileCache.key(_ruleset_schema_bytes(), path.suffix, data) if cache is not None else ""
-    doc: Any = cache.get(key) if cache is not None else None
+    key = LoadCache.key(_ruleset_schema_bytes(), path.suffix.encode(), data) if cache is not None else ""
+    doc: Any = cache.get("rule-files", key) if cache is not None else None
     if doc is None:
         doc = _parse_and_check(path, data, pack)
         if cache is not None:
-            cache.put(key, doc)
+            cache.put("rule-files", key, doc)
     if doc["pack"] != pack:
         raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
     checked: dict[str, Any] = doc  # the schema requires an object
