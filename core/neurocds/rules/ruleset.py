@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,8 +69,13 @@ class Rule:
     def conclusion(self) -> tuple[str, str, Any]:
         return (self.kind, self.key, self.value if self.kind == "derive" else True)
 
-    def references(self) -> set[tuple[str, str, Any]]:
-        return {node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef)}
+    def references(self) -> frozenset[tuple[str, str, Any]]:
+        return self._references
+
+    @cached_property
+    def _references(self) -> frozenset[tuple[str, str, Any]]:
+        # Once per rule: loading asks again for every pack added after this rule's own.
+        return frozenset(node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef))
 
 
 # The libyaml parser where PyYAML has it (several times faster at engine start); the
