@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -120,6 +119,8 @@ class LoadCache:
         if json.loads(text)["document"] != document or not self._ready(kind, create=True):
             return
         assert self.folder is not None
+        import tempfile  # only on a miss: with its imports it is a noticeable share of a warm start
+
         try:
             fd, temp = tempfile.mkstemp(dir=self.folder / kind, prefix=".tmp-", suffix=".json")
         except OSError:

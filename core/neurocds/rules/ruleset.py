@@ -15,8 +15,6 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from neurocds.errors import PackLoadError
 from neurocds.resources import load_schema, schemas_dir
 from neurocds.rules.cache import LoadCache
@@ -78,26 +76,28 @@ class Rule:
         return frozenset(node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef))
 
 
-# The libyaml parser where PyYAML has it (several times faster at engine start); the
-# constructors, including the duplicate-key check below, stay the safe Python ones.
-_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@lru_cache(maxsize=1)
+def _unique_key_loader() -> type:
+    """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last).
 
+    Built on first need: a rule file from the load cache is never parsed, so PyYAML is
+    not even imported. The libyaml parser where PyYAML has it (several times faster); the
+    constructors, including the duplicate-key check, stay the safe Python ones.
+    """
+    import yaml
 
-class _UniqueKeyLoader(_SafeBase):  # type: ignore[misc]  # a base chosen at import time is opaque to the checker
-    """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last)."""
+    def construct_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            if key in mapping:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            mapping[key] = loader.construct_object(value_node, deep=True)
+        return mapping
 
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    loader: type = type("UniqueKeyLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)  # type: ignore[attr-defined]  # a class made at run time is opaque to the checker
+    return loader
 
 
 @lru_cache(maxsize=1)
@@ -135,9 +135,11 @@ def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> dic
 
 
 def _parse_and_check(path: Path, data: bytes, pack: str) -> Any:
+    import yaml
+
     try:
         text = data.decode("utf-8")
-        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
+        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _unique_key_loader())
     except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
     validator = _ruleset_validator()
