@@ -118,7 +118,8 @@ class Engine:
         self.backend_name = backend
         self.backend_note = "" if ok else reason
         self.verify = verify and backend == "durable"
-        self.compiled = compile_rules(self.rules, self._durable_caps)
+        # No cap check here: _load_rules checked these very rules (the last pack's prefix).
+        self.compiled = compile_rules(self.rules, durable_caps=False)
         self.reference = ReferenceEvaluator(self.rules)
         self.durable = None
         if backend == "durable":
