@@ -128,3 +128,9 @@ def test_audit_error_is_the_real_class_once_the_audit_log_is_loaded():
             raise AuditError("damaged")
         except auditing.audit_error():
             raise
+
+
+def test_a_command_whose_module_is_missing_is_unknown_not_a_crash(monkeypatch):
+    monkeypatch.setitem(COMMANDS, "ghost", ("ghost_module_not_installed", "A command of a partial install."))
+    ctx = click.Context(main)
+    assert main.get_command(ctx, "ghost") is None

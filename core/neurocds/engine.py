@@ -71,9 +71,10 @@ class Engine:
         together); an overrun is that pack's failure and the evaluation returns without it.
     :param load_budget: seconds a pack's import and its register hook may take at load.
     :param audit_dir: append every decision to the tamper-evident log in this folder.
-    :param cache: keep checked rule files in the per-user cache (``True``: where
-        ``NEUROCDS_CACHE_DIR`` / ``XDG_CACHE_HOME`` say, ``NEUROCDS_CACHE=0`` turns it off),
-        in this folder, or not at all (``False``); see :mod:`neurocds.rules.cache`.
+    :param cache: keep what loading checked (rule files, schema, compile) in the per-user
+        cache (``True``: where ``NEUROCDS_CACHE_DIR`` / ``XDG_CACHE_HOME`` say,
+        ``NEUROCDS_CACHE=0`` turns it off), in this folder, or not at all (``False``);
+        see :mod:`neurocds.rules.cache`.
     """
 
     def __init__(
@@ -178,11 +179,15 @@ class Engine:
                     problems = {**problems, pack.name: exc}
         # The meta-schema check of the composed schema, once per exact schema (and neurocds): its
         # verdict depends on nothing else, the Draft 2020-12 meta-schema being a fixed document.
-        checked_key = LoadCache.key(b"facts-schema", canonical_json(base), canonical_json(extensions))
-        checked = self.load_cache.get("schemas", checked_key) is not None
+        cache = self.load_cache
+        try:
+            checked_key = LoadCache.key(b"facts-schema", canonical_json(base), canonical_json(extensions))
+        except (TypeError, ValueError):  # a schema JSON cannot carry: no key can vouch for it
+            checked_key, cache = "", LoadCache(None)
+        checked = cache.get("schemas", checked_key) is not None
         self.validator = FactsValidator(base, extensions, self._limits, schema_checked=checked)
         if not checked:
-            self.load_cache.put("schemas", checked_key, {"checked": True})
+            cache.put("schemas", checked_key, {"checked": True})
         self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
         self._labels = schema_labels(self.facts_schema)
@@ -232,9 +237,9 @@ class Engine:
                     b"compiles", checked_key.encode(), repr(self._durable_caps).encode(),
                     *(p.sha256.encode() for p in [*self.packs, pack]),
                 )  # fmt: skip
-                if self.load_cache.get("compile-checks", compiles) is None:
+                if cache.get("compile-checks", compiles) is None:
                     compile_rules(with_pack, self._durable_caps)
-                    self.load_cache.put("compile-checks", compiles, {"compiled": True})
+                    cache.put("compile-checks", compiles, {"compiled": True})
                 check_references(
                     pack.name,
                     builder.references,
