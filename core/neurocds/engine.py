@@ -77,6 +77,7 @@ class Engine:
         see :mod:`neurocds.rules.cache`.
     """
 
+    @packs_mod.collector_paused
     def __init__(
         self,
         *,
