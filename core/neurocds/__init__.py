@@ -22,17 +22,26 @@ capability) that imports only from itself and the layers below it
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from neurocds.errors import (
     FactsValidationError,
     NeurocdsError,
     PackLoadError,
     RuleEvaluationError,
 )
-from neurocds.version import __version__
+
+if TYPE_CHECKING:
+    from neurocds.version import __version__
 
 
 def __getattr__(name: str) -> object:
-    # Lazy: importing neurocds (e.g. for the hook markers) must not load every pack.
+    # Lazy: importing neurocds (e.g. for the hook markers, or the command line's --help)
+    # must not load every pack, nor read the installed distribution's metadata.
+    if name == "__version__":
+        from neurocds.version import __version__
+
+        return __version__
     if name == "Engine":
         from neurocds.engine import Engine
 

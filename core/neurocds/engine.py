@@ -17,11 +17,12 @@ from neurocds.answers import checked, evidence, parsed_or_none, trace_builder
 from neurocds.backends.reference import Evaluation, ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
-from neurocds.facts.strictjson import ParseLimits, sha256_canonical
+from neurocds.facts.strictjson import ParseLimits, canonical_json, sha256_canonical
 from neurocds.facts.validation import FactsValidator, check_extension
 from neurocds.resources import load_schema
 from neurocds.result import DISCLAIMER, Result
 from neurocds.rules import packs as packs_mod
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
@@ -71,8 +72,13 @@ class Engine:
         together); an overrun is that pack's failure and the evaluation returns without it.
     :param load_budget: seconds a pack's import and its register hook may take at load.
     :param audit_dir: append every decision to the tamper-evident log in this folder.
+    :param cache: keep what loading checked (rule files, schema, compile) in the per-user
+        cache (``True``: where ``NEUROCDS_CACHE_DIR`` / ``XDG_CACHE_HOME`` say,
+        ``NEUROCDS_CACHE=0`` turns it off), in this folder, or not at all (``False``);
+        see :mod:`neurocds.rules.cache`.
     """
 
+    @packs_mod.collector_paused
     def __init__(
         self,
         *,
@@ -88,6 +94,7 @@ class Engine:
         firing_budget: int | None = None,
         hook_budget: float = DEFAULT_HOOK_BUDGET_S,
         load_budget: float = LOAD_BUDGET_S,
+        cache: bool | str | Path = True,
     ) -> None:
         if on_pack_error not in PACK_ERROR_POLICIES:
             raise ValueError(f"on_pack_error must be one of {', '.join(PACK_ERROR_POLICIES)}, not {on_pack_error!r}")
@@ -109,11 +116,13 @@ class Engine:
         if backend == "durable" and not ok:
             raise PackLoadError(f"the durable backend is unavailable: {reason}")
         self._durable_caps = backend == "durable"  # the reference backend has no table limits
+        self.load_cache = LoadCache.from_setting(cache)
         self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         self.backend_name = backend
         self.backend_note = "" if ok else reason
         self.verify = verify and backend == "durable"
-        self.compiled = compile_rules(self.rules, self._durable_caps)
+        # No cap check here: _load_rules checked these very rules (the last pack's prefix).
+        self.compiled = compile_rules(self.rules, durable_caps=False)
         self.reference = ReferenceEvaluator(self.rules)
         self.durable = None
         if backend == "durable":
@@ -176,7 +185,17 @@ class Engine:
                     extensions[pack.name] = check_extension(pack.name, pack.record.facts_schema)
                 except PackLoadError as exc:
                     problems = {**problems, pack.name: exc}
-        self.validator = FactsValidator(base, extensions, self._limits)
+        # The meta-schema check of the composed schema, once per exact schema (and neurocds): its
+        # verdict depends on nothing else, the Draft 2020-12 meta-schema being a fixed document.
+        cache = self.load_cache
+        try:
+            checked_key = LoadCache.key(b"facts-schema", canonical_json(base), canonical_json(extensions))
+        except (TypeError, ValueError):  # a schema JSON cannot carry: no key can vouch for it
+            checked_key, cache = "", LoadCache(None)
+        checked = cache.get("schemas", checked_key) is not None
+        self.validator = FactsValidator(base, extensions, self._limits, schema_checked=checked)
+        if not checked:
+            cache.put("schemas", checked_key, {"checked": True})
         self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
         self._labels = schema_labels(self.facts_schema)
@@ -197,7 +216,7 @@ class Engine:
                 rules: list[Rule] = []
                 del builder.references[:]
                 for path in pack.rule_files:
-                    doc = read_rule_file(path, pack.name)
+                    doc = read_rule_file(path, pack.name, self.load_cache)
                     pack.namespaces.append(doc["namespace"])
                     owner = namespace_owner.setdefault(doc["namespace"], pack.name)
                     if owner != pack.name:
@@ -220,8 +239,15 @@ class Engine:
                 with_pack = [*self.rules, *rules]
                 own_computing = pack.namespaces if hasattr(pack.plugin, "neurocds_compute_facts") else []
                 # Compile and order with this pack's rules added, so a bad rule or a rule cycle
-                # is blamed on the pack that brings it.
-                compile_rules(with_pack, self._durable_caps)
+                # is blamed on the pack that brings it (the compile is skipped for packs that,
+                # by content hash and in this order, compiled before).
+                compiles = LoadCache.key(
+                    b"compiles", checked_key.encode(), repr(self._durable_caps).encode(),
+                    *(p.sha256.encode() for p in [*self.packs, pack]),
+                )  # fmt: skip
+                if cache.get("compile-checks", compiles) is None:
+                    compile_rules(with_pack, self._durable_caps)
+                    cache.put("compile-checks", compiles, {"compiled": True})
                 check_references(
                     pack.name,
                     builder.references,
@@ -253,6 +279,11 @@ class Engine:
     def audit_log(self) -> Any:
         """The tamper-evident log this engine records decisions in (``None`` without ``audit_dir``)."""
         return self._audit
+
+    @property
+    def hook_runner(self) -> HookRunner:
+        """What calls this engine's pack code (budgets, failure isolation); the FHIR tables use it too."""
+        return self._runner
 
     def pack_infos(self) -> list[dict[str, Any]]:
         return [dict(info) for info in [*self._loaded_infos, *self._failed_infos]]

@@ -156,3 +156,26 @@ def test_duplicate_keys_in_a_yaml_rule_file_are_an_error(tmp_path):
     path.write_text("format: neurocds-ruleset/1\npack: dup\nnamespace: dup\nnamespace: other\nrules: []\n")
     with pytest.raises(PackLoadError, match="duplicate key 'namespace'"):
         read_rule_file(path, "dup")
+
+
+def test_loading_pauses_the_cyclic_collector_and_resumes_it_as_it_was(tmp_path):
+    import gc
+
+    from neurocds.hookspecs import hookimpl
+
+    seen = []
+    plugin = inline_pack(tmp_path, "gcwatch", "gcwatch", [rule("gcwatch.x", LEG)])
+    registered = plugin.neurocds_register_packs
+    plugin.neurocds_register_packs = hookimpl(lambda: seen.append(gc.isenabled()) or registered())
+    assert gc.isenabled()
+    Engine(plugins=[("gcwatch", plugin)], entry_points=False)
+    assert seen == [False] and gc.isenabled()  # paused while loading (it is process-wide), then resumed
+    with pytest.raises(PackLoadError):
+        Engine(plugins=[make(tmp_path / "bad", "bad", "bad", [rule("other.x", LEG)])], entry_points=False)
+    assert gc.isenabled()  # resumed after a failed load too
+    gc.disable()
+    try:
+        Engine(plugins=[make(tmp_path / "b", "gcw", "gcw", [rule("gcw.x", LEG)])], entry_points=False)
+        assert not gc.isenabled()  # a caller that paused it keeps it paused
+    finally:
+        gc.enable()

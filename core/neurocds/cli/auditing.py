@@ -13,15 +13,39 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 from click.core import ParameterSource
 
-from neurocds.audit import settings
-from neurocds.audit.errors import AuditError
+if TYPE_CHECKING:
+    from neurocds.audit.errors import AuditError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# The variables of neurocds.audit.settings, spelled here so that declaring the flags does
+# not import the audit log (its package loads signing, rendering and export): a command
+# run without --audit-dir never needs it. tests/test_cli_startup.py keeps the two equal.
+REDACT_ENV = "NEUROCDS_AUDIT_REDACT"
+PSEUDONYM_KEY_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY"
+PSEUDONYM_KEY_FILE_ENV = "NEUROCDS_AUDIT_PSEUDONYM_KEY_FILE"
+CHECKPOINT_EVERY_ENV = "NEUROCDS_AUDIT_CHECKPOINT_EVERY"
+SIGNING_KEY_ENV = "NEUROCDS_AUDIT_SIGNING_KEY"
+SEGMENT_ENV = "NEUROCDS_AUDIT_SEGMENT"
+
+
+class _NothingRaised(Exception):
+    """Stands for ``AuditError`` while the audit log is not imported: then none can have been raised."""
+
+
+def audit_error() -> type[AuditError]:
+    """The class to catch audit-log failures by (``except audit_error():``), without importing the log.
+
+    An ``AuditError`` can only exist once its module is imported, so until then a class
+    that nothing raises catches exactly the same exceptions.
+    """
+    module = sys.modules.get("neurocds.audit.errors")
+    return cast("type[AuditError]", module.AuditError if module is not None else _NothingRaised)
 
 # The audit log could not be opened, or refused to record the decision or the
 # rejection (a damaged chain, a bad key): no result is shown, because a decision
@@ -48,8 +72,11 @@ def _setting(
 def _remember_segment(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """When the log rolls (``daily``, ``64MB``, ``daily,1GB``): checked here, passed on as written."""
     if value is not None:
+        from neurocds.audit import settings  # only when the flag is given: see the variables above
+        from neurocds.audit.errors import AuditError
+
         try:
-            settings.parse_segment(str(value), settings.SEGMENT_ENV)
+            settings.parse_segment(str(value), SEGMENT_ENV)
         except AuditError as exc:
             raise click.BadParameter(exc.reason, ctx=ctx, param=param) from None
     return _remember(ctx, param, value)
@@ -62,7 +89,7 @@ def audit_config_options(func: F) -> F:
         _setting(
             "--audit-redact/--no-audit-redact",
             "redact",
-            settings.REDACT_ENV,
+            REDACT_ENV,
             "Store no facts in the audit log, only their hash and a keyed pseudonym of the patient id "
             "(needs a pseudonym key outside the audit directory).",
             default=None,
@@ -70,29 +97,29 @@ def audit_config_options(func: F) -> F:
         _setting(
             "--audit-pseudonym-key-file",
             "pseudonym_key_file",
-            settings.PSEUDONYM_KEY_FILE_ENV,
+            PSEUDONYM_KEY_FILE_ENV,
             "HMAC key (hex) for patient pseudonyms; with redaction it must lie outside the audit "
-            f"directory, mode 0600. Or the hex key itself in {settings.PSEUDONYM_KEY_ENV}.",
+            f"directory, mode 0600. Or the hex key itself in {PSEUDONYM_KEY_ENV}.",
             type=key_file,
         ),
         _setting(
             "--audit-checkpoint-every",
             "checkpoint_every",
-            settings.CHECKPOINT_EVERY_ENV,
+            CHECKPOINT_EVERY_ENV,
             "Sign a checkpoint after every N records (needs --audit-signing-key).",
             type=click.IntRange(min=1),
         ),
         _setting(
             "--audit-signing-key",
             "signing_key_path",
-            settings.SIGNING_KEY_ENV,
+            SIGNING_KEY_ENV,
             "Ed25519 private key (PEM, mode 0600) for checkpoints, outside the audit directory.",
             type=key_file,
         ),
         _setting(
             "--audit-segment",
             "segment",
-            settings.SEGMENT_ENV,
+            SEGMENT_ENV,
             "Roll the log to a new segment file: daily, at a size (64MB), or both (daily,1GB).",
             callback=_remember_segment,
         ),
@@ -120,6 +147,9 @@ def audit_options(audit_dir: str | os.PathLike[str] | None) -> dict[str, Any] | 
         if typed:
             raise click.UsageError(f"{', '.join(typed)} given without --audit-dir: nothing would be recorded")
         return None
+    from neurocds.audit import settings
+    from neurocds.audit.errors import AuditError
+
     try:
         settings.check_env_names(os.environ)
         hex_key = os.environ.get(settings.PSEUDONYM_KEY_ENV, "").strip() or None

@@ -16,14 +16,14 @@ from typing import Any, NoReturn
 
 import click
 
-from neurocds.audit.errors import AuditError
-from neurocds.cli.auditing import audit_config_options, audit_failed, audit_options
+from neurocds.cli.auditing import audit_config_options, audit_error, audit_failed, audit_options
 from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 from neurocds.explain.render import terminal_safe
 from neurocds.facts.strictjson import ParseLimits
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
+MAPPING_LEFT_OUT = "fhir_mappings_left_out"  # a FHIR input warning: a plugin's tables were not used
 FACTS_MAX_BYTES = ParseLimits().max_bytes
 # How much of an input is searched for the marks of FHIR (enough for any Bundle's start).
 _SNIFF_BYTES = 65_536
@@ -119,7 +119,7 @@ def make_engine(packs: str | None, backend: str | None, verify: bool, audit_dir:
     except PackLoadError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)
-    except AuditError as exc:
+    except audit_error() as exc:
         audit_failed(exc, opening=True)
     for pack in engine.failed_packs:  # installed but broken: left out, and every result says so
         click.echo(f"warning: pack {pack.name} could not load; results are incomplete without it: {pack.error}",
@@ -180,10 +180,11 @@ def load_facts(
     if fhir_input is None:
         return read_input(file, fmt), None
     from neurocds.cli.fhir import convert_fhir_input
-    from neurocds.fhir import FhirInputError, engine_mapping_paths, load_mapping_tables
+    from neurocds.fhir import FhirInputError, MappingSourceFailure, engine_mapping_paths, load_mapping_tables
 
+    left_out: list[MappingSourceFailure] = []  # plugins whose mapping hook failed: the others' tables still load
     try:
-        tables = load_mapping_tables(engine_mapping_paths(engine))  # the engine's packs' tables too
+        tables = load_mapping_tables(engine_mapping_paths(engine, left_out))  # the engine's packs' tables too
         conversion = convert_fhir_input(file, fhir_input, tables)
     except FactsValidationError as exc:
         report_invalid(exc, fmt)
@@ -193,8 +194,13 @@ def load_facts(
     except NeurocdsError as exc:  # a mapping table is broken: not the input's fault
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_PACK_FAILED)
-    _show_warnings(conversion.warnings)
-    return conversion.facts, {"provenance": conversion.provenance, "warnings": conversion.warnings}
+    # Facts those tables would have mapped are unknown: said on stderr and in the trace, and exit 3.
+    warnings = [
+        *conversion.warnings,
+        *({"kind": MAPPING_LEFT_OUT, "source": f.source, "message": str(f)} for f in left_out),
+    ]
+    _show_warnings(warnings)
+    return conversion.facts, {"provenance": conversion.provenance, "warnings": warnings}
 
 
 def _show_warnings(warnings: list[Any]) -> None:
@@ -253,7 +259,7 @@ def evaluate_cmd(
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:
         report_invalid(exc, fmt, raw=None if fhir else facts)
-    except AuditError as exc:  # not a pack failure: the decision could not be put on record
+    except audit_error() as exc:  # not a pack failure: the decision could not be put on record
         audit_failed(exc)
     except NeurocdsError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -264,7 +270,8 @@ def evaluate_cmd(
         click.echo(result.to_json())
     else:
         click.echo(render_result(result.to_dict(), patient_id=_patient_id(facts), label_of=engine.label_of))
-    sys.exit(EXIT_OK if result.complete else EXIT_PACK_FAILED)
+    tables_left_out = any(w.get("kind") == MAPPING_LEFT_OUT for w in (provenance or {}).get("warnings", []))
+    sys.exit(EXIT_OK if result.complete and not tables_left_out else EXIT_PACK_FAILED)
 
 
 @click.command("validate")

@@ -19,16 +19,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from neurocds.errors import FactsValidationError, NeurocdsError
 from neurocds.facts.strictjson import ParseLimits, parse_strict
-from neurocds.fhir import FhirConversion, FhirConverter, FhirInputError, MappingTables
-from neurocds.fhir.bundle import walk_bundle, walk_prefetch
-from neurocds.fhir.convert import DEFAULT_OBSERVATION_WINDOW_DAYS
-from neurocds.fhir.dates import just_after_latest, parse_instant
+from neurocds.fhir.policy import DEFAULT_OBSERVATION_WINDOW_DAYS
+
+# The converter and its tables are imported by the functions that convert: declaring the
+# options (which ``evaluate`` does for its --fhir mode) must not load them.
+if TYPE_CHECKING:
+    from neurocds.fhir import FhirConversion, FhirConverter, MappingTables
 
 EXIT_INPUT = 2  # unreadable or invalid input, like click's own usage errors
 DEFAULT_MAX_INPUT_BYTES = 64 * 1_048_576
@@ -92,6 +94,8 @@ def fhir_input_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def read_limited(path: str, limit: int) -> bytes:
     """The bytes of ``path`` (``-``: standard input), refusing more than ``limit``."""
+    from neurocds.fhir import FhirInputError
+
     try:
         if path == "-":
             raw = sys.stdin.buffer.read(limit + 1)
@@ -110,6 +114,8 @@ def parse_fhir_document(raw: bytes, limit: int) -> dict[str, Any]:
 
     A single resource is read as a one-entry collection Bundle.
     """
+    from neurocds.fhir import FhirInputError
+
     try:
         document = parse_strict(raw, ParseLimits(max_bytes=limit, max_depth=MAX_INPUT_DEPTH))
     except FactsValidationError as exc:
@@ -128,6 +134,10 @@ def parse_fhir_document(raw: bytes, limit: int) -> dict[str, Any]:
 
 def parse_now(text: str | None, document: dict[str, Any]) -> datetime | None:
     """``--now``: ``None`` (wall clock), ``latest`` (just after the input's latest record) or RFC 3339."""
+    from neurocds.fhir import FhirInputError
+    from neurocds.fhir.bundle import walk_bundle, walk_prefetch
+    from neurocds.fhir.dates import just_after_latest, parse_instant
+
     if text is None:
         return None
     if text == "latest":
@@ -153,6 +163,8 @@ def convert_document(converter: FhirConverter, document: dict[str, Any], patient
 
 def convert_fhir_input(path: str, options: FhirInputOptions, tables: MappingTables | None = None) -> FhirConversion:
     """Read ``path`` (``-``: stdin) and convert it; :class:`FhirInputError` names what is wrong."""
+    from neurocds.fhir import FhirConverter, FhirInputError
+
     if not math.isfinite(options.window_days) or options.window_days <= 0:
         raise FhirInputError("--window-days must be a positive number")
     document = parse_fhir_document(read_limited(path, options.max_input_bytes), options.max_input_bytes)
@@ -181,6 +193,8 @@ def fhir_to_facts(bundle: str, fhir_input: FhirInputOptions, provenance: bool) -
     BUNDLE.json may be '-' to read standard input. Exit status 2 means the input
     could not be read or converted.
     """
+    from neurocds.fhir import FhirInputError
+
     try:
         result = convert_fhir_input(bundle, fhir_input)
     except FhirInputError as exc:

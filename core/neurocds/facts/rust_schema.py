@@ -14,14 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jsonschema import FormatChecker
-
 Predicate = Callable[[Any], bool]
 
 
-def compile_rust(schema: Mapping[str, Any], checker: FormatChecker, fallback: Predicate) -> Predicate | None:
+def compile_rust(
+    schema: Mapping[str, Any], formats: Mapping[str, Callable[[str], bool]], fallback: Predicate
+) -> Predicate | None:
     """A predicate for ``schema``, or None when jsonschema-rs is missing or refuses the schema.
 
+    ``formats``: the check of each format the schema names (jsonschema's own functions).
     ``fallback`` answers a document jsonschema-rs cannot take (an integer beyond its
     range raises instead of answering).
     """
@@ -30,12 +31,8 @@ def compile_rust(schema: Mapping[str, Any], checker: FormatChecker, fallback: Pr
     except ImportError:
         return None
 
-    def format_check(name: str) -> Callable[[str], bool]:
-        return lambda value: bool(checker.conforms(value, name))
-
-    formats = {name: format_check(name) for name in checker.checkers}
     try:
-        validator = jsonschema_rs.validator_for(dict(schema), formats=formats, validate_formats=True)
+        validator = jsonschema_rs.validator_for(dict(schema), formats=dict(formats), validate_formats=True)
     except Exception:  # a schema it cannot compile (an unsupported $ref): the slower checks answer
         return None
     rust_is_valid = validator.is_valid

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import itertools
 import json
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import SchemaError, ValidationError
-from referencing import Registry
-from referencing.jsonschema import DRAFT202012
 
 from neurocds.errors import PackLoadError, Violation
 from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is_rfc3339_date_time
@@ -42,6 +39,12 @@ from neurocds.facts.plainjson import (
 from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
 from neurocds.facts.rust_schema import compile_rust
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
+
+# jsonschema is imported where it is used: a valid document is judged by jsonschema-rs, so
+# an engine whose schemas come from the load cache starts and answers without it.
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema.exceptions import ValidationError
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
 
@@ -79,6 +82,8 @@ def make_format_checker() -> FormatChecker:
     otherwise passes every string; registering our own function on this instance
     (not globally) makes the check unconditional without a new dependency.
     """
+    from jsonschema import FormatChecker
+
     checker = FormatChecker()
     checker.checks("date-time")(is_rfc3339_date_time)
     return checker
@@ -232,6 +237,20 @@ def _unknown_member_flood(schema: Any, doc: Any, pointer: str = "") -> list[Viol
     return found if len(found) > MAX_VIOLATIONS else []
 
 
+def _format_names(schema: Any) -> set[str]:
+    """Every string value of a ``format`` member anywhere in ``schema`` (a superset is harmless)."""
+    if isinstance(schema, Mapping):
+        found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+        return found.union(*(_format_names(v) for v in schema.values()))
+    if isinstance(schema, list):
+        return set().union(*(_format_names(v) for v in schema))
+    return set()
+
+
+def _conforms(checker: FormatChecker, name: str, value: str) -> bool:
+    return bool(checker.conforms(value, name))
+
+
 def _plain(value: Any) -> Any:
     """Deep copy with every Mapping made a dict and every tuple a list (schemas, documents)."""
     if isinstance(value, Mapping):
@@ -265,6 +284,7 @@ class FactsValidator:
         ``extensions.<pack name>``. A pack not listed may not appear under extensions.
     :param limits: size and depth limits for :meth:`parse_and_validate` and for the
         depth of Python documents passed to :meth:`validate`.
+    :param schema_checked: skip the meta-schema check of the composed schema.
     :raises PackLoadError: a pack's sub-schema is not a valid 2020-12 schema, or the
         base schema has no ``extensions`` object to put it in.
     :raises jsonschema.exceptions.SchemaError: the base schema itself is invalid.
@@ -275,6 +295,8 @@ class FactsValidator:
         base_schema: Mapping[str, Any],
         extension_schemas: Mapping[str, Mapping[str, Any]] | None = None,
         limits: ParseLimits = ParseLimits(),  # noqa: B008 (frozen dataclass: safe default)
+        *,
+        schema_checked: bool = False,
     ) -> None:
         composed = _plain(base_schema)
         if extension_schemas:
@@ -284,12 +306,24 @@ class FactsValidator:
             members = slot.setdefault("properties", {})
             for name in sorted(extension_schemas):
                 members[name] = self._extension(name, extension_schemas[name], members)
-        Draft202012Validator.check_schema(composed)
+        if not schema_checked:  # the caller proved this exact schema passed before (a load cache)
+            from jsonschema import Draft202012Validator
+
+            Draft202012Validator.check_schema(composed)
         self._schema = composed
         self._limits = limits
-        self._format_checker = make_format_checker()
-        self._validator = Draft202012Validator(composed, format_checker=self._format_checker)
         self._fast = self._compile(composed)
+
+    @cached_property
+    def _format_checker(self) -> FormatChecker:
+        return make_format_checker()
+
+    @cached_property
+    def _validator(self) -> Draft202012Validator:
+        """``jsonschema`` itself: it explains every invalid document (built on first need)."""
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(self._schema, format_checker=self._format_checker)
 
     @staticmethod
     def _extension(name: str, schema: Any, taken: Mapping[str, Any]) -> Any:
@@ -297,6 +331,9 @@ class FactsValidator:
             raise PackLoadError(f"extension name must be a non-empty string, not {name!r}")
         if name in taken:
             raise PackLoadError("extension already defined by the base schema", pack=name)
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
         sub = _plain(schema)
         if isinstance(sub, dict) and str(sub.get("$schema", _DIALECT)).rstrip("#") != _DIALECT:
             raise PackLoadError(f"facts_schema must use JSON Schema {_DIALECT}", pack=name)
@@ -314,6 +351,13 @@ class FactsValidator:
         return sub
 
     def _compile(self, composed: dict[str, Any]) -> Predicate | None:
+        rust = compile_rust(composed, self._format_checks(composed), lambda doc: bool(self._validator.is_valid(doc)))
+        if rust is not None:
+            return rust
+        from jsonschema import Draft202012Validator
+        from referencing import Registry
+        from referencing.jsonschema import DRAFT202012
+
         root_id = composed.get("$id")
         registry: Registry = Registry()
         if isinstance(root_id, str):
@@ -324,13 +368,22 @@ class FactsValidator:
             # A subschema with its own $id resolves its references the same way standalone.
             return Draft202012Validator(sub, format_checker=checker, registry=registry).is_valid
 
-        rust = compile_rust(composed, checker, self._validator.is_valid)
-        if rust is not None:
-            return rust
         try:
             return compile_schema(composed, conforms=checker.conforms, delegate=delegate)
         except Unsupported:
             return None  # correct but slower: jsonschema judges every document
+
+    def _format_checks(self, composed: Any) -> dict[str, Callable[[str], bool]]:
+        """The checks of the formats ``composed`` names, the very functions ``jsonschema`` runs.
+
+        ``date-time`` is this project's own (:func:`make_format_checker` registers it); any
+        other format is judged by jsonschema's ``FormatChecker``, imported only then.
+        """
+        names = _format_names(composed)
+        if names <= {"date-time"}:
+            return dict.fromkeys(names, is_rfc3339_date_time)
+        checker = self._format_checker
+        return {name: functools.partial(_conforms, checker, name) for name in checker.checkers}
 
     @property
     def schema(self) -> dict[str, Any]:

@@ -23,17 +23,44 @@ Example::
     result.facts, result.provenance, result.warnings
 """
 
-from neurocds.fhir.bundle import FhirInputError
-from neurocds.fhir.convert import FhirConversion, FhirConverter
-from neurocds.fhir.dates import latest_time
-from neurocds.fhir.mapping import (
-    MappingTableError,
-    MappingTables,
-    default_mapping_paths,
-    engine_mapping_paths,
-    load_mapping_tables,
-)
-from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, ConditionPolicy
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from neurocds.fhir.bundle import FhirInputError
+    from neurocds.fhir.convert import FhirConversion, FhirConverter
+    from neurocds.fhir.dates import latest_time
+    from neurocds.fhir.mapping import MappingTableError, MappingTables, load_mapping_tables
+    from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, ConditionPolicy
+    from neurocds.fhir.sources import MappingSourceFailure, default_mapping_paths, engine_mapping_paths
+
+# Public name -> the module defining it. Imported on first use: a command that reads no
+# FHIR (``neurocds evaluate FILE``) does not pay for the converter and its tables.
+_HOME = {
+    "DEFAULT_CONDITION_POLICY": "policy",
+    "ConditionPolicy": "policy",
+    "FhirConversion": "convert",
+    "FhirConverter": "convert",
+    "FhirInputError": "bundle",
+    "MappingTableError": "mapping",
+    "MappingTables": "mapping",
+    "MappingSourceFailure": "sources",
+    "default_mapping_paths": "sources",
+    "engine_mapping_paths": "sources",
+    "latest_time": "dates",
+    "load_mapping_tables": "mapping",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value  # once: later lookups are plain module attributes
+    return value
+
 
 __all__ = [
     "DEFAULT_CONDITION_POLICY",
@@ -41,6 +68,7 @@ __all__ = [
     "FhirConversion",
     "FhirConverter",
     "FhirInputError",
+    "MappingSourceFailure",
     "MappingTableError",
     "MappingTables",
     "default_mapping_paths",

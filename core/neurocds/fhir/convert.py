@@ -29,14 +29,14 @@ from neurocds.fhir.bundle import (
 from neurocds.fhir.collect import Collector
 from neurocds.fhir.context import Context
 from neurocds.fhir.dates import format_rfc3339
-from neurocds.fhir.mapping import MappingTables, default_mapping_paths, load_mapping_tables
+from neurocds.fhir.mapping import MappingTables, load_mapping_tables
 from neurocds.fhir.medication import extract_medication
 from neurocds.fhir.observations import extract_observations
 from neurocds.fhir.patient import extract_patient
-from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, ConditionPolicy
+from neurocds.fhir.policy import DEFAULT_CONDITION_POLICY, DEFAULT_OBSERVATION_WINDOW_DAYS, ConditionPolicy
 from neurocds.fhir.problems import extract_conditions, extract_procedures
+from neurocds.fhir.sources import default_mapping_paths
 
-DEFAULT_OBSERVATION_WINDOW_DAYS = 30.0
 DEFAULT_MEDICATION_WINDOW_DAYS = 30.0
 
 

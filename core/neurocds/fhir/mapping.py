@@ -12,15 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pluggy
 import yaml
 
-from neurocds import hookspecs
 from neurocds.errors import PackLoadError, Violation
 from neurocds.fhir.rules import (
     FAMILY_CONDITION,
@@ -83,56 +80,17 @@ class MappingTables:
         return self.indexes[family]
 
 
-def default_mapping_paths() -> list[Path]:
-    """The built-in tables, asked through the ``neurocds_fhir_mappings`` hook.
-
-    The tables' plugin is found through the ``neurocds.fhir_maps`` entry-point
-    group (neurocds' own pyproject declares the built-in one), so core never
-    imports the plugins folder. A fresh plugin manager each call: no
-    module-global registry, so callers (tests, engines, the service) never
-    share hook state.
-    """
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    for entry_point in sorted(entry_points(group=hookspecs.FHIR_MAPS_ENTRY_POINT_GROUP), key=lambda ep: ep.name):
-        pm.register(entry_point.load(), name=f"fhir-maps:{entry_point.name}")
-    paths: list[Path] = []
-    for result in pm.hook.neurocds_fhir_mappings():
-        paths.extend(Path(p) for p in result)
-    return paths
-
-
-def engine_mapping_paths(engine: Any) -> list[Path]:
-    """Built-in tables plus those the engine's plugins add through the hook, each once.
-
-    Every FHIR entry point (service, ``evaluate --fhir``) uses this, so a pack's
-    mapping tables apply wherever that pack's rules do.
-    """
-    paths = list(default_mapping_paths())
-    pm = getattr(engine, "pm", None)
-    if pm is not None and hasattr(pm.hook, "neurocds_fhir_mappings"):
-        for result in pm.hook.neurocds_fhir_mappings():
-            paths.extend(Path(p) for p in result or ())
-    seen: set[Path] = set()
-    unique = []
-    for path in paths:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(path)
-    return unique
-
-
 def load_mapping_tables(paths: Sequence[Path | str]) -> MappingTables:
     """Read, validate and compile ``paths``; raise :class:`MappingTableError` on any problem."""
     builder = _Builder()
     for raw_path in paths:
         path = Path(raw_path)
-        builder.add_file(path, _read_table(path))
+        builder.add_file(path, read_table(path))
     return builder.finish()
 
 
-def _read_table(path: Path) -> dict[str, Any]:
+def read_table(path: Path) -> dict[str, Any]:
+    """One table file, parsed and checked against the mapping schema (alone: no cross-file checks)."""
     try:
         with path.open(encoding="utf-8") as fh:
             data = yaml.safe_load(fh)

@@ -56,6 +56,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# How old an Observation may be and still count, unless the caller says otherwise. Here,
+# with the rest of the recency policy, so the command line can show it without importing
+# the converter.
+DEFAULT_OBSERVATION_WINDOW_DAYS = 30.0
+
 UCUM_SYSTEM = "http://unitsofmeasure.org"
 
 

@@ -11,15 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Any
-
-import jsonschema
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from neurocds.errors import PackLoadError
-from neurocds.resources import load_schema
+from neurocds.resources import load_schema, schemas_dir
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.conditions import (
     NUMERIC_OPS,
     All,
@@ -32,8 +30,12 @@ from neurocds.rules.conditions import (
     Not,
 )
 
+if TYPE_CHECKING:
+    import jsonschema
+
 URGENCY_RANK = {"emergency": 4, "urgent": 3, "routine": 2, "info": 1, "none": 0}
 RULESET_FORMAT = "neurocds-ruleset/1"
+RULESET_SCHEMA = "ruleset.schema.json"
 
 
 @dataclass(frozen=True)
@@ -65,56 +67,92 @@ class Rule:
     def conclusion(self) -> tuple[str, str, Any]:
         return (self.kind, self.key, self.value if self.kind == "derive" else True)
 
-    def references(self) -> set[tuple[str, str, Any]]:
-        return {node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef)}
+    def references(self) -> frozenset[tuple[str, str, Any]]:
+        return self._references
+
+    @cached_property
+    def _references(self) -> frozenset[tuple[str, str, Any]]:
+        # Once per rule: loading asks again for every pack added after this rule's own.
+        return frozenset(node.key for node in self.when.walk() if isinstance(node, DerivedRef | FindingRef))
 
 
-# The libyaml parser where PyYAML has it (several times faster at engine start); the
-# constructors, including the duplicate-key check below, stay the safe Python ones.
-_SafeBase: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+@lru_cache(maxsize=1)
+def _unique_key_loader() -> type:
+    """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last).
 
+    Built on first need: a rule file from the load cache is never parsed, so PyYAML is
+    not even imported. The libyaml parser where PyYAML has it (several times faster); the
+    constructors, including the duplicate-key check, stay the safe Python ones.
+    """
+    import yaml
 
-class _UniqueKeyLoader(_SafeBase):  # type: ignore[misc]  # a base chosen at import time is opaque to the checker
-    """Safe YAML loader that refuses duplicate keys (PyYAML silently keeps the last)."""
+    def construct_mapping(loader: Any, node: yaml.MappingNode) -> dict[Any, Any]:
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node)
+            if key in mapping:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            mapping[key] = loader.construct_object(value_node, deep=True)
+        return mapping
 
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+    loader: type = type("UniqueKeyLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+    loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, construct_mapping)  # type: ignore[attr-defined]  # a class made at run time is opaque to the checker
+    return loader
 
 
 @lru_cache(maxsize=1)
 def _ruleset_validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(load_schema("ruleset.schema.json"))
+    import jsonschema  # only when a rule file is not in the cache: it is most of a cold start
+
+    return jsonschema.Draft202012Validator(load_schema(RULESET_SCHEMA))
 
 
-def read_rule_file(path: Path, pack: str) -> dict[str, Any]:
-    """Parse a YAML or JSON rule file and validate it against the ruleset schema."""
+@lru_cache(maxsize=1)
+def _ruleset_schema_bytes() -> bytes:
+    return (schemas_dir() / RULESET_SCHEMA).read_bytes()
+
+
+def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> dict[str, Any]:
+    """Parse a YAML or JSON rule file and validate it against the ruleset schema.
+
+    With ``cache``, a file whose bytes (with the schema's and neurocds' version) were
+    parsed and validated before is taken from it, parsed and checked by neither.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
-        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _UniqueKeyLoader)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
-    validator = _ruleset_validator()
-    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
-    if errors:
-        best = jsonschema.exceptions.best_match(errors)
-        pointer = "/" + "/".join(str(p) for p in best.absolute_path)
-        raise PackLoadError(
-            f"rule file does not match ruleset.schema.json: {best.message}", pack=pack, file=str(path), pointer=pointer
-        )
+    key = LoadCache.key(_ruleset_schema_bytes(), path.suffix.encode(), data) if cache is not None else ""
+    doc: Any = cache.get("rule-files", key) if cache is not None else None
+    if doc is None:
+        doc = _parse_and_check(path, data, pack)
+        if cache is not None:
+            cache.put("rule-files", key, doc)
     if doc["pack"] != pack:
         raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
     checked: dict[str, Any] = doc  # the schema requires an object
     return checked
+
+
+def _parse_and_check(path: Path, data: bytes, pack: str) -> Any:
+    import yaml
+
+    try:
+        text = data.decode("utf-8")
+        doc: Any = json.loads(text) if path.suffix == ".json" else yaml.load(text, _unique_key_loader())
+    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
+    validator = _ruleset_validator()
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        from jsonschema.exceptions import best_match
+
+        best = best_match(errors)
+        pointer = "/" + "/".join(str(p) for p in best.absolute_path)
+        raise PackLoadError(
+            f"rule file does not match ruleset.schema.json: {best.message}", pack=pack, file=str(path), pointer=pointer
+        )
+    return doc
 
 
 class FactsIndex:
