@@ -6,7 +6,10 @@ list it serializes (126 MiB for a list of 500,000 integers whose JSON is 1 MiB),
 which the process touches only what it writes (1 MiB). The resident set is what a
 refusal really costs the machine, so that is what the bounds and the benchmark use:
 the high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` (Linux 4.0+),
-and its growth above the resident set at the start is the call's peak.
+and its growth above the resident set at the start is the call's peak. Memory the
+process freed earlier is reused without growing the resident set, so in a process
+that has done other work this is a lower bound: enough to catch the gigabyte the
+issue measured; tests/perf/bench_refusal.py measures each refusal in a fresh process.
 """
 
 from __future__ import annotations

@@ -24,13 +24,17 @@ and names every problem as before; so the fast path changes speed, never an answ
 
 from __future__ import annotations
 
+import gc
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import accumulate, repeat
 from operator import lt, sub
 from typing import Any
 
 import orjson
 
-__all__ = ["bracket_depth_at_most", "exceeds", "fast_parse", "outside_brackets"]
+__all__ = ["bracket_depth_at_most", "exceeds", "fast_parse", "no_collection", "outside_brackets", "repeats_a_name"]
 
 # Every digit mapped to 0, so that "19 digits in a row" is one C-speed substring search.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -56,6 +60,39 @@ def _decoded_colons(text: str) -> int:
     return colons
 
 
+@contextmanager
+def no_collection() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a parse builds its value.
+
+    A parsed JSON value is a tree, so a collection during parsing can free nothing, yet
+    every 700 new containers it rescans the young ones and now and then all of them:
+    520,000 nested lists (1 MiB of arrays 61 deep) took 107 ms to parse with it and 28 ms
+    without. The collector is switched back on afterwards unless it was off already (a
+    parse running in another thread at the same time may see it paused: a delay, never a
+    leak, since every parse re-enables what it found enabled).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def repeats_a_name(text: str, value: Any) -> bool:
+    """True when some object of ``text`` (parsed into ``value``) repeats a member name.
+
+    ``value`` may hold what orjson cannot write (integers beyond 64 bits, lone
+    surrogates, the strict parser's placeholders): the standard library writes it then.
+    """
+    try:
+        colons = orjson.dumps(value).count(b":")
+    except orjson.JSONEncodeError:
+        colons = json.dumps(value, ensure_ascii=False).count(":")
+    return _decoded_colons(text) != colons
+
+
 def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
     """``(True, value)`` when orjson parsed ``text`` to exactly what the strict path would accept.
 
@@ -64,7 +101,8 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
     64 bits, or some object repeats a member name. ``encoded`` is ``text`` as UTF-8.
     """
     try:
-        value = orjson.loads(encoded)
+        with no_collection():
+            value = orjson.loads(encoded)
     except orjson.JSONDecodeError:
         return False, None
     if _LONG_DIGIT_RUN in encoded.translate(_DIGITS_TO_ZERO):
