@@ -131,10 +131,11 @@ def test_an_integer_beyond_float_range_is_refused_by_both_paths(engine: Engine) 
 def test_the_largest_float_integer_is_accepted(engine: Engine) -> None:
     largest = 2**1024 - 2**970 - 1  # float() rounds it to the largest finite double
     assert engine.validator.is_valid({**BASE, "extensions": {}}) is True
-    with pytest.raises(FactsValidationError) as info:  # labs carry only minimum 0: it is the type check
-        engine.validate({**BASE, "labs": {"ck_u_l": largest + 1}})
+    # Onset hours carry only minimum 0 (labs have physiologically possible bounds): it is the type check.
+    with pytest.raises(FactsValidationError) as info:
+        engine.validate({**BASE, "onset": {"hours_since_onset": largest + 1}})
     assert info.value.violations[0].code == "non_finite"
-    engine.validate({**BASE, "labs": {"ck_u_l": largest}})
+    engine.validate({**BASE, "onset": {"hours_since_onset": largest}})
 
 
 def test_violations_are_capped_and_the_cut_is_said(engine: Engine) -> None:
