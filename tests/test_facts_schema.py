@@ -10,6 +10,7 @@ valid values and rejected with invalid ones, generated from the parsed table
 from __future__ import annotations
 
 import copy
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,11 +209,13 @@ def test_schema_types_match_contract(spec: dict[str, FieldSpec]) -> None:
             assert (prop["type"], prop["minLength"], prop["maxLength"]) == ("string", f.low, f.high), path
         elif f.kind in ("number", "integer"):
             assert prop["type"] == f.kind, path
-            # Plain lab numbers get minimum 0 (negative concentration = data error), no maximum.
-            low = 0 if f.low is None else f.low
-            assert (prop.get("minimum"), prop.get("maximum")) == (low, f.high), path
             if f.low is None:
-                assert path.startswith("labs.") and ">= 0" in prop["description"], path
+                # facts-v1 gives labs no range: the schema bounds them by what is physiologically
+                # possible (tests/hostile/test_fhir_possible_ranges.py checks bounds and sources).
+                assert path.startswith("labs.") and "Physiologically possible" in prop["description"], path
+                assert 0 <= prop["minimum"] < prop["maximum"], path
+            else:
+                assert (prop.get("minimum"), prop.get("maximum")) == (f.low, f.high), path
         elif f.kind == "date-time":
             assert (prop["type"], prop["format"]) == ("string", "date-time"), path
         elif f.kind == "medications":
@@ -238,16 +241,19 @@ def _cases(f: FieldSpec) -> tuple[list[Any], list[tuple[Any, str, str]]]:
         valid = ["x" * lo, "é" * hi]
         return valid, [("x" * (lo - 1), "range", ""), ("x" * (hi + 1), "range", ""), (5, "type", "")]
     if f.kind in ("number", "integer"):
-        low = 0.0 if f.low is None else f.low
-        valid = [int(low), int(low) + 1, 10**6 if f.high is None else int(f.high)]
+        low, high = f.low, f.high
+        if low is None:  # a lab: the schema's physiologically possible range
+            prop = SCHEMA["properties"]["labs"]["properties"][f.path.split(".", 1)[1]]
+            low, high = prop["minimum"], prop["maximum"]
+        valid = [low, math.ceil(low) + 1, 10**6 if high is None else high]
         invalid = [(low - 1, "range", ""), (str(int(low)), "type", ""), (True, "type", ""), (None, "type", "")]
         if f.kind == "number":
             valid.append(low + 0.5)
             invalid.append((low - 0.001, "range", ""))
         else:
             invalid.append((low + 0.5, "type", ""))
-        if f.high is not None:
-            invalid.append((f.high + 1, "range", ""))
+        if high is not None:
+            invalid.append((high + 1, "range", ""))
         return valid, invalid
     if f.kind == "bool":
         return [True, False], [("true", "type", ""), (1, "type", ""), (0, "type", ""), (None, "type", "")]

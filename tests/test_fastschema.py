@@ -8,6 +8,7 @@ mutate them, and require both to give the same answer every time.
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -48,7 +49,9 @@ def from_schema(schema: Any) -> st.SearchStrategy[Any]:
     if kind == "number":
         lo, hi = schema.get("minimum"), schema.get("maximum")
         floats = st.floats(lo, hi, allow_nan=False, allow_infinity=False)
-        return st.integers(lo, hi) | floats
+        # Bounds need not be integral (potassium 0.5..15): the integers drawn stay inside them.
+        whole = st.integers(None if lo is None else math.ceil(lo), None if hi is None else math.floor(hi))
+        return whole | floats
     if kind == "string":
         if schema.get("format") == "date-time":
             return _DATE_TIMES

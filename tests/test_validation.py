@@ -82,7 +82,7 @@ def test_violation_details(validator: FactsValidator) -> None:
         "integer 6",
     )
     assert by_pointer["/strength/right_leg"].found == "boolean true"
-    assert by_pointer["/labs/sodium_mmol_l"].expected == "number >= 0"
+    assert by_pointer["/labs/sodium_mmol_l"].expected == "number 60..260"
     assert by_pointer["/labs/potassium_mmol_l"].found == 'string "4.1"'
     assert by_pointer["/patient/sex"].expected == "one of: female, male, other, unknown"
     assert by_pointer["/patient/id"].expected == "string 1..128 characters"

@@ -119,10 +119,11 @@ def test_backend_errors_and_disagreements_are_recorded(tmp_path: Path, monkeypat
     if not durable_available()[0]:
         pytest.skip("durable_rules does not import here")
     d = tmp_path / "log"
-    rules = [rule("hz.big", {"fact": "labs.ck_u_l", "gt": 1e16}), rule("hz.weak", WEAK)]
+    # onset hours have no upper bound (labs do: physiologically possible ranges), so 10**16 + 1 is a fact.
+    rules = [rule("hz.big", {"fact": "onset.hours_since_onset", "gt": 1e16}), rule("hz.weak", WEAK)]
     plugin = inline_pack(tmp_path, "hz", "hz", rules)
     engine = Engine(plugins=[("hz", plugin)], entry_points=False, backend="durable", audit_dir=d)
-    backend = engine.evaluate({**WEAK_FACTS, "labs": {"ck_u_l": 10**16 + 1}})  # inexact for durable_rules
+    backend = engine.evaluate({**WEAK_FACTS, "onset": {"hours_since_onset": 10**16 + 1}})  # inexact for durable
     assert [e["kind"] for e in backend.errors] == ["backend"]
     # A durable answer that fires nothing: the verifying reference evaluator disagrees.
     monkeypatch.setattr(engine.durable, "run", lambda *a, **k: Run(backend="durable", fired=[], derived={}))

@@ -61,7 +61,7 @@ def document(rng: random.Random, index: int) -> dict[str, Any]:
     if rng.random() < 0.6:
         doc["symptoms"] = {"back_pain": rng.random() < 0.5, "fever": rng.random() < 0.5}
     if rng.random() < 0.6:
-        doc["labs"] = {"potassium_mmol_l": rng.choice([2.1, 2.99, 3.0, 4.2, 5.6, 6.9, 1e-05])}
+        doc["labs"] = {"potassium_mmol_l": rng.choice([2.1, 2.99, 3.0, 4.2, 5.6, 6.9, 0.5])}
     if rng.random() < 0.4:
         doc["medications"] = [{"name": "Atorvastatin", "class": rng.choice(["statin", "other"])}]
     if rng.random() < 0.3:

@@ -40,7 +40,7 @@ DOCUMENTS: list[dict[str, Any]] = [
         "patient": {"id": "Zoë", "age_years": 71.5, "sex": "female"},
         "strength": {"left_leg": 3, "right_leg": 2, "left_arm": 5, "right_arm": 5},
         "symptoms": {"urinary_retention": True, "fever": False},
-        "labs": {"potassium_mmol_l": 2.5, "sodium_mmol_l": 1e-05, "ck_u_l": 1e16},
+        "labs": {"potassium_mmol_l": 2.5, "sodium_mmol_l": 60.00001, "tsh_mu_l": 1e-05, "ck_u_l": 1234567.125},
         "medications": [{"name": "Ibuprofène", "class": "other"}, {"name": "Atorvastatin", "class": "statin"}],
         "exam": {"reflexes_legs": "brisk", "plantar_response": "extensor", "muscle_wasting": False},
     },

@@ -24,6 +24,7 @@ pytest.importorskip("durable_rules_engine")
 
 from neurocds import Engine, FactsValidationError
 from neurocds.hookspecs import ComputedFacts
+from neurocds.resources import load_schema
 from neurocds.rules.conditions import FactTest, ItemTest
 from neurocds.testing import inline_pack, rule
 from neurocds_packs import BUILTIN_PACKS
@@ -197,10 +198,29 @@ ENUMS = {
 }
 BOOLS = ["symptoms.fever", "symptoms.headache", "symptoms.back_pain"]
 GRADES = ["strength.left_leg", "strength.right_leg", "strength.left_arm"]
+# Labs carry physiologically possible bounds in the facts schema: their values stay inside them
+# (onset hours and the extension's score still carry 2**53 and the exponent floats).
+LAB_BOUNDS = {
+    f"labs.{name}": (spec["minimum"], spec["maximum"])
+    for name, spec in load_schema("facts.schema.json")["properties"]["labs"]["properties"].items()
+}
+
+
+def within(path: str, values: list[float]) -> list[float]:
+    low, high = LAB_BOUNDS[path]
+    return [v for v in values if low <= v <= high]
+
+
+def lab_values(path: str) -> st.SearchStrategy[Any]:
+    low, high = LAB_BOUNDS[path]
+    floats = st.floats(min_value=low, max_value=high, allow_nan=False)
+    return st.one_of(st.sampled_from(within(path, NONNEG)), floats, st.integers(math.ceil(low), math.floor(high)))
+
+
 NUMBERS = {
-    "labs.potassium_mmol_l": NONNEG,
-    "labs.ck_u_l": NONNEG,
-    "labs.tsh_mu_l": NONNEG,
+    "labs.potassium_mmol_l": within("labs.potassium_mmol_l", NONNEG),
+    "labs.ck_u_l": within("labs.ck_u_l", NONNEG),
+    "labs.tsh_mu_l": within("labs.tsh_mu_l", NONNEG),
     "onset.hours_since_onset": NONNEG,
     "patient.age_years": AGES,
     "extensions.diff.score": SIGNED,
@@ -237,6 +257,7 @@ def random_document(rng: random.Random) -> dict[str, Any]:
                 value = rng.choice(pool)
             else:
                 low, high = (0.0, 2000.0) if pool is not SIGNED else (-2000.0, 2000.0)
+                low, high = LAB_BOUNDS.get(path, (low, high))
                 value = rng.uniform(low, high) if path != "patient.age_years" else rng.uniform(0, 130)
             put(doc, path, value)
     if present():
@@ -312,9 +333,9 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
     **{path: st.booleans() for path in BOOLS},
     **{path: st.integers(0, 5) for path in GRADES},
     **{path: st.sampled_from(values) for path, values in ENUMS.items()},
-    "labs.potassium_mmol_l": nonneg,
-    "labs.ck_u_l": nonneg,
-    "labs.tsh_mu_l": nonneg,
+    "labs.potassium_mmol_l": lab_values("labs.potassium_mmol_l"),
+    "labs.ck_u_l": lab_values("labs.ck_u_l"),
+    "labs.tsh_mu_l": lab_values("labs.tsh_mu_l"),
     "onset.hours_since_onset": nonneg,
     "patient.age_years": ages,
     "extensions.diff.score": signed,

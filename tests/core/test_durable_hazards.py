@@ -221,13 +221,25 @@ def test_non_finite_number_in_a_python_document_never_reaches_a_backend(tmp_path
 
 
 # --------------------------------------------------------------------------- exponent floats
+# Labs carry physiologically possible bounds in the facts schema (5e+06 U/L at most for CK), so
+# the numbers these hazards need (1e16, 2**53 and beyond) travel in unbounded number fields
+# of the test pack's own extension: the backend sees them exactly as it would any number.
+NUMBERS_SCHEMA = {"type": "object", "additionalProperties": False,
+                  "properties": {name: {"type": "number"} for name in "abcde"}}  # fmt: skip
 EXPONENT_THRESHOLDS = {
-    "labs.tsh_mu_l": 1e-05,
-    "labs.free_t4_pmol_l": 2.5e-07,
-    "labs.ck_u_l": 1e16,
-    "labs.crp_mg_l": 1e-300,
-    "labs.wbc_10e9_l": 5e-324,
+    "extensions.hz.a": 1e-05,
+    "extensions.hz.b": 2.5e-07,
+    "extensions.hz.c": 1e16,
+    "extensions.hz.d": 1e-300,
+    "extensions.hz.e": 5e-324,
 }
+
+
+def numbers(**fields: float | int) -> dict[str, Any]:
+    """A facts document whose extension ``hz`` holds the given number fields."""
+    return facts(extensions={"hz": fields})
+
+
 BARE_EXPONENT = re.compile(r"(?<![\w.])\d+[eE][-+]?\d")  # 1e-05, not 1.0e-05 nor wbc_10e9_l
 
 
@@ -239,7 +251,7 @@ def test_exponent_floats_evaluate_identically_on_both_backends_and_match_python(
             rule_id = f"hz.e{i}_{op}"
             rules.append(rule(rule_id, {"fact": path, op: threshold}))
             expect[rule_id] = (path, fn, threshold)
-    engine = make_engine(tmp_path, rules)
+    engine = make_engine(tmp_path, rules, facts_schema=NUMBERS_SCHEMA)
     # Python's json writes most of these with a bare exponent, which the C parser refuses (error 204).
     bare = {t for t in EXPONENT_THRESHOLDS.values() if BARE_EXPONENT.search(json.dumps(t))}
     assert bare == {1e-05, 1e16, 1e-300, 5e-324}
@@ -253,8 +265,7 @@ def test_exponent_floats_evaluate_identically_on_both_backends_and_match_python(
     checked = 0
     for value in sorted(values):
         for path in EXPONENT_THRESHOLDS:
-            group, field = path.split(".")
-            doc = facts(**{group: {field: value}})
+            doc = numbers(**{path.rsplit(".", 1)[1]: value})
             durable, reference = fired_ids(engine, doc)
             python = {rid for rid, (p, fn, t) in expect.items() if p == path and fn(value, t)}
             assert durable == reference == python, (path, value)
@@ -271,28 +282,30 @@ def test_integers_beyond_2_to_53_get_the_exact_answer_and_are_flagged(tmp_path):
     engine = make_engine(
         tmp_path,
         [
-            rule("hz.gt_float", {"fact": "labs.ck_u_l", "gt": 1e16}),
-            rule("hz.eq_float", {"fact": "labs.ck_u_l", "eq": 1e16}),
-            rule("hz.gt_int", {"fact": "labs.crp_mg_l", "gt": 2**53}),
+            rule("hz.gt_float", {"fact": "extensions.hz.c", "gt": 1e16}),
+            rule("hz.eq_float", {"fact": "extensions.hz.c", "eq": 1e16}),
+            rule("hz.gt_int", {"fact": "extensions.hz.d", "gt": 2**53}),
         ],
+        facts_schema=NUMBERS_SCHEMA,
     )
     for doc, expected in [
-        (facts(labs={"ck_u_l": 10**16 + 1}), {"hz.gt_float"}),
-        (facts(labs={"crp_mg_l": 2**63}), {"hz.gt_int"}),
-        (facts(labs={"crp_mg_l": 2**64 + 5}), {"hz.gt_int"}),
+        (numbers(c=10**16 + 1), {"hz.gt_float"}),
+        (numbers(d=2**63), {"hz.gt_int"}),
+        (numbers(d=2**64 + 5), {"hz.gt_int"}),
     ]:
         result = engine.evaluate(doc)
         assert {f["rule"] for f in result.findings} == expected
         assert not result.complete
         assert [e["kind"] for e in result.errors] == ["backend"]
         assert "2**53" in result.errors[0]["message"]
-    at_limit = engine.evaluate(facts(labs={"crp_mg_l": 2**53, "ck_u_l": 1e16}))
+    at_limit = engine.evaluate(numbers(d=2**53, c=1e16))
     assert at_limit.complete and {f["rule"] for f in at_limit.findings} == {"hz.eq_float"}
 
 
 def test_rule_threshold_beyond_2_to_53_is_refused_at_load(tmp_path):
     with pytest.raises(CompileError, match=r"2\*\*53"):
-        make_engine(tmp_path, [rule("hz.big", {"fact": "labs.ck_u_l", "gt": 2**53 + 1})])
+        big = rule("hz.big", {"fact": "extensions.hz.c", "gt": 2**53 + 1})
+        make_engine(tmp_path, [big], facts_schema=NUMBERS_SCHEMA)
 
 
 # --------------------------------------------------------------------------- id hash collisions

@@ -69,7 +69,7 @@ def test_rss_is_flat_over_20000_evaluations(tmp_path):
             "labs": {"potassium_mmol_l": 2.5},
         },
         {**base, "patient": {"id": "fever"}, "symptoms": {"fever": True}, "labs": {"ck_u_l": 1500.5}},
-        {**base, "patient": {"id": "Zoë"}, "strength": {"left_leg": 5}, "labs": {"potassium_mmol_l": 1e-05}},
+        {**base, "patient": {"id": "Zoë"}, "strength": {"left_leg": 5}, "labs": {"tsh_mu_l": 1e-05}},
     ]
     wide_doc = {**base, "patient": {"id": "w"}, "extensions": {"wide": {f"f{i}": True for i in range(70)}}}
     outcomes: set[tuple[str, bool]] = set()

@@ -65,5 +65,24 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ),
         ("ansi-member-name", HEAD + b'"\\u001b[31mred":1}', "/\x1b[31mred"),
         ("over-size-limit", b'{"facts_version":"1","patient":{"id":"' + b"x" * LIMIT + b'"}}', ""),
+        # The worst shapes for the C-speed paths (tests/hostile/test_fast_paths_agree.py): nesting
+        # at the limit everywhere, many small objects, escapes, repeated names, and a problem
+        # that must be named after hundreds of thousands of clean values.
+        ("nesting-at-the-limit", _fill(HEAD + b'"extensions":{"x":[', b"[" * 61 + b"]" * 61, b"]}}"), "/extensions/x"),
+        ("many-short-keys", _fill(HEAD + b'"medications":[', b'{"a":0,"b":0,"c":0,"d":0}', b"]}"), "/medications/0/a"),
+        ("escaped-long-string", HEAD[:-1] + b',"labs":{"potassium_mmol_l":"' + b"\\u00e9" * 170_000 + b'"}}',
+         "/labs/potassium_mmol_l"),
+        ("many-duplicate-names", _keyed(HEAD + b'"labs":{', '"k{0}":1,"k{0}":1', b"}}"), "/labs/k0"),
+        ("duplicates-in-many-objects", _fill(HEAD + b'"medications":[', b'{"a":1,"a":1}', b"]}"), "/medications/0/a"),
+        ("nan-after-many-objects", *_after_clean(b"NaN")),
+        ("surrogate-after-many-objects", *_after_clean(b'"\\ud800"')),
+        # Parses (the exact path: orjson cannot keep a 30-digit integer); the schema refuses it.
+        ("long-integer-after-many-objects", _after_clean(b"123456789012345678901234567890")[0], "/medications/0/name"),
     ]
     return items
+
+
+def _after_clean(last: bytes) -> tuple[bytes, str]:
+    """350,000 empty objects, then ``last``: the problem to name is at the very end."""
+    body = _fill(HEAD + b'"medications":[', b"{}", b"," + last + b"]}")
+    return body, f"/medications/{body.count(b'{}')}"

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from neurocds.engine import Engine
+from neurocds.errors import FactsValidationError
 from neurocds.fhir import FhirConverter, default_mapping_paths, load_mapping_tables
 from neurocds.fhir.mapping import MappingTableError
 from neurocds_packs import BUILTIN_PACKS
@@ -61,6 +62,7 @@ def test_every_mapped_lab_has_a_possible_range_with_its_source() -> None:
             possible = entry.get("possible")
             assert possible is not None, (path.name, entry["id"])
             assert possible["min"] < possible["max"] and len(possible["source"]) > 20, entry["id"]
+            assert possible["source"].startswith(PREAMBLE), entry["id"]  # says what the bounds mean
 
 
 def test_a_table_whose_range_is_upside_down_is_refused(tmp_path: Path) -> None:
@@ -99,3 +101,51 @@ def test_evaluate_fhir_on_the_command_line_drops_it_and_says_so(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert "outside the physiologically possible range" in done.stderr
     assert not [f for f in json.loads(done.stdout)["findings"] if "potassium" in f["id"]]
+
+
+PREAMBLE = "Physiologically possible, not normal: a value outside is a data error. "
+
+
+def _facts_schema_labs() -> dict[str, Any]:
+    schema = json.loads((ROOT / "schemas" / "facts.schema.json").read_text())
+    labs: dict[str, Any] = schema["properties"]["labs"]["properties"]
+    return labs
+
+
+def test_the_facts_schema_keeps_the_same_possible_ranges_documented() -> None:
+    labs = _facts_schema_labs()
+    mapped = {}
+    for path in default_mapping_paths():
+        for entry in yaml.safe_load(Path(path).read_text()).get("observations", []):
+            section, name = entry["fact"].split(".", 1)
+            if section == "labs":
+                mapped[name] = entry["possible"]
+    assert set(mapped) == set(labs)  # every lab of the contract is mapped, and bounded
+    for name, possible in mapped.items():
+        assert (labs[name]["minimum"], labs[name]["maximum"]) == (possible["min"], possible["max"]), name
+        description = labs[name]["description"]
+        assert "Physiologically possible" in description and "not a normal range" in description, name
+        source = possible["source"].removeprefix(PREAMBLE)
+        assert source in description, name  # the schema cites the table's source, word for word
+
+
+BOUNDARIES = [
+    ("potassium_mmol_l", 15, 15.01),
+    ("potassium_mmol_l", 0.5, 0.49),
+    ("sodium_mmol_l", 260, 261),
+    ("glucose_mmol_l", 200, 1e300),
+    ("ck_u_l", 5_000_000, 2**64),
+]
+
+
+@pytest.mark.parametrize(("name", "inside", "outside"), BOUNDARIES)
+def test_a_facts_document_outside_a_possible_range_is_refused_with_its_pointer(
+    name: str, inside: float, outside: float
+) -> None:
+    engine = Engine(packs=BUILTIN_PACKS, backend="reference")
+    base = {"facts_version": "1", "patient": {"id": "p1"}}
+    assert engine.validate({**base, "labs": {name: inside}})["labs"][name] == inside
+    with pytest.raises(FactsValidationError) as info:
+        engine.validate({**base, "labs": {name: outside}})
+    assert [(v.pointer, v.code) for v in info.value.violations] == [(f"/labs/{name}", "range")]
+    assert engine.validate({**base, "labs": {}})["labs"] == {}  # absent stays unknown, never a default

@@ -14,10 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from neurocds.resources import load_schema
 from neurocds.testing import inline_pack, rule
 
-# Lab values only: they are >= 0 with no maximum, so no generated threshold falls outside the facts
-# schema's range (the engine refuses such a test at load: it could never, or would always, hold).
+# Lab values only, each threshold placed strictly inside the lab's physiologically possible range
+# in the facts schema (the engine refuses a test outside it at load: it could never, or would
+# always, hold).
 NUMERIC_FACTS = [
     "labs.potassium_mmol_l", "labs.sodium_mmol_l", "labs.calcium_adjusted_mmol_l",
     "labs.magnesium_mmol_l", "labs.phosphate_mmol_l", "labs.glucose_mmol_l", "labs.hba1c_mmol_mol",
@@ -26,17 +28,28 @@ NUMERIC_FACTS = [
 ]  # fmt: skip
 
 
+_LABS = load_schema("facts.schema.json")["properties"]["labs"]["properties"]
+
+
+def inside(fact: str, step: int, steps: int) -> float:
+    """Threshold number ``step`` of ``steps`` distinct ones, strictly inside the lab's range."""
+    spec = _LABS[fact.removeprefix("labs.")]
+    low, high = spec["minimum"], spec["maximum"]
+    return float(round(low + (high - low) * (step + 1) / (steps + 2), 6))
+
+
 def synthetic_rules(count: int) -> list[dict[str, Any]]:
     k = len(NUMERIC_FACTS)
     rules = []
     for i in range(count):
-        # "lt" never 0: a test at the end of the range can never hold, and the engine refuses it at load.
-        first = {"fact": NUMERIC_FACTS[i % k], "gte": (i // k) % 20}
-        second = {"fact": NUMERIC_FACTS[(i // k + 5) % k], "lt": (i * 7) % 40 + 1}
+        first_fact, second_fact = NUMERIC_FACTS[i % k], NUMERIC_FACTS[(i // k + 5) % k]
+        first = {"fact": first_fact, "gte": inside(first_fact, (i // k) % 20, 20)}
+        second = {"fact": second_fact, "lt": inside(second_fact, (i * 7) % 40, 40)}
         tests: list[dict[str, Any]] = [first, second]
         if i % 3 == 0:
+            third = NUMERIC_FACTS[(i + 7) % k]
             tests.append(
-                {"any": [{"fact": NUMERIC_FACTS[(i + 7) % k], "gt": i % 50}, {"fact": "labs.ck_u_l", "lte": i % 90}]}
+                {"any": [{"fact": third, "gt": inside(third, i % 50, 50)}, {"fact": "labs.ck_u_l", "lte": i % 90}]}
             )
         rules.append(rule(f"syn.r{i}", {"all": tests}))
     return rules

@@ -29,16 +29,26 @@ Decisions (documented because callers may rely on them):
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import accumulate, repeat
-from operator import sub
+from operator import itemgetter
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
 from neurocds.facts.canonical import canonical_json_fast
+from neurocds.facts.fastparse import (
+    bracket_depth_at_most,
+    exceeds,
+    fast_parse,
+    no_collection,
+    outside_brackets,
+    repeats_a_name,
+)
 from neurocds.facts.plainjson import (
     LONE_SURROGATE,
     MAX_VIOLATIONS,
@@ -50,6 +60,7 @@ from neurocds.facts.plainjson import (
     json_type_name,
     plain_json_problems,
     surrogate_violation,
+    unclean_children,
     violation_sort_key,
 )
 
@@ -74,10 +85,6 @@ _BOM_CHAR = "\ufeff"
 # string swallows the rest of the text instead of exposing brackets inside it), or one
 # structural bracket. Unrolled-loop form: linear time, no catastrophic backtracking.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-# Every byte but the four brackets and the quote (deleted), then opening -> 2 and
-# closing -> 0, so that byte - 1 is the change in depth.
-_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
-_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
 _DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
@@ -89,6 +96,8 @@ _MAX_FINITE_INT_DIGITS = 308
 # mapped to 0: substring search runs at C speed, a regex over 1 MiB does not.
 _NUMBER_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
 _NUMBER_RISKS = (b"0" * 200, b"e000", b"e-000")
+# The text's depth is checked before parsing: walks of the parsed value need not check it again.
+_ANY_DEPTH = 1 << 30
 # Below this length the hooks cost less than the scan (a facts document is ~2 KiB).
 _SCAN_ABOVE = 65_536
 
@@ -127,19 +136,20 @@ def _fail(code: str, message: str, pointer: str = "") -> FactsValidationError:
     return FactsValidationError([Violation(pointer=pointer, message=message, code=code)])
 
 
-def _to_text(data: bytes | str, limits: ParseLimits) -> str:
-    """Check size and encoding; return the text with any leading BOM removed."""
+def _to_text(data: bytes | str, limits: ParseLimits) -> tuple[str, bytes]:
+    """Check size and encoding; return the text with any leading BOM removed, and its UTF-8 bytes."""
     if isinstance(data, str):
         # Cheap upper bound first so a huge string is refused before it is encoded.
         if len(data) > limits.max_bytes:
             raise _fail("size", f"document is larger than {limits.max_bytes} bytes")
         try:
-            size = len(data.encode("utf-8"))
+            encoded = data.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise _fail("utf8", f"text has an unencodable character at character offset {exc.start}") from None
-        if size > limits.max_bytes:
-            raise _fail("size", f"document is {size} bytes, more than {limits.max_bytes}")
-        return data.removeprefix(_BOM_CHAR)
+        if len(encoded) > limits.max_bytes:
+            raise _fail("size", f"document is {len(encoded)} bytes, more than {limits.max_bytes}")
+        text = data.removeprefix(_BOM_CHAR)
+        return text, encoded.removeprefix(_BOM_BYTES)
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"parse_strict needs bytes or str, not {type(data).__name__}")
     raw = bytes(data)
@@ -147,27 +157,24 @@ def _to_text(data: bytes | str, limits: ParseLimits) -> str:
         raise _fail("size", f"document is {len(raw)} bytes, more than {limits.max_bytes}")
     skip = len(_BOM_BYTES) if raw.startswith(_BOM_BYTES) else 0
     try:
-        return raw[skip:].decode("utf-8")
+        return raw[skip:].decode("utf-8"), raw[skip:]
     except UnicodeDecodeError as exc:
         raise _fail("utf8", f"invalid UTF-8 at byte offset {exc.start + skip}") from None
 
 
-def _check_depth(text: str, max_depth: int) -> None:
+def _check_depth(text: str, encoded: bytes, max_depth: int) -> None:
     """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
 
-    Every step of the common case runs at C speed (on the UTF-8 bytes):
-    escaped backslashes and quotes removed, everything but quotes and brackets
-    deleted, the strings (now only their brackets) dropped by splitting on quotes,
-    and the depth after each bracket taken as a running sum (``accumulate``). The
+    Every step of the common case runs at C speed on the UTF-8 bytes (see
+    :mod:`neurocds.facts.fastparse`): the brackets outside strings, innermost pairs
+    removed level by level, and where that cannot prove the bound, the depth after
+    each bracket as a running sum that stops at the first level too deep. The
     position-reporting scan of the original text runs only on failure.
     """
     # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
-    if text.count("[") + text.count("{") <= max_depth:
+    if text.count("[") + text.count("{") <= max_depth or bracket_depth_at_most(encoded, max_depth):
         return
-    unescaped = text.encode("utf-8").replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside_strings = b"".join(unescaped.translate(None, _NOT_STRUCTURE).split(b'"')[::2])
-    deepest = max(accumulate(map(sub, outside_strings.translate(_BRACKET_STEPS), repeat(1))), default=0)
-    if deepest <= max_depth:
+    if not exceeds(outside_brackets(encoded), max_depth):
         return
     depth = 0
     for match in _DEPTH_TOKEN.finditer(text):
@@ -182,6 +189,12 @@ def _check_depth(text: str, max_depth: int) -> None:
                 )
         elif char in "]}":
             depth -= 1
+
+
+def _token_order(name: str) -> tuple[int, int, str]:
+    """A member name's place among its siblings' pointers, as violation_sort_key orders them."""
+    token = escape_pointer_token(name)
+    return (0, int(token), "") if token.isascii() and token.isdigit() else (1, 0, token)
 
 
 def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
@@ -215,7 +228,10 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
             if check_surrogates and LONE_SURROGATE.search(node):
                 found.append(surrogate_violation(pointer))
         elif isinstance(node, dict):
-            for key in getattr(node, "duplicates", ()):
+            # Only the names that can be listed: the first MAX_VIOLATIONS + 1 in pointer order
+            # (what sorting all of them would keep), not 50,000 violations to sort.
+            repeated = getattr(node, "duplicates", ())
+            for key in heapq.nsmallest(MAX_VIOLATIONS + 1, repeated, key=_token_order):
                 found.append(
                     Violation(
                         pointer=f"{pointer}/{escape_pointer_token(key)}",
@@ -225,13 +241,26 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
                         code="duplicate_key",
                     )
                 )
-            if check_surrogates:
+            if check_surrogates and has_lone_surrogate("".join(node)):  # C speed; then which ones
                 bad = (k for k in node if has_lone_surrogate(k))
                 found.extend(surrogate_violation(f"{pointer}/{escape_pointer_token(k)}") for k in bad)
-            frames.append((((escape_pointer_token(k), v) for k, v in node.items()), pointer))
+            # Only children that hold a problem (C-speed check over runs of them): 350,000
+            # clean objects before one NaN are skipped, not walked.
+            unclean = unclean_children(node, _ANY_DEPTH)
+            frames.append((((escape_pointer_token(k), v) for k, v in unclean), pointer))
         elif isinstance(node, list):
-            frames.append((enumerate(node), pointer))
+            frames.append((unclean_children(node, _ANY_DEPTH), pointer))
     return found
+
+
+def _parse_exactly(text: str, on_object: Callable[[list[tuple[str, Any]]], Any], hooks: dict[str, Any]) -> Any:
+    if len(text) > _SCAN_ABOVE:
+        # Objects built at C speed; the per-object hook only when counting shows that
+        # some object repeats a name (its pointer must then be found).
+        value = json.loads(text, **hooks)
+        if not repeats_a_name(text, value):
+            return value
+    return json.loads(text, object_pairs_hook=on_object, **hooks)
 
 
 def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
@@ -241,8 +270,12 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         ``depth`` (each reported alone: parsing stops there), or ``non_finite`` and
         ``duplicate_key`` (all of them reported together, each with its JSON pointer).
     """
-    text = _to_text(data, limits)
-    _check_depth(text, limits.max_depth)
+    text, encoded = _to_text(data, limits)
+    _check_depth(text, encoded, limits.max_depth)
+    # C speed when nothing needs naming (see neurocds.facts.fastparse); else the exact path.
+    trusted, value = fast_parse(text, encoded)
+    if trusted:
+        return value
     flagged = False
 
     def on_constant(name: str) -> _NonFinite:
@@ -272,14 +305,10 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         if len(obj) == len(pairs):
             return obj
         flagged = True
-        seen: set[str] = set()
-        dups: list[str] = []
-        for key, _ in pairs:
-            if key in seen and key not in dups:
-                dups.append(key)
-            seen.add(key)
+        # Counted at C speed: a set-and-list scan was quadratic in distinct repeated names.
+        counts = Counter(map(itemgetter(0), pairs))
         out = _DupDict(obj)
-        out.duplicates = dups
+        out.duplicates = [key for key, seen in counts.items() if seen > 1]
         return out
 
     hooks: dict[str, Any] = {"parse_constant": on_constant, "parse_float": on_float, "parse_int": on_int}
@@ -291,10 +320,11 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         # those words can hold one.
         flagged = "NaN" in text or "Infinity" in text
         hooks = {"parse_constant": _CONSTANT}
-        if any(risk in text.encode("utf-8").translate(_NUMBER_SHAPE) for risk in _NUMBER_RISKS):
+        if any(risk in encoded.translate(_NUMBER_SHAPE) for risk in _NUMBER_RISKS):
             hooks.update(parse_float=on_float, parse_int=on_int)
     try:
-        value = json.loads(text, object_pairs_hook=on_object, **hooks)
+        with no_collection():
+            value = _parse_exactly(text, on_object, hooks)
     except json.JSONDecodeError as exc:
         raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:

@@ -6,7 +6,8 @@ A document is valid when (a) it is plain JSON data: ``dict`` with string keys,
 real ``date-time`` check, accepts it against the composed schema. jsonschema-rs
 (:mod:`neurocds.facts.rust_schema`, with jsonschema's format checks) answers the common
 "valid" case, or where it is unavailable a compiled check (:mod:`neurocds.facts.fastschema`); every invalid
-document is explained by ``jsonschema`` itself, with every violation at once.
+document is explained by ``jsonschema`` itself, with every violation at once, in the
+terms of :mod:`neurocds.facts.violations`.
 
 Messages never contain values from the document (the audit log keeps messages);
 only ``Violation.found`` does, and callers that log must drop it.
@@ -15,11 +16,7 @@ only ``Violation.found`` does, and callers that log must drop it.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
-import itertools
-import json
-import re
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -30,21 +27,18 @@ from neurocds.facts.fastschema import Predicate, Unsupported, compile_schema, is
 from neurocds.facts.plainjson import (
     MAX_VIOLATIONS,
     capped_error,
-    describe_value,
-    escape_pointer_token,
     is_plain_json,
     plain_json_problems,
-    printable_unicode,
 )
 from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
 from neurocds.facts.rust_schema import compile_rust
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
+from neurocds.facts.violations import map_error, pointer_of, unknown_member_flood
 
 # jsonschema is imported where it is used: a valid document is judged by jsonschema-rs, so
 # an engine whose schemas come from the load cache starts and answers without it.
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator, FormatChecker
-    from jsonschema.exceptions import ValidationError
 
 __all__ = ["EXTENSIONS_KEY", "FactsValidator", "make_format_checker"]
 
@@ -54,25 +48,6 @@ _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # Each pack sub-schema becomes a schema resource of its own, so that its "#/..."
 # references resolve inside it once it is embedded in the composed schema.
 _EXTENSION_ID = "https://neurocds.invalid/schemas/extensions/{}.schema.json"
-_RANGE_WORDS = {
-    "minimum": "below the minimum of {}",
-    "maximum": "above the maximum of {}",
-    "exclusiveMinimum": "not greater than {}",
-    "exclusiveMaximum": "not less than {}",
-    "minLength": "shorter than {} characters",
-    "maxLength": "longer than {} characters",
-    "minItems": "fewer than {} items",
-    "maxItems": "more than {} items",
-    "minProperties": "fewer than {} members",
-    "maxProperties": "more than {} members",
-    "multipleOf": "not a multiple of {}",
-}
-_CODES = {
-    "additionalProperties": "additional_property",
-    "unevaluatedProperties": "additional_property",
-    "uniqueItems": "unique",
-    **dict.fromkeys(_RANGE_WORDS, "range"),
-}
 
 
 def make_format_checker() -> FormatChecker:
@@ -87,154 +62,6 @@ def make_format_checker() -> FormatChecker:
     checker = FormatChecker()
     checker.checks("date-time")(is_rfc3339_date_time)
     return checker
-
-
-def _pointer(path: Any) -> str:
-    return "".join(f"/{escape_pointer_token(token)}" for token in path)
-
-
-def _bounds(low: Any, high: Any, xlow: Any = None, xhigh: Any = None) -> str:
-    if low is not None and high is not None:
-        return f"{low}..{high}"
-    parts = [f"{op} {v}" for op, v in ((">=", low), ("<=", high), (">", xlow), ("<", xhigh))]
-    return " and ".join(p for p, v in zip(parts, (low, high, xlow, xhigh), strict=True) if v is not None)
-
-
-def _expected(schema: Any) -> str:
-    """Short statement of what ``schema`` requires ("integer 0..5", "one of: a, b")."""
-    if not isinstance(schema, Mapping):
-        return "any value" if schema is not False else "no value at all"
-    if "const" in schema:
-        return f"exactly {json.dumps(schema['const'], ensure_ascii=False)}"
-    if "enum" in schema:
-        names = [v if isinstance(v, str) else json.dumps(v) for v in schema["enum"]]
-        return "one of: " + ", ".join(names[:12]) + (", …" if len(names) > 12 else "")
-    kind = schema.get("type", "value")
-    parts = [" or ".join(kind) if isinstance(kind, list) else kind]
-    get = schema.get
-    number = _bounds(get("minimum"), get("maximum"), get("exclusiveMinimum"), get("exclusiveMaximum"))
-    for text, unit in (
-        (number, ""),
-        (_bounds(get("minLength"), get("maxLength")), " characters"),
-        (_bounds(get("minItems"), get("maxItems")), " items"),
-    ):
-        if text:
-            parts.append(f"{text}{unit}")
-    if "format" in schema:
-        fmt = schema["format"]
-        parts.append("RFC 3339 date-time with time zone" if fmt == "date-time" else f"format {fmt}")
-    if "pattern" in schema:
-        parts.append(f"matching /{schema['pattern']}/")
-    return " ".join(parts)
-
-
-def _code(keyword: object) -> str:
-    if not isinstance(keyword, str):
-        return "forbidden"  # a `false` subschema: nothing is allowed there
-    if keyword in _CODES:
-        return _CODES[keyword]
-    # Other keywords keep their own name, snake_cased, as a stable code.
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in keyword).lstrip("$")
-
-
-def _members_text(schema: Mapping[str, Any]) -> str:
-    names = sorted(schema.get("properties", {}))
-    return f"only the members: {', '.join(names)}" if names else "no members"
-
-
-def _unknown_member_message(key: Any, allowed: set[str]) -> str:
-    """"member 'pateint' is not allowed here; did you mean 'patient'?" (when one is close)."""
-    message = f"member {printable_unicode(repr(key))} is not allowed here"
-    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6) if len(str(key)) < 200 else []
-    return f"{message}; did you mean {close[0]!r}?" if close else message
-
-
-def _map_error(error: ValidationError, room: int) -> list[Violation]:
-    """Turn one ``jsonschema`` error into violations (several for a multi-member error, at most ``room``)."""
-    pointer = _pointer(error.absolute_path)
-    keyword, schema, value = error.validator, error.schema, error.instance
-    code = _code(keyword)
-    if keyword == "required" and isinstance(value, dict) and isinstance(schema, Mapping):
-        props = schema.get("properties", {})
-        return [
-            Violation(
-                pointer=f"{pointer}/{escape_pointer_token(name)}",
-                message=f"required member {name!r} is missing",
-                expected=_expected(props.get(name, True)),
-                found="absent",
-                code="required",
-            )
-            for name in (error.validator_value if isinstance(error.validator_value, list) else ())
-            if name not in value
-        ]
-    if (
-        keyword == "additionalProperties"
-        and error.validator_value is False
-        and isinstance(value, dict)
-        and isinstance(schema, Mapping)
-    ):
-        allowed = set(schema.get("properties", {}))
-        patterns = list(schema.get("patternProperties", {}))
-        unknown = (
-            (key, member)
-            for key, member in value.items()
-            if key not in allowed and not any(re.search(p, str(key)) for p in patterns)
-        )
-        expected = _members_text(schema)
-        return [
-            Violation(
-                pointer=f"{pointer}/{escape_pointer_token(key)}",
-                message=_unknown_member_message(key, allowed),
-                expected=expected,
-                found=describe_value(member),
-                code="additional_property",
-            )
-            for key, member in itertools.islice(unknown, room)
-        ]
-    expected = _expected(schema)
-    if code == "type":
-        message = f"wrong type: expected {expected}"
-    elif code == "range" and keyword in _RANGE_WORDS:
-        message = f"value is {_RANGE_WORDS[keyword].format(error.validator_value)}"
-    elif code in ("enum", "const"):
-        message = f"value is not allowed: expected {expected}"
-    elif code == "format":
-        message = f"not a valid {error.validator_value}"
-    else:
-        message = f"value fails the schema rule {keyword!r}"
-    return [Violation(pointer, message, expected, describe_value(value), code)]
-
-
-def _unknown_member_flood(schema: Any, doc: Any, pointer: str = "") -> list[Violation]:
-    """More than :data:`MAX_VIOLATIONS` unknown members, found without ``jsonschema`` (else ``[]``).
-
-    ``jsonschema`` sorts and lists every unknown member of an object before yielding
-    its error, so one object of 100,000 made-up members costs it a long time. This
-    follows only ``properties`` (the objects the schema spells out, never arrays) and
-    stops at the bound, so its cost does not grow with the document.
-    """
-    found: list[Violation] = []
-    stack = [(schema, doc, pointer)]
-    while stack and len(found) <= MAX_VIOLATIONS:
-        node_schema, node, where = stack.pop()
-        if not isinstance(node_schema, Mapping) or not isinstance(node, dict):
-            continue
-        props = node_schema.get("properties", {})
-        if node_schema.get("additionalProperties") is False and not node_schema.get("patternProperties"):
-            names, unknown = set(props), ((k, v) for k, v in node.items() if k not in props)
-            for key, member in itertools.islice(unknown, MAX_VIOLATIONS + 1 - len(found)):
-                found.append(
-                    Violation(
-                        f"{where}/{escape_pointer_token(key)}",
-                        _unknown_member_message(key, names),
-                        _members_text(node_schema),
-                        describe_value(member),
-                        "additional_property",
-                    )
-                )
-        known = (name for name in props if name in node)
-        stack.extend((props[name], node[name], f"{where}/{escape_pointer_token(name)}") for name in known)
-    return found if len(found) > MAX_VIOLATIONS else []
 
 
 def _format_names(schema: Any) -> set[str]:
@@ -340,7 +167,7 @@ class FactsValidator:
         try:
             Draft202012Validator.check_schema(sub)
         except SchemaError as exc:
-            where = _pointer(exc.absolute_path)
+            where = pointer_of(exc.absolute_path)
             raise PackLoadError(f"invalid facts_schema: {exc.message}", pack=name, pointer=where) from None
         try:
             check_schema_patterns(sub)
@@ -415,10 +242,14 @@ class FactsValidator:
         if not known_plain and not is_plain_json(doc, max_depth):
             # Like parse_strict on the same document's text: what JSON cannot carry is
             # reported alone, and the schema never sees values it cannot compare.
-            return plain_json_problems(doc, max_depth), False
+            unfit = plain_json_problems(doc, max_depth)
+            if unfit:
+                return unfit, False
+            # Nothing JSON cannot carry, only subclasses (numpy.str_, a str Enum): the
+            # schema still judges the document, as it would its JSON text.
         if self._fast is not None and self._fast(doc):
             return [], True
-        flood = _unknown_member_flood(self._schema, doc)
+        flood = unknown_member_flood(self._schema, doc)
         if flood:
             return flood, True
         problems: list[Violation] = []
@@ -428,7 +259,7 @@ class FactsValidator:
             # is safe here unless the schema is recursive ($ref): hence the guard.
             # Its errors come lazily: stopping at the bound keeps a refusal cheap.
             for error in self._validator.iter_errors(doc):
-                for violation in _map_error(error, MAX_VIOLATIONS + 1 - len(problems)):
+                for violation in map_error(error, MAX_VIOLATIONS + 1 - len(problems)):
                     if (violation.pointer, violation.code) not in seen:
                         seen.add((violation.pointer, violation.code))
                         problems.append(violation)

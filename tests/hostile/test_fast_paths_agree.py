@@ -1,0 +1,143 @@
+"""The C-speed paths answer exactly what the step-by-step paths answer.
+
+parse_strict's fast path (orjson plus counting, neurocds.facts.fastparse) must return the
+very value the exact path returns, and refuse (by handing over) whatever the exact path
+refuses; is_plain_json's level-at-a-time check must agree with a plain recursive
+reading of its definition. Generated documents aim at the edges: repeated member names,
+escaped colons and backslashes, integers around 64 bits, NaN, lone surrogates,
+subclasses, tuples, non-string keys and nesting around the limit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neurocds.errors import FactsValidationError
+from neurocds.facts import strictjson
+from neurocds.facts.fastparse import bracket_depth_at_most, outside_brackets
+from neurocds.facts.plainjson import LONE_SURROGATE, is_plain_json
+from neurocds.facts.strictjson import ParseLimits, parse_strict
+
+_OVERFLOW = 2**1024 - 2**970
+
+
+def reference_is_plain(value: Any, max_depth: int, depth: int = 0) -> bool:
+    """is_plain_json's definition, read recursively (the old walk's rules)."""
+    kind = type(value)
+    if kind is dict or kind is list:
+        if depth + 1 > max_depth:
+            return False
+        if kind is dict:
+            for key in value:
+                if type(key) is not str or LONE_SURROGATE.search(key):
+                    return False
+        children = value.values() if kind is dict else value
+        return all(reference_is_plain(child, max_depth, depth + 1) for child in children)
+    if kind is str:
+        return LONE_SURROGATE.search(value) is None
+    if kind is int:
+        return bool(-_OVERFLOW < value < _OVERFLOW)
+    if kind is float:
+        return math.isfinite(value)
+    return kind is bool or value is None
+
+
+class Text(str):
+    pass
+
+
+class Number(float):
+    pass
+
+
+atoms = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([2**1024, -(2**1024), _OVERFLOW - 1, 10**400])
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "a\udfffb", "\U0001f600", Text("x"), Number(1.5), (1, 2), 1 + 2j])
+)
+keys = st.text(max_size=4) | st.sampled_from(["\udc00", 1, None, Text("k")])
+python_values = st.recursive(
+    atoms,
+    lambda kids: st.lists(kids, max_size=5) | st.dictionaries(keys, kids, max_size=5) | st.tuples(kids),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=600, derandomize=True)
+@given(python_values, st.integers(min_value=1, max_value=5))
+def test_is_plain_json_agrees_with_its_definition(value: Any, max_depth: int) -> None:
+    assert is_plain_json(value, max_depth) is reference_is_plain(value, max_depth)
+
+
+def test_is_plain_json_walks_a_cycle_no_deeper_than_the_limit() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    assert is_plain_json(loop, 64) is False
+
+
+# JSON texts: members written one by one so that names can repeat, with the spellings the
+# counting must see through (escaped colons, escaped backslashes before "u003a").
+names = st.sampled_from(['"a"', '"b"', '"a:b"', '"\\u003a"', '"\\u003A"', '"\\\\u003a"', '"\\""', '"\\\\"', '"{"'])
+numbers = st.sampled_from(
+    ["0", "-0", "1.0", "1e5", "18446744073709551615", "18446744073709551616", "-9223372036854775809",
+     "1e400", "NaN", "-Infinity", "123456789012345678901234567890", "0.30000000000000004", "1" + "0" * 320]
+)  # fmt: skip
+strings = st.sampled_from(['"x"', '"\\ud800"', '"\\ud83d\\ude00"', '"[{"', '"a\\\\"', '"\\u005b"'])
+
+
+def _object(members: list[tuple[str, str]]) -> str:
+    return "{" + ",".join(f"{name} : {value}" for name, value in members) + "}"
+
+
+json_texts = st.recursive(
+    numbers | strings | st.sampled_from(["true", "null"]),
+    lambda kids: st.lists(kids, max_size=4).map(lambda items: "[" + ", ".join(items) + "]")
+    | st.lists(st.tuples(names, kids), max_size=4).map(_object),
+    max_leaves=14,
+)
+
+
+def outcome(text: str) -> tuple[str, Any]:
+    try:
+        return "value", json.dumps(parse_strict(text.encode()), sort_keys=True, ensure_ascii=True)
+    except FactsValidationError as exc:
+        return "refused", sorted((v.pointer, v.code, v.message) for v in exc.violations)
+
+
+@settings(max_examples=800, derandomize=True)
+@given(json_texts)
+def test_the_fast_parse_returns_what_the_exact_parse_returns(text: str) -> None:
+    fast = outcome(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(strictjson, "fast_parse", lambda _text, _encoded: (False, None))
+        exact = outcome(text)
+    assert fast == exact
+    if fast[0] == "value":  # integers stay integers, floats floats, exactly as json.loads reads them
+        assert repr(parse_strict(text)) == repr(json.loads(text))
+
+
+@settings(max_examples=400, derandomize=True)
+@given(json_texts, st.integers(min_value=1, max_value=6))
+def test_the_depth_shortcut_never_passes_what_the_exact_count_refuses(text: str, max_depth: int) -> None:
+    depth = deepest = 0
+    for char in outside_brackets(text.encode()):
+        depth += 1 if char == ord("[") else -1
+        deepest = max(deepest, depth)
+    if bracket_depth_at_most(text.encode(), max_depth):
+        assert deepest <= max_depth
+    codes = []
+    try:
+        parse_strict(text, ParseLimits(max_depth=max_depth))
+    except FactsValidationError as exc:
+        codes = [v.code for v in exc.violations]
+    assert ("depth" in codes) is (deepest > max_depth)
