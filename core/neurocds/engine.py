@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.answers import checked, evidence, parsed_or_none, trace_builder
+from neurocds.backends import durable_available
 from neurocds.backends.reference import Evaluation, ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
-from neurocds.facts.strictjson import ParseLimits, canonical_json, sha256_canonical
-from neurocds.facts.validation import FactsValidator, check_extension
-from neurocds.resources import load_schema
+from neurocds.facts.strictjson import ParseLimits, sha256_canonical
+from neurocds.factschema import compose_validator
 from neurocds.result import DISCLAIMER, Result
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
@@ -43,16 +43,7 @@ from neurocds.version import __version__
 
 BACKENDS = ("durable", "reference")
 PACK_ERROR_POLICIES = ("auto", "raise", "skip")
-
-
-def durable_available() -> tuple[bool, str]:
-    try:
-        from neurocds.backends.durable import load_extension
-
-        load_extension()
-    except ImportError as exc:
-        return False, f"durable_rules cannot be imported here ({exc})"
-    return True, ""
+__all__ = ["BACKENDS", "Engine", "durable_available"]
 
 
 class Engine:
@@ -177,25 +168,9 @@ class Engine:
         self.failed_packs.append(pack)
 
     def _load_rules(self, ordered: list[LoadedPack], problems: Mapping[str, PackLoadError]) -> None:
-        base = load_schema("facts.schema.json")
-        extensions: dict[str, Any] = {}
-        for pack in ordered:
-            if pack.record.facts_schema and pack.name not in problems:
-                try:
-                    extensions[pack.name] = check_extension(pack.name, pack.record.facts_schema)
-                except PackLoadError as exc:
-                    problems = {**problems, pack.name: exc}
-        # The meta-schema check of the composed schema, once per exact schema (and neurocds): its
-        # verdict depends on nothing else, the Draft 2020-12 meta-schema being a fixed document.
-        cache = self.load_cache
-        try:
-            checked_key = LoadCache.key(b"facts-schema", canonical_json(base), canonical_json(extensions))
-        except (TypeError, ValueError):  # a schema JSON cannot carry: no key can vouch for it
-            checked_key, cache = "", LoadCache(None)
-        checked = cache.get("schemas", checked_key) is not None
-        self.validator = FactsValidator(base, extensions, self._limits, schema_checked=checked)
-        if not checked:
-            cache.put("schemas", checked_key, {"checked": True})
+        self.validator, checked_key, cache, problems = compose_validator(
+            ordered, problems, self._limits, self.load_cache
+        )
         self.facts_schema = self.validator.schema
         builder = RuleBuilder(FactsIndex(self.facts_schema))
         self._labels = schema_labels(self.facts_schema)
