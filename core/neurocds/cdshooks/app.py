@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
@@ -67,6 +68,17 @@ class BodyTooSlow(Exception):
 
 class ClientGone(Exception):
     """The client closed the connection before its body was read: nothing to answer."""
+
+
+class FastJSONResponse(JSONResponse):
+    """The cards of a hook call, written by orjson: starlette's compact JSON, several times cheaper.
+
+    One difference: orjson writes a NaN as ``null`` where starlette raises; cards carry
+    none (facts holding one are refused when parsed).
+    """
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 def outcome_response(issues: list[Issue], status: int) -> JSONResponse:
@@ -228,7 +240,7 @@ class CdsService:
         log.info(
             "200 %s: %d card(s) in %.1f ms", service_id, len(response["cards"]), (time.perf_counter() - started) * 1e3
         )
-        return JSONResponse(response)
+        return FastJSONResponse(response)
 
     async def feedback(self, request: Request) -> Response:
         service_id = request.path_params["service_id"]
