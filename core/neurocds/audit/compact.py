@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from neurocds.audit._canon import sha256_canonical
+from neurocds.audit._canon import canonical_json, sha256_canonical, sha256_hex
 from neurocds.audit.errors import AuditError
 
 FORM = "catalog-2"
@@ -63,7 +63,7 @@ def compact(
     body: Mapping[str, Any],
     intern: Intern,
     catalog_position: Callable[[], list[Any]],
-    memo: dict[tuple[str, bytes], list[Any]] | None = None,
+    memo: dict[tuple[str, bytes], tuple[Any, bytes]] | None = None,
 ) -> dict[str, Any]:
     """``body`` with its explanation members replaced by ``explanation`` (the compact form).
 
@@ -80,29 +80,44 @@ def compact(
     present = [k for k in EXPLAINED if k in body]
     if not present:
         return dict(body)
+    # With a memo, each node's canonical bytes are remembered with its packed form; spliced
+    # together they are the canonical form of the whole explanation, which is then hashed
+    # without encoding it a second time (see _object_bytes).
+    parts: dict[str, bytes] | None = {} if isinstance(intern, _Memo) else None
     try:
         packed: dict[str, Any] = {}
         for key in present:
             value = body[key]
             if key == "trace":
-                packed[key] = _pack_trace(value, intern)
+                packed[key] = _pack_trace(value, intern, parts)
             elif key == "packs":  # the same few pack versions in every decision: one entry
                 if not isinstance(value, list):
                     raise NotCompactable
                 packed[key] = intern({"packs": value})
+                if parts is not None:
+                    parts[key] = canonical_json(value)
             else:
-                packed[key] = _pack_list(_KIND[key], value, intern)
+                packed[key] = _pack_list(_KIND[key], value, intern, parts, key)
     except NotCompactable:
         return dict(body)
     out = {k: v for k, v in body.items() if k not in EXPLAINED}
-    whole = {k: body[k] for k in present}
+    digest = sha256_hex(_object_bytes(parts)) if parts is not None else None
+    if digest is None:
+        digest = sha256_canonical({k: body[k] for k in present})
     out["explanation"] = {
         "form": FORM,
         "catalog": catalog_position(),
-        "sha256": sha256_canonical(whole),
+        "sha256": digest,
         **packed,
     }
     return out
+
+
+def _object_bytes(members: Mapping[str, bytes]) -> bytes:
+    """The canonical JSON object whose members' values are these canonical bytes: the
+    definition (``json.dumps`` with sorted keys and ``(",", ":")``) writes an object as its
+    sorted members' encodings joined, and a list as its items' encodings joined."""
+    return b"{" + b",".join(canonical_json(k) + b":" + members[k] for k in sorted(members)) + b"}"
 
 
 def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
@@ -135,13 +150,22 @@ def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
     return out
 
 
-def _pack_trace(trace: Any, intern: Intern) -> dict[str, Any]:
+def _pack_trace(trace: Any, intern: Intern, parts: dict[str, bytes] | None = None) -> dict[str, Any]:
     if not isinstance(trace, Mapping):
         raise NotCompactable
     out = dict(trace)
+    members: dict[str, bytes] | None = {} if parts is not None else None
     for key in ("fired", "not_fired"):
         if key in trace:
-            out[key] = _pack_list(key, trace[key], intern)
+            out[key] = _pack_list(key, trace[key], intern, members, key)
+    if parts is not None and members is not None:
+        if all(type(k) is str for k in trace):
+            for key, value in trace.items():
+                if key not in members:
+                    members[key] = canonical_json(value)
+            parts["trace"] = _object_bytes(members)
+        else:  # non-string keys are written as strings and may then sort otherwise: encode it whole
+            parts["trace"] = canonical_json(trace)
     return out
 
 
@@ -180,36 +204,54 @@ def _has_number(value: Any) -> bool:
 class _Memo:
     """An ``intern`` that also remembers whole packed top-level nodes (see :func:`compact`)."""
 
-    def __init__(self, intern: Intern, memo: dict[tuple[str, bytes], list[Any]]) -> None:
+    def __init__(self, intern: Intern, memo: dict[tuple[str, bytes], tuple[Any, bytes]]) -> None:
         self.intern, self.memo = intern, memo
 
     def __call__(self, entry: dict[str, Any]) -> int:
         return self.intern(entry)
 
 
-def _pack_list(kind: str, items: Any, intern: Intern) -> list[Any]:
+def _pack_list(
+    kind: str, items: Any, intern: Intern, parts: dict[str, bytes] | None = None, member: str = ""
+) -> list[Any]:
+    """The packed nodes; with a memo, also ``parts[member]``: the canonical bytes of ``items``."""
     if not isinstance(items, list):
         raise NotCompactable
     if not isinstance(intern, _Memo):
         return [_pack(kind, item, intern) for item in items]
-    out = []
-    memo = intern.memo
+    out: list[Any] = []
+    encoded: list[bytes] = []
+    memo_get, dumps = intern.memo.get, orjson.dumps  # the loop runs ~150 times a decision: locals
     for item in items:
+        # The memo key is orjson's plain bytes (cheap); equal bytes are an equal node but for NaN
+        # and infinity, which orjson writes as null: a node holding null is encoded afresh, and a
+        # value that cannot be written raises AuditError, as hashing the whole explanation did.
         try:
-            key = (kind, orjson.dumps(item))
+            key = (kind, dumps(item))
         except (TypeError, orjson.JSONEncodeError):
             out.append(_pack(kind, item, intern))
+            encoded.append(canonical_json(item))
             continue
-        packed = memo.get(key)
-        if packed is None:
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            packed = _pack(kind, item, intern)
-            if kind in ("fired", "not_fired") and _categorical(kind, item):
-                packed = intern({"node": packed})  # type: ignore[assignment]  # an int: see _categorical
-            memo[key] = packed
-        out.append(packed)
+        hit = memo_get(key)
+        if hit is None:
+            hit = _remember(kind, item, intern, key)
+        out.append(hit[0])
+        encoded.append(canonical_json(item) if b"null" in key[1] else hit[1])
+    if parts is not None:
+        parts[member] = b"[" + b",".join(encoded) + b"]"
     return out
+
+
+def _remember(kind: str, item: Any, intern: _Memo, key: tuple[str, bytes]) -> tuple[Any, bytes]:
+    """Pack ``item`` and remember it, with its canonical bytes, under ``key``."""
+    memo = intern.memo
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    packed: Any = _pack(kind, item, intern)
+    if kind in ("fired", "not_fired") and _categorical(kind, item):
+        packed = intern({"node": packed})  # an int: see _categorical
+    hit = memo[key] = (packed, canonical_json(item))
+    return hit
 
 
 def _pack(kind: str, node: Any, intern: Intern) -> list[Any]:
