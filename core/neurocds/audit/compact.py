@@ -24,7 +24,7 @@ engine gave them, and :func:`expand` rebuilds exactly that (tested on every exam
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -63,7 +63,7 @@ def compact(
     body: Mapping[str, Any],
     intern: Intern,
     catalog_position: Callable[[], list[Any]],
-    memo: dict[tuple[str, bytes], tuple[Any, bytes]] | None = None,
+    memo: dict[str, dict[bytes, tuple[Any, bytes]]] | None = None,
 ) -> dict[str, Any]:
     """``body`` with its explanation members replaced by ``explanation`` (the compact form).
 
@@ -204,7 +204,7 @@ def _has_number(value: Any) -> bool:
 class _Memo:
     """An ``intern`` that also remembers whole packed top-level nodes (see :func:`compact`)."""
 
-    def __init__(self, intern: Intern, memo: dict[tuple[str, bytes], tuple[Any, bytes]]) -> None:
+    def __init__(self, intern: Intern, memo: dict[str, dict[bytes, tuple[Any, bytes]]]) -> None:
         self.intern, self.memo = intern, memo
 
     def __call__(self, entry: dict[str, Any]) -> int:
@@ -219,38 +219,41 @@ def _pack_list(
         raise NotCompactable
     if not isinstance(intern, _Memo):
         return [_pack(kind, item, intern) for item in items]
-    out: list[Any] = []
-    encoded: list[bytes] = []
-    memo_get, dumps = intern.memo.get, orjson.dumps  # the loop runs ~150 times a decision: locals
-    for item in items:
-        # The memo key is orjson's plain bytes (cheap); equal bytes are an equal node but for NaN
-        # and infinity, which orjson writes as null: a node holding null is encoded afresh, and a
-        # value that cannot be written raises AuditError, as hashing the whole explanation did.
-        try:
-            key = (kind, dumps(item))
-        except (TypeError, orjson.JSONEncodeError):
-            out.append(_pack(kind, item, intern))
-            encoded.append(canonical_json(item))
-            continue
-        hit = memo_get(key)
-        if hit is None:
-            hit = _remember(kind, item, intern, key)
-        out.append(hit[0])
-        encoded.append(canonical_json(item) if b"null" in key[1] else hit[1])
+    kind_memo = intern.memo.setdefault(kind, {})
+    try:
+        # The memo key is orjson's plain bytes: one C call a node, and equal bytes are an equal
+        # node, but for NaN and infinity, which orjson writes as null (see below).
+        keys = list(map(orjson.dumps, items))
+    except (TypeError, orjson.JSONEncodeError):  # a value orjson cannot write: no memo for this list
+        if parts is not None:
+            parts[member] = canonical_json(items)
+        return [_pack(kind, item, intern) for item in items]
+    found = list(map(kind_memo.get, keys))
+    if None in found:  # new nodes: pack and remember them (rare once the memo has seen a pack's rules)
+        found = [
+            hit if hit is not None else _remember(kind, item, intern, kind_memo, key)
+            for hit, item, key in zip(found, items, keys, strict=True)
+        ]
+    hits = cast(list[tuple[Any, bytes]], found)  # no None is left
     if parts is not None:
-        parts[member] = b"[" + b",".join(encoded) + b"]"
-    return out
+        spliced = b"[" + b",".join([hit[1] for hit in hits]) + b"]"
+        # A remembered node never held NaN (its canonical bytes refuse it), but a node holding
+        # NaN now has the key of one that held null: where null appears, encode the list afresh,
+        # which refuses NaN with an AuditError as hashing the whole explanation did.
+        parts[member] = canonical_json(items) if b"null" in spliced else spliced
+    return [hit[0] for hit in hits]
 
 
-def _remember(kind: str, item: Any, intern: _Memo, key: tuple[str, bytes]) -> tuple[Any, bytes]:
+def _remember(
+    kind: str, item: Any, intern: _Memo, kind_memo: dict[bytes, tuple[Any, bytes]], key: bytes
+) -> tuple[Any, bytes]:
     """Pack ``item`` and remember it, with its canonical bytes, under ``key``."""
-    memo = intern.memo
-    if len(memo) >= _MEMO_MAX:
-        memo.clear()
+    if len(kind_memo) >= _MEMO_MAX:
+        kind_memo.clear()
     packed: Any = _pack(kind, item, intern)
     if kind in ("fired", "not_fired") and _categorical(kind, item):
         packed = intern({"node": packed})  # an int: see _categorical
-    hit = memo[key] = (packed, canonical_json(item))
+    hit = kind_memo[key] = (packed, canonical_json(item))
     return hit
 
 
