@@ -53,6 +53,8 @@ _KIND = {"findings": "finding", "derived": "derived", "missing_data": "missing"}
 Intern = Callable[[dict[str, Any]], int]
 _MEMO_MAX = 200_000  # packed nodes remembered (a few hundred bytes each)
 Lookup = Callable[[int], dict[str, Any]]
+# orjson bytes of each node in a decision body's lists (see node_keys), by member ("trace.fired").
+NodeKeys = dict[str, list[bytes]]
 
 
 class NotCompactable(Exception):
@@ -64,6 +66,7 @@ def compact(
     intern: Intern,
     catalog_position: Callable[[], list[Any]],
     memo: dict[str, dict[bytes, tuple[Any, bytes]]] | None = None,
+    keys: NodeKeys | None = None,
 ) -> dict[str, Any]:
     """``body`` with its explanation members replaced by ``explanation`` (the compact form).
 
@@ -73,6 +76,7 @@ def compact(
     :param memo: packed nodes by their JSON bytes, kept with the catalog whose numbers
         they hold: most nodes recur whole (the same rule false for the same value), and a
         lookup is far cheaper than packing them again.
+    :param keys: :func:`node_keys` of ``body``, computed before the writer's lock was taken.
     :returns: ``body`` unchanged when its explanation is not of the documented shape.
     """
     if memo is not None:
@@ -89,7 +93,7 @@ def compact(
         for key in present:
             value = body[key]
             if key == "trace":
-                packed[key] = _pack_trace(value, intern, parts)
+                packed[key] = _pack_trace(value, intern, parts, keys)
             elif key == "packs":  # the same few pack versions in every decision: one entry
                 if not isinstance(value, list):
                     raise NotCompactable
@@ -97,7 +101,7 @@ def compact(
                 if parts is not None:
                     parts[key] = canonical_json(value)
             else:
-                packed[key] = _pack_list(_KIND[key], value, intern, parts, key)
+                packed[key] = _pack_list(_KIND[key], value, intern, parts, key, keys)
     except NotCompactable:
         return dict(body)
     out = {k: v for k, v in body.items() if k not in EXPLAINED}
@@ -118,6 +122,31 @@ def _object_bytes(members: Mapping[str, bytes]) -> bytes:
     definition (``json.dumps`` with sorted keys and ``(",", ":")``) writes an object as its
     sorted members' encodings joined, and a list as its items' encodings joined."""
     return b"{" + b",".join(canonical_json(k) + b":" + members[k] for k in sorted(members)) + b"}"
+
+
+def node_keys(body: Mapping[str, Any]) -> NodeKeys | None:
+    """The memo keys of a decision body's nodes, for :func:`compact`.
+
+    Encoding them is most of compaction's work that needs no catalog, so the writer does it
+    in the caller's thread before the lock: under group commit it overlaps another batch's
+    fsync instead of lengthening the batch. ``None``: a node orjson cannot write (compact
+    then encodes as it always did).
+    """
+    keys: NodeKeys = {}
+    try:
+        for member in ("findings", "derived", "missing_data"):
+            value = body.get(member)
+            if isinstance(value, list):
+                keys[member] = list(map(orjson.dumps, value))
+        trace = body.get("trace")
+        if isinstance(trace, Mapping):
+            for member in ("fired", "not_fired"):
+                value = trace.get(member)
+                if isinstance(value, list):
+                    keys["trace." + member] = list(map(orjson.dumps, value))
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return keys
 
 
 def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
@@ -150,14 +179,16 @@ def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
     return out
 
 
-def _pack_trace(trace: Any, intern: Intern, parts: dict[str, bytes] | None = None) -> dict[str, Any]:
+def _pack_trace(
+    trace: Any, intern: Intern, parts: dict[str, bytes] | None = None, keys: NodeKeys | None = None
+) -> dict[str, Any]:
     if not isinstance(trace, Mapping):
         raise NotCompactable
     out = dict(trace)
     members: dict[str, bytes] | None = {} if parts is not None else None
     for key in ("fired", "not_fired"):
         if key in trace:
-            out[key] = _pack_list(key, trace[key], intern, members, key)
+            out[key] = _pack_list(key, trace[key], intern, members, key, keys, "trace." + key)
     if parts is not None and members is not None:
         if all(type(k) is str for k in trace):
             for key, value in trace.items():
@@ -212,9 +243,18 @@ class _Memo:
 
 
 def _pack_list(
-    kind: str, items: Any, intern: Intern, parts: dict[str, bytes] | None = None, member: str = ""
+    kind: str,
+    items: Any,
+    intern: Intern,
+    parts: dict[str, bytes] | None = None,
+    member: str = "",
+    keys: NodeKeys | None = None,
+    keys_name: str = "",
 ) -> list[Any]:
-    """The packed nodes; with a memo, also ``parts[member]``: the canonical bytes of ``items``."""
+    """The packed nodes; with a memo, also ``parts[member]``: the canonical bytes of ``items``.
+
+    ``keys[keys_name or member]``, when given, are the nodes' memo keys, encoded in advance.
+    """
     if not isinstance(items, list):
         raise NotCompactable
     if not isinstance(intern, _Memo):
@@ -223,16 +263,17 @@ def _pack_list(
     try:
         # The memo key is orjson's plain bytes: one C call a node, and equal bytes are an equal
         # node, but for NaN and infinity, which orjson writes as null (see below).
-        keys = list(map(orjson.dumps, items))
+        given = keys.get(keys_name or member) if keys is not None else None
+        node_bytes = given if given is not None and len(given) == len(items) else list(map(orjson.dumps, items))
     except (TypeError, orjson.JSONEncodeError):  # a value orjson cannot write: no memo for this list
         if parts is not None:
             parts[member] = canonical_json(items)
         return [_pack(kind, item, intern) for item in items]
-    found = list(map(kind_memo.get, keys))
+    found = list(map(kind_memo.get, node_bytes))
     if None in found:  # new nodes: pack and remember them (rare once the memo has seen a pack's rules)
         found = [
             hit if hit is not None else _remember(kind, item, intern, kind_memo, key)
-            for hit, item, key in zip(found, items, keys, strict=True)
+            for hit, item, key in zip(found, items, node_bytes, strict=True)
         ]
     hits = cast(list[tuple[Any, bytes]], found)  # no None is left
     if parts is not None:
