@@ -149,3 +149,51 @@ def test_whole_trace_nodes_go_to_the_catalog_only_when_their_values_are_categori
         assert packed["explanation"]["form"] == "catalog-2"
         assert expand(packed, entries.__getitem__) == body(value)
     assert len(entries) == grown + 2  # one whole node per distinct value, once
+
+
+def _definition_sha256(obj: Any) -> str:
+    import hashlib
+
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_the_spliced_explanation_hash_is_the_definitions_hash_on_awkward_values() -> None:
+    """The memoised path hashes the nodes' remembered canonical bytes spliced together, not the
+    whole explanation encoded again: on floats orjson writes otherwise, null, non-ASCII text and
+    a node seen before in a different key order, the hash must still be the definition's."""
+    from neurocds.audit.catalog import Catalog
+    from neurocds.audit.compact import compact, expand
+
+    def because(value: Any) -> dict[str, Any]:
+        return {"pointer": "/labs/x", "op": "<", "threshold": 1e-05, "value": value}
+
+    def body(value: Any, order: bool) -> dict[str, Any]:
+        node = {"rule": "r", "pack": "p", "because": [because(value)]}
+        if order:
+            node = dict(reversed(list(node.items())))
+        return {
+            "decision_id": "d",
+            "findings": [],
+            "derived": [{"name": "n", "pack": "p", "rule": "r", "value": value, "because": [because(value)]}],
+            "missing_data": [],
+            "packs": [{"name": "p", "version": "1"}],
+            "trace": {"zeta": "é", "fired": [node], "not_fired": [], "alpha": [6.7e-06, None]},
+        }
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = Catalog(Path(tmp))
+        memo: dict[Any, Any] = {}
+        for value in (0.00001, 6.7e-06, None, "ü", 0.00001, 1e16, -2**70, None):
+            for order in (False, True):
+                whole = body(value, order)
+                packed = compact(whole, cat.intern, cat.position, memo)
+                explained = {k: whole[k] for k in ("findings", "derived", "missing_data", "trace", "packs")}
+                assert packed["explanation"]["sha256"] == _definition_sha256(explained)
+                unmemoised = compact(whole, cat.intern, cat.position)
+                assert packed["explanation"]["sha256"] == unmemoised["explanation"]["sha256"]
+                expand(packed, cat.lookup)  # raises when the rebuilt explanation does not match the hash
+        with pytest.raises(Exception, match="canonical JSON"):
+            compact(body(float("nan"), False), cat.intern, cat.position, memo)  # null's memo entry must not hide it

@@ -187,3 +187,43 @@ def test_a_checkpoint_that_fails_does_not_fail_the_appends_before_it(tmp_path: P
     log.record_decision(make_result(), make_facts())
     assert [r["type"] for r in read_lines(directory)] == ["decision", "decision", "checkpoint"]
     assert verify_log(directory).ok
+
+
+def test_decision_nodes_are_encoded_before_the_lock_and_give_the_same_records(tmp_path: Path, monkeypatch):
+    """The writer encodes a decision's nodes (the memo keys) in the caller's thread, outside the lock
+    that serialises a batch's write and fsync; the records are those compact writes without them."""
+    import json
+
+    from neurocds import Engine
+    from neurocds.audit import compact as compact_module
+    from neurocds.audit import writer as writer_module
+    from neurocds.audit.catalog import Catalog
+    from neurocds_packs import BUILTIN_PACKS
+
+    log = AuditLog(tmp_path / "log")
+    calls: list[bool] = []
+    real = compact_module.node_keys
+
+    def spy(body):  # type: ignore[no-untyped-def]
+        calls.append(log._thread_lock.locked())
+        return real(body)
+
+    monkeypatch.setattr(writer_module, "node_keys", spy)
+    engine = Engine(packs=BUILTIN_PACKS)
+    examples = sorted((Path(__file__).parents[2] / "examples").glob("*.json"))[:3]
+    bodies = []
+    for path in examples * 2:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+        pending = log.prepare_decision(engine.evaluate(facts), facts)
+        bodies.append(dict(pending.body))
+        log.append_together([pending])
+    assert calls == [False] * len(bodies)  # once per decision, never under the lock
+    assert verify_log(tmp_path / "log").ok
+    # The same bodies compacted without keys, and with keys that do not fit, make the same explanation.
+    fresh, keyed = Catalog(tmp_path / "a"), Catalog(tmp_path / "b")
+    for body in bodies:
+        plain = compact_module.compact(body, fresh.intern, fresh.position, {})
+        bad = {name: keys[:-1] for name, keys in (real(body) or {}).items()}  # wrong lengths: ignored
+        for keys in (real(body), bad):
+            with_keys = compact_module.compact(body, keyed.intern, keyed.position, {}, keys)
+            assert with_keys["explanation"] == plain["explanation"]

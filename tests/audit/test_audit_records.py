@@ -168,3 +168,22 @@ def test_directory_is_created_private(tmp_path: Path) -> None:
     assert d.is_dir() and oct(d.stat().st_mode & 0o777) == "0o700"
     assert (d / "audit.jsonl").read_bytes() == b""
     assert json.loads((d / "head.json").read_text())["sequence"] == 0
+
+
+def test_the_spliced_envelope_is_the_definitions_canonical_form() -> None:
+    """seal_line writes the envelope's members without the general encoder: its line must still be
+    exactly json.dumps' canonical form of the record, and its hash over that form."""
+    import hashlib
+    import json
+
+    from neurocds.audit.records import seal_line
+
+    for atomic in (False, True):
+        for sequence in (1, 2**40):
+            record, line = seal_line("cards", {"decision_id": "é", "card_uuids": ["a"], "x": 1e-05},
+                                     sequence=sequence, prev_hash="ab" * 32, atomic_with_next=atomic)  # fmt: skip
+            text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            assert line == text.encode("utf-8") + b"\n"
+            unhashed = {k: v for k, v in record.items() if k != "hash"}
+            definition = json.dumps(unhashed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            assert record["hash"] == hashlib.sha256(definition.encode("utf-8")).hexdigest()

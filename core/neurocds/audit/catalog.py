@@ -54,7 +54,7 @@ class Catalog:
         self._numbers: dict[bytes, int] = {}
         self._read_to = 0  # file offset read so far
         self._pending: list[bytes] = []
-        self.memo: dict[tuple[str, bytes], list[Any]] = {}  # see compact.compact: valid for these numbers only
+        self.memo: dict[str, dict[bytes, tuple[Any, bytes]]] = {}  # see compact.compact: valid for these numbers only
 
     def refresh(self) -> None:
         """Read what other writers appended since the last read.

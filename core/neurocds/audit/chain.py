@@ -323,7 +323,7 @@ def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The head file's content, or ``(None, why)`` when missing or unreadable."""
     path = directory / HEAD_NAME
     try:
-        head = json.loads(path.read_text(encoding="utf-8"))
+        head = loads(path.read_bytes())  # read before every append: orjson, not json
     except FileNotFoundError:
         return None, "head file is missing"
     except (OSError, ValueError, UnicodeDecodeError) as exc:

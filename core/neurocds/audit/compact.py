@@ -24,11 +24,11 @@ engine gave them, and :func:`expand` rebuilds exactly that (tested on every exam
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
-from neurocds.audit._canon import sha256_canonical
+from neurocds.audit._canon import canonical_json, sha256_canonical, sha256_hex
 from neurocds.audit.errors import AuditError
 
 FORM = "catalog-2"
@@ -53,6 +53,8 @@ _KIND = {"findings": "finding", "derived": "derived", "missing_data": "missing"}
 Intern = Callable[[dict[str, Any]], int]
 _MEMO_MAX = 200_000  # packed nodes remembered (a few hundred bytes each)
 Lookup = Callable[[int], dict[str, Any]]
+# orjson bytes of each node in a decision body's lists (see node_keys), by member ("trace.fired").
+NodeKeys = dict[str, list[bytes]]
 
 
 class NotCompactable(Exception):
@@ -63,7 +65,8 @@ def compact(
     body: Mapping[str, Any],
     intern: Intern,
     catalog_position: Callable[[], list[Any]],
-    memo: dict[tuple[str, bytes], list[Any]] | None = None,
+    memo: dict[str, dict[bytes, tuple[Any, bytes]]] | None = None,
+    keys: NodeKeys | None = None,
 ) -> dict[str, Any]:
     """``body`` with its explanation members replaced by ``explanation`` (the compact form).
 
@@ -73,6 +76,7 @@ def compact(
     :param memo: packed nodes by their JSON bytes, kept with the catalog whose numbers
         they hold: most nodes recur whole (the same rule false for the same value), and a
         lookup is far cheaper than packing them again.
+    :param keys: :func:`node_keys` of ``body``, computed before the writer's lock was taken.
     :returns: ``body`` unchanged when its explanation is not of the documented shape.
     """
     if memo is not None:
@@ -80,29 +84,69 @@ def compact(
     present = [k for k in EXPLAINED if k in body]
     if not present:
         return dict(body)
+    # With a memo, each node's canonical bytes are remembered with its packed form; spliced
+    # together they are the canonical form of the whole explanation, which is then hashed
+    # without encoding it a second time (see _object_bytes).
+    parts: dict[str, bytes] | None = {} if isinstance(intern, _Memo) else None
     try:
         packed: dict[str, Any] = {}
         for key in present:
             value = body[key]
             if key == "trace":
-                packed[key] = _pack_trace(value, intern)
+                packed[key] = _pack_trace(value, intern, parts, keys)
             elif key == "packs":  # the same few pack versions in every decision: one entry
                 if not isinstance(value, list):
                     raise NotCompactable
                 packed[key] = intern({"packs": value})
+                if parts is not None:
+                    parts[key] = canonical_json(value)
             else:
-                packed[key] = _pack_list(_KIND[key], value, intern)
+                packed[key] = _pack_list(_KIND[key], value, intern, parts, key, keys)
     except NotCompactable:
         return dict(body)
     out = {k: v for k, v in body.items() if k not in EXPLAINED}
-    whole = {k: body[k] for k in present}
+    digest = sha256_hex(_object_bytes(parts)) if parts is not None else None
+    if digest is None:
+        digest = sha256_canonical({k: body[k] for k in present})
     out["explanation"] = {
         "form": FORM,
         "catalog": catalog_position(),
-        "sha256": sha256_canonical(whole),
+        "sha256": digest,
         **packed,
     }
     return out
+
+
+def _object_bytes(members: Mapping[str, bytes]) -> bytes:
+    """The canonical JSON object whose members' values are these canonical bytes: the
+    definition (``json.dumps`` with sorted keys and ``(",", ":")``) writes an object as its
+    sorted members' encodings joined, and a list as its items' encodings joined."""
+    return b"{" + b",".join(canonical_json(k) + b":" + members[k] for k in sorted(members)) + b"}"
+
+
+def node_keys(body: Mapping[str, Any]) -> NodeKeys | None:
+    """The memo keys of a decision body's nodes, for :func:`compact`.
+
+    Encoding them is most of compaction's work that needs no catalog, so the writer does it
+    in the caller's thread before the lock: under group commit it overlaps another batch's
+    fsync instead of lengthening the batch. ``None``: a node orjson cannot write (compact
+    then encodes as it always did).
+    """
+    keys: NodeKeys = {}
+    try:
+        for member in ("findings", "derived", "missing_data"):
+            value = body.get(member)
+            if isinstance(value, list):
+                keys[member] = list(map(orjson.dumps, value))
+        trace = body.get("trace")
+        if isinstance(trace, Mapping):
+            for member in ("fired", "not_fired"):
+                value = trace.get(member)
+                if isinstance(value, list):
+                    keys["trace." + member] = list(map(orjson.dumps, value))
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return keys
 
 
 def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
@@ -135,13 +179,24 @@ def expand(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
     return out
 
 
-def _pack_trace(trace: Any, intern: Intern) -> dict[str, Any]:
+def _pack_trace(
+    trace: Any, intern: Intern, parts: dict[str, bytes] | None = None, keys: NodeKeys | None = None
+) -> dict[str, Any]:
     if not isinstance(trace, Mapping):
         raise NotCompactable
     out = dict(trace)
+    members: dict[str, bytes] | None = {} if parts is not None else None
     for key in ("fired", "not_fired"):
         if key in trace:
-            out[key] = _pack_list(key, trace[key], intern)
+            out[key] = _pack_list(key, trace[key], intern, members, key, keys, "trace." + key)
+    if parts is not None and members is not None:
+        if all(type(k) is str for k in trace):
+            for key, value in trace.items():
+                if key not in members:
+                    members[key] = canonical_json(value)
+            parts["trace"] = _object_bytes(members)
+        else:  # non-string keys are written as strings and may then sort otherwise: encode it whole
+            parts["trace"] = canonical_json(trace)
     return out
 
 
@@ -180,36 +235,67 @@ def _has_number(value: Any) -> bool:
 class _Memo:
     """An ``intern`` that also remembers whole packed top-level nodes (see :func:`compact`)."""
 
-    def __init__(self, intern: Intern, memo: dict[tuple[str, bytes], list[Any]]) -> None:
+    def __init__(self, intern: Intern, memo: dict[str, dict[bytes, tuple[Any, bytes]]]) -> None:
         self.intern, self.memo = intern, memo
 
     def __call__(self, entry: dict[str, Any]) -> int:
         return self.intern(entry)
 
 
-def _pack_list(kind: str, items: Any, intern: Intern) -> list[Any]:
+def _pack_list(
+    kind: str,
+    items: Any,
+    intern: Intern,
+    parts: dict[str, bytes] | None = None,
+    member: str = "",
+    keys: NodeKeys | None = None,
+    keys_name: str = "",
+) -> list[Any]:
+    """The packed nodes; with a memo, also ``parts[member]``: the canonical bytes of ``items``.
+
+    ``keys[keys_name or member]``, when given, are the nodes' memo keys, encoded in advance.
+    """
     if not isinstance(items, list):
         raise NotCompactable
     if not isinstance(intern, _Memo):
         return [_pack(kind, item, intern) for item in items]
-    out = []
-    memo = intern.memo
-    for item in items:
-        try:
-            key = (kind, orjson.dumps(item))
-        except (TypeError, orjson.JSONEncodeError):
-            out.append(_pack(kind, item, intern))
-            continue
-        packed = memo.get(key)
-        if packed is None:
-            if len(memo) >= _MEMO_MAX:
-                memo.clear()
-            packed = _pack(kind, item, intern)
-            if kind in ("fired", "not_fired") and _categorical(kind, item):
-                packed = intern({"node": packed})  # type: ignore[assignment]  # an int: see _categorical
-            memo[key] = packed
-        out.append(packed)
-    return out
+    kind_memo = intern.memo.setdefault(kind, {})
+    try:
+        # The memo key is orjson's plain bytes: one C call a node, and equal bytes are an equal
+        # node, but for NaN and infinity, which orjson writes as null (see below).
+        given = keys.get(keys_name or member) if keys is not None else None
+        node_bytes = given if given is not None and len(given) == len(items) else list(map(orjson.dumps, items))
+    except (TypeError, orjson.JSONEncodeError):  # a value orjson cannot write: no memo for this list
+        if parts is not None:
+            parts[member] = canonical_json(items)
+        return [_pack(kind, item, intern) for item in items]
+    found = list(map(kind_memo.get, node_bytes))
+    if None in found:  # new nodes: pack and remember them (rare once the memo has seen a pack's rules)
+        found = [
+            hit if hit is not None else _remember(kind, item, intern, kind_memo, key)
+            for hit, item, key in zip(found, items, node_bytes, strict=True)
+        ]
+    hits = cast(list[tuple[Any, bytes]], found)  # no None is left
+    if parts is not None:
+        spliced = b"[" + b",".join([hit[1] for hit in hits]) + b"]"
+        # A remembered node never held NaN (its canonical bytes refuse it), but a node holding
+        # NaN now has the key of one that held null: where null appears, encode the list afresh,
+        # which refuses NaN with an AuditError as hashing the whole explanation did.
+        parts[member] = canonical_json(items) if b"null" in spliced else spliced
+    return [hit[0] for hit in hits]
+
+
+def _remember(
+    kind: str, item: Any, intern: _Memo, kind_memo: dict[bytes, tuple[Any, bytes]], key: bytes
+) -> tuple[Any, bytes]:
+    """Pack ``item`` and remember it, with its canonical bytes, under ``key``."""
+    if len(kind_memo) >= _MEMO_MAX:
+        kind_memo.clear()
+    packed: Any = _pack(kind, item, intern)
+    if kind in ("fired", "not_fired") and _categorical(kind, item):
+        packed = intern({"node": packed})  # an int: see _categorical
+    hit = kind_memo[key] = (packed, canonical_json(item))
+    return hit
 
 
 def _pack(kind: str, node: Any, intern: Intern) -> list[Any]:

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from neurocds.audit._canon import canonical_json, encode_normalised, sha256_canonical, sha256_hex
 from neurocds.audit.errors import AuditError
 
@@ -86,17 +88,37 @@ def seal_line(
     }
     if atomic_with_next:
         envelope["atomic_with_next"] = True
-    encoded = {key: canonical_json(value) for key, value in envelope.items()}
+    encoded = {key: _envelope_value(value) for key, value in envelope.items()}
     encoded[rtype] = body_bytes
     digest = sha256_hex(_object_bytes(encoded))
-    encoded["hash"] = canonical_json(digest)
+    encoded["hash"] = b'"' + digest.encode("ascii") + b'"'  # hex digits: nothing to escape
     record = {**envelope, rtype: parsed, "hash": digest}
     return record, _object_bytes(encoded) + b"\n"
 
 
+def _envelope_value(value: Any) -> bytes:
+    """Canonical bytes of an envelope member without the general encoder's float and NaN checks.
+
+    The envelope holds only an int (the sequence), ``True`` and short ASCII strings (the
+    version, a type from :data:`RECORD_TYPES`, a timestamp, a hash), where orjson writes
+    exactly the bytes :mod:`json` writes; anything else takes the general path. The sealed
+    record is then checked against the audit schema as before.
+    """
+    if type(value) is str and value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return b'"' + value.encode("ascii") + b'"'
+    if (type(value) is int and -(2**63) <= value < 2**64) or value is True:
+        return orjson.dumps(value)
+    return canonical_json(value)
+
+
+@lru_cache(maxsize=64)
+def _key_bytes(key: str) -> bytes:
+    return canonical_json(key)
+
+
 def _object_bytes(members: Mapping[str, bytes]) -> bytes:
     """The canonical JSON object with these already-encoded member values (keys sorted)."""
-    return b"{" + b",".join(canonical_json(k) + b":" + members[k] for k in sorted(members)) + b"}"
+    return b"{" + b",".join(_key_bytes(k) + b":" + members[k] for k in sorted(members)) + b"}"
 
 
 @lru_cache(maxsize=1)

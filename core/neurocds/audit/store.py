@@ -39,7 +39,7 @@ from neurocds.audit.chain import (
     read_head,
     scan,
 )
-from neurocds.audit.compact import compact
+from neurocds.audit.compact import NodeKeys, compact
 from neurocds.audit.errors import AuditError, AuditIntegrityError
 from neurocds.audit.files import fsync_dir, write_all
 from neurocds.audit.quarantine import move_to_quarantine, recovery_bodies
@@ -53,11 +53,19 @@ from neurocds.audit.tail import state_from_head, write_head
 # never patient ids, never pseudonyms.
 log = logging.getLogger("neurocds.audit")
 
+# A record to append: its type and body, and optionally its body's nodes encoded in advance
+# (:func:`neurocds.audit.compact.node_keys`, done by the writer before it takes the lock).
+Item = tuple[str, Mapping[str, Any]] | tuple[str, Mapping[str, Any], NodeKeys | None]
+
 class ChainStore:
     """One audit directory's files; callers hold :meth:`locked` around :meth:`sync` + writes."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # Joined once: every append opens these, and a pathlib join costs more than the open's call.
+        self._log_path = str(directory / LOG_NAME)
+        self._lock_path = str(directory / LOCK_NAME)
+        self._next_path = str(directory / NEXT_NAME)
         self.state: StoreState | None = None
         self.recovered: list[Appended] = []
         self.catalog = Catalog(directory)
@@ -87,7 +95,7 @@ class ChainStore:
 
     @contextmanager
     def locked(self) -> Iterator[None]:
-        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -114,9 +122,7 @@ class ChainStore:
             raise outcome
         return outcome
 
-    def write_groups(
-        self, state: StoreState, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
-    ) -> list[list[Appended] | AuditError]:
+    def write_groups(self, state: StoreState, groups: Sequence[Sequence[Item]]) -> list[list[Appended] | AuditError]:
         """Append several groups of records with one ``write`` and one ``fsync`` (group commit).
 
         Each group is chained and marked as :meth:`write_together` would do on its own,
@@ -155,7 +161,7 @@ class ChainStore:
             self.catalog.discard_pending()
             failed = AuditError(f"could not write the explanation catalog: {exc}")
             return [o if isinstance(o, AuditError) else failed for o in outcomes]
-        fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND)
         try:
             write_all(fd, b"".join(lines))
             os.fsync(fd)
@@ -182,9 +188,7 @@ class ChainStore:
             log.warning("audit: head file not updated after sequence %d: %s", state.scan.last_sequence, exc.strerror)
         return outcomes
 
-    def _compacted(
-        self, groups: Sequence[Sequence[tuple[str, Mapping[str, Any]]]]
-    ) -> list[list[tuple[str, Mapping[str, Any]]]]:
+    def _compacted(self, groups: Sequence[Sequence[Item]]) -> list[list[tuple[str, Mapping[str, Any]]]]:
         """Decision bodies with their explanation in compact form (see :mod:`neurocds.audit.compact`).
 
         A catalog that cannot be read is no reason to stop recording: the bodies are then
@@ -194,10 +198,15 @@ class ChainStore:
             self.catalog.refresh()
         except CatalogProblem as problem:
             log.warning("audit: explanation catalog damaged at entry %d; storing explanations whole", problem.entry)
-            return [list(items) for items in groups]
+            return [[(item[0], item[1]) for item in items] for items in groups]
         cat = self.catalog
         return [
-            [(t, compact(b, cat.intern, cat.position, cat.memo) if t == "decision" else b) for t, b in items]
+            [
+                (item[0], compact(item[1], cat.intern, cat.position, cat.memo, _keys(item)))
+                if item[0] == "decision"
+                else (item[0], item[1])
+                for item in items
+            ]
             for items in groups
         ]
 
@@ -241,7 +250,7 @@ class ChainStore:
         return appended
 
     def _read_from(self, offset: int) -> bytes:
-        with open(self.directory / LOG_NAME, "rb") as fh:
+        with open(self._log_path, "rb") as fh:
             fh.seek(offset)
             return fh.read()
 
@@ -252,8 +261,8 @@ class ChainStore:
         :param from_start: scan from the first record, not from the tail the head file names.
         """
         self.recovered = []
-        log_path = self.directory / LOG_NAME
-        if os.path.exists(self.directory / NEXT_NAME) and finish_interrupted_roll(self.directory):
+        log_path = self._log_path
+        if os.path.exists(self._next_path) and finish_interrupted_roll(self.directory):
             self.state = None  # a roll a crash interrupted is finished: the active file is new
         try:
             st = os.stat(log_path)
@@ -271,7 +280,7 @@ class ChainStore:
             # (of the active segment: its chain goes on from the hash its segment record names).
             opened = None if from_start else state_from_head(self.directory, st.st_ino, st.st_size)
             if opened is None:
-                begins = chain_start(log_path)
+                begins = chain_start(Path(log_path))
                 opened = StoreState(inode=st.st_ino, scan=ScanResult(begins.prev_sequence, begins.prev_hash, 0))
                 opened.recent[begins.prev_sequence] = begins.prev_hash
             state = opened
@@ -385,3 +394,7 @@ class ChainStore:
             return
         mirror.repair(self.directory, state.last_checkpoint_seq, state.last_checkpoint_body)
         state.mirrored_through = state.last_checkpoint_seq
+
+
+def _keys(item: Item) -> NodeKeys | None:
+    return item[2] if len(item) == 3 else None

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit import privacy, settings
+from neurocds.audit.compact import node_keys
 from neurocds.audit.errors import AuditError
 from neurocds.audit.group_commit import GroupCommit
 from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
 from neurocds.audit.segments import roll_due
 from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
-from neurocds.audit.store import ChainStore
+from neurocds.audit.store import ChainStore, Item
 from neurocds.audit.store_state import Appended, StoreState
 
 log = logging.getLogger("neurocds.audit")
@@ -88,7 +89,7 @@ class AuditLog:
                 "`neurocds audit pseudonym-keygen FILE`) or NEUROCDS_AUDIT_PSEUDONYM_KEY (hex)"
             )
         self._thread_lock = threading.Lock()
-        self._group: GroupCommit[list[tuple[str, Mapping[str, Any]]], list[Appended]] = GroupCommit(self._commit)
+        self._group: GroupCommit[list[Item], list[Appended]] = GroupCommit(self._commit)
         self._store = ChainStore(self.directory)
         try:
             self._store.create_layout()
@@ -289,9 +290,14 @@ class AuditLog:
         if internal:
             raise AuditError(f"{', '.join(internal)} records are written by the log itself")
         # Appends from other threads that arrive meanwhile share one lock and one fsync with it.
-        return self._group.submit([(r.type, r.body) for r in records])
+        # A decision's nodes are encoded here, in the caller's thread, before the lock: what
+        # needs no catalog overlaps the fsync of the batch being written instead of lengthening
+        # the next one.
+        return self._group.submit(
+            [(r.type, r.body, node_keys(r.body) if r.type == "decision" else None) for r in records]
+        )
 
-    def _commit(self, groups: list[list[tuple[str, Mapping[str, Any]]]]) -> list[list[Appended] | AuditError]:
+    def _commit(self, groups: list[list[Item]]) -> list[list[Appended] | AuditError]:
         """Write a batch of appends (group commit): one lock, one check of the chain, one fsync."""
         with self._thread_lock, self._store.locked():
             state = self._store.sync()
