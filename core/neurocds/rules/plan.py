@@ -77,14 +77,15 @@ NodeFn = Callable[[Mapping[str, Any], list[Any], list[int], RefSource], Tri]
 # How a group runs each child, chosen at compile time. A Python call per child was most of
 # the reference evaluation's cost (about 320 node calls per document, over half of them
 # fact leaves), so the commonest leaf shapes run inline in the group's loop. A step is
-# (kind, slot, section or key, field, compare, wanted, bit, closure); the closure is the
+# (kind, slot, section or key, field, wanted, bit, closure); the closure is the
 # child's own, used for CALL and wherever the inline path does not apply.
 FACT_EQ, FACT_LTE, FACT_LT, FACT_GT, FACT_GTE, FACT_NE, FACT_IN = range(7)  # section.field <op> wanted
-FACT_KINDS = {"eq": FACT_EQ, "lte": FACT_LTE, "lt": FACT_LT, "gt": FACT_GT, "gte": FACT_GTE, "ne": FACT_NE, "in": FACT_IN}
+FACT_KINDS = {"eq": FACT_EQ, "lte": FACT_LTE, "lt": FACT_LT, "gt": FACT_GT, "gte": FACT_GTE, "ne": FACT_NE}
+FACT_KINDS["in"] = FACT_IN
 REF = 7  # a derived or finding reference, asked of the running evaluation directly
 CALL = 8  # anything else
 NO_SECTION: Mapping[str, Any] = {}  # what an absent section reads as: every field in it is absent
-Step = tuple[int, int, Any, str, Any, Any, int, NodeFn]
+Step = tuple[int, int, Any, str, Any, int, NodeFn]
 
 
 class Plan:
@@ -148,10 +149,10 @@ class Plan:
         if isinstance(child, FactTest) and len(child.path) == 2 and child.op in COMPARE:
             kind = FACT_KINDS[child.op]
             section, name = child.path
-            return (kind, slot, section, name, COMPARE[child.op], child.value, self._bit[child.pointer], fn)
+            return (kind, slot, section, name, child.value, self._bit[child.pointer], fn)
         if isinstance(child, DerivedRef | FindingRef):
-            return (REF, slot, child.key, "", None, None, 0, fn)
-        return (CALL, slot, "", "", None, None, 0, fn)
+            return (REF, slot, child.key, "", None, 0, fn)
+        return (CALL, slot, "", "", None, 0, fn)
 
     def _compile_node(self, node: Condition) -> NodeFn:
         if id(node) in self._slots:  # a node shared by two parents keeps one slot
@@ -265,7 +266,7 @@ def _group_fn(steps: tuple[Step, ...], slot: int, stop: bool) -> NodeFn:
         state: Tri = unstopped
         mask = 0  # union of the undecided children's masks; decided children contribute none
         value: Tri
-        for kind, child_slot, first, second, compare, wanted, bit, fn in steps:
+        for kind, child_slot, first, second, wanted, bit, fn in steps:
             if kind < REF:
                 try:
                     found = facts.get(first, NO_SECTION).get(second, MISSING)
