@@ -124,10 +124,11 @@ class ReferenceEvaluator:
         derived_view: dict[str, Any] = dict(computed)
         rules, rule_state = self.rules, evaluation.rule_state
         states, masks = evaluation.states, evaluation.unknown_masks
-        for index, rule_fn in self.ordered_fns:
-            if disabled and rules[index].pack in disabled:
-                # A failed pack's conclusions are unknown, so what depends on them stays undecided.
-                continue
+        ordered = self.ordered_fns
+        if disabled:
+            # A failed pack's conclusions are unknown, so what depends on them stays undecided.
+            ordered = [(index, fn) for index, fn in ordered if rules[index].pack not in disabled]
+        for index, rule_fn in ordered:
             state = rule_state[index] = rule_fn(facts, states, masks, evaluation)
             if state is True:
                 rule = rules[index]

@@ -177,8 +177,10 @@ class Plan:
 def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
     path, op, wanted = node.path, node.op, node.value
     two = len(path) == 2
-    first, second = (path[0], path[1]) if two else ("", "")
     compare = COMPARE.get(op)
+    if two and compare is not None:
+        return _section_compare_fn(node, slot, bit, compare)
+    first, second = (path[0], path[1]) if two else ("", "")
 
     def fact(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
         # Most fact paths are section.field: read those inline, everything else through lookup().
@@ -204,6 +206,26 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
         return state
 
     return fact
+
+
+def _section_compare_fn(node: FactTest, slot: int, bit: int, compare: Callable[[Any, Any], Any]) -> NodeFn:
+    """The commonest leaf, ``section.field <op> value``, with no shape tests on its path."""
+    path, (first, second), wanted = node.path, node.path, node.value
+
+    def section_compare(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+        try:
+            found = facts.get(first, NO_SECTION).get(second, MISSING)
+        except AttributeError:  # a section that is not an object
+            found = lookup(facts, path)
+        if found is MISSING:
+            st[slot], unk[slot] = None, bit
+            return None
+        # Validated facts are JSON scalars, whose comparisons give bool (no rich-comparison objects).
+        state: Tri = compare(found, wanted)
+        st[slot] = state
+        return state
+
+    return section_compare
 
 
 def _item_fn(node: ItemTest, slot: int, bit: int) -> NodeFn:
