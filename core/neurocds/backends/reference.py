@@ -108,6 +108,8 @@ class ReferenceEvaluator:
         self.concluders = concluders_of(self.rules)
         self.order = dependency_order(self.rules, self.concluders)
         self.plan = Plan([rule.when for rule in self.rules])
+        # Most conclusions have one concluding rule: their state is that rule's, read directly.
+        self.sole_concluder = {key: rules[0] for key, rules in self.concluders.items() if len(rules) == 1}
         # Each rule's closure paired with its index in evaluation order: one tuple unpack per rule.
         self.ordered_fns = [(index, self.plan.rule_fns[index]) for index in self.order]
 
@@ -155,6 +157,7 @@ class Evaluation:
         "evaluator",
         "facts",
         "rule_state",
+        "sole_concluder",
         "states",
         "unknown_masks",
     )
@@ -164,6 +167,7 @@ class Evaluation:
         self.facts = facts
         self.computed = computed
         self.concluders = evaluator.concluders  # read by every reference node: one attribute, not two
+        self.sole_concluder = evaluator.sole_concluder
         self.rule_state: list[Tri] = [None] * len(evaluator.rules)
         self.states: list[Any] = evaluator.plan.new_states()
         self.unknown_masks: list[int] = evaluator.plan.new_masks()
@@ -181,8 +185,11 @@ class Evaluation:
 
     def ref_unknowns(self, key: Key) -> int:
         # rule_unknowns() over the concluders, inlined: asked once per undecided reference node.
-        mask = 0
         rule_state, masks, root_slots = self.rule_state, self.unknown_masks, self.evaluator.plan.root_slots
+        sole = self.sole_concluder.get(key)
+        if sole is not None:
+            return masks[root_slots[sole]] if rule_state[sole] is None else 0
+        mask = 0
         for index in self.concluders.get(key, ()):
             if rule_state[index] is None:
                 mask |= masks[root_slots[index]]
@@ -192,6 +199,9 @@ class Evaluation:
         computed = self.computed
         if computed and key[0] == "derived" and key[1] in computed:
             return bool(computed[key[1]] == key[2])
+        sole = self.sole_concluder.get(key)
+        if sole is not None:  # dependency order guarantees the concluding rule was evaluated first
+            return self.rule_state[sole]
         concluders = self.concluders.get(key)
         if not concluders:
             # A computed fact its pack did not supply is unknown; a finding no rule concludes is false.
