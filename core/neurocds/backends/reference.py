@@ -108,6 +108,10 @@ class ReferenceEvaluator:
         self.concluders = concluders_of(self.rules)
         self.order = dependency_order(self.rules, self.concluders)
         self.plan = Plan([rule.when for rule in self.rules])
+        # Most conclusions have one concluding rule: their state is that rule's, read directly.
+        self.sole_concluder = {key: rules[0] for key, rules in self.concluders.items() if len(rules) == 1}
+        # Each rule's closure paired with its index in evaluation order: one tuple unpack per rule.
+        self.ordered_fns = [(index, self.plan.rule_fns[index]) for index in self.order]
 
     def run(
         self,
@@ -120,15 +124,16 @@ class ReferenceEvaluator:
         evaluation = Evaluation(self, facts, computed)
         run = Run(backend=self.name)
         derived_view: dict[str, Any] = dict(computed)
-        rules, rule_fns, rule_state = self.rules, self.plan.rule_fns, evaluation.rule_state
+        rules, rule_state = self.rules, evaluation.rule_state
         states, masks = evaluation.states, evaluation.unknown_masks
-        for index in self.order:
-            rule = rules[index]
-            if disabled and rule.pack in disabled:
-                # A failed pack's conclusions are unknown, so what depends on them stays undecided.
-                continue
-            state = rule_state[index] = rule_fns[index](facts, states, masks, evaluation)
+        ordered = self.ordered_fns
+        if disabled:
+            # A failed pack's conclusions are unknown, so what depends on them stays undecided.
+            ordered = [(index, fn) for index, fn in ordered if rules[index].pack not in disabled]
+        for index, rule_fn in ordered:
+            state = rule_state[index] = rule_fn(facts, states, masks, evaluation)
             if state is True:
+                rule = rules[index]
                 fire_rule(rule, index, run, derived_view, on_fire)
                 if rule.kind == "derive":
                     derived_view.setdefault(rule.key, rule.value)
@@ -148,9 +153,11 @@ class Evaluation:
         "because_cache",
         "completed",
         "computed",
+        "concluders",
         "evaluator",
         "facts",
         "rule_state",
+        "sole_concluder",
         "states",
         "unknown_masks",
     )
@@ -159,6 +166,8 @@ class Evaluation:
         self.evaluator = evaluator
         self.facts = facts
         self.computed = computed
+        self.concluders = evaluator.concluders  # read by every reference node: one attribute, not two
+        self.sole_concluder = evaluator.sole_concluder
         self.rule_state: list[Tri] = [None] * len(evaluator.rules)
         self.states: list[Any] = evaluator.plan.new_states()
         self.unknown_masks: list[int] = evaluator.plan.new_masks()
@@ -175,25 +184,35 @@ class Evaluation:
         return self.unknown_masks[self.evaluator.plan.root_slots[index]] if self.rule_state[index] is None else 0
 
     def ref_unknowns(self, key: Key) -> int:
+        # rule_unknowns() over the concluders, inlined: asked once per undecided reference node.
+        rule_state, masks, root_slots = self.rule_state, self.unknown_masks, self.evaluator.plan.root_slots
+        sole = self.sole_concluder.get(key)
+        if sole is not None:
+            return masks[root_slots[sole]] if rule_state[sole] is None else 0
         mask = 0
-        for index in self.evaluator.concluders.get(key, ()):
-            mask |= self.rule_unknowns(index)
+        for index in self.concluders.get(key, ()):
+            if rule_state[index] is None:
+                mask |= masks[root_slots[index]]
         return mask
 
     def ref_state(self, key: Key) -> Tri:
-        kind, name, value = key
-        if kind == "derived" and name in self.computed:
-            return bool(self.computed[name] == value)
-        concluders = self.evaluator.concluders.get(key)
+        computed = self.computed
+        if computed and key[0] == "derived" and key[1] in computed:
+            return bool(computed[key[1]] == key[2])
+        sole = self.sole_concluder.get(key)
+        if sole is not None:  # dependency order guarantees the concluding rule was evaluated first
+            return self.rule_state[sole]
+        concluders = self.concluders.get(key)
         if not concluders:
             # A computed fact its pack did not supply is unknown; a finding no rule concludes is false.
-            return None if kind == "derived" else False
+            return None if key[0] == "derived" else False
+        rule_state = self.rule_state
         state: Tri = False
         for index in concluders:
             # Dependency order guarantees the concluding rule was evaluated first.
-            rule_state = self.rule_state[index]
-            if rule_state is True:
+            found = rule_state[index]
+            if found is True:
                 return True
-            if rule_state is None:
+            if found is None:
                 state = None
         return state
