@@ -44,11 +44,9 @@ import argparse
 import json
 import multiprocessing
 import os
-import re
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -129,6 +127,8 @@ def instruction_workload(source: Path, work: Path, what: str, trace: bool, backe
 
 
 def count_instructions(source: Path, work: Path, args: argparse.Namespace) -> None:
+    from count_instructions import callgrind_count  # the one callgrind runner of tests/perf
+
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed")
     counts = {}
@@ -136,16 +136,7 @@ def count_instructions(source: Path, work: Path, args: argparse.Namespace) -> No
         command = [sys.executable, __file__, "--workload", what, "--source", str(source), "--work", str(work)]
         command += ["--trace"] if args.trace else []
         command += ["--backend", args.backend] if args.backend else []
-        done = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *command],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        match = re.search(r"Collected : (\d+)", done.stderr)
-        if match is None:
-            raise SystemExit(f"callgrind printed no count:\n{done.stderr[-2000:]}")
-        counts[what] = int(match.group(1))
+        counts[what] = callgrind_count(command)
         for leftover in ("counted", "warm"):
             shutil.rmtree(work / leftover, ignore_errors=True)
     evaluate, run = counts["in-memory"] - counts["setup"], counts["run"] - counts["setup"]
