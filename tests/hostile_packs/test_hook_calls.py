@@ -34,6 +34,31 @@ def test_frozen_facts_refuse_every_change() -> None:
     assert view["labs"].get("k") == 2.0 and dict(view["labs"]) == {"k": 2.0}
 
 
+def test_frozen_facts_copy_mapping_and_sequence_subclasses_too() -> None:
+    from collections import OrderedDict, defaultdict
+
+    inner: OrderedDict[str, float] = OrderedDict(k=2.0)
+    meds: defaultdict[str, list[str]] = defaultdict(list, names=["statin"])
+    view = freeze({"labs": inner, "medications": meds})
+    with pytest.raises(TypeError):
+        view["labs"]["k"] = 4.5  # type: ignore[index]  # the caller's OrderedDict must not be reachable
+    with pytest.raises(AttributeError):
+        view["medications"]["names"].append("other")  # the caller's list must not be reachable
+    assert inner == {"k": 2.0} and meds["names"] == ["statin"]
+
+
+def test_a_str_subclass_cannot_pass_a_text_check() -> None:
+    from neurocds.rules.hooks import check_text
+
+    class Sly(str):
+        def startswith(self, *args: Any) -> bool:  # type: ignore[override]  # the attack
+            return True
+
+    with pytest.raises(HookFailure, match="plain string"):
+        check_text(Sly("other.flag"), "computed fact name", 100)
+    assert check_text("mine.flag", "computed fact name", 100) == "mine.flag"
+
+
 def test_the_detail_hook_runs_once_per_finding_outside_the_backend_lock(tmp_path: Path) -> None:
     calls: list[tuple[str, bool, type, type]] = []
     engine: Engine | None = None

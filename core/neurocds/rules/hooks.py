@@ -46,10 +46,12 @@ class HookFailure(Exception):
 
 def freeze(value: Any) -> Any:
     """A deep read-only view of a JSON value: dicts become mapping proxies, lists tuples."""
-    kind = type(value)
-    if kind is dict:
+    # Any Mapping or sequence, not only exact dicts and lists: a caller's OrderedDict or
+    # defaultdict nested in the facts would otherwise reach pack code writable, and one
+    # pack could change what the next pack and the rules see.
+    if isinstance(value, Mapping):
         return MappingProxyType({k: freeze(v) for k, v in value.items()})
-    if kind is list:
+    if isinstance(value, list | tuple):
         return tuple(freeze(v) for v in value)
     return value
 
@@ -167,8 +169,12 @@ class Budget:
 # ------------------------------------------------------------------ return checks
 def check_text(text: Any, what: str, limit: int) -> str:
     """A string of valid Unicode (no lone surrogates, no NUL) of at most ``limit`` characters."""
+    # Exactly str: a subclass could override startswith/__eq__ and pass a namespace check
+    # (another pack's facts) or compare unlike what it prints.
     if not isinstance(text, str):
         raise HookFailure(f"{what} must be a string, got {type(text).__name__}")
+    if type(text) is not str:
+        raise HookFailure(f"{what} must be a plain string, not the str subclass {type(text).__name__}")
     if len(text) > limit:
         raise HookFailure(f"{what} is {len(text)} characters long (at most {limit})")
     try:
