@@ -38,3 +38,8 @@ def test_fast_response_writes_the_bytes_starlette_writes(content: Any) -> None:
     fast = FastJSONResponse(content)
     assert fast.body == JSONResponse(content).body
     assert fast.headers["content-type"] == "application/json"
+
+
+def test_what_orjson_cannot_write_falls_back_to_the_standard_library() -> None:
+    content = {"cards": [{"summary": "x", "count": 2**70}]}  # beyond 64 bits: orjson refuses it
+    assert FastJSONResponse(content).body == JSONResponse(content).body

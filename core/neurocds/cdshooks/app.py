@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
@@ -47,6 +46,7 @@ from neurocds.cdshooks.requests import (
 )
 from neurocds.cdshooks.security import AuthError, TokenVerifier, caller_of
 from neurocds.errors import FactsValidationError
+from neurocds.facts.canonical import compact_json
 from neurocds.facts.strictjson import ParseLimits, parse_strict
 
 log = logging.getLogger("neurocds.cdshooks")
@@ -78,7 +78,7 @@ class FastJSONResponse(JSONResponse):
     """
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return compact_json(content)
 
 
 def outcome_response(issues: list[Issue], status: int) -> JSONResponse:

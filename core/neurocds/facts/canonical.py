@@ -123,3 +123,14 @@ def _indented_number_differs(out: bytes) -> bool:
         if j == 0 or out[j - 1] == 0x0A or (out[j - 1] == 0x3A and i - j == 1):
             return True
     return False
+
+
+def compact_json(obj: Any) -> bytes:
+    """Compact UTF-8 JSON in the object's own key order, by orjson (population result lines,
+    CDS Hooks responses): a result document is ~20 KB, and ``json.dumps`` cost a quarter of
+    an evaluation writing it, orjson a twentieth. What orjson cannot encode (integers beyond
+    64 bits, non-string keys) falls back to the standard library."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # orjson.JSONEncodeError included
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()

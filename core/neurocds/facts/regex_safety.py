@@ -21,6 +21,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from neurocds.facts.plainjson import escape_pointer_token
+
 # The regex parser is private (no stubs), but it is the one re itself uses (this layout since 3.11).
 sre_c: Any = importlib.import_module("re._constants")
 sre_parse: Any = importlib.import_module("re._parser")
@@ -54,10 +56,11 @@ def check_schema_patterns(schema: Any, pointer: str = "") -> None:
         names = schema.get("propertyNames")
         limit = names.get("maxLength") if isinstance(names, Mapping) else None
         for regex in props:
-            _check(regex, limit, "propertyNames.maxLength", f"{pointer}/patternProperties/{_escape(regex)}")
+            where = f"{pointer}/patternProperties/{escape_pointer_token(regex)}"
+            _check(regex, limit, "propertyNames.maxLength", where)
     for key, value in schema.items():
         if key not in _DATA_KEYWORDS:
-            check_schema_patterns(value, f"{pointer}/{_escape(str(key))}")
+            check_schema_patterns(value, f"{pointer}/{escape_pointer_token(str(key))}")
 
 
 def _check(regex: str, max_length: Any, bound_name: str, pointer: str) -> None:
@@ -125,5 +128,3 @@ def _repeats(tree: Any) -> Iterator[Any]:
             yield from _repeats(arg)
 
 
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")

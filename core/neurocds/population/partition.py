@@ -13,7 +13,6 @@ so each process builds one engine per settings and keeps it (:func:`process_engi
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from collections import Counter
@@ -25,6 +24,7 @@ import orjson
 
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError, NeurocdsError
+from neurocds.facts.canonical import compact_json
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
 from neurocds.fhir import FhirConverter, FhirInputError, MappingTables
 from neurocds.fhir.bundle import walk_bundle
@@ -225,16 +225,6 @@ def _patient_id_of(facts: Any) -> str | None:
     patient = facts.get("patient") if isinstance(facts, Mapping) else None
     pid = patient.get("id") if isinstance(patient, Mapping) else None
     return pid if isinstance(pid, str) else None
-
-
-def compact_json(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, by orjson: a result document is ~20 KB, and ``json.dumps`` cost a
-    quarter of an evaluation writing it, orjson a twentieth. What orjson cannot encode
-    (integers beyond 64 bits, non-string keys) falls back to the standard library."""
-    try:
-        return orjson.dumps(obj)
-    except TypeError:  # orjson.JSONEncodeError included
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _splice(stable: bytes, volatile: bytes) -> bytes:

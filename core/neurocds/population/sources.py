@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from neurocds.population.partition import InputRecord, compact_json
+from neurocds.facts.canonical import compact_json
+from neurocds.population.partition import InputRecord
 from neurocds.population.settings import RunSettings
 
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
