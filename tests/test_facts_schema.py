@@ -329,3 +329,19 @@ def test_field_accepts_valid_and_rejects_invalid(path: str, value: Any, code: st
 def test_table_covers_every_contract_field(spec: dict[str, FieldSpec]) -> None:
     covered = {p.values[0] for p in _table()}
     assert covered == set(spec)
+
+
+def test_an_undetectable_glucose_reported_as_zero_is_evaluated_as_the_lowest_glucose() -> None:
+    # A lab reports an unmeasurably low glucose as 0: refusing it as implausible would drop
+    # the whole evaluation, hypoglycaemia emergency included.
+    from neurocds import Engine
+    from neurocds_packs import BUILTIN_PACKS
+
+    engine = Engine(packs=BUILTIN_PACKS)
+
+    def findings(glucose: float) -> list[str]:
+        doc = {"facts_version": "1", "patient": {"id": "p1"}, "labs": {"glucose_mmol_l": glucose}}
+        return sorted(f["id"] for f in engine.evaluate(doc).findings)
+
+    assert findings(0) == findings(1.0)
+    assert findings(1.0) != findings(6.0)  # the low value decides something
