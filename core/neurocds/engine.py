@@ -32,6 +32,7 @@ from neurocds.rules.packs import (
     content_hash,
     discover,
     failed_plugin,
+    find_impl,
     import_plugin,
     new_plugin_manager,
     parse_allowlist,
@@ -212,7 +213,7 @@ class Engine:
                         )
                     rule_source[rule.id] = f"{rule.file}{rule.pointer}"
                 with_pack = [*self.rules, *rules]
-                own_computing = pack.namespaces if hasattr(pack.plugin, "neurocds_compute_facts") else []
+                own_computing = pack.namespaces if find_impl(self.pm, "neurocds_compute_facts", pack.plugin) else []
                 # Compile and order with this pack's rules added, so a bad rule or a rule cycle
                 # is blamed on the pack that brings it (the compile is skipped for packs that,
                 # by content hash and in this order, compiled before).

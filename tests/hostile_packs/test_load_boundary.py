@@ -136,3 +136,15 @@ def test_a_register_hook_may_return_a_tuple(tmp_path: Path) -> None:
 def test_unknown_pack_error_policy_is_refused() -> None:
     with pytest.raises(ValueError, match="on_pack_error"):
         Engine(packs=BUILTIN_PACKS, on_pack_error="ignore")
+
+
+def test_a_compute_hook_registered_under_another_name_still_licenses_its_computed_facts(tmp_path: Path) -> None:
+    # pluggy lets a plugin implement a hook under any name (specname=); the loader asks
+    # pluggy, as the evaluation does, rather than looking for the attribute by name.
+    from neurocds.hookspecs import hookimpl
+
+    computed = [rule("typo.f", {"derived": "typo.from_python"})]
+    plugin = inline_pack(tmp_path, "typo", "typo", computed)
+    plugin.compute_under_another_name = hookimpl(specname="neurocds_compute_facts")(lambda facts: None)
+    engine = Engine(plugins=[("typo", plugin)], entry_points=False, on_pack_error="raise")
+    assert [p.name for p in engine.packs] == ["typo"]

@@ -161,7 +161,8 @@ def _prepare(out: Path, plan: Plan, key: dict[str, Any], resume: bool) -> tuple[
     else:
         output.clear_parts(out)
     output.remove_outputs(out)  # a summary must never describe outputs of another attempt
-    run_file.write_text(json.dumps(key, indent=2))
+    # Atomic: a run.json cut short by a crash would read as "no previous run" on --resume.
+    output._atomic_write(run_file, lambda tmp: tmp.write_text(json.dumps(key, indent=2)))
     return markers, [p for p in plan.partitions if p.name not in markers]
 
 
