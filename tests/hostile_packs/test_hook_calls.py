@@ -168,3 +168,27 @@ def test_hook_budget_must_be_positive() -> None:
     for bad in (0, -1, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="hook budget"):
             Engine(packs=BUILTIN_PACKS, hook_budget=bad)
+
+
+def test_pack_code_reached_while_checking_an_answer_runs_within_the_budget(tmp_path: Path) -> None:
+    # The check of a computed answer reads its attributes; a subclass can make that reading
+    # pack code (a property that sleeps). It must run on the budgeted worker, not the caller.
+    class Slow(ComputedFacts):
+        @property  # type: ignore[override]  # the attack: a field turned into pack code
+        def values(self) -> dict[str, Any]:
+            time.sleep(30)
+            return {}
+
+    def compute(facts: Any) -> ComputedFacts:
+        slow = Slow.__new__(Slow)
+        object.__setattr__(slow, "pack", "slow")  # a real pack name: the check must read values
+        object.__setattr__(slow, "because", {})
+        return slow
+
+    rules = [rule("slow.f", {"derived": "slow.ok"})]
+    plugin = inline_pack(tmp_path, "slow", "slow", rules, compute=compute)
+    engine = Engine(plugins=[("slow", plugin)], entry_points=False, hook_budget=0.2)
+    started = time.monotonic()
+    result = engine.evaluate(emergency_doc())
+    assert time.monotonic() - started < 10  # generous: the property alone sleeps 30 s
+    assert not result.complete and any(f["pack"] == "slow" for f in result.errors)

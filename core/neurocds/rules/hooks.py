@@ -167,6 +167,29 @@ class Budget:
 
 
 # ------------------------------------------------------------------ return checks
+def checked_call(produce: Callable[[], Any], check: Callable[[Any], Any]) -> tuple[bool, Any]:
+    """Run on a worker (through :meth:`HookRunner.call`): pack code, then the check of its answer.
+
+    The check reaches pack-defined code too (properties of a returned record, ``__iter__``,
+    ``__fspath__``), so it must run inside the same budget as the call. A refused answer
+    comes back as ``(False, reason)`` (see :func:`unwrap`), so that its words are not
+    dressed as an exception the pack raised.
+    """
+    out = produce()
+    try:
+        return True, check(out)
+    except HookFailure as exc:
+        return False, str(exc)
+
+
+def unwrap(answer: tuple[bool, Any]) -> Any:
+    """The checked value of :func:`checked_call`, or :class:`HookFailure` with the refusal."""
+    ok, value = answer
+    if not ok:
+        raise HookFailure(value)
+    return value
+
+
 def check_text(text: Any, what: str, limit: int) -> str:
     """A string of valid Unicode (no lone surrogates, no NUL) of at most ``limit`` characters."""
     # Exactly str: a subclass could override startswith/__eq__ and pass a namespace check

@@ -9,12 +9,22 @@ same deep-frozen view of the facts, built on first use only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import pluggy
 
 from neurocds.errors import PackFailure, RuleEvaluationError
-from neurocds.rules.hooks import Budget, HookFailure, HookRunner, check_computed, check_detail, freeze
+from neurocds.rules.hooks import (
+    Budget,
+    HookFailure,
+    HookRunner,
+    check_computed,
+    check_detail,
+    checked_call,
+    freeze,
+    unwrap,
+)
 from neurocds.rules.packs import LoadedPack, call_impl, find_impl
 from neurocds.rules.ruleset import Rule
 
@@ -64,8 +74,15 @@ class PackHooks:
         because: dict[str, tuple[str, list[str]]] = {}
         for pack, impl, own in self.compute_calls:
             try:
-                out = budget.call(pack.name, "neurocds_compute_facts", _call, impl, {"facts": facts.get()})
-                checked = check_computed(out, own, kinds)
+                checked = unwrap(
+                    budget.call(
+                        pack.name,
+                        "neurocds_compute_facts",
+                        checked_call,
+                        partial(_call, impl, {"facts": facts.get()}),
+                        partial(check_computed, own_packs=own, kinds=kinds),
+                    )
+                )
             except HookFailure as exc:
                 failures.append(PackFailure(pack.name, "compute_facts", str(exc)))
                 continue
@@ -96,7 +113,8 @@ class PackHooks:
                 frozen_derived = freeze(dict(derived))
             kwargs = {"finding_id": rule.key, "rule_id": rule.id, "facts": facts.get(), "derived": frozen_derived}
             try:
-                text = check_detail(budget.call(rule.pack, "neurocds_finding_detail", _call, impl, kwargs))
+                hook = "neurocds_finding_detail"
+                text = unwrap(budget.call(rule.pack, hook, checked_call, partial(_call, impl, kwargs), check_detail))
             except HookFailure as exc:
                 message = f"finding detail for rule {rule.id}: {exc}"
                 errors.append(RuleEvaluationError(message, rule=rule.id, pack=rule.pack, kind="action").to_dict())

@@ -24,7 +24,7 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
-from neurocds.rules.hooks import HookFailure, HookRunner, check_records
+from neurocds.rules.hooks import HookFailure, HookRunner, check_records, checked_call, unwrap
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
 _P = ParamSpec("_P")
@@ -158,13 +158,21 @@ def register_plugin(
     impl = find_impl(pm, "neurocds_register_packs", plugin)
     if impl is None:
         return []
+
+    def loaded(out: Any) -> list[LoadedPack]:  # runs on the worker: it reaches the records' own code
+        try:
+            return [
+                LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
+                for record in check_records(out)
+            ]
+        except TypeError as exc:  # a rule_files entry that is no path
+            raise HookFailure(str(exc)) from None
+
     try:
-        records = check_records(runner.call(name, "neurocds_register_packs", call_impl, (impl,), runner.load_budget_s))
-        return [
-            LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
-            for record in records
-        ]
-    except (HookFailure, TypeError) as exc:  # TypeError: a rule_files entry that is no path
+        produce = functools.partial(call_impl, impl)
+        answer = runner.call(name, "neurocds_register_packs", checked_call, (produce, loaded), runner.load_budget_s)
+        return list(unwrap(answer))
+    except HookFailure as exc:
         pm.unregister(plugin)
         raise PackLoadError(str(exc), pack=name, source=source) from exc
 
