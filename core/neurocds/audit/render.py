@@ -16,6 +16,7 @@ from neurocds.audit.inputs import input_facts, name_of, why_not
 from neurocds.audit.query import body_of
 from neurocds.audit.report_html import REPORT_CSS, escape_html, urgency_badge
 from neurocds.audit.verify import VerifyReport
+from neurocds.facts.canonical import json_text
 
 _NO_VALUE = object()
 
@@ -191,7 +192,7 @@ def render_text(record: Mapping[str, Any], related: Sequence[Mapping[str, Any]] 
     if record.get("type") == "rejection":
         return _rejection_text(record)
     if record.get("type") != "decision":
-        return json.dumps(record, indent=2, ensure_ascii=False)
+        return json_text(record)  # what json.dumps(indent=2) writes, by orjson where it can
     m = why_model(record)
     eng = m["engine"]
     lines = [
