@@ -1,4 +1,5 @@
-"""Durable replacement of a whole file (files.replace_durably), as the head file and quarantine use it."""
+"""The audit log's durable writes (audit/files.py): whole-file replacement for the head file and
+quarantine, and the one open-write-fsync every key, catalog, mirror and segment file goes through."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from audit_helpers import make_facts, make_result
 
 from neurocds.audit import AuditLog, verify_log
 from neurocds.audit.chain import HEAD_NAME, LOG_NAME, QUARANTINE_DIR, read_head
-from neurocds.audit.files import replace_durably
+from neurocds.audit.files import replace_durably, write_synced
+from neurocds.audit.privacy import read_key_file, write_key_file
+from neurocds.audit.signing import generate_keypair, load_private_key, load_public_key
 from neurocds.audit.tail import HEAD_BLOCK, write_head
 
 
@@ -89,3 +92,31 @@ def test_a_quarantine_write_that_fails_leaves_nothing_unaccounted_for(
     [recovered] = AuditLog(d).recover()
     assert recovered.sequence == 3
     assert verify_log(d).ok
+
+
+def test_keys_are_written_whole_when_the_kernel_takes_a_few_bytes_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.write may write less than it is given; the key files were written with one call each.
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, bytes(data[:7])))
+    key = bytes(range(32))
+    write_key_file(tmp_path / "pseudonym.key", key)
+    generate_keypair(tmp_path / "audit.key", tmp_path / "audit.pub")
+    monkeypatch.undo()
+    assert read_key_file(tmp_path / "pseudonym.key") == key
+    load_private_key(tmp_path / "audit.key")
+    load_public_key(tmp_path / "audit.pub")
+
+
+def test_an_exact_mode_is_not_narrowed_by_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        write_synced(tmp_path / "public", b"x", os.O_CREAT | os.O_EXCL, 0o644, exact_mode=True)
+        write_synced(tmp_path / "narrowed", b"x", os.O_CREAT | os.O_EXCL, 0o644)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "public").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "narrowed").stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):  # O_EXCL: a key is never overwritten
+        write_synced(tmp_path / "public", b"y", os.O_CREAT | os.O_EXCL)

@@ -22,6 +22,32 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def write_synced(path: Path | str, data: bytes, flags: int, mode: int = 0o600, *, exact_mode: bool = False) -> None:
+    """Write all of ``data`` to ``path`` opened with ``flags`` (``os.O_APPEND``, ``os.O_CREAT``,
+    ``os.O_EXCL`` ...: write-only is implied) and fsync it: on return the bytes are on disk.
+
+    ``mode`` is that of a file it creates, narrowed by the umask as ``open`` does; with
+    ``exact_mode`` it is set as given (on the open file, before any byte is written)."""
+    fd = os.open(path, os.O_WRONLY | flags, mode)
+    try:
+        if exact_mode:
+            os.fchmod(fd, mode)
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def truncate_synced(path: Path | str, length: int) -> None:
+    """Cut ``path`` to ``length`` bytes, fsynced: what was cut off does not come back after a crash."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, length)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def replace_durably(path: Path, data: bytes, *, sync_directory: bool = True) -> None:
     """Put ``data`` at ``path`` whole or not at all, even across a power loss.
 
@@ -33,13 +59,8 @@ def replace_durably(path: Path, data: bytes, *, sync_directory: bool = True) -> 
     folder a leftover would read as a file nobody recorded.
     """
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data, os.O_CREAT | os.O_TRUNC)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from neurocds.audit._canon import sha256_hex
 from neurocds.audit.chain import LOG_NAME, QUARANTINE_DIR, QUARANTINE_NAME_RE, awaits_recovery
-from neurocds.audit.files import replace_durably
+from neurocds.audit.files import replace_durably, truncate_synced
 
 log = logging.getLogger("neurocds.audit")
 
@@ -34,12 +34,7 @@ def move_to_quarantine(directory: Path, last_sequence: int, offset: int, torn: b
     if not path.exists() or path.read_bytes() != torn:
         replace_durably(path, torn)
     # Only now, with the bytes safe elsewhere, cut them off the log.
-    os.truncate(directory / LOG_NAME, offset)
-    fd = os.open(directory / LOG_NAME, os.O_WRONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    truncate_synced(directory / LOG_NAME, offset)
     log.warning(
         "audit: %d bytes of an interrupted write after record %d moved to %s",
         len(torn),
