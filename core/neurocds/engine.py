@@ -24,7 +24,7 @@ from neurocds.result import DISCLAIMER, Result
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_rules
-from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, HookRunner
+from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, Budget, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
     LoadedPack,
@@ -315,12 +315,7 @@ class Engine:
         facts_sha256 = sha256_canonical(doc)  # of the document as received, before any pack code
         failures = list(self._load_failures)  # hooks append theirs
         budget, frozen = self._hooks.budget(), FrozenFacts(doc)
-        computed: dict[str, Any] = {}
-        computed_because: dict[str, Any] = {}
-        if budget is not None and self._hooks.compute_calls:
-            computed, computed_because = self._hooks.compute(frozen, self.compiled.derived_kinds, failures, budget)
-        # A pack whose compute hook failed does not run (hookspecs promise); the others do.
-        disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
+        computed, computed_because, disabled = self._computed_facts(frozen, budget, failures)
         # The durable session goes first, so the reference evaluation's states, which every
         # explanation reads, are the most recent in the cache.
         durable = self._durable_session(doc, computed, disabled)
@@ -386,13 +381,18 @@ class Engine:
         ``evaluate`` explains from, without a result, an audit record or durable_rules.
         """
         doc = self.validate(facts)
-        failures: list[PackFailure] = []
-        computed: dict[str, Any] = {}
-        budget = self._hooks.budget()
-        if budget is not None and self._hooks.compute_calls:
-            computed, _ = self._hooks.compute(FrozenFacts(doc), self.compiled.derived_kinds, failures, budget)
-        disabled = frozenset(f.pack for f in failures if f.stage == "compute_facts")
+        computed, _, disabled = self._computed_facts(FrozenFacts(doc), self._hooks.budget(), [])
         return self.reference.run(doc, computed, None, disabled)[1]
+
+    def _computed_facts(
+        self, frozen: FrozenFacts, budget: Budget | None, failures: list[PackFailure]
+    ) -> tuple[dict[str, Any], dict[str, Any], frozenset[str]]:
+        """Computed facts, why each holds, and the packs whose compute hook failed: those do not run (hookspecs)."""
+        computed: dict[str, Any] = {}
+        because: dict[str, Any] = {}
+        if budget is not None and self._hooks.compute_calls:
+            computed, because = self._hooks.compute(frozen, self.compiled.derived_kinds, failures, budget)
+        return computed, because, frozenset(f.pack for f in failures if f.stage == "compute_facts")
 
     def _durable_session(
         self, doc: Mapping[str, Any], computed: Mapping[str, Any], disabled: frozenset[str]

@@ -321,3 +321,19 @@ def test_report_on_a_damaged_log_says_so_and_exits_1(cli: click.Group, tmp_path:
         fh.write(b'{"torn')
     code, _, err = run(cli, "report", "--audit-dir", d, result["evaluation_id"], "--html", tmp_path / "r.html")
     assert code == 1 and "fails verification" in err and (tmp_path / "r.html").exists()
+
+
+def test_show_and_export_warn_only_of_damage_at_or_before_their_record(cli: click.Group, tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    for _ in range(3):
+        log.record_decision(make_result(), make_facts())
+    lines = (d / "audit.jsonl").read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"decision"', b'"decisioN"', 1)  # record 2 edited, not re-hashed
+    (d / "audit.jsonl").write_bytes(b"".join(lines))
+    code, _, err = run(cli, "show", "1", "--audit-dir", d)
+    assert code == 0 and err == ""
+    for command in (["show", "3"], ["export", "3", "--fhir"]):
+        code, _, err = run(cli, *command, "--audit-dir", d)
+        assert code == 0 and "WARNING: the log fails verification from sequence 2" in err
+        assert "record 3 cannot be trusted" in err

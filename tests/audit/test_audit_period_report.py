@@ -11,7 +11,9 @@ from audit_helpers import make_facts, make_result
 from click.testing import CliRunner
 
 from neurocds.audit import AuditLog
+from neurocds.audit.period import render_period_html, summarise
 from neurocds.audit.records import utc_now
+from neurocds.audit.verify_report import VerifyReport
 from neurocds.cli import main
 
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,7 +49,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, list[str]
 def test_the_page_counts_what_an_auditor_reviews(page: tuple[Path, str, list[str]]) -> None:
     _, html, ids = page
     assert "3 decisions, 0 rejected inputs" in html
-    assert "<span class='u u-emergency'>EMERGENCY</span></td><td>2</td>" in html
+    assert '<span class="u u-emergency">EMERGENCY</span></td><td>2</td>' in html
     assert "<code>spinal.cauda_equina</code></td><td>Possible cauda equina syndrome</td><td>3</td>" in html
     assert "Not relevant to this patient" in html and "seen by neurology &lt;today&gt;" in html  # escaped
     assert "Incomplete decisions (1)" in html and "pack_load: neuromuscular/- (import failed)" in html
@@ -81,3 +83,17 @@ def test_the_page_renders_in_a_real_browser(page: tuple[Path, str, list[str]], t
     run = subprocess.run([*base, "--window-size=1200,1800", f"--screenshot={shot}", path.as_uri()],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert run.returncode == 0 and shot.stat().st_size > 10_000, run.stderr[-2000:]
+
+
+def test_a_record_s_odd_values_neither_pick_a_css_class_nor_show_as_none() -> None:
+    # The one-decision report's escaping and badge (audit/report_html.py): the period page
+    # used to have weaker copies that put a record's urgency into the class attribute.
+    odd = "x u-emergency' onmouseover='alert(1)"
+    records = [
+        {"type": "decision", "sequence": 1, "decision": {"decision_id": "d1", "highest_urgency": odd}},
+        {"type": "decision", "sequence": 2, "decision": {"decision_id": "d2", "highest_urgency": None}},
+    ]
+    html = render_period_html(summarise(records, None, None), VerifyReport(directory="log"))
+    assert '<span class="u u-none">X U-EMERGENCY&#x27; ONMOUSEOVER=&#x27;ALERT(1)</span>' in html
+    assert '<span class="u u-none">NONE</span>' in html  # no urgency recorded: the plain badge
+    assert "<td>None</td>" not in html and "u-None" not in html  # the missing recorded_at is left blank

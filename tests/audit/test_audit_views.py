@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from neurocds import Engine
 from neurocds.audit import AuditLog, read_records, render_html, render_text
@@ -94,3 +97,22 @@ def test_show_and_report_give_the_cards_and_the_feedback_on_them(tmp_path: Path)
     assert "Patient already on treatment" in page.read_text(encoding="utf-8")
     other = CliRunner().invoke(main, ["audit", "show", "--audit-dir", str(d), "#2"])
     assert "Cards and feedback" not in other.output
+
+
+def test_a_record_that_is_not_a_decision_is_shown_as_json_without_the_slow_encoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decision = _recorded(tmp_path)
+    AuditLog(tmp_path / "plain").record_cards(decision["decision"]["decision_id"], ["card-é"])
+    cards = read_records(tmp_path / "plain")[1]
+    assert cards["type"] == "cards"
+    expected = json.dumps(cards, indent=2, ensure_ascii=False)
+    huge = {**cards, "note": 2**70}  # beyond orjson's integers: json.dumps still writes it
+    huge_expected = json.dumps(huge, indent=2, ensure_ascii=False)
+    assert render_text(huge) == huge_expected
+
+    def refuse(*args: Any, **kwargs: Any) -> str:
+        raise AssertionError("json.dumps was used")
+
+    monkeypatch.setattr(json, "dumps", refuse)
+    assert render_text(cards) == expected

@@ -204,3 +204,24 @@ def test_flat_unknowns_match_the_recursive_definition_on_the_builtin_packs():
             assert set(engine.explainer.unknowns(index, ev)) == oracle(index), engine.rules[index].id
             checked += bool(oracle(index))
     assert checked > 1000  # the comparison really covered undecided rules
+
+
+def test_node_states_runs_the_compute_hooks_as_evaluate_does(tmp_path):
+    # One private step (Engine._computed_facts) serves both: computed facts feed the rules, and a
+    # pack whose hook failed does not run, for coverage tools as for results.
+    def compute(facts):
+        age = facts["patient"]["age_years"]
+        if age > 110:
+            raise ValueError("implausible age")
+        return ComputedFacts(pack="cf", values={"cf.older": age >= 65})
+
+    rules = [rule("cf.f", {"derived": "cf.older"}), rule("cf.adult", {"fact": "patient.age_years", "gte": 18})]
+    plugin = inline_pack(tmp_path, "cf", "cf", rules, compute=compute)
+    engine = Engine(plugins=[("cf", plugin)], entry_points=False)
+    order = [r.id for r in engine.rules]
+    for age, expected in ((70, {"cf.f", "cf.adult"}), (40, {"cf.adult"}), (120, set())):
+        doc = {"facts_version": "1", "patient": {"id": "p", "age_years": age}}
+        states = engine.node_states(doc).rule_state
+        assert {rid for rid, state in zip(order, states, strict=True) if state is True} == expected
+        assert set(engine.evaluate(doc).finding_ids) == expected
+    assert states == [None, None]  # the failed pack's rules are not decided, not false

@@ -298,3 +298,43 @@ def test_a_plugin_adds_a_table_through_the_neurocds_fhir_mappings_hook(tmp_path:
     assert result.facts["exposures"] == {"organophosphate": True}
     assert result.provenance["/exposures/organophosphate"][0]["rule"] == "site-extras/organophosphate"
     assert_valid_facts(result.facts)
+
+
+CLAIMS = {
+    "table id": ("table: t\n", "table: t\n"),
+    "code": (
+        "table: a\nconditions:\n  - {id: x, facts: history.diabetes, scope: lifetime,"
+        ' codes: [{system: "http://snomed.info/sct", code: "1"}]}\n',
+        "table: b\nconditions:\n  - {id: y, facts: history.cancer, scope: lifetime,"
+        ' codes: [{system: "http://snomed.info/sct", code: "1"}]}\n',
+    ),
+    "ingredient": (
+        "table: a\nmedication_classes:\n  - {id: s, class: statin, ingredients: [simvastatin]}\n",
+        "table: b\nmedication_classes:\n  - {id: s, class: statin, ingredients: [atorvastatin, simvastatin]}\n",
+    ),
+    "fact": (
+        "table: a\nobservations:\n  - {id: k, fact: labs.ck_u_l, unit: U/L, units: [{code: U/L}],"
+        ' codes: [{system: "http://loinc.org", code: "1-1"}]}\n',
+        "table: b\nobservations:\n  - {id: k, fact: labs.ck_u_l, unit: U/L, units: [{code: U/L}],"
+        ' codes: [{system: "http://loinc.org", code: "2-2"}]}\n',
+    ),
+}
+
+
+@pytest.mark.parametrize("what", CLAIMS)
+def test_a_second_place_mapping_the_same_thing_is_refused_naming_both(tmp_path: Path, what: str) -> None:
+    # One check (mapping._claim) for table ids, codes, ingredients and single-valued facts.
+    first, second = (
+        write(tmp_path, f"{n}.yaml", "format: neurocds-fhir-mapping/1\n" + text)
+        for n, text in zip("ab", CLAIMS[what], strict=True)
+    )
+    with pytest.raises(MappingTableError) as info:
+        load_mapping_tables([write(tmp_path, "doc.yaml", DOCUMENT), first, second])
+    where = {
+        "table id": "/table",
+        "code": "/conditions/0",
+        "ingredient": "/medication_classes/0/ingredients/",
+        "fact": "/observations/0/fact",
+    }[what]
+    assert info.value.file == str(second) and info.value.pointer.startswith(where)
+    assert f" at {first} {where}" in str(info.value)  # the first place, file and pointer

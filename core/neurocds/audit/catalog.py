@@ -26,7 +26,7 @@ from typing import Any
 from neurocds.audit._canon import canonical_json, loads
 from neurocds.audit.compact import expand
 from neurocds.audit.errors import AuditError
-from neurocds.audit.files import write_all
+from neurocds.audit.files import write_synced
 
 CATALOG_NAME = "catalog.jsonl"
 _START = "0" * 64
@@ -111,12 +111,7 @@ class Catalog:
         if not self._pending:
             return
         data = b"".join(self._pending)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(self.path, data, os.O_CREAT | os.O_APPEND)
         self._pending = []
         self._read_to += len(data)
 

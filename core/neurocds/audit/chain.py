@@ -155,16 +155,27 @@ def _check_line(line: bytes, expected: int, prev_hash: str) -> tuple[dict[str, A
     return record, None
 
 
-def check_alone(line: bytes) -> dict[str, Any] | None:
-    """The record on ``line`` (no newline) if it is intact on its own: parses, is
-    canonical and matches its own hash. Its links to its neighbours are not checked."""
+def parse_record(line: bytes) -> dict[str, Any] | None:
+    """What ``line`` holds if it reads as a record: a JSON object with an integer ``sequence``
+    (``true`` is not one, though Python counts it as 1).
+
+    Nothing more is checked: lenient readers list such lines even past damage, and
+    :func:`check_alone` checks them further."""
     try:
         record = loads(line)
     except ValueError:
         return None
-    if not isinstance(record, dict) or not isinstance(record.get("sequence"), int):
+    if not isinstance(record, dict):
         return None
-    if not isinstance(record.get("prev_hash"), str):
+    sequence = record.get("sequence")
+    return record if isinstance(sequence, int) and not isinstance(sequence, bool) else None
+
+
+def check_alone(line: bytes) -> dict[str, Any] | None:
+    """The record on ``line`` (no newline) if it is intact on its own: parses, is
+    canonical and matches its own hash. Its links to its neighbours are not checked."""
+    record = parse_record(line)
+    if record is None or not isinstance(record.get("prev_hash"), str):
         return None
     checked, problem = _check_line(line, record["sequence"], record["prev_hash"])
     return checked if problem is None else None

@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,21 +232,31 @@ def query(
     sql = f"SELECT sequence, offset, length FROM records r WHERE {where} ORDER BY sequence"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
+    catalog, _ = load_catalog(directory)
+    for record in _read_hits(directory, sql, params):
+        with contextlib.suppress(AuditError):
+            record = expand_record(record, catalog)
+        if flt.matches(record):
+            yield record
+
+
+def _read_hits(directory: Path, sql: str, params: Sequence[Any]) -> Iterator[dict[str, Any]]:
+    """The records at the ``(sequence, offset, length)`` rows ``sql`` selects, read from the log.
+
+    Each line is checked on its own (canonical, matching its hash); one that is not a whole
+    record means the log changed under the index, which is then not believed: it is skipped.
+    The caller still checks that a record is what it asked for: the index only finds candidates.
+    """
     conn = connect(directory)
     try:
         hits = conn.execute(sql, params).fetchall()
     finally:
         conn.close()
-    catalog, _ = load_catalog(directory)
     with _Lines(directory) as lines:
         for seq, offset, length in hits:
             line = lines.read(seq, offset, length)
             record = check_alone(line[:-1]) if line.endswith(b"\n") else None
-            if record is None:
-                continue  # the log changed under the index: it is not believed
-            with contextlib.suppress(AuditError):
-                record = expand_record(record, catalog)
-            if flt.matches(record):
+            if record is not None:
                 yield record
 
 
@@ -343,18 +353,12 @@ def related(directory: Path, decision_id: str) -> list[dict[str, Any]]:
     checked on their own (found through the index)."""
     directory = Path(directory)
     catch_up(directory)
-    conn = connect(directory)
-    try:
-        hits = conn.execute(
-            "SELECT sequence, offset, length FROM records WHERE refers_to = ? ORDER BY sequence", (decision_id,)
-        ).fetchall()
-    finally:
-        conn.close()
-    out = []
-    with _Lines(directory) as lines:
-        for seq, offset, length in hits:
-            line = lines.read(seq, offset, length)
-            record = check_alone(line[:-1]) if line.endswith(b"\n") else None
-            if record is not None and body_of(record).get("decision_id") == decision_id:
-                out.append(record)
-    return out
+    sql = "SELECT sequence, offset, length FROM records WHERE refers_to = ? ORDER BY sequence"
+    return [
+        r
+        for r in _read_hits(directory, sql, (decision_id,))
+        if r.get("type") in _RELATED_TYPES and body_of(r).get("decision_id") == decision_id
+    ]
+
+
+_RELATED_TYPES = ("cards", "feedback")

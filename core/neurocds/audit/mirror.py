@@ -14,7 +14,7 @@ from typing import Any
 
 from neurocds.audit._canon import canonical_json
 from neurocds.audit.chain import CHECKPOINTS_NAME, read_checkpoint_file
-from neurocds.audit.files import write_all
+from neurocds.audit.files import truncate_synced, write_synced
 
 log = logging.getLogger("neurocds.audit")
 
@@ -23,12 +23,7 @@ def mirror_checkpoint(directory: Path, checkpoint_sequence: int, body: Mapping[s
     """Append one checkpoint (fsynced), after cutting any line a crash left unfinished."""
     entry = canonical_json({"checkpoint_sequence": checkpoint_sequence, **body}) + b"\n"
     drop_partial_line(directory)
-    fd = os.open(directory / CHECKPOINTS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        write_all(fd, entry)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(directory / CHECKPOINTS_NAME, entry, os.O_APPEND | os.O_CREAT)
 
 
 def drop_partial_line(directory: Path) -> None:
@@ -38,12 +33,7 @@ def drop_partial_line(directory: Path) -> None:
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, data.rfind(b"\n") + 1)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        truncate_synced(path, data.rfind(b"\n") + 1)
         log.warning("audit: dropped an unfinished line from %s", CHECKPOINTS_NAME)
 
 

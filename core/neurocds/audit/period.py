@@ -12,13 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from html import escape
 from typing import Any
 
 from neurocds.audit.query import body_of
+from neurocds.audit.report_html import REPORT_CSS, URGENCIES, escape_html, urgency_badge
 from neurocds.audit.verify import VerifyReport
-
-_URGENCIES = ("emergency", "urgent", "routine", "info", "none")
 
 
 @dataclass
@@ -86,36 +84,22 @@ def summarise(records: Iterable[Mapping[str, Any]], since: str | None, until: st
     return out
 
 
-def _e(value: Any) -> str:
-    return escape(str(value), quote=True)
-
-
 def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], empty: str) -> str:
     if not rows:
-        return f"<p class='muted'>{_e(empty)}</p>"
+        return f"<p class='muted'>{escape_html(empty)}</p>"
     head = "".join(f"<th>{h}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _link(decision_id: Any) -> str:
-    return f"<a href='#d-{_e(decision_id)}'><code>{_e(str(decision_id)[:8])}</code></a>"
+    return f"<a href='#d-{escape_html(decision_id)}'><code>{escape_html(str(decision_id)[:8])}</code></a>"
 
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:64rem;color:#1a1a1a}
-h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:1.6rem;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;margin:.4rem 0}td,th{text-align:left;padding:.2rem .8rem .2rem 0;vertical-align:top}
-.u{display:inline-block;padding:0 .4rem;border-radius:.3rem;font-weight:600;font-size:.85rem}
-.u-emergency{background:#b00020;color:#fff}.u-urgent{background:#e65100;color:#fff}
-.u-routine{background:#1565c0;color:#fff}.u-info,.u-none{background:#ddd}
-.ok{color:#1b5e20;font-weight:600}.bad{color:#b00020;font-weight:600}.muted{color:#666}
-code{background:#f4f4f4;padding:0 .2rem}.disclaimer{margin-top:2rem;font-style:italic}
-"""
-
-
-def _badge(urgency: Any) -> str:
-    return f"<span class='u u-{_e(urgency)}'>{_e(str(urgency).upper())}</span>"
+table{border-collapse:collapse;margin:.4rem 0}
+""" + REPORT_CSS
 
 
 def _verification(report: VerifyReport) -> str:
@@ -124,38 +108,45 @@ def _verification(report: VerifyReport) -> str:
             f"<p class='ok'>Chain intact: {report.records} records verified through sequence "
             f"{report.last_sequence}.</p>"
         )
-    problems = "".join(f"<li>sequence {_e(p.sequence)}: {_e(p.reason)}</li>" for p in report.problems[:20])
+    problems = "".join(
+        f"<li>sequence {escape_html(p.sequence)}: {escape_html(p.reason)}</li>" for p in report.problems[:20]
+    )
     return (
-        f"<p class='bad'>The log FAILS verification from sequence {_e(report.first_bad_sequence)}: "
-        f"records after {_e(report.verified_through)} cannot be trusted.</p><ul>{problems}</ul>"
+        f"<p class='bad'>The log FAILS verification from sequence {escape_html(report.first_bad_sequence)}: "
+        f"records after {escape_html(report.verified_through)} cannot be trusted.</p><ul>{problems}</ul>"
     )
 
 
 def render_period_html(summary: PeriodSummary, report: VerifyReport) -> str:
     s = summary
     period = f"{s.since or 'the first record'} to {s.until or 'the last record'}"
-    urgency_rows = [(_badge(u), str(s.by_urgency[u])) for u in _URGENCIES if s.by_urgency[u]]
-    finding_rows = [(f"<code>{_e(f)}</code>", _e(s.titles.get(f, "")), str(n)) for f, n in s.by_finding.most_common()]
-    pack_rows = [(_e(p), str(n)) for p, n in sorted(s.packs.items())]
-    override_rows = [(_link(o["decision_id"]), _e(o["reason"]), _e(o["comment"]), _e(o["recorded_at"]))
-                     for o in s.overrides]  # fmt: skip
-    incomplete_rows = [(_link(d["id"]), _e(d["recorded_at"]), _e(d["why"])) for d in s.incomplete]
+    urgency_rows = [(urgency_badge(u), str(s.by_urgency[u])) for u in URGENCIES if s.by_urgency[u]]
+    finding_rows = [
+        (f"<code>{escape_html(f)}</code>", escape_html(s.titles.get(f, "")), str(n))
+        for f, n in s.by_finding.most_common()
+    ]
+    pack_rows = [(escape_html(p), str(n)) for p, n in sorted(s.packs.items())]
+    override_rows = [
+        (_link(o["decision_id"]), escape_html(o["reason"]), escape_html(o["comment"]), escape_html(o["recorded_at"]))
+        for o in s.overrides
+    ]
+    incomplete_rows = [(_link(d["id"]), escape_html(d["recorded_at"]), escape_html(d["why"])) for d in s.incomplete]
     decision_rows = [
         (
-            f"<span id='d-{_e(d['id'])}'><code>{_e(d['id'])}</code></span>",
-            _e(d["sequence"]),
-            _e(d["recorded_at"]),
-            _badge(d["urgency"]),
+            f"<span id='d-{escape_html(d['id'])}'><code>{escape_html(d['id'])}</code></span>",
+            escape_html(d["sequence"]),
+            escape_html(d["recorded_at"]),
+            urgency_badge(d["urgency"]),
             "yes" if d["complete"] else "<span class='bad'>NO</span>",
-            _e(", ".join(d["findings"]) or "none"),
+            escape_html(", ".join(d["findings"]) or "none"),
         )
         for d in s.decisions
     ]
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>neurocds audit report: {_e(period)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>neurocds audit report: {escape_html(period)}</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>
 <body><h1>neurocds audit report</h1>
-<p>Period: {_e(period)}. {len(s.decisions)} decisions, {s.rejections} rejected inputs,
+<p>Period: {escape_html(period)}. {len(s.decisions)} decisions, {s.rejections} rejected inputs,
 {len(s.overrides)} overridden and {s.accepted} accepted cards.</p>
 <h2>Verification</h2>{_verification(report)}
 <h2>Decisions by highest urgency</h2>{_table(("Urgency", "Decisions"), urgency_rows, "No decisions.")}

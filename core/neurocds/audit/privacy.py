@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from neurocds.audit.errors import AuditError
+from neurocds.audit.files import write_synced
 from neurocds.audit.settings import PSEUDONYM_KEY_ENV, PSEUDONYM_KEY_FILE_ENV
 
 AUTO_KEY_NAME = "pseudonym.key"
@@ -73,12 +74,7 @@ def read_key_file(path: Path, *, private: bool = False) -> bytes:
 
 def write_key_file(path: Path, key: bytes) -> None:
     """Create ``path`` with mode 0600 (never overwrite) holding ``key`` as hex."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, key.hex().encode("ascii") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(path, key.hex().encode("ascii") + b"\n", os.O_CREAT | os.O_EXCL)
 
 
 def key_from_env(environ: Mapping[str, str]) -> bytes | None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from neurocds.audit._canon import sha256_hex
 from neurocds.audit.chain import LOG_NAME, QUARANTINE_DIR, QUARANTINE_NAME_RE, awaits_recovery
-from neurocds.audit.files import fsync_dir, write_all
+from neurocds.audit.files import replace_durably, truncate_synced
 
 log = logging.getLogger("neurocds.audit")
 
@@ -32,22 +32,9 @@ def move_to_quarantine(directory: Path, last_sequence: int, offset: int, torn: b
     name = f"torn-after-{last_sequence}-at-{offset}-{digest[:16]}.bin"
     path = qdir / name
     if not path.exists() or path.read_bytes() != torn:
-        tmp = qdir / f".{name}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            write_all(fd, torn)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(qdir)
+        replace_durably(path, torn)
     # Only now, with the bytes safe elsewhere, cut them off the log.
-    os.truncate(directory / LOG_NAME, offset)
-    fd = os.open(directory / LOG_NAME, os.O_WRONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    truncate_synced(directory / LOG_NAME, offset)
     log.warning(
         "audit: %d bytes of an interrupted write after record %d moved to %s",
         len(torn),

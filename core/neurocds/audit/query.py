@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from neurocds.audit._canon import loads
 from neurocds.audit.catalog import expand_record, load_catalog
-from neurocds.audit.chain import LOG_NAME
+from neurocds.audit.chain import LOG_NAME, parse_record
 from neurocds.audit.errors import AuditError
 from neurocds.audit.records import RECORD_TYPES
 from neurocds.audit.segments import list_segments
@@ -46,15 +45,13 @@ def iter_records(directory: str | Path, *, expand: bool = True) -> Iterator[dict
             for line in fh:
                 if not line.endswith(b"\n"):
                     break  # the last piece has no line end
-                try:
-                    record = loads(line)
-                except ValueError:
+                record = parse_record(line)
+                if record is None:
                     continue
-                if isinstance(record, dict) and isinstance(record.get("sequence"), int):
-                    if catalog is not None:
-                        with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
-                            record = expand_record(record, catalog)
-                    yield record
+                if catalog is not None:
+                    with contextlib.suppress(AuditError):  # shown as stored; verify names the damage
+                        record = expand_record(record, catalog)
+                yield record
 
 
 def records_backwards(directory: str | Path, *, max_bytes: int, block: int = 1 << 20) -> Iterator[dict[str, Any]]:
@@ -84,11 +81,8 @@ def _file_backwards(path: Path, *, max_bytes: int, block: int) -> Iterator[dict[
             lines = data.split(b"\n")
             carry = lines[0] if position > 0 else b""  # maybe the end of a line that began earlier
             for line in reversed(lines[1:] if position > 0 else lines):
-                try:
-                    record = loads(line)
-                except ValueError:
-                    continue  # a torn last line, or the cut-off start of one at the floor
-                if isinstance(record, dict) and isinstance(record.get("sequence"), int):
+                record = parse_record(line)  # None: a torn last line, or the cut-off start of one at the floor
+                if record is not None:
                     yield record
 
 

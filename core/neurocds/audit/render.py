@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from html import escape
 from typing import Any
 
 from neurocds.audit.inputs import input_facts, name_of, why_not
 from neurocds.audit.query import body_of
+from neurocds.audit.report_html import REPORT_CSS, escape_html, urgency_badge
 from neurocds.audit.verify import VerifyReport
+from neurocds.facts.canonical import json_text
 
 _NO_VALUE = object()
 
@@ -191,7 +192,7 @@ def render_text(record: Mapping[str, Any], related: Sequence[Mapping[str, Any]] 
     if record.get("type") == "rejection":
         return _rejection_text(record)
     if record.get("type") != "decision":
-        return json.dumps(record, indent=2, ensure_ascii=False)
+        return json_text(record)  # what json.dumps(indent=2) writes, by orjson where it can
     m = why_model(record)
     eng = m["engine"]
     lines = [
@@ -233,26 +234,10 @@ def render_text(record: Mapping[str, Any], related: Sequence[Mapping[str, Any]] 
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:60rem;color:#1a1a1a}
-h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:1.6rem;border-bottom:1px solid #ccc}
-table{border-collapse:collapse}td,th{text-align:left;padding:.2rem .8rem .2rem 0;vertical-align:top}
-.u{display:inline-block;padding:0 .4rem;border-radius:.3rem;font-weight:600;font-size:.85rem}
-.u-emergency{background:#b00020;color:#fff}.u-urgent{background:#e65100;color:#fff}
-.u-routine{background:#1565c0;color:#fff}.u-info,.u-none{background:#ddd}
+table{border-collapse:collapse}
 .finding{border:1px solid #ddd;border-radius:.4rem;padding:.6rem 1rem;margin:.8rem 0}
 ul.tree{list-style:none;padding-left:1.2rem;border-left:2px solid #e0e0e0}
-code{background:#f4f4f4;padding:0 .2rem}.ok{color:#1b5e20;font-weight:600}.bad{color:#b00020;font-weight:600}
-.muted{color:#666}.disclaimer{margin-top:2rem;font-style:italic}
-"""
-
-
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _badge(urgency: Any) -> str:
-    u = _e(urgency or "none")
-    cls = u if u in ("emergency", "urgent", "routine", "info", "none") else "none"
-    return f'<span class="u u-{cls}">{u.upper()}</span>'
+""" + REPORT_CSS
 
 
 def _tree_html(nodes: list[dict[str, Any]]) -> str:
@@ -261,13 +246,13 @@ def _tree_html(nodes: list[dict[str, Any]]) -> str:
     items = []
     for node in nodes:
         if node["kind"] == "fact":
-            label = f"fact <code>{_e(node['label'])}</code> = <code>{_e(_value_text(node))}</code>"
+            label = f"fact <code>{escape_html(node['label'])}</code> = <code>{escape_html(_value_text(node))}</code>"
         elif node["kind"] == "derived":
-            value = f" = <code>{_e(_value_text(node))}</code>" if "value" in node else ""
-            rule = f' <span class="muted">(rule {_e(node.get("rule"))})</span>' if node.get("rule") else ""
-            label = f"derived <code>{_e(node['label'])}</code>{value}{rule}"
+            value = f" = <code>{escape_html(_value_text(node))}</code>" if "value" in node else ""
+            rule = f' <span class="muted">(rule {escape_html(node.get("rule"))})</span>' if node.get("rule") else ""
+            label = f"derived <code>{escape_html(node['label'])}</code>{value}{rule}"
         else:
-            label = f"finding <code>{_e(node['label'])}</code> {_badge(node.get('urgency'))}"
+            label = f"finding <code>{escape_html(node['label'])}</code> {urgency_badge(node.get('urgency'))}"
         items.append(f"<li>{label}{_tree_html(node.get('children', []))}</li>")
     return f'<ul class="tree">{"".join(items)}</ul>'
 
@@ -279,18 +264,22 @@ def _verification_html(report: VerifyReport | None, sequence: int) -> str:
     if intact:
         chain = f'<span class="ok">verified</span> from sequence 1 through {report.verified_through}'
     else:
-        chain = f'<span class="bad">NOT verified</span>: first problem at sequence {_e(report.first_bad_sequence)}'
+        first_bad = escape_html(report.first_bad_sequence)
+        chain = f'<span class="bad">NOT verified</span>: first problem at sequence {first_bad}'
     cp = report.covering_checkpoint(sequence) if intact else None
     if cp is None:
         cover = '<span class="bad">no signed checkpoint covers this record yet</span>'
     else:
         state = {"valid": "signature verified", "unchecked": "signature not checked (no public key)"}
         cover = (
-            f"checkpoint {cp.checkpoint_sequence} (signs sequence {cp.covers}, key {_e(cp.key_id)}): "
-            f"{_e(state.get(cp.signature, cp.signature))}"
+            f"checkpoint {cp.checkpoint_sequence} (signs sequence {cp.covers}, key {escape_html(cp.key_id)}): "
+            f"{escape_html(state.get(cp.signature, cp.signature))}"
         )
-    problems = "".join(f"<li>sequence {_e(p.sequence)} [{_e(p.code)}]: {_e(p.reason)}</li>" for p in report.problems)
-    notes = "".join(f"<li>{_e(n)}</li>" for n in report.notes)
+    problems = "".join(
+        f"<li>sequence {escape_html(p.sequence)} [{escape_html(p.code)}]: {escape_html(p.reason)}</li>"
+        for p in report.problems
+    )
+    notes = "".join(f"<li>{escape_html(n)}</li>" for n in report.notes)
     return (
         f"<table><tr><th>Hash chain</th><td>{chain}</td></tr>"
         f"<tr><th>Checkpoint</th><td>{cover}</td></tr></table>"
@@ -305,16 +294,20 @@ def _list_html(title: str, items: list[str]) -> str:
 
 def _finding_html(f: Mapping[str, Any]) -> str:
     parts = [
-        f"<h3>{_badge(f['urgency'])} {_e(f['title'])} <span class='muted'><code>{_e(f['id'])}</code></span></h3>",
-        f"<p class='muted'>rule <code>{_e(f['rule'])}</code>, pack <code>{_e(f['pack'])}</code></p>",
+        f"<h3>{urgency_badge(f['urgency'])} {escape_html(f['title'])} "
+        f"<span class='muted'><code>{escape_html(f['id'])}</code></span></h3>",
+        f"<p class='muted'>rule <code>{escape_html(f['rule'])}</code>, pack <code>{escape_html(f['pack'])}</code></p>",
     ]
     if f.get("detail"):
-        parts.append(f"<p>{_e(f['detail'])}</p>")
+        parts.append(f"<p>{escape_html(f['detail'])}</p>")
     if f["because"]:
         parts.append(f"<p><b>Because</b></p>{_tree_html(f['because'])}")
-    parts.append(_list_html("Not recorded (unknown)", [_e(name_of(u)) for u in f["unknown"]]))
-    parts.append(_list_html("Recommendations", [_e(r) for r in f["recommendations"]]))
-    evidence = [f"{_e(e.get('source'))} <span class='muted'>{_e(e.get('citation'))}</span>" for e in f["evidence"]]
+    parts.append(_list_html("Not recorded (unknown)", [escape_html(name_of(u)) for u in f["unknown"]]))
+    parts.append(_list_html("Recommendations", [escape_html(r) for r in f["recommendations"]]))
+    evidence = [
+        f"{escape_html(e.get('source'))} <span class='muted'>{escape_html(e.get('citation'))}</span>"
+        for e in f["evidence"]
+    ]
     parts.append(_list_html("Evidence", evidence))
     return f"<div class='finding'>{''.join(parts)}</div>"
 
@@ -327,8 +320,8 @@ def _inputs_html(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
     body = "".join(
-        f"<tr><td>{_e(r['name'])}</td><td>{_e(r['value'])}</td>"
-        f"<td class='muted'>{_e('; '.join(r['sources']))}</td></tr>"
+        f"<tr><td>{escape_html(r['name'])}</td><td>{escape_html(r['value'])}</td>"
+        f"<td class='muted'>{escape_html('; '.join(r['sources']))}</td></tr>"
         for r in rows
     )
     return f"<h2>Input facts ({len(rows)})</h2><table><tr><th>Fact</th><th>Value</th><th>From</th></tr>{body}</table>"
@@ -341,35 +334,39 @@ def render_html(
     m = why_model(record)
     eng = m["engine"]
     packs = [
-        f"<code>{_e(p.get('name'))}</code> {_e(p.get('version'))} [{_e(p.get('status', 'ok'))}] "
-        f"<span class='muted'>sha256 {_e(p.get('sha256'))}</span>"
+        f"<code>{escape_html(p.get('name'))}</code> {escape_html(p.get('version'))} "
+        f"[{escape_html(p.get('status', 'ok'))}] "
+        f"<span class='muted'>sha256 {escape_html(p.get('sha256'))}</span>"
         for p in m["packs"]
     ]
-    missing = [f"<code>{_e(d.get('pointer'))}</code> {_badge(d.get('urgency'))}" for d in m["missing_data"]]
+    missing = [
+        f"<code>{escape_html(d.get('pointer'))}</code> {urgency_badge(d.get('urgency'))}" for d in m["missing_data"]
+    ]
     errors = [
-        f"[{_e(e.get('kind'))}] {_e(e.get('pack'))}/{_e(e.get('rule'))}: {_e(e.get('message', '(message redacted)'))}"
+        f"[{escape_html(e.get('kind'))}] {escape_html(e.get('pack'))}/{escape_html(e.get('rule'))}: "
+        f"{escape_html(e.get('message', '(message redacted)'))}"
         for e in m["errors"]
     ]
     engine = (
-        f"{_e(eng.get('name'))} {_e(eng.get('version'))}, backend {_e(eng.get('backend'))}, "
-        f"verified {_e(eng.get('verified'))}"
+        f"{escape_html(eng.get('name'))} {escape_html(eng.get('version'))}, backend {escape_html(eng.get('backend'))}, "
+        f"verified {escape_html(eng.get('verified'))}"
     )
     complete = "yes" if m["complete"] else '<span class="bad">NO: some rules could not be decided</span>'
-    facts = f"<code>{_e(m['facts_sha256'])}</code>" + (" (facts redacted)" if m["redacted"] else "")
+    facts = f"<code>{escape_html(m['facts_sha256'])}</code>" + (" (facts redacted)" if m["redacted"] else "")
     rows = "".join(
         [
-            _row("Sequence", _e(m["sequence"])),
-            _row("Evaluated", _e(m["evaluated_at"])),
-            _row("Recorded", _e(m["recorded_at"])),
+            _row("Sequence", escape_html(m["sequence"])),
+            _row("Evaluated", escape_html(m["evaluated_at"])),
+            _row("Recorded", escape_html(m["recorded_at"])),
             _row("Engine", engine),
-            _row("Highest urgency", _badge(m["highest_urgency"])),
+            _row("Highest urgency", urgency_badge(m["highest_urgency"])),
             _row("Complete", complete),
             _row("Facts SHA-256", facts),
-            _row("Patient pseudonym", f"<code>{_e(m['patient_pseudonym'])}</code>"),
+            _row("Patient pseudonym", f"<code>{escape_html(m['patient_pseudonym'])}</code>"),
         ]
     )
     findings = "".join(_finding_html(f) for f in m["findings"]) or "<p>No findings.</p>"
-    title = f"neurocds decision {_e(m['decision_id'])}"
+    title = f"neurocds decision {escape_html(m['decision_id'])}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>
@@ -378,10 +375,10 @@ def render_html(
 <h2>Verification</h2>{_verification_html(report, int(m["sequence"] or 0))}
 <h2>Packs</h2><ul>{"".join(f"<li>{p}</li>" for p in packs)}</ul>
 <h2>Findings ({len(m["findings"])})</h2>{findings}
-{_list_html("Cards and feedback", [_e(x.strip()) for x in related_lines(related or [])])}
+{_list_html("Cards and feedback", [escape_html(x.strip()) for x in related_lines(related or [])])}
 {_inputs_html(m["inputs"])}
-{_list_html("Rules that did not fire, and why", [f"<code>{_e(n.get('rule'))}</code> ({_e(n.get('state'))}): "
-            f"{_e(why_not(n))}" for n in m["not_fired"]])}
+{_list_html("Rules that did not fire, and why", [f"<code>{escape_html(n.get('rule'))}</code> "
+            f"({escape_html(n.get('state'))}): {escape_html(why_not(n))}" for n in m["not_fired"]])}
 {_list_html("Missing data", missing)}
 {_list_html("Errors", errors)}
 <p class="disclaimer">Decision support for a clinician, not a diagnosis.</p>

@@ -41,7 +41,7 @@ from typing import Any
 
 from neurocds.audit.chain import LOG_NAME, ScanResult, check_alone
 from neurocds.audit.errors import AuditError
-from neurocds.audit.files import fsync_dir, write_all
+from neurocds.audit.files import fsync_dir, write_synced
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
 from neurocds.audit.store_state import StoreState
 
@@ -155,12 +155,7 @@ def first_day(path: Path) -> str | None:
 
 def write_next(directory: Path, line: bytes) -> None:
     """Step 1 of a roll: the next active file, durable before anything is renamed."""
-    fd = os.open(Path(directory) / NEXT_NAME, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        write_all(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(Path(directory) / NEXT_NAME, line, os.O_CREAT | os.O_TRUNC)
 
 
 def seal_and_switch(directory: Path, name: str) -> None:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from neurocds.audit._canon import canonical_json
 from neurocds.audit.errors import AuditError
+from neurocds.audit.files import write_synced
 
 CHECKPOINT_KIND = "neurocds-audit-checkpoint"
 CHECKPOINT_VERSION = "1"
@@ -65,19 +66,10 @@ def generate_keypair(private_out: Path, public_out: Path, *, audit_dir: Path | N
     for path in (private_out, public_out):
         if Path(path).exists():
             raise AuditError(f"{path} already exists; not overwriting a key")
-    _write_new(Path(private_out), private_pem, 0o600)
-    _write_new(Path(public_out), public_pem, 0o644)
+    # exact_mode: the umask must not narrow what we asked for (0644 for the public key).
+    write_synced(private_out, private_pem, os.O_CREAT | os.O_EXCL, 0o600, exact_mode=True)
+    write_synced(public_out, public_pem, os.O_CREAT | os.O_EXCL, 0o644, exact_mode=True)
     return public_key_id(key.public_key())
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask must not widen or narrow what we asked for
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_private_key(path: Path, *, audit_dir: Path | None = None) -> Ed25519PrivateKey:

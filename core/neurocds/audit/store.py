@@ -41,7 +41,7 @@ from neurocds.audit.chain import (
 )
 from neurocds.audit.compact import NodeKeys, compact
 from neurocds.audit.errors import AuditError, AuditIntegrityError
-from neurocds.audit.files import fsync_dir, write_all
+from neurocds.audit.files import fsync_dir, write_all, write_synced
 from neurocds.audit.quarantine import move_to_quarantine, recovery_bodies
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
 from neurocds.audit.segments import NEXT_NAME, chain_start, finish_interrupted_roll, roll
@@ -85,11 +85,7 @@ class ChainStore:
                     f"log file is missing but the head file records {head['sequence']} records",
                     sequence=1,
                 )
-            fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            write_synced(log_path, b"", os.O_CREAT | os.O_EXCL)
             self.write_head(0, GENESIS_HASH)
             fsync_dir(self.directory)
 

@@ -24,7 +24,7 @@ from typing import Any, TypeGuard
 
 from neurocds.audit._canon import canonical_json
 from neurocds.audit.chain import HEAD_NAME, LOG_NAME, ScanResult, check_alone, read_head
-from neurocds.audit.files import write_all
+from neurocds.audit.files import replace_durably
 from neurocds.audit.records import utc_now
 from neurocds.audit.store_state import StoreState
 
@@ -59,14 +59,7 @@ def write_head(directory: Path, sequence: int, digest: str, index: Mapping[str, 
             finally:
                 os.close(fd)
         data = block[:-1]
-    tmp = directory / f".{HEAD_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        write_all(fd, data + b"\n")
-        os.fsync(fd)  # rare: a new file's content must be on disk before the rename
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_durably(path, data + b"\n", sync_directory=False)  # a lagging head is tolerated (above)
 
 
 def _read(fd: int, start: int, end: int) -> bytes:

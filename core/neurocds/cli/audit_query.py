@@ -45,12 +45,12 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True))
 
 
-def warn_if_damaged(audit_dir: Path, record: dict[str, Any] | None = None) -> None:
-    """Say on stderr when the chain does not check out (queries read leniently).
+def warn_if_damaged(audit_dir: Path, record: dict[str, Any]) -> None:
+    """Say on stderr when the chain does not check out at or before ``record`` (``show``, ``export``).
 
-    With ``record`` (``show``, ``export``), only damage at or before that record counts,
-    and the warning says the record cannot be trusted: an auditor must not take a record
-    from a damaged chain as sound because the command that printed it did not check.
+    Only damage at or before that record counts, and the warning says the record cannot be
+    trusted: an auditor must not take a record from a damaged chain as sound because the
+    command that printed it did not check. (``query`` warns of damage the index met instead.)
     """
     from neurocds.audit.chain import ChainProblem
     from neurocds.audit.segment_scan import scan_segments
@@ -60,17 +60,8 @@ def warn_if_damaged(audit_dir: Path, record: dict[str, Any] | None = None) -> No
     chain_problem = scanned.result.first_problem()
     found += [chain_problem] if chain_problem is not None else []
     problem = min(found, key=lambda p: p.sequence, default=None)
-    if problem is None:
-        return
-    if record is None:
-        click.echo(
-            f"warning: the log fails verification at sequence {problem.sequence} "
-            f"({problem.reason}); run `neurocds audit verify`",
-            err=True,
-        )
-        return
     sequence = record.get("sequence")
-    if isinstance(sequence, int) and problem.sequence <= sequence:
+    if problem is not None and isinstance(sequence, int) and problem.sequence <= sequence:
         click.echo(
             f"WARNING: the log fails verification from sequence {problem.sequence} ({problem.reason}); "
             f"record {sequence} cannot be trusted. `neurocds audit verify` says more.",

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 import yaml
@@ -121,6 +121,18 @@ def _pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+K = TypeVar("K")  # what one place maps: a table id, a code key, an ingredient phrase, a fact
+
+
+def _claim(owners: dict[K, Origin], key: K, claim: Origin, what: str) -> None:
+    """Record that ``claim`` maps ``key``; a second place that maps it is refused, naming the first
+    (a silent "last one wins" would make a meaning depend on the order plugins load in)."""
+    first = owners.get(key)
+    if first is not None:
+        raise MappingTableError(f"{what} at {first.file} {first.pointer}", file=claim.file, pointer=claim.pointer)
+    owners[key] = claim
+
+
 class _Builder:
     """Accumulates files; every cross-file check happens here."""
 
@@ -139,10 +151,7 @@ class _Builder:
     def add_file(self, path: Path, data: dict[str, Any]) -> None:
         self.files.append(path)
         table = data["table"]
-        if table in self.tables:
-            other = self.tables[table]
-            raise MappingTableError(f"table id {table!r} is also used by {other.file}", file=path, pointer="/table")
-        self.tables[table] = Origin(path, "/table")
+        _claim(self.tables, table, Origin(path, "/table"), f"table id {table!r} is also used")
         aliases: dict[str, str] = dict(data.get("systems", {}))
         if "document" in data:
             self._add_document(path, data["document"])
@@ -241,14 +250,8 @@ class _Builder:
         phrases: list[tuple[str, ...]] = []
         for k, ingredient in enumerate(entry.get("ingredients", [])):
             phrase = words(ingredient)
-            owner = self.ingredient_owner.get(phrase)
-            if owner is not None:
-                raise MappingTableError(
-                    f"ingredient {ingredient!r} is also mapped at {owner.file} {owner.pointer}",
-                    file=origin.file,
-                    pointer=f"{origin.pointer}/ingredients/{k}",
-                )
-            self.ingredient_owner[phrase] = Origin(origin.file, f"{origin.pointer}/ingredients/{k}")
+            where = Origin(origin.file, f"{origin.pointer}/ingredients/{k}")
+            _claim(self.ingredient_owner, phrase, where, f"ingredient {ingredient!r} is also mapped")
             phrases.append(phrase)
         flags = self._facts(entry["flags"], origin, "/flags") if "flags" in entry else ()
         rule = MedicationRule(
@@ -267,15 +270,9 @@ class _Builder:
     def _claim_single_fact(self, fact: str, origin: Origin) -> None:
         # Two numeric/coded sources for one fact would need a tie-break rule the
         # tables cannot express, so it is refused at load time.
-        other = self.single_fact_owner.get(fact)
-        if other is not None:
-            raise MappingTableError(
-                f"fact {fact!r} is already produced by {other.file} {other.pointer}",
-                file=origin.file,
-                pointer=f"{origin.pointer}/fact",
-            )
-        self.single_fact_owner[fact] = origin
-        self._note_fact(fact, Origin(origin.file, origin.pointer + "/fact"))
+        where = Origin(origin.file, origin.pointer + "/fact")
+        _claim(self.single_fact_owner, fact, where, f"fact {fact!r} is already produced")
+        self._note_fact(fact, where)
 
     def _note_fact(self, fact: str, origin: Origin) -> None:
         for other, other_origin in self.all_facts.items():
@@ -308,15 +305,7 @@ class _Builder:
         match = code.get("match", "exact")
         for system in self._systems(code["system"], aliases, origin, "/system"):
             key = (family, system, code["code"], match)
-            owner = self.code_owner.get(key)
-            if owner is not None:
-                raise MappingTableError(
-                    f"{family} code {system}|{code['code']} ({match}) is also mapped in "
-                    f"{owner.file} at {owner.pointer}",
-                    file=origin.file,
-                    pointer=origin.pointer,
-                )
-            self.code_owner[key] = origin
+            _claim(self.code_owner, key, origin, f"{family} code {system}|{code['code']} ({match}) is also mapped")
             self.indexes[family].add(system, code["code"], match, rule)
 
     def _add_document(self, path: Path, doc: Mapping[str, Any]) -> None:
