@@ -3,6 +3,7 @@ part sizes and line counts checked, and only summaries travelling back from the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from neurocds import Engine
 from neurocds.population import InputRecord, PopulationError, RunSettings, evaluate_partition, output, run_population
 from neurocds.population.executors import run_partition
+from neurocds.population.partition import _result_line
 from neurocds.population.sources import plan_partitions
 from neurocds_packs import BUILTIN_PACKS
 
@@ -55,16 +57,37 @@ def test_a_result_line_is_the_result_document_compactly_encoded(population: Path
         except Exception:
             continue
     assert len(evaluated.lines) == len(expected) and len(evaluated.lines) + len(evaluated.errors) == len(docs)
-    for line, result in zip(evaluated.lines, expected, strict=True):
+    for line, digest, result in zip(evaluated.lines, evaluated.result_hashes, expected, strict=True):
         assert line.endswith(b"\n") and line.count(b"\n") == 1
         parsed = orjson.loads(line)
         assert line == orjson.dumps(parsed) + b"\n"  # compact, UTF-8, in the document's key order
         assert list(parsed) == ["patient_id", "source", "result"]
-        assert list(parsed["result"]) == [*VOLATILE, *(k for k in result if k not in VOLATILE)]  # ids first
-        assert {k: v for k, v in parsed["result"].items() if k not in VOLATILE} == {
-            k: v for k, v in result.items() if k not in VOLATILE
-        }
+        assert list(parsed["result"]) == list(result)  # the engine's document, member for member, in its order
+        stable = {k: v for k, v in parsed["result"].items() if k not in VOLATILE}
+        assert stable == {k: v for k, v in result.items() if k not in VOLATILE}
         assert parsed["result"]["facts_sha256"] == result["facts_sha256"]
+        # The per-patient hash (hashed in place, over spans of the line) is the hash of the stable part's encoding.
+        assert digest == hashlib.sha256(orjson.dumps({"patient_id": parsed["patient_id"], "result": stable})).hexdigest()
+
+
+@pytest.mark.parametrize("patient_id", [None, "p", 'quote " and \\ back', "ünï\u2028code", '","source":"x'])
+@pytest.mark.parametrize("order", ["engine", "ids first", "no ids"])
+def test_the_result_hash_is_over_the_stable_part_whatever_the_ids_and_member_order(patient_id: Any, order: str) -> None:
+    result: dict[str, Any] = {
+        "result_version": "1",
+        "evaluation_id": 'id "1"',
+        "evaluated_at": "2026-01-01T00:00:00.000Z",
+        "facts_sha256": "ab" * 32,
+        "findings": [{"id": "x.y", "because": ["a", {"n": 1.5e-7}]}],
+    }
+    if order == "ids first":
+        result = {k: result[k] for k in (*VOLATILE, "result_version", "facts_sha256", "findings")}
+    elif order == "no ids":
+        result = {k: v for k, v in result.items() if k not in VOLATILE}
+    line, digest = _result_line(patient_id, 'in,"source":"/p.ndjson:3', result)
+    assert orjson.loads(line) == {"patient_id": patient_id, "source": 'in,"source":"/p.ndjson:3', "result": result}
+    stable = {"patient_id": patient_id, "result": {k: v for k, v in result.items() if k not in VOLATILE}}
+    assert digest == hashlib.sha256(orjson.dumps(stable)).hexdigest()
 
 
 def test_what_a_partition_sends_back_is_a_summary_not_the_results(population: Path, tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from neurocds.population.partition import ROW_COLUMNS, EvaluatedPartition, worker_identity
+from neurocds.population.partition import ROW_COLUMNS, EvaluatedPartition, dumps_line, worker_identity
 from neurocds.population.settings import RunSettings
-from neurocds.population.sources import Partition, dumps_line, remove_quietly
+from neurocds.population.sources import Partition, remove_quietly
 
 RESULTS = "results.ndjson"
 ERRORS = "errors.ndjson"
@@ -75,17 +75,16 @@ def write_partition(
     the result documents themselves.
     """
     (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
-    results = b"".join(evaluated.lines)
-    errors = b"".join(dumps_line(item) for item in evaluated.errors)
-    _atomic_write(part_path(out_dir, part, RESULTS), lambda tmp: tmp.write_bytes(results))
-    _atomic_write(part_path(out_dir, part, ERRORS), lambda tmp: tmp.write_bytes(errors))
+    errors = [dumps_line(item) for item in evaluated.errors]
+    _atomic_write(part_path(out_dir, part, RESULTS), lambda tmp: _write_lines(tmp, evaluated.lines))
+    _atomic_write(part_path(out_dir, part, ERRORS), lambda tmp: _write_lines(tmp, errors))
     table = pa.Table.from_pydict(evaluated.rows, schema=ROW_SCHEMA)
     _atomic_write(part_path(out_dir, part, "parquet"), lambda tmp: pq.write_table(table, tmp))
     marker = {
         "partition": part.name,
         "planned": part.count,
         **evaluated.to_tallies(),
-        "bytes": {RESULTS: len(results), ERRORS: len(errors)},
+        "bytes": {RESULTS: sum(map(len, evaluated.lines)), ERRORS: sum(map(len, errors))},
         "result_hashes": evaluated.result_hashes,
         "error_hashes": [_error_hash(e) for e in evaluated.errors],
         "engine": evaluated.engine,
@@ -94,6 +93,13 @@ def write_partition(
     }
     _atomic_write(part_path(out_dir, part, "done.json"), lambda tmp: tmp.write_text(json.dumps(marker)))
     return marker
+
+
+def _write_lines(path: Path, lines: Sequence[bytes]) -> None:
+    # Each ~20 KB line goes from its own bytes to the file (a buffered writer passes what
+    # exceeds its buffer straight through): no joined copy of the partition in memory.
+    with open(path, "wb") as fh:
+        fh.writelines(lines)
 
 
 def _error_hash(entry: dict[str, Any]) -> str:
@@ -189,14 +195,21 @@ def _append(out_fd: int, path: Path, size: int) -> None:
 
 
 def count_lines(path: Path) -> int:
-    """Newlines in ``path``, counted through a memory map (hundreds of MB in tens of ms)."""
+    """Newlines in ``path``, found in place through a memory map.
+
+    ``find`` scans at memchr speed and copies nothing; counting slices of the map cost
+    a fresh 16 MB copy per window and a byte-at-a-time count (together about as much as
+    encoding the results), where finding each newline of a ~20 KB line costs a call.
+    """
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
+        if os.fstat(fh.fileno()).st_size == 0:
             return 0
         with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            step = 1 << 24  # a slice is a copy: count a window at a time
-            return sum(view[start : start + step].count(b"\n") for start in range(0, size, step))
+            lines, at = 0, view.find(b"\n")
+            while at >= 0:
+                lines += 1
+                at = view.find(b"\n", at + 1)
+            return lines
 
 
 def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:

@@ -25,6 +25,7 @@ import orjson
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError, NeurocdsError
 from neurocds.facts.canonical import compact_json
+from neurocds.facts.patient import patient_id_of
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
 from neurocds.fhir import FhirConverter, FhirInputError, MappingTables
 from neurocds.fhir.bundle import walk_bundle
@@ -168,7 +169,7 @@ def evaluate_partition(
                 continue
             else:
                 raise ValueError(f"unknown record kind {record.kind!r}")
-            patient_id = _patient_id_of(facts) or patient_id
+            patient_id = patient_id_of(facts) or patient_id
             result = engine.evaluate(facts, trace=settings.trace and not settings.slim, provenance=provenance).to_dict()
         except FactsValidationError as exc:
             stage = "parse" if any(v.code in _PARSE_CODES for v in exc.violations) else "validate"
@@ -216,32 +217,66 @@ def _convert(
     return conversion.facts, {"provenance": conversion.provenance}
 
 
-def _patient_id_of(facts: Any) -> str | None:
-    if isinstance(facts, bytes | str):
-        try:
-            facts = orjson.loads(facts)  # only the id is read; the engine parses strictly
-        except orjson.JSONDecodeError:
-            return None
-    patient = facts.get("patient") if isinstance(facts, Mapping) else None
-    pid = patient.get("id") if isinstance(patient, Mapping) else None
-    return pid if isinstance(pid, str) else None
+def dumps_line(obj: Any) -> bytes:
+    """One NDJSON line: compact, UTF-8, key order kept; the encoder writes the newline (no copy to add it)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError included: compact_json's fallback then writes it
+        return compact_json(obj) + b"\n"
 
 
-def _splice(stable: bytes, volatile: bytes) -> bytes:
-    """``{"patient_id":..,"result":{R}}`` + ``{V}`` -> ``{"patient_id":..,V..,"result":{V-ids..,R}}``."""
-    source_end = volatile.index(b',"evaluation_id"')
-    marker = b',"result":{'
-    cut = stable.index(marker)
-    return (
-        stable[:cut]
-        + b","
-        + volatile[1:source_end]
-        + marker
-        + volatile[source_end + 1 : -1]
-        + b","
-        + stable[cut + len(marker) :]
-        + b"\n"
-    )
+_RESULT_OPENS = b',"result":{'
+
+
+def _result_line(patient_id: str | None, source: str, result: Mapping[str, Any]) -> tuple[bytes, str]:
+    """``{"patient_id", "source", "result"}`` encoded once, and the hash of that line's stable part.
+
+    The stable part is ``{"patient_id":..,"result":{..}}`` without the source and the
+    result's ``evaluation_id`` and ``evaluated_at``: the same inputs give the same hash
+    wherever they lie and whenever they run. It is hashed in place, as the spans of the
+    line around the source and those two members (a result is ~20 KB: it is neither
+    encoded twice nor copied). A result whose members are not in the engine's order
+    (those two second and third) has its stable part encoded on its own.
+    """
+    line = dumps_line({"patient_id": patient_id, "source": source, "result": result})
+    spans = _stable_spans(line, patient_id, source, result)
+    digest = hashlib.sha256()
+    if spans is None:
+        stable = {k: v for k, v in result.items() if k not in VOLATILE_KEYS}
+        digest.update(compact_json({"patient_id": patient_id, "result": stable}))
+    else:
+        view = memoryview(line)
+        for start, end in spans:
+            digest.update(view[start:end])
+    return line, digest.hexdigest()
+
+
+def _stable_spans(
+    line: bytes, patient_id: str | None, source: str, result: Mapping[str, Any]
+) -> tuple[tuple[int, int], ...] | None:
+    """Where ``line`` holds its stable part: up to the source, the result's first member, after the volatile two.
+
+    Every piece is encoded on its own (a few bytes each) and found at its place in the
+    line, so a span is never a guess; ``None`` when the result is not laid out so.
+    """
+    keys = iter(result)
+    first = next(keys, None)
+    if first is None or first in VOLATILE_KEYS or (next(keys, None), next(keys, None)) != VOLATILE_KEYS:
+        return None
+    head = compact_json({"patient_id": patient_id})[:-1]  # {"patient_id":P
+    where = b"," + compact_json({"source": source})[1:-1]  # ,"source":S
+    member = compact_json({first: result[first]})[1:-1]  # "result_version":"1"
+    volatile = b"," + compact_json({k: result[k] for k in VOLATILE_KEYS})[1:-1]  # ,"evaluation_id":..,"evaluated_at":..
+    at_result = len(head) + len(where)
+    at_volatile = at_result + len(_RESULT_OPENS) + len(member)
+    if not (
+        line.startswith(head)
+        and line.startswith(where, len(head))
+        and line.startswith(_RESULT_OPENS + member + volatile, at_result)
+        and line.endswith(b"}\n")
+    ):
+        return None
+    return (0, len(head)), (at_result, at_volatile), (at_volatile + len(volatile), len(line) - 1)
 
 
 def _reject(
@@ -254,7 +289,6 @@ def _accept(
     out: EvaluatedPartition, record: InputRecord, patient_id: str | None, result: dict[str, Any], slim: bool
 ) -> None:
     findings: Sequence[Mapping[str, Any]] = result["findings"]
-    head = {"patient_id": patient_id}
     if slim:
         body = {
             "facts_sha256": result["facts_sha256"],
@@ -264,16 +298,12 @@ def _accept(
             "missing_data": len(result["missing_data"]),
             "errors": [e.get("kind") for e in result["errors"]],
         }
-        stable = compact_json({**head, **body})
-        line = compact_json({**head, "source": record.source, **body}) + b"\n"
+        line = dumps_line({"patient_id": patient_id, "source": record.source, **body})
+        digest = hashlib.sha256(compact_json({"patient_id": patient_id, **body})).hexdigest()
     else:
-        # Serialised once (results are tens of kilobytes): the hash is over these bytes, and the
-        # written line is the same bytes with the source and the per-evaluation id and time put back.
-        stable = compact_json({**head, "result": {k: v for k, v in result.items() if k not in VOLATILE_KEYS}})
-        volatile = compact_json({"source": record.source, **{k: result[k] for k in VOLATILE_KEYS}})
-        line = _splice(stable, volatile)
+        line, digest = _result_line(patient_id, record.source, result)
     out.lines.append(line)
-    out.result_hashes.append(hashlib.sha256(stable).hexdigest())
+    out.result_hashes.append(digest)
     out.by_urgency[result["highest_urgency"]] += 1
     if not result["complete"]:
         out.incomplete_results += 1
