@@ -67,7 +67,31 @@ def test_a_result_line_is_the_result_document_compactly_encoded(population: Path
         assert stable == {k: v for k, v in result.items() if k not in VOLATILE}
         assert parsed["result"]["facts_sha256"] == result["facts_sha256"]
         # The per-patient hash (hashed in place, over spans of the line) is the hash of the stable part's encoding.
-        assert digest == hashlib.sha256(orjson.dumps({"patient_id": parsed["patient_id"], "result": stable})).hexdigest()
+        stable_line = orjson.dumps({"patient_id": parsed["patient_id"], "result": stable})
+        assert digest == hashlib.sha256(stable_line).hexdigest()
+
+
+def test_each_facts_line_is_parsed_once(population: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from neurocds.facts import validation
+    from neurocds.population import partition
+
+    lines = [line for line in population.read_bytes().splitlines() if line.strip()][:30]
+    strict: list[bytes] = []
+    lenient: list[Any] = []
+    parse_strict, patient_id_of = validation.parse_strict, partition.patient_id_of
+    monkeypatch.setattr(validation, "parse_strict", lambda data, lim: strict.append(data) or parse_strict(data, lim))
+    monkeypatch.setattr(partition, "patient_id_of", lambda facts: _record(lenient, patient_id_of, facts))
+    evaluated = evaluate_partition((InputRecord(f"p:{i}", "facts", d) for i, d in enumerate(lines)), SETTINGS)
+    assert len(evaluated.lines) == 27 and len(evaluated.errors) == 3
+    assert strict == lines  # the engine took each parsed document as it was: one strict parse a line
+    # The id of an accepted patient is read from that parse; only a refused line is read again, for its error entry.
+    assert len(lenient) == 3 and [e["patient_id"] for e in evaluated.errors] == [None, "bad-type", None]
+
+
+def _record(seen: list[Any], read: Any, facts: Any) -> Any:
+    if isinstance(facts, bytes | str):
+        seen.append(facts)
+    return read(facts)
 
 
 @pytest.mark.parametrize("patient_id", [None, "p", 'quote " and \\ back', "ünï\u2028code", '","source":"x'])

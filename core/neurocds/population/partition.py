@@ -155,13 +155,13 @@ def evaluate_partition(
     for record in records:
         out.records_in += 1
         patient_id = record.patient_id
-        facts: Any
+        facts: Any = None
         try:
             if record.kind == "bundle":
                 tables = tables or _process_tables(settings, engine)
                 facts, provenance = _convert(record, settings, tables)
             elif record.kind == "facts":
-                facts, provenance = record.payload, None
+                facts, provenance = _parse_valid(record.payload, engine), None
             elif record.kind == "unreadable":
                 _reject(
                     out, record, patient_id, "read", [{"pointer": "", "message": str(record.payload), "code": "read"}]
@@ -172,6 +172,8 @@ def evaluate_partition(
             patient_id = patient_id_of(facts) or patient_id
             result = engine.evaluate(facts, trace=settings.trace and not settings.slim, provenance=provenance).to_dict()
         except FactsValidationError as exc:
+            if facts is None and record.kind == "facts":  # refused as it was parsed: it may still say who
+                patient_id = patient_id_of(record.payload) or patient_id
             stage = "parse" if any(v.code in _PARSE_CODES for v in exc.violations) else "validate"
             _reject(out, record, patient_id, stage, [v.to_dict() for v in exc.violations])
         except FhirInputError as exc:
@@ -189,6 +191,14 @@ def evaluate_partition(
 
 
 _PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "non_finite", "duplicate_key"})
+
+
+def _parse_valid(payload: bytes | str | Mapping[str, Any], engine: Engine) -> Mapping[str, Any]:
+    """A facts line parsed and validated once: the engine takes the result as is, and the
+    patient id is read from it (reading it from the text cost a second parse per patient)."""
+    if isinstance(payload, bytes | str):
+        return engine.validator.parse_valid(payload)
+    return payload  # already a document (a Spark or Ray caller's): the engine judges it
 
 
 def _convert(
