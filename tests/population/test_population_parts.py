@@ -16,7 +16,7 @@ from neurocds import Engine
 from neurocds.population import InputRecord, PopulationError, RunSettings, evaluate_partition, output, run_population
 from neurocds.population.executors import run_partition
 from neurocds.population.partition import _result_line
-from neurocds.population.sources import plan_partitions
+from neurocds.population.sources import InputError, plan_partitions
 from neurocds_packs import BUILTIN_PACKS
 
 from .helpers import NOW, facts_ndjson, read_ndjson
@@ -112,6 +112,30 @@ def test_the_result_hash_is_over_the_stable_part_whatever_the_ids_and_member_ord
     assert orjson.loads(line) == {"patient_id": patient_id, "source": 'in,"source":"/p.ndjson:3', "result": result}
     stable = {"patient_id": patient_id, "result": {k: v for k, v in result.items() if k not in VOLATILE}}
     assert digest == hashlib.sha256(orjson.dumps(stable)).hexdigest()
+
+
+def test_a_sink_takes_each_line_as_it_is_made_and_nothing_is_kept(population: Path) -> None:
+    docs = [line for line in population.read_bytes().splitlines() if line.strip()][:30]
+    kept = evaluate_partition((InputRecord(f"p:{i}", "facts", d) for i, d in enumerate(docs)), SETTINGS)
+    sent: list[bytes] = []
+    streamed = evaluate_partition(
+        (InputRecord(f"p:{i}", "facts", d) for i, d in enumerate(docs)), SETTINGS, sink=sent.append
+    )
+    assert streamed.lines == [] and len(sent) == streamed.results == kept.results == len(kept.lines) == 27
+    assert [orjson.loads(line)["result"]["facts_sha256"] for line in sent] == [
+        orjson.loads(line)["result"]["facts_sha256"] for line in kept.lines
+    ]
+    assert streamed.result_bytes == sum(map(len, sent)) and streamed.result_hashes == kept.result_hashes
+
+
+def test_a_partition_that_fails_midway_leaves_no_results_part(population: Path, tmp_path: Path) -> None:
+    source = tmp_path / "patients.ndjson"
+    source.write_bytes(population.read_bytes())
+    part = plan_partitions([source], SETTINGS, tmp_path / "work").partitions[0]
+    source.write_bytes(b"\n".join(population.read_bytes().splitlines()[:20]) + b"\n")  # cut while the run reads it
+    with pytest.raises(InputError, match="changed while the run read it"):
+        run_partition(part, SETTINGS, str(tmp_path / "out"))
+    assert list((tmp_path / "out" / "parts").iterdir()) == []  # neither a part nor its temporary file
 
 
 def test_what_a_partition_sends_back_is_a_summary_not_the_results(population: Path, tmp_path: Path) -> None:

@@ -18,11 +18,12 @@ rows per patient: its parts are read and rewritten as one file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +66,41 @@ def _atomic_write(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def results_part(out_dir: Path, part: Partition) -> Iterator[Callable[[bytes], object]]:
+    """Where a partition's result lines go as they are made: its results part, under a
+    temporary name until the block ends without an exception (then renamed into place).
+
+    Written line by line, a partition's results (tens of megabytes) are never held in
+    memory, nor joined into one more copy.
+    """
+    path = part_path(out_dir, part, RESULTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh.write
+    except BaseException:
+        remove_quietly(tmp)  # an interrupted partition leaves nothing half-written behind
+        raise
+    os.replace(tmp, path)
+
+
 def write_partition(
     out_dir: Path, part: Partition, evaluated: EvaluatedPartition, settings: RunSettings
 ) -> dict[str, Any]:
-    """Write one partition's parts, then its done marker; return the marker.
+    """Write one partition's other parts, then its done marker; return the marker.
 
-    The marker is what travels back to the run (from a pool process or a Dask
-    worker): counts, hashes and part sizes, a few tens of bytes per patient, never
-    the result documents themselves.
+    The results part is already in place (:func:`results_part`). The marker is what
+    travels back to the run (from a pool process or a Dask worker): counts, hashes and
+    part sizes, a few tens of bytes per patient, never the result documents themselves.
+
+    :raises OSError: the results part is not the size of the lines the partition made.
     """
-    (out_dir / PARTS).mkdir(parents=True, exist_ok=True)
+    found = part_path(out_dir, part, RESULTS).stat().st_size
+    if found != evaluated.result_bytes:
+        raise OSError(f"{part.name}: its results part holds {found} bytes, its lines {evaluated.result_bytes}")
     errors = [dumps_line(item) for item in evaluated.errors]
-    _atomic_write(part_path(out_dir, part, RESULTS), lambda tmp: _write_lines(tmp, evaluated.lines))
     _atomic_write(part_path(out_dir, part, ERRORS), lambda tmp: _write_lines(tmp, errors))
     table = pa.Table.from_pydict(evaluated.rows, schema=ROW_SCHEMA)
     _atomic_write(part_path(out_dir, part, "parquet"), lambda tmp: pq.write_table(table, tmp))
@@ -84,7 +108,7 @@ def write_partition(
         "partition": part.name,
         "planned": part.count,
         **evaluated.to_tallies(),
-        "bytes": {RESULTS: sum(map(len, evaluated.lines)), ERRORS: sum(map(len, errors))},
+        "bytes": {RESULTS: evaluated.result_bytes, ERRORS: sum(map(len, errors))},
         "result_hashes": evaluated.result_hashes,
         "error_hashes": [_error_hash(e) for e in evaluated.errors],
         "engine": evaluated.engine,
@@ -96,8 +120,6 @@ def write_partition(
 
 
 def _write_lines(path: Path, lines: Sequence[bytes]) -> None:
-    # Each ~20 KB line goes from its own bytes to the file (a buffered writer passes what
-    # exceeds its buffer straight through): no joined copy of the partition in memory.
     with open(path, "wb") as fh:
         fh.writelines(lines)
 

@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,9 @@ class InputRecord:
 class EvaluatedPartition:
     """What one partition produced, in input order, plus its tallies."""
 
-    lines: list[bytes] = field(default_factory=list)  # results NDJSON lines (with newline), one per patient
+    lines: list[bytes] = field(default_factory=list)  # results NDJSON lines (with newline), unless a sink took them
+    results: int = 0  # result lines, kept or sent to the sink
+    result_bytes: int = 0
     rows: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in ROW_COLUMNS})
     errors: list[dict[str, Any]] = field(default_factory=list)  # errors NDJSON, one per rejected patient
     result_hashes: list[str] = field(default_factory=list)  # per patient, without ids and times
@@ -76,7 +78,7 @@ class EvaluatedPartition:
         """The counts, JSON-ready, for a partition's done marker and the run summary."""
         return {
             "records_in": self.records_in,
-            "results": len(self.lines),
+            "results": self.results,
             "errors": len(self.errors),
             "incomplete_results": self.incomplete_results,
             "by_finding": dict(sorted(self.by_finding.items())),
@@ -141,16 +143,25 @@ def worker_identity(settings: RunSettings) -> dict[str, Any]:
 
 
 def evaluate_partition(
-    records: Iterable[InputRecord], settings: RunSettings, *, engine: Engine | None = None
+    records: Iterable[InputRecord],
+    settings: RunSettings,
+    *,
+    engine: Engine | None = None,
+    sink: Callable[[bytes], object] | None = None,
 ) -> EvaluatedPartition:
     """Evaluate ``records`` in order: every record becomes one result line or one error entry.
 
     :param settings: must have ``now`` set (see :meth:`RunSettings.resolved`) for
         reproducible FHIR conversion; ``None`` uses the wall clock per patient.
     :param engine: the engine to use (default: this process's, see :func:`process_engine`).
+    :param sink: called with each result line, in order, instead of keeping it in
+        ``lines`` (a run writes them to its part file as they come: a partition's
+        results are tens of megabytes, and memory held between partitions is given
+        back and faulted in again).
     """
     engine = engine or process_engine(settings)
     out = EvaluatedPartition(engine=engine.engine_info(), packs=engine.pack_infos())
+    keep = sink or out.lines.append
     tables: MappingTables | None = None
     for record in records:
         out.records_in += 1
@@ -186,7 +197,7 @@ def evaluate_partition(
             problem = {"pointer": "", "message": f"{type(exc).__name__}: {exc}", "code": "internal"}
             _reject(out, record, patient_id, "internal", [problem])
         else:
-            _accept(out, record, patient_id, result, settings.slim)
+            _accept(out, record, patient_id, result, settings.slim, keep)
     return out
 
 
@@ -296,7 +307,12 @@ def _reject(
 
 
 def _accept(
-    out: EvaluatedPartition, record: InputRecord, patient_id: str | None, result: dict[str, Any], slim: bool
+    out: EvaluatedPartition,
+    record: InputRecord,
+    patient_id: str | None,
+    result: dict[str, Any],
+    slim: bool,
+    keep: Callable[[bytes], object],
 ) -> None:
     findings: Sequence[Mapping[str, Any]] = result["findings"]
     if slim:
@@ -312,7 +328,9 @@ def _accept(
         digest = hashlib.sha256(compact_json({"patient_id": patient_id, **body})).hexdigest()
     else:
         line, digest = _result_line(patient_id, record.source, result)
-    out.lines.append(line)
+    keep(line)
+    out.results += 1
+    out.result_bytes += len(line)
     out.result_hashes.append(digest)
     out.by_urgency[result["highest_urgency"]] += 1
     if not result["complete"]:
