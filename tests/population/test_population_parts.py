@@ -13,13 +13,21 @@ import orjson
 import pytest
 
 from neurocds import Engine
-from neurocds.population import InputRecord, PopulationError, RunSettings, evaluate_partition, output, run_population
+from neurocds.population import (
+    InputRecord,
+    PopulationError,
+    RunSettings,
+    evaluate_partition,
+    iter_result_lines,
+    output,
+    run_population,
+)
 from neurocds.population.executors import run_partition
 from neurocds.population.partition import _result_line
 from neurocds.population.sources import InputError, plan_partitions
 from neurocds_packs import BUILTIN_PACKS
 
-from .helpers import NOW, facts_ndjson, read_ndjson
+from .helpers import NOW, facts_ndjson, read_results
 
 SETTINGS = RunSettings(now=NOW, partition_size=40, packs=tuple(BUILTIN_PACKS))
 VOLATILE = ("evaluation_id", "evaluated_at")
@@ -152,15 +160,35 @@ def test_what_a_partition_sends_back_is_a_summary_not_the_results(population: Pa
     assert b'"findings"' not in pickle.dumps(marker) and "findings" not in json.dumps(marker)
 
 
-def test_the_outputs_are_the_parts_byte_for_byte(serial: dict[str, Any], population: Path, tmp_path: Path) -> None:
+def test_the_results_are_the_parts_byte_for_byte_and_never_copied(
+    serial: dict[str, Any], population: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     _interrupted(population, out, after=3)  # three partitions finished, their parts kept
-    parts = [out / "parts" / f"part-0000{i}.results.ndjson" for i in range(3)]
-    head = b"".join(p.read_bytes() for p in parts)
+    kept = {i: (out / "parts" / f"part-0000{i}.results.ndjson").read_bytes() for i in range(3)}
+
+    copied: list[int] = []
+    kernel_copy = output.os.copy_file_range
+
+    def counted(source: int, target: int, count: int, *args: Any) -> int:
+        copied.append(count)
+        return kernel_copy(source, target, count, *args)
+
+    monkeypatch.setattr(output.os, "copy_file_range", counted)
+    monkeypatch.setattr(output.shutil, "copyfile", lambda *a, **k: pytest.fail("a results part was copied"))
     summary = run_population([population], out, SETTINGS, workers=0, resume=True)
+    assert sum(copied) == (out / "errors.ndjson").stat().st_size  # the rejects' few lines, no result
     assert summary["resumed_partitions"] == 3 and summary["results_sha256"] == serial["results_sha256"]
-    assert (out / "results.ndjson").read_bytes().startswith(head)
-    assert summary["counts"]["results"] == len(read_ndjson(out / "results.ndjson"))
+    for i, data in kept.items():
+        assert (out / "results" / f"part-0000{i}.ndjson").read_bytes() == data
+    manifest = json.loads((out / "results" / "_manifest.json").read_text())
+    assert [p["path"] for p in manifest["parts"]] == [f"part-{i:05d}.ndjson" for i in range(summary["partitions"])]
+    assert manifest["lines"] == summary["counts"]["results"] == len(read_results(out)) == sum(
+        p["lines"] for p in manifest["parts"]
+    )
+    listed = ["_manifest.json", *(p["path"] for p in manifest["parts"])]
+    assert sorted(f.name for f in (out / "results").iterdir()) == listed
+    assert not (out / "parts").exists()
 
 
 def test_a_part_cut_short_is_run_again_on_resume(serial: dict[str, Any], population: Path, tmp_path: Path) -> None:
@@ -198,11 +226,11 @@ def test_a_part_changed_after_its_partition_finished_fails_the_run_and_resume_re
     with pytest.raises(PopulationError, match="partition wrote") as info:
         run_population([population], out, SETTINGS, workers=0, on_progress=tamper_when_all_done)
     assert info.value.kind == "failed" and not (out / "summary.json").exists()
-    assert sorted(f.name for f in out.iterdir() if f.is_file()) == [".run.json"]  # no half-assembled output
+    assert sorted(f.name for f in out.iterdir() if f.name != "parts") == [".run.json"]  # no half-assembled output
     summary = run_population([population], out, SETTINGS, workers=0, resume=True)
     assert summary["resumed_partitions"] == summary["partitions"] - 1  # all but the tampered one
     assert summary["results_sha256"] == serial["results_sha256"]
-    assert "stray" not in (out / "results.ndjson").read_text()
+    assert not any(b"stray" in line for line in iter_result_lines(out))
 
 
 def test_a_sweep_gives_pack_hooks_a_budget_a_busy_machine_cannot_overrun(tmp_path: Path) -> None:

@@ -7,13 +7,19 @@ worker died therefore replaces, never adds to, what an earlier attempt wrote;
 ``--resume`` trusts only partitions whose marker exists and whose parts have the
 sizes it records.
 
-The run's ``results.ndjson`` and ``errors.ndjson`` are the parts concatenated in
-partition order by the kernel (``copy_file_range``: the bytes never come back
-into Python, nothing is parsed or encoded again; a result line is ~20 KB, so
-this is most of what a run writes), and their lines are then counted on the
-files themselves, so "lines in = results + errors" is checked on what was
-written, not on what workers reported. ``findings.parquet`` holds a few short
-rows per patient: its parts are read and rewritten as one file.
+The run's results are a folder, ``results/``: each partition's results part under
+``part-NNNNN.ndjson`` (zero-padded, so name order is input order), hard-linked, not
+copied, and ``_manifest.json`` listing the parts in order with their lines and
+bytes. A result line is ~20 KB, so the results are nearly all a run writes: joined
+into one file they were written twice (once as parts, once by the kernel's copy at
+the join), which cost about as much as writing them at all. Readers that take a
+folder of NDJSON parts (Spark, Dask, pandas over a glob) read it as it is; names
+starting with ``_`` are skipped by Spark and Hadoop. :func:`iter_result_lines` reads
+it in order. ``errors.ndjson`` (a line per rejected patient) is still one file, the
+parts concatenated by the kernel. The lines of both are counted on the files
+themselves, so "lines in = results + errors" is checked on what was written, not
+on what workers reported. ``findings.parquet`` holds a few short rows per patient:
+its parts are read and rewritten as one file.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from neurocds.population.partition import ROW_COLUMNS, EvaluatedPartition, dumps
 from neurocds.population.settings import RunSettings
 from neurocds.population.sources import Partition, remove_quietly
 
-RESULTS = "results.ndjson"
+RESULTS = "results.ndjson"  # a partition's results part, in parts/
+RESULTS_DIR = "results"  # the run's results: one NDJSON file per partition, and the manifest
+MANIFEST = "_manifest.json"
 ERRORS = "errors.ndjson"
 FINDINGS = "findings.parquet"
 SUMMARY = "summary.json"
@@ -187,10 +195,59 @@ def merge(
                 written["rows"] += table.num_rows
                 writer.write_table(table)
 
-    _atomic_write(out_dir / RESULTS, concatenate(RESULTS))
+    written["results"] = _link_results(out_dir, partitions, markers)
     _atomic_write(out_dir / ERRORS, concatenate(ERRORS, b"".join(dumps_line(e) for e in join_errors)))
     _atomic_write(out_dir / FINDINGS, write_findings)
     return written
+
+
+def _link_results(out_dir: Path, partitions: Sequence[Partition], markers: Sequence[dict[str, Any]]) -> int:
+    """Make ``results/`` from the results parts (linked, or copied where links are refused),
+    with its manifest; return the lines it holds, counted on the files.
+
+    Assembled under a temporary name and renamed into place: the folder is complete or absent.
+    """
+    staging = out_dir / f"{RESULTS_DIR}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        listed: list[dict[str, Any]] = []
+        for part, marker in zip(partitions, markers, strict=True):
+            source, name = part_path(out_dir, part, RESULTS), f"{part.name}.ndjson"
+            found = source.stat().st_size
+            if found != marker["bytes"][RESULTS]:
+                raise OSError(f"{source.name} holds {found} bytes, its partition wrote {marker['bytes'][RESULTS]}")
+            try:
+                os.link(source, staging / name)
+            except OSError:  # a file system without hard links: one copy, as the join used to make
+                shutil.copyfile(source, staging / name)
+            listed.append({"path": name, "lines": count_lines(staging / name), "bytes": found})
+        lines: int = sum(p["lines"] for p in listed)
+        manifest = {
+            "format": "neurocds population results, NDJSON parts in input order",
+            "parts": listed,
+            "lines": lines,
+            "bytes": sum(p["bytes"] for p in listed),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        shutil.rmtree(out_dir / RESULTS_DIR, ignore_errors=True)  # an earlier attempt's
+        os.replace(staging, out_dir / RESULTS_DIR)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return lines
+
+
+def iter_result_lines(out_dir: str | os.PathLike[str]) -> Iterator[bytes]:
+    """Every result line of the run in ``out_dir``, in input order, as the manifest lists the parts.
+
+    :raises OSError: no results folder (the run did not finish), or a part is missing.
+    """
+    folder = Path(out_dir) / RESULTS_DIR
+    manifest = json.loads((folder / MANIFEST).read_text())
+    for entry in manifest["parts"]:
+        with open(folder / entry["path"], "rb") as fh:
+            yield from fh
 
 
 def _append(out_fd: int, path: Path, size: int) -> None:
@@ -239,5 +296,6 @@ def write_summary(out_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def remove_outputs(out_dir: Path) -> None:
-    for name in (RESULTS, ERRORS, FINDINGS, SUMMARY):
+    shutil.rmtree(out_dir / RESULTS_DIR, ignore_errors=True)
+    for name in (ERRORS, FINDINGS, SUMMARY):
         remove_quietly(out_dir / name)
