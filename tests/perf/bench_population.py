@@ -159,11 +159,13 @@ def profile(source: Path, work: Path, settings: RunSettings, n: int) -> None:
     stats = pstats.Stats(profiler)
     stages = {
         "read_partition (read NDJSON lines)": ("sources.py", "_read_ndjson"),
-        "Engine.evaluate (parse, validate, rules)": ("engine.py", "evaluate"),
+        "parse_valid (strict parse + validation)": ("validation.py", "parse_valid"),
+        "Engine.evaluate (rules)": ("engine.py", "evaluate"),
         "Result.to_dict (missing data, trace)": ("result.py", "to_dict"),
-        "compact_json (orjson result lines)": ("partition.py", "compact_json"),
-        "write_partition (parts, Parquet, marker)": ("output.py", "write_partition"),
-        "merge (concatenate parts, count lines)": ("output.py", "merge"),
+        "_result_line (orjson line, its SHA-256)": ("partition.py", "_result_line"),
+        "result lines written to their part": ("~", "<method 'write' of '_io.BufferedWriter' objects>"),
+        "write_partition (errors, Parquet, marker)": ("output.py", "write_partition"),
+        "merge (join parts, count lines, Parquet)": ("output.py", "merge"),
         "plan_partitions (scan, hash inputs)": ("sources.py", "plan_partitions"),
     }
     total = sum(tt for (_, _, tt, _, _) in stats.stats.values())  # type: ignore[attr-defined]  # pstats internals

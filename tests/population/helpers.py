@@ -37,6 +37,13 @@ def read_ndjson(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def read_results(out: Path) -> list[dict[str, Any]]:
+    """A run's result lines, in input order, from its results folder (as its manifest lists the parts)."""
+    from neurocds.population import iter_result_lines
+
+    return [json.loads(line) for line in iter_result_lines(out)]
+
+
 def bulk_export_from_synthea(folder: Path, *, manifest: bool = True, gz: bool = False) -> dict[str, int]:
     """Turn the shared Synthea bundles into what a server's ``$export`` writes.
 

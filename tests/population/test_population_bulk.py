@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from neurocds.cli import main
 from neurocds.population import RunSettings, run_population
 
-from .helpers import NOW, SYNTHEA, bulk_export_from_synthea, read_ndjson
+from .helpers import NOW, SYNTHEA, bulk_export_from_synthea, read_ndjson, read_results
 
 SETTINGS = RunSettings(now=NOW, slim=True, partition_size=8)
 
@@ -30,7 +30,7 @@ def per_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str
 
 
 def _facts_by_patient(out: Path) -> dict[str, str]:
-    return {line["patient_id"]: line["facts_sha256"] for line in read_ndjson(out / "results.ndjson")}
+    return {line["patient_id"]: line["facts_sha256"] for line in read_results(out)}
 
 
 def test_a_folder_of_bundles_converts_every_patient(per_bundle) -> None:
@@ -61,7 +61,7 @@ def test_bulk_export_joined_by_patient_gives_the_same_facts_as_each_bundle(expor
     )
     cited = {
         source["resource"].split("/")[0]
-        for line in read_ndjson(tmp_path / "full" / "results.ndjson")
+        for line in read_results(tmp_path / "full")
         for sources in line["result"]["trace"]["input_provenance"]["provenance"].values()
         for source in sources
     }
@@ -121,8 +121,9 @@ def test_cli_runs_the_shared_synthea_export_and_writes_every_output(export, tmp_
         ],
     )
     assert quiet.exit_code == 0 and "partitions" not in quiet.stderr
-    for name in ("results.ndjson", "findings.parquet", "errors.ndjson", "summary.json"):
+    for name in ("results/_manifest.json", "results/part-00000.ndjson", "findings.parquet", "errors.ndjson"):
         assert (out / name).is_file(), name
+    assert (out / "summary.json").is_file()
     again = CliRunner().invoke(main, ["population", "run", str(export[0]), "--out", str(out), "--workers", "0"])
     assert again.exit_code == 2 and "--resume" in again.output
     missing = CliRunner().invoke(main, ["population", "run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])

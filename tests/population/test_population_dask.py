@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from neurocds.cli import main
 from neurocds.population import RunSettings, run_population
 
-from .helpers import NOW, facts_ndjson, read_ndjson
+from .helpers import NOW, facts_ndjson, read_results
 
 distributed = pytest.importorskip("distributed")
 
@@ -40,7 +40,7 @@ def cluster() -> Iterator[Any]:
 
 
 def _per_patient(out: Path) -> dict[str, Any]:
-    lines = read_ndjson(out / "results.ndjson")
+    lines = read_results(out)
     table = {
         line["patient_id"]: {k: v for k, v in line["result"].items() if k not in ("evaluation_id", "evaluated_at")}
         for line in lines

@@ -24,7 +24,7 @@ from neurocds.population import (
 )
 from neurocds.population.partition import ROW_COLUMNS
 
-from .helpers import NOW, facts_ndjson, read_ndjson
+from .helpers import NOW, facts_ndjson, read_ndjson, read_results
 
 SETTINGS = RunSettings(now=NOW, partition_size=60)
 
@@ -42,7 +42,7 @@ def serial(population: tuple[Path, int], tmp_path_factory: pytest.TempPathFactor
 
 
 def _by_patient(out: Path) -> dict[str, dict[str, Any]]:
-    lines = read_ndjson(out / "results.ndjson")
+    lines = read_results(out)
     ids = [line["patient_id"] for line in lines]
     assert len(ids) == len(set(ids)), "a patient was written twice"
     return {
@@ -65,7 +65,7 @@ def test_every_line_is_a_result_or_an_error_with_its_pointer(serial, population)
     # The source line number is the real one (the blank line and the bad lines count).
     line_no = int(bad_type["source"].rsplit(":", 1)[1])
     assert json.loads(path.read_text().splitlines()[line_no - 1])["patient"]["id"] == "bad-type"
-    assert len(read_ndjson(out / "results.ndjson")) == counts["results"]
+    assert len(read_results(out)) == counts["results"]
     assert not (out / "parts").exists()
 
 
@@ -194,7 +194,7 @@ def test_reference_backend_and_slim_output_say_what_ran(population, tmp_path) ->
     settings = RunSettings(now=NOW, backend="reference", slim=True, partition_size=100)
     summary = run_population([population[0]], tmp_path / "out", settings, workers=0)
     assert summary["engine"]["backend"] == "reference" and summary["settings"]["backend"] == "reference"
-    line = read_ndjson(tmp_path / "out" / "results.ndjson")[0]
+    line = read_results(tmp_path / "out")[0]
     assert set(line) == {
         "patient_id",
         "source",

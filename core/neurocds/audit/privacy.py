@@ -105,16 +105,6 @@ def auto_key(directory: Path, *, create: bool) -> bytes | None:
     return read_key_file(path)
 
 
-def patient_id_of(facts: Any) -> str | None:
-    """The facts document's ``patient.id`` when it is a string, else ``None``."""
-    if isinstance(facts, Mapping):
-        patient = facts.get("patient")
-        patient_id = patient.get("id") if isinstance(patient, Mapping) else None
-        if isinstance(patient_id, str):
-            return patient_id
-    return None
-
-
 UNKNOWN_MEMBER = "<unknown-member>"
 _WITHHELD = "(message withheld: it names a member the facts schema does not define)"
 

@@ -24,6 +24,7 @@ from neurocds.audit.settings import AUDIT_DIR_ENV
 from neurocds.audit.signing import is_inside, load_private_key
 from neurocds.audit.store import ChainStore, Item
 from neurocds.audit.store_state import Appended, StoreState
+from neurocds.facts.patient import patient_id_of
 
 log = logging.getLogger("neurocds.audit")
 
@@ -182,7 +183,7 @@ class AuditLog:
         :param request: who asked (see :func:`neurocds.audit.records.decision_body`).
         """
         data = result.to_dict() if hasattr(result, "to_dict") else result
-        pid = privacy.patient_id_of(facts)
+        pid = patient_id_of(facts)
         body = decision_body(
             data,
             facts,
@@ -221,7 +222,7 @@ class AuditLog:
         violations = getattr(error_or_violations, "violations", error_or_violations)
         if facts_sha256 is None:
             facts_sha256 = getattr(error_or_violations, "facts_sha256", None)
-        pid = privacy.patient_id_of(facts)
+        pid = patient_id_of(facts)
         listed = [violation_dict(v) for v in violations]
         if self.redact:
             schema = self.facts_schema if self.facts_schema is not None else _base_facts_schema()

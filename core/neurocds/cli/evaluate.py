@@ -20,6 +20,7 @@ from neurocds.cli.auditing import audit_config_options, audit_error, audit_faile
 from neurocds.cli.fhir import FhirInputOptions, fhir_input_options
 from neurocds.errors import FactsValidationError, NeurocdsError, PackLoadError, Violation
 from neurocds.explain.render import terminal_safe
+from neurocds.facts.patient import patient_id_of
 from neurocds.facts.strictjson import ParseLimits
 
 EXIT_OK, EXIT_INVALID, EXIT_PACK_FAILED = 0, 2, 3
@@ -216,14 +217,6 @@ def _show_warnings(warnings: list[Any]) -> None:
             click.echo(f"warning: FHIR input{f' {where}' if where else ''}: {warning['message']}", err=True)
 
 
-def _patient_id(facts: Any) -> str | None:
-    try:
-        doc = json.loads(facts) if isinstance(facts, bytes | str) else facts
-        return str(doc["patient"]["id"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 @click.command("evaluate")
 @click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -269,7 +262,7 @@ def evaluate_cmd(
     if fmt == "json":
         click.echo(result.to_json())
     else:
-        click.echo(render_result(result.to_dict(), patient_id=_patient_id(facts), label_of=engine.label_of))
+        click.echo(render_result(result.to_dict(), patient_id=patient_id_of(facts), label_of=engine.label_of))
     tables_left_out = any(w.get("kind") == MAPPING_LEFT_OUT for w in (provenance or {}).get("warnings", []))
     sys.exit(EXIT_OK if result.complete and not tables_left_out else EXIT_PACK_FAILED)
 

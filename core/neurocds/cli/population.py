@@ -72,8 +72,9 @@ def population() -> None:
 @click.option("--audit-dir", type=click.Path(file_okay=False), help="Record the run (one record) in this audit log.")
 @audit_config_options
 def run_cmd(inputs: tuple[str, ...], out_dir: str, **kw: Any) -> None:
-    """Evaluate every patient in INPUT... and write results.ndjson, findings.parquet,
-    errors.ndjson and summary.json to --out.
+    """Evaluate every patient in INPUT... and write results/ (NDJSON parts in input
+    order, listed by results/_manifest.json), findings.parquet, errors.ndjson and
+    summary.json to --out.
 
     INPUT is a facts NDJSON file, a folder or glob of facts files, a folder of FHIR
     Bundles, or a FHIR Bulk Data export (folder or manifest.json); .gz accepted.

@@ -3,7 +3,8 @@
 Inputs (facts NDJSON, folders or globs of facts files, folders of per-patient FHIR
 Bundles, FHIR Bulk Data ``$export`` output) are cut into partitions; each partition
 is evaluated by :func:`evaluate_partition`, a pure function over records that Spark
-(``mapInPandas``), Ray or any process pool can call; the run writes results NDJSON,
+(``mapInPandas``), Ray or any process pool can call; the run writes results NDJSON
+(a folder of one part per partition, in input order: :func:`iter_result_lines`),
 Parquet (one row per patient x finding), ``errors.ndjson`` and ``summary.json``, and
 appends one audit record for the whole run.
 
@@ -19,6 +20,7 @@ Example::
     summary["counts"]["results"], summary["results_sha256"]
 """
 
+from neurocds.population.output import iter_result_lines
 from neurocds.population.partition import (
     EvaluatedPartition,
     InputRecord,
@@ -38,6 +40,7 @@ __all__ = [
     "RunSettings",
     "engine_starts",
     "evaluate_partition",
+    "iter_result_lines",
     "plan_partitions",
     "process_engine",
     "run_population",

@@ -23,13 +23,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from neurocds.fhir.bundle import reference_key
-from neurocds.population.partition import InputRecord
+from neurocds.population.partition import InputRecord, dumps_line
 from neurocds.population.sources import (
     InputError,
     Partition,
     Plan,
     _input_entry,
-    dumps_line,
     open_maybe_gzip,
     remove_quietly,
 )

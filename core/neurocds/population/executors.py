@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from neurocds.population.output import write_partition
+from neurocds.population.output import results_part, write_partition
 from neurocds.population.partition import evaluate_partition, process_engine
 from neurocds.population.settings import RunSettings
 from neurocds.population.sources import Partition, read_partition
@@ -34,12 +34,13 @@ class PartitionFailed(RuntimeError):
 
 def run_partition(part: Partition, settings: RunSettings, out_dir: str) -> dict[str, Any]:
     """The task every executor runs: read one partition, evaluate it, write its parts."""
-    evaluated = evaluate_partition(read_partition(part), settings)
-    if evaluated.records_in != part.count or len(evaluated.lines) + len(evaluated.errors) != part.count:
-        raise RuntimeError(
-            f"{part.name}: planned {part.count} records, read {evaluated.records_in}, "
-            f"wrote {len(evaluated.lines)} results + {len(evaluated.errors)} errors"
-        )
+    with results_part(Path(out_dir), part) as sink:  # each result line written as it comes
+        evaluated = evaluate_partition(read_partition(part), settings, sink=sink)
+        if evaluated.records_in != part.count or evaluated.results + len(evaluated.errors) != part.count:
+            raise RuntimeError(
+                f"{part.name}: planned {part.count} records, read {evaluated.records_in}, "
+                f"wrote {evaluated.results} results + {len(evaluated.errors)} errors"
+            )
     return write_partition(Path(out_dir), part, evaluated, settings)
 
 

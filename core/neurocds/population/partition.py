@@ -16,7 +16,7 @@ import hashlib
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import orjson
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError, NeurocdsError
 from neurocds.facts.canonical import compact_json
+from neurocds.facts.patient import patient_id_of
 from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
 from neurocds.fhir import FhirConverter, FhirInputError, MappingTables
 from neurocds.fhir.bundle import walk_bundle
@@ -59,7 +60,9 @@ class InputRecord:
 class EvaluatedPartition:
     """What one partition produced, in input order, plus its tallies."""
 
-    lines: list[bytes] = field(default_factory=list)  # results NDJSON lines (with newline), one per patient
+    lines: list[bytes] = field(default_factory=list)  # results NDJSON lines (with newline), unless a sink took them
+    results: int = 0  # result lines, kept or sent to the sink
+    result_bytes: int = 0
     rows: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in ROW_COLUMNS})
     errors: list[dict[str, Any]] = field(default_factory=list)  # errors NDJSON, one per rejected patient
     result_hashes: list[str] = field(default_factory=list)  # per patient, without ids and times
@@ -75,7 +78,7 @@ class EvaluatedPartition:
         """The counts, JSON-ready, for a partition's done marker and the run summary."""
         return {
             "records_in": self.records_in,
-            "results": len(self.lines),
+            "results": self.results,
             "errors": len(self.errors),
             "incomplete_results": self.incomplete_results,
             "by_finding": dict(sorted(self.by_finding.items())),
@@ -140,27 +143,36 @@ def worker_identity(settings: RunSettings) -> dict[str, Any]:
 
 
 def evaluate_partition(
-    records: Iterable[InputRecord], settings: RunSettings, *, engine: Engine | None = None
+    records: Iterable[InputRecord],
+    settings: RunSettings,
+    *,
+    engine: Engine | None = None,
+    sink: Callable[[bytes], object] | None = None,
 ) -> EvaluatedPartition:
     """Evaluate ``records`` in order: every record becomes one result line or one error entry.
 
     :param settings: must have ``now`` set (see :meth:`RunSettings.resolved`) for
         reproducible FHIR conversion; ``None`` uses the wall clock per patient.
     :param engine: the engine to use (default: this process's, see :func:`process_engine`).
+    :param sink: called with each result line, in order, instead of keeping it in
+        ``lines`` (a run writes them to its part file as they come: a partition's
+        results are tens of megabytes, and memory held between partitions is given
+        back and faulted in again).
     """
     engine = engine or process_engine(settings)
     out = EvaluatedPartition(engine=engine.engine_info(), packs=engine.pack_infos())
+    keep = sink or out.lines.append
     tables: MappingTables | None = None
     for record in records:
         out.records_in += 1
         patient_id = record.patient_id
-        facts: Any
+        facts: Any = None
         try:
             if record.kind == "bundle":
                 tables = tables or _process_tables(settings, engine)
                 facts, provenance = _convert(record, settings, tables)
             elif record.kind == "facts":
-                facts, provenance = record.payload, None
+                facts, provenance = _parse_valid(record.payload, engine), None
             elif record.kind == "unreadable":
                 _reject(
                     out, record, patient_id, "read", [{"pointer": "", "message": str(record.payload), "code": "read"}]
@@ -168,9 +180,11 @@ def evaluate_partition(
                 continue
             else:
                 raise ValueError(f"unknown record kind {record.kind!r}")
-            patient_id = _patient_id_of(facts) or patient_id
+            patient_id = patient_id_of(facts) or patient_id
             result = engine.evaluate(facts, trace=settings.trace and not settings.slim, provenance=provenance).to_dict()
         except FactsValidationError as exc:
+            if facts is None and record.kind == "facts":  # refused as it was parsed: it may still say who
+                patient_id = patient_id_of(record.payload) or patient_id
             stage = "parse" if any(v.code in _PARSE_CODES for v in exc.violations) else "validate"
             _reject(out, record, patient_id, stage, [v.to_dict() for v in exc.violations])
         except FhirInputError as exc:
@@ -183,11 +197,19 @@ def evaluate_partition(
             problem = {"pointer": "", "message": f"{type(exc).__name__}: {exc}", "code": "internal"}
             _reject(out, record, patient_id, "internal", [problem])
         else:
-            _accept(out, record, patient_id, result, settings.slim)
+            _accept(out, record, patient_id, result, settings.slim, keep)
     return out
 
 
 _PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "non_finite", "duplicate_key"})
+
+
+def _parse_valid(payload: bytes | str | Mapping[str, Any], engine: Engine) -> Mapping[str, Any]:
+    """A facts line parsed and validated once: the engine takes the result as is, and the
+    patient id is read from it (reading it from the text cost a second parse per patient)."""
+    if isinstance(payload, bytes | str):
+        return engine.validator.parse_valid(payload)
+    return payload  # already a document (a Spark or Ray caller's): the engine judges it
 
 
 def _convert(
@@ -216,32 +238,66 @@ def _convert(
     return conversion.facts, {"provenance": conversion.provenance}
 
 
-def _patient_id_of(facts: Any) -> str | None:
-    if isinstance(facts, bytes | str):
-        try:
-            facts = orjson.loads(facts)  # only the id is read; the engine parses strictly
-        except orjson.JSONDecodeError:
-            return None
-    patient = facts.get("patient") if isinstance(facts, Mapping) else None
-    pid = patient.get("id") if isinstance(patient, Mapping) else None
-    return pid if isinstance(pid, str) else None
+def dumps_line(obj: Any) -> bytes:
+    """One NDJSON line: compact, UTF-8, key order kept; the encoder writes the newline (no copy to add it)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+    except TypeError:  # orjson.JSONEncodeError included: compact_json's fallback then writes it
+        return compact_json(obj) + b"\n"
 
 
-def _splice(stable: bytes, volatile: bytes) -> bytes:
-    """``{"patient_id":..,"result":{R}}`` + ``{V}`` -> ``{"patient_id":..,V..,"result":{V-ids..,R}}``."""
-    source_end = volatile.index(b',"evaluation_id"')
-    marker = b',"result":{'
-    cut = stable.index(marker)
-    return (
-        stable[:cut]
-        + b","
-        + volatile[1:source_end]
-        + marker
-        + volatile[source_end + 1 : -1]
-        + b","
-        + stable[cut + len(marker) :]
-        + b"\n"
-    )
+_RESULT_OPENS = b',"result":{'
+
+
+def _result_line(patient_id: str | None, source: str, result: Mapping[str, Any]) -> tuple[bytes, str]:
+    """``{"patient_id", "source", "result"}`` encoded once, and the hash of that line's stable part.
+
+    The stable part is ``{"patient_id":..,"result":{..}}`` without the source and the
+    result's ``evaluation_id`` and ``evaluated_at``: the same inputs give the same hash
+    wherever they lie and whenever they run. It is hashed in place, as the spans of the
+    line around the source and those two members (a result is ~20 KB: it is neither
+    encoded twice nor copied). A result whose members are not in the engine's order
+    (those two second and third) has its stable part encoded on its own.
+    """
+    line = dumps_line({"patient_id": patient_id, "source": source, "result": result})
+    spans = _stable_spans(line, patient_id, source, result)
+    digest = hashlib.sha256()
+    if spans is None:
+        stable = {k: v for k, v in result.items() if k not in VOLATILE_KEYS}
+        digest.update(compact_json({"patient_id": patient_id, "result": stable}))
+    else:
+        view = memoryview(line)
+        for start, end in spans:
+            digest.update(view[start:end])
+    return line, digest.hexdigest()
+
+
+def _stable_spans(
+    line: bytes, patient_id: str | None, source: str, result: Mapping[str, Any]
+) -> tuple[tuple[int, int], ...] | None:
+    """Where ``line`` holds its stable part: up to the source, the result's first member, after the volatile two.
+
+    Every piece is encoded on its own (a few bytes each) and found at its place in the
+    line, so a span is never a guess; ``None`` when the result is not laid out so.
+    """
+    keys = iter(result)
+    first = next(keys, None)
+    if first is None or first in VOLATILE_KEYS or (next(keys, None), next(keys, None)) != VOLATILE_KEYS:
+        return None
+    head = compact_json({"patient_id": patient_id})[:-1]  # {"patient_id":P
+    where = b"," + compact_json({"source": source})[1:-1]  # ,"source":S
+    member = compact_json({first: result[first]})[1:-1]  # "result_version":"1"
+    volatile = b"," + compact_json({k: result[k] for k in VOLATILE_KEYS})[1:-1]  # ,"evaluation_id":..,"evaluated_at":..
+    at_result = len(head) + len(where)
+    at_volatile = at_result + len(_RESULT_OPENS) + len(member)
+    if not (
+        line.startswith(head)
+        and line.startswith(where, len(head))
+        and line.startswith(_RESULT_OPENS + member + volatile, at_result)
+        and line.endswith(b"}\n")
+    ):
+        return None
+    return (0, len(head)), (at_result, at_volatile), (at_volatile + len(volatile), len(line) - 1)
 
 
 def _reject(
@@ -251,10 +307,14 @@ def _reject(
 
 
 def _accept(
-    out: EvaluatedPartition, record: InputRecord, patient_id: str | None, result: dict[str, Any], slim: bool
+    out: EvaluatedPartition,
+    record: InputRecord,
+    patient_id: str | None,
+    result: dict[str, Any],
+    slim: bool,
+    keep: Callable[[bytes], object],
 ) -> None:
     findings: Sequence[Mapping[str, Any]] = result["findings"]
-    head = {"patient_id": patient_id}
     if slim:
         body = {
             "facts_sha256": result["facts_sha256"],
@@ -264,16 +324,14 @@ def _accept(
             "missing_data": len(result["missing_data"]),
             "errors": [e.get("kind") for e in result["errors"]],
         }
-        stable = compact_json({**head, **body})
-        line = compact_json({**head, "source": record.source, **body}) + b"\n"
+        line = dumps_line({"patient_id": patient_id, "source": record.source, **body})
+        digest = hashlib.sha256(compact_json({"patient_id": patient_id, **body})).hexdigest()
     else:
-        # Serialised once (results are tens of kilobytes): the hash is over these bytes, and the
-        # written line is the same bytes with the source and the per-evaluation id and time put back.
-        stable = compact_json({**head, "result": {k: v for k, v in result.items() if k not in VOLATILE_KEYS}})
-        volatile = compact_json({"source": record.source, **{k: result[k] for k in VOLATILE_KEYS}})
-        line = _splice(stable, volatile)
-    out.lines.append(line)
-    out.result_hashes.append(hashlib.sha256(stable).hexdigest())
+        line, digest = _result_line(patient_id, record.source, result)
+    keep(line)
+    out.results += 1
+    out.result_bytes += len(line)
+    out.result_hashes.append(digest)
     out.by_urgency[result["highest_urgency"]] += 1
     if not result["complete"]:
         out.incomplete_results += 1

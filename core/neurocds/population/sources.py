@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from neurocds.facts.canonical import compact_json
 from neurocds.population.partition import InputRecord
 from neurocds.population.settings import RunSettings
 
@@ -249,11 +248,6 @@ def _read_ndjson(part: Partition) -> Iterator[InputRecord]:
                 return
     if left:
         raise InputError(f"{part.path} changed while the run read it: {left} line(s) missing from {part.name}")
-
-
-def dumps_line(obj: Any) -> bytes:
-    """One NDJSON line: compact, UTF-8, key order kept."""
-    return compact_json(obj) + b"\n"
 
 
 def remove_quietly(path: str | os.PathLike[str]) -> None:
