@@ -148,7 +148,7 @@ class CdsService:
         self.verifier = verifier
         # Prefetch templates are generated from the same mapping tables the converter uses.
         self.services = build_services(evaluator.tables)
-        self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
+        self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH, max_containers=None)
         self.fetcher = Fetcher(config)
 
     async def authenticate(self, request: Request, path: str) -> tuple[bool, dict[str, str]]:

@@ -110,7 +110,7 @@ class Fetcher:
     def __init__(self, config: ServiceConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self._transport = transport  # tests may inject one; the default is a real connection
-        self._limits = ParseLimits(max_bytes=config.fhir_max_bytes, max_depth=64)
+        self._limits = ParseLimits(max_bytes=config.fhir_max_bytes, max_depth=64, max_containers=None)
         # Built once: httpx would otherwise load the CA bundle for every call's client (~10 ms).
         self._tls = ssl.create_default_context()
 

@@ -117,7 +117,7 @@ def parse_fhir_document(raw: bytes, limit: int) -> dict[str, Any]:
     from neurocds.fhir import FhirInputError
 
     try:
-        document = parse_strict(raw, ParseLimits(max_bytes=limit, max_depth=MAX_INPUT_DEPTH))
+        document = parse_strict(raw, ParseLimits(max_bytes=limit, max_depth=MAX_INPUT_DEPTH, max_containers=None))
     except FactsValidationError as exc:
         first = exc.violations[0]
         what = "UTF-8 text" if first.code == "utf8" else "valid JSON"

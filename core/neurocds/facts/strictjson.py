@@ -14,6 +14,12 @@ Decisions (documented because callers may rely on them):
   allows; a second one is a syntax error.
 * Depth counts open containers: ``{}`` and ``[]`` are depth 1, ``[[]]`` depth 2.
   ``max_depth`` is the deepest level allowed.
+* ``max_containers`` bounds the objects and arrays of one document (brackets outside
+  strings, counted at C speed before parsing). Parsing and refusing cost a Python step
+  per container in places (a repeated member name is named through a per-object hook),
+  so this bound, not the size alone, keeps every refusal cheap. Size, depth and this
+  count are each reported alone at the root pointer ``""``; of depth and this count,
+  the one the text crosses first (reading from its start).
 * Integer literals too large for a finite float are ``non_finite`` like
   ``1e999``: every consumer must be able to read each number as a finite float.
 * String escapes that decode to an unpaired UTF-16 surrogate (``"\\ud800"``)
@@ -29,19 +35,20 @@ Decisions (documented because callers may rely on them):
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
 import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import itemgetter, lt
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
 from neurocds.facts.canonical import canonical_json_fast
 from neurocds.facts.fastparse import (
+    ONLY_REPEATED_NAMES,
     bracket_depth_at_most,
     exceeds,
     fast_parse,
@@ -55,6 +62,7 @@ from neurocds.facts.plainjson import (
     capped_error,
     describe_value,
     escape_pointer_token,
+    first_names_in_pointer_order,
     has_lone_surrogate,
     is_plain_json,
     json_type_name,
@@ -69,6 +77,7 @@ __all__ = [
     "MAX_VIOLATIONS",
     "ParseLimits",
     "canonical_json",
+    "containers_violation",
     "describe_value",
     "escape_pointer_token",
     "is_plain_json",
@@ -108,6 +117,9 @@ class ParseLimits:
 
     max_bytes: int = 1_048_576
     max_depth: int = 64
+    #: Objects and arrays one document may hold (None: no bound). A facts document holds
+    #: about 15 objects plus one per medication; FHIR input, denser, is parsed without it.
+    max_containers: int | None = 10_000
 
 
 class _NonFinite(str):
@@ -122,9 +134,18 @@ _CONSTANT = {word: _NonFinite(word) for word in ("NaN", "Infinity", "-Infinity")
 
 
 class _DupDict(dict[str, Any]):
-    """A parsed object that had duplicate keys (the hooks cannot know its pointer yet)."""
+    """A parsed object that had duplicate keys (the hooks cannot know its pointer yet).
 
-    duplicates: list[str]
+    ``pairs`` are its members as written; which names repeat is worked out only for the
+    objects a refusal lists (80,000 such objects cost one hook call each, no more).
+    """
+
+    pairs: list[tuple[str, Any]]
+
+    def repeated_names(self) -> list[str]:
+        # Counted at C speed: a set-and-list scan was quadratic in distinct repeated names.
+        counts = Counter(map(itemgetter(0), self.pairs))
+        return [*compress(counts, map(lt, repeat(1), counts.values()))]
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -162,6 +183,36 @@ def _to_text(data: bytes | str, limits: ParseLimits) -> tuple[str, bytes]:
         raise _fail("utf8", f"invalid UTF-8 at byte offset {exc.start + skip}") from None
 
 
+def containers_violation(max_containers: int) -> Violation:
+    """The refusal of a document holding more than ``max_containers`` objects and arrays."""
+    return Violation(
+        pointer="",
+        message=f"document holds more than {max_containers:,} objects and arrays (parse limit max_containers)",
+        expected=f"at most {max_containers:,} objects and arrays",
+        code="containers",
+    )
+
+
+def _check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
+    """Refuse more than ``max_containers`` objects and arrays, before anything builds them.
+
+    The raw bracket count (C speed) settles almost every document; brackets inside strings
+    are only set aside (still at C speed) when the raw count is over the limit. The limit
+    the text crosses first is the one reported: a document nested too deep within its
+    first ``max_containers`` containers is left to the depth check.
+    """
+    cap = limits.max_containers
+    if cap is None or text.count("[") + text.count("{") <= cap:
+        return
+    brackets = outside_brackets(encoded)
+    if brackets.count(b"[") <= cap:
+        return
+    # Up to and including the first container over the limit.
+    head = b"[".join(brackets.split(b"[", cap + 1)[:-1]) + b"["
+    if not exceeds(head, limits.max_depth):
+        raise FactsValidationError([containers_violation(cap)])
+
+
 def _check_depth(text: str, encoded: bytes, max_depth: int) -> None:
     """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
 
@@ -189,12 +240,6 @@ def _check_depth(text: str, encoded: bytes, max_depth: int) -> None:
                 )
         elif char in "]}":
             depth -= 1
-
-
-def _token_order(name: str) -> tuple[int, int, str]:
-    """A member name's place among its siblings' pointers, as violation_sort_key orders them."""
-    token = escape_pointer_token(name)
-    return (0, int(token), "") if token.isascii() and token.isdigit() else (1, 0, token)
 
 
 def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
@@ -230,8 +275,8 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
         elif isinstance(node, dict):
             # Only the names that can be listed: the first MAX_VIOLATIONS + 1 in pointer order
             # (what sorting all of them would keep), not 50,000 violations to sort.
-            repeated = getattr(node, "duplicates", ())
-            for key in heapq.nsmallest(MAX_VIOLATIONS + 1, repeated, key=_token_order):
+            repeated = node.repeated_names() if isinstance(node, _DupDict) else []
+            for key in first_names_in_pointer_order(repeated, MAX_VIOLATIONS + 1):
                 found.append(
                     Violation(
                         pointer=f"{pointer}/{escape_pointer_token(key)}",
@@ -267,15 +312,18 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
     """Parse one JSON document, refusing anything ``json.loads`` would accept too leniently.
 
     :raises FactsValidationError: with violations coded ``size``, ``utf8``, ``syntax``,
-        ``depth`` (each reported alone: parsing stops there), or ``non_finite`` and
+        ``depth``, ``containers`` (each reported alone: parsing stops there), or ``non_finite`` and
         ``duplicate_key`` (all of them reported together, each with its JSON pointer).
     """
     text, encoded = _to_text(data, limits)
+    _check_containers(text, encoded, limits)
     _check_depth(text, encoded, limits.max_depth)
     # C speed when nothing needs naming (see neurocds.facts.fastparse); else the exact path.
     trusted, value = fast_parse(text, encoded)
     if trusted:
         return value
+    # orjson read every number, string and literal, and only a repeated name stopped it.
+    only_names_left = value is ONLY_REPEATED_NAMES
     flagged = False
 
     def on_constant(name: str) -> _NonFinite:
@@ -305,14 +353,15 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         if len(obj) == len(pairs):
             return obj
         flagged = True
-        # Counted at C speed: a set-and-list scan was quadratic in distinct repeated names.
-        counts = Counter(map(itemgetter(0), pairs))
         out = _DupDict(obj)
-        out.duplicates = [key for key, seen in counts.items() if seen > 1]
+        out.pairs = pairs
         return out
 
     hooks: dict[str, Any] = {"parse_constant": on_constant, "parse_float": on_float, "parse_int": on_int}
-    if len(text) > _SCAN_ABOVE:
+    if only_names_left:
+        # Nothing but the names is left to check: no number hooks, one parse that names them.
+        flagged, hooks = True, {}
+    elif len(text) > _SCAN_ABOVE:
         # A Python call per literal costs more than the whole C parse of a large
         # document (a hostile array of 500,000 numbers): scan the text instead, and
         # hook numbers only when some literal could be out of float range. NaN and
@@ -324,7 +373,10 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
             hooks.update(parse_float=on_float, parse_int=on_int)
     try:
         with no_collection():
-            value = _parse_exactly(text, on_object, hooks)
+            if only_names_left:
+                value = json.loads(text, object_pairs_hook=on_object)
+            else:
+                value = _parse_exactly(text, on_object, hooks)
     except json.JSONDecodeError as exc:
         raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:

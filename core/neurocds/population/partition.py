@@ -34,7 +34,7 @@ from neurocds.population.settings import RunSettings
 # The Parquet columns: one row per patient x finding (a patient without findings has
 # one row whose finding is null, so every evaluated patient is counted).
 ROW_COLUMNS = ("patient_id", "finding", "urgency", "pack", "rule", "complete")
-FHIR_LIMITS = ParseLimits(max_bytes=64 * 1_048_576, max_depth=64)  # as `evaluate --fhir`
+FHIR_LIMITS = ParseLimits(max_bytes=64 * 1_048_576, max_depth=64, max_containers=None)  # as `evaluate --fhir`
 VOLATILE_KEYS = ("evaluation_id", "evaluated_at")  # differ on every evaluation of the same facts
 
 
@@ -187,7 +187,7 @@ def evaluate_partition(
     return out
 
 
-_PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "non_finite", "duplicate_key"})
+_PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "containers", "non_finite", "duplicate_key"})
 
 
 def _convert(
