@@ -91,11 +91,21 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("duplicate-numeric-names", _keyed(HEAD + b'"labs":{', '"{0}":1,"{0}":1', b"}}"), "/labs/0"),
         ("duplicate-escaped-names", _keyed(HEAD + b'"labs":{', '"k\\u003a{0}":1,"k\\u003a{0}":1', b"}}"), "/labs/k:0"),
         ("unknown-objects-at-the-limit", _objects(_UNDER_LIMIT, b'{"zz":0}'), "/medications/0/zz"),
+        ("duplicate-names-at-the-member-limit", *_names_then_ints('"k{0}":1,"k{0}":1')),
+        ("duplicate-numeric-names-at-the-member-limit", *_names_then_ints('"{0}":1,"{0}":1')),
         ("one-container-over-the-limit", _objects(CONTAINER_LIMIT - 2, b"{}"), ""),
     ]
-    # More objects and arrays than the parse limit allows: refused at the root before
-    # parsing. UNCAPPED keeps what each names when the limit is lifted.
+    # More objects and arrays, or members, than the parse limits allow: refused at the root
+    # before parsing. UNCAPPED keeps what each names when the limits are lifted.
     return [(name, body, "" if name in UNCAPPED else pointer) for name, body, pointer in items]
+
+
+def _names_then_ints(template: str) -> tuple[bytes, str]:
+    """As many members in ``labs`` as the member limit allows (each name written twice by
+    ``template``), then integers for the rest of the megabyte."""
+    names = b",".join(template.format(i).encode() for i in range((MEMBER_LIMIT - 10) // 2))
+    body = _fill(HEAD + b'"labs":{' + names + b'},"medications":[', b"1", b"]}")
+    return body, "/labs/" + template.format(0).split(":")[0].strip('"')
 
 
 def _objects(count: int, item: bytes) -> bytes:
@@ -121,8 +131,9 @@ def _after_clean(last: bytes) -> tuple[bytes, str]:
     return body, f"/medications/{body.count(b'{}')}"
 
 
-#: The default ParseLimits.max_containers.
+#: The default ParseLimits.max_containers and max_members.
 CONTAINER_LIMIT = 10_000
+MEMBER_LIMIT = 25_000
 # Objects that leave room for the few of the document around them.
 _UNDER_LIMIT = CONTAINER_LIMIT - 10
 #: Shapes over the container limit -> the pointer named with ParseLimits(max_containers=None).
@@ -136,4 +147,10 @@ UNCAPPED = {
     "surrogate-after-many-objects": _after_clean(b'"\\ud800"')[1],
     "long-integer-after-many-objects": "/medications/0/name",
     "one-container-over-the-limit": "/medications/0/name",
+    "labs-unknown-members": "/labs/k0",
+    "top-unknown-members": "/u0",
+    "duplicate-keys": "/labs/a",
+    "many-duplicate-names": "/labs/k0",
+    "duplicate-numeric-names": "/labs/0",
+    "duplicate-escaped-names": "/labs/k:0",
 }

@@ -23,7 +23,7 @@ from neurocds.errors import FactsValidationError
 from neurocds.facts.strictjson import ParseLimits, parse_strict
 from neurocds_packs import BUILTIN_PACKS
 
-from .corpus import CONTAINER_LIMIT
+from .corpus import CONTAINER_LIMIT, MEMBER_LIMIT
 
 BASE: dict[str, Any] = {"facts_version": "1", "patient": {"id": "p1"}}
 MEDICATION = {"name": "aspirin", "class": "other"}
@@ -143,3 +143,29 @@ def test_fhir_input_is_not_held_to_the_facts_limit() -> None:
     assert parse_strict(raw, FHIR_LIMITS)["resourceType"] == "Bundle"
     with pytest.raises(FactsValidationError):
         parse_strict(raw, ParseLimits(max_bytes=FHIR_LIMITS.max_bytes))
+
+
+def members_text(count: int) -> str:
+    return '{"labs":{' + ",".join(f'"k{i}":1' for i in range(count - 1)) + "}}"
+
+
+def test_at_most_25000_members_and_colons_in_strings_are_not_counted(engine: Engine) -> None:
+    assert ParseLimits().max_members == MEMBER_LIMIT
+    at_limit = members_text(MEMBER_LIMIT)
+    assert len(parse_strict(at_limit)["labs"]) == MEMBER_LIMIT - 1
+    over = members_text(MEMBER_LIMIT + 1)
+    assert [(v.pointer, v.code) for v in _violations(over)] == [("", "members")]
+    assert "25,000 members" in _violations(over)[0].message
+    colons = {**BASE, "medications": [{"name": ":" * 100_000 + '\\":', "class": "other"}]}
+    assert engine.validate(json.dumps(colons).encode())["medications"][0]["name"].startswith(":::")
+
+
+def test_the_member_limit_holds_for_a_dict_and_can_be_lifted(engine: Engine) -> None:
+    doc = {**BASE, "labs": {f"k{i}": 1 for i in range(MEMBER_LIMIT)}}
+    assert refusal(engine, doc) == [("", "members")]
+    assert refusal(engine, json.dumps(doc).encode()) == [("", "members")]
+    lifted = Engine(packs=BUILTIN_PACKS, backend="reference", parse_limits=ParseLimits(max_members=None))
+    assert ("/labs/k0", "additional_property") in refusal(lifted, doc)
+    # Over both limits: containers are reported, as the text's check does first.
+    both = {**with_medications(CONTAINER_LIMIT), "labs": doc["labs"]}
+    assert refusal(engine, both) == refusal(engine, json.dumps(both).encode()) == [("", "containers")]

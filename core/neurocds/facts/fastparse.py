@@ -39,8 +39,10 @@ __all__ = [
     "bracket_depth_at_most",
     "exceeds",
     "fast_parse",
+    "member_count",
     "no_collection",
     "outside_brackets",
+    "outside_strings",
     "repeats_a_name",
 ]
 
@@ -52,6 +54,7 @@ _LONG_DIGIT_RUN = b"0" * 19
 _ESCAPED_COLON = ("\\u003a", "\\u003A")
 # Everything but brackets and quotes deleted, then every bracket made a "[" or "]".
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_NOT_COLON = bytes(b for b in range(256) if b not in b':"')
 _ONE_BRACKET_KIND = bytes.maketrans(b"{}", b"[]")
 #: fast_parse's answer where orjson read the whole text and only repeated names are left.
 ONLY_REPEATED_NAMES = object()
@@ -129,20 +132,30 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
 
 
 def outside_brackets(encoded: bytes) -> bytes:
-    """The brackets of ``encoded`` that lie outside strings, in order, each one ``[`` or ``]``.
+    """The brackets of ``encoded`` that lie outside strings, in order, each one ``[`` or ``]``."""
+    return outside_strings(encoded, _NOT_STRUCTURE).translate(_ONE_BRACKET_KIND)
 
-    All at C speed: escaped backslashes and quotes removed, everything but brackets and
-    quotes deleted, then adjacent quotes dropped (an empty string, or the end of one
-    string and the start of the next with no bracket between: neither changes what lies
-    outside). Only strings holding a bracket are left to split off.
+
+def member_count(encoded: bytes) -> int:
+    """The members of ``encoded``: its colons outside strings (each member has one)."""
+    return outside_strings(encoded, _NOT_COLON).count(b":")
+
+
+def outside_strings(encoded: bytes, deleted: bytes) -> bytes:
+    """What lies outside the strings of ``encoded`` once the bytes ``deleted`` are deleted.
+
+    All at C speed: escaped backslashes and quotes removed, the ``deleted`` bytes (never
+    a quote) deleted, then adjacent quotes dropped (an empty string, or the end of one
+    string and the start of the next with nothing kept between: neither changes what
+    lies outside). Only strings holding a kept byte are left to split off.
     """
     unescaped = encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = unescaped.translate(None, _NOT_STRUCTURE)
+    structure = unescaped.translate(None, deleted)
     while b'""' in structure:
         structure = structure.replace(b'""', b"")
     if b'"' in structure:
         structure = b"".join(structure.split(b'"')[::2])
-    return structure.translate(_ONE_BRACKET_KIND)
+    return structure
 
 
 def exceeds(brackets: bytes, max_depth: int) -> bool:

@@ -12,9 +12,19 @@ import re
 from dataclasses import dataclass
 
 from neurocds.errors import FactsValidationError, Violation
-from neurocds.facts.fastparse import bracket_depth_at_most, exceeds, outside_brackets
+from neurocds.facts.fastparse import bracket_depth_at_most, exceeds, member_count, outside_brackets
 
-__all__ = ["ParseLimits", "check_containers", "check_depth", "containers_violation", "fail", "to_text"]
+__all__ = [
+    "ParseLimits",
+    "check_containers",
+    "check_depth",
+    "check_members",
+    "containers_violation",
+    "fail",
+    "fhir_limits",
+    "members_violation",
+    "to_text",
+]
 
 _BOM_BYTES = b"\xef\xbb\xbf"
 _BOM_CHAR = "\ufeff"
@@ -33,6 +43,15 @@ class ParseLimits:
     #: Objects and arrays one document may hold (None: no bound). A facts document holds
     #: about 15 objects plus one per medication; FHIR input, denser, is parsed without it.
     max_containers: int | None = 10_000
+    #: Members (name-value pairs) one document may hold, all objects together (None: no
+    #: bound). A facts document holds about 100 plus two per medication.
+    max_members: int | None = 25_000
+
+
+def fhir_limits(max_bytes: int, max_depth: int = 64) -> ParseLimits:
+    """Size and depth only: FHIR text (a Synthea bundle holds 8,000-13,000 containers per
+    MiB) is not held to the facts document's container and member counts."""
+    return ParseLimits(max_bytes=max_bytes, max_depth=max_depth, max_containers=None, max_members=None)
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -70,14 +89,24 @@ def to_text(data: bytes | str, limits: ParseLimits) -> tuple[str, bytes]:
         raise fail("utf8", f"invalid UTF-8 at byte offset {exc.start + skip}") from None
 
 
-def containers_violation(max_containers: int) -> Violation:
-    """The refusal of a document holding more than ``max_containers`` objects and arrays."""
+def _count_violation(limit: str, cap: int, what: str) -> Violation:
+    """The refusal of a document holding more than ``cap`` ``what``, named by its parse limit."""
     return Violation(
         pointer="",
-        message=f"document holds more than {max_containers:,} objects and arrays (parse limit max_containers)",
-        expected=f"at most {max_containers:,} objects and arrays",
-        code="containers",
+        message=f"document holds more than {cap:,} {what} (parse limit {limit})",
+        expected=f"at most {cap:,} {what}",
+        code=limit.removeprefix("max_"),
     )
+
+
+def containers_violation(max_containers: int) -> Violation:
+    """The refusal of a document holding more than ``max_containers`` objects and arrays."""
+    return _count_violation("max_containers", max_containers, "objects and arrays")
+
+
+def members_violation(max_members: int) -> Violation:
+    """The refusal of a document holding more than ``max_members`` members."""
+    return _count_violation("max_members", max_members, "members")
 
 
 def check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
@@ -98,6 +127,16 @@ def check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
     head = b"[".join(brackets.split(b"[", cap + 1)[:-1]) + b"["
     if not exceeds(head, limits.max_depth):
         raise FactsValidationError([containers_violation(cap)])
+
+
+def check_members(text: str, encoded: bytes, limits: ParseLimits) -> None:
+    """Refuse more than ``max_members`` members (colons outside strings), before parsing.
+
+    Run after the depth check: a document nested too deep is refused for that first.
+    """
+    cap = limits.max_members
+    if cap is not None and text.count(":") > cap and member_count(encoded) > cap:
+        raise FactsValidationError([members_violation(cap)])
 
 
 def check_depth(text: str, encoded: bytes, max_depth: int) -> None:

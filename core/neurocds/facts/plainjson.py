@@ -19,6 +19,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain, compress, filterfalse, repeat
+from operator import is_
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
@@ -30,10 +31,10 @@ __all__ = [
     "escape_pointer_token",
     "first_names_in_pointer_order",
     "has_lone_surrogate",
-    "holds_more_containers",
     "is_float_overflow",
     "is_plain_json",
     "json_type_name",
+    "over_structure_limit",
     "plain_json_problems",
     "printable_unicode",
     "surrogate_violation",
@@ -203,11 +204,13 @@ def _level_is_plain(level: list[Any], kinds: set[type], depth: int, max_depth: i
     return True
 
 
-def is_plain_json(doc: Any, max_depth: int, max_containers: int | None = None) -> bool:
+def is_plain_json(
+    doc: Any, max_depth: int, max_containers: int | None = None, max_members: int | None = None
+) -> bool:
     """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
 
-    With ``max_containers``, also: does it hold at most that many dicts and lists
-    (:func:`holds_more_containers` then says whether that is why it is not plain).
+    With ``max_containers`` / ``max_members``, also: does it hold at most that many dicts
+    and lists / members (:func:`over_structure_limit` then says whether that is why not).
 
     Exact type checks on purpose: subclasses and foreign types answer "no" and the
     slow pass (:func:`plain_json_problems`) then judges them properly. Strings (and
@@ -220,13 +223,17 @@ def is_plain_json(doc: Any, max_depth: int, max_containers: int | None = None) -
     referents of other objects are never taken: a level holding one fails first.
     """
     level = [doc]
-    depth = containers = 0
+    depth = containers = members = 0
     while level:
         depth += 1
         kinds = set(map(type, level))
         if max_containers is not None and not kinds.isdisjoint(_CONTAINER_TYPES):
             containers += _count_containers(level, kinds)
             if containers > max_containers:
+                return False
+        if max_members is not None and dict in kinds:
+            members += _count_members(level, kinds)
+            if members > max_members:
                 return False
         if not _level_is_plain(level, kinds, depth, max_depth):
             return False
@@ -243,29 +250,38 @@ def _count_containers(level: list[Any], kinds: set[type]) -> int:
     return sum(map(_CONTAINER_TYPES.__contains__, map(type, level)))
 
 
-def holds_more_containers(doc: Any, max_depth: int, max_containers: int) -> bool:
-    """True when ``doc`` holds more than ``max_containers`` dicts and lists within ``max_depth`` levels.
+def _count_members(level: list[Any], kinds: set[type]) -> int:
+    """The members of the exact dicts of a level whose types are ``kinds`` (C speed)."""
+    dicts = level if kinds == {dict} else compress(level, map(is_, map(type, level), repeat(dict)))
+    return sum(map(len, dicts))
 
-    What the strict parser counts in a document's text (its brackets), counted a level at
-    a time at C speed and stopping as soon as the count is over. Only exact dicts and lists
-    are counted and descended into (anything else is judged by the other checks); those
-    nested deeper than ``max_depth`` are a ``depth`` problem, not counted here.
+
+def over_structure_limit(doc: Any, max_depth: int, max_containers: int | None, max_members: int | None) -> str:
+    """``"containers"`` or ``"members"`` when ``doc`` holds more than allowed, else ``""``.
+
+    What the strict parser counts in a document's text (its brackets and the colons
+    outside strings), counted a level at a time at C speed within ``max_depth`` levels
+    (deeper is a ``depth`` problem), and, like the text, containers before members. Only
+    exact dicts and lists are counted and descended into (anything else is judged by the
+    other checks).
     """
     level = [doc]
-    depth = containers = 0
+    depth = containers = members = 0
     while level and depth < max_depth:
         depth += 1
         kinds = set(map(type, level))
         if kinds.isdisjoint(_CONTAINER_TYPES):
-            return False
+            break
         count = _count_containers(level, kinds)
         containers += count
-        if containers > max_containers:
-            return True
+        if max_containers is not None and containers > max_containers:
+            return "containers"
+        if dict in kinds:
+            members += _count_members(level, kinds)
         if count < len(level):
             level = [*compress(level, map(_CONTAINER_TYPES.__contains__, map(type, level)))]
         level = gc.get_referents(*level)
-    return False
+    return "members" if max_members is not None and members > max_members else ""
 
 
 # Containers with fewer children are looked at child by child: galloping costs more there.

@@ -48,7 +48,17 @@ from typing import Any
 from neurocds.errors import Violation
 from neurocds.facts.canonical import canonical_json_fast
 from neurocds.facts.fastparse import ONLY_REPEATED_NAMES, fast_parse, no_collection, repeats_a_name
-from neurocds.facts.limits import ParseLimits, check_containers, check_depth, containers_violation, fail, to_text
+from neurocds.facts.limits import (
+    ParseLimits,
+    check_containers,
+    check_depth,
+    check_members,
+    containers_violation,
+    fail,
+    fhir_limits,
+    members_violation,
+    to_text,
+)
 from neurocds.facts.plainjson import (
     LONE_SURROGATE,
     MAX_VIOLATIONS,
@@ -74,8 +84,10 @@ __all__ = [
     "containers_violation",
     "describe_value",
     "escape_pointer_token",
+    "fhir_limits",
     "is_plain_json",
     "json_type_name",
+    "members_violation",
     "parse_strict",
     "plain_json_problems",
     "sha256_canonical",
@@ -207,12 +219,13 @@ def parse_strict(data: bytes | str, limits: ParseLimits = _DEFAULT_LIMITS) -> An
     """Parse one JSON document, refusing anything ``json.loads`` would accept too leniently.
 
     :raises FactsValidationError: with violations coded ``size``, ``utf8``, ``syntax``,
-        ``depth``, ``containers`` (each reported alone: parsing stops there), or ``non_finite`` and
+        ``depth``, ``containers``, ``members`` (each reported alone: parsing stops there), or ``non_finite`` and
         ``duplicate_key`` (all of them reported together, each with its JSON pointer).
     """
     text, encoded = to_text(data, limits)
     check_containers(text, encoded, limits)
     check_depth(text, encoded, limits.max_depth)
+    check_members(text, encoded, limits)
     # C speed when nothing needs naming (see neurocds.facts.fastparse); else the exact path.
     trusted, value = fast_parse(text, encoded)
     if trusted:
