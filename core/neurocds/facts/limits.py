@@ -41,10 +41,10 @@ class ParseLimits:
     max_bytes: int = 1_048_576
     max_depth: int = 64
     #: Objects and arrays one document may hold (None: no bound). A facts document holds
-    #: about 15 objects plus one per medication; FHIR input, denser, is parsed without it.
+    #: about 15 objects plus one per item of its lists; FHIR input, denser, is parsed without it.
     max_containers: int | None = 10_000
     #: Members (name-value pairs) one document may hold, all objects together (None: no
-    #: bound). A facts document holds about 100 plus two per medication.
+    #: bound). A facts document holds about 100 plus a few per item of its lists.
     max_members: int | None = 25_000
 
 
@@ -118,7 +118,8 @@ def check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
     first ``max_containers`` containers is left to the depth check.
     """
     cap = limits.max_containers
-    if cap is None or text.count("[") + text.count("{") <= cap:
+    # Each container takes two bytes at least: an ordinary document is settled by its length.
+    if cap is None or len(encoded) <= 2 * cap or text.count("[") + text.count("{") <= cap:
         return
     brackets = outside_brackets(encoded)
     if brackets.count(b"[") <= cap:
@@ -135,7 +136,8 @@ def check_members(text: str, encoded: bytes, limits: ParseLimits) -> None:
     Run after the depth check: a document nested too deep is refused for that first.
     """
     cap = limits.max_members
-    if cap is not None and text.count(":") > cap and member_count(encoded) > cap:
+    # Each member takes four bytes at least ("":0), so short documents are not counted.
+    if cap is not None and len(encoded) > 4 * cap and text.count(":") > cap and member_count(encoded) > cap:
         raise FactsValidationError([members_violation(cap)])
 
 
