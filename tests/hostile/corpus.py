@@ -78,11 +78,79 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("surrogate-after-many-objects", *_after_clean(b'"\\ud800"')),
         # Parses (the exact path: orjson cannot keep a 30-digit integer); the schema refuses it.
         ("long-integer-after-many-objects", _after_clean(b"123456789012345678901234567890")[0], "/medications/0/name"),
+        # The worst shapes under the container limit: as many containers as it allows, and
+        # the rest of the megabyte spent where each stage is slowest.
+        (
+            "duplicates-in-10k-objects",
+            _fill(HEAD + b'"medications":[' + b",".join([b'{"a":1,"a":1}'] * _UNDER_LIMIT) + b",", b"1", b"]}"),
+            "/medications/0/a",
+        ),
+        ("nan-after-10k-objects-and-ints", *_after_objects_and_ints(b"NaN")),
+        ("number-beyond-float-after-ints", *_after_ints(b"1e400")),
+        ("integer-beyond-float-after-ints", *_after_ints(b"1" + b"0" * 400)),
+        ("duplicate-numeric-names", _keyed(HEAD + b'"labs":{', '"{0}":1,"{0}":1', b"}}"), "/labs/0"),
+        ("duplicate-escaped-names", _keyed(HEAD + b'"labs":{', '"k\\u003a{0}":1,"k\\u003a{0}":1', b"}}"), "/labs/k:0"),
+        ("unknown-objects-at-the-limit", _objects(_UNDER_LIMIT, b'{"zz":0}'), "/medications/0/zz"),
+        ("duplicate-names-at-the-member-limit", *_names_then_ints('"k{0}":1,"k{0}":1')),
+        ("duplicate-numeric-names-at-the-member-limit", *_names_then_ints('"{0}":1,"{0}":1')),
+        ("one-container-over-the-limit", _objects(CONTAINER_LIMIT - 2, b"{}"), ""),
     ]
-    return items
+    # More objects and arrays, or members, than the parse limits allow: refused at the root
+    # before parsing. UNCAPPED keeps what each names when the limits are lifted.
+    return [(name, body, "" if name in UNCAPPED else pointer) for name, body, pointer in items]
+
+
+def _names_then_ints(template: str) -> tuple[bytes, str]:
+    """As many members in ``labs`` as the member limit allows (each name written twice by
+    ``template``), then integers for the rest of the megabyte."""
+    names = b",".join(template.format(i).encode() for i in range((MEMBER_LIMIT - 10) // 2))
+    body = _fill(HEAD + b'"labs":{' + names + b'},"medications":[', b"1", b"]}")
+    return body, "/labs/" + template.format(0).split(":")[0].strip('"')
+
+
+def _objects(count: int, item: bytes) -> bytes:
+    """``count`` objects in ``medications``: with the root and the list, count + 2 containers."""
+    return HEAD + b'"medications":[' + b",".join([item] * count) + b"]}"
+
+
+def _after_ints(last: bytes) -> tuple[bytes, str]:
+    """Half a million integers, then ``last``: the problem to name is at the very end."""
+    body = _fill(HEAD + b'"medications":[', b"1", b"," + last + b"]}")
+    return body, f"/medications/{body.count(b',1')}"
+
+
+def _after_objects_and_ints(last: bytes) -> tuple[bytes, str]:
+    """As many empty objects as the container limit allows, integers, then ``last``."""
+    body = _fill(HEAD + b'"medications":[' + b",".join([b"{}"] * _UNDER_LIMIT) + b",", b"1", b"," + last + b"]}")
+    return body, f"/medications/{body.count(b',') - 2}"
 
 
 def _after_clean(last: bytes) -> tuple[bytes, str]:
     """350,000 empty objects, then ``last``: the problem to name is at the very end."""
     body = _fill(HEAD + b'"medications":[', b"{}", b"," + last + b"]}")
     return body, f"/medications/{body.count(b'{}')}"
+
+
+#: The default ParseLimits.max_containers and max_members.
+CONTAINER_LIMIT = 10_000
+MEMBER_LIMIT = 25_000
+# Objects that leave room for the few of the document around them.
+_UNDER_LIMIT = CONTAINER_LIMIT - 10
+#: Shapes over the container limit -> the pointer named with ParseLimits(max_containers=None).
+UNCAPPED = {
+    "medications-unknown-objects": "/medications/0/zz",
+    "unknown-empty-objects": "/extensions/x",
+    "nesting-at-the-limit": "/extensions/x",
+    "many-short-keys": "/medications/0/a",
+    "duplicates-in-many-objects": "/medications/0/a",
+    "nan-after-many-objects": _after_clean(b"NaN")[1],
+    "surrogate-after-many-objects": _after_clean(b'"\\ud800"')[1],
+    "long-integer-after-many-objects": "/medications/0/name",
+    "one-container-over-the-limit": "/medications/0/name",
+    "labs-unknown-members": "/labs/k0",
+    "top-unknown-members": "/u0",
+    "duplicate-keys": "/labs/a",
+    "many-duplicate-names": "/labs/k0",
+    "duplicate-numeric-names": "/labs/0",
+    "duplicate-escaped-names": "/labs/k:0",
+}

@@ -141,3 +141,31 @@ def test_the_depth_shortcut_never_passes_what_the_exact_count_refuses(text: str,
     except FactsValidationError as exc:
         codes = [v.code for v in exc.violations]
     assert ("depth" in codes) is (deepest > max_depth)
+
+
+@pytest.mark.parametrize(
+    ("last", "problem"),
+    [
+        ("1e-100", False),  # looks risky (a three-digit exponent) but is finite
+        ("1" + "0" * 308, False),  # the largest power of ten a float holds, as an integer
+        ("0." + "3" * 4400, False),  # a run of digits int() could not convert, in a finite float
+        ("1e400", True),
+        ("-1" + "0" * 400, True),
+        ("9" * 5000, True),  # over int()'s 4,300-digit limit
+        ("-Infinity", True),
+    ],
+    ids=["tiny-float", "largest-integer", "long-fraction", "1e400", "negative-401-digits", "5000-digits", "infinity"],
+)
+def test_a_large_text_with_risky_numbers_gets_the_exact_answer(last: str, problem: bool) -> None:
+    """Over 64 KiB the strict parser reads numbers at C speed and reads a clean document again
+    exactly: integers stay integers, and every non-finite literal is named where it is."""
+    count = 40_000
+    text = '{"a":[' + ",".join(["7", "2.5"] * count) + "," + last + "]}"
+    if problem:
+        with pytest.raises(FactsValidationError) as info:
+            parse_strict(text)
+        assert [(v.pointer, v.code) for v in info.value.violations] == [(f"/a/{2 * count}", "non_finite")]
+    else:
+        value = parse_strict(text)
+        assert repr(value) == repr(json.loads(text))  # 7 stays an int, 1e308 stays an int
+        assert type(value["a"][-1]) is type(json.loads(last))

@@ -22,7 +22,8 @@ from cdshooks.support import Server, running_server
 
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError
-from neurocds.facts.strictjson import parse_strict
+from neurocds.facts.fastparse import member_count
+from neurocds.facts.strictjson import ParseLimits, parse_strict
 from neurocds_packs import BUILTIN_PACKS
 
 from .corpus import LIMIT, corpus
@@ -103,3 +104,21 @@ def test_an_impossible_potassium_never_becomes_a_card(server: Server, literal: s
 def test_a_real_low_potassium_still_does(server: Server) -> None:
     found = kalaemia_cards(cards(server, "2.4"))
     assert found and found[0]["indicator"] == "critical"
+
+
+def test_a_request_over_the_facts_documents_structure_limits_is_still_answered(server: Server) -> None:
+    """CDS Hooks requests carry FHIR, denser than facts: the service parses them with size and
+    depth limits only (fhir_limits), and the facts it builds are checked as any dict is."""
+    request = json.loads(example_request("4.1"))
+    filler = {
+        "resourceType": "Bundle",
+        "entry": [{"resource": {"resourceType": "Basic", "id": f"b{i}"}} for i in range(9000)],
+    }
+    request["prefetch"]["unasked"] = filler  # a key the service never asked for: not used
+    body = json.dumps(request).encode()
+    default = ParseLimits()  # what a facts document is held to
+    assert len(body) < LIMIT and body.count(b"{") + body.count(b"[") > (default.max_containers or 0)
+    assert member_count(body) > (default.max_members or 0)
+    resp = server.call("POST", PATH, raw=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 200, resp.body[:500]
+    assert "cards" in resp.json()

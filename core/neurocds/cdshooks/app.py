@@ -47,7 +47,7 @@ from neurocds.cdshooks.requests import (
 from neurocds.cdshooks.security import AuthError, TokenVerifier, caller_of
 from neurocds.errors import FactsValidationError
 from neurocds.facts.canonical import compact_json
-from neurocds.facts.strictjson import ParseLimits, parse_strict
+from neurocds.facts.strictjson import fhir_limits, parse_strict
 
 log = logging.getLogger("neurocds.cdshooks")
 
@@ -148,7 +148,7 @@ class CdsService:
         self.verifier = verifier
         # Prefetch templates are generated from the same mapping tables the converter uses.
         self.services = build_services(evaluator.tables)
-        self.limits = ParseLimits(max_bytes=config.max_body_bytes, max_depth=MAX_JSON_DEPTH)
+        self.limits = fhir_limits(config.max_body_bytes, MAX_JSON_DEPTH)
         self.fetcher = Fetcher(config)
 
     async def authenticate(self, request: Request, path: str) -> tuple[bool, dict[str, str]]:

@@ -37,7 +37,7 @@ from neurocds.cdshooks.config import LOOPBACK_HOSTS, UNAUTHENTICATED, ServiceCon
 from neurocds.cdshooks.discovery import ServiceDefinition
 from neurocds.cdshooks.requests import HookRequest, Issue, RequestError
 from neurocds.errors import FactsValidationError
-from neurocds.facts.strictjson import ParseLimits, parse_strict
+from neurocds.facts.strictjson import fhir_limits, parse_strict
 
 log = logging.getLogger("neurocds.cdshooks")
 
@@ -110,7 +110,7 @@ class Fetcher:
     def __init__(self, config: ServiceConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.config = config
         self._transport = transport  # tests may inject one; the default is a real connection
-        self._limits = ParseLimits(max_bytes=config.fhir_max_bytes, max_depth=64)
+        self._limits = fhir_limits(config.fhir_max_bytes)
         # Built once: httpx would otherwise load the CA bundle for every call's client (~10 ms).
         self._tls = ssl.create_default_context()
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from neurocds.errors import FactsValidationError, NeurocdsError
-from neurocds.facts.strictjson import ParseLimits, parse_strict
+from neurocds.facts.strictjson import fhir_limits, parse_strict
 from neurocds.fhir.policy import DEFAULT_OBSERVATION_WINDOW_DAYS
 
 # The converter and its tables are imported by the functions that convert: declaring the
@@ -117,7 +117,7 @@ def parse_fhir_document(raw: bytes, limit: int) -> dict[str, Any]:
     from neurocds.fhir import FhirInputError
 
     try:
-        document = parse_strict(raw, ParseLimits(max_bytes=limit, max_depth=MAX_INPUT_DEPTH))
+        document = parse_strict(raw, fhir_limits(limit, MAX_INPUT_DEPTH))
     except FactsValidationError as exc:
         first = exc.violations[0]
         what = "UTF-8 text" if first.code == "utf8" else "valid JSON"

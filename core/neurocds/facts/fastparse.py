@@ -34,7 +34,17 @@ from typing import Any
 
 import orjson
 
-__all__ = ["bracket_depth_at_most", "exceeds", "fast_parse", "no_collection", "outside_brackets", "repeats_a_name"]
+__all__ = [
+    "ONLY_REPEATED_NAMES",
+    "bracket_depth_at_most",
+    "exceeds",
+    "fast_parse",
+    "member_count",
+    "no_collection",
+    "outside_brackets",
+    "outside_strings",
+    "repeats_a_name",
+]
 
 # Every digit mapped to 0, so that "19 digits in a row" is one C-speed substring search.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -44,7 +54,10 @@ _LONG_DIGIT_RUN = b"0" * 19
 _ESCAPED_COLON = ("\\u003a", "\\u003A")
 # Everything but brackets and quotes deleted, then every bracket made a "[" or "]".
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+_NOT_COLON = bytes(b for b in range(256) if b not in b':"')
 _ONE_BRACKET_KIND = bytes.maketrans(b"{}", b"[]")
+#: fast_parse's answer where orjson read the whole text and only repeated names are left.
+ONLY_REPEATED_NAMES = object()
 # "[" -> 2 and "]" -> 0, so that byte - 1 is the change in depth.
 _DEPTH_STEPS = bytes.maketrans(b"[]", b"\x02\x00")
 
@@ -97,8 +110,10 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
     """``(True, value)`` when orjson parsed ``text`` to exactly what the strict path would accept.
 
     ``(False, None)`` when the exact path must decide: orjson refused the text (a
-    syntax error, NaN, a lone surrogate, a non-finite number), an integer may exceed
-    64 bits, or some object repeats a member name. ``encoded`` is ``text`` as UTF-8.
+    syntax error, NaN, a lone surrogate, a non-finite number) or an integer may exceed
+    64 bits. ``(False, ONLY_REPEATED_NAMES)`` when everything else was read and some
+    object repeats a member name: naming those is all that is left. ``encoded`` is
+    ``text`` as UTF-8.
     """
     try:
         with no_collection():
@@ -112,25 +127,35 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
     except orjson.JSONEncodeError:  # nesting beyond orjson's writer (only with a raised max_depth)
         return False, None
     if _decoded_colons(text) != written.count(b":"):
-        return False, None  # a member name repeated in some object
+        return False, ONLY_REPEATED_NAMES
     return True, value
 
 
 def outside_brackets(encoded: bytes) -> bytes:
-    """The brackets of ``encoded`` that lie outside strings, in order, each one ``[`` or ``]``.
+    """The brackets of ``encoded`` that lie outside strings, in order, each one ``[`` or ``]``."""
+    return outside_strings(encoded, _NOT_STRUCTURE).translate(_ONE_BRACKET_KIND)
 
-    All at C speed: escaped backslashes and quotes removed, everything but brackets and
-    quotes deleted, then adjacent quotes dropped (an empty string, or the end of one
-    string and the start of the next with no bracket between: neither changes what lies
-    outside). Only strings holding a bracket are left to split off.
+
+def member_count(encoded: bytes) -> int:
+    """The members of ``encoded``: its colons outside strings (each member has one)."""
+    return outside_strings(encoded, _NOT_COLON).count(b":")
+
+
+def outside_strings(encoded: bytes, deleted: bytes) -> bytes:
+    """What lies outside the strings of ``encoded`` once the bytes ``deleted`` are deleted.
+
+    All at C speed: escaped backslashes and quotes removed, the ``deleted`` bytes (never
+    a quote) deleted, then adjacent quotes dropped (an empty string, or the end of one
+    string and the start of the next with nothing kept between: neither changes what
+    lies outside). Only strings holding a kept byte are left to split off.
     """
     unescaped = encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = unescaped.translate(None, _NOT_STRUCTURE)
+    structure = unescaped.translate(None, deleted)
     while b'""' in structure:
         structure = structure.replace(b'""', b"")
     if b'"' in structure:
         structure = b"".join(structure.split(b'"')[::2])
-    return structure.translate(_ONE_BRACKET_KIND)
+    return structure
 
 
 def exceeds(brackets: bytes, max_depth: int) -> bool:

@@ -14,6 +14,12 @@ Decisions (documented because callers may rely on them):
   allows; a second one is a syntax error.
 * Depth counts open containers: ``{}`` and ``[]`` are depth 1, ``[[]]`` depth 2.
   ``max_depth`` is the deepest level allowed.
+* ``max_containers`` bounds the objects and arrays of one document (brackets outside
+  strings, counted at C speed before parsing). Parsing and refusing cost a Python step
+  per container in places (a repeated member name is named through a per-object hook),
+  so this bound, not the size alone, keeps every refusal cheap. Size, depth and this
+  count are each reported alone at the root pointer ``""``; of depth and this count,
+  the one the text crosses first (reading from its start).
 * Integer literals too large for a finite float are ``non_finite`` like
   ``1e999``: every consumer must be able to read each number as a finite float.
 * String escapes that decode to an unpaired UTF-16 surrogate (``"\\ud800"``)
@@ -29,25 +35,29 @@ Decisions (documented because callers may rely on them):
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
 import re
+import sys
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from operator import itemgetter
+from itertools import compress, repeat
+from operator import itemgetter, lt
 from typing import Any
 
-from neurocds.errors import FactsValidationError, Violation
+from neurocds.errors import Violation
 from neurocds.facts.canonical import canonical_json_fast
-from neurocds.facts.fastparse import (
-    bracket_depth_at_most,
-    exceeds,
-    fast_parse,
-    no_collection,
-    outside_brackets,
-    repeats_a_name,
+from neurocds.facts.fastparse import ONLY_REPEATED_NAMES, fast_parse, no_collection, repeats_a_name
+from neurocds.facts.limits import (
+    ParseLimits,
+    check_containers,
+    check_depth,
+    check_members,
+    containers_violation,
+    fail,
+    fhir_limits,
+    members_violation,
+    to_text,
 )
 from neurocds.facts.plainjson import (
     LONE_SURROGATE,
@@ -55,7 +65,9 @@ from neurocds.facts.plainjson import (
     capped_error,
     describe_value,
     escape_pointer_token,
+    first_names_in_pointer_order,
     has_lone_surrogate,
+    is_float_overflow,
     is_plain_json,
     json_type_name,
     plain_json_problems,
@@ -69,23 +81,19 @@ __all__ = [
     "MAX_VIOLATIONS",
     "ParseLimits",
     "canonical_json",
+    "containers_violation",
     "describe_value",
     "escape_pointer_token",
+    "fhir_limits",
     "is_plain_json",
     "json_type_name",
+    "members_violation",
     "parse_strict",
     "plain_json_problems",
     "sha256_canonical",
     "violation_sort_key",
 ]
 
-_BOM_BYTES = b"\xef\xbb\xbf"
-_BOM_CHAR = "\ufeff"
-# A whole JSON string (escapes included; closing quote optional so that an unterminated
-# string swallows the rest of the text instead of exposing brackets inside it), or one
-# structural bracket. Unrolled-loop form: linear time, no catastrophic backtracking.
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_DEPTH_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 # Only documents containing an escape of a surrogate code unit can decode to a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 # float(int) overflows above ~1.8e308, so only literals of 309+ digits need the float test.
@@ -98,16 +106,9 @@ _NUMBER_SHAPE = bytes.maketrans(b"123456789E+", b"000000000e-")
 _NUMBER_RISKS = (b"0" * 200, b"e000", b"e-000")
 # The text's depth is checked before parsing: walks of the parsed value need not check it again.
 _ANY_DEPTH = 1 << 30
+_DEFAULT_LIMITS = ParseLimits()
 # Below this length the hooks cost less than the scan (a facts document is ~2 KiB).
 _SCAN_ABOVE = 65_536
-
-
-@dataclass(frozen=True)
-class ParseLimits:
-    """Bounds that keep one hostile document from exhausting memory or the stack."""
-
-    max_bytes: int = 1_048_576
-    max_depth: int = 64
 
 
 class _NonFinite(str):
@@ -122,79 +123,18 @@ _CONSTANT = {word: _NonFinite(word) for word in ("NaN", "Infinity", "-Infinity")
 
 
 class _DupDict(dict[str, Any]):
-    """A parsed object that had duplicate keys (the hooks cannot know its pointer yet)."""
+    """A parsed object that had duplicate keys (the hooks cannot know its pointer yet).
 
-    duplicates: list[str]
-
-
-def _line_col(text: str, pos: int) -> tuple[int, int]:
-    line = text.count("\n", 0, pos) + 1
-    return line, pos - (text.rfind("\n", 0, pos) + 1) + 1
-
-
-def _fail(code: str, message: str, pointer: str = "") -> FactsValidationError:
-    return FactsValidationError([Violation(pointer=pointer, message=message, code=code)])
-
-
-def _to_text(data: bytes | str, limits: ParseLimits) -> tuple[str, bytes]:
-    """Check size and encoding; return the text with any leading BOM removed, and its UTF-8 bytes."""
-    if isinstance(data, str):
-        # Cheap upper bound first so a huge string is refused before it is encoded.
-        if len(data) > limits.max_bytes:
-            raise _fail("size", f"document is larger than {limits.max_bytes} bytes")
-        try:
-            encoded = data.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise _fail("utf8", f"text has an unencodable character at character offset {exc.start}") from None
-        if len(encoded) > limits.max_bytes:
-            raise _fail("size", f"document is {len(encoded)} bytes, more than {limits.max_bytes}")
-        text = data.removeprefix(_BOM_CHAR)
-        return text, encoded.removeprefix(_BOM_BYTES)
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"parse_strict needs bytes or str, not {type(data).__name__}")
-    raw = bytes(data)
-    if len(raw) > limits.max_bytes:
-        raise _fail("size", f"document is {len(raw)} bytes, more than {limits.max_bytes}")
-    skip = len(_BOM_BYTES) if raw.startswith(_BOM_BYTES) else 0
-    try:
-        return raw[skip:].decode("utf-8"), raw[skip:]
-    except UnicodeDecodeError as exc:
-        raise _fail("utf8", f"invalid UTF-8 at byte offset {exc.start + skip}") from None
-
-
-def _check_depth(text: str, encoded: bytes, max_depth: int) -> None:
-    """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
-
-    Every step of the common case runs at C speed on the UTF-8 bytes (see
-    :mod:`neurocds.facts.fastparse`): the brackets outside strings, innermost pairs
-    removed level by level, and where that cannot prove the bound, the depth after
-    each bracket as a running sum that stops at the first level too deep. The
-    position-reporting scan of the original text runs only on failure.
+    ``pairs`` are its members as written; which names repeat is worked out only for the
+    objects a refusal lists (80,000 such objects cost one hook call each, no more).
     """
-    # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
-    if text.count("[") + text.count("{") <= max_depth or bracket_depth_at_most(encoded, max_depth):
-        return
-    if not exceeds(outside_brackets(encoded), max_depth):
-        return
-    depth = 0
-    for match in _DEPTH_TOKEN.finditer(text):
-        char = match.group()
-        if char in "[{":
-            depth += 1
-            if depth > max_depth:
-                line, col = _line_col(text, match.start())
-                raise _fail(
-                    "depth",
-                    f"nesting deeper than {max_depth} levels at line {line}, column {col}",
-                )
-        elif char in "]}":
-            depth -= 1
 
+    pairs: list[tuple[str, Any]]
 
-def _token_order(name: str) -> tuple[int, int, str]:
-    """A member name's place among its siblings' pointers, as violation_sort_key orders them."""
-    token = escape_pointer_token(name)
-    return (0, int(token), "") if token.isascii() and token.isdigit() else (1, 0, token)
+    def repeated_names(self) -> list[str]:
+        # Counted at C speed: a set-and-list scan was quadratic in distinct repeated names.
+        counts = Counter(map(itemgetter(0), self.pairs))
+        return [*compress(counts, map(lt, repeat(1), counts.values()))]
 
 
 def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
@@ -227,11 +167,23 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
         elif isinstance(node, str):
             if check_surrogates and LONE_SURROGATE.search(node):
                 found.append(surrogate_violation(pointer))
+        elif (isinstance(node, float) and not math.isfinite(node)) or (
+            type(node) is int and is_float_overflow(node)
+        ):  # a literal read without the exact hooks
+            found.append(
+                Violation(
+                    pointer=pointer,
+                    message="number is not finite (JSON numbers must be finite)",
+                    expected="finite number",
+                    found="a number beyond float range",
+                    code="non_finite",
+                )
+            )
         elif isinstance(node, dict):
             # Only the names that can be listed: the first MAX_VIOLATIONS + 1 in pointer order
             # (what sorting all of them would keep), not 50,000 violations to sort.
-            repeated = getattr(node, "duplicates", ())
-            for key in heapq.nsmallest(MAX_VIOLATIONS + 1, repeated, key=_token_order):
+            repeated = node.repeated_names() if isinstance(node, _DupDict) else []
+            for key in first_names_in_pointer_order(repeated, MAX_VIOLATIONS + 1):
                 found.append(
                     Violation(
                         pointer=f"{pointer}/{escape_pointer_token(key)}",
@@ -263,19 +215,23 @@ def _parse_exactly(text: str, on_object: Callable[[list[tuple[str, Any]]], Any],
     return json.loads(text, object_pairs_hook=on_object, **hooks)
 
 
-def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
+def parse_strict(data: bytes | str, limits: ParseLimits = _DEFAULT_LIMITS) -> Any:
     """Parse one JSON document, refusing anything ``json.loads`` would accept too leniently.
 
     :raises FactsValidationError: with violations coded ``size``, ``utf8``, ``syntax``,
-        ``depth`` (each reported alone: parsing stops there), or ``non_finite`` and
+        ``depth``, ``containers``, ``members`` (each reported alone: parsing stops there), or ``non_finite`` and
         ``duplicate_key`` (all of them reported together, each with its JSON pointer).
     """
-    text, encoded = _to_text(data, limits)
-    _check_depth(text, encoded, limits.max_depth)
+    text, encoded = to_text(data, limits)
+    check_containers(text, encoded, limits)
+    check_depth(text, encoded, limits.max_depth)
+    check_members(text, encoded, limits)
     # C speed when nothing needs naming (see neurocds.facts.fastparse); else the exact path.
     trusted, value = fast_parse(text, encoded)
     if trusted:
         return value
+    # orjson read every number, string and literal, and only a repeated name stopped it.
+    only_names_left = value is ONLY_REPEATED_NAMES
     flagged = False
 
     def on_constant(name: str) -> _NonFinite:
@@ -305,14 +261,16 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         if len(obj) == len(pairs):
             return obj
         flagged = True
-        # Counted at C speed: a set-and-list scan was quadratic in distinct repeated names.
-        counts = Counter(map(itemgetter(0), pairs))
         out = _DupDict(obj)
-        out.duplicates = [key for key, seen in counts.items() if seen > 1]
+        out.pairs = pairs
         return out
 
     hooks: dict[str, Any] = {"parse_constant": on_constant, "parse_float": on_float, "parse_int": on_int}
-    if len(text) > _SCAN_ABOVE:
+    numbers_as_floats = False
+    if only_names_left:
+        # Nothing but the names is left to check: no number hooks, one parse that names them.
+        flagged, hooks = True, {}
+    elif len(text) > _SCAN_ABOVE:
         # A Python call per literal costs more than the whole C parse of a large
         # document (a hostile array of 500,000 numbers): scan the text instead, and
         # hook numbers only when some literal could be out of float range. NaN and
@@ -320,22 +278,40 @@ def parse_strict(data: bytes | str, limits: ParseLimits = ParseLimits()) -> Any:
         # those words can hold one.
         flagged = "NaN" in text or "Infinity" in text
         hooks = {"parse_constant": _CONSTANT}
-        if any(risk in encoded.translate(_NUMBER_SHAPE) for risk in _NUMBER_RISKS):
-            hooks.update(parse_float=on_float, parse_int=on_int)
+        shape = encoded.translate(_NUMBER_SHAPE)
+        if any(risk in shape for risk in _NUMBER_RISKS):
+            # Even then not a Python call per literal (500,000 integers then 1e400 took
+            # 90 ms): numbers are read at C speed, a float out of range becomes inf and an
+            # integer stays one, for the walk to name. Only where a run of digits is longer
+            # than int() converts are integers read as floats (that reading costs half as
+            # much again), and a clean document then read again exactly.
+            flagged = True
+            hooks["parse_float"] = float
+            digits = sys.get_int_max_str_digits()
+            if digits and b"0" * (digits + 1) in shape:
+                hooks["parse_int"] = float
+                numbers_as_floats = True
     try:
         with no_collection():
-            value = _parse_exactly(text, on_object, hooks)
+            if only_names_left:
+                value = json.loads(text, object_pairs_hook=on_object)
+            else:
+                value = _parse_exactly(text, on_object, hooks)
     except json.JSONDecodeError as exc:
-        raise _fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        raise fail("syntax", f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except RecursionError:
         # Only reachable when max_depth is set above what the C scanner can recurse.
-        raise _fail("depth", "nesting too deep for the parser") from None
+        raise fail("depth", "nesting too deep for the parser") from None
     # Substring test first: it runs at C speed and almost every document has no "\u".
     check_surrogates = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
     if flagged or check_surrogates:
         problems = _walk_problems(value, check_surrogates)
         if problems:
             raise capped_error(problems)
+    if numbers_as_floats:  # clean, and its integers must stay integers
+        hooks.update(parse_float=on_float, parse_int=on_int)
+        with no_collection():
+            value = _parse_exactly(text, on_object, hooks)
     return value
 
 

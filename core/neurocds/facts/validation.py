@@ -28,11 +28,18 @@ from neurocds.facts.plainjson import (
     MAX_VIOLATIONS,
     capped_error,
     is_plain_json,
+    over_structure_limit,
     plain_json_problems,
 )
 from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
 from neurocds.facts.rust_schema import compile_rust
-from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
+from neurocds.facts.strictjson import (
+    ParseLimits,
+    containers_violation,
+    members_violation,
+    parse_strict,
+    sha256_canonical,
+)
 from neurocds.facts.violations import map_error, pointer_of, unknown_member_flood
 
 # jsonschema is imported where it is used: a valid document is judged by jsonschema-rs, so
@@ -136,8 +143,8 @@ class FactsValidator:
         Never mutated: it is deep-copied.
     :param extension_schemas: pack name -> that pack's sub-schema (Draft 2020-12) for
         ``extensions.<pack name>``. A pack not listed may not appear under extensions.
-    :param limits: size and depth limits for :meth:`parse_and_validate` and for the
-        depth of Python documents passed to :meth:`validate`.
+    :param limits: size, depth and container limits for :meth:`parse_and_validate`; depth
+        and containers also bound the Python documents passed to :meth:`validate`.
     :param schema_checked: skip the meta-schema check of the composed schema.
     :raises PackLoadError: a pack's sub-schema is not a valid 2020-12 schema, or the
         base schema has no ``extensions`` object to put it in.
@@ -246,7 +253,8 @@ class FactsValidator:
 
     def is_valid(self, doc: Any) -> bool:
         """True exactly when :meth:`violations` would be empty; no explanation, less work."""
-        if not is_plain_json(doc, self._limits.max_depth):
+        limits = self._limits
+        if not is_plain_json(doc, limits.max_depth, limits.max_containers, limits.max_members):
             return not self._violations(doc, known_plain=False)[0]
         if self._fast is not None:
             return self._fast(doc)
@@ -264,9 +272,16 @@ class FactsValidator:
     def _violations(self, doc: Any, *, known_plain: bool) -> tuple[list[Violation], bool]:
         """Up to :data:`MAX_VIOLATIONS` + 1 violations (one more than is listed marks a cut),
         and whether ``doc`` is plain JSON data."""
-        max_depth = self._limits.max_depth
+        limits = self._limits
+        max_depth, max_containers, max_members = limits.max_depth, limits.max_containers, limits.max_members
         # parse_strict output is plain, finite and depth-checked: no need to walk it again.
-        if not known_plain and not is_plain_json(doc, max_depth):
+        if not known_plain and not is_plain_json(doc, max_depth, max_containers, max_members):
+            # The limits the JSON text is held to (brackets, members), checked first as there.
+            over = over_structure_limit(doc, max_depth, max_containers, max_members)
+            if over == "containers" and max_containers is not None:
+                return [containers_violation(max_containers)], False
+            if over == "members" and max_members is not None:
+                return [members_violation(max_members)], False
             # Like parse_strict on the same document's text: what JSON cannot carry is
             # reported alone, and the schema never sees values it cannot compare.
             unfit = plain_json_problems(doc, max_depth)

@@ -26,7 +26,7 @@ from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError, NeurocdsError
 from neurocds.facts.canonical import compact_json
 from neurocds.facts.patient import patient_id_of
-from neurocds.facts.strictjson import ParseLimits, parse_strict, sha256_canonical
+from neurocds.facts.strictjson import fhir_limits, parse_strict, sha256_canonical
 from neurocds.fhir import FhirConverter, FhirInputError, MappingTables
 from neurocds.fhir.bundle import walk_bundle
 from neurocds.fhir.dates import just_after_latest, parse_instant
@@ -35,7 +35,7 @@ from neurocds.population.settings import RunSettings
 # The Parquet columns: one row per patient x finding (a patient without findings has
 # one row whose finding is null, so every evaluated patient is counted).
 ROW_COLUMNS = ("patient_id", "finding", "urgency", "pack", "rule", "complete")
-FHIR_LIMITS = ParseLimits(max_bytes=64 * 1_048_576, max_depth=64)  # as `evaluate --fhir`
+FHIR_LIMITS = fhir_limits(64 * 1_048_576)  # as `evaluate --fhir`
 VOLATILE_KEYS = ("evaluation_id", "evaluated_at")  # differ on every evaluation of the same facts
 
 
@@ -201,7 +201,7 @@ def evaluate_partition(
     return out
 
 
-_PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "non_finite", "duplicate_key"})
+_PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "containers", "members", "non_finite", "duplicate_key"})
 
 
 def _parse_valid(payload: bytes | str | Mapping[str, Any], engine: Engine) -> Mapping[str, Any]:
