@@ -41,6 +41,8 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 # orjson keeps integers up to 64 bits exact (at most 20 digits, and any 19-digit one
 # below 2**63); longer runs may be integers it turned into floats.
 _LONG_DIGIT_RUN = b"0" * 19
+# Long runs placed one by one (inside or outside a string) before a document goes to the exact path.
+_RUNS_PLACED = 8
 _ESCAPED_COLON = ("\\u003a", "\\u003A")
 # Everything but brackets and quotes deleted, then every bracket made a "[" or "]".
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
@@ -93,17 +95,24 @@ def repeats_a_name(text: str, value: Any) -> bool:
     return _decoded_colons(text) != colons
 
 
-def _outside_strings(encoded: bytes) -> bytes:
-    """The text of a valid JSON document that lies outside its strings, digits made ``0``.
+def _long_run_outside_strings(encoded: bytes, zeroed: bytes) -> bool:
+    """True when a run of 19 or more digits lies outside the strings of a valid JSON document.
 
-    A long run of digits inside a string (Synthea's narratives print a 19-digit "Person
-    seed") is text, not an integer orjson could have turned into a float: only runs
-    outside strings send a document to the exact path. At C speed: escaped backslashes
-    and quotes removed (left to right, as JSON reads them), then every other piece
-    between quotes kept.
+    A long run inside a string (Synthea's narratives print a 19-digit "Person seed") is
+    text, not an integer orjson could have turned into a float. Each run is placed by the
+    quotes before it (escaped backslashes and quotes removed first, left to right, as JSON
+    reads them: an odd count means inside a string), at C speed. Documents with many runs
+    are left to the exact path rather than counted run by run.
     """
-    unescaped = encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return b"".join(unescaped.split(b'"')[::2]).translate(_DIGITS_TO_ZERO)
+    start = zeroed.find(_LONG_DIGIT_RUN)
+    for _ in range(_RUNS_PLACED):
+        if start < 0:
+            return False
+        before = encoded[:start].replace(b"\\\\", b"").replace(b'\\"', b"")
+        if before.count(b'"') % 2 == 0:
+            return True
+        start = zeroed.find(_LONG_DIGIT_RUN, zeroed.find(b'"', start))  # past the end of this run's string
+    return start >= 0
 
 
 def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
@@ -118,7 +127,8 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
             value = orjson.loads(encoded)
     except orjson.JSONDecodeError:
         return False, None
-    if _LONG_DIGIT_RUN in encoded.translate(_DIGITS_TO_ZERO) and _LONG_DIGIT_RUN in _outside_strings(encoded):
+    zeroed = encoded.translate(_DIGITS_TO_ZERO)
+    if _LONG_DIGIT_RUN in zeroed and _long_run_outside_strings(encoded, zeroed):
         return False, None
     try:
         written = orjson.dumps(value)
