@@ -31,6 +31,10 @@ another interpreter (the venv of a checkout of the commit to compare with, e.g. 
 by ``git worktree add`` and ``pip install -e``), measured in the same alternating
 rounds; the summary gives each server's requests/s and CPU per request against it.
 
+``--count-parse N`` instead counts, with callgrind, the instructions the strict parser
+(``parse_strict``, which every call's body goes through) takes per body over N passes
+of the same bodies: repeatable where the machine's load makes timings drift.
+
 Synthea's records end years ago, so with the default 30-day observation window
 every lab would be stale and every answer a missing-data card. The server is
 started with ``--observation-window-days`` (default here 36500) so the latest
@@ -45,6 +49,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -57,6 +62,7 @@ from neurocds_packs import BUILTIN_PACKS
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "perf"))
 
 from cdshooks.support import (  # noqa: E402 (after the path set-up)
     EHR_ISSUER,
@@ -207,6 +213,28 @@ def in_process_baseline(payloads: list[bytes], window_days: float, rounds: int =
     return statistics.median(times) * 1e3, cpu * 1e3
 
 
+def parse_workload(passes: int) -> None:
+    """What ``--count-parse`` runs under callgrind: the bodies built, then parsed ``passes`` times."""
+    from neurocds.facts.strictjson import parse_strict
+
+    payloads = bodies(1_048_576)
+    for _ in range(passes):
+        for body in payloads:
+            parse_strict(body)
+
+
+def count_parse(passes: int) -> None:
+    from count_instructions import callgrind_count  # the one callgrind runner of tests/perf
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    command = [sys.executable, __file__, "--parse-workload"]
+    built = callgrind_count([*command, "0"])  # the same bodies built, none parsed
+    parsed = callgrind_count([*command, str(passes)])
+    count = len(bodies(1_048_576)) * passes
+    print(f"parse_strict: {(parsed - built) / count:,.0f} instructions per call body ({count} parses, callgrind)")
+
+
 def report(level: Level, baseline_ms: float, baseline_cpu_ms: float) -> float:
     """Print one line; returns requests/s."""
     lat = sorted(level.latencies)
@@ -244,7 +272,15 @@ def main() -> None:
     parser.add_argument(
         "--window-days", type=float, default=36500.0, help="server's --observation-window-days (labs must count)"
     )
+    parser.add_argument("--count-parse", type=int, metavar="N", help="count parse_strict instructions over N passes")
+    parser.add_argument("--parse-workload", type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.parse_workload is not None:
+        parse_workload(opts.parse_workload)
+        return
+    if opts.count_parse is not None:
+        count_parse(opts.count_parse)
+        return
     levels = [int(c) for c in opts.concurrency.split(",")]
     worker_counts = [int(w) for w in opts.workers.split(",")]
 
