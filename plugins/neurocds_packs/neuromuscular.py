@@ -9,7 +9,7 @@ from neurocds.hookspecs import RulePack, hookimpl
 from neurocds_packs._files import builtin_pack
 
 PACK = "neuromuscular"
-VERSION = "2.0.0"
+VERSION = "2.1.0"
 
 DRUG_INDUCED_FINDING = "neuromuscular.drug_induced_consider"
 HYPERKALAEMIA_DRUG_FINDING = "neuromuscular.hyperkalaemia_drug_contributor"

@@ -164,3 +164,35 @@ def test_sarif_of_errors_names_file_line_and_level(tmp_path: Path) -> None:
     assert result["level"] == "error" and result["ruleId"] == "NCDS001"
     location = result["locations"][0]["physicalLocation"]
     assert location["artifactLocation"]["uri"].endswith("rules.json") and location["region"]["startLine"] >= 1
+
+
+def _worsened(classes: list[str], **kw: Any) -> dict[str, Any]:
+    body = urgent("lp.k", {"fact": "labs.potassium_mmol_l", "lt": 3.0}, **kw)
+    body["worsened_by"] = {"medication_classes": classes, "rationale": "this class lowers it further"}
+    return body
+
+
+def test_worsened_by_is_accepted_checked_against_the_facts_schema_and_refused_on_derive_rules(
+    tmp_path: Path,
+) -> None:
+    """``worsened_by`` (the medicine classes that worsen a finding, for draft-order suggestions) lints
+    clean with a class the facts schema allows; a misspelt class is an error lint names, and the
+    loader refuses it with its pointer; a derive rule cannot carry one (it finds nothing)."""
+    from neurocds import Engine
+    from neurocds.errors import PackLoadError
+
+    assert lint_pack(tmp_path / "good", [_worsened(["loop_or_thiazide_diuretic"])]).problems == []
+    misspelt = lint_pack(tmp_path / "typo", [_worsened(["loop_or_thiazide_diuretik"])])
+    assert [(p.code, p.pointer) for p in misspelt.active] == [("NCDS003", "/rules/0/worsened_by/medication_classes")]
+    assert misspelt.exit_code == 2
+    derive = rule("lp.d", LEG, derive="lp.weak")
+    derive["worsened_by"] = {"medication_classes": ["statin"], "rationale": "not a finding rule"}
+    assert "NCDS000" in codes(lint_pack(tmp_path / "derive", [derive]))
+    plugin = inline_pack(tmp_path / "load", "lp", "lp", [_worsened(["loop_or_thiazide_diuretik"])])
+    with pytest.raises(PackLoadError) as refused:
+        Engine(plugins=[("lp", plugin)], packs=["lp"], on_pack_error="raise")
+    assert refused.value.pointer == "/rules/0/worsened_by/medication_classes/0"
+    assert "loop_or_thiazide_diuretik" in str(refused.value)
+    loaded = Engine(plugins=[("lp", inline_pack(tmp_path / "ok", "lp", "lp", [_worsened(["statin"])]))], packs=["lp"])
+    [worsening] = [r.worsened_by for r in loaded.rules if r.worsened_by is not None]
+    assert worsening.classes == ("statin",) and worsening.rationale == "this class lowers it further"

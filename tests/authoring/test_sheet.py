@@ -127,3 +127,24 @@ def test_cli_sheet_formats() -> None:
     html = runner.invoke(main, ["dsi", "sheet", "--format", "html", "--pack", "cerebrovascular"])
     assert html.output.startswith("<!doctype html>")
     assert runner.invoke(main, ["dsi", "sheet", "--pack", "nope"]).exit_code == 2
+
+
+def test_the_sheet_and_the_evidence_page_show_which_medicines_worsen_a_finding() -> None:
+    """``worsened_by`` is pack content a reviewer must see: the sheet (JSON, Markdown, HTML) and the
+    CDS Hooks evidence page list the classes and the rationale behind the draft-order suggestion."""
+    from neurocds.cdshooks.evidence import evidence_page
+
+    installed = installed_packs()
+    sheet = build_sheet(select(installed, list(BUILTIN_PACKS)), ["neuromuscular"])
+    [pack] = sheet["packs"]
+    findings = {f["id"]: f for f in pack["findings"]}
+    electrolytes = findings["neuromuscular.electrolyte_imbalance"]
+    worsening = {w["rule"]: w["medication_classes"] for w in electrolytes["worsened_by"]}
+    assert worsening["neuromuscular.electrolyte.potassium_low"] == ["loop_or_thiazide_diuretic"]
+    assert "ace_inhibitor_or_arb" in worsening["neuromuscular.electrolyte.potassium_high_severe"]
+    assert findings["neuromuscular.drug_induced_consider"]["worsened_by"] == []
+    assert "Worsened by loop_or_thiazide_diuretic (rule neuromuscular.electrolyte.potassium_low" in to_markdown(sheet)
+    assert "Worsened by loop_or_thiazide_diuretic" in to_html(sheet, "neuromuscular.electrolyte_imbalance")
+    engine = Engine(packs=BUILTIN_PACKS)
+    page = evidence_page(engine.rules, {}, "neuromuscular.electrolyte_imbalance", "decision support")
+    assert page is not None and "Worsened by" in page and "lose potassium" in page

@@ -1,8 +1,8 @@
 """A real FHIR R4 server on loopback for the fetch tests and benchmark: SEKMET (PyPI ``sekmet-fhir``).
 
 SEKMET is pinned (0.1.1) and installed in a venv of its own, not the test venv: it
-pulls in FastAPI, uvloop and httptools, and with those installed uvicorn would run
-the service under test differently. Found, in this order, through the
+pulls in FastAPI and pins of its own, which must not decide what the service under
+test runs on. Found, in this order, through the
 ``NEUROCDS_SEKMET`` variable (path of its ``sekmet`` command), ``sekmet`` on PATH,
 or ``.venv-sekmet/bin/sekmet`` in the repository (README: "CDS Hooks service").
 

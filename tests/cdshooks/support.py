@@ -227,13 +227,15 @@ def serve_process(
     start_timeout: float = 30.0,
     workers: int = 1,
     prefix: Sequence[str] = (),
+    python: str | None = None,
 ) -> Iterator[ServedProcess]:
     """``neurocds serve`` as a real process on a free loopback port, stopped afterwards.
 
     Ready once its discovery endpoint answers and, with ``workers`` above 1, every worker
     has said it started (read from the info log). Its stderr goes to a file, not a pipe:
     a pipe nobody reads during a long benchmark could fill and stall the server.
-    ``prefix``: a command the server runs under (``unshare -m`` ...).
+    ``prefix``: a command the server runs under (``unshare -m`` ...). ``python``: the
+    interpreter to run it with (another checkout's venv, for a before/after benchmark).
     """
     sock = free_socket()
     port = int(sock.getsockname()[1])
@@ -243,7 +245,8 @@ def serve_process(
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "stderr.txt"
         with log.open("wb") as err:
-            command = [*prefix, *SERVE_CLI, "--port", str(port), "--log-level", log_level, *args]
+            cli = [python, *SERVE_CLI[1:]] if python else SERVE_CLI
+            command = [*prefix, *cli, "--port", str(port), "--log-level", log_level, *args]
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
         served = ServedProcess(port, proc)
         try:

@@ -102,9 +102,9 @@ def test_patient_view_ignores_draft_orders_in_its_context(engine: Any, keys: Key
     assert "cdstest.potassium_diuretic" not in {c["source"]["topic"]["code"] for c in resp.json()["cards"]}
 
 
-def test_the_readme_order_select_example_shows_the_draft_beside_the_potassium_card(keys: Keys) -> None:
-    """With the built-in packs: no rule cites medicines without a weak limb, so no removal is offered,
-    but the emergency card at ordering shows the furosemide being ordered."""
+def test_the_readme_order_select_example_offers_to_remove_the_furosemide(keys: Keys) -> None:
+    """With the built-in packs: the severe hypokalaemia rules say loop and thiazide diuretics worsen
+    them (``worsened_by``), so the emergency card offers to remove the draft furosemide."""
     import json
 
     from neurocds import Engine
@@ -123,9 +123,10 @@ def test_the_readme_order_select_example_shows_the_draft_beside_the_potassium_ca
     first = cards[0]
     assert first["indicator"] == "critical"
     assert first["source"]["topic"]["code"] == "neuromuscular.electrolyte_imbalance"
-    assert "Being ordered now" in first["detail"] and "Furosemide 40 MG Oral Tablet" in first["detail"]
+    assert "can worsen this" in first["detail"] and "Furosemide 40 MG Oral Tablet" in first["detail"]
     assert "2026\\-11\\-20" in first["detail"]  # the date of the potassium result
-    assert "suggestions" not in first
+    [suggestion] = first["suggestions"]
+    assert suggestion["actions"][0]["resourceId"] == "MedicationRequest/draft-furosemide"
 
 
 def _potassium(value: float) -> dict[str, Any]:
@@ -138,49 +139,119 @@ def _draft(drug_id: str, rxnorm: str, text: str) -> dict[str, Any]:
     return {**DRAFT, "id": drug_id, "medicationCodeableConcept": {"coding": [coding], "text": text}}
 
 
-@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
-def test_the_built_in_packs_offer_to_remove_a_draft_that_raises_a_high_potassium(
-    keys: Keys, tmp_path: Path, hook: str
-) -> None:
-    """Built-in packs only, through real HTTP: potassium 6.4 and a draft lisinopril order make the
-    neuromuscular pack's 'medicine that raises potassium' finding cite the draft, so its card offers
-    to delete it; a draft furosemide with potassium 2.4 is named on the emergency card, recorded
-    as a draft, but no built-in rule cites it (the drug-induced weakness rule needs limb strength,
-    which no FHIR mapping gives), so nothing is offered for it."""
+def _call_built_in(
+    keys: Keys, tmp_path: Path, hook: str, calls: list[tuple[float, list[dict[str, Any]], list[dict[str, Any]]]]
+) -> list[dict[str, dict[str, Any]]]:
+    """Each (potassium, current MedicationRequests, drafts) call through real HTTP with the built-in
+    packs; the cards of each call by finding id."""
     from neurocds import Engine
     from neurocds_packs import BUILTIN_PACKS
 
     path = f"/cds-services/neurocds-{hook}"
     config = {"issuers": {EHR_ISSUER: str(keys.jwks_path)}, "clock": lambda: FIXED_NOW, "audit_dir": tmp_path}
-    lisinopril = _draft("draft-lisinopril", "29046", "Lisinopril")
-    furosemide = _draft("draft-furosemide", "313988", "Furosemide 40 MG Oral Tablet")
-    answers = {}
+    answers = []
     with running_server(config, Engine(packs=BUILTIN_PACKS)) as srv:
-        for name, value, draft in (("high", 6.4, lisinopril), ("low", 2.4, furosemide)):
+        for value, current, drafts in calls:
             prefetch = _prefetch()
             prefetch["observations"]["entry"] = [{"resource": _potassium(value)}]
-            body = hook_request(hook, PATIENT, prefetch, draftOrders=_draft_orders(draft))
+            if current:
+                prefetch["medications"] = {"resourceType": "Bundle", "type": "searchset",
+                                           "entry": [{"resource": r} for r in current]}  # fmt: skip
+            body = hook_request(hook, PATIENT, prefetch, draftOrders=_draft_orders(*drafts))
             if hook == "order-sign":
                 body["context"].pop("selections", None)
             resp = srv.call("POST", path, body, token=keys.token(srv.base_url + path))
             assert resp.status == 200, resp.body
-            answers[name] = {c["source"]["topic"]["code"]: c for c in assert_response(resp.json())}
-    card = answers["high"]["neuromuscular.hyperkalaemia_drug_contributor"]
+            answers.append({c["source"]["topic"]["code"]: c for c in assert_response(resp.json())})
+    return answers
+
+
+def _deletes(cards: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Finding id -> the resourceIds its card's suggestions offer to delete."""
+    return {
+        code: [a["resourceId"] for s in card.get("suggestions", ()) for a in s["actions"] if a["type"] == "delete"]
+        for code, card in cards.items()
+        if card.get("suggestions")
+    }
+
+
+LISINOPRIL = _draft("draft-lisinopril", "29046", "Lisinopril")
+FUROSEMIDE = _draft("draft-furosemide", "313988", "Furosemide 40 MG Oral Tablet")
+SPIRONOLACTONE = _draft("draft-spironolactone", "313096", "Spironolactone 25 MG Oral Tablet")
+ATORVASTATIN = _draft("draft-atorvastatin", "617310", "atorvastatin 20 MG Oral Tablet")
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_the_built_in_packs_offer_to_remove_a_draft_that_raises_a_high_potassium(
+    keys: Keys, tmp_path: Path, hook: str
+) -> None:
+    """Potassium 6.4 and a draft lisinopril: the 'medicine that raises potassium' finding cites the
+    draft, and its rule and the hyperkalaemia rule say that class worsens them (``worsened_by``), so
+    both cards offer to delete it, with the pack's rationale."""
+    [high] = _call_built_in(keys, tmp_path, hook, [(6.4, [], [LISINOPRIL])])
+    card = high["neuromuscular.hyperkalaemia_drug_contributor"]
     assert card["indicator"] == "warning"
     assert "Lisinopril \\(class: ace inhibitor or arb\\) \\[draft order, not yet signed\\]" in card["detail"]
     assert card["selectionBehavior"] == "at-most-one"
     [suggestion] = card["suggestions"]
-    assert suggestion["actions"] == [
-        {"type": "delete", "description": "Remove the draft order for Lisinopril",
-         "resourceId": "MedicationRequest/draft-lisinopril"}
-    ]  # fmt: skip
-    low = answers["low"]["neuromuscular.electrolyte_imbalance"]
-    assert low["indicator"] == "critical" and "Furosemide 40 MG Oral Tablet" in low["detail"]
-    assert "Being ordered now" in low["detail"] and "suggestions" not in low
-    assert not any("suggestions" in c for c in answers["low"].values())
+    [action] = suggestion["actions"]
+    assert action["type"] == "delete" and action["resourceId"] == "MedicationRequest/draft-lisinopril"
+    assert action["description"].startswith("Remove the draft order for Lisinopril: ")
+    assert "raise potassium" in action["description"]
+    assert _deletes(high) == {
+        "neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-lisinopril"],
+        "neuromuscular.hyperkalaemia_drug_contributor": ["MedicationRequest/draft-lisinopril"],
+    }
     decisions = [r["decision"] for r in read_records(tmp_path) if r["type"] == "decision"]
     assert [d["trace"]["input_provenance"]["draft_orders"] for d in decisions] == [
-        {"/medications/0": ["MedicationRequest/draft-lisinopril"]},
-        {"/medications/0": ["MedicationRequest/draft-furosemide"]},
+        {"/medications/0": ["MedicationRequest/draft-lisinopril"]}
     ]
     assert all(d["request"]["hook"] == hook for d in decisions)
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_a_draft_diuretic_with_a_low_potassium_is_offered_for_removal_a_current_one_is_not(
+    keys: Keys, tmp_path: Path, hook: str
+) -> None:
+    """Issue 15 item 4: a draft furosemide with potassium 2.4. The hypokalaemia rules' ``worsened_by``
+    names loop and thiazide diuretics, so the emergency card offers to delete the draft (a
+    spec-conformant action: type delete, resourceId a string, selectionBehavior set) and says why.
+    The same drug already taken gets no action; an unrelated draft gets none either; a draft
+    spironolactone with potassium 6.6 is offered on both hyperkalaemia cards."""
+    current = {**FUROSEMIDE, "id": "current-furosemide", "status": "active", "authoredOn": "2018-08-01"}
+    low, taken, unrelated, high = _call_built_in(keys, tmp_path, hook, [
+        (2.4, [], [FUROSEMIDE]),
+        (2.4, [current], []),
+        (2.4, [], [ATORVASTATIN]),
+        (6.6, [], [SPIRONOLACTONE]),
+    ])  # fmt: skip
+    card = low["neuromuscular.electrolyte_imbalance"]
+    assert card["indicator"] == "critical"
+    assert card["selectionBehavior"] == "at-most-one"
+    [suggestion] = card["suggestions"]
+    assert isinstance(suggestion["uuid"], str) and suggestion["label"] == (
+        "Remove the draft order for Furosemide 40 MG Oral Tablet"
+    )
+    [action] = suggestion["actions"]
+    assert action["type"] == "delete" and action["resourceId"] == "MedicationRequest/draft-furosemide"
+    assert "lose potassium" in action["description"]
+    assert "can worsen this" in card["detail"] and "lose potassium" in card["detail"]
+    assert "Being ordered now (draft orders, not cited" not in card["detail"]
+    assert _deletes(low) == {"neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-furosemide"]}
+    # The same drug on the medication list (not being ordered): named nowhere as a draft, no action.
+    assert "neuromuscular.electrolyte_imbalance" in taken
+    assert _deletes(taken) == {} and not any("selectionBehavior" in c for c in taken.values())
+    decisions = [r["decision"] for r in read_records(tmp_path) if r["type"] == "decision"]
+    assert decisions[1]["facts"]["medications"] == [
+        {"name": "Furosemide 40 MG Oral Tablet", "class": "loop_or_thiazide_diuretic"}
+    ]
+    assert "draft_orders" not in decisions[1]["trace"]["input_provenance"]
+    # A draft of a class that does not worsen low potassium: listed beside the finding, not offered.
+    beside = unrelated["neuromuscular.electrolyte_imbalance"]
+    assert _deletes(unrelated) == {} and "atorvastatin 20 MG Oral Tablet" in beside["detail"]
+    assert "Being ordered now (draft orders, not cited by this finding)" in beside["detail"]
+    assert high["neuromuscular.electrolyte_imbalance"]["indicator"] == "critical"
+    assert _deletes(high) == {
+        "neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-spironolactone"],
+        "neuromuscular.hyperkalaemia_drug_contributor": ["MedicationRequest/draft-spironolactone"],
+    }

@@ -1,7 +1,7 @@
 """CDS Hooks service load benchmark: requests/s, latency and CPU per request, by workers and clients.
 
     python tests/perf/bench_cdshooks.py [--requests 400] [--concurrency 1,4,16] [--workers 1,2]
-                                        [--rounds 3] [--insecure] [--audit]
+                                        [--rounds 3] [--insecure] [--audit] [--before PYTHON]
 
 Starts the real service (``neurocds serve``, uvicorn, ``--workers N``, all installed
 packs) in a subprocess on 127.0.0.1 for each worker count, all before measuring, then
@@ -26,6 +26,15 @@ evaluate: its CPU time per request). Their difference is the service's own cost
 CPU time is far less disturbed than wall time by other load on the machine; the
 load average is printed with the figures.
 
+Before and after in one run: ``--before PYTHON`` also starts every worker count with
+another interpreter (the venv of a checkout of the commit to compare with, e.g. made
+by ``git worktree add`` and ``pip install -e``), measured in the same alternating
+rounds; the summary gives each server's requests/s and CPU per request against it.
+
+``--count-parse N`` instead counts, with callgrind, the instructions the strict parser
+(``parse_strict``, which every call's body goes through) takes per body over N passes
+of the same bodies: repeatable where the machine's load makes timings drift.
+
 Synthea's records end years ago, so with the default 30-day observation window
 every lab would be stale and every answer a missing-data card. The server is
 started with ``--observation-window-days`` (default here 36500) so the latest
@@ -40,6 +49,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -52,6 +62,7 @@ from neurocds_packs import BUILTIN_PACKS
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "perf"))
 
 from cdshooks.support import (  # noqa: E402 (after the path set-up)
     EHR_ISSUER,
@@ -202,6 +213,28 @@ def in_process_baseline(payloads: list[bytes], window_days: float, rounds: int =
     return statistics.median(times) * 1e3, cpu * 1e3
 
 
+def parse_workload(passes: int) -> None:
+    """What ``--count-parse`` runs under callgrind: the bodies built, then parsed ``passes`` times."""
+    from neurocds.facts.strictjson import parse_strict
+
+    payloads = bodies(1_048_576)
+    for _ in range(passes):
+        for body in payloads:
+            parse_strict(body)
+
+
+def count_parse(passes: int) -> None:
+    from count_instructions import callgrind_count  # the one callgrind runner of tests/perf
+
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed")
+    command = [sys.executable, __file__, "--parse-workload"]
+    built = callgrind_count([*command, "0"])  # the same bodies built, none parsed
+    parsed = callgrind_count([*command, str(passes)])
+    count = len(bodies(1_048_576)) * passes
+    print(f"parse_strict: {(parsed - built) / count:,.0f} instructions per call body ({count} parses, callgrind)")
+
+
 def report(level: Level, baseline_ms: float, baseline_cpu_ms: float) -> float:
     """Print one line; returns requests/s."""
     lat = sorted(level.latencies)
@@ -235,10 +268,19 @@ def main() -> None:
     parser.add_argument("--max-body", type=int, default=1_048_576)
     parser.add_argument("--insecure", action="store_true", help="no JWT (measure without signature checks)")
     parser.add_argument("--audit", action="store_true", help="serve with --audit-dir (fsynced records per call)")
+    parser.add_argument("--before", metavar="PYTHON", help="also serve with this interpreter (a baseline venv)")
     parser.add_argument(
         "--window-days", type=float, default=36500.0, help="server's --observation-window-days (labs must count)"
     )
+    parser.add_argument("--count-parse", type=int, metavar="N", help="count parse_strict instructions over N passes")
+    parser.add_argument("--parse-workload", type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
+    if opts.parse_workload is not None:
+        parse_workload(opts.parse_workload)
+        return
+    if opts.count_parse is not None:
+        count_parse(opts.count_parse)
+        return
     levels = [int(c) for c in opts.concurrency.split(",")]
     worker_counts = [int(w) for w in opts.workers.split(",")]
 
@@ -256,23 +298,27 @@ def main() -> None:
     if max(worker_counts) > 1 and not (opts.audit or opts.insecure):
         raise SystemExit("--workers above 1 with JWT checks needs --audit (the workers share the replay cache "
                          "beside the audit log), or --insecure")  # fmt: skip
-    rates: dict[tuple[int, int], list[float]] = {}
+    rates: dict[tuple[str, int, int], list[float]] = {}
+    cpus: dict[tuple[str, int, int], list[float]] = {}
+    builds = [("after", None)] + ([("before", opts.before)] if opts.before else [])
     with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         keys = None if opts.insecure else make_keys(Path(tmp))
         servers = {}
         # Every server is up before any is measured, and the rounds alternate between them, so a
-        # change in the machine's other load during the run falls on all worker counts alike.
-        for workers in worker_counts:
-            args = ["--insecure-dev"] if keys is None else ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}"]
-            args += ["--observation-window-days", str(opts.window_days)]
-            if opts.audit:
-                args += ["--audit-dir", str(Path(tmp) / f"audit-{workers}")]
-            # Info level for every worker count alike: it is how the harness sees each worker start.
-            served = serve_process(args, log_level="info", start_timeout=START_TIMEOUT, workers=workers)
-            servers[workers] = stack.enter_context(served)
+        # change in the machine's other load during the run falls on all of them alike.
+        for label, python in builds:
+            for workers in worker_counts:
+                args = ["--insecure-dev"] if keys is None else ["--issuer", f"{EHR_ISSUER}={keys.jwks_path}"]
+                args += ["--observation-window-days", str(opts.window_days)]
+                if opts.audit:
+                    args += ["--audit-dir", str(Path(tmp) / f"audit-{label}-{workers}")]
+                # Info level for every worker count alike: it is how the harness sees each worker start.
+                served = serve_process(args, log_level="info", start_timeout=START_TIMEOUT, workers=workers,
+                                       python=python)  # fmt: skip
+                servers[(label, workers)] = stack.enter_context(served)
         for round_ in range(opts.rounds):
             for concurrency in levels:
-                for workers, served in servers.items():
+                for (label, workers), served in servers.items():
                     base = f"http://127.0.0.1:{served.port}"
                     total = WARMUP + opts.requests
                     # Signed now, so every token is fresh; a token lives 5 minutes, longer than a level's cap.
@@ -282,15 +328,30 @@ def main() -> None:
                     run_level(served.port, workers, concurrency, calls[:WARMUP], opts.max_seconds)
                     level = run_level(served.port, workers, concurrency, calls[WARMUP:], opts.max_seconds,
                                       served.proc.pid)  # fmt: skip
-                    print(f"round {round_ + 1}: ", end="")
-                    rates.setdefault((workers, concurrency), []).append(report(level, baseline, baseline_cpu))
-    for concurrency in levels:
-        one = rates.get((1, concurrency))
-        for workers in worker_counts:
-            if workers > 1 and one and (workers, concurrency) in rates:
-                ratios = [w / o for w, o in zip(rates[(workers, concurrency)], one, strict=True) if o]
-                print(f"c={concurrency}: {workers} workers give {statistics.median(ratios):.2f}x the requests/s of 1"
-                      f" (median of {len(ratios)} rounds: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+                    print(f"round {round_ + 1}{' ' + label if opts.before else ''}: ", end="")
+                    rates.setdefault((label, workers, concurrency), []).append(report(level, baseline, baseline_cpu))
+                    cpus.setdefault((label, workers, concurrency), []).append(
+                        level.server_cpu / max(1, len(level.latencies)) * 1e3
+                    )
+    for label, _ in builds:
+        for concurrency in levels:
+            one = rates.get((label, 1, concurrency))
+            for workers in worker_counts:
+                if workers > 1 and one and (label, workers, concurrency) in rates:
+                    ratios = [w / o for w, o in zip(rates[(label, workers, concurrency)], one, strict=True) if o]
+                    print(f"{label + ': ' if opts.before else ''}c={concurrency}: {workers} workers give "
+                          f"{statistics.median(ratios):.2f}x the requests/s of 1 (median of {len(ratios)} rounds: "
+                          f"{', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
+    if opts.before:
+        for concurrency in levels:
+            for workers in worker_counts:
+                after, before = rates[("after", workers, concurrency)], rates[("before", workers, concurrency)]
+                speed = [a / b for a, b in zip(after, before, strict=True) if b]
+                cpu_after = statistics.median(cpus[("after", workers, concurrency)])
+                cpu_before = statistics.median(cpus[("before", workers, concurrency)])
+                print(f"after vs before, w={workers} c={concurrency}: {statistics.median(speed):.2f}x the requests/s"
+                      f" (rounds: {', '.join(f'{r:.2f}' for r in speed)}); server CPU {cpu_after:.2f} vs"
+                      f" {cpu_before:.2f} ms/req (median)")  # fmt: skip
     print("load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 

@@ -23,7 +23,7 @@ from neurocds.errors import NeurocdsError, PackLoadError
 from neurocds.facts.validation import FactsValidator
 from neurocds.resources import load_schema
 from neurocds.rules.packs import LoadedPack
-from neurocds.rules.ruleset import URGENCY_RANK, FactsIndex, read_rule_file
+from neurocds.rules.ruleset import URGENCY_RANK, WORSENING_FIELD, WORSENING_LIST, FactsIndex, read_rule_file
 
 from .domains import MISSING, Domain, evaluate_leaf, leaf_domain
 from .lint_report import LintReport, Problem
@@ -164,6 +164,10 @@ def _rule_checks(
             )
         elif "all" in node:
             _contradiction(node, rel, index, hit)
+    if "worsened_by" in raw:
+        # The classes are item values of the facts' list, checked as an item test of them would be.
+        classes = {"field": WORSENING_FIELD, "in": raw["worsened_by"]["medication_classes"]}
+        _leaf_checks({"any_item": WORSENING_LIST, "where": classes}, f"{at}/worsened_by/medication_classes", index, hit)
     if raw.get("urgency") in ("emergency", "urgent"):
         thin = []
         if not raw.get("evidence"):

@@ -37,6 +37,7 @@ class RuleReads:
     facts: set[str] = field(default_factory=set)  # dotted paths (an item test: the array path)
     derived: set[str] = field(default_factory=set)
     findings: set[str] = field(default_factory=set)
+    worsened_by: dict[str, Any] | None = None  # the rule's ``worsened_by`` as written
 
 
 def _leaves(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -110,6 +111,7 @@ def _rule_reads(pack: str, file: str, raw: Mapping[str, Any]) -> RuleReads:
     rule = RuleReads(
         raw["id"], pack, raw["title"], kind, key, value, raw.get("urgency"), list(raw.get("evidence", ())), file
     )
+    rule.worsened_by = raw.get("worsened_by")
     for leaf in _leaves(raw["when"]):
         if "fact" in leaf:
             rule.facts.add(leaf["fact"])

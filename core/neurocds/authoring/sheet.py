@@ -79,6 +79,8 @@ def build_sheet(installed: Sequence[LoadedPack], packs: Sequence[str] = ()) -> d
                     "urgencies": sorted({str(r.urgency) for r in own}),
                     "rules": [r.id for r in own],
                     "evidence": citations,
+                    # At ordering, a draft of these medicine classes is offered for removal on the card.
+                    "worsened_by": [{"rule": r.id, **r.worsened_by} for r in own if r.worsened_by],
                     "attributes": _uses(index, own, marked),
                 }
             )
@@ -139,9 +141,15 @@ def to_markdown(sheet: Mapping[str, Any]) -> str:
             lines += ["", f"### Finding {finding['id']}", "", f'<a id="{finding["id"]}"></a>', ""]
             lines += [f"Urgency: {', '.join(finding['urgencies'])}. Rules: {', '.join(finding['rules'])}.", ""]
             lines += [f"- {_md(e['source'])}: {_md(e['citation'])}" for e in finding["evidence"]]
+            lines += [f"- {_md(_worsening(w))}" for w in finding["worsened_by"]]
             lines += ["", "| Use of | Answer |", "|---|---|"]
             lines += [f"| {label} | {_md(_answer(finding['attributes'][key]))} |" for key, label in ATTRIBUTES]
     return "\n".join(lines) + "\n"
+
+
+def _worsening(entry: Mapping[str, Any]) -> str:
+    classes = ", ".join(entry["medication_classes"])
+    return f"Worsened by {classes} (rule {entry['rule']}; a draft order is offered for removal): {entry['rationale']}"
 
 
 def _md(text: str) -> str:
@@ -170,6 +178,7 @@ def to_html(sheet: Mapping[str, Any], only_finding: str | None = None) -> str:
             parts.append(f"<h3 id='{e(finding['id'])}'>Finding {e(finding['id'])}</h3>")
             parts.append(f"<p>Urgency: {e(', '.join(finding['urgencies']))}</p><ul>")
             parts += [f"<li>{e(ev['source'])}: {e(ev['citation'])}</li>" for ev in finding["evidence"]]
+            parts += [f"<li>{e(_worsening(w))}</li>" for w in finding["worsened_by"]]
             parts.append("</ul><table><tr><th>Use of</th><th>Answer</th></tr>")
             for key, label in ATTRIBUTES:
                 parts.append(f"<tr><td>{e(label)}</td><td>{e(_answer(finding['attributes'][key]))}</td></tr>")

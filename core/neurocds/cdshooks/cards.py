@@ -15,6 +15,7 @@ from typing import Any
 
 from neurocds.cdshooks.orders import FactSources
 from neurocds.explain.render import LabelOf, Namer, fact_name, value_words
+from neurocds.rules.ruleset import WorsenedBy
 
 SUMMARY_MAX = 139  # the spec: summary "<140 characters"
 FINDING_SYSTEM = "urn:neurocds:finding"
@@ -108,10 +109,9 @@ def _is_medication_list(value: Any) -> bool:
     return bool(items) and all(isinstance(v, Mapping) and "name" in v for v in items)
 
 
-def _draft_suggestions(finding: Mapping[str, Any], sources: FactSources) -> list[dict[str, Any]]:
-    """'Remove the draft order' for each draft medication this finding's reasons cite."""
-    suggestions: list[dict[str, Any]] = []
-    seen: set[str] = set()
+def _cited_drafts(finding: Mapping[str, Any], sources: FactSources) -> list[tuple[str, str]]:
+    """(draft pointer, medicine name) of each draft medication this finding's reasons cite."""
+    cited: list[tuple[str, str]] = []
     for item in finding.get("because") or ():
         pointer = item.get("pointer")
         value = item.get("value")
@@ -120,15 +120,54 @@ def _draft_suggestions(finding: Mapping[str, Any], sources: FactSources) -> list
         items = value if isinstance(value, list) else [value]
         for index, med in enumerate(items):
             where = f"{pointer}/{index}" if isinstance(value, list) else pointer
-            for resource in sources.drafts.get(where, ()):
-                if resource in seen:
-                    continue
-                seen.add(resource)
-                label = truncate(f"Remove the draft order for {med['name']}", 80)
-                # CDS Hooks 2.0 Action.resourceId: one relative reference (a string), e.g. MedicationRequest/1.
-                action = {"type": "delete", "description": label, "resourceId": resource}
-                suggestions.append({"label": label, "uuid": str(uuid.uuid4()), "actions": [action]})
-    return suggestions
+            if sources.is_draft(where):
+                cited.append((where, str(med["name"])))
+    return cited
+
+
+def _worsening_drafts(
+    finding: Mapping[str, Any], sources: FactSources, worsened_by: Mapping[str, WorsenedBy]
+) -> list[tuple[str, str, str]]:
+    """(draft pointer, name, rationale) of each draft whose class a fired rule of this finding says worsens it."""
+    found: list[tuple[str, str, str]] = []
+    fired = finding.get("rules") or [finding.get("rule")]
+    for rule_id in fired:
+        worsening = worsened_by.get(str(rule_id))
+        if worsening is None:
+            continue
+        for pointer in sources.drafts_of_classes(worsening.classes):
+            if pointer not in {p for p, _, _ in found}:
+                found.append((pointer, sources.draft_names.get(pointer, "the draft order"), worsening.rationale))
+    return found
+
+
+def _draft_suggestions(
+    finding: Mapping[str, Any], sources: FactSources, worsened_by: Mapping[str, WorsenedBy]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """'Remove the draft order' for each draft that a fired rule's ``worsened_by`` names or its reasons cite.
+
+    Returns the suggestions and, for the card's detail, one line per draft that worsens the
+    finding with the pack's rationale. Only drafts are offered: a medicine already being
+    taken is the clinician's to stop (the finding's recommendations say so), not an order
+    to withdraw.
+    """
+    worsening = _worsening_drafts(finding, sources, worsened_by)
+    why = {pointer: rationale for pointer, _, rationale in worsening}
+    candidates = [(p, n) for p, n, _ in worsening] + _cited_drafts(finding, sources)
+    suggestions: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for pointer, name in candidates:
+        for resource in sources.drafts.get(pointer, ()):
+            if resource in seen:
+                continue
+            seen.add(resource)
+            label = truncate(f"Remove the draft order for {name}", 80)
+            description = f"{label}: {why[pointer]}" if pointer in why else label
+            # CDS Hooks 2.0 Action.resourceId: one relative reference (a string), e.g. MedicationRequest/1.
+            action = {"type": "delete", "description": description, "resourceId": resource}
+            suggestions.append({"label": label, "uuid": str(uuid.uuid4()), "actions": [action]})
+    lines = [f"- {md(f'{name} [draft order, not yet signed]')}: {md(rationale)}" for _, name, rationale in worsening]
+    return suggestions, lines
 
 
 def _pack_versions(result: Mapping[str, Any]) -> dict[str, str]:
@@ -158,6 +197,7 @@ def finding_card(
     sources: FactSources | None = None,
     link_of: Callable[[str], str] | None = None,
     sheet_url: Callable[[str], str] | None = None,
+    worsened_by: Mapping[str, WorsenedBy] | None = None,
 ) -> dict[str, Any]:
     sources = sources or FactSources()
     urgency = str(finding.get("urgency", "info"))
@@ -169,11 +209,16 @@ def finding_card(
     unknown = [f"- {md(names.fact(p))}" for p in finding.get("unknown") or ()]
     if unknown:
         parts.append("**Not recorded, and could change this (raise it, or withdraw it)**\n\n" + "\n".join(unknown))
-    suggestions = _draft_suggestions(finding, sources)
-    if sources.draft_names and not suggestions:
+    suggestions, worsening = _draft_suggestions(finding, sources, worsened_by or {})
+    if worsening:
+        parts.append("**Being ordered now, and can worsen this**\n\n" + "\n".join(worsening))
+    offered = {a["resourceId"] for s in suggestions for a in s["actions"]}
+    others = [name for pointer, name in sources.draft_names.items()
+              if not offered.intersection(sources.drafts.get(pointer, ()))]  # fmt: skip
+    if others:
         # At ordering, the orders being placed sit beside every finding, even one whose rule
         # does not read medicines: the clinician weighs them together.
-        drafts = "\n".join(f"- {md(name)}" for name in sources.draft_names.values())
+        drafts = "\n".join(f"- {md(name)}" for name in others)
         parts.append(f"**Being ordered now (draft orders, not cited by this finding)**\n\n{drafts}")
     recs = [f"- {md(r)}" for r in finding.get("recommendations") or ()]
     if recs:
@@ -311,6 +356,7 @@ def build_cards(
     link_of: Callable[[str], str] | None = None,
     rule_facts: Mapping[str, frozenset[str]] | None = None,
     sheet_url: Callable[[str], str] | None = None,
+    worsened_by: Mapping[str, WorsenedBy] | None = None,
 ) -> list[dict[str, Any]]:
     """Cards for one result, most urgent first.
 
@@ -323,6 +369,8 @@ def build_cards(
     :param rule_facts: rule id -> recorded facts its conditions read (:func:`deciding_facts`).
     :param sheet_url: finding id -> the URL of its source-attribute sheet, put in each
         finding card's ``source.url``.
+    :param worsened_by: rule id -> the medicine classes that worsen its finding (pack data):
+        a fired rule's card offers to remove a draft order of such a class.
     """
     disclaimer = str(result.get("disclaimer", ""))
     versions = _pack_versions(result)
@@ -330,7 +378,7 @@ def build_cards(
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
     names = Namer(result, label_of)
-    cards = [finding_card(f, versions, disclaimer, names, sources, link_of, sheet_url) for f in findings]
+    cards = [finding_card(f, versions, disclaimer, names, sources, link_of, sheet_url, worsened_by) for f in findings]
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))

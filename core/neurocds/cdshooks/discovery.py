@@ -105,8 +105,8 @@ def build_services(tables: MappingTables) -> tuple[ServiceDefinition, ...]:
             title="neurocds decision support at ordering",
             description=(
                 "When orders are selected, evaluates the patient's recorded facts with the installed rule packs, "
-                "reading draft MedicationRequests as medications being ordered; a finding that cites a draft "
-                "offers to remove it."
+                "reading draft MedicationRequests as medications being ordered; a finding that cites a draft, "
+                "or whose rule names the draft's class as worsening it, offers to remove it."
             ),
             prefetch=prefetch,
             required_context=("userId", "selections", "draftOrders"),
@@ -118,7 +118,7 @@ def build_services(tables: MappingTables) -> tuple[ServiceDefinition, ...]:
             description=(
                 "Before orders are signed (the last chance), evaluates the patient's recorded facts with the "
                 "installed rule packs, reading draft MedicationRequests as medications being ordered; a finding "
-                "that cites a draft offers to remove it."
+                "that cites a draft, or whose rule names the draft's class as worsening it, offers to remove it."
             ),
             prefetch=prefetch,
             required_context=("userId", "draftOrders"),

@@ -111,6 +111,8 @@ class Evaluator:
         self.tables = load_mapping_tables(engine_mapping_paths(engine))
         self.cards = CardIndex()
         self.rule_facts = facts_read_by_rules(getattr(engine, "rules", ()))
+        # Pack data for draft orders: rule id -> the medicine classes that worsen its finding.
+        self.worsened_by = {r.id: r.worsened_by for r in getattr(engine, "rules", ()) if r.worsened_by is not None}
         self.audit = None
         self.audit_damage: str | None = None
         self.shared: SharedState | None = None
@@ -235,10 +237,18 @@ class Evaluator:
             label_of=self.engine.label_of,
             notes=notes,
             data_notes=data_notes,
-            sources=FactSources.build(readable, conversion.provenance, draft_pointers, conversion.facts),
+            sources=FactSources.build(
+                readable,
+                conversion.provenance,
+                draft_pointers,
+                conversion.facts,
+                name_key=self.tables.document.medication_name_key,
+                class_key=self.tables.document.medication_class_key,
+            ),
             link_of=lambda finding_id: evidence_url(self.config.base_url, finding_id),
             rule_facts=_recorded_facts_by_rule(self.rule_facts, conversion.facts),
             sheet_url=self.sheet_url,
+            worsened_by=self.worsened_by,
         )
         decision_id = str(result["evaluation_id"])
         asked = {"user": request.context.get("userId"), "fhir_server": request.fhir_server,

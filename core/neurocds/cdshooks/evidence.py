@@ -4,7 +4,8 @@ Served at ``GET /evidence/{finding id}`` without a token: an EHR opens card link
 in the clinician's browser, which carries no CDS Hooks JWT. The page holds pack
 content only (never patient data): for every loaded rule that concludes the
 finding, its title, urgency, pack and version, rule id and file, rationale,
-recommendations and evidence (source and citation). Everything is HTML-escaped,
+recommendations, the medicine classes that worsen it (``worsened_by``) and evidence
+(source and citation). Everything is HTML-escaped,
 and the page forbids scripts and every external load.
 """
 
@@ -34,13 +35,20 @@ def evidence_page(rules: Iterable[Any], versions: dict[str, str], finding_id: st
     for rule in concluding:
         items = "".join(f"<li>{e(rec)}</li>" for rec in rule.recommendations)
         evidence = "".join(f"<li><b>{e(ev.source)}</b>: {e(ev.citation)}</li>" for ev in rule.evidence)
+        worsening = getattr(rule, "worsened_by", None)
+        worse = (
+            f"<dt>Worsened by (a draft order of these is offered for removal)</dt>"
+            f"<dd>{e(', '.join(worsening.classes))}: {e(worsening.rationale)}</dd>"
+            if worsening is not None
+            else ""
+        )
         sections.append(
             f"<section><h2>{e(rule.title)}</h2><dl>"
             f"<dt>Urgency</dt><dd>{e(str(rule.urgency))}</dd>"
             f"<dt>Rule pack</dt><dd>{e(rule.pack)} {e(versions.get(rule.pack, ''))}</dd>"
             f"<dt>Rule</dt><dd>{e(rule.id)} ({e(Path(rule.file).name)}{e(rule.pointer)})</dd>"
             f"<dt>Why the rule exists</dt><dd>{e(rule.rationale)}</dd>"
-            f"<dt>Consider</dt><dd><ul>{items}</ul></dd>"
+            f"<dt>Consider</dt><dd><ul>{items}</ul></dd>{worse}"
             f"<dt>Evidence</dt><dd><ul>{evidence}</ul></dd></dl></section>"
         )
     title = e(concluding[0].title)

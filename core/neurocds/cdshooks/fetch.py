@@ -114,6 +114,11 @@ class Fetcher:
         # Built once: httpx would otherwise load the CA bundle for every call's client (~10 ms).
         self._tls = ssl.create_default_context()
 
+    @staticmethod
+    def will_fetch(request: HookRequest, service: ServiceDefinition) -> bool:
+        """Whether :meth:`complete` would query the FHIR server (some key is missing and there is one)."""
+        return request.fhir_server is not None and bool(keys_to_fetch(dict(request.prefetch or {}), service))
+
     async def complete(
         self, request: HookRequest, service: ServiceDefinition, issuer: str | None
     ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -123,7 +128,7 @@ class Fetcher:
         """
         sent = dict(request.prefetch or {})
         wanted = keys_to_fetch(sent, service)
-        if not wanted or request.fhir_server is None:
+        if not wanted or request.fhir_server is None:  # as will_fetch says
             return sent, {}
         base = allowed_server(request.fhir_server, issuer, self.config)
         if base is None:

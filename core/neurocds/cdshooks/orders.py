@@ -74,8 +74,8 @@ def mark_drafts(
     return marked
 
 
-def _name_at(facts: Mapping[str, Any], pointer: str) -> str | None:
-    """The ``name`` of the list item a JSON pointer (``/list/2``) designates in the facts."""
+def _field_at(facts: Mapping[str, Any], pointer: str, key: str) -> str | None:
+    """Field ``key`` of the list item a JSON pointer (``/list/2``) designates in the facts."""
     node: Any = facts
     for part in pointer.strip("/").split("/"):
         if isinstance(node, list) and part.isdigit() and int(part) < len(node):
@@ -84,8 +84,8 @@ def _name_at(facts: Mapping[str, Any], pointer: str) -> str | None:
             node = node[part]
         else:
             return None
-    name = node.get("name") if isinstance(node, Mapping) else None
-    return name if isinstance(name, str) else None
+    value = node.get(key) if isinstance(node, Mapping) else None
+    return value if isinstance(value, str) else None
 
 
 def _date_of(resource: Mapping[str, Any]) -> str | None:
@@ -122,6 +122,8 @@ class FactSources:
     drafts: Mapping[str, list[str]] = field(default_factory=dict)
     # Names of the medication items that are drafts, by pointer, for cards that do not cite them.
     draft_names: Mapping[str, str] = field(default_factory=dict)
+    # Their classes, by pointer: a fired rule's ``worsened_by`` classes are matched against them.
+    draft_classes: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -130,7 +132,10 @@ class FactSources:
         provenance: Mapping[str, Any],
         drafts: Mapping[str, list[str]],
         facts: Mapping[str, Any],
+        name_key: str = "name",
+        class_key: str = "",
     ) -> FactSources:
+        """``name_key``/``class_key``: the fields of a medication item (the FHIR tables' layout)."""
         by_label = {
             f"{r['resourceType']}/{r['id']}": r
             for r in _resources(prefetch)
@@ -144,8 +149,16 @@ class FactSources:
             known = [d for d in found if d]
             if known:
                 dates[pointer] = max(known)  # the latest of the results that gave the fact
-        names = {pointer: _name_at(facts, pointer) for pointer in drafts}
-        return cls(dates, dict(drafts), {p: n for p, n in names.items() if n})
+        names = {pointer: _field_at(facts, pointer, name_key) for pointer in drafts}
+        classes = {pointer: _field_at(facts, pointer, class_key) for pointer in drafts} if class_key else {}
+        return cls(
+            dates, dict(drafts), {p: n for p, n in names.items() if n}, {p: c for p, c in classes.items() if c}
+        )
 
     def is_draft(self, pointer: str) -> bool:
         return pointer in self.drafts
+
+    def drafts_of_classes(self, classes: Iterable[str]) -> list[str]:
+        """Pointers of the draft items whose class is one of ``classes``, in list order."""
+        wanted = set(classes)
+        return [pointer for pointer, klass in self.draft_classes.items() if klass in wanted]

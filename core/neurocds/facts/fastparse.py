@@ -10,7 +10,7 @@ in 1 MiB). This module answers the common case at C speed instead:
   overflow a double, and decodes every other number to the same value as
   ``json.loads`` (floats are correctly rounded by both; checked on 400,000 random
   literals), except integers beyond 64 bits, which it turns into floats: a run of 19
-  digits sends the document to the exact path.
+  digits outside strings sends the document to the exact path.
 * Duplicate member names are detected by counting: every member of the text has one
   ``:`` outside strings; the parsed value keeps one member per distinct name. So the
   colons of the text (``\\u003a`` escapes counted, escaped backslashes removed first)
@@ -51,6 +51,8 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 # orjson keeps integers up to 64 bits exact (at most 20 digits, and any 19-digit one
 # below 2**63); longer runs may be integers it turned into floats.
 _LONG_DIGIT_RUN = b"0" * 19
+# Long runs placed one by one (inside or outside a string) before a document goes to the exact path.
+_RUNS_PLACED = 8
 _ESCAPED_COLON = ("\\u003a", "\\u003A")
 # Everything but brackets and quotes deleted, then every bracket made a "[" or "]".
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
@@ -106,6 +108,26 @@ def repeats_a_name(text: str, value: Any) -> bool:
     return _decoded_colons(text) != colons
 
 
+def _long_run_outside_strings(encoded: bytes, zeroed: bytes) -> bool:
+    """True when a run of 19 or more digits lies outside the strings of a valid JSON document.
+
+    A long run inside a string (Synthea's narratives print a 19-digit "Person seed") is
+    text, not an integer orjson could have turned into a float. Each run is placed by the
+    quotes before it (escaped backslashes and quotes removed first, left to right, as JSON
+    reads them: an odd count means inside a string), at C speed. Documents with many runs
+    are left to the exact path rather than counted run by run.
+    """
+    start = zeroed.find(_LONG_DIGIT_RUN)
+    for _ in range(_RUNS_PLACED):
+        if start < 0:
+            return False
+        before = encoded[:start].replace(b"\\\\", b"").replace(b'\\"', b"")
+        if before.count(b'"') % 2 == 0:
+            return True
+        start = zeroed.find(_LONG_DIGIT_RUN, zeroed.find(b'"', start))  # past the end of this run's string
+    return start >= 0
+
+
 def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
     """``(True, value)`` when orjson parsed ``text`` to exactly what the strict path would accept.
 
@@ -120,7 +142,8 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
             value = orjson.loads(encoded)
     except orjson.JSONDecodeError:
         return False, None
-    if _LONG_DIGIT_RUN in encoded.translate(_DIGITS_TO_ZERO):
+    zeroed = encoded.translate(_DIGITS_TO_ZERO)
+    if _LONG_DIGIT_RUN in zeroed and _long_run_outside_strings(encoded, zeroed):
         return False, None
     try:
         written = orjson.dumps(value)

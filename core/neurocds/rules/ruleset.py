@@ -45,6 +45,22 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class WorsenedBy:
+    """Classes of list items (``medications[].class`` in the facts) that can worsen a finding, and why.
+
+    Pack data for the service, never part of evaluation: a draft order of one of these
+    classes is offered for removal on the card of the fired rule.
+    """
+
+    classes: tuple[str, ...]
+    rationale: str
+
+
+# Where ``worsened_by`` classes are looked up in the facts schema: the list and its item field.
+WORSENING_LIST, WORSENING_FIELD = "medications", "class"
+
+
+@dataclass(frozen=True)
 class Rule:
     """One declarative rule, ready to compile. ``concludes`` is ``(kind, key, value)``."""
 
@@ -62,6 +78,7 @@ class Rule:
     evidence: tuple[Evidence, ...]
     file: str
     pointer: str
+    worsened_by: WorsenedBy | None = None
 
     @property
     def conclusion(self) -> tuple[str, str, Any]:
@@ -252,9 +269,25 @@ class RuleBuilder:
                     evidence=tuple(Evidence(e["source"], e["citation"]) for e in raw["evidence"]),
                     file=file,
                     pointer=pointer,
+                    worsened_by=self._worsened_by(raw.get("worsened_by"), fail),
                 )
             )
         return rules
+
+    def _worsened_by(self, raw: Mapping[str, Any] | None, fail: Any) -> WorsenedBy | None:
+        """Checked against the facts schema as conditions are: a misspelt class would never match a draft."""
+        if raw is None:
+            return None
+        items = self.facts.arrays.get(WORSENING_LIST)
+        leaf = (items or {}).get("properties", {}).get(WORSENING_FIELD)
+        if leaf is None:
+            raise fail(f"worsened_by needs {WORSENING_LIST}[].{WORSENING_FIELD} in the facts schema", "/worsened_by")
+        for index, name in enumerate(raw["medication_classes"]):
+            if not _value_fits(leaf, name):
+                where = f"/worsened_by/medication_classes/{index}"
+                field = f"{WORSENING_LIST}[].{WORSENING_FIELD}"
+                raise fail(f"worsened_by class {name!r} is not a {field} ({_describe(leaf)})", where)
+        return WorsenedBy(tuple(raw["medication_classes"]), raw["rationale"])
 
     def _condition(self, raw: Mapping[str, Any], fail: Any, where: str) -> Condition:
         if "all" in raw:
