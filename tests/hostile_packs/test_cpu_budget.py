@@ -43,7 +43,9 @@ def busy_threads(count: int = 8) -> Iterator[None]:
     stop = threading.Event()
     interval = sys.getswitchinterval()
     sys.setswitchinterval(0.02)
-    threads = [threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], daemon=True) for _ in range(count)]
+    threads = [
+        threading.Thread(target=lambda: [None for _ in iter(stop.is_set, True)], daemon=True) for _ in range(count)
+    ]
     for thread in threads:
         thread.start()
     try:
@@ -102,7 +104,9 @@ def test_a_healthy_compute_hook_under_load_keeps_the_result_complete(tmp_path: P
         return ComputedFacts(pack="busy", values={"busy.ok": True})
 
     plugin = inline_pack(tmp_path, "busy", "busy", [rule("busy.f", {"derived": "busy.ok"})], compute=compute)
-    engine = Engine(packs=[*BUILTIN_PACKS, "busy"], plugins=[("busy", plugin)], hook_budget=0.2, hook_wall_factor=LOOSE_WALL)
+    engine = Engine(
+        packs=[*BUILTIN_PACKS, "busy"], plugins=[("busy", plugin)], hook_budget=0.2, hook_wall_factor=LOOSE_WALL
+    )
     with busy_threads():
         result = engine.evaluate(emergency_doc())
     assert walls and walls[0] > 0.2, f"the busy threads did not slow the hook ({walls}); the test shows nothing"

@@ -12,7 +12,7 @@ import functools
 import gc
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -142,6 +142,81 @@ def import_plugin(runner: HookRunner, name: str, source: str, ep: EntryPoint) ->
         raise PackLoadError(f"cannot import plugin: {exc}", pack=name, source=source) from exc
 
 
+class VettedPlugin:
+    """What the plugin manager holds for a plugin: its ``neurocds_*`` hooks and nothing else.
+
+    pluggy walks every attribute of a plugin it registers (``dir()``, then each name) and
+    compares it with the plugins already registered (``==``); on a pack's own object that
+    runs pack code (``__dir__``, ``__eq__``, descriptors, ``__wrapped__`` chains) on the
+    caller's thread, with no limit. So :func:`vet_plugin` lets pluggy read the pack on a
+    budgeted worker (into a throw-away plugin manager), and only this object, which runs
+    no pack code until a hook is called, is registered with the engine's.
+    """
+
+    def __init__(self, name: str, hooks: Mapping[str, Callable[..., Any]]) -> None:
+        self.__dict__.update(hooks)
+        self._vetted_name = name
+
+    def __repr__(self) -> str:
+        return f"<neurocds plugin {self._vetted_name!r}>"
+
+
+HOOK_NAMES = tuple(sorted(n for n in vars(hookspecs) if n.startswith("neurocds_") and callable(getattr(hookspecs, n))))
+
+
+def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
+    """Run on a worker: ``(True, VettedPlugin)``, or ``(False, why)`` when pluggy refuses the plugin."""
+    scratch = new_plugin_manager()
+    try:
+        scratch.register(plugin, name=name)
+    except (pluggy.PluginValidationError, ValueError) as exc:
+        return False, f"plugin does not match the hook API: {exc}"
+    hooks: dict[str, Callable[..., Any]] = {}
+    for hook_name in HOOK_NAMES:
+        impls = getattr(scratch.hook, hook_name).get_hookimpls()
+        if len(impls) > 1:  # which one would run is pluggy's ordering, not the author's intent
+            return False, f"plugin implements {hook_name} {len(impls)} times (at most once)"
+        if not impls:
+            continue
+        impl = impls[0]
+        if impl.hookwrapper or impl.wrapper:
+            return False, f"{hook_name} is declared a wrapper: neurocds calls each pack's hooks on their own"
+        hooks[hook_name] = _forwarder(hook_name, impl.function, tuple(impl.argnames), impl.tryfirst, impl.trylast)
+    return True, VettedPlugin(name, hooks)
+
+
+def _forwarder(
+    hook_name: str, function: Callable[..., Any], argnames: tuple[str, ...], tryfirst: bool, trylast: bool
+) -> Callable[..., Any]:
+    """A hook implementation taking every argument of the spec and passing the pack's function
+    the ones it asked for (pluggy lets an implementation accept a subset)."""
+    spec = getattr(hookspecs, hook_name)
+    spec_args = spec.__code__.co_varnames[: spec.__code__.co_argcount]
+    positions = [spec_args.index(arg) for arg in argnames]  # pluggy checked they are the spec's
+
+    def forward(*args: Any) -> Any:
+        return function(*[args[i] for i in positions])
+
+    forward.__name__ = forward.__qualname__ = hook_name
+    forward.__wrapped__ = spec  # type: ignore[attr-defined]  # pluggy reads the spec's parameters: it passes them all
+    marked: Callable[..., Any] = hookspecs.hookimpl(tryfirst=tryfirst, trylast=trylast)(forward)
+    return marked
+
+
+def register_vetted(pm: pluggy.PluginManager, name: str, plugin: Any, source: str, runner: HookRunner) -> VettedPlugin:
+    """Register ``plugin`` as a :class:`VettedPlugin`: pluggy reads the pack's object on a worker
+    within the load budget, so a plugin that hangs or raises there is a :class:`PackLoadError`."""
+    if pm.get_plugin(name) is not None:
+        raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
+    try:
+        answer = runner.call(name, "registration", vet_plugin, (name, plugin), runner.load_budget_s)
+        vetted: VettedPlugin = unwrap(answer)
+    except HookFailure as exc:
+        raise PackLoadError(str(exc), pack=name, source=source) from exc
+    pm.register(vetted, name=name)  # our own object: pluggy's walk runs no pack code
+    return vetted
+
+
 def register_plugin(
     pm: pluggy.PluginManager, name: str, plugin: Any, source: str, runner: HookRunner
 ) -> list[LoadedPack]:
@@ -149,20 +224,15 @@ def register_plugin(
 
     A plugin whose register hook fails is unregistered again: none of its hooks is ever called.
     """
-    if pm.get_plugin(name) is not None:
-        raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
-    try:
-        pm.register(plugin, name=name)
-    except pluggy.PluginValidationError as exc:
-        raise PackLoadError(f"plugin does not match the hook API: {exc}", pack=name, source=source) from exc
-    impl = find_impl(pm, "neurocds_register_packs", plugin)
+    vetted = register_vetted(pm, name, plugin, source, runner)
+    impl = find_impl(pm, "neurocds_register_packs", vetted)
     if impl is None:
         return []
 
     def loaded(out: Any) -> list[LoadedPack]:  # runs on the worker: it reaches the records' own code
         try:
             return [
-                LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
+                LoadedPack(record=record, source=source, plugin=vetted, rule_files=[Path(p) for p in record.rule_files])
                 for record in check_records(out)
             ]
         except TypeError as exc:  # a rule_files entry that is no path
@@ -173,7 +243,7 @@ def register_plugin(
         answer = runner.call(name, "neurocds_register_packs", checked_call, (produce, loaded), runner.load_budget_s)
         return list(unwrap(answer))
     except HookFailure as exc:
-        pm.unregister(plugin)
+        pm.unregister(vetted)
         raise PackLoadError(str(exc), pack=name, source=source) from exc
 
 
