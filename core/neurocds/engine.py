@@ -29,17 +29,17 @@ from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
     LoadedPack,
     check_unique,
-    content_hash,
     discover,
     failed_plugin,
     find_impl,
     import_plugin,
     new_plugin_manager,
     parse_allowlist,
+    read_pack,
     register_plugin,
 )
 from neurocds.rules.references import check_references, concluded_key
-from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file, schema_labels
+from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, schema_labels
 from neurocds.version import __version__
 
 BACKENDS = ("durable", "reference")
@@ -194,11 +194,10 @@ class Engine:
                 blocked = [d for d in pack.record.depends_on if d in failed]
                 if blocked:
                     raise PackLoadError(f"depends on failed pack(s) {', '.join(blocked)}", pack=pack.name)
-                pack.sha256 = content_hash(pack)
+                docs = read_pack(pack, self.load_cache)  # one read per file; sets pack.sha256 over those bytes
                 rules: list[Rule] = []
                 del builder.references[:]
-                for path in pack.rule_files:
-                    doc = read_rule_file(path, pack.name, self.load_cache)
+                for path, doc in zip(pack.rule_files, docs, strict=True):
                     pack.namespaces.append(doc["namespace"])
                     owner = namespace_owner.setdefault(doc["namespace"], pack.name)
                     if owner != pack.name:

@@ -183,3 +183,45 @@ def test_a_changed_checker_misses_every_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "_code_fingerprint", lambda: b"other code")
     engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     assert engine.load_cache.hits == 0
+
+
+def test_each_rule_file_is_read_once_and_the_pack_hash_is_of_the_bytes_that_loaded(tmp_path, monkeypatch):
+    """A file changed between two reads must not pair one content's rules with another's hash
+    (the hash keys the compile check: a verdict for other content would be reused)."""
+    from neurocds.rules.packs import content_hash
+    from neurocds.rules.ruleset import RuleFile
+
+    plugin = inline_pack(tmp_path / "p", "rr", "rr", [rule("rr.first", LEG)])
+    (path,) = plugin.neurocds_register_packs()[0].rule_files
+    first = path.read_bytes()
+    second = first.replace(b"rr.first", b"rr.other")
+    reads: list[Path] = []
+    real_read = Path.read_bytes
+
+    def changing_read(self: Path) -> bytes:
+        if self != path:
+            return real_read(self)
+        reads.append(self)
+        return first if len(reads) == 1 else second  # edited right after the first read
+
+    monkeypatch.setattr(Path, "read_bytes", changing_read)
+    for cache in (tmp_path / "cache", tmp_path / "cache", False):  # cold, warm and without a cache
+        reads.clear()
+        engine = Engine(packs=[*BUILTIN_PACKS, "rr"], plugins=[("rr", plugin)], cache=cache, **SLACK)
+        assert len(reads) == 1
+        (pack,) = [p for p in engine.packs if p.name == "rr"]
+        assert [r.id for r in engine.rules if r.pack == "rr"] == ["rr.first"]
+        assert pack.sha256 == content_hash(pack, [RuleFile(path, {}, first, "")])
+
+
+def test_read_rule_file_returns_the_digest_of_the_bytes_it_parsed(tmp_path):
+    import hashlib
+
+    from neurocds.rules.ruleset import read_rule_file
+
+    plugin = inline_pack(tmp_path, "rd", "rd", [rule("rd.x", LEG)])
+    (path,) = plugin.neurocds_register_packs()[0].rule_files
+    read = read_rule_file(path, "rd", LoadCache(tmp_path / "cache"))
+    assert read.data == path.read_bytes() and read.sha256 == hashlib.sha256(read.data).hexdigest()
+    assert read.doc["rules"][0]["id"] == "rd.x"
+

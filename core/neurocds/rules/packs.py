@@ -24,7 +24,9 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.hooks import HookFailure, HookRunner, check_records, checked_call, unwrap
+from neurocds.rules.ruleset import RuleFile, read_rule_file
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
 _P = ParamSpec("_P")
@@ -331,17 +333,24 @@ def dependency_order(
     return ordered, problems
 
 
-def content_hash(pack: LoadedPack) -> str:
-    """SHA-256 over the pack's name, version, extension schema and each rule file's name and bytes."""
+def content_hash(pack: LoadedPack, files: Sequence[RuleFile]) -> str:
+    """SHA-256 over the pack's name, version, extension schema and each rule file's name and bytes.
+
+    ``files`` are the pack's rule files as :func:`read_rule_file` read them: the hash is of
+    the bytes whose rules load, never of a second read that could see other content.
+    """
     digest = hashlib.sha256()
     digest.update(f"{pack.name}\0{pack.record.version}\0".encode())
     if pack.record.facts_schema is not None:  # the extension schema changes what is accepted
         digest.update(b"schema\0" + canonical_json(pack.record.facts_schema) + b"\0")
-    for path in sorted(pack.rule_files, key=lambda p: p.name):
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise PackLoadError(f"cannot read rule file: {exc}", pack=pack.name, file=str(path)) from exc
-        digest.update(f"{path.name}\0{len(data)}\0".encode())
-        digest.update(data)
+    for file in sorted(files, key=lambda f: f.path.name):
+        digest.update(f"{file.path.name}\0{len(file.data)}\0".encode())
+        digest.update(file.data)
     return digest.hexdigest()
+
+
+def read_pack(pack: LoadedPack, cache: LoadCache | None) -> list[dict[str, Any]]:
+    """Each of the pack's rule files read once, in order; ``pack.sha256`` is set over those bytes."""
+    files = [read_rule_file(path, pack.name, cache) for path in pack.rule_files]
+    pack.sha256 = content_hash(pack, files)
+    return [file.doc for file in files]
