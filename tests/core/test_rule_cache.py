@@ -225,3 +225,36 @@ def test_read_rule_file_returns_the_digest_of_the_bytes_it_parsed(tmp_path):
     assert read.data == path.read_bytes() and read.sha256 == hashlib.sha256(read.data).hexdigest()
     assert read.doc["rules"][0]["id"] == "rd.x"
 
+
+def test_the_key_covers_the_versions_of_the_parsing_and_checking_libraries(tmp_path):
+    """An upgraded PyYAML or jsonschema may give another verdict: it must miss, not reuse."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    from neurocds.rules.cache import CHECKING_LIBRARIES, library_versions
+
+    found = dict(line.split(" ", 1) for line in library_versions().decode().splitlines())
+    assert found == {dist: metadata.version(dist) for _, dist in CHECKING_LIBRARIES}
+
+    def key_with(version: str) -> str:
+        """``LoadCache.key`` in a process where another jsonschema, of ``version``, comes first."""
+        site = tmp_path / version
+        (site / "jsonschema").mkdir(parents=True, exist_ok=True)
+        (site / "jsonschema" / "__init__.py").write_text("raise ImportError('never imported for a key')\n")
+        (site / f"jsonschema-{version}.dist-info").mkdir(exist_ok=True)
+        code = "from neurocds.rules.cache import LoadCache; print(LoadCache.key(b'part'))"
+        env = {**os.environ, "PYTHONPATH": str(site)}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+    assert key_with("4.0.0") != key_with("5.0.0")
+    assert key_with("4.0.0") == key_with("4.0.0")
+
+
+def test_a_library_upgrade_misses_every_entry(tmp_path, monkeypatch):
+    from neurocds.rules import cache
+
+    Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
+    monkeypatch.setattr(cache, "library_versions", lambda: b"PyYAML 99.0\njsonschema 99.0")
+    engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
+    assert engine.load_cache.hits == 0
