@@ -66,10 +66,11 @@ def freeze(value: Any) -> Any:
 class _Job:
     """One call of pack code. ``running`` is a bare lock held until the call ends: C-level
     locks are far cheaper than ``threading.Event`` on this path (every hook call crosses it).
-    ``cpu_start``/``cpu_used`` are the worker thread's CPU clock at the start and the CPU
-    time the call took, both read on the worker itself."""
+    ``abandoned``: the caller stopped waiting, so the worker goes back to the idle list itself;
+    ``ended``: the worker is done with it. Both change under ``handoff``, a lock of this job
+    alone, so the usual path (the caller waited) takes no lock another thread holds."""
 
-    __slots__ = ("args", "cpu_start", "cpu_used", "error", "fn", "running", "value")
+    __slots__ = ("abandoned", "args", "ended", "error", "fn", "handoff", "running", "value")
 
     def __init__(self, fn: Callable[..., Any], args: Sequence[Any]) -> None:
         self.fn, self.args = fn, args
@@ -77,17 +78,16 @@ class _Job:
         self.running.acquire()
         self.value: Any = None
         self.error: BaseException | None = None
-        self.cpu_start: float | None = None
-        self.cpu_used = 0.0
+        self.abandoned = False
+        self.ended = False
+        self.handoff = _thread.allocate_lock()
 
     def run(self) -> None:
-        self.cpu_start = started = time.thread_time()
         try:
             self.value = self.fn(*self.args)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt are the pack's failure too
             self.error = exc
         finally:
-            self.cpu_used = time.thread_time() - started
             self.running.release()
 
     def finished(self, timeout: float) -> bool:
@@ -165,38 +165,49 @@ class HookRunner:
             self._late.pop(key, None)
             worker = self._idle.pop() if self._idle else _Worker(self)
         job = _Job(fn, args)
+        # The worker's CPU clock as its previous call ended: idle, it spends nothing since.
+        # (Read by the caller, once per call: read on the worker, a reading cost ~15 us more.)
+        cpu_base = worker.cpu_at_rest
         started = time.monotonic()
         worker.give(job)
-        kind = self._wait(job, worker, cpu_s, started + wall_s)
+        # A thread cannot spend more CPU time than the time that passes, so waiting for what
+        # is left of the CPU budget never oversleeps it: a healthy call costs this one wait.
+        kind = None if job.finished(min(cpu_s, wall_s)) else self._wait(job, worker, cpu_base, cpu_s, started + wall_s)
         wall = time.monotonic() - started
         if kind is not None:
             message = self.overrun(hook, kind, whole)
             with self._lock:
                 self._late[key] = (job, message)
+            with job.handoff:
+                job.abandoned = not job.ended  # if so, the worker goes back to the idle list when it ends
+            if not job.abandoned:  # it ended just now
+                worker.cpu_at_rest = worker.cpu_clock()
+                self._release(worker)
             raise HookOverrun(message, kind)
+        # Read before the worker is idle again: no other call's CPU time is counted in it.
+        worker.cpu_at_rest = worker.cpu_clock()
+        cpu = wall if cpu_base is None else worker.cpu_at_rest - cpu_base  # type: ignore[operator]  # both None or neither
+        self._release(worker)
         if job.error is not None:
             exc = job.error
             raise HookFailure(f"{hook} raised {type(exc).__name__}: {exc}") from exc
-        return job.value, job.cpu_used, wall
+        return job.value, cpu, wall
 
     @staticmethod
-    def _wait(job: _Job, worker: _Worker, cpu_s: float, deadline: float) -> str | None:
-        """``None`` once the job finished; ``"cpu"`` or ``"wall"`` when it ran past a limit."""
-        # A thread cannot spend more CPU time than the time that passes, so waiting for what
-        # is left of the CPU budget never oversleeps it: a healthy call costs one wait.
-        wait = min(cpu_s, deadline - time.monotonic())
-        while not job.finished(wait):
+    def _wait(job: _Job, worker: _Worker, cpu_base: float | None, cpu_s: float, deadline: float) -> str | None:
+        """After a first wait: ``None`` once the job finished; ``"cpu"`` or ``"wall"`` when it ran
+        past a limit (its CPU time is read between waits, each as long as what is left)."""
+        while True:
             now = time.monotonic()
-            used = worker.cpu_spent(job)
-            if not job.running.locked():
-                wait = 0.0  # it finished meanwhile (and the clock may be the next job's)
-                continue
-            if used is None or used >= cpu_s:
-                return "cpu" if used is not None else "wall"
+            if cpu_base is None:  # no per-thread clock: the budget is wall-clock time
+                return "wall"
+            used = worker.cpu_clock() - cpu_base  # type: ignore[operator]  # not None: cpu_base was read
+            if used >= cpu_s:
+                return "cpu"
             if now >= deadline:
                 return "wall"
-            wait = max(min(cpu_s - used, deadline - now), _MIN_WAIT_S)
-        return None
+            if job.finished(max(min(cpu_s - used, deadline - now), _MIN_WAIT_S)):
+                return None
 
     def overrun(self, hook: str, kind: str, budget: float) -> str:
         if kind == "cpu":
@@ -220,12 +231,11 @@ class _Worker:
         thread.start()  # returns once the thread runs, so its ident is known
         assert thread.ident is not None
         self._clock = time.pthread_getcpuclockid(thread.ident) if _CPU_CLOCKS else None
+        self.cpu_at_rest = self.cpu_clock()  # kept up to date by the caller that waited for a call
 
-    def cpu_spent(self, job: _Job) -> float | None:
-        """CPU time the worker has spent on ``job`` so far (``None``: no per-thread clock)."""
-        if self._clock is None:
-            return None
-        return 0.0 if job.cpu_start is None else time.clock_gettime(self._clock) - job.cpu_start
+    def cpu_clock(self) -> float | None:
+        """The CPU time this worker thread has spent so far (``None``: no per-thread clock)."""
+        return None if self._clock is None else time.clock_gettime(self._clock)
 
     def give(self, job: _Job) -> None:
         self._job = job
@@ -235,9 +245,15 @@ class _Worker:
         while True:
             self._ready.acquire()
             job, self._job = self._job, None
-            if job is not None:
-                job.run()
-            self._runner._release(self)
+            if job is None:
+                continue
+            job.run()
+            with job.handoff:  # a caller that waited puts the worker back itself
+                job.ended = True
+                abandoned = job.abandoned
+            if abandoned:
+                self.cpu_at_rest = self.cpu_clock()
+                self._runner._release(self)
 
 
 class Budget:

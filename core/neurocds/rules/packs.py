@@ -196,8 +196,15 @@ def _forwarder(
     spec_args = spec.__code__.co_varnames[: spec.__code__.co_argcount]
     positions = [spec_args.index(arg) for arg in argnames]  # pluggy checked they are the spec's
 
-    def forward(*args: Any) -> Any:
-        return function(*[args[i] for i in positions])
+    if positions == list(range(len(spec_args))):  # the usual case: every argument, in order
+
+        def forward(*args: Any) -> Any:
+            return function(*args)
+
+    else:
+
+        def forward(*args: Any) -> Any:
+            return function(*[args[i] for i in positions])
 
     forward.__name__ = forward.__qualname__ = hook_name
     forward.__wrapped__ = spec  # type: ignore[attr-defined]  # pluggy reads the spec's parameters: it passes them all
