@@ -79,6 +79,14 @@ def hostile_plugin(kind: str, tmp_path: Path, release: threading.Event) -> Any:
 
         compute.__wrapped__ = Trap()  # type: ignore[attr-defined]  # the attack: signature lookup follows it
         Hostile.neurocds_compute_facts = staticmethod(hookimpl(compute))  # type: ignore[attr-defined]
+    if kind == "option-stalls":
+
+        class Option:
+            def __bool__(self) -> bool:  # pluggy tests ``tryfirst`` when it orders the hooks
+                stall()
+                return False
+
+        Hostile.neurocds_compute_facts = staticmethod(hookimpl(tryfirst=Option())(lambda facts: None))  # type: ignore[attr-defined, call-overload]
     return Hostile()
 
 
@@ -101,6 +109,7 @@ def load(plugin: Any, **kw: Any) -> tuple[Engine, float]:
         ("dir-spins", "registration ran past the pack's budget of 200 ms of CPU time"),
         ("dir-raises", "registration raised RuntimeError: no listing today"),
         ("wrapped-stalls", "registration did not return within"),
+        ("option-stalls", "registration did not return within"),
     ],
 )
 def test_a_plugin_that_hangs_or_raises_while_read_is_named_and_the_others_answer(

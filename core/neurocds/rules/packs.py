@@ -171,7 +171,7 @@ def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
     scratch = new_plugin_manager()
     try:
         scratch.register(plugin, name=name)
-    except (pluggy.PluginValidationError, ValueError) as exc:
+    except pluggy.PluginValidationError as exc:
         return False, f"plugin does not match the hook API: {exc}"
     hooks: dict[str, Callable[..., Any]] = {}
     for hook_name in HOOK_NAMES:
@@ -183,7 +183,9 @@ def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
         impl = impls[0]
         if impl.hookwrapper or impl.wrapper:
             return False, f"{hook_name} is declared a wrapper: neurocds calls each pack's hooks on their own"
-        hooks[hook_name] = _forwarder(hook_name, impl.function, tuple(impl.argnames), impl.tryfirst, impl.trylast)
+        # bool() here: the options are the pack's objects, and pluggy tests them when it registers.
+        order = bool(impl.tryfirst), bool(impl.trylast)
+        hooks[hook_name] = _forwarder(hook_name, impl.function, tuple(impl.argnames), *order)
     return True, VettedPlugin(name, hooks)
 
 
