@@ -168,19 +168,27 @@ HOOK_NAMES = tuple(sorted(n for n in vars(hookspecs) if n.startswith("neurocds_"
 
 def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
     """Run on a worker: ``(True, VettedPlugin)``, or ``(False, why)`` when pluggy refuses the plugin."""
-    scratch = new_plugin_manager()
+    # Without the specs (adding them costs 2/3 of vetting): the arguments are checked below.
+    scratch = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     try:
         scratch.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         return False, f"plugin does not match the hook API: {exc}"
     hooks: dict[str, Callable[..., Any]] = {}
     for hook_name in HOOK_NAMES:
-        impls = getattr(scratch.hook, hook_name).get_hookimpls()
+        caller = getattr(scratch.hook, hook_name, None)
+        impls = caller.get_hookimpls() if caller is not None else []
         if len(impls) > 1:  # which one would run is pluggy's ordering, not the author's intent
             return False, f"plugin implements {hook_name} {len(impls)} times (at most once)"
         if not impls:
             continue
         impl = impls[0]
+        unknown = sorted(set(impl.argnames) - set(_spec_args(hook_name)))
+        if unknown:
+            return False, (
+                f"plugin does not match the hook API: {hook_name} asks for {', '.join(unknown)}, which the "
+                f"hook does not pass (it passes: {', '.join(_spec_args(hook_name)) or 'nothing'})"
+            )
         if impl.hookwrapper or impl.wrapper:
             return False, f"{hook_name} is declared a wrapper: neurocds calls each pack's hooks on their own"
         # bool() here: the options are the pack's objects, and pluggy tests them when it registers.
@@ -189,13 +197,17 @@ def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
     return True, VettedPlugin(name, hooks)
 
 
+def _spec_args(hook_name: str) -> tuple[str, ...]:
+    code = getattr(hookspecs, hook_name).__code__
+    return tuple(code.co_varnames[: code.co_argcount])
+
+
 def _forwarder(
     hook_name: str, function: Callable[..., Any], argnames: tuple[str, ...], tryfirst: bool, trylast: bool
 ) -> Callable[..., Any]:
     """A hook implementation taking every argument of the spec and passing the pack's function
     the ones it asked for (pluggy lets an implementation accept a subset)."""
-    spec = getattr(hookspecs, hook_name)
-    spec_args = spec.__code__.co_varnames[: spec.__code__.co_argcount]
+    spec_args = _spec_args(hook_name)
     positions = [spec_args.index(arg) for arg in argnames]  # pluggy checked they are the spec's
 
     if positions == list(range(len(spec_args))):  # the usual case: every argument, in order
@@ -209,7 +221,7 @@ def _forwarder(
             return function(*[args[i] for i in positions])
 
     forward.__name__ = forward.__qualname__ = hook_name
-    forward.__wrapped__ = spec  # type: ignore[attr-defined]  # pluggy reads the spec's parameters: it passes them all
+    forward.__wrapped__ = getattr(hookspecs, hook_name)  # type: ignore[attr-defined]  # pluggy reads the spec's parameters: it passes them all
     marked: Callable[..., Any] = hookspecs.hookimpl(tryfirst=tryfirst, trylast=trylast)(forward)
     return marked
 
