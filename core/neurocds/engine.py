@@ -24,22 +24,22 @@ from neurocds.result import DISCLAIMER, Result
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_rules
-from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, Budget, HookRunner
+from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, WALL_LIMIT_FACTOR, Budget, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
     LoadedPack,
     check_unique,
-    content_hash,
     discover,
     failed_plugin,
     find_impl,
     import_plugin,
     new_plugin_manager,
     parse_allowlist,
+    read_pack,
     register_plugin,
 )
 from neurocds.rules.references import check_references, concluded_key
-from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, read_rule_file, schema_labels
+from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, schema_labels
 from neurocds.version import __version__
 
 BACKENDS = ("durable", "reference")
@@ -60,9 +60,14 @@ class Engine:
         at load; ``"skip"`` it and report it as failed in every result (``complete: false``);
         ``"auto"`` (default): raise for a pack asked for by name (the allowlist, or ``plugins``),
         skip one that is merely installed, so one broken third-party pack never silences the rest.
-    :param hook_budget: seconds each pack's hooks may take per evaluation (all its calls
-        together); an overrun is that pack's failure and the evaluation returns without it.
-    :param load_budget: seconds a pack's import and its register hook may take at load.
+    :param hook_budget: seconds of CPU time each pack's hooks may take per evaluation (all
+        its calls together, counted on the pack's own worker thread, so time spent waiting
+        for a CPU or the GIL on a busy machine is not the pack's); an overrun is that pack's
+        failure and the evaluation returns without it.
+    :param load_budget: seconds of CPU time a pack's import and registration may take at load.
+    :param hook_wall_factor: pack code that blocks (sleeps, waits) spends no CPU time: it is
+        stopped after this many times its budget of wall-clock time (default 5: 1 s per
+        evaluation for the default ``hook_budget``, 50 s at load).
     :param audit_dir: append every decision to the tamper-evident log in this folder.
     :param cache: keep what loading checked (rule files, schema, compile) in the per-user
         cache (``True``: where ``NEUROCDS_CACHE_DIR`` / ``XDG_CACHE_HOME`` say,
@@ -86,12 +91,13 @@ class Engine:
         firing_budget: int | None = None,
         hook_budget: float = DEFAULT_HOOK_BUDGET_S,
         load_budget: float = LOAD_BUDGET_S,
+        hook_wall_factor: float = WALL_LIMIT_FACTOR,
         cache: bool | str | Path = True,
     ) -> None:
         if on_pack_error not in PACK_ERROR_POLICIES:
             raise ValueError(f"on_pack_error must be one of {', '.join(PACK_ERROR_POLICIES)}, not {on_pack_error!r}")
         self.pm = new_plugin_manager()
-        self._runner = HookRunner(hook_budget, load_budget)
+        self._runner = HookRunner(hook_budget, load_budget, hook_wall_factor)
         self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
         self._policy = on_pack_error
@@ -188,11 +194,10 @@ class Engine:
                 blocked = [d for d in pack.record.depends_on if d in failed]
                 if blocked:
                     raise PackLoadError(f"depends on failed pack(s) {', '.join(blocked)}", pack=pack.name)
-                pack.sha256 = content_hash(pack)
+                docs = read_pack(pack, self.load_cache)  # one read per file; sets pack.sha256 over those bytes
                 rules: list[Rule] = []
                 del builder.references[:]
-                for path in pack.rule_files:
-                    doc = read_rule_file(path, pack.name, self.load_cache)
+                for path, doc in zip(pack.rule_files, docs, strict=True):
                     pack.namespaces.append(doc["namespace"])
                     owner = namespace_owner.setdefault(doc["namespace"], pack.name)
                     if owner != pack.name:

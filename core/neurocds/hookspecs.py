@@ -24,9 +24,12 @@ what anyone else sees or concludes:
   :class:`types.MappingProxyType`, arrays are tuples): assigning raises ``TypeError``.
   The result's ``facts_sha256`` and the audit record are of the document as sent;
 * everything a hook returns is checked (the shapes below); anything else fails the pack;
-* each pack's hooks share a time budget per evaluation (``Engine(hook_budget=)``,
-  default 200 ms); an overrun fails the pack and the evaluation returns without it.
-  Pack code runs on a worker thread, and no backend lock is held while it runs;
+* each pack's hooks share a budget per evaluation (``Engine(hook_budget=)``, default
+  200 ms of CPU time, counted on the pack's own worker thread, so waiting for a CPU or
+  the GIL on a busy machine does not count; a hook that blocks is stopped after
+  ``hook_wall_factor``, default 5, times the budget of wall-clock time); an overrun
+  fails the pack and the evaluation returns without it. Pack code runs on a worker
+  thread, and no backend lock is held while it runs;
 * an exception from pack code, ``SystemExit`` and ``KeyboardInterrupt`` included, fails
   that pack only: the evaluation goes on and the process does not exit;
 * a failed pack is named in the result's ``errors`` (with its ``kind``), its status is
@@ -108,7 +111,9 @@ def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]  # 
 
     Called once, when an :class:`~neurocds.engine.Engine` is created, before any
     facts are seen, on a worker thread within the load budget (``Engine(load_budget=)``,
-    default 10 s). Rule files are read, validated and compiled right after; an
+    default 10 s of CPU time, 50 s of wall-clock time). Before it, pluggy reads the
+    plugin's hooks on that worker too (a ``__dir__`` or ``__eq__`` that hangs or raises
+    fails the plugin, not the engine). Rule files are read, validated and compiled right after; an
     error there is a :class:`~neurocds.errors.PackLoadError` naming the pack, the
     file and the JSON pointer of the bad rule. A reference (``{derived: ...}``,
     ``{finding: ...}``) that no loaded rule or compute hook can conclude, a numeric

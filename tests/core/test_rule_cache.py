@@ -183,3 +183,78 @@ def test_a_changed_checker_misses_every_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "_code_fingerprint", lambda: b"other code")
     engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     assert engine.load_cache.hits == 0
+
+
+def test_each_rule_file_is_read_once_and_the_pack_hash_is_of_the_bytes_that_loaded(tmp_path, monkeypatch):
+    """A file changed between two reads must not pair one content's rules with another's hash
+    (the hash keys the compile check: a verdict for other content would be reused)."""
+    from neurocds.rules.packs import content_hash
+    from neurocds.rules.ruleset import RuleFile
+
+    plugin = inline_pack(tmp_path / "p", "rr", "rr", [rule("rr.first", LEG)])
+    (path,) = plugin.neurocds_register_packs()[0].rule_files
+    first = path.read_bytes()
+    second = first.replace(b"rr.first", b"rr.other")
+    reads: list[Path] = []
+    real_read = Path.read_bytes
+
+    def changing_read(self: Path) -> bytes:
+        if self != path:
+            return real_read(self)
+        reads.append(self)
+        return first if len(reads) == 1 else second  # edited right after the first read
+
+    monkeypatch.setattr(Path, "read_bytes", changing_read)
+    for cache in (tmp_path / "cache", tmp_path / "cache", False):  # cold, warm and without a cache
+        reads.clear()
+        engine = Engine(packs=[*BUILTIN_PACKS, "rr"], plugins=[("rr", plugin)], cache=cache, **SLACK)
+        assert len(reads) == 1
+        (pack,) = [p for p in engine.packs if p.name == "rr"]
+        assert [r.id for r in engine.rules if r.pack == "rr"] == ["rr.first"]
+        assert pack.sha256 == content_hash(pack, [RuleFile(path, {}, first, "")])
+
+
+def test_read_rule_file_returns_the_digest_of_the_bytes_it_parsed(tmp_path):
+    import hashlib
+
+    from neurocds.rules.ruleset import read_rule_file
+
+    plugin = inline_pack(tmp_path, "rd", "rd", [rule("rd.x", LEG)])
+    (path,) = plugin.neurocds_register_packs()[0].rule_files
+    read = read_rule_file(path, "rd", LoadCache(tmp_path / "cache"))
+    assert read.data == path.read_bytes() and read.sha256 == hashlib.sha256(read.data).hexdigest()
+    assert read.doc["rules"][0]["id"] == "rd.x"
+
+
+def test_the_key_covers_the_versions_of_the_parsing_and_checking_libraries(tmp_path):
+    """An upgraded PyYAML or jsonschema may give another verdict: it must miss, not reuse."""
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    from neurocds.rules.cache import CHECKING_LIBRARIES, library_versions
+
+    found = dict(line.split(" ", 1) for line in library_versions().decode().splitlines())
+    assert found == {dist: metadata.version(dist) for _, dist in CHECKING_LIBRARIES}
+
+    def key_with(version: str) -> str:
+        """``LoadCache.key`` in a process where another jsonschema, of ``version``, comes first."""
+        site = tmp_path / version
+        (site / "jsonschema").mkdir(parents=True, exist_ok=True)
+        (site / "jsonschema" / "__init__.py").write_text("raise ImportError('never imported for a key')\n")
+        (site / f"jsonschema-{version}.dist-info").mkdir(exist_ok=True)
+        code = "from neurocds.rules.cache import LoadCache; print(LoadCache.key(b'part'))"
+        env = {**os.environ, "PYTHONPATH": str(site)}
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+    assert key_with("4.0.0") != key_with("5.0.0")
+    assert key_with("4.0.0") == key_with("4.0.0")
+
+
+def test_a_library_upgrade_misses_every_entry(tmp_path, monkeypatch):
+    from neurocds.rules import cache
+
+    Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
+    monkeypatch.setattr(cache, "library_versions", lambda: b"PyYAML 99.0\njsonschema 99.0")
+    engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
+    assert engine.load_cache.hits == 0

@@ -57,7 +57,7 @@ def _read(pack: LoadedPack) -> _PackRules:
     out = _PackRules(pack)
     for path in pack.rule_files:
         try:
-            doc = read_rule_file(Path(path), pack.name)
+            doc = read_rule_file(Path(path), pack.name).doc
         except PackLoadError as exc:
             message = str(exc).split(": ", 1)[-1] if exc.pointer else str(exc)
             out.unreadable.append(Problem("NCDS000", pack.name, str(path), exc.pointer or "", str(path), message))

@@ -61,7 +61,7 @@ class PackIndex:
         for pack in installed:
             for path in pack.rule_files:
                 try:
-                    doc = read_rule_file(Path(path), pack.name)
+                    doc = read_rule_file(Path(path), pack.name).doc
                 except PackLoadError as exc:
                     self.unreadable[str(path)] = str(exc)
                     continue

@@ -29,7 +29,7 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError
 from neurocds.fhir.mapping import MappingTableError, read_table
 from neurocds.rules.hooks import HookFailure, HookRunner
-from neurocds.rules.packs import call_impl, find_impl, import_plugin, parse_allowlist
+from neurocds.rules.packs import call_impl, find_impl, import_plugin, parse_allowlist, register_vetted
 
 FHIR_MAPS_ALLOWLIST_ENV = "NEUROCDS_FHIR_MAPS"
 HOOK = "neurocds_fhir_mappings"
@@ -77,11 +77,11 @@ def default_mapping_paths(
         name = f"fhir-maps:{ep.name}"
         source = f"entry point {ep.name} = {ep.value}"
         try:
-            plugin = import_plugin(runner, name, source, ep)
             if pm.get_plugin(name) is not None:
                 raise PackLoadError(f"entry point {ep.name!r} is declared twice")
-            pm.register(plugin, name=name)
-        except (PackLoadError, pluggy.PluginValidationError, ValueError) as exc:
+            # Read by pluggy on a budgeted worker: only the vetted hooks reach the manager.
+            plugin = register_vetted(pm, name, import_plugin(runner, name, source, ep), source, runner)
+        except PackLoadError as exc:
             failures.append(MappingSourceFailure(source, str(exc)))
             continue
         paths += _paths_of(runner, pm, plugin, name, source, failures)

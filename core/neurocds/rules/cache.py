@@ -5,9 +5,10 @@ What is stored is data, never code: one JSON file per entry. Two kinds today:
 ``schemas/ruleset.schema.json`` accepted it; ``schemas``, a mark that one composed
 facts schema passed the JSON Schema meta-schema check; and ``compile-checks``, a mark
 that one sequence of packs (by content hash) compiled. An entry's key is a SHA-256
-over everything the stored answer depends on: the neurocds version and the source of
+over everything the stored answer depends on: the neurocds version, the source of
 the code that checks (``neurocds.rules`` and ``neurocds.facts``, so an edited checkout
-never reuses a verdict of other code), and for a rule file the bytes of the ruleset
+never reuses a verdict of other code) and the versions of the libraries it uses to
+parse and check (PyYAML, jsonschema and its meta-schemas and resolver), and for a rule file the bytes of the ruleset
 schema, the file's suffix and its bytes. A hit proves the bytes being loaded are the
 bytes that were checked; a changed file, schema, version or checker simply misses.
 
@@ -77,9 +78,10 @@ class LoadCache:
 
     @staticmethod
     def key(*parts: bytes) -> str:
-        """A key over ``parts`` (all a stored answer depends on), neurocds' version and checking code."""
+        """A key over ``parts`` (all a stored answer depends on), neurocds' version and checking
+        code, and the versions of the libraries that parse and check (:func:`library_versions`)."""
         digest = hashlib.sha256()
-        for part in (ENTRY_FORMAT.encode(), __version__.encode(), _code_fingerprint(), *parts):
+        for part in (ENTRY_FORMAT.encode(), __version__.encode(), _code_fingerprint(), library_versions(), *parts):
             digest.update(len(part).to_bytes(8, "big"))
             digest.update(part)
         return digest.hexdigest()
@@ -154,6 +156,76 @@ def _code_fingerprint() -> bytes:
         for source in sorted(folder.glob("*.py")):
             digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.digest()
+
+
+# Import name -> distribution name of the libraries whose verdicts are stored: PyYAML parses
+# rule files, jsonschema (with its meta-schemas and reference resolver) checks them and the
+# composed facts schema. An upgrade that changes a verdict must not reuse the old one.
+CHECKING_LIBRARIES = (
+    ("yaml", "PyYAML"),
+    ("jsonschema", "jsonschema"),
+    ("jsonschema_specifications", "jsonschema-specifications"),
+    ("referencing", "referencing"),
+)
+
+
+@lru_cache(maxsize=1)
+def library_versions() -> bytes:
+    """``name version`` of each checking library, found without importing it (once per process).
+
+    A warm start imports neither PyYAML nor jsonschema, and ``importlib.metadata`` costs a
+    noticeable share of one: the version is read from the name of the distribution's
+    ``.dist-info`` (or ``.egg-info``) folder beside the package ``importlib.util.find_spec``
+    locates, the one that would be imported. Only where there is none (an unusual layout)
+    is ``importlib.metadata`` asked.
+    """
+    import importlib.util
+
+    lines = []
+    listings: dict[str, list[str]] = {}
+    for module, dist in CHECKING_LIBRARIES:
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            spec = None
+        found: list[str] = []
+        if spec is not None and spec.origin:
+            site = os.path.dirname(spec.origin)
+            if spec.submodule_search_locations:  # a package: its folder's parent
+                site = os.path.dirname(site)
+            if site not in listings:
+                try:
+                    listings[site] = [e for e in os.listdir(site) if e.endswith("-info")]
+                except OSError:
+                    listings[site] = []
+            found = sorted(v for entry in listings[site] if (v := _dist_version(entry, dist)) is not None)
+        if spec is not None and not found:
+            found = [_metadata_version(dist)]
+        lines.append(f"{dist} {','.join(found) if spec is not None else 'absent'}")
+    return "\n".join(lines).encode()
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
+def _dist_version(entry: str, dist: str) -> str | None:
+    """The version in a ``NAME-VERSION.dist-info`` / ``.egg-info`` folder name of ``dist``, else ``None``."""
+    for suffix in (".dist-info", ".egg-info"):
+        if entry.endswith(suffix):
+            name, dash, version = entry[: -len(suffix)].partition("-")
+            if dash and _normal(name) == _normal(dist):
+                return version.split("-py")[0]  # an egg-info may add "-py3.11"
+    return None
+
+
+def _metadata_version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _private_folder(folder: Path) -> bool:

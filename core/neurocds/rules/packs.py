@@ -12,7 +12,7 @@ import functools
 import gc
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -24,7 +24,9 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.hooks import HookFailure, HookRunner, check_records, checked_call, unwrap
+from neurocds.rules.ruleset import RuleFile, read_rule_file
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
 _P = ParamSpec("_P")
@@ -142,6 +144,102 @@ def import_plugin(runner: HookRunner, name: str, source: str, ep: EntryPoint) ->
         raise PackLoadError(f"cannot import plugin: {exc}", pack=name, source=source) from exc
 
 
+class VettedPlugin:
+    """What the plugin manager holds for a plugin: its ``neurocds_*`` hooks and nothing else.
+
+    pluggy walks every attribute of a plugin it registers (``dir()``, then each name) and
+    compares it with the plugins already registered (``==``); on a pack's own object that
+    runs pack code (``__dir__``, ``__eq__``, descriptors, ``__wrapped__`` chains) on the
+    caller's thread, with no limit. So :func:`vet_plugin` lets pluggy read the pack on a
+    budgeted worker (into a throw-away plugin manager), and only this object, which runs
+    no pack code until a hook is called, is registered with the engine's.
+    """
+
+    def __init__(self, name: str, hooks: Mapping[str, Callable[..., Any]]) -> None:
+        self.__dict__.update(hooks)
+        self._vetted_name = name
+
+    def __repr__(self) -> str:
+        return f"<neurocds plugin {self._vetted_name!r}>"
+
+
+HOOK_NAMES = tuple(sorted(n for n in vars(hookspecs) if n.startswith("neurocds_") and callable(getattr(hookspecs, n))))
+
+
+def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
+    """Run on a worker: ``(True, VettedPlugin)``, or ``(False, why)`` when pluggy refuses the plugin."""
+    # Without the specs (adding them costs 2/3 of vetting): the arguments are checked below.
+    scratch = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    try:
+        scratch.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        return False, f"plugin does not match the hook API: {exc}"
+    hooks: dict[str, Callable[..., Any]] = {}
+    for hook_name in HOOK_NAMES:
+        caller = getattr(scratch.hook, hook_name, None)
+        impls = caller.get_hookimpls() if caller is not None else []
+        if len(impls) > 1:  # which one would run is pluggy's ordering, not the author's intent
+            return False, f"plugin implements {hook_name} {len(impls)} times (at most once)"
+        if not impls:
+            continue
+        impl = impls[0]
+        unknown = sorted(set(impl.argnames) - set(_spec_args(hook_name)))
+        if unknown:
+            return False, (
+                f"plugin does not match the hook API: {hook_name} asks for {', '.join(unknown)}, which the "
+                f"hook does not pass (it passes: {', '.join(_spec_args(hook_name)) or 'nothing'})"
+            )
+        if impl.hookwrapper or impl.wrapper:
+            return False, f"{hook_name} is declared a wrapper: neurocds calls each pack's hooks on their own"
+        # bool() here: the options are the pack's objects, and pluggy tests them when it registers.
+        order = bool(impl.tryfirst), bool(impl.trylast)
+        hooks[hook_name] = _forwarder(hook_name, impl.function, tuple(impl.argnames), *order)
+    return True, VettedPlugin(name, hooks)
+
+
+def _spec_args(hook_name: str) -> tuple[str, ...]:
+    code = getattr(hookspecs, hook_name).__code__
+    return tuple(code.co_varnames[: code.co_argcount])
+
+
+def _forwarder(
+    hook_name: str, function: Callable[..., Any], argnames: tuple[str, ...], tryfirst: bool, trylast: bool
+) -> Callable[..., Any]:
+    """A hook implementation taking every argument of the spec and passing the pack's function
+    the ones it asked for (pluggy lets an implementation accept a subset)."""
+    spec_args = _spec_args(hook_name)
+    positions = [spec_args.index(arg) for arg in argnames]  # pluggy checked they are the spec's
+
+    if positions == list(range(len(spec_args))):  # the usual case: every argument, in order
+
+        def forward(*args: Any) -> Any:
+            return function(*args)
+
+    else:
+
+        def forward(*args: Any) -> Any:
+            return function(*[args[i] for i in positions])
+
+    forward.__name__ = forward.__qualname__ = hook_name
+    forward.__wrapped__ = getattr(hookspecs, hook_name)  # type: ignore[attr-defined]  # pluggy reads the spec's parameters: it passes them all
+    marked: Callable[..., Any] = hookspecs.hookimpl(tryfirst=tryfirst, trylast=trylast)(forward)
+    return marked
+
+
+def register_vetted(pm: pluggy.PluginManager, name: str, plugin: Any, source: str, runner: HookRunner) -> VettedPlugin:
+    """Register ``plugin`` as a :class:`VettedPlugin`: pluggy reads the pack's object on a worker
+    within the load budget, so a plugin that hangs or raises there is a :class:`PackLoadError`."""
+    if pm.get_plugin(name) is not None:
+        raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
+    try:
+        answer = runner.call(name, "registration", vet_plugin, (name, plugin), runner.load_budget_s)
+        vetted: VettedPlugin = unwrap(answer)
+    except HookFailure as exc:
+        raise PackLoadError(str(exc), pack=name, source=source) from exc
+    pm.register(vetted, name=name)  # our own object: pluggy's walk runs no pack code
+    return vetted
+
+
 def register_plugin(
     pm: pluggy.PluginManager, name: str, plugin: Any, source: str, runner: HookRunner
 ) -> list[LoadedPack]:
@@ -149,20 +247,15 @@ def register_plugin(
 
     A plugin whose register hook fails is unregistered again: none of its hooks is ever called.
     """
-    if pm.get_plugin(name) is not None:
-        raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
-    try:
-        pm.register(plugin, name=name)
-    except pluggy.PluginValidationError as exc:
-        raise PackLoadError(f"plugin does not match the hook API: {exc}", pack=name, source=source) from exc
-    impl = find_impl(pm, "neurocds_register_packs", plugin)
+    vetted = register_vetted(pm, name, plugin, source, runner)
+    impl = find_impl(pm, "neurocds_register_packs", vetted)
     if impl is None:
         return []
 
     def loaded(out: Any) -> list[LoadedPack]:  # runs on the worker: it reaches the records' own code
         try:
             return [
-                LoadedPack(record=record, source=source, plugin=plugin, rule_files=[Path(p) for p in record.rule_files])
+                LoadedPack(record=record, source=source, plugin=vetted, rule_files=[Path(p) for p in record.rule_files])
                 for record in check_records(out)
             ]
         except TypeError as exc:  # a rule_files entry that is no path
@@ -173,7 +266,7 @@ def register_plugin(
         answer = runner.call(name, "neurocds_register_packs", checked_call, (produce, loaded), runner.load_budget_s)
         return list(unwrap(answer))
     except HookFailure as exc:
-        pm.unregister(plugin)
+        pm.unregister(vetted)
         raise PackLoadError(str(exc), pack=name, source=source) from exc
 
 
@@ -261,17 +354,24 @@ def dependency_order(
     return ordered, problems
 
 
-def content_hash(pack: LoadedPack) -> str:
-    """SHA-256 over the pack's name, version, extension schema and each rule file's name and bytes."""
+def content_hash(pack: LoadedPack, files: Sequence[RuleFile]) -> str:
+    """SHA-256 over the pack's name, version, extension schema and each rule file's name and bytes.
+
+    ``files`` are the pack's rule files as :func:`read_rule_file` read them: the hash is of
+    the bytes whose rules load, never of a second read that could see other content.
+    """
     digest = hashlib.sha256()
     digest.update(f"{pack.name}\0{pack.record.version}\0".encode())
     if pack.record.facts_schema is not None:  # the extension schema changes what is accepted
         digest.update(b"schema\0" + canonical_json(pack.record.facts_schema) + b"\0")
-    for path in sorted(pack.rule_files, key=lambda p: p.name):
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise PackLoadError(f"cannot read rule file: {exc}", pack=pack.name, file=str(path)) from exc
-        digest.update(f"{path.name}\0{len(data)}\0".encode())
-        digest.update(data)
+    for file in sorted(files, key=lambda f: f.path.name):
+        digest.update(f"{file.path.name}\0{len(file.data)}\0".encode())
+        digest.update(file.data)
     return digest.hexdigest()
+
+
+def read_pack(pack: LoadedPack, cache: LoadCache | None) -> list[dict[str, Any]]:
+    """Each of the pack's rule files read once, in order; ``pack.sha256`` is set over those bytes."""
+    files = [read_rule_file(path, pack.name, cache) for path in pack.rule_files]
+    pack.sha256 = content_hash(pack, files)
+    return [file.doc for file in files]

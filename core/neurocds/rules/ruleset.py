@@ -8,6 +8,7 @@ string (durable_rules would silently compare them as strings).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -129,8 +130,22 @@ def _ruleset_schema_bytes() -> bytes:
     return (schemas_dir() / RULESET_SCHEMA).read_bytes()
 
 
-def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> dict[str, Any]:
-    """Parse a YAML or JSON rule file and validate it against the ruleset schema.
+@dataclass(frozen=True)
+class RuleFile:
+    """A rule file as read once: the checked document and the exact bytes it was parsed from.
+
+    ``data`` (and its ``sha256``) is what every later use of the file's content goes by (the
+    pack's content hash, which keys the compile check): a second read could see other bytes.
+    """
+
+    path: Path
+    doc: dict[str, Any]
+    data: bytes
+    sha256: str
+
+
+def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> RuleFile:
+    """Read a YAML or JSON rule file once, parse it and validate it against the ruleset schema.
 
     With ``cache``, a file whose bytes (with the schema's and neurocds' version) were
     parsed and validated before is taken from it, parsed and checked by neither.
@@ -139,7 +154,8 @@ def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> dic
         data = path.read_bytes()
     except OSError as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
-    key = LoadCache.key(_ruleset_schema_bytes(), path.suffix.encode(), data) if cache is not None else ""
+    digest = hashlib.sha256(data)
+    key = LoadCache.key(_ruleset_schema_bytes(), path.suffix.encode(), digest.digest()) if cache is not None else ""
     doc: Any = cache.get("rule-files", key) if cache is not None else None
     if doc is None:
         doc = _parse_and_check(path, data, pack)
@@ -147,8 +163,7 @@ def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> dic
             cache.put("rule-files", key, doc)
     if doc["pack"] != pack:
         raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
-    checked: dict[str, Any] = doc  # the schema requires an object
-    return checked
+    return RuleFile(path, doc, data, digest.hexdigest())  # the schema requires an object: doc is a dict
 
 
 def _parse_and_check(path: Path, data: bytes, pack: str) -> Any:
