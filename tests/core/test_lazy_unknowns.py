@@ -58,3 +58,22 @@ def test_a_long_chain_of_undecided_conclusions_is_explained_without_deep_recursi
     _, ev = evaluator.run({"labs": {"ck_u_l": 0}}, {})
     assert ev.rule_state[0] is False and ev.rule_unknowns(0) == 0
     assert ev.rule_state[1:] == [False] * (count - 1)  # each needs its predecessor, now false
+
+
+def test_a_computed_fact_still_decides_a_conclusion_that_one_rule_also_concludes():
+    # References to a conclusion of one rule read that rule's state directly, unless a
+    # pack computed a fact of that name: then the computed value decides, as ever.
+    rules = [
+        rule("ch.derive", {"fact": LABS[0], "gt": 1}, derive="ch.d"),
+        rule("ch.alone", {"derived": "ch.d"}),
+        rule("ch.grouped", {"all": [{"derived": "ch.d"}, {"fact": LABS[1], "known": False}]}),
+    ]
+    evaluator = ReferenceEvaluator(build(rules))
+    assert evaluator.run({"labs": {}}, {})[1].rule_state == [None, None, None]
+    assert evaluator.run({"labs": {"ck_u_l": 2}}, {})[1].rule_state == [True, True, True]
+    for computed, expected in (({"ch.d": True}, True), ({"ch.d": False}, False)):
+        run, ev = evaluator.run({"labs": {}}, computed)
+        assert ev.rule_state == [None, expected, expected]
+        assert run.fired == ([1, 2] if expected else [])
+    # A computed fact of another name leaves the direct reading on.
+    assert evaluator.run({"labs": {"ck_u_l": 2}}, {"ch.other": True})[1].rule_state == [True, True, True]

@@ -38,6 +38,8 @@ def expected_mask(node: Condition, seen: dict[int, Tri], plan: Plan, ref_masks: 
 
 
 class Refs:
+    sole_states = None  # every reference is asked through ref_state
+
     def __init__(self, states: Mapping[Any, Tri], masks: Mapping[Any, int]):
         self.states, self.masks = states, masks
 

@@ -107,9 +107,11 @@ class ReferenceEvaluator:
         self.rules = list(rules)
         self.concluders = concluders_of(self.rules)
         self.order = dependency_order(self.rules, self.concluders)
-        self.plan = Plan([rule.when for rule in self.rules])
         # Most conclusions have one concluding rule: their state is that rule's, read directly.
         self.sole_concluder = {key: rules[0] for key, rules in self.concluders.items() if len(rules) == 1}
+        # Unless a pack computes a fact of that name, whose value then decides (see ref_state).
+        self.sole_derived_names = frozenset(key[1] for key in self.sole_concluder if key[0] == "derived")
+        self.plan = Plan([rule.when for rule in self.rules], self.sole_concluder)
         # Each rule's closure paired with its index in evaluation order: one tuple unpack per rule.
         self.ordered_fns = [(index, self.plan.rule_fns[index]) for index in self.order]
 
@@ -160,6 +162,7 @@ class Evaluation:
         "facts",
         "rule_state",
         "sole_concluder",
+        "sole_states",
         "states",
     )
 
@@ -170,6 +173,8 @@ class Evaluation:
         self.concluders = evaluator.concluders  # read by every reference node: one attribute, not two
         self.sole_concluder = evaluator.sole_concluder
         self.rule_state: list[Tri] = [None] * len(evaluator.rules)
+        overridden = computed and not evaluator.sole_derived_names.isdisjoint(computed)
+        self.sole_states: list[Tri] | None = None if overridden else self.rule_state
         self.states: list[Any] = evaluator.plan.new_states()
         self.because_cache: dict[int, list[dict[str, Any]]] = {}
         # States with unreached nodes evaluated on demand, for explanations only.

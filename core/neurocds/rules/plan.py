@@ -67,6 +67,10 @@ POINTER_CACHE_PER_NODE = 4
 class RefSource(Protocol):
     """What a reference node asks of the running evaluation: the state of a conclusion."""
 
+    # The state of each rule so far, by rule index, when a conclusion with a sole concluding
+    # rule is that rule's state (no computed fact of that name overrides it); else None.
+    sole_states: list[Tri] | None
+
     def ref_state(self, key: tuple[str, str, Any]) -> Tri: ...
 
 
@@ -84,8 +88,9 @@ FACT_EQ, FACT_LTE, FACT_LT, FACT_GT, FACT_GTE, FACT_NE, FACT_IN = range(7)  # se
 FACT_KNOWN, FACT_IS_NOT = 7, 8  # never unknown: an unrecorded fact decides them too
 FACT_KINDS = {"eq": FACT_EQ, "lte": FACT_LTE, "lt": FACT_LT, "gt": FACT_GT, "gte": FACT_GTE, "ne": FACT_NE}
 FACT_KINDS.update({"in": FACT_IN, "is_not": FACT_IS_NOT})
-REF = 9  # a derived or finding reference, asked of the running evaluation directly
-CALL = 10  # anything else
+SOLE_REF = 9  # a reference to a conclusion of one rule: that rule's state, read directly
+REF = 10  # any other derived or finding reference, asked of the running evaluation
+CALL = 11  # anything else
 NO_SECTION: Mapping[str, Any] = {}  # what an absent section reads as: every field in it is absent
 Step = tuple[int, int, Any, str, Any, NodeFn]
 
@@ -94,9 +99,11 @@ class Plan:
     """Slot numbers and closures for every node of a list of rule conditions.
 
     :param roots: the ``when`` tree of each rule, in rule order.
+    :param sole: reference key -> index of the one rule that concludes it, where only one does.
     """
 
-    def __init__(self, roots: Sequence[Condition]):
+    def __init__(self, roots: Sequence[Condition], sole: Mapping[tuple[str, str, Any], int] | None = None):
+        self._sole = sole or {}
         self._slots: dict[int, int] = {}
         self.nodes: list[Condition] = []
         leaves = (n for root in roots for n in root.walk() if isinstance(n, FactTest | ItemTest))
@@ -179,7 +186,8 @@ class Plan:
             if child.op == "known" and type(child.value) is bool:  # the schema's type: inline "not wanted"
                 return (FACT_KNOWN, slot, section, name, child.value, fn)
         if isinstance(child, DerivedRef | FindingRef):
-            return (REF, slot, child.key, "", None, fn)
+            index = self._sole.get(child.key)
+            return (REF, slot, child.key, "", None, fn) if index is None else (SOLE_REF, slot, child.key, "", index, fn)
         return (CALL, slot, "", "", None, fn)
 
     def _compile_node(self, node: Condition) -> NodeFn:
@@ -196,7 +204,7 @@ class Plan:
         if isinstance(node, ItemTest):
             return _item_fn(node, slot)
         if isinstance(node, DerivedRef | FindingRef):
-            return _ref_fn(node.key, slot)
+            return _ref_fn(node.key, slot, self._sole.get(node.key))
         if isinstance(node, Not):
             child = self._compile(node.item)
             self._children[slot] = (self.slot(node.item),)
@@ -286,9 +294,10 @@ def _item_fn(node: ItemTest, slot: int) -> NodeFn:
     return item_test
 
 
-def _ref_fn(key: tuple[str, str, Any], slot: int) -> NodeFn:
+def _ref_fn(key: tuple[str, str, Any], slot: int, index: int | None) -> NodeFn:
     def ref(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
-        state = st[slot] = refs.ref_state(key)
+        sole = refs.sole_states
+        state = st[slot] = sole[index] if sole is not None and index is not None else refs.ref_state(key)
         return state
 
     return ref
@@ -315,7 +324,7 @@ def _group_fn(steps: tuple[Step, ...], slot: int, stop: bool) -> NodeFn:
         state: Tri = unstopped
         value: Tri
         for kind, child_slot, first, second, wanted, fn in steps:
-            if kind < REF:
+            if kind < SOLE_REF:
                 try:
                     found = facts.get(first, NO_SECTION).get(second, MISSING)
                 except AttributeError:  # a section that is not an object: the closure's general lookup
@@ -327,31 +336,33 @@ def _group_fn(steps: tuple[Step, ...], slot: int, stop: bool) -> NodeFn:
                             continue
                         # "known: V" is V when recorded, so not V when not; "is_not" holds when not recorded.
                         value = kind == FACT_IS_NOT or not wanted
-                    # Inline comparisons, commonest first; validated facts are JSON scalars, whose
-                    # comparisons give bool, exactly as the COMPARE functions the closures call.
+                    # Inline comparisons, commonest first (as the built-in packs' evaluations run them);
+                    # validated facts are JSON scalars, whose comparisons give bool, exactly as the
+                    # COMPARE functions the closures call.
                     elif kind == FACT_EQ:
                         value = found == wanted
                     elif kind == FACT_LTE:
                         value = found <= wanted
-                    elif kind == FACT_LT:
-                        value = found < wanted
-                    elif kind == FACT_GT:
-                        value = found > wanted
-                    elif kind == FACT_GTE:
-                        value = found >= wanted
-                    elif kind == FACT_NE:
+                    elif kind == FACT_IS_NOT or kind == FACT_NE:
                         value = found != wanted
                     elif kind == FACT_IN:
                         value = found in wanted
                     elif kind == FACT_KNOWN:
                         value = wanted
-                    else:  # FACT_IS_NOT
-                        value = found != wanted
+                    elif kind == FACT_LT:
+                        value = found < wanted
+                    elif kind == FACT_GT:
+                        value = found > wanted
+                    else:  # FACT_GTE
+                        value = found >= wanted
                     st[child_slot] = value
                     if value is stop:
                         st[slot] = stop
                         return stop
                     continue
+            elif kind == SOLE_REF:
+                sole = refs.sole_states
+                st[child_slot] = value = sole[wanted] if sole is not None else refs.ref_state(first)
             elif kind == REF:
                 st[child_slot] = value = refs.ref_state(first)
             else:
