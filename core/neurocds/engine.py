@@ -7,7 +7,6 @@ can live in one process.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +19,7 @@ from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, Pa
 from neurocds.explain.explainer import Explainer
 from neurocds.facts.strictjson import ParseLimits, sha256_canonical
 from neurocds.factschema import compose_validator
-from neurocds.result import DISCLAIMER, Result
+from neurocds.result import DISCLAIMER, Result, new_evaluation_id
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_rules
@@ -350,7 +349,7 @@ class Engine:
 
         data: dict[str, Any] = {
             "result_version": "1",
-            "evaluation_id": str(uuid.uuid4()),
+            "evaluation_id": new_evaluation_id(),
             "evaluated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "facts_sha256": facts_sha256,
             "highest_urgency": explainer.highest_urgency(run),

@@ -204,3 +204,21 @@ def test_flat_unknowns_match_the_recursive_definition_on_the_builtin_packs():
             assert set(engine.explainer.unknowns(index, ev)) == oracle(index), engine.rules[index].id
             checked += bool(oracle(index))
     assert checked > 1000  # the comparison really covered undecided rules
+
+
+def test_evaluation_ids_are_random_version_4_uuids():
+    import uuid
+
+    from neurocds.result import new_evaluation_id
+
+    ids = [new_evaluation_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every other bit is random: each of the 122 takes both values across the sample.
+    ors = ands = int(uuid.UUID(ids[0]))
+    for text in ids:
+        ors, ands = ors | int(uuid.UUID(text)), ands & int(uuid.UUID(text))
+    fixed = (0xF << 76) | (0x3 << 62)
+    assert (ors ^ ands) | fixed == (1 << 128) - 1

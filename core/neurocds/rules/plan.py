@@ -343,7 +343,7 @@ def _group_fn(steps: tuple[Step, ...], slot: int, stop: bool) -> NodeFn:
                         value = found == wanted
                     elif kind == FACT_LTE:
                         value = found <= wanted
-                    elif kind == FACT_IS_NOT or kind == FACT_NE:
+                    elif kind == FACT_IS_NOT:  # recorded, so: not the value
                         value = found != wanted
                     elif kind == FACT_IN:
                         value = found in wanted
@@ -353,8 +353,10 @@ def _group_fn(steps: tuple[Step, ...], slot: int, stop: bool) -> NodeFn:
                         value = found < wanted
                     elif kind == FACT_GT:
                         value = found > wanted
-                    else:  # FACT_GTE
+                    elif kind == FACT_GTE:
                         value = found >= wanted
+                    else:  # FACT_NE
+                        value = found != wanted
                     st[child_slot] = value
                     if value is stop:
                         st[slot] = stop
