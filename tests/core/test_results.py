@@ -222,3 +222,24 @@ def test_evaluation_ids_are_random_version_4_uuids():
         ors, ands = ors | int(uuid.UUID(text)), ands & int(uuid.UUID(text))
     fixed = (0xF << 76) | (0x3 << 62)
     assert (ors ^ ands) | fixed == (1 << 128) - 1
+
+
+def test_evaluated_at_is_the_utc_time_in_milliseconds_as_datetime_writes_it():
+    import time
+    from datetime import UTC, datetime
+
+    from neurocds.result import EvaluationClock
+
+    def written(moment: datetime) -> str:  # what evaluate() wrote before the clock kept its second
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    clock = EvaluationClock()
+    seconds = set()
+    for _ in range(4000):  # across more than one second: the kept text must move on with the clock
+        before = written(datetime.now(UTC))
+        text = clock.now()
+        after = written(datetime.now(UTC))
+        assert len(text) == len(before) and before <= text <= after
+        seconds.add(text[:19])
+        time.sleep(0.0004)
+    assert len(seconds) >= 2
