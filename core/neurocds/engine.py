@@ -7,9 +7,7 @@ can live in one process.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, Pa
 from neurocds.explain.explainer import Explainer
 from neurocds.facts.strictjson import ParseLimits, sha256_canonical
 from neurocds.factschema import compose_validator
-from neurocds.result import DISCLAIMER, Result
+from neurocds.result import DISCLAIMER, EvaluationClock, Result, new_evaluation_id
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_rules
@@ -136,6 +134,7 @@ class Engine:
         self._loaded_infos = [p.info() for p in self.packs]
         self._failed_infos = [p.info() for p in self.failed_packs]
         self._engine_info = self._build_engine_info()
+        self._clock = EvaluationClock()
 
     # ----------------------------------------------------------------- loading
     def _register(self, plugins: Sequence[Any], use_entry_points: bool) -> list[LoadedPack]:
@@ -334,8 +333,12 @@ class Engine:
             run.details.update(details)
             errors += detail_errors
         failed_names = {f.pack for f in failures} | {e["pack"] for e in errors if e.get("pack")}  # rule errors too
-        packs = [dict(i, status="failed") if i["name"] in failed_names else dict(i) for i in self._loaded_infos]
-        packs += [dict(info) for info in self._failed_infos]
+        loaded_infos, failed_infos = self._loaded_infos, self._failed_infos
+
+        def build_packs() -> list[dict[str, Any]]:
+            packs = [dict(i, status="failed") if i["name"] in failed_names else dict(i) for i in loaded_infos]
+            return packs + [dict(info) for info in failed_infos]
+
         explainer = self.explainer
         built: dict[str, list[dict[str, Any]]] = {}  # the findings, once, for whichever member asks first
 
@@ -350,17 +353,18 @@ class Engine:
 
         data: dict[str, Any] = {
             "result_version": "1",
-            "evaluation_id": str(uuid.uuid4()),
-            "evaluated_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "evaluation_id": new_evaluation_id(),
+            "evaluated_at": self._clock.now(),
             "facts_sha256": facts_sha256,
             "highest_urgency": explainer.highest_urgency(run),
             "complete": not failures and not errors,
             # The explanation (each finding's and derived fact's ``because``, the missing data and
-            # the trace) is read from the evaluation's node states when a consumer first asks.
+            # the trace) is read from the evaluation's node states when a consumer first asks;
+            # the packs' copies are made then too.
             "findings": None,
             "derived": None,
             "missing_data": None,
-            "packs": packs,
+            "packs": None,
             "errors": [f.to_dict() for f in failures] + errors,
             "engine": dict(self._engine_info),
             "trace": None,
@@ -372,6 +376,7 @@ class Engine:
                 "findings": build_findings,
                 "derived": lambda: explainer.derived(run, evaluation, computed, computed_because),
                 "missing_data": build_missing_data,
+                "packs": build_packs,
                 "trace": trace_builder(explainer, run, evaluation, trace, provenance),
             },
         )

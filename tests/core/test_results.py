@@ -225,3 +225,42 @@ def test_node_states_runs_the_compute_hooks_as_evaluate_does(tmp_path):
         assert {rid for rid, state in zip(order, states, strict=True) if state is True} == expected
         assert set(engine.evaluate(doc).finding_ids) == expected
     assert states == [None, None]  # the failed pack's rules are not decided, not false
+
+
+def test_evaluation_ids_are_random_version_4_uuids():
+    import uuid
+
+    from neurocds.result import new_evaluation_id
+
+    ids = [new_evaluation_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # Every other bit is random: each of the 122 takes both values across the sample.
+    ors = ands = int(uuid.UUID(ids[0]))
+    for text in ids:
+        ors, ands = ors | int(uuid.UUID(text)), ands & int(uuid.UUID(text))
+    fixed = (0xF << 76) | (0x3 << 62)
+    assert (ors ^ ands) | fixed == (1 << 128) - 1
+
+
+def test_evaluated_at_is_the_utc_time_in_milliseconds_as_datetime_writes_it():
+    import time
+    from datetime import UTC, datetime
+
+    from neurocds.result import EvaluationClock
+
+    def written(moment: datetime) -> str:  # what evaluate() wrote before the clock kept its second
+        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    clock = EvaluationClock()
+    seconds = set()
+    for _ in range(4000):  # across more than one second: the kept text must move on with the clock
+        before = written(datetime.now(UTC))
+        text = clock.now()
+        after = written(datetime.now(UTC))
+        assert len(text) == len(before) and before <= text <= after
+        seconds.add(text[:19])
+        time.sleep(0.0004)
+    assert len(seconds) >= 2

@@ -107,9 +107,11 @@ class ReferenceEvaluator:
         self.rules = list(rules)
         self.concluders = concluders_of(self.rules)
         self.order = dependency_order(self.rules, self.concluders)
-        self.plan = Plan([rule.when for rule in self.rules])
         # Most conclusions have one concluding rule: their state is that rule's, read directly.
         self.sole_concluder = {key: rules[0] for key, rules in self.concluders.items() if len(rules) == 1}
+        # Unless a pack computes a fact of that name, whose value then decides (see ref_state).
+        self.sole_derived_names = frozenset(key[1] for key in self.sole_concluder if key[0] == "derived")
+        self.plan = Plan([rule.when for rule in self.rules], self.sole_concluder)
         # Each rule's closure paired with its index in evaluation order: one tuple unpack per rule.
         self.ordered_fns = [(index, self.plan.rule_fns[index]) for index in self.order]
 
@@ -124,14 +126,13 @@ class ReferenceEvaluator:
         evaluation = Evaluation(self, facts, computed)
         run = Run(backend=self.name)
         derived_view: dict[str, Any] = dict(computed)
-        rules, rule_state = self.rules, evaluation.rule_state
-        states, masks = evaluation.states, evaluation.unknown_masks
+        rules, rule_state, states = self.rules, evaluation.rule_state, evaluation.states
         ordered = self.ordered_fns
         if disabled:
             # A failed pack's conclusions are unknown, so what depends on them stays undecided.
             ordered = [(index, fn) for index, fn in ordered if rules[index].pack not in disabled]
         for index, rule_fn in ordered:
-            state = rule_state[index] = rule_fn(facts, states, masks, evaluation)
+            state = rule_state[index] = rule_fn(facts, states, evaluation)
             if state is True:
                 rule = rules[index]
                 fire_rule(rule, index, run, derived_view, on_fire)
@@ -145,11 +146,14 @@ class Evaluation:
 
     ``rule_state[i]`` is rule ``i``'s state (``None`` also for rules of disabled packs);
     ``states[plan slot]`` each node's state, or :data:`neurocds.rules.plan.UNSET` where
-    evaluation never reached the node; ``unknown_masks[plan slot]`` the unrecorded
-    facts that leave an undecided node undecided (see :mod:`neurocds.rules.plan`).
+    evaluation never reached the node. Which unrecorded facts leave an undecided node
+    undecided (:meth:`rule_unknowns`, :attr:`unknown_masks`) is derived from these when
+    an explanation first asks (see :mod:`neurocds.rules.plan`), not while evaluating.
     """
 
     __slots__ = (
+        "_found",
+        "_rule_masks",
         "because_cache",
         "completed",
         "computed",
@@ -158,8 +162,8 @@ class Evaluation:
         "facts",
         "rule_state",
         "sole_concluder",
+        "sole_states",
         "states",
-        "unknown_masks",
     )
 
     def __init__(self, evaluator: ReferenceEvaluator, facts: Mapping[str, Any], computed: Mapping[str, Any]):
@@ -169,31 +173,56 @@ class Evaluation:
         self.concluders = evaluator.concluders  # read by every reference node: one attribute, not two
         self.sole_concluder = evaluator.sole_concluder
         self.rule_state: list[Tri] = [None] * len(evaluator.rules)
+        overridden = computed and not evaluator.sole_derived_names.isdisjoint(computed)
+        self.sole_states: list[Tri] | None = None if overridden else self.rule_state
         self.states: list[Any] = evaluator.plan.new_states()
-        self.unknown_masks: list[int] = evaluator.plan.new_masks()
         self.because_cache: dict[int, list[dict[str, Any]]] = {}
-        # States and masks with unreached nodes evaluated on demand, for explanations only.
-        self.completed: tuple[list[Any], list[int]] | None = None
+        # States with unreached nodes evaluated on demand, for explanations only.
+        self.completed: list[Any] | None = None
+        self._rule_masks: list[int] | None = None
+        self._found: dict[int, int] = {}  # slot -> mask, for the undecided nodes derived so far
 
     def state(self, node: Condition) -> Any:
         """The state of one node of one of the evaluator's rules (``UNSET`` if never reached)."""
         return self.states[self.evaluator.plan.slot(node)]
 
+    def rule_masks(self) -> list[int]:
+        """Per rule index, the mask of the unrecorded facts that leave it undecided (0 if decided or not run).
+
+        Derived for every undecided rule at once, in evaluation order: a reference's
+        concluding rules come first, so their masks are there when it asks, and a long
+        chain of rules costs no deep recursion.
+        """
+        masks = self._rule_masks
+        if masks is None:
+            masks = self._rule_masks = [0] * len(self.rule_state)
+            plan, states, found, rule_state = self.evaluator.plan, self.states, self._found, self.rule_state
+            for index in self.evaluator.order:
+                if rule_state[index] is None:
+                    masks[index] = plan.unknowns(plan.root_slots[index], states, found, self.ref_unknowns)
+        return masks
+
     def rule_unknowns(self, index: int) -> int:
         """Mask of the unrecorded facts that leave rule ``index`` undecided (0 if decided or not run)."""
-        return self.unknown_masks[self.evaluator.plan.root_slots[index]] if self.rule_state[index] is None else 0
+        return self.rule_masks()[index]
 
     def ref_unknowns(self, key: Key) -> int:
-        # rule_unknowns() over the concluders, inlined: asked once per undecided reference node.
-        rule_state, masks, root_slots = self.rule_state, self.unknown_masks, self.evaluator.plan.root_slots
-        sole = self.sole_concluder.get(key)
-        if sole is not None:
-            return masks[root_slots[sole]] if rule_state[sole] is None else 0
+        """Mask of an undecided conclusion: the union over its undecided concluding rules."""
+        masks, rule_state = self._rule_masks, self.rule_state
+        if masks is None:
+            masks = self.rule_masks()
         mask = 0
         for index in self.concluders.get(key, ()):
             if rule_state[index] is None:
-                mask |= masks[root_slots[index]]
+                mask |= masks[index]
         return mask
+
+    @property
+    def unknown_masks(self) -> list[int]:
+        """Every node's mask by plan slot (0 where decided or never reached): for tools and tests."""
+        plan, states, found = self.evaluator.plan, self.states, self._found
+        self.rule_masks()
+        return [plan.unknowns(slot, states, found, self.ref_unknowns) for slot in range(plan.size)]
 
     def ref_state(self, key: Key) -> Tri:
         computed = self.computed

@@ -81,14 +81,13 @@ class Explainer:
         # ids missing_data builds by walking them come out sorted.
         finding_rules = sorted((i for i, rule in enumerate(rules) if rule.kind == "finding"), key=lambda i: rules[i].id)
         self._finding_rows = [
-            (i, plan.root_slots[i], self.rank[i], rules[i].id, rules[i].key, conjuncts[i][0]) for i in finding_rules
+            (i, self.rank[i], rules[i].id, rules[i].key, conjuncts[i][0]) for i in finding_rules
         ]
         self._trace_rows = [
             (
                 rule.id,
                 rule.pack,
                 {"finding": rule.key} if rule.kind == "finding" else {"derive": rule.key, "value": rule.value},
-                plan.root_slots[i],
                 conjuncts[i],
                 (rule.title, rule.urgency) if rule.kind == "finding" else None,
             )
@@ -129,11 +128,11 @@ class Explainer:
 
         def fill(slot: int) -> Any:
             if ev.completed is None:
-                ev.completed = (ev.states.copy(), ev.unknown_masks.copy())
-            states, masks = ev.completed
+                ev.completed = ev.states.copy()
+            states = ev.completed
             state = states[slot]
             if state is UNSET:
-                state = fns[slot](facts, states, masks, ev)
+                state = fns[slot](facts, states, ev)
             return state
 
         return fill
@@ -143,8 +142,8 @@ class Explainer:
 
         Only undecided nodes count; a reference to an undecided conclusion adds the
         unknowns of the undecided rules that would conclude it. A node evaluation never
-        reached (``UNSET``) is not undecided: it did not matter. The plan records these
-        as masks while it evaluates.
+        reached (``UNSET``) is not undecided: it did not matter. The evaluation derives
+        these as masks from its recorded states on first request.
         """
         return self.plan.pointers_of(ev.rule_unknowns(index))
 
@@ -276,15 +275,15 @@ class Explainer:
         # pointer -> [urgency rank, conditions met, rule ids, finding ids]; rule ids come out sorted
         # because _finding_rows is in rule-id order and a rule lists each pointer once.
         rows: dict[str, list[Any]] = {}
-        rule_state, masks, states, pointers_of = ev.rule_state, ev.unknown_masks, ev.states, self.plan.pointers_of
-        for index, root, urgency, rule_id, finding_id, conjunct_states in self._finding_rows:
-            if rule_state[index] is not None or not masks[root]:
+        masks, states, pointers_of = ev.rule_masks(), ev.states, self.plan.pointers_of
+        for index, urgency, rule_id, finding_id, conjunct_states in self._finding_rows:
+            if not masks[index]:  # decided, or nothing unrecorded would decide it
                 continue
             already = fired_urgency.get(finding_id)
             if already is not None and URGENCY_RANK[already] >= urgency:
                 continue  # knowing more would not change what is shown
             met = conjunct_states(states).count(True)
-            for pointer in pointers_of(masks[root]):
+            for pointer in pointers_of(masks[index]):
                 row = rows.get(pointer)
                 if row is None:
                     rows[pointer] = [urgency, met, [rule_id], {finding_id}]
@@ -312,9 +311,9 @@ class Explainer:
     def trace(self, run: Run, ev: Evaluation) -> dict[str, Any]:
         fired_set = run.fired_set()
         fired, not_fired = [], []
-        rule_state, states, masks, facts = ev.rule_state, ev.states, ev.unknown_masks, ev.facts
-        pointers_of = self.plan.pointers_of
-        for index, (rule_id, pack, concludes, root, (conjunct_states, total), shown) in enumerate(self._trace_rows):
+        rule_state, states, facts = ev.rule_state, ev.states, ev.facts
+        masks, pointers_of = ev.rule_masks(), self.plan.pointers_of
+        for index, (rule_id, pack, concludes, (conjunct_states, total), shown) in enumerate(self._trace_rows):
             if index in fired_set:
                 because = self.because(index, ev)
                 fired.append({"rule": rule_id, "pack": pack, "concludes": dict(concludes), "because": because})
@@ -337,7 +336,7 @@ class Explainer:
                     "pack": pack,
                     "concludes": dict(concludes),
                     "state": "unknown",
-                    "unknown_facts": list(pointers_of(masks[root])),
+                    "unknown_facts": list(pointers_of(masks[index])),
                     "conditions_met": conjunct_states(states).count(True),
                     "conditions_total": total,
                 }

@@ -12,12 +12,15 @@ evaluation never reached, because ``all`` stopped at a false child or ``any`` at
 a true one, holds :data:`UNSET`, which is neither: explanations treat it as
 "not part of the reason" and "not unknown".
 
-Each undecided node also records which unrecorded facts leave it undecided, as a
-bitmask over the plan's fact pointers (bit ``i`` is ``pointers[i]``, pointers in
-sorted order): a leaf its own bit, ``all``/``any``/``not`` the union of their
-undecided children, a reference the union over the undecided rules that would
-conclude it. Those are the facts worth recording; computing them here, while the
-states are made, costs an OR per undecided node instead of a second walk later.
+Which unrecorded facts leave an undecided node undecided is a bitmask over the
+plan's fact pointers (bit ``i`` is ``pointers[i]``, pointers in sorted order): a
+leaf its own bit, ``all``/``any``/``not`` the union of their undecided children, a
+reference the union over the undecided rules that would conclude it. Only the
+explanation (missing data, the why-not trace) reads these, so they are not made
+while evaluating: :meth:`Plan.unknowns` derives them from the recorded states when
+first asked. That is exact because an undecided ``all``/``any`` never stopped early
+(only a false or a true child stops one), so every child it has was evaluated and
+recorded; and a reference's concluding rules were final before it was evaluated.
 """
 
 from __future__ import annotations
@@ -64,43 +67,54 @@ POINTER_CACHE_PER_NODE = 4
 class RefSource(Protocol):
     """What a reference node asks of the running evaluation: the state of a conclusion."""
 
+    # The state of each rule so far, by rule index, when a conclusion with a sole concluding
+    # rule is that rule's state (no computed fact of that name overrides it); else None.
+    sole_states: list[Tri] | None
+
     def ref_state(self, key: tuple[str, str, Any]) -> Tri: ...
 
-    def ref_unknowns(self, key: tuple[str, str, Any]) -> int:
-        """Mask of the unrecorded facts that leave an undecided conclusion undecided."""
-        ...
 
-
-# A node's closure: (facts, states, unknown masks, the running evaluation) -> its state.
-NodeFn = Callable[[Mapping[str, Any], list[Any], list[int], RefSource], Tri]
+# A node's closure: (facts, states, the running evaluation) -> its state.
+NodeFn = Callable[[Mapping[str, Any], list[Any], RefSource], Tri]
+# The mask of an undecided conclusion (the union over its undecided concluding rules).
+RefUnknowns = Callable[[tuple[str, str, Any]], int]
 
 # How a group runs each child, chosen at compile time. A Python call per child was most of
 # the reference evaluation's cost (about 320 node calls per document, over half of them
 # fact leaves), so the commonest leaf shapes run inline in the group's loop. A step is
-# (kind, slot, section or key, field, wanted, bit, closure); the closure is the
-# child's own, used for CALL and wherever the inline path does not apply.
+# (kind, slot, section or key, field, wanted, closure); the closure is the child's own,
+# used for CALL and wherever the inline path does not apply.
 FACT_EQ, FACT_LTE, FACT_LT, FACT_GT, FACT_GTE, FACT_NE, FACT_IN = range(7)  # section.field <op> wanted
+FACT_KNOWN, FACT_IS_NOT = 7, 8  # never unknown: an unrecorded fact decides them too
 FACT_KINDS = {"eq": FACT_EQ, "lte": FACT_LTE, "lt": FACT_LT, "gt": FACT_GT, "gte": FACT_GTE, "ne": FACT_NE}
-FACT_KINDS["in"] = FACT_IN
-REF = 7  # a derived or finding reference, asked of the running evaluation directly
-CALL = 8  # anything else
+FACT_KINDS.update({"in": FACT_IN, "is_not": FACT_IS_NOT})
+SOLE_REF = 9  # a reference to a conclusion of one rule: that rule's state, read directly
+REF = 10  # any other derived or finding reference, asked of the running evaluation
+CALL = 11  # anything else
 NO_SECTION: Mapping[str, Any] = {}  # what an absent section reads as: every field in it is absent
-Step = tuple[int, int, Any, str, Any, int, NodeFn]
+Step = tuple[int, int, Any, str, Any, NodeFn]
 
 
 class Plan:
     """Slot numbers and closures for every node of a list of rule conditions.
 
     :param roots: the ``when`` tree of each rule, in rule order.
+    :param sole: reference key -> index of the one rule that concludes it, where only one does.
     """
 
-    def __init__(self, roots: Sequence[Condition]):
+    def __init__(self, roots: Sequence[Condition], sole: Mapping[tuple[str, str, Any], int] | None = None):
+        self._sole = sole or {}
         self._slots: dict[int, int] = {}
         self.nodes: list[Condition] = []
         leaves = (n for root in roots for n in root.walk() if isinstance(n, FactTest | ItemTest))
         self.pointers: tuple[str, ...] = tuple(sorted({n.pointer for n in leaves}))
         self._bit = {pointer: 1 << i for i, pointer in enumerate(self.pointers)}
         self._pointer_cache: dict[int, tuple[str, ...]] = {}
+        # What an undecided node's mask is made of, by slot: a leaf's bit, a reference's key,
+        # or the slots of the children whose masks it unites (see unknowns()).
+        self._leaf_bit: list[int] = []
+        self._ref_key: list[tuple[str, str, Any] | None] = []
+        self._children: list[tuple[int, ...]] = []
         # Every node's closure by slot, so that one node can be evaluated on its own: explanations
         # complete an ``any`` that stopped at its first true child (see neurocds.explain.explainer.support).
         self.fns: dict[int, NodeFn] = {}
@@ -118,8 +132,27 @@ class Plan:
     def new_states(self) -> list[Any]:
         return [UNSET] * len(self.nodes)
 
-    def new_masks(self) -> list[int]:
-        return [0] * len(self.nodes)
+    def unknowns(self, slot: int, states: list[Any], found: dict[int, int], ref_unknowns: RefUnknowns) -> int:
+        """Mask of the unrecorded facts that leave node ``slot`` undecided (0 if decided or unreached).
+
+        Derived from ``states`` as the module docstring says; ``found`` keeps the masks
+        already derived (slot -> mask) for the evaluation whose states these are.
+        """
+        if states[slot] is not None:
+            return 0
+        mask = found.get(slot)
+        if mask is None:
+            mask = self._leaf_bit[slot]
+            if not mask:
+                key = self._ref_key[slot]
+                if key is not None:
+                    mask = ref_unknowns(key)
+                else:
+                    for child in self._children[slot]:
+                        if states[child] is None:
+                            mask |= self.unknowns(child, states, found, ref_unknowns)
+            found[slot] = mask
+        return mask
 
     def pointers_of(self, mask: int) -> tuple[str, ...]:
         """The pointers of a mask, in sorted order."""
@@ -146,13 +179,16 @@ class Plan:
         """How a group evaluates one child: inline where the child's shape allows, else by its closure."""
         fn = self._compile(child)
         slot = self.slot(child)
-        if isinstance(child, FactTest) and len(child.path) == 2 and child.op in COMPARE:
-            kind = FACT_KINDS[child.op]
+        if isinstance(child, FactTest) and len(child.path) == 2:
             section, name = child.path
-            return (kind, slot, section, name, child.value, self._bit[child.pointer], fn)
+            if child.op in FACT_KINDS:
+                return (FACT_KINDS[child.op], slot, section, name, child.value, fn)
+            if child.op == "known" and type(child.value) is bool:  # the schema's type: inline "not wanted"
+                return (FACT_KNOWN, slot, section, name, child.value, fn)
         if isinstance(child, DerivedRef | FindingRef):
-            return (REF, slot, child.key, "", None, 0, fn)
-        return (CALL, slot, "", "", None, 0, fn)
+            index = self._sole.get(child.key)
+            return (REF, slot, child.key, "", None, fn) if index is None else (SOLE_REF, slot, child.key, "", index, fn)
+        return (CALL, slot, "", "", None, fn)
 
     def _compile_node(self, node: Condition) -> NodeFn:
         if id(node) in self._slots:  # a node shared by two parents keeps one slot
@@ -160,29 +196,35 @@ class Plan:
         else:
             slot = self._slots[id(node)] = len(self.nodes)
             self.nodes.append(node)
+            self._leaf_bit.append(self._bit[node.pointer] if isinstance(node, FactTest | ItemTest) else 0)
+            self._ref_key.append(node.key if isinstance(node, DerivedRef | FindingRef) else None)
+            self._children.append(())  # a group's or negation's, once its children have slots
         if isinstance(node, FactTest):
-            return _fact_fn(node, slot, self._bit[node.pointer])
+            return _fact_fn(node, slot)
         if isinstance(node, ItemTest):
-            return _item_fn(node, slot, self._bit[node.pointer])
+            return _item_fn(node, slot)
         if isinstance(node, DerivedRef | FindingRef):
-            return _ref_fn(node.key, slot)
+            return _ref_fn(node.key, slot, self._sole.get(node.key))
         if isinstance(node, Not):
-            return _not_fn(self._compile(node.item), self.slot(node.item), slot)
+            child = self._compile(node.item)
+            self._children[slot] = (self.slot(node.item),)
+            return _not_fn(child, slot)
         if isinstance(node, All | AnyOf):
             steps = tuple(self._step(child) for child in node.items)
+            self._children[slot] = tuple(step[1] for step in steps)
             return _group_fn(steps, slot, stop=isinstance(node, AnyOf))
         raise TypeError(f"no evaluation for condition node {type(node).__name__}")
 
 
-def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
+def _fact_fn(node: FactTest, slot: int) -> NodeFn:
     path, op, wanted = node.path, node.op, node.value
     two = len(path) == 2
     compare = COMPARE.get(op)
     if two and compare is not None:
-        return _section_compare_fn(node, slot, bit, compare)
+        return _section_compare_fn(node, slot, compare)
     first, second = (path[0], path[1]) if two else ("", "")
 
-    def fact(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+    def fact(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
         # Most fact paths are section.field: read those inline, everything else through lookup().
         if two:
             section = facts.get(first, MISSING)
@@ -194,7 +236,7 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
             found = lookup(facts, path)
         if compare is not None:
             if found is MISSING:
-                st[slot], unk[slot] = None, bit
+                st[slot] = None
                 return None
             # Validated facts are JSON scalars, whose comparisons give bool (no rich-comparison objects).
             state: Tri = compare(found, wanted)
@@ -208,17 +250,17 @@ def _fact_fn(node: FactTest, slot: int, bit: int) -> NodeFn:
     return fact
 
 
-def _section_compare_fn(node: FactTest, slot: int, bit: int, compare: Callable[[Any, Any], Any]) -> NodeFn:
+def _section_compare_fn(node: FactTest, slot: int, compare: Callable[[Any, Any], Any]) -> NodeFn:
     """The commonest leaf, ``section.field <op> value``, with no shape tests on its path."""
     path, (first, second), wanted = node.path, node.path, node.value
 
-    def section_compare(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+    def section_compare(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
         try:
             found = facts.get(first, NO_SECTION).get(second, MISSING)
         except AttributeError:  # a section that is not an object
             found = lookup(facts, path)
         if found is MISSING:
-            st[slot], unk[slot] = None, bit
+            st[slot] = None
             return None
         # Validated facts are JSON scalars, whose comparisons give bool (no rich-comparison objects).
         state: Tri = compare(found, wanted)
@@ -228,11 +270,11 @@ def _section_compare_fn(node: FactTest, slot: int, bit: int, compare: Callable[[
     return section_compare
 
 
-def _item_fn(node: ItemTest, slot: int, bit: int) -> NodeFn:
+def _item_fn(node: ItemTest, slot: int) -> NodeFn:
     path, name, wanted = node.path, node.field, node.value
     compare = COMPARE[node.op]
 
-    def item_test(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+    def item_test(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
         items = lookup(facts, path)
         state: Tri
         if items is MISSING:
@@ -247,30 +289,24 @@ def _item_fn(node: ItemTest, slot: int, bit: int) -> NodeFn:
                     state = True
                     break
         st[slot] = state
-        if state is None:
-            unk[slot] = bit
         return state
 
     return item_test
 
 
-def _ref_fn(key: tuple[str, str, Any], slot: int) -> NodeFn:
-    def ref(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
-        state = st[slot] = refs.ref_state(key)
-        if state is None:
-            unk[slot] = refs.ref_unknowns(key)
+def _ref_fn(key: tuple[str, str, Any], slot: int, index: int | None) -> NodeFn:
+    def ref(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
+        sole = refs.sole_states
+        state = st[slot] = sole[index] if sole is not None and index is not None else refs.ref_state(key)
         return state
 
     return ref
 
 
-def _not_fn(child: NodeFn, child_slot: int, slot: int) -> NodeFn:
-    def negation(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
-        value = child(facts, st, unk, refs)
-        if value is None:
-            st[slot], unk[slot] = None, unk[child_slot]
-            return None
-        state = st[slot] = not value
+def _not_fn(child: NodeFn, slot: int) -> NodeFn:
+    def negation(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
+        value = child(facts, st, refs)
+        state = st[slot] = None if value is None else not value
         return state
 
     return negation
@@ -279,63 +315,66 @@ def _not_fn(child: NodeFn, child_slot: int, slot: int) -> NodeFn:
 def _group_fn(steps: tuple[Step, ...], slot: int, stop: bool) -> NodeFn:
     """``all`` (stops at the first false child) or ``any`` (stops at the first true one).
 
-    Each child records its state (and mask when undecided) exactly as its own closure
-    would, so an inline child leaves the same slots behind as a called one.
+    Each child records its state exactly as its own closure would, so an inline child
+    leaves the same slots behind as a called one.
     """
     unstopped = not stop
 
-    def group(facts: Mapping[str, Any], st: list[Any], unk: list[int], refs: RefSource) -> Tri:
+    def group(facts: Mapping[str, Any], st: list[Any], refs: RefSource) -> Tri:
         state: Tri = unstopped
-        mask = 0  # union of the undecided children's masks; decided children contribute none
         value: Tri
-        for kind, child_slot, first, second, wanted, bit, fn in steps:
-            if kind < REF:
+        for kind, child_slot, first, second, wanted, fn in steps:
+            if kind < SOLE_REF:
                 try:
                     found = facts.get(first, NO_SECTION).get(second, MISSING)
                 except AttributeError:  # a section that is not an object: the closure's general lookup
-                    value = fn(facts, st, unk, refs)
+                    value = fn(facts, st, refs)
                 else:
-                    if found is MISSING:  # unknown: never the stopping value, so go on
-                        st[child_slot] = state = None
-                        unk[child_slot] = bit
-                        mask |= bit
-                        continue
-                    # Inline comparisons, commonest first; validated facts are JSON scalars, whose
-                    # comparisons give bool, exactly as the COMPARE functions the closures call.
-                    if kind == FACT_EQ:
+                    if found is MISSING:
+                        if kind < FACT_KNOWN:  # unknown: never the stopping value, so go on
+                            st[child_slot] = state = None
+                            continue
+                        # "known: V" is V when recorded, so not V when not; "is_not" holds when not recorded.
+                        value = kind == FACT_IS_NOT or not wanted
+                    # Inline comparisons, commonest first (as the built-in packs' evaluations run them);
+                    # validated facts are JSON scalars, whose comparisons give bool, exactly as the
+                    # COMPARE functions the closures call.
+                    elif kind == FACT_EQ:
                         value = found == wanted
                     elif kind == FACT_LTE:
                         value = found <= wanted
+                    elif kind == FACT_IS_NOT:  # recorded, so: not the value
+                        value = found != wanted
+                    elif kind == FACT_IN:
+                        value = found in wanted
+                    elif kind == FACT_KNOWN:
+                        value = wanted
                     elif kind == FACT_LT:
                         value = found < wanted
                     elif kind == FACT_GT:
                         value = found > wanted
                     elif kind == FACT_GTE:
                         value = found >= wanted
-                    elif kind == FACT_NE:
+                    else:  # FACT_NE
                         value = found != wanted
-                    else:
-                        value = found in wanted
                     st[child_slot] = value
                     if value is stop:
                         st[slot] = stop
                         return stop
                     continue
+            elif kind == SOLE_REF:
+                sole = refs.sole_states
+                st[child_slot] = value = sole[wanted] if sole is not None else refs.ref_state(first)
             elif kind == REF:
                 st[child_slot] = value = refs.ref_state(first)
-                if value is None:
-                    unk[child_slot] = refs.ref_unknowns(first)
             else:
-                value = fn(facts, st, unk, refs)
+                value = fn(facts, st, refs)
             if value is stop:
                 st[slot] = stop
                 return stop
             if value is None:
                 state = None
-                mask |= unk[child_slot]
         st[slot] = state
-        if state is None:
-            unk[slot] = mask
         return state
 
     return group
