@@ -48,7 +48,7 @@ def test_frozen_facts_copy_mapping_and_sequence_subclasses_too() -> None:
 
 
 def test_a_str_subclass_cannot_pass_a_text_check() -> None:
-    from neurocds.rules.hooks import check_text
+    from neurocds.rules.hook_answers import check_text
 
     class Sly(str):
         def startswith(self, *args: Any) -> bool:  # type: ignore[override]  # the attack

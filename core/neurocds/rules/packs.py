@@ -25,7 +25,8 @@ from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
 from neurocds.rules.cache import LoadCache
-from neurocds.rules.hooks import HookFailure, HookRunner, check_records, checked_call, unwrap
+from neurocds.rules.hook_answers import check_records, checked_call, unwrap
+from neurocds.rules.hooks import HookFailure, HookRunner
 from neurocds.rules.ruleset import RuleFile, read_rule_file
 
 ALLOWLIST_ENV = "NEUROCDS_PACKS"
