@@ -29,11 +29,19 @@ from .hostile import EMERGENCY, emergency_doc
 pytestmark = pytest.mark.skipif(not _CPU_CLOCKS, reason="no per-thread CPU clock: the budget is wall-clock time")
 
 
-def spin(cpu_s: float) -> float:
-    """Spend ``cpu_s`` of this thread's CPU time; the wall-clock seconds it took."""
+def spin(cpu_s: float, then_wait_s: float = 0.0) -> float:
+    """Spend ``cpu_s`` of this thread's CPU time, then wait ``then_wait_s`` without spending
+    any; the wall-clock seconds it took.
+
+    The wait stands in for time the worker spends runnable but not running: how much GIL
+    starvation the busy threads cause depends on the machine (0.15 s to 1.5 s for 50 ms
+    here), so the tests add a fixed wait that takes the call past its budget in wall-clock
+    time on any machine, and keep the busy threads for the realistic part.
+    """
     started, wall = time.thread_time(), time.monotonic()
     while time.thread_time() - started < cpu_s:
         pass
+    time.sleep(then_wait_s)
     return time.monotonic() - wall
 
 
@@ -89,7 +97,7 @@ LOOSE_WALL = 100
 def test_a_healthy_pack_on_a_loaded_worker_is_not_failed() -> None:
     runner = HookRunner(0.2, wall_factor=LOOSE_WALL)
     with busy_threads():
-        hook_wall, cpu, wall = runner.run("p", "h", spin, (0.05,), 0.2, runner.wall_budget_s, 0.2)
+        hook_wall, cpu, wall = runner.run("p", "h", spin, (0.05, 0.25), 0.2, runner.wall_budget_s, 0.2)
     # The load is real: the call took longer than its budget in wall-clock time, yet it
     # used about its own 50 ms of CPU, and was not failed.
     assert hook_wall > 0.2, f"the busy threads did not slow the worker ({hook_wall:.3f} s); the test shows nothing"
@@ -100,7 +108,7 @@ def test_a_healthy_compute_hook_under_load_keeps_the_result_complete(tmp_path: P
     walls: list[float] = []
 
     def compute(facts: Any) -> ComputedFacts:
-        walls.append(spin(0.05))
+        walls.append(spin(0.05, 0.25))
         return ComputedFacts(pack="busy", values={"busy.ok": True})
 
     plugin = inline_pack(tmp_path, "busy", "busy", [rule("busy.f", {"derived": "busy.ok"})], compute=compute)
