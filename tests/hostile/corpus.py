@@ -38,7 +38,14 @@ def _keyed(prefix: bytes, template: str, suffix: bytes) -> bytes:
 
 def corpus() -> list[tuple[str, bytes, str]]:
     """Every hostile shape, in a fixed order (names are stable test ids)."""
-    items = [
+    # More objects and arrays, members or values than the parse limits allow: refused at the root
+    # before parsing. UNCAPPED keeps what each names when the limits are lifted.
+    return [(name, body, "" if name in UNCAPPED else pointer) for name, body, pointer in _shapes()]
+
+
+def _shapes() -> list[tuple[str, bytes, str]]:
+    """Every hostile shape with the pointer it names once under (or without) the parse limits."""
+    return [
         ("surrogate-member-name", HEAD + b'"\\ud800":1}', "/\\ud800"),
         ("surrogate-patient-id", b'{"facts_version":"1","patient":{"id":"\\udfff"}}', "/patient/id"),
         (
@@ -94,10 +101,10 @@ def corpus() -> list[tuple[str, bytes, str]]:
         ("duplicate-names-at-the-member-limit", *_names_then_ints('"k{0}":1,"k{0}":1')),
         ("duplicate-numeric-names-at-the-member-limit", *_names_then_ints('"{0}":1,"{0}":1')),
         ("one-container-over-the-limit", _objects(CONTAINER_LIMIT - 2, b"{}"), ""),
+        # The worst shape under the value limit: as many integers as it allows, a problem to
+        # name after them, and the rest of the megabyte in one string.
+        ("nan-after-ints-at-the-value-limit", *_ints_at_the_value_limit(b"NaN")),
     ]
-    # More objects and arrays, or members, than the parse limits allow: refused at the root
-    # before parsing. UNCAPPED keeps what each names when the limits are lifted.
-    return [(name, body, "" if name in UNCAPPED else pointer) for name, body, pointer in items]
 
 
 def _names_then_ints(template: str) -> tuple[bytes, str]:
@@ -125,18 +132,26 @@ def _after_objects_and_ints(last: bytes) -> tuple[bytes, str]:
     return body, f"/medications/{body.count(b',') - 2}"
 
 
+def _ints_at_the_value_limit(last: bytes) -> tuple[bytes, str]:
+    """As many integers as the value limit allows, then ``last``, then one long string."""
+    count = VALUE_LIMIT - 10
+    prefix = HEAD + b'"medications":[' + b",".join([b"1"] * count) + b"," + last + b'],"x":"'
+    return prefix + b"x" * (LIMIT - len(prefix) - 16) + b'"}', f"/medications/{count}"
+
+
 def _after_clean(last: bytes) -> tuple[bytes, str]:
     """350,000 empty objects, then ``last``: the problem to name is at the very end."""
     body = _fill(HEAD + b'"medications":[', b"{}", b"," + last + b"]}")
     return body, f"/medications/{body.count(b'{}')}"
 
 
-#: The default ParseLimits.max_containers and max_members.
+#: The default ParseLimits.max_containers, max_members and max_values.
 CONTAINER_LIMIT = 10_000
 MEMBER_LIMIT = 25_000
+VALUE_LIMIT = 50_000
 # Objects that leave room for the few of the document around them.
 _UNDER_LIMIT = CONTAINER_LIMIT - 10
-#: Shapes over the container limit -> the pointer named with ParseLimits(max_containers=None).
+#: Shapes over the container, member or value limit -> the pointer named with those limits lifted (None).
 UNCAPPED = {
     "medications-unknown-objects": "/medications/0/zz",
     "unknown-empty-objects": "/extensions/x",
@@ -154,3 +169,16 @@ UNCAPPED = {
     "duplicate-numeric-names": "/labs/0",
     "duplicate-escaped-names": "/labs/k:0",
 }
+#: Shapes over the value limit only: with it lifted, each names the pointer its item gives.
+_OVER_THE_VALUE_LIMIT = {
+    "medications-500k-ints",
+    "array-of-nan",
+    "surrogate-strings",
+    "duplicates-in-10k-objects",
+    "nan-after-10k-objects-and-ints",
+    "number-beyond-float-after-ints",
+    "integer-beyond-float-after-ints",
+    "duplicate-names-at-the-member-limit",
+    "duplicate-numeric-names-at-the-member-limit",
+}
+UNCAPPED.update((name, pointer) for name, _body, pointer in _shapes() if name in _OVER_THE_VALUE_LIMIT)

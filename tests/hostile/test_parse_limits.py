@@ -20,10 +20,11 @@ from shared_data import DATA
 
 from neurocds.engine import Engine
 from neurocds.errors import FactsValidationError
+from neurocds.facts.fastparse import value_count
 from neurocds.facts.strictjson import ParseLimits, parse_strict
 from neurocds_packs import BUILTIN_PACKS
 
-from .corpus import CONTAINER_LIMIT, MEMBER_LIMIT
+from .corpus import CONTAINER_LIMIT, MEMBER_LIMIT, VALUE_LIMIT
 
 BASE: dict[str, Any] = {"facts_version": "1", "patient": {"id": "p1"}}
 MEDICATION = {"name": "aspirin", "class": "other"}
@@ -140,6 +141,7 @@ def test_fhir_input_is_not_held_to_the_facts_limit() -> None:
     bundle = max((DATA / "synthea").glob("*.json"), key=lambda p: p.read_bytes().count(b"{"))
     raw = bundle.read_bytes()
     assert raw.count(b"{") + raw.count(b"[") > CONTAINER_LIMIT  # a real bundle holds more
+    assert value_count(raw) > VALUE_LIMIT and FHIR_LIMITS.max_values is None
     assert parse_strict(raw, FHIR_LIMITS)["resourceType"] == "Bundle"
     with pytest.raises(FactsValidationError):
         parse_strict(raw, ParseLimits(max_bytes=FHIR_LIMITS.max_bytes))
@@ -169,3 +171,97 @@ def test_the_member_limit_holds_for_a_dict_and_can_be_lifted(engine: Engine) -> 
     # Over both limits: containers are reported, as the text's check does first.
     both = {**with_medications(CONTAINER_LIMIT), "labs": doc["labs"]}
     assert refusal(engine, both) == refusal(engine, json.dumps(both).encode()) == [("", "containers")]
+
+
+def ints(count: int) -> dict[str, Any]:
+    """A document of ``count`` + 4 values (facts_version, patient, its id, medications, the items)."""
+    return {**BASE, "medications": [1] * count}
+
+
+def test_at_most_50000_values_text_and_dict_alike(engine: Engine) -> None:
+    assert ParseLimits().max_values == VALUE_LIMIT
+    at_limit, over = ints(VALUE_LIMIT - 4), ints(VALUE_LIMIT - 3)
+    # At the limit the schema judges it (integers are not medications); one more value is the limit's.
+    for facts in (at_limit, json.dumps(at_limit), json.dumps(at_limit).encode()):
+        assert ("/medications/0", "type") in refusal(engine, facts)
+    for facts in (over, json.dumps(over), json.dumps(over, indent=1).encode()):
+        assert refusal(engine, facts) == [("", "values")]
+    with pytest.raises(FactsValidationError) as info:
+        engine.evaluate(json.dumps(over).encode())
+    (violation,) = info.value.violations
+    assert "50,000 values" in violation.message and "max_values" in violation.message and "\n" not in violation.message
+    assert info.value.facts_sha256 is None
+
+
+def test_a_valid_document_at_a_value_limit_is_accepted_and_refused_one_below() -> None:
+    doc = {**with_medications(100), "labs": {}, "extensions": {}}  # 4 + 3 * 100 + 2 values, 2 of them empty
+    text = json.dumps(doc, indent=2)
+    assert value_count(text.encode()) == 306
+    exact = Engine(packs=BUILTIN_PACKS, backend="reference", parse_limits=ParseLimits(max_values=306))
+    below = Engine(packs=BUILTIN_PACKS, backend="reference", parse_limits=ParseLimits(max_values=305))
+    for facts in (doc, text, text.encode()):
+        assert len(exact.validate(facts)["medications"]) == 100
+        assert refusal(below, facts) == [("", "values")]
+    assert exact.validator.is_valid(doc) and not below.validator.is_valid(doc)
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        ("[]", 0),
+        ("[ \n\t]", 0),
+        ("{ }", 0),
+        ('[[ ], { }, ""]', 3),
+        ('["a,b,[c]", "{,}"]', 2),
+        ('{"k,": [1, "\\"", "\\\\", ","], "": {}}', 6),
+        ('[0 , 1.5e3 ,true,null,"x"]', 5),
+    ],
+)
+def test_values_are_items_and_members_outside_strings(text: str, values: int) -> None:
+    assert value_count(text.encode()) == values
+    parse_strict(text, ParseLimits(max_values=values))
+    if values:
+        with pytest.raises(FactsValidationError) as info:
+            parse_strict(text, ParseLimits(max_values=values - 1))
+        assert [(v.pointer, v.code) for v in info.value.violations] == [("", "values")]
+
+
+def test_commas_inside_strings_are_not_counted(engine: Engine) -> None:
+    commas = {**BASE, "medications": [{"name": ",[1]," * 60_000 + '\\",', "class": "other"}]}
+    assert engine.validate(json.dumps(commas).encode())["medications"][0]["name"].startswith(",[1],")
+
+
+def test_the_value_limit_can_be_lifted_and_comes_after_the_others(engine: Engine) -> None:
+    big = ints(VALUE_LIMIT * 2)
+    lifted = Engine(packs=BUILTIN_PACKS, backend="reference", parse_limits=ParseLimits(max_values=None))
+    for facts in (big, json.dumps(big).encode()):
+        assert ("/medications/0", "type") in refusal(lifted, facts)
+    assert engine.validator.is_valid(big) is False
+    # Over the member limit too: members are reported, as the text's check does first.
+    both = {**big, "labs": {f"k{i}": 1 for i in range(MEMBER_LIMIT)}}
+    assert refusal(engine, both) == refusal(engine, json.dumps(both).encode()) == [("", "members")]
+
+
+def test_the_cli_refuses_too_many_values_with_exit_2_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(ints(VALUE_LIMIT)))
+    done = subprocess.run([*CLI, "validate", str(path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    header, problem = done.stderr.strip().splitlines()  # the count, then one line for the one problem
+    assert "1 problem" in header and problem.lstrip().startswith("/: ") and "max_values" in problem
+    as_json = subprocess.run(
+        [*CLI, "validate", "--format", "json", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert as_json.returncode == 2
+    assert [(e["pointer"], e["code"]) for e in json.loads(as_json.stdout)["errors"]] == [("", "values")]
+
+
+def test_a_population_line_with_too_many_values_is_an_error_entry() -> None:
+    from neurocds.population import InputRecord, RunSettings, evaluate_partition
+
+    lines = [json.dumps(BASE).encode(), json.dumps(ints(VALUE_LIMIT)).encode(), json.dumps(BASE).encode()]
+    settings = RunSettings(now="2026-01-01T00:00:00Z", packs=tuple(BUILTIN_PACKS))
+    evaluated = evaluate_partition((InputRecord(f"p:{i}", "facts", line) for i, line in enumerate(lines)), settings)
+    assert len(evaluated.lines) == 2
+    (entry,) = evaluated.errors
+    assert entry["source"] == "p:1" and [(e["pointer"], e["code"]) for e in entry["errors"]] == [("", "values")]

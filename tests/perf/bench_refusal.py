@@ -3,7 +3,7 @@
     python tests/perf/bench_refusal.py [--repeat 5] [--max-ms 50]
 
 Each document of tests/hostile/corpus.py (all under the 1 MiB size limit but one; the
-worst shapes for each stage among them, over and under the container limit)
+worst shapes for each stage among them, over and under the parse limits)
 is refused ``--repeat`` times through ``Engine.validate`` with bytes (the strict JSON
 path: what the CLI and the service call) and, where ``json.loads`` can build it, with
 the dict (what integration scripts pass). Printed per document: the median CPU time

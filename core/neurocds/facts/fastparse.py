@@ -42,6 +42,7 @@ __all__ = [
     "outside_brackets",
     "outside_strings",
     "repeats_a_name",
+    "value_count",
 ]
 
 # Every digit mapped to 0, so that "19 digits in a row" is one C-speed substring search.
@@ -56,6 +57,12 @@ _ESCAPED_COLON = ("\\u003a", "\\u003A")
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _NOT_COLON = bytes(b for b in range(256) if b not in b':"')
 _ONE_BRACKET_KIND = bytes.maketrans(b"{}", b"[]")
+# For counting values: JSON whitespace deleted, every byte but brackets, commas and quotes
+# made a "0" (so that a container holding only an atom or a string is seen not to be empty).
+_JSON_WHITESPACE = b" \t\n\r"
+_ATOMS_TO_ZERO = bytes.maketrans(
+    bytes(b for b in range(256) if b not in b'[]{},"'), b"0" * (256 - len(b'[]{},"'))
+)
 #: fast_parse's answer where orjson read the whole text and only repeated names are left.
 ONLY_REPEATED_NAMES = object()
 # "[" -> 2 and "]" -> 0, so that byte - 1 is the change in depth.
@@ -166,6 +173,27 @@ def member_count(encoded: bytes) -> int:
     return outside_strings(encoded, _NOT_COLON).count(b":")
 
 
+def value_count(encoded: bytes) -> int:
+    """The values of ``encoded`` held by arrays and objects (items and members): the commas
+    outside strings plus the containers that are not empty, counted at C speed.
+
+    Each string becomes one ``0`` (it is a value, and its commas and brackets are text),
+    every other byte but brackets and commas a ``0``, whitespace nothing: a container is
+    empty exactly when its opening bracket is then followed by its closing one.
+    """
+    marked = _without_escapes(encoded).translate(_ATOMS_TO_ZERO, _JSON_WHITESPACE)
+    if b'"' in marked:
+        marked = b"0".join(marked.split(b'"')[::2])
+    brackets = marked.translate(_ONE_BRACKET_KIND)
+    return brackets.count(b",") + brackets.count(b"[") - brackets.count(b"[]")
+
+
+def _without_escapes(encoded: bytes) -> bytes:
+    """``encoded`` with escaped backslashes and quotes removed (left to right, as JSON reads
+    them), so that every remaining quote opens or closes a string."""
+    return encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
+
+
 def outside_strings(encoded: bytes, deleted: bytes) -> bytes:
     """What lies outside the strings of ``encoded`` once the bytes ``deleted`` are deleted.
 
@@ -174,8 +202,7 @@ def outside_strings(encoded: bytes, deleted: bytes) -> bytes:
     string and the start of the next with nothing kept between: neither changes what
     lies outside). Only strings holding a kept byte are left to split off.
     """
-    unescaped = encoded.replace(b"\\\\", b"").replace(b'\\"', b"")
-    structure = unescaped.translate(None, deleted)
+    structure = _without_escapes(encoded).translate(None, deleted)
     while b'""' in structure:
         structure = structure.replace(b'""', b"")
     if b'"' in structure:

@@ -12,18 +12,20 @@ import re
 from dataclasses import dataclass
 
 from neurocds.errors import FactsValidationError, Violation
-from neurocds.facts.fastparse import bracket_depth_at_most, exceeds, member_count, outside_brackets
+from neurocds.facts.fastparse import bracket_depth_at_most, exceeds, member_count, outside_brackets, value_count
 
 __all__ = [
     "ParseLimits",
     "check_containers",
     "check_depth",
     "check_members",
+    "check_values",
     "containers_violation",
     "fail",
     "fhir_limits",
     "members_violation",
     "to_text",
+    "values_violation",
 ]
 
 _BOM_BYTES = b"\xef\xbb\xbf"
@@ -46,12 +48,16 @@ class ParseLimits:
     #: Members (name-value pairs) one document may hold, all objects together (None: no
     #: bound). A facts document holds about 100 plus a few per item of its lists.
     max_members: int | None = 25_000
+    #: Values one document may hold, array items and members together (None: no bound):
+    #: naming a problem among 500,000 integers cost more than 50 ms. A facts document holds
+    #: a few hundred.
+    max_values: int | None = 50_000
 
 
 def fhir_limits(max_bytes: int, max_depth: int = 64) -> ParseLimits:
     """Size and depth only: FHIR text (a Synthea bundle holds 8,000-13,000 containers per
-    MiB) is not held to the facts document's container and member counts."""
-    return ParseLimits(max_bytes=max_bytes, max_depth=max_depth, max_containers=None, max_members=None)
+    MiB) is not held to the facts document's container, member and value counts."""
+    return ParseLimits(max_bytes=max_bytes, max_depth=max_depth, max_containers=None, max_members=None, max_values=None)
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -109,6 +115,11 @@ def members_violation(max_members: int) -> Violation:
     return _count_violation("max_members", max_members, "members")
 
 
+def values_violation(max_values: int) -> Violation:
+    """The refusal of a document holding more than ``max_values`` array items and members."""
+    return _count_violation("max_values", max_values, "values (array items and members)")
+
+
 def check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
     """Refuse more than ``max_containers`` objects and arrays, before anything builds them.
 
@@ -139,6 +150,23 @@ def check_members(text: str, encoded: bytes, limits: ParseLimits) -> None:
     # Each member takes four bytes at least ("":0), so short documents are not counted.
     if cap is not None and len(encoded) > 4 * cap and text.count(":") > cap and member_count(encoded) > cap:
         raise FactsValidationError([members_violation(cap)])
+
+
+def check_values(text: str, encoded: bytes, limits: ParseLimits) -> None:
+    """Refuse more than ``max_values`` array items and members, before parsing.
+
+    Run last of the counts (after containers, depth and members). Each value takes two
+    bytes at least (itself and a comma or bracket), and commas plus opening brackets bound
+    the count from above: an ordinary document is settled by those, at C speed.
+    """
+    cap = limits.max_values
+    if (
+        cap is not None
+        and len(encoded) > 2 * cap + 1
+        and text.count(",") + text.count("[") + text.count("{") > cap
+        and value_count(encoded) > cap
+    ):
+        raise FactsValidationError([values_violation(cap)])
 
 
 def check_depth(text: str, encoded: bytes, max_depth: int) -> None:

@@ -205,12 +205,17 @@ def _level_is_plain(level: list[Any], kinds: set[type], depth: int, max_depth: i
 
 
 def is_plain_json(
-    doc: Any, max_depth: int, max_containers: int | None = None, max_members: int | None = None
+    doc: Any,
+    max_depth: int,
+    max_containers: int | None = None,
+    max_members: int | None = None,
+    max_values: int | None = None,
 ) -> bool:
     """Cheap yes/no: is ``doc`` plain, finite JSON data within ``max_depth``? (hot path).
 
-    With ``max_containers`` / ``max_members``, also: does it hold at most that many dicts
-    and lists / members (:func:`over_structure_limit` then says whether that is why not).
+    With ``max_containers`` / ``max_members`` / ``max_values``, also: does it hold at most
+    that many dicts and lists / members / values held by them (:func:`over_structure_limit`
+    then says whether that is why not).
 
     Exact type checks on purpose: subclasses and foreign types answer "no" and the
     slow pass (:func:`plain_json_problems`) then judges them properly. Strings (and
@@ -223,7 +228,7 @@ def is_plain_json(
     referents of other objects are never taken: a level holding one fails first.
     """
     level = [doc]
-    depth = containers = members = 0
+    depth = containers = members = values = 0
     while level:
         depth += 1
         kinds = set(map(type, level))
@@ -238,8 +243,12 @@ def is_plain_json(
         if not _level_is_plain(level, kinds, depth, max_depth):
             return False
         # Atoms (str, int, float, bool, None) have no referents; a dict whose key table is
-        # not str-only would add its keys too, but every key was just checked to be a str.
+        # not str-only would add its keys too, but every key was just checked to be a str:
+        # so the next level's length is this one's values, never fewer.
         level = gc.get_referents(*level)
+        values += len(level)
+        if max_values is not None and values > max_values:
+            return False
     return True
 
 
@@ -256,32 +265,37 @@ def _count_members(level: list[Any], kinds: set[type]) -> int:
     return sum(map(len, dicts))
 
 
-def over_structure_limit(doc: Any, max_depth: int, max_containers: int | None, max_members: int | None) -> str:
-    """``"containers"`` or ``"members"`` when ``doc`` holds more than allowed, else ``""``.
+def over_structure_limit(
+    doc: Any, max_depth: int, max_containers: int | None, max_members: int | None, max_values: int | None = None
+) -> str:
+    """``"containers"``, ``"members"`` or ``"values"`` when ``doc`` holds more than allowed, else ``""``.
 
-    What the strict parser counts in a document's text (its brackets and the colons
-    outside strings), counted a level at a time at C speed within ``max_depth`` levels
-    (deeper is a ``depth`` problem), and, like the text, containers before members. Only
-    exact dicts and lists are counted and descended into (anything else is judged by the
-    other checks).
+    What the strict parser counts in a document's text (its brackets, the colons outside
+    strings, the values held by arrays and objects), counted a level at a time at C speed
+    within ``max_depth`` levels (deeper is a ``depth`` problem), and, like the text,
+    containers before members before values. Only exact dicts and lists are counted and
+    descended into (anything else is judged by the other checks).
     """
     level = [doc]
-    depth = containers = members = 0
+    depth = containers = members = values = 0
     while level and depth < max_depth:
         depth += 1
-        kinds = set(map(type, level))
+        types = [*map(type, level)]  # once: a level may hold half a million items
+        kinds = set(types)
         if kinds.isdisjoint(_CONTAINER_TYPES):
             break
-        count = _count_containers(level, kinds)
-        containers += count
+        if not kinds <= _CONTAINER_TYPES:
+            level = [*compress(level, map(_CONTAINER_TYPES.__contains__, types))]
+        containers += len(level)
         if max_containers is not None and containers > max_containers:
             return "containers"
         if dict in kinds:
-            members += _count_members(level, kinds)
-        if count < len(level):
-            level = [*compress(level, map(_CONTAINER_TYPES.__contains__, map(type, level)))]
+            members += _count_members(level, kinds & _CONTAINER_TYPES)
+        values += sum(map(len, level))
         level = gc.get_referents(*level)
-    return "members" if max_members is not None and members > max_members else ""
+    if max_members is not None and members > max_members:
+        return "members"
+    return "values" if max_values is not None and values > max_values else ""
 
 
 # Containers with fewer children are looked at child by child: galloping costs more there.

@@ -20,6 +20,10 @@ Decisions (documented because callers may rely on them):
   so this bound, not the size alone, keeps every refusal cheap. Size, depth and this
   count are each reported alone at the root pointer ``""``; of depth and this count,
   the one the text crosses first (reading from its start).
+* ``max_members`` then ``max_values`` bound the members (colons outside strings) and
+  the values held by arrays and objects (commas outside strings plus non-empty
+  containers), each counted at C speed before parsing and reported alone at ``""``:
+  naming a problem after half a million integers is what would cost.
 * Integer literals too large for a finite float are ``non_finite`` like
   ``1e999``: every consumer must be able to read each number as a finite float.
 * String escapes that decode to an unpaired UTF-16 surrogate (``"\\ud800"``)
@@ -53,11 +57,13 @@ from neurocds.facts.limits import (
     check_containers,
     check_depth,
     check_members,
+    check_values,
     containers_violation,
     fail,
     fhir_limits,
     members_violation,
     to_text,
+    values_violation,
 )
 from neurocds.facts.plainjson import (
     LONE_SURROGATE,
@@ -91,6 +97,7 @@ __all__ = [
     "parse_strict",
     "plain_json_problems",
     "sha256_canonical",
+    "values_violation",
     "violation_sort_key",
 ]
 
@@ -226,6 +233,7 @@ def parse_strict(data: bytes | str, limits: ParseLimits = _DEFAULT_LIMITS) -> An
     check_containers(text, encoded, limits)
     check_depth(text, encoded, limits.max_depth)
     check_members(text, encoded, limits)
+    check_values(text, encoded, limits)
     # C speed when nothing needs naming (see neurocds.facts.fastparse); else the exact path.
     trusted, value = fast_parse(text, encoded)
     if trusted:

@@ -39,6 +39,7 @@ from neurocds.facts.strictjson import (
     members_violation,
     parse_strict,
     sha256_canonical,
+    values_violation,
 )
 from neurocds.facts.violations import map_error, pointer_of, unknown_member_flood
 
@@ -254,7 +255,7 @@ class FactsValidator:
     def is_valid(self, doc: Any) -> bool:
         """True exactly when :meth:`violations` would be empty; no explanation, less work."""
         limits = self._limits
-        if not is_plain_json(doc, limits.max_depth, limits.max_containers, limits.max_members):
+        if not is_plain_json(doc, limits.max_depth, limits.max_containers, limits.max_members, limits.max_values):
             return not self._violations(doc, known_plain=False)[0]
         if self._fast is not None:
             return self._fast(doc)
@@ -274,14 +275,17 @@ class FactsValidator:
         and whether ``doc`` is plain JSON data."""
         limits = self._limits
         max_depth, max_containers, max_members = limits.max_depth, limits.max_containers, limits.max_members
+        max_values = limits.max_values
         # parse_strict output is plain, finite and depth-checked: no need to walk it again.
-        if not known_plain and not is_plain_json(doc, max_depth, max_containers, max_members):
-            # The limits the JSON text is held to (brackets, members), checked first as there.
-            over = over_structure_limit(doc, max_depth, max_containers, max_members)
+        if not known_plain and not is_plain_json(doc, max_depth, max_containers, max_members, max_values):
+            # The limits the JSON text is held to (brackets, members, values), checked first as there.
+            over = over_structure_limit(doc, max_depth, max_containers, max_members, max_values)
             if over == "containers" and max_containers is not None:
                 return [containers_violation(max_containers)], False
             if over == "members" and max_members is not None:
                 return [members_violation(max_members)], False
+            if over == "values" and max_values is not None:
+                return [values_violation(max_values)], False
             # Like parse_strict on the same document's text: what JSON cannot carry is
             # reported alone, and the schema never sees values it cannot compare.
             unfit = plain_json_problems(doc, max_depth)
