@@ -64,7 +64,7 @@ def population() -> None:
     type=float,
     default=DEFAULT_SWEEP_HOOK_BUDGET,
     show_default=True,
-    help="Seconds each pack's hooks may take per patient (a busy machine must not change an answer).",
+    help="CPU seconds each pack's hooks may spend per patient (one that blocks: stopped at 5x that of wall time).",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out; finished partitions are kept.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar on standard error.")

@@ -42,8 +42,8 @@ class RunSettings:
     :param slim: write a projection of each result (patient, urgency, findings) instead
         of the whole result document; the trace is not computed.
     :param partition_size: records per partition (``None``: a default per input kind).
-    :param hook_budget: seconds each pack's hooks may take per patient (see
-        :data:`DEFAULT_SWEEP_HOOK_BUDGET`).
+    :param hook_budget: CPU seconds each pack's hooks may spend per patient, with the engine's
+        wall-clock limit behind it (see :data:`DEFAULT_SWEEP_HOOK_BUDGET`).
     """
 
     packs: tuple[str, ...] | None = None
