@@ -20,7 +20,7 @@ import pytest
 
 from neurocds import Engine
 from neurocds.hookspecs import ComputedFacts
-from neurocds.rules.hooks import _CPU_CLOCKS, HookFailure, HookRunner
+from neurocds.rules.hooks import _CPU_CLOCKS, Budget, HookFailure, HookRunner
 from neurocds.testing import inline_pack, rule
 from neurocds_packs import BUILTIN_PACKS
 
@@ -120,3 +120,22 @@ def test_a_healthy_compute_hook_under_load_keeps_the_result_complete(tmp_path: P
     assert walls and walls[0] > 0.2, f"the busy threads did not slow the hook ({walls}); the test shows nothing"
     assert result.complete and not result.errors
     assert "busy.f" in result.finding_ids and EMERGENCY in result.finding_ids
+
+
+def test_a_pack_that_spends_then_raises_is_charged_for_what_it_spent() -> None:
+    # A detail hook runs once per fired finding: if a raising call cost nothing, a pack
+    # could spend most of its budget and raise, again and again, without limit.
+    runner = HookRunner(0.2, wall_factor=LOOSE_WALL)
+    budget = Budget(runner)
+
+    def spend_then_raise() -> None:
+        spin(0.15)
+        raise ValueError("after spending")
+
+    messages = []
+    for _ in range(5):
+        with pytest.raises(HookFailure) as failure:
+            budget.call("p", "neurocds_finding_detail", spend_then_raise)
+        messages.append(str(failure.value))
+    assert "raised ValueError" in messages[0]
+    assert all("budget of 200 ms of CPU time" in m for m in messages[1:]), messages

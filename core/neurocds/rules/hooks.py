@@ -40,7 +40,15 @@ _CPU_CLOCKS = hasattr(time, "pthread_getcpuclockid")
 
 
 class HookFailure(Exception):
-    """Pack code failed: it raised, overran its budget or returned something not allowed."""
+    """Pack code failed: it raised, overran its budget or returned something not allowed.
+
+    ``cpu`` and ``wall``: the seconds the failed call spent (zero when it never ran), which
+    still count against the pack's budget: a pack that spends and then raises is charged.
+    """
+
+    def __init__(self, message: str, cpu: float = 0.0, wall: float = 0.0) -> None:
+        super().__init__(message)
+        self.cpu, self.wall = cpu, wall
 
 
 # Exact JSON scalars: immutable and no container, so returned as they are. Most members
@@ -196,7 +204,7 @@ class HookRunner:
         self._release(worker)
         if job.error is not None:
             exc = job.error
-            raise HookFailure(f"{hook} raised {type(exc).__name__}: {exc}") from exc
+            raise HookFailure(f"{hook} raised {type(exc).__name__}: {exc}", cpu, wall) from exc
         return job.value, cpu, wall
 
     @staticmethod
@@ -282,6 +290,9 @@ class Budget:
             )
         except HookOverrun as exc:  # spent: the pack's later calls in this evaluation fail at once
             self._spent[pack] = (runner.budget_s, wall) if exc.kind == "cpu" else (cpu, runner.wall_budget_s)
+            raise
+        except HookFailure as exc:  # it raised: what it spent first is charged all the same
+            self._spent[pack] = (cpu + exc.cpu, wall + exc.wall)
             raise
         self._spent[pack] = (cpu + cpu_used, wall + wall_used)
         return value
