@@ -164,9 +164,6 @@ class VettedPlugin:
         return f"<neurocds plugin {self._vetted_name!r}>"
 
 
-HOOK_NAMES = tuple(sorted(n for n in vars(hookspecs) if n.startswith("neurocds_") and callable(getattr(hookspecs, n))))
-
-
 def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
     """Run on a worker: ``(True, VettedPlugin)``, or ``(False, why)`` when pluggy refuses the plugin."""
     # Without the specs (adding them costs 2/3 of vetting): the arguments are checked below.
@@ -176,7 +173,7 @@ def vet_plugin(name: str, plugin: Any) -> tuple[bool, Any]:
     except pluggy.PluginValidationError as exc:
         return False, f"plugin does not match the hook API: {exc}"
     hooks: dict[str, Callable[..., Any]] = {}
-    for hook_name in HOOK_NAMES:
+    for hook_name in hookspecs.HOOK_NAMES:
         caller = getattr(scratch.hook, hook_name, None)
         impls = caller.get_hookimpls() if caller is not None else []
         if len(impls) > 1:  # which one would run is pluggy's ordering, not the author's intent
