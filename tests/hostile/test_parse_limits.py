@@ -265,3 +265,6 @@ def test_a_population_line_with_too_many_values_is_an_error_entry() -> None:
     assert len(evaluated.lines) == 2
     (entry,) = evaluated.errors
     assert entry["source"] == "p:1" and [(e["pointer"], e["code"]) for e in entry["errors"]] == [("", "values")]
+    # Refused by a parse limit, so a parse error, and its text is never read for an id
+    # (that would build the document the limit refuses to build).
+    assert entry["stage"] == "parse"

@@ -226,8 +226,9 @@ def parse_strict(data: bytes | str, limits: ParseLimits = _DEFAULT_LIMITS) -> An
     """Parse one JSON document, refusing anything ``json.loads`` would accept too leniently.
 
     :raises FactsValidationError: with violations coded ``size``, ``utf8``, ``syntax``,
-        ``depth``, ``containers``, ``members`` (each reported alone: parsing stops there), or ``non_finite`` and
-        ``duplicate_key`` (all of them reported together, each with its JSON pointer).
+        ``depth``, ``containers``, ``members``, ``values`` (each reported alone: parsing stops
+        there), or ``non_finite`` and ``duplicate_key`` (all of them reported together, each
+        with its JSON pointer).
     """
     text, encoded = to_text(data, limits)
     check_containers(text, encoded, limits)

@@ -183,9 +183,11 @@ def evaluate_partition(
             patient_id = patient_id_of(facts) or patient_id
             result = engine.evaluate(facts, trace=settings.trace and not settings.slim, provenance=provenance).to_dict()
         except FactsValidationError as exc:
-            if facts is None and record.kind == "facts":  # refused as it was parsed: it may still say who
-                patient_id = patient_id_of(record.payload) or patient_id
             stage = "parse" if any(v.code in _PARSE_CODES for v in exc.violations) else "validate"
+            # Refused as it was parsed: a schema refusal may still say who. Not past a parse
+            # limit, which exists so that such a document is never built.
+            if facts is None and record.kind == "facts" and stage == "validate":
+                patient_id = patient_id_of(record.payload) or patient_id
             _reject(out, record, patient_id, stage, [v.to_dict() for v in exc.violations])
         except FhirInputError as exc:
             _reject(
@@ -201,7 +203,9 @@ def evaluate_partition(
     return out
 
 
-_PARSE_CODES = frozenset({"size", "utf8", "syntax", "depth", "containers", "members", "non_finite", "duplicate_key"})
+_PARSE_CODES = frozenset(
+    {"size", "utf8", "syntax", "depth", "containers", "members", "values", "non_finite", "duplicate_key"}
+)
 
 
 def _parse_valid(payload: bytes | str | Mapping[str, Any], engine: Engine) -> Mapping[str, Any]:
