@@ -130,8 +130,7 @@ def _long_run_outside_strings(encoded: bytes, zeroed: bytes) -> bool:
     for _ in range(_RUNS_PLACED):
         if start < 0:
             return False
-        before = encoded[:start].replace(b"\\\\", b"").replace(b'\\"', b"")
-        if before.count(b'"') % 2 == 0:
+        if _without_escapes(encoded[:start]).count(b'"') % 2 == 0:
             return True
         start = zeroed.find(_LONG_DIGIT_RUN, zeroed.find(b'"', start))  # past the end of this run's string
     return start >= 0
