@@ -255,3 +255,15 @@ def test_a_draft_diuretic_with_a_low_potassium_is_offered_for_removal_a_current_
         "neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-spironolactone"],
         "neuromuscular.hyperkalaemia_drug_contributor": ["MedicationRequest/draft-spironolactone"],
     }
+
+
+def test_two_drafts_that_worsen_a_finding_can_both_be_removed(keys: Keys, tmp_path: Path) -> None:
+    """Potassium 6.6 with a draft spironolactone and a draft lisinopril: each card offers two
+    independent removals, so the clinician may take both (selectionBehavior "any")."""
+    [high] = _call_built_in(keys, tmp_path, "order-select", [(6.6, [], [SPIRONOLACTONE, LISINOPRIL])])
+    card = high["neuromuscular.hyperkalaemia_drug_contributor"]
+    assert sorted(_deletes(high)["neuromuscular.hyperkalaemia_drug_contributor"]) == [
+        "MedicationRequest/draft-lisinopril",
+        "MedicationRequest/draft-spironolactone",
+    ]
+    assert card["selectionBehavior"] == "any"

@@ -241,7 +241,8 @@ def finding_card(
                           "type": "absolute"}]  # fmt: skip
     if suggestions:
         card["suggestions"] = suggestions
-        card["selectionBehavior"] = "at-most-one"
+        # Each suggestion removes a different draft: independent, so several may be taken.
+        card["selectionBehavior"] = "any" if len(suggestions) > 1 else "at-most-one"
     return card
 
 
