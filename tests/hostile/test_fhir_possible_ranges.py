@@ -208,7 +208,7 @@ BOUNDARIES = [
     ("ck_u_l", 5_000_000, 2**64),
     ("calcium_adjusted_mmol_l", 6.5, 6.51),
     ("phosphate_mmol_l", 20, 20.01),
-    ("free_t4_pmol_l", 300, 300.1),
+    ("free_t4_pmol_l", 1000, 1000.1),
     ("vitamin_b12_pmol_l", 100_000, 100_001),
     ("crp_mg_l", 1000, 1000.1),
     ("wbc_10e9_l", 2000, 2000.01),
