@@ -148,3 +148,38 @@ def test_a_compute_hook_registered_under_another_name_still_licenses_its_compute
     plugin.compute_under_another_name = hookimpl(specname="neurocds_compute_facts")(lambda facts: None)
     engine = Engine(plugins=[("typo", plugin)], entry_points=False, on_pack_error="raise")
     assert [p.name for p in engine.packs] == ["typo"]
+
+
+def test_a_rulepack_subclass_that_answers_differently_later_is_refused(tmp_path: Path) -> None:
+    # Its name passes the check as "shifty" and reads "weakness-pattern" afterwards, on the
+    # caller's thread: it could take another pack's name. Only exact RulePack records count.
+    class Shifty(RulePack):
+        reads = 0
+
+        @property  # type: ignore[misc]  # overriding a dataclass field with a property is the attack
+        def name(self) -> str:
+            Shifty.reads += 1
+            return "shifty" if Shifty.reads == 1 else "weakness-pattern"
+
+    record = Shifty.__new__(Shifty)
+    object.__setattr__(record, "version", "1.0.0")
+    for field, value in (("rule_files", []), ("depends_on", ()), ("facts_schema", None), ("description", "")):
+        object.__setattr__(record, field, value)
+    plugin = type("P", (), {"neurocds_register_packs": staticmethod(hookimpl(lambda: [record]))})
+    engine = Engine(packs=[*BUILTIN_PACKS], plugins=[("shifty", plugin)], on_pack_error="skip")
+    (failed,) = engine.failed_packs
+    assert failed.name == "shifty" and "got Shifty" in (failed.error or "")
+    assert "weakness-pattern" in {p.name for p in engine.packs}
+    assert EMERGENCY in engine.evaluate(emergency_doc()).finding_ids
+
+
+def test_a_register_hook_answer_is_copied_to_plain_data(tmp_path: Path) -> None:
+    from types import MappingProxyType
+
+    schema = MappingProxyType({"type": "object", "properties": MappingProxyType({"x": {"type": "integer"}})})
+    record = RulePack("plain", "1.0.0", [], depends_on=["weakness-pattern"], facts_schema=schema)
+    plugin = type("P", (), {"neurocds_register_packs": staticmethod(hookimpl(lambda: [record]))})
+    engine = Engine(packs=[*BUILTIN_PACKS, "plain"], plugins=[("plain", plugin)])
+    (loaded,) = [p for p in engine.packs if p.name == "plain"]
+    assert type(loaded.record.depends_on) is tuple and type(loaded.record.facts_schema) is dict
+    assert loaded.record.facts_schema == {"type": "object", "properties": {"x": {"type": "integer"}}}

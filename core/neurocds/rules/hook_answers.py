@@ -10,6 +10,8 @@ into :class:`~neurocds.rules.hooks.HookFailure` on the caller's side.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -78,8 +80,11 @@ def check_records(out: Any) -> list[RulePack]:
         return []
     if not isinstance(out, list | tuple):
         raise HookFailure(f"neurocds_register_packs must return a list of RulePack records, got {type(out).__name__}")
+    records: list[RulePack] = []
     for record in out:
-        if not isinstance(record, RulePack):
+        # Exactly RulePack, as text is exactly str: a subclass's properties could answer the
+        # check here and something else (another pack's name) when read later, unbudgeted.
+        if type(record) is not RulePack:
             raise HookFailure(f"neurocds_register_packs must return RulePack records, got {type(record).__name__}")
         check_text(record.name, "RulePack.name", MAX_NAME_CHARS)
         check_text(record.version, "RulePack.version", MAX_NAME_CHARS)
@@ -92,7 +97,35 @@ def check_records(out: Any) -> list[RulePack]:
             raise HookFailure(f"RulePack.rule_files of {record.name!r} must be a list of paths")
         if record.facts_schema is not None and not isinstance(record.facts_schema, Mapping):
             raise HookFailure(f"RulePack.facts_schema of {record.name!r} must be a mapping or None")
-    return list(out)
+        # Plain copies, made here on the budgeted worker: what the engine reads later is data,
+        # not pack objects whose iteration or lookups could run (and change) at each read.
+        records.append(
+            dataclasses.replace(
+                record,
+                depends_on=tuple(record.depends_on),
+                rule_files=tuple(files),
+                facts_schema=_plain_schema(record.name, record.facts_schema),
+            )
+        )
+    return records
+
+
+def _plain_schema(pack: str, schema: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if schema is None:
+        return None
+    try:
+        plain: dict[str, Any] = json.loads(json.dumps(schema, default=_plain_container))
+    except (TypeError, ValueError) as exc:
+        raise HookFailure(f"RulePack.facts_schema of {pack!r} is not JSON data: {exc}") from None
+    return plain
+
+
+def _plain_container(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
 def check_computed(
