@@ -80,6 +80,12 @@ def _invalid_table(tmp: Path) -> list[Path]:
     return [path]
 
 
+class _SpinningList(list):  # type: ignore[type-arg]  # a hook answer whose reading runs pack code
+    def __iter__(self) -> Any:
+        while True:
+            pass
+
+
 # kind -> the hook's body (given a scratch folder), and words the failure must contain
 HOSTILE: dict[str, tuple[Callable[[Path], Any], str]] = {
     "raises": (lambda _: _raise(RuntimeError("boom"))(), "raised RuntimeError: boom"),
@@ -93,6 +99,8 @@ HOSTILE: dict[str, tuple[Callable[[Path], Any], str]] = {
     "names-a-folder": (lambda tmp: [tmp], "which is not a file"),
     "returns-too-many": (lambda tmp: [tmp / "x.yaml"] * 100_000, "at most"),
     "names-an-invalid-table": (_invalid_table, "invalid mapping table"),
+    # Its answer is read on the budgeted worker too: reading it on the caller's thread hung Engine users.
+    "answer-spins-when-read": (lambda tmp: _SpinningList([tmp / "x.yaml"]), "ran past the pack's budget"),
 }
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import entry_points
 from pathlib import Path, PurePath
 from typing import Any
@@ -28,6 +29,7 @@ import pluggy
 from neurocds import hookspecs
 from neurocds.errors import PackLoadError
 from neurocds.fhir.mapping import MappingTableError, read_table
+from neurocds.rules.hook_answers import checked_call, unwrap
 from neurocds.rules.hooks import HookFailure, HookRunner
 from neurocds.rules.packs import call_impl, find_impl, import_plugin, parse_allowlist, register_vetted
 
@@ -131,8 +133,11 @@ def _paths_of(
     if impl is None:
         return []
     try:
-        answer = runner.call(name, HOOK, call_impl, (impl,), runner.load_budget_s)
-        paths = _checked_paths(answer)
+        # The answer is checked on the budgeted worker with the call: reading a list subclass
+        # or its items runs pack code too.
+        produce = partial(call_impl, impl)
+        answer = runner.call(name, HOOK, checked_call, (produce, _checked_paths), runner.load_budget_s)
+        paths: list[Path] = unwrap(answer)
         if check_tables:  # a pack's own table must not stop the others' (clashes between tables still do)
             for path in paths:
                 read_table(path)
