@@ -9,8 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -80,10 +81,23 @@ def _invalid_table(tmp: Path) -> list[Path]:
     return [path]
 
 
+# Set when each test ends: a worker thread cannot be killed, and a spin left running would
+# hold the GIL for the rest of the session (it made the whole suite 3x slower).
+_STOP_SPINNING = threading.Event()
+
+
 class _SpinningList(list):  # type: ignore[type-arg]  # a hook answer whose reading runs pack code
     def __iter__(self) -> Any:
-        while True:
+        while not _STOP_SPINNING.is_set():
             pass
+        return iter(())
+
+
+@pytest.fixture(autouse=True)
+def _stop_spinning() -> Iterator[None]:
+    _STOP_SPINNING.clear()
+    yield
+    _STOP_SPINNING.set()
 
 
 # kind -> the hook's body (given a scratch folder), and words the failure must contain
