@@ -19,7 +19,7 @@ import copy
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, final
 from urllib.parse import quote
 
 from neurocds.errors import PackLoadError, Violation
@@ -31,6 +31,7 @@ from neurocds.facts.plainjson import (
     over_structure_limit,
     plain_json_problems,
 )
+from neurocds.facts.readonly import freeze, plain_copy
 from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
 from neurocds.facts.rust_schema import compile_rust
 from neurocds.facts.strictjson import (
@@ -110,31 +111,84 @@ def check_extension(name: str, schema: Any) -> Any:
     return FactsValidator._extension(name, schema, {})
 
 
+@final
 class ValidatedFacts(Mapping[str, Any]):
     """A facts document that one :class:`FactsValidator` parsed strictly and found valid, read-only.
 
-    The validator that made it (:meth:`FactsValidator.parse_valid`) takes it back as the
-    document it is, neither parsed nor validated again, so a caller that must read the
-    document before evaluating it (a population run reads each patient's id) parses each
-    line once. Any other validator judges it afresh, as any Mapping. It is what was
-    validated only while nobody changes it: it offers no way to, and its nested members
-    must not be altered either.
+    The validator that made it (:meth:`FactsValidator.parse_valid`, its only maker) takes
+    it back as the document it is, neither parsed nor validated again, so a caller that
+    must read the document before evaluating it (a population run reads each patient's
+    id) parses each line once. Any other validator judges it afresh, as any Mapping.
+
+    That trust holds because nobody can make one or change one: the constructor refuses
+    every caller, there are no subclasses, its attributes cannot be set, and each member
+    read through it is a deep read-only view (:func:`~neurocds.facts.readonly.freeze`:
+    objects are mapping proxies, arrays tuples), never the validated document's own
+    containers. :meth:`to_dict` is a plain copy for a caller that wants one to change.
     """
 
     __slots__ = ("_document", "_validator")
+    _document: dict[str, Any]
+    _validator: FactsValidator
 
-    def __init__(self, document: dict[str, Any], validator: FactsValidator) -> None:
-        self._document = document
-        self._validator = validator
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a ValidatedFacts is made only by FactsValidator.parse_valid, which validates it")
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        raise TypeError("ValidatedFacts cannot be subclassed: its validator trusts it as it is")
+
+    @classmethod
+    def _vouched(cls, document: dict[str, Any], validator: FactsValidator) -> ValidatedFacts:
+        """The one way in, for :meth:`FactsValidator.parse_valid`: ``document`` is valid and referenced nowhere else."""
+        made = object.__new__(cls)
+        object.__setattr__(made, "_document", document)
+        object.__setattr__(made, "_validator", validator)
+        return made
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ValidatedFacts is read-only: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ValidatedFacts is read-only: cannot delete {name!r}")
 
     def __getitem__(self, key: str) -> Any:
-        return self._document[key]
+        return freeze(self._document[key])
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._document)
 
     def __len__(self) -> int:
         return len(self._document)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._document
+
+    def __eq__(self, other: object) -> bool:
+        # Equal to the same document as dicts and lists (the views' tuples are not lists).
+        if type(other) is ValidatedFacts:
+            return self._document == other._document
+        return isinstance(other, Mapping) and self._document == plain_copy(other)
+
+    __hash__ = None  # type: ignore[assignment]  # a Mapping: equal to dicts, so not hashable
+
+    def __repr__(self) -> str:
+        return f"ValidatedFacts({self._document!r})"
+
+    def __copy__(self) -> ValidatedFacts:
+        return self  # immutable: a copy would be the same document
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ValidatedFacts:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Elsewhere (another process) no validator has vouched for it: it travels as a
+        # plain dict, which any validator there judges afresh.
+        return (dict, (self.to_dict(),))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain deep copy (dicts and lists) of the document, the caller's to change."""
+        plain: dict[str, Any] = plain_copy(self._document)
+        return plain
 
 
 class FactsValidator:
@@ -337,7 +391,15 @@ class FactsValidator:
 
         :raises FactsValidationError: as :meth:`parse_and_validate`.
         """
-        return ValidatedFacts(self._validate(parse_strict(data, self._limits), known_plain=True), self)
+        return ValidatedFacts._vouched(self._validate(parse_strict(data, self._limits), known_plain=True), self)
+
+    def _document_to_evaluate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`parse_and_validate` for the engine, which only reads the document: this
+        validator's own :class:`ValidatedFacts` is given as it is, without a copy. Private:
+        handed to a caller, that document could be changed after it was validated."""
+        if type(data) is ValidatedFacts and data._validator is self:
+            return data._document
+        return self.parse_and_validate(data)
 
     def parse_and_validate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         """Strictly parse ``data`` (bytes or text) then validate; any other value is validated as is.
@@ -347,7 +409,7 @@ class FactsValidator:
         if isinstance(data, bytes | bytearray | memoryview | str):
             return self._validate(parse_strict(data, self._limits), known_plain=True)
         if type(data) is ValidatedFacts and data._validator is self:
-            return data._document  # this validator's own verdict on this very document
+            return data.to_dict()  # this validator's own verdict: a copy, as the document stays read-only
         # Any other value is judged as the document it is (a list, None, 42: the wrong
         # type at "/"), exactly as the same value written as JSON text would be.
         doc = _plain(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
