@@ -30,8 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-DEFAULT_HOOK_BUDGET_S = 0.2  # CPU seconds per pack and evaluation: well under CDS Hooks' 500 ms
-LOAD_BUDGET_S = 10.0  # CPU seconds for importing a pack and its register hook, once per Engine
+# CPU seconds per pack and evaluation. Not a promise of a CDS Hooks answer within 500 ms: a
+# pack that blocks spends no CPU and is stopped by the wall limit, WALL_LIMIT_FACTOR times
+# this (1 s per pack and evaluation by default), and each pack has a budget of its own.
+DEFAULT_HOOK_BUDGET_S = 0.2
+LOAD_BUDGET_S = 10.0  # CPU seconds for importing a pack and its register hook, once per Engine (50 s of wall time)
 WALL_LIMIT_FACTOR = 5.0  # a blocked pack (no CPU spent) is stopped after this many budgets of wall time
 _MIN_WAIT_S = 0.005  # re-reads of a starved worker's CPU clock are at least this far apart
 # A per-thread CPU clock (Linux and most Unixes); elsewhere the budget is wall-clock time.
