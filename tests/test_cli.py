@@ -171,3 +171,45 @@ def test_reasons_read_flat_and_name_each_recorded_fact_once():
     stroke = next(line for line in out.splitlines() if line.startswith("  Because: Right arm and leg weak"))
     assert stroke.count("Right arm strength (MRC grade): 2") == 1
     assert stroke.endswith("Brain imaging (CT or MRI): ischaemic stroke")
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_evaluate_parses_its_input_once(facts_file, monkeypatch, fmt):
+    """The text report names the patient: read from the document the engine evaluated, not by
+    parsing the input again. Every parser a facts text can go through is counted."""
+    import neurocds.facts.patient as patient_module
+    import neurocds.facts.validation as validation_module
+
+    parses = []
+    strict, lenient = validation_module.parse_strict, patient_module.orjson
+
+    class CountingOrjson:
+        def __getattr__(self, name):
+            return getattr(lenient, name)
+
+        @staticmethod
+        def loads(data):
+            parses.append("patient_id_of")
+            return lenient.loads(data)
+
+    def counting_strict(data, *args):
+        parses.append("parse_strict")
+        return strict(data, *args)
+
+    monkeypatch.setattr(validation_module, "parse_strict", counting_strict)
+    monkeypatch.setattr(patient_module, "orjson", CountingOrjson())
+    out = run("evaluate", str(facts_file), "--format", fmt)
+    assert out.exit_code == 0, out.output
+    assert parses == ["parse_strict"]
+    assert fmt == "json" or "cli-1" in out.output
+
+
+def test_refused_input_is_still_recorded_when_parsed_once(tmp_path):
+    """Refused before the engine evaluates it, the input still reaches the engine, which puts the
+    refusal on the audit record: exit 2, the pointer named, one rejection recorded."""
+    from neurocds.audit.query import read_records
+
+    bad = '{"facts_version": "1", "patient": {"id": "x"}, "strength": {"left_leg": 9}}'
+    out = run("evaluate", "-", "--audit-dir", str(tmp_path / "audit"), stdin=bad)
+    assert out.exit_code == 2 and "/strength/left_leg" in out.output
+    assert [r["type"] for r in read_records(tmp_path / "audit")] == ["rejection"]

@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from neurocds.backends.reference import Evaluation, Run
-from neurocds.errors import FactsValidationError, RuleEvaluationError
+from neurocds.errors import FactsValidationError, PackFailure, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
 from neurocds.facts.strictjson import ParseLimits, parse_strict
+from neurocds.rules.packs import LoadedPack
 from neurocds.rules.ruleset import Rule
+from neurocds.version import __version__
 
 
 def checked(
@@ -83,3 +85,20 @@ def parsed_or_none(facts: Mapping[str, Any] | str | bytes, limits: ParseLimits) 
         return parse_strict(facts, limits)
     except FactsValidationError:
         return None
+
+
+def engine_summary(backend: str, verified: bool, note: str) -> dict[str, Any]:
+    """The ``engine`` member of every result: which engine answered, and how."""
+    info: dict[str, Any] = {"name": "neurocds", "version": __version__, "backend": backend, "verified": verified}
+    if note:
+        info["note"] = note
+    return info
+
+
+def pack_reports(
+    loaded: Sequence[LoadedPack], failed: Sequence[LoadedPack]
+) -> tuple[list[PackFailure], list[dict[str, Any]], list[dict[str, Any]]]:
+    """What every result repeats about the packs and nothing changes after loading, built once:
+    the failures of the packs that did not load, and the loaded and failed packs' infos."""
+    failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind) for p in failed]
+    return failures, [p.info() for p in loaded], [p.info() for p in failed]

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neurocds.answers import checked, evidence, parsed_or_none, trace_builder
-from neurocds.backends import durable_available
+from neurocds.answers import checked, engine_summary, evidence, pack_reports, parsed_or_none, trace_builder
+from neurocds.backends import BACKENDS, choose_backend, durable_available
 from neurocds.backends.reference import Evaluation, ReferenceEvaluator, Run, concluders_of, dependency_order
 from neurocds.errors import FactsValidationError, PackFailure, PackLoadError, PacksUnavailable, RuleEvaluationError
 from neurocds.explain.explainer import Explainer
@@ -38,9 +38,7 @@ from neurocds.rules.packs import (
 )
 from neurocds.rules.references import check_references, concluded_key
 from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, schema_labels
-from neurocds.version import __version__
 
-BACKENDS = ("durable", "reference")
 PACK_ERROR_POLICIES = ("auto", "raise", "skip")
 __all__ = ["BACKENDS", "Engine", "durable_available"]
 
@@ -104,18 +102,12 @@ class Engine:
         loaded = self._register(plugins, entry_points)
         self.packs: list[LoadedPack] = []
         self.rules: list[Rule] = []
-        ok, reason = durable_available()
-        if backend is None:
-            backend = "durable" if ok else "reference"
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-        if backend == "durable" and not ok:
-            raise PackLoadError(f"the durable backend is unavailable: {reason}")
+        backend, reason = choose_backend(backend)
         self._durable_caps = backend == "durable"  # the reference backend has no table limits
         self.load_cache = LoadCache.from_setting(cache)
         self._load_rules(*packs_mod.dependency_order(loaded, self.allowlist))
         self.backend_name = backend
-        self.backend_note = "" if ok else reason
+        self.backend_note = reason
         self.verify = verify and backend == "durable"
         # No cap check here: _load_rules checked these very rules (the last pack's prefix).
         self.compiled = compile_rules(self.rules, durable_caps=False)
@@ -129,11 +121,8 @@ class Engine:
         self._hooks = PackHooks(self.pm, self.packs, self._runner)
         self._audit = self._open_audit(audit_dir, audit_options)
         # What every result repeats and nothing changes after loading: built once, copied per result.
-        self._load_failures = [PackFailure(p.name, "load", p.error or "", kind=p.failure_kind)
-                               for p in self.failed_packs]  # fmt: skip
-        self._loaded_infos = [p.info() for p in self.packs]
-        self._failed_infos = [p.info() for p in self.failed_packs]
-        self._engine_info = self._build_engine_info()
+        self._load_failures, self._loaded_infos, self._failed_infos = pack_reports(self.packs, self.failed_packs)
+        self._engine_info = engine_summary(self.backend_name, self.verify, self.backend_note)
         self._clock = EvaluationClock()
 
     # ----------------------------------------------------------------- loading
@@ -274,17 +263,6 @@ class Engine:
     def engine_info(self) -> dict[str, Any]:
         return dict(self._engine_info)
 
-    def _build_engine_info(self) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "name": "neurocds",
-            "version": __version__,
-            "backend": self.backend_name,
-            "verified": self.verify,
-        }
-        if self.backend_note:
-            info["note"] = self.backend_note
-        return info
-
     def validate(self, facts: Mapping[str, Any] | str | bytes) -> dict[str, Any]:
         """Strictly parse and validate; raises :class:`FactsValidationError` with every violation."""
         return self.validator.parse_and_validate(facts)
@@ -304,7 +282,7 @@ class Engine:
         :raises FactsValidationError: the document is invalid (nothing is evaluated).
         """
         try:
-            doc = self.validate(facts)
+            doc = self.validator._document_to_evaluate(facts)  # a ValidatedFacts: not copied
         except FactsValidationError as exc:
             if self._audit is not None:
                 # The rejection is recorded without values; the parsed document (if any) only
@@ -390,7 +368,7 @@ class Engine:
         What coverage tools read (``neurocds.authoring.coverage``): the same evaluation
         ``evaluate`` explains from, without a result, an audit record or durable_rules.
         """
-        doc = self.validate(facts)
+        doc = self.validator._document_to_evaluate(facts)
         computed, _, disabled = self._computed_facts(FrozenFacts(doc), self._hooks.budget(), [])
         return self.reference.run(doc, computed, None, disabled)[1]
 

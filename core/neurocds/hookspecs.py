@@ -27,7 +27,7 @@ what anyone else sees or concludes:
 * each pack's hooks share a budget per evaluation (``Engine(hook_budget=)``, default
   200 ms of CPU time, counted on the pack's own worker thread, so waiting for a CPU or
   the GIL on a busy machine does not count; a hook that blocks is stopped after
-  ``hook_wall_factor``, default 5, times the budget of wall-clock time); an overrun
+  ``hook_wall_factor``, default 5, times the budget of wall-clock time: 1 s); an overrun
   fails the pack and the evaluation returns without it. Pack code runs on a worker
   thread, and no backend lock is held while it runs;
 * an exception from pack code, ``SystemExit`` and ``KeyboardInterrupt`` included, fails

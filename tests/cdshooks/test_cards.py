@@ -186,3 +186,33 @@ def test_with_the_built_in_packs_an_ordinary_chart_gets_no_missing_data_card() -
     [card] = [c for c in cards_for(weak) if c["source"]["topic"]["code"] == "missing-data"]
     assert "would decide emergency advice" in card["detail"]
     assert "Left leg strength" not in card["detail"]  # recorded, so never asked for
+
+
+def test_a_draft_is_offered_for_removal_on_the_most_urgent_card_that_names_it() -> None:
+    """Three fired rules whose ``worsened_by`` match one draft: the urgent card offers its removal
+    although the engine listed a routine one first; of two equally urgent cards, the engine's first."""
+    from neurocds.cdshooks.orders import FactSources
+    from neurocds.rules.ruleset import WorsenedBy
+
+    sources = FactSources(
+        drafts={"/medications/0": ["MedicationRequest/d1"]},
+        draft_names={"/medications/0": "Drug one"},
+        draft_classes={"/medications/0": "some_class"},
+    )
+    worse = WorsenedBy(classes=("some_class",), rationale="it makes this worse")
+    findings = [
+        _finding("p.routine", "routine", title="Routine one"),
+        _finding("p.urgent_a", "urgent", title="Urgent A"),
+        _finding("p.urgent_b", "urgent", title="Urgent B"),
+    ]
+    worsened_by = {f["id"]: worse for f in findings}
+    for order in (findings, [findings[0], findings[2], findings[1]]):
+        cards = build_cards(_result(order), label_of=label_of, sources=sources, worsened_by=worsened_by)
+        by_id = {c["source"]["topic"]["code"]: c for c in cards}
+        offering = order[1]["id"]  # the first urgent finding in the engine's order
+        assert [code for code, c in by_id.items() if c.get("suggestions")] == [offering]
+        for code, card in by_id.items():
+            assert "it makes this worse" in card["detail"]
+            if code != offering:
+                assert "suggestions" not in card
+                assert f"offered on the card “{by_id[offering]['summary']}”" in card["detail"].replace("\\", "")

@@ -77,8 +77,12 @@ def test_a_draft_order_is_evaluated_named_and_offered_for_removal(
     assert "Furosemide 40 MG Oral Tablet" in detail and "draft order, not yet signed" in detail
     assert "(result of 2018-09-18)" in detail.replace("\\", "")
     assert "rule test" not in detail and "labs.potassium" not in detail and "loop_or" not in detail
-    assert card["selectionBehavior"] == "at-most-one"
-    [suggestion] = card["suggestions"]
+    # The removal is offered once, on the more urgent card that also names the draft; this one says so.
+    [offering] = [c for c in cards if c.get("suggestions")]
+    assert offering["indicator"] == "critical" and offering["selectionBehavior"] == "at-most-one"
+    assert "suggestions" not in card and "selectionBehavior" not in card
+    assert f"offered on the card “{offering['summary']}”" in detail.replace("\\", "")
+    [suggestion] = offering["suggestions"]
     [action] = suggestion["actions"]
     assert action["type"] == "delete" and action["resourceId"] == "MedicationRequest/draft-furosemide"
     assert "Furosemide" in suggestion["label"]
@@ -186,22 +190,22 @@ def test_the_built_in_packs_offer_to_remove_a_draft_that_raises_a_high_potassium
     keys: Keys, tmp_path: Path, hook: str
 ) -> None:
     """Potassium 6.4 and a draft lisinopril: the 'medicine that raises potassium' finding cites the
-    draft, and its rule and the hyperkalaemia rule say that class worsens them (``worsened_by``), so
-    both cards offer to delete it, with the pack's rationale."""
+    draft, and its rule and the hyperkalaemia rule say that class worsens them (``worsened_by``).
+    Both cards are warnings: the first in the engine's order offers to delete it, with the pack's
+    rationale, and the other says which card offers it."""
     [high] = _call_built_in(keys, tmp_path, hook, [(6.4, [], [LISINOPRIL])])
     card = high["neuromuscular.hyperkalaemia_drug_contributor"]
-    assert card["indicator"] == "warning"
+    offering = high["neuromuscular.electrolyte_imbalance"]
+    assert card["indicator"] == offering["indicator"] == "warning"
     assert "Lisinopril \\(class: ace inhibitor or arb\\) \\[draft order, not yet signed\\]" in card["detail"]
-    assert card["selectionBehavior"] == "at-most-one"
-    [suggestion] = card["suggestions"]
+    assert f"offered on the card “{offering['summary']}”" in card["detail"].replace("\\", "")
+    assert offering["selectionBehavior"] == "at-most-one" and "selectionBehavior" not in card
+    [suggestion] = offering["suggestions"]
     [action] = suggestion["actions"]
     assert action["type"] == "delete" and action["resourceId"] == "MedicationRequest/draft-lisinopril"
     assert action["description"].startswith("Remove the draft order for Lisinopril: ")
-    assert "raise potassium" in action["description"]
-    assert _deletes(high) == {
-        "neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-lisinopril"],
-        "neuromuscular.hyperkalaemia_drug_contributor": ["MedicationRequest/draft-lisinopril"],
-    }
+    assert "potassium" in action["description"]
+    assert _deletes(high) == {"neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-lisinopril"]}
     decisions = [r["decision"] for r in read_records(tmp_path) if r["type"] == "decision"]
     assert [d["trace"]["input_provenance"]["draft_orders"] for d in decisions] == [
         {"/medications/0": ["MedicationRequest/draft-lisinopril"]}
@@ -217,7 +221,7 @@ def test_a_draft_diuretic_with_a_low_potassium_is_offered_for_removal_a_current_
     names loop and thiazide diuretics, so the emergency card offers to delete the draft (a
     spec-conformant action: type delete, resourceId a string, selectionBehavior set) and says why.
     The same drug already taken gets no action; an unrelated draft gets none either; a draft
-    spironolactone with potassium 6.6 is offered on both hyperkalaemia cards."""
+    spironolactone with potassium 6.6 is offered once, on the emergency card."""
     current = {**FUROSEMIDE, "id": "current-furosemide", "status": "active", "authoredOn": "2018-08-01"}
     low, taken, unrelated, high = _call_built_in(keys, tmp_path, hook, [
         (2.4, [], [FUROSEMIDE]),
@@ -251,19 +255,42 @@ def test_a_draft_diuretic_with_a_low_potassium_is_offered_for_removal_a_current_
     assert _deletes(unrelated) == {} and "atorvastatin 20 MG Oral Tablet" in beside["detail"]
     assert "Being ordered now (draft orders, not cited by this finding)" in beside["detail"]
     assert high["neuromuscular.electrolyte_imbalance"]["indicator"] == "critical"
-    assert _deletes(high) == {
-        "neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-spironolactone"],
-        "neuromuscular.hyperkalaemia_drug_contributor": ["MedicationRequest/draft-spironolactone"],
-    }
+    assert _deletes(high) == {"neuromuscular.electrolyte_imbalance": ["MedicationRequest/draft-spironolactone"]}
 
 
 def test_two_drafts_that_worsen_a_finding_can_both_be_removed(keys: Keys, tmp_path: Path) -> None:
-    """Potassium 6.6 with a draft spironolactone and a draft lisinopril: each card offers two
-    independent removals, so the clinician may take both (selectionBehavior "any")."""
+    """Potassium 6.6 with a draft spironolactone and a draft lisinopril: the emergency card offers
+    two independent removals, so the clinician may take both (selectionBehavior "any")."""
     [high] = _call_built_in(keys, tmp_path, "order-select", [(6.6, [], [SPIRONOLACTONE, LISINOPRIL])])
-    card = high["neuromuscular.hyperkalaemia_drug_contributor"]
-    assert sorted(_deletes(high)["neuromuscular.hyperkalaemia_drug_contributor"]) == [
+    card = high["neuromuscular.electrolyte_imbalance"]
+    assert sorted(_deletes(high)["neuromuscular.electrolyte_imbalance"]) == [
         "MedicationRequest/draft-lisinopril",
         "MedicationRequest/draft-spironolactone",
     ]
     assert card["selectionBehavior"] == "any"
+
+
+@pytest.mark.parametrize("hook", ["order-select", "order-sign"])
+def test_each_draft_is_offered_for_removal_on_one_card_and_the_others_say_which(
+    keys: Keys, tmp_path: Path, hook: str
+) -> None:
+    """Potassium 6.6 with two drafts that raise it: both hyperkalaemia cards name both drafts, and a
+    clinician shown two "remove" buttons for one order could not tell them apart. Each draft is offered
+    once, on the most urgent card; every other card naming it says where, and the same request
+    places them the same way every time."""
+    first, again = _call_built_in(
+        keys, tmp_path, hook, [(6.6, [], [SPIRONOLACTONE, LISINOPRIL]), (6.6, [], [SPIRONOLACTONE, LISINOPRIL])]
+    )
+    offered = [resource for resources in _deletes(first).values() for resource in resources]
+    assert sorted(offered) == ["MedicationRequest/draft-lisinopril", "MedicationRequest/draft-spironolactone"]
+    offering = first["neuromuscular.electrolyte_imbalance"]
+    assert offering["indicator"] == "critical"  # the most urgent card naming them
+    others = [card for code, card in first.items() if code != "neuromuscular.electrolyte_imbalance"]
+    naming = [card for card in others if "Spironolactone 25 MG Oral Tablet" in card["detail"].replace("\\", "")]
+    assert naming, "another card names the drafts"
+    for card in naming:
+        detail = card["detail"].replace("\\", "")
+        for name in ("Spironolactone 25 MG Oral Tablet", "Lisinopril"):
+            assert f"Remove the draft order for {name}: offered on the card “{offering['summary']}”" in detail
+        assert "not cited by this finding" not in detail  # it cites them: it only does not offer them
+    assert _deletes(again) == _deletes(first)

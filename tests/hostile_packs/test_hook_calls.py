@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from neurocds import Engine
+from neurocds.facts.readonly import freeze
 from neurocds.hookspecs import ComputedFacts
-from neurocds.rules.hooks import HookFailure, HookRunner, freeze
+from neurocds.rules.hooks import HookFailure, HookRunner
 from neurocds.testing import inline_pack, rule
 from neurocds_packs import BUILTIN_PACKS
 

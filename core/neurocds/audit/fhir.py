@@ -33,7 +33,6 @@ OUTCOME_SUCCESS, OUTCOME_MINOR = "0", "4"
 _NS = uuid.UUID("6f1c1f8e-9a57-4d55-9d0a-2c3e7c1b7a11")  # namespace for derived ids
 FACTS_HASH_SYSTEM = "urn:neurocds:facts-sha256"
 PSEUDONYM_SYSTEM = "urn:neurocds:patient-pseudonym"
-AUDIT_RECORD_SYSTEM = "urn:neurocds:audit-record-hash"
 
 
 def _coding(system: str, code: str, display: str) -> dict[str, str]:

@@ -19,9 +19,7 @@ it answer what the log does not say. Whether the chain as a whole is intact is
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -315,38 +313,6 @@ class _Lines:
         fh.seek(offset)
         data: bytes = fh.read(length)
         return data
-
-
-class UsedTokens:
-    """The CDS Hooks service's replay cache, kept in the index so that a restart does not forget it.
-
-    Each JWT ``(iss, jti)`` is stored as its SHA-256 with the time its token expires, until
-    then. Unlike the rest of the index this table is not rebuilt from the log: delete
-    ``index.sqlite`` only while the service is stopped and after its tokens have expired
-    (they live five minutes at most).
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self._conn = connect(Path(directory))
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key_of(key: tuple[str, str]) -> str:
-        return hashlib.sha256("\x00".join(key).encode("utf-8", "surrogatepass")).hexdigest()
-
-    def unexpired(self, now: float) -> list[tuple[str, float]]:
-        """(token hash, expiry) of every token used that has not expired at ``now``."""
-        with self._lock, self._conn:
-            self._conn.execute("DELETE FROM used_tokens WHERE expires_at < ?", (now,))
-            return list(self._conn.execute("SELECT token, expires_at FROM used_tokens"))
-
-    def add(self, key: tuple[str, str], expires_at: float) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO used_tokens VALUES (?, ?)", (self.key_of(key), expires_at))
-
-    def close(self) -> None:
-        self._conn.close()
-
 
 def related(directory: Path, decision_id: str) -> list[dict[str, Any]]:
     """The ``cards`` and ``feedback`` records that name ``decision_id``, read from the log and

@@ -27,7 +27,6 @@ from neurocds.rules.hooks import HookRunner
 from neurocds.rules.packs import LoadedPack, discover, import_plugin, new_plugin_manager, register_plugin
 
 METADATA_FILE = "pack.yaml"
-METADATA_FORMAT = "neurocds-pack/1"
 
 
 class PackNotFound(NeurocdsError):

@@ -70,15 +70,6 @@ def load_extension() -> Any:
     return durable_rules_engine
 
 
-def durable_version() -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version("durable-rules")
-    except Exception:
-        return None
-
-
 def fnv1a32(text: str) -> int:
     """The hash the extension uses for ids and sids (32-bit FNV-1a over the bytes)."""
     h = 0x811C9DC5

@@ -13,11 +13,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from neurocds.cdshooks.markdown import md, truncate
 from neurocds.cdshooks.orders import FactSources
+from neurocds.cdshooks.removals import draft_offers, is_medication_list
 from neurocds.explain.render import LabelOf, Namer, fact_name, value_words
 from neurocds.rules.ruleset import WorsenedBy
 
-SUMMARY_MAX = 139  # the spec: summary "<140 characters"
 FINDING_SYSTEM = "urn:neurocds:finding"
 NOTICE_SYSTEM = "urn:neurocds:notice"
 OVERRIDE_SYSTEM = "urn:neurocds:override-reason"
@@ -36,30 +37,8 @@ OVERRIDE_REASONS: tuple[dict[str, str], ...] = (
     {"system": OVERRIDE_SYSTEM, "code": "clinical-judgement", "display": "Clinical judgement differs"},
 )
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
-
 # Where the service serves each finding's DSI source-attribute sheet (a finding card's source.url).
 SHEET_PATH = "/dsi/sheet"
-
-
-def md(text: Any) -> str:
-    """Plain text as inert GitHub-flavoured Markdown (no links, emphasis or HTML)."""
-    value = str(text).replace("&", "&amp;").replace("<", "&lt;")
-    value = _MD_SPECIAL.sub(r"\\\1", value)
-    # Line breaks would let a value start a heading or list of its own.
-    return " ".join(value.split())
-
-
-def truncate(text: str, limit: int = SUMMARY_MAX) -> str:
-    """At most ``limit`` characters, cut at a word boundary where one is near, marked with an ellipsis."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[: limit - 1]
-    space = cut.rfind(" ")
-    if space >= limit // 2:
-        cut = cut[:space]
-    return cut.rstrip(" ,;:-") + "…"
 
 
 def _medication_words(pointer: str, value: Any, sources: FactSources) -> str:
@@ -85,7 +64,7 @@ def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer, sources: 
                 line = f"- {md(name)}: **not recorded**"
             elif "value" not in item:
                 line = f"- {md(name)}: recorded"
-            elif _is_medication_list(item.get("value")):
+            elif is_medication_list(item.get("value")):
                 line = f"- {md(name)}: {md(_medication_words(pointer, item['value'], sources))}"
             else:
                 line = f"- {md(name)}: {md(value_words(item['value']))}"
@@ -101,73 +80,6 @@ def _because_lines(because: Iterable[Mapping[str, Any]], names: Namer, sources: 
         if line not in order:  # a fact two rule tests read (K < 3.0 and K < 2.5) is one line
             order.append(line)
     return order
-
-
-def _is_medication_list(value: Any) -> bool:
-    """A list of named items (or one): the facts contract's shape for medicines."""
-    items = value if isinstance(value, list) else [value]
-    return bool(items) and all(isinstance(v, Mapping) and "name" in v for v in items)
-
-
-def _cited_drafts(finding: Mapping[str, Any], sources: FactSources) -> list[tuple[str, str]]:
-    """(draft pointer, medicine name) of each draft medication this finding's reasons cite."""
-    cited: list[tuple[str, str]] = []
-    for item in finding.get("because") or ():
-        pointer = item.get("pointer")
-        value = item.get("value")
-        if not isinstance(pointer, str) or not pointer or not _is_medication_list(value):
-            continue
-        items = value if isinstance(value, list) else [value]
-        for index, med in enumerate(items):
-            where = f"{pointer}/{index}" if isinstance(value, list) else pointer
-            if sources.is_draft(where):
-                cited.append((where, str(med["name"])))
-    return cited
-
-
-def _worsening_drafts(
-    finding: Mapping[str, Any], sources: FactSources, worsened_by: Mapping[str, WorsenedBy]
-) -> list[tuple[str, str, str]]:
-    """(draft pointer, name, rationale) of each draft whose class a fired rule of this finding says worsens it."""
-    found: list[tuple[str, str, str]] = []
-    fired = finding.get("rules") or [finding.get("rule")]
-    for rule_id in fired:
-        worsening = worsened_by.get(str(rule_id))
-        if worsening is None:
-            continue
-        for pointer in sources.drafts_of_classes(worsening.classes):
-            if pointer not in {p for p, _, _ in found}:
-                found.append((pointer, sources.draft_names.get(pointer, "the draft order"), worsening.rationale))
-    return found
-
-
-def _draft_suggestions(
-    finding: Mapping[str, Any], sources: FactSources, worsened_by: Mapping[str, WorsenedBy]
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """'Remove the draft order' for each draft that a fired rule's ``worsened_by`` names or its reasons cite.
-
-    Returns the suggestions and, for the card's detail, one line per draft that worsens the
-    finding with the pack's rationale. Only drafts are offered: a medicine already being
-    taken is the clinician's to stop (the finding's recommendations say so), not an order
-    to withdraw.
-    """
-    worsening = _worsening_drafts(finding, sources, worsened_by)
-    why = {pointer: rationale for pointer, _, rationale in worsening}
-    candidates = [(p, n) for p, n, _ in worsening] + _cited_drafts(finding, sources)
-    suggestions: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for pointer, name in candidates:
-        for resource in sources.drafts.get(pointer, ()):
-            if resource in seen:
-                continue
-            seen.add(resource)
-            label = truncate(f"Remove the draft order for {name}", 80)
-            description = f"{label}: {why[pointer]}" if pointer in why else label
-            # CDS Hooks 2.0 Action.resourceId: one relative reference (a string), e.g. MedicationRequest/1.
-            action = {"type": "delete", "description": description, "resourceId": resource}
-            suggestions.append({"label": label, "uuid": str(uuid.uuid4()), "actions": [action]})
-    lines = [f"- {md(f'{name} [draft order, not yet signed]')}: {md(rationale)}" for _, name, rationale in worsening]
-    return suggestions, lines
 
 
 def _pack_versions(result: Mapping[str, Any]) -> dict[str, str]:
@@ -198,7 +110,10 @@ def finding_card(
     link_of: Callable[[str], str] | None = None,
     sheet_url: Callable[[str], str] | None = None,
     worsened_by: Mapping[str, WorsenedBy] | None = None,
+    offered_on: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
+    """One finding's card. ``offered_on``: draft resource -> summary of the more urgent card that
+    already offers its removal (this card names that card instead of offering it again)."""
     sources = sources or FactSources()
     urgency = str(finding.get("urgency", "info"))
     title = str(finding.get("title") or finding.get("id"))
@@ -209,12 +124,13 @@ def finding_card(
     unknown = [f"- {md(names.fact(p))}" for p in finding.get("unknown") or ()]
     if unknown:
         parts.append("**Not recorded, and could change this (raise it, or withdraw it)**\n\n" + "\n".join(unknown))
-    suggestions, worsening = _draft_suggestions(finding, sources, worsened_by or {})
+    suggestions, worsening, elsewhere, named = draft_offers(finding, sources, worsened_by or {}, offered_on or {})
     if worsening:
         parts.append("**Being ordered now, and can worsen this**\n\n" + "\n".join(worsening))
-    offered = {a["resourceId"] for s in suggestions for a in s["actions"]}
+    if elsewhere:
+        parts.append("**Removal offered on a more urgent card**\n\n" + "\n".join(elsewhere))
     others = [name for pointer, name in sources.draft_names.items()
-              if not offered.intersection(sources.drafts.get(pointer, ()))]  # fmt: skip
+              if not named.intersection(sources.drafts.get(pointer, ()))]  # fmt: skip
     if others:
         # At ordering, the orders being placed sit beside every finding, even one whose rule
         # does not read medicines: the clinician weighs them together.
@@ -371,7 +287,9 @@ def build_cards(
     :param sheet_url: finding id -> the URL of its source-attribute sheet, put in each
         finding card's ``source.url``.
     :param worsened_by: rule id -> the medicine classes that worsen its finding (pack data):
-        a fired rule's card offers to remove a draft order of such a class.
+        a fired rule's card offers to remove a draft order of such a class. Each draft's
+        removal is offered once, on the most urgent card that names it (the engine's order
+        among equally urgent ones); the other cards naming it say which card offers it.
     """
     disclaimer = str(result.get("disclaimer", ""))
     versions = _pack_versions(result)
@@ -379,7 +297,13 @@ def build_cards(
         result.get("findings") or (), key=lambda f: -URGENCY_RANK.get(str(f.get("urgency")), 0)
     )  # stable: the engine's order breaks ties
     names = Namer(result, label_of)
-    cards = [finding_card(f, versions, disclaimer, names, sources, link_of, sheet_url, worsened_by) for f in findings]
+    cards: list[dict[str, Any]] = []
+    offered_on: dict[str, str] = {}  # each draft's removal on one card: the first, most urgent, naming it
+    for finding in findings:
+        card = finding_card(finding, versions, disclaimer, names, sources, link_of, sheet_url, worsened_by, offered_on)
+        for suggestion in card.get("suggestions", ()):
+            offered_on.update(dict.fromkeys((a["resourceId"] for a in suggestion["actions"]), card["summary"]))
+        cards.append(card)
     failed = any(p.get("status") == "failed" for p in result.get("packs") or ())
     if failed or not result.get("complete", False):
         cards.append(incomplete_card(result, disclaimer))

@@ -217,6 +217,19 @@ def _show_warnings(warnings: list[Any]) -> None:
             click.echo(f"warning: FHIR input{f' {where}' if where else ''}: {warning['message']}", err=True)
 
 
+def _parsed_once(engine: Any, raw: bytes) -> Any:
+    """The facts parsed and validated once: the engine evaluates the document as it is, and
+    the text report reads the patient id from it (reading the bytes again was a second parse).
+
+    Refused input goes to the engine as the bytes it is, which refuses it again (a second
+    parse, on refusal only) and puts the refusal on the audit record.
+    """
+    try:
+        return engine.validator.parse_valid(raw)
+    except FactsValidationError:
+        return raw
+
+
 @click.command("evaluate")
 @click.argument("file")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -248,10 +261,13 @@ def evaluate_cmd(
         raise click.UsageError("--now, --window-days, --patient-id and --max-input-bytes need --fhir")
     engine = make_engine(packs, backend, verify, audit_dir)
     facts, provenance = load_facts(file, fhir_input if fhir else None, fmt, engine)
+    raw = None if fhir else facts
+    if raw is not None:
+        facts = _parsed_once(engine, raw)
     try:
         result = engine.evaluate(facts, trace=not no_trace, provenance=provenance)
     except FactsValidationError as exc:
-        report_invalid(exc, fmt, raw=None if fhir else facts)
+        report_invalid(exc, fmt, raw=raw)
     except audit_error() as exc:  # not a pack failure: the decision could not be put on record
         audit_failed(exc)
     except NeurocdsError as exc:

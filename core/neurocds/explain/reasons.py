@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from neurocds.facts.readonly import plain_copy
 from neurocds.rules.conditions import (
     MISSING,
     All,
@@ -121,7 +122,8 @@ def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
         value = lookup(facts, node.path)
         if value is MISSING:
             return {"pointer": node.pointer, "recorded": False, "test": node.text}
-        return {"pointer": node.pointer, "recorded": True, "test": node.text, "value": value}
+        # A copy of a list or object: the result is the caller's to change, the facts document is not.
+        return {"pointer": node.pointer, "recorded": True, "test": node.text, "value": plain_copy(value)}
     if isinstance(node, ItemTest):
         items = lookup(facts, node.path)
         with_field = [
@@ -134,7 +136,7 @@ def because_item(node: Condition, facts: Mapping[str, Any]) -> dict[str, Any]:
             "pointer": node.pointer,
             "recorded": items is not MISSING,
             "test": node.describe(),
-            "value": passing or with_field,
+            "value": plain_copy(passing or with_field),
         }
     if isinstance(node, DerivedRef):
         return {"derived": node.name, "value": node.value}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -41,6 +41,7 @@ from neurocds.facts.strictjson import (
     sha256_canonical,
     values_violation,
 )
+from neurocds.facts.validated import ValidatedFacts
 from neurocds.facts.violations import map_error, pointer_of, unknown_member_flood
 
 # jsonschema is imported where it is used: a valid document is judged by jsonschema-rs, so
@@ -108,33 +109,6 @@ def check_extension(name: str, schema: Any) -> Any:
     :raises PackLoadError: naming the pack and the JSON pointer of the problem.
     """
     return FactsValidator._extension(name, schema, {})
-
-
-class ValidatedFacts(Mapping[str, Any]):
-    """A facts document that one :class:`FactsValidator` parsed strictly and found valid, read-only.
-
-    The validator that made it (:meth:`FactsValidator.parse_valid`) takes it back as the
-    document it is, neither parsed nor validated again, so a caller that must read the
-    document before evaluating it (a population run reads each patient's id) parses each
-    line once. Any other validator judges it afresh, as any Mapping. It is what was
-    validated only while nobody changes it: it offers no way to, and its nested members
-    must not be altered either.
-    """
-
-    __slots__ = ("_document", "_validator")
-
-    def __init__(self, document: dict[str, Any], validator: FactsValidator) -> None:
-        self._document = document
-        self._validator = validator
-
-    def __getitem__(self, key: str) -> Any:
-        return self._document[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._document)
-
-    def __len__(self) -> int:
-        return len(self._document)
 
 
 class FactsValidator:
@@ -337,7 +311,15 @@ class FactsValidator:
 
         :raises FactsValidationError: as :meth:`parse_and_validate`.
         """
-        return ValidatedFacts(self._validate(parse_strict(data, self._limits), known_plain=True), self)
+        return ValidatedFacts._vouched(self._validate(parse_strict(data, self._limits), known_plain=True), self)
+
+    def _document_to_evaluate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`parse_and_validate` for the engine, which only reads the document: this
+        validator's own :class:`ValidatedFacts` is given as it is, without a copy. Private:
+        handed to a caller, that document could be changed after it was validated."""
+        if type(data) is ValidatedFacts and data._validator is self:
+            return data._document
+        return self.parse_and_validate(data)
 
     def parse_and_validate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         """Strictly parse ``data`` (bytes or text) then validate; any other value is validated as is.
@@ -347,7 +329,7 @@ class FactsValidator:
         if isinstance(data, bytes | bytearray | memoryview | str):
             return self._validate(parse_strict(data, self._limits), known_plain=True)
         if type(data) is ValidatedFacts and data._validator is self:
-            return data._document  # this validator's own verdict on this very document
+            return data.to_dict()  # this validator's own verdict: a copy, as the document stays read-only
         # Any other value is judged as the document it is (a list, None, 42: the wrong
         # type at "/"), exactly as the same value written as JSON text would be.
         doc = _plain(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data

@@ -18,10 +18,11 @@ DEFAULT_WINDOW_DAYS = 30.0
 # Records per partition, by input kind: a facts line is ~1 KB and ~1 ms of work; a
 # FHIR Bundle can be megabytes and takes tens of ms to read and convert.
 DEFAULT_PARTITION_SIZE = {"facts-ndjson": 1000, "facts-files": 500, "fhir-bundles": 25, "bulk": 200}
-# Seconds a pack's hooks may take per patient. The engine's default (0.2 s) keeps a CDS Hooks
-# answer inside its 500 ms; a sweep has nobody waiting, and on a busy machine a hook that
-# waited for a core past 0.2 s would turn a patient's result incomplete, so that the same
-# inputs gave another answer. A hook that hangs still costs one wait (later calls fail at once).
+# Seconds a pack's hooks may take per patient. The engine's default (0.2 s of CPU per pack, 1 s
+# of wall time for a pack that blocks) suits a CDS Hooks answer; a sweep has nobody waiting,
+# and on a busy machine a hook that waited for a core past 0.2 s would turn a patient's result
+# incomplete, so that the same inputs gave another answer. A hook that hangs still costs one
+# wait (later calls fail at once).
 DEFAULT_SWEEP_HOOK_BUDGET = 5.0
 
 

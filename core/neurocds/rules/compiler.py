@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neurocds.errors import PackLoadError
-from neurocds.rules.alpha_network import MAX_HASH_CHILDREN, MAX_LIST_CHILDREN, first_overflow
+from neurocds.rules.alpha_network import MAX_HASH_CHILDREN, first_overflow
 from neurocds.rules.conditions import (
     NEGATED_OP,
     All,
@@ -47,7 +47,6 @@ SENTINEL_RULE = "sentinel"
 MAX_RULES = 4096  # durable_rules hard cap per ruleset
 MAX_IDENTICAL = 256  # rules sharing one identical condition path
 MAX_SIBLINGS = MAX_HASH_CHILDREN  # tests under one alpha node (see rules/alpha_network.py)
-MAX_NEX = MAX_LIST_CHILDREN  # "does not exist" tests and "$or" forward nodes under one alpha node
 MAX_JOIN = 16  # facts joined by one durable rule; asserting fails beyond (error 304)
 MAX_SPLITS_PER_RULE = 64  # our own bound on the disjunction split of one rule
 # Beyond 2**53 durable_rules compares an integer with a float as two doubles (and clamps

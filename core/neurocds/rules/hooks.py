@@ -5,9 +5,9 @@ Every call into a pack (entry-point import, registration, ``neurocds_register_pa
 :class:`HookRunner`. Three promises follow from it:
 
 * a hook cannot change anything through what it is given: facts are a deep-frozen
-  view (:func:`freeze`: mappings are :class:`types.MappingProxyType`, arrays are
-  tuples), built once per evaluation and shared, which costs one walk instead of a
-  copy per hook;
+  view (:func:`neurocds.facts.readonly.freeze`: mappings are
+  :class:`types.MappingProxyType`, arrays are tuples), built once per evaluation and
+  shared, which costs one walk instead of a copy per hook;
 * a hook that overruns its budget is reported as that pack's failure and the
   evaluation goes on. The budget is CPU time of the pack's own worker thread (a busy
   machine makes a healthy pack wait for a CPU or the GIL, and that wait is not the
@@ -27,12 +27,14 @@ import _thread
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Callable, Sequence
 from typing import Any
 
-DEFAULT_HOOK_BUDGET_S = 0.2  # CPU seconds per pack and evaluation: well under CDS Hooks' 500 ms
-LOAD_BUDGET_S = 10.0  # CPU seconds for importing a pack and its register hook, once per Engine
+# CPU seconds per pack and evaluation. Not a promise of a CDS Hooks answer within 500 ms: a
+# pack that blocks spends no CPU and is stopped by the wall limit, WALL_LIMIT_FACTOR times
+# this (1 s per pack and evaluation by default), and each pack has a budget of its own.
+DEFAULT_HOOK_BUDGET_S = 0.2
+LOAD_BUDGET_S = 10.0  # CPU seconds for importing a pack and its register hook, once per Engine (50 s of wall time)
 WALL_LIMIT_FACTOR = 5.0  # a blocked pack (no CPU spent) is stopped after this many budgets of wall time
 _MIN_WAIT_S = 0.005  # re-reads of a starved worker's CPU clock are at least this far apart
 # A per-thread CPU clock (Linux and most Unixes); elsewhere the budget is wall-clock time.
@@ -49,32 +51,6 @@ class HookFailure(Exception):
     def __init__(self, message: str, cpu: float = 0.0, wall: float = 0.0) -> None:
         super().__init__(message)
         self.cpu, self.wall = cpu, wall
-
-
-# Exact JSON scalars: immutable and no container, so returned as they are. Most members
-# of a facts document are these; testing their exact type first spares each the
-# abstract-class checks below, which were most of the cost of freezing (about 170k
-# instructions of a 1.2M evaluation on the benchmark documents).
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
-def freeze(value: Any) -> Any:
-    """A deep read-only view of a JSON value: dicts become mapping proxies, lists tuples."""
-    kind = type(value)
-    if kind is dict:
-        return MappingProxyType({k: v if type(v) in _SCALARS else freeze(v) for k, v in value.items()})
-    if kind is list:
-        return tuple([v if type(v) in _SCALARS else freeze(v) for v in value])
-    if kind in _SCALARS:
-        return value
-    # Any Mapping or sequence, not only exact dicts and lists: a caller's OrderedDict or
-    # defaultdict nested in the facts would otherwise reach pack code writable, and one
-    # pack could change what the next pack and the rules see.
-    if isinstance(value, Mapping):
-        return MappingProxyType({k: freeze(v) for k, v in value.items()})
-    if isinstance(value, list | tuple):
-        return tuple(freeze(v) for v in value)
-    return value
 
 
 class _Job:

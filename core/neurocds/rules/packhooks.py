@@ -15,8 +15,9 @@ from typing import Any
 import pluggy
 
 from neurocds.errors import PackFailure, RuleEvaluationError
+from neurocds.facts.readonly import freeze
 from neurocds.rules.hook_answers import check_computed, check_detail, checked_call, unwrap
-from neurocds.rules.hooks import Budget, HookFailure, HookRunner, freeze
+from neurocds.rules.hooks import Budget, HookFailure, HookRunner
 from neurocds.rules.packs import LoadedPack, call_impl, find_impl
 from neurocds.rules.ruleset import Rule
 
