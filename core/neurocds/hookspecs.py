@@ -80,9 +80,9 @@ class RulePack:
         is called for every finding of the pack that fires. Declared: it is called only
         for these, so an evaluation in which none of them fired runs none of the pack's
         detail code (no worker-thread round trip, no read-only copy of the facts made
-        for it): most evaluations, for a pack that details a few of its findings. An id that none of the pack's rules
-        concludes is a load error (a typo would otherwise silence the detail). ``()``:
-        the hook is never called for this pack.
+        for it): most evaluations, for a pack that details a few of its findings. An id
+        that none of the pack's rules concludes is a load error (a typo would otherwise
+        silence the detail). ``()``: the hook is never called for this pack.
     """
 
     name: str
