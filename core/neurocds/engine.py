@@ -36,7 +36,7 @@ from neurocds.rules.packs import (
     read_pack,
     register_plugin,
 )
-from neurocds.rules.references import check_references, concluded_key
+from neurocds.rules.references import check_detailed_findings, check_references, concluded_key
 from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, schema_labels
 
 PACK_ERROR_POLICIES = ("auto", "raise", "skip")
@@ -118,7 +118,7 @@ class Engine:
 
             self.durable = DurableBackend(self.compiled, firing_budget=firing_budget)
         self.explainer = Explainer(self.rules, self._labels.get, self.reference.plan)
-        self._hooks = PackHooks(self.pm, self.packs, self._runner)
+        self._hooks = PackHooks(self.pm, self.packs, self._runner, self.rules)
         self._audit = self._open_audit(audit_dir, audit_options)
         # What every result repeats and nothing changes after loading: built once, copied per result.
         self._load_failures, self._loaded_infos, self._failed_infos = pack_reports(self.packs, self.failed_packs)
@@ -217,6 +217,7 @@ class Engine:
                 if cache.get("compile-checks", compiles) is None:
                     compile_rules(with_pack, self._durable_caps)
                     cache.put("compile-checks", compiles, {"compiled": True})
+                check_detailed_findings(pack.name, pack.record.detailed_findings, rules)
                 check_references(
                     pack.name,
                     builder.references,
@@ -305,7 +306,7 @@ class Engine:
         run, errors = ref_run, [e.to_dict() for e in ref_run.errors]
         if durable is not None:
             run, errors = checked(durable, ref_run, self.rules, self.verify)
-        if budget is not None and self._hooks.detail_impls:
+        if budget is not None and self._hooks.details_wanted(run.fired):
             derived = {**computed, **run.derived}
             details, detail_errors = self._hooks.details(self.rules, run.fired, derived, frozen, budget)
             run.details.update(details)

@@ -75,6 +75,14 @@ class RulePack:
     :param facts_schema: JSON Schema (2020-12) for the pack's own input fields, which live
         under ``extensions.<name>`` in the facts document. ``None``: the pack has none.
     :param description: one sentence for ``neurocds packs list``.
+    :param detailed_findings: the finding ids (concluded by this pack's own rules) that its
+        :func:`neurocds_finding_detail` may add text to. ``None`` (the default): the hook
+        is called for every finding of the pack that fires. Declared: it is called only
+        for these, so an evaluation in which none of them fired runs none of the pack's
+        detail code (no worker-thread round trip, no read-only copy of the facts made
+        for it): most evaluations, for a pack that details a few of its findings. An id
+        that none of the pack's rules concludes is a load error (a typo would otherwise
+        silence the detail). ``()``: the hook is never called for this pack.
     """
 
     name: str
@@ -83,6 +91,7 @@ class RulePack:
     depends_on: Sequence[str] = ()
     facts_schema: Mapping[str, Any] | None = None
     description: str = ""
+    detailed_findings: Sequence[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -185,7 +194,8 @@ def neurocds_finding_detail(
 ) -> str | None:
     """Add case-specific text to the detail of a finding when its rule fires.
 
-    Called once per evaluation for each rule of this pack that concluded a finding,
+    Called once per evaluation for each rule of this pack that concluded a finding
+    (only those of :attr:`RulePack.detailed_findings` when the pack declares them),
     after the rules have run (once, however many backends evaluated; never while a
     backend lock is held). Return ``None`` for findings that are not yours. An
     exception (``SystemExit`` included), an overrun of the pack's budget, or a return
@@ -199,6 +209,9 @@ def neurocds_finding_detail(
     :param derived: every derived fact the evaluation concluded or computed (name ->
         value), read-only.
     :returns: a sentence to append to the finding's detail, or ``None``.
+
+    Declare the findings it details (``RulePack(..., detailed_findings=["my.finding"])``)
+    and it is called only in the evaluations where one of them fired.
 
     Example::
 

@@ -30,8 +30,12 @@ def inline_pack(
     facts_schema: Mapping[str, Any] | None = None,
     compute: Callable[[Mapping[str, Any]], ComputedFacts | None] | None = None,
     finding_detail: Callable[..., str | None] | None = None,
+    detailed_findings: Sequence[str] | None = None,
 ) -> Any:
-    """Write ``rules`` to a rule file under ``directory`` and return a plugin object for it."""
+    """Write ``rules`` to a rule file under ``directory`` and return a plugin object for it.
+
+    ``detailed_findings``: the record's ``RulePack.detailed_findings`` (the findings
+    ``finding_detail`` is called for; ``None``: all of the pack's)."""
     folder = Path(directory) / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "rules.json"
@@ -46,6 +50,7 @@ def inline_pack(
         depends_on=tuple(depends_on),
         facts_schema=facts_schema,
         description=f"inline test pack {name}",
+        detailed_findings=detailed_findings,
     )
     plugin = SimpleNamespace(neurocds_register_packs=hookimpl(lambda: [record]))
     if compute is not None:

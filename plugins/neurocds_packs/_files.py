@@ -31,8 +31,19 @@ def rule_files(pack: str) -> list[Path]:
     return rule_files_in(data_dir(neurocds_packs, "rulesets") / pack)
 
 
-def builtin_pack(name: str, version: str, description: str, depends_on: tuple[str, ...] = ()) -> RulePack:
+def builtin_pack(
+    name: str,
+    version: str,
+    description: str,
+    depends_on: tuple[str, ...] = (),
+    detailed_findings: tuple[str, ...] | None = None,
+) -> RulePack:
     """The registration record of a built-in pack whose rule files live in ``rulesets/<name>/``."""
     return RulePack(
-        name=name, version=version, rule_files=rule_files(name), depends_on=depends_on, description=description
+        name=name,
+        version=version,
+        rule_files=rule_files(name),
+        depends_on=depends_on,
+        description=description,
+        detailed_findings=detailed_findings,
     )

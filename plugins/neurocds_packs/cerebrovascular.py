@@ -40,6 +40,8 @@ def neurocds_register_packs() -> list[RulePack]:
             VERSION,
             "Hemiparesis and crossed (brainstem) patterns, the reperfusion time window and stroke mimics.",
             depends_on=("weakness-pattern",),
+            # The findings neurocds_finding_detail below details: it is called for these only.
+            detailed_findings=(STROKE_FINDING, TIME_WINDOW_FINDING),
         )
     ]
 

@@ -43,6 +43,8 @@ def neurocds_register_packs() -> list[RulePack]:
             VERSION,
             "Generalized and systemic causes: metabolic, nerve, junction and muscle disease, toxins.",
             depends_on=("weakness-pattern",),
+            # The findings neurocds_finding_detail below details: it is called for these only.
+            detailed_findings=tuple(NAMED_CLASSES),
         )
     ]
 

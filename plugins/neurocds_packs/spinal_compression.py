@@ -26,6 +26,8 @@ def neurocds_register_packs() -> list[RulePack]:
             VERSION,
             "Spinal cord, cauda equina and nerve root compression, spinal infection, tumour and trauma.",
             depends_on=("weakness-pattern",),
+            # The findings neurocds_finding_detail below details: it is called for these only.
+            detailed_findings=(EPIDURAL_HAEMATOMA_FINDING,),
         )
     ]
 

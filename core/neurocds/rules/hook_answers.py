@@ -97,6 +97,7 @@ def check_records(out: Any) -> list[RulePack]:
             raise HookFailure(f"RulePack.rule_files of {record.name!r} must be a list of paths")
         if record.facts_schema is not None and not isinstance(record.facts_schema, Mapping):
             raise HookFailure(f"RulePack.facts_schema of {record.name!r} must be a mapping or None")
+        detailed = _detailed_findings(record)
         # Plain copies, made here on the budgeted worker: what the engine reads later is data,
         # not pack objects whose iteration or lookups could run (and change) at each read.
         records.append(
@@ -105,9 +106,20 @@ def check_records(out: Any) -> list[RulePack]:
                 depends_on=tuple(record.depends_on),
                 rule_files=tuple(files),
                 facts_schema=_plain_schema(record.name, record.facts_schema),
+                detailed_findings=detailed,
             )
         )
     return records
+
+
+def _detailed_findings(record: RulePack) -> tuple[str, ...] | None:
+    """``RulePack.detailed_findings`` as a plain tuple of finding ids (``None``: not declared)."""
+    declared: Any = record.detailed_findings  # typed, but pack code may return anything
+    if declared is None:
+        return None
+    if isinstance(declared, str | bytes) or not isinstance(declared, Sequence):
+        raise HookFailure(f"RulePack.detailed_findings of {record.name!r} must be a list of finding ids or None")
+    return tuple(check_text(finding, "RulePack.detailed_findings entry", MAX_NAME_CHARS) for finding in declared)
 
 
 def _plain_schema(pack: str, schema: Mapping[str, Any] | None) -> dict[str, Any] | None:

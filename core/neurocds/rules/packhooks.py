@@ -1,8 +1,9 @@
 """The per-evaluation hooks of the loaded packs, called through the guarded runner.
 
 Compute hooks run once per evaluation before any rule; finding-detail hooks run once
-per fired finding after the evaluation (never inside a backend, so no backend lock is
-held while pack code runs, and verify mode does not call them twice). Both receive the
+per fired finding (only the findings its pack declared in ``RulePack.detailed_findings``,
+if it did) after the evaluation (never inside a backend, so no backend lock is held
+while pack code runs, and verify mode does not call them twice). Both receive the
 same deep-frozen view of the facts, built on first use only.
 """
 
@@ -40,7 +41,9 @@ class FrozenFacts:
 class PackHooks:
     """Which loaded packs implement the per-evaluation hooks, and the guarded calls to them."""
 
-    def __init__(self, pm: pluggy.PluginManager, packs: Sequence[LoadedPack], runner: HookRunner) -> None:
+    def __init__(
+        self, pm: pluggy.PluginManager, packs: Sequence[LoadedPack], runner: HookRunner, rules: Sequence[Rule]
+    ) -> None:
         self.runner = runner
         self.compute_calls: list[tuple[LoadedPack, Any, dict[str, list[str]]]] = []
         seen: set[int] = set()
@@ -51,13 +54,27 @@ class PackHooks:
             seen.add(id(pack.plugin))
             own = {p.name: list(p.namespaces) for p in packs if p.plugin is pack.plugin}
             self.compute_calls.append((pack, impl, own))
-        self.detail_impls = {
-            p.name: impl for p in packs if (impl := find_impl(pm, "neurocds_finding_detail", p.plugin)) is not None
+        detail_impls = {
+            p.name: (impl, p.record.detailed_findings)
+            for p in packs
+            if (impl := find_impl(pm, "neurocds_finding_detail", p.plugin)) is not None
         }
+        # Rule index -> its pack's detail hook, for every finding rule the hook is called for:
+        # all of its pack's, or only those of the findings the pack declared it details. An
+        # evaluation that fired none of them hands nothing to a worker (most evaluations).
+        self.detail_calls: dict[int, Any] = {}
+        for index, rule in enumerate(rules):
+            impl, declared = detail_impls.get(rule.pack, (None, None))
+            if impl is not None and rule.kind == "finding" and (declared is None or rule.key in declared):
+                self.detail_calls[index] = impl
 
     def budget(self) -> Budget | None:
         """A fresh per-evaluation budget, or ``None`` when no pack has a per-evaluation hook."""
-        return Budget(self.runner) if self.compute_calls or self.detail_impls else None
+        return Budget(self.runner) if self.compute_calls or self.detail_calls else None
+
+    def details_wanted(self, fired: Sequence[int]) -> bool:
+        """Whether any fired rule's finding is one a pack's detail hook is called for."""
+        return not self.detail_calls.keys().isdisjoint(fired)
 
     def compute(
         self, facts: FrozenFacts, kinds: Mapping[str, str], failures: list[PackFailure], budget: Budget
@@ -97,11 +114,12 @@ class PackHooks:
         details: dict[int, str] = {}
         errors: list[dict[str, Any]] = []
         frozen_derived: Any = None
+        detail_calls = self.detail_calls
         for index in fired:
-            rule = rules[index]
-            impl = self.detail_impls.get(rule.pack)
-            if impl is None or rule.kind != "finding":
+            impl = detail_calls.get(index)
+            if impl is None:
                 continue
+            rule = rules[index]
             if frozen_derived is None:
                 frozen_derived = freeze(dict(derived))
             kwargs = {"finding_id": rule.key, "rule_id": rule.id, "facts": facts.get(), "derived": frozen_derived}

@@ -49,3 +49,22 @@ def check_references(
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             message += f"; did you mean {close[0]!r}?" if close else " (is the pack that concludes it in depends_on?)"
         raise PackLoadError(message, pack=pack, file=file, pointer=pointer)
+
+
+def check_detailed_findings(pack: str, declared: Sequence[str] | None, rules: Sequence[Rule]) -> None:
+    """Raise a :class:`PackLoadError` for a ``RulePack.detailed_findings`` id none of the pack's rules concludes.
+
+    The detail hook is called only for the declared findings, so a misspelt id would
+    silently drop the detail it was meant to add.
+    """
+    if declared is None:
+        return
+    own = sorted({rule.key for rule in rules if rule.kind == "finding"})
+    for finding in declared:
+        if finding not in own:
+            close = difflib.get_close_matches(finding, own, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PackLoadError(
+                f"RulePack.detailed_findings names {finding!r}, which none of the pack's rules concludes{hint}",
+                pack=pack,
+            )
