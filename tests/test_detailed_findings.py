@@ -19,9 +19,9 @@ from answer_corpus import documents
 
 from neurocds import Engine
 from neurocds.errors import FactsValidationError, PackLoadError
+from neurocds.facts.readonly import freeze
 from neurocds.hookspecs import RulePack, hookimpl
 from neurocds.rules import hooks, packhooks
-from neurocds.rules.hooks import freeze
 from neurocds.testing import inline_pack, rule
 from neurocds_packs import BUILTIN_PACKS
 
