@@ -113,7 +113,10 @@ def test_a_group_that_fails_the_schema_writes_nothing_and_the_others_of_its_batc
     good = [("cards", log.prepare_cards("d1", ["c1"]).body)]
     bad = [("cards", log.prepare_cards("d2", ["c2"]).body), ("cards", {"not": "a cards body"})]
     also_good = [("cards", log.prepare_cards("d3", ["c3"]).body)]
-    first, failed, last = log._commit([good, bad, also_good])
+    written = log._commit([good, bad, also_good])
+    assert written.then is not None
+    written.then()  # made durable, as the group commit does once the append lock is released
+    first, failed, last = written.outcomes
     assert isinstance(failed, AuditError)
     assert [a.sequence for a in first] == [1] and [a.sequence for a in last] == [2]
     assert [r["cards"]["decision_id"] for r in read_lines(tmp_path / "log")] == ["d1", "d3"]
@@ -165,7 +168,7 @@ def test_a_head_file_that_cannot_be_written_does_not_fail_records_already_on_dis
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patched:
-        patched.setattr(store_module.ChainStore, "write_head", no_space)
+        patched.setattr(store_module.ChainStore, "publish_head", no_space)
         appended = log.record_decision(make_result(), make_facts())  # fsynced: it stands
     assert appended.sequence == 2
     log.record_decision(make_result(), make_facts())
@@ -227,3 +230,67 @@ def test_decision_nodes_are_encoded_before_the_lock_and_give_the_same_records(tm
         for keys in (real(body), bad):
             with_keys = compact_module.compact(body, keyed.intern, keyed.position, {}, keys)
             assert with_keys["explanation"] == plain["explanation"]
+
+
+def test_the_next_batch_is_written_while_the_one_before_is_made_durable():
+    """A commit in two steps (Written): once a batch is written its callers wait for its fsync,
+    and the next batch is already led, so writes overlap the fsync instead of queuing behind it."""
+    from neurocds.audit.group_commit import Written
+
+    second_written = threading.Event()
+    batches: list[list[int]] = []
+
+    def make_durable(first: bool) -> None:
+        if first:
+            assert second_written.wait(10), "the second batch waited for the first one's fsync"
+            raise OSError("fsync failed")
+
+    def commit(items: list[int]) -> Written[int]:
+        batches.append(list(items))
+        if len(batches) == 2:
+            second_written.set()
+        return Written([ValueError("own") if i == 9 else i for i in items], lambda: make_durable(len(batches) == 1))
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    results: dict[int, object] = {}
+
+    def submit(i: int) -> None:
+        try:
+            results[i] = group.submit(i)
+        except (OSError, ValueError) as exc:
+            results[i] = exc
+
+    first = _start(lambda _: submit(9), 1)
+    deadline = time.monotonic() + 10
+    while not batches and time.monotonic() < deadline:
+        time.sleep(0.005)
+    second = _start(lambda _: submit(2), 1)
+    for t in [*first, *second]:
+        t.join(10)
+    assert batches == [[9], [2]]
+    assert isinstance(results[9], ValueError)  # its own error, not the fsync's
+    assert results[2] == 2
+
+
+def test_a_head_that_lags_while_another_writer_awaits_its_fsync_is_not_a_crash(tmp_path: Path):
+    """Records written and not yet durable leave the head behind: another writer appending
+    meanwhile must not record that as a crash (head_behind); a writer that died would."""
+    directory = tmp_path / "log"
+    first = AuditLog(directory)
+    first.record_decision(make_result(), make_facts())
+    store = first._store
+    with store.locked():
+        _, flush = store.write_groups_staged(store.sync(), [[("cards", first.prepare_cards("d", ["c"]).body)]])
+    assert flush is not None
+    AuditLog(directory).record_decision(make_result(), make_facts())  # while the first awaits its fsync
+    store.make_durable(flush)
+    assert [r["type"] for r in read_lines(directory)] == ["decision", "cards", "decision"]
+
+    with store.locked():
+        _, flush = store.write_groups_staged(store.sync(), [[("cards", first.prepare_cards("e", ["c"]).body)]])
+    assert flush is not None
+    flush.release()  # as a writer killed before its fsync: nobody in flight any more
+    AuditLog(directory).record_decision(make_result(), make_facts())
+    assert [r["type"] for r in read_lines(directory)][3:] == ["cards", "recovery", "decision"]
+    assert read_lines(directory)[4]["recovery"]["kind"] == "head_behind"
+    assert verify_log(directory).ok
