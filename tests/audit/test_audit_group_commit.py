@@ -232,44 +232,28 @@ def test_decision_nodes_are_encoded_before_the_lock_and_give_the_same_records(tm
             assert with_keys["explanation"] == plain["explanation"]
 
 
-def test_the_next_batch_is_written_while_the_one_before_is_made_durable():
-    """A commit in two steps (Written): once a batch is written its callers wait for its fsync,
-    and the next batch is already led, so writes overlap the fsync instead of queuing behind it."""
+def test_a_batch_made_durable_after_its_write_fails_only_the_callers_it_had_not_failed():
+    """A commit in two steps (Written): callers hear of a batch only once its second step (the
+    fsync, outside the log's lock) is done; if that fails, so does every caller not already failed."""
     from neurocds.audit.group_commit import Written
 
-    second_written = threading.Event()
-    batches: list[list[int]] = []
+    steps: list[str] = []
 
-    def make_durable(first: bool) -> None:
-        if first:
-            assert second_written.wait(10), "the second batch waited for the first one's fsync"
-            raise OSError("fsync failed")
+    def make_durable() -> None:
+        steps.append("durable")
+        raise OSError("fsync failed")
 
     def commit(items: list[int]) -> Written[int]:
-        batches.append(list(items))
-        if len(batches) == 2:
-            second_written.set()
-        return Written([ValueError("own") if i == 9 else i for i in items], lambda: make_durable(len(batches) == 1))
+        steps.append("written")
+        return Written([ValueError("own") if i == 9 else i for i in items], make_durable)
 
     group: GroupCommit[int, int] = GroupCommit(commit)
-    results: dict[int, object] = {}
-
-    def submit(i: int) -> None:
-        try:
-            results[i] = group.submit(i)
-        except (OSError, ValueError) as exc:
-            results[i] = exc
-
-    first = _start(lambda _: submit(9), 1)
-    deadline = time.monotonic() + 10
-    while not batches and time.monotonic() < deadline:
-        time.sleep(0.005)
-    second = _start(lambda _: submit(2), 1)
-    for t in [*first, *second]:
-        t.join(10)
-    assert batches == [[9], [2]]
-    assert isinstance(results[9], ValueError)  # its own error, not the fsync's
-    assert results[2] == 2
+    with pytest.raises(OSError, match="fsync failed"):
+        group.submit(2)
+    with pytest.raises(ValueError, match="own"):
+        group.submit(9)
+    assert steps == ["written", "durable"] * 2
+    assert not group._leading and not group._queue  # the next caller can lead
 
 
 def test_a_head_that_lags_while_another_writer_awaits_its_fsync_is_not_a_crash(tmp_path: Path):

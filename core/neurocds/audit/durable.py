@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neurocds.audit._canon import loads
-from neurocds.audit.chain import PENDING_HEAD_NAME, read_head, read_whole
+from neurocds.audit.chain import HEAD_NAME, PENDING_HEAD_NAME, read_head, read_whole
 from neurocds.audit.errors import AuditError
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ class Flush:
     last_sequence: int
     kinds: str  # record types, for the error message
     head: bytes  # the head file naming the batch's last record
-    prior_head: bytes  # the pending head before the batch: put back if the batch is cut off
     inode: int
     start: int  # file offsets of the batch's lines
     end: int
@@ -194,7 +193,10 @@ def cut_back(store: ChainStore, flush: Flush) -> None:
             truncate_after_failure(fd, flush.start)
         finally:
             os.close(fd)
-        store.note_pending(flush.prior_head)
+        try:  # the pending head named the records cut off: name the last durable one instead
+            store.note_pending(read_whole(store.directory / HEAD_NAME).rstrip())
+        except OSError as exc:
+            log.warning("audit: pending head not reset after a failed append: %s", exc.strerror)
 
 
 def truncate_after_failure(fd: int, end: int) -> None:

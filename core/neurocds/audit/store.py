@@ -132,11 +132,8 @@ class ChainStore:
         write_head_file(self.directory / HEAD_NAME, data)
 
     def note_pending(self, data: bytes) -> None:
-        """Name the newest record written as the head the next fsync publishes; under the append lock.
-
-        A pending head that cannot be written is not the records' failure: a writer whose
-        records it does not cover publishes its own head (:func:`neurocds.audit.durable.pending_head`).
-        """
+        """Name the newest record written as the head the next fsync publishes (under the append lock);
+        if that fails, a writer it does not cover publishes its own (:func:`~neurocds.audit.durable.pending_head`)."""
         try:
             write_head_file(self._pending_path, data)
         except OSError as exc:
@@ -212,7 +209,6 @@ class ChainStore:
             self.catalog.discard_pending()
             failed = AuditError(f"could not write the explanation catalog: {exc}")
             return [o if isinstance(o, AuditError) else failed for o in outcomes], None
-        prior_head = head_bytes(state.scan.last_sequence, state.scan.last_hash, state.head_index())
         start = state.scan.end
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
         try:
@@ -235,7 +231,7 @@ class ChainStore:
         head = head_bytes(state.scan.last_sequence, state.scan.last_hash, state.head_index())
         self.note_pending(head)
         kinds = ", ".join(sorted({r["type"] for r in records}))
-        flush = Flush(records[0]["sequence"], state.scan.last_sequence, kinds, head, prior_head, state.inode, start,
+        flush = Flush(records[0]["sequence"], state.scan.last_sequence, kinds, head, state.inode, start,
                       state.scan.end, hold_in_flight(self._in_flight_path))  # fmt: skip
         return outcomes, flush
 
@@ -345,13 +341,7 @@ class ChainStore:
             prev_hash=prev.last_hash,
             on_record=lambda rec, start, end, _l: state.note(rec, start, end),
         )
-        head, why = read_head(self.directory)
-        if head is None:
-            raise AuditIntegrityError(
-                f"{why}; refusing to append: without it, removal of records after sequence "
-                f"{result.last_sequence} could not be detected",
-                sequence=result.last_sequence + 1,
-            )
+        head = self._read_head(state, result)
         cut = torn_from(state, result, head, data, prev.end)
         if cut is not None and cut < prev.end:  # what we knew ends inside it: read everything again
             self.state = None
@@ -365,15 +355,28 @@ class ChainStore:
         cut_at = (state.scan.last_sequence, state.scan.end)  # where a torn tail would have been cut
         lag = head_lag(state, head)
         if lag is not None and nobody_in_flight(self._in_flight_path):
-            # A crash between the log write and the head update (a lag while a writer's records
-            # await their fsync is normal): recorded.
-            log.warning("audit: head file lagged at %d behind record %d; resynced", head["sequence"],
-                        state.scan.last_sequence)  # fmt: skip
-            self.recovered.append(self.write(state, "recovery", lag))
+            # Read again: the writer whose fsync it awaited may have published and left since. Nobody
+            # is in flight now and nobody can start (this holds the append lock), so the head stays.
+            lag = head_lag(state, self._read_head(state))
+            if lag is not None:  # a crash between the log write and the head update: recorded
+                log.warning("audit: head file lagged at %d behind record %d; resynced", lag["head_sequence"],
+                            state.scan.last_sequence)  # fmt: skip
+                self.recovered.append(self.write(state, "recovery", lag))
         self._record_quarantined(state, *cut_at)
         self._repair_mirror(state)
         self.state = state
         return state
+
+    def _read_head(self, state: StoreState, result: ScanResult | None = None) -> dict[str, Any]:
+        last = (result or state.scan).last_sequence
+        head, why = read_head(self.directory)
+        if head is None:
+            raise AuditIntegrityError(
+                f"{why}; refusing to append: without it, removal of records after sequence "
+                f"{last} could not be detected",
+                sequence=last + 1,
+            )
+        return head
 
     def _quarantine_tail(self, state: StoreState, torn: bytes) -> None:
         move_to_quarantine(self.directory, state.scan.last_sequence, state.scan.end, torn)
