@@ -338,11 +338,13 @@ def count_lines(path: Path, offset: int) -> tuple[int, int]:
     return lines, checkpoints
 
 
-def read_head(directory: Path, name: str = HEAD_NAME) -> tuple[dict[str, Any] | None, str | None]:
-    """The head file's content, or ``(None, why)`` when missing or unreadable.
+def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The head file's content, or ``(None, why)`` when missing or unreadable."""
+    return read_head_at(directory / HEAD_NAME)
 
-    ``name``: another file of the same form (the pending head of group commit)."""
-    path = directory / name
+
+def read_head_at(path: Path | str) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`read_head` of the head file at ``path`` (a path joined once: this runs at every append)."""
     try:
         head = loads(read_whole(path))  # read before every append: orjson, not json
     except FileNotFoundError:
@@ -354,7 +356,7 @@ def read_head(directory: Path, name: str = HEAD_NAME) -> tuple[dict[str, Any] | 
     return head, None
 
 
-def read_whole(path: Path) -> bytes:
+def read_whole(path: Path | str) -> bytes:
     """A head file's bytes, read under a shared ``flock``: it is rewritten in place (one
     block, under an exclusive one) by whichever process publishes a group commit, while
     others read it, and a read racing a write could otherwise see half of each."""

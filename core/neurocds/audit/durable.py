@@ -35,11 +35,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from neurocds.audit._canon import loads
-from neurocds.audit.chain import HEAD_NAME, PENDING_HEAD_NAME, read_head, read_whole
+from neurocds.audit.chain import read_head_at, read_whole
 from neurocds.audit.errors import AuditError
 
 if TYPE_CHECKING:
@@ -122,17 +121,17 @@ def nobody_in_flight(path: str) -> bool:
     return True
 
 
-def durable_through(directory: Path) -> int:
+def durable_through(head_path: str) -> int:
     """The sequence the head file names: every record up to it is on disk (-1: no head)."""
-    head, _ = read_head(directory)
+    head, _ = read_head_at(head_path)
     return head["sequence"] if head is not None else -1
 
 
-def pending_head(directory: Path, flush: Flush) -> bytes:
+def pending_head(pending_path: str, flush: Flush) -> bytes:
     """The head to publish after the next fsync: the newest record written by anyone, or
     the batch's own when the pending head is older (its write failed) or unreadable."""
     try:
-        data = read_whole(directory / PENDING_HEAD_NAME)
+        data = read_whole(pending_path)
         pending = loads(data)
     except (OSError, ValueError):
         return flush.head
@@ -160,9 +159,9 @@ def make_durable(store: ChainStore, flush: Flush) -> None:
     writers go on appending meanwhile, and the next fsync takes their records too."""
     try:
         with store.sync_lock.held():
-            if durable_through(store.directory) >= flush.last_sequence:
+            if durable_through(store.head_path) >= flush.last_sequence:
                 return  # an fsync begun after our write, by any writer, covered it
-            head = pending_head(store.directory, flush)  # read before the fsync: it covers that record
+            head = pending_head(store.pending_path, flush)  # read before the fsync: it covers that record
             fsync_log(store.log_path, flush)
             try:
                 store.publish_head(head)
@@ -180,7 +179,7 @@ def cut_back(store: ChainStore, flush: Flush) -> None:
     later. The caller holds the append lock. Records that others have chained on since
     stay, unacknowledged, like those of a writer killed before its fsync."""
     with store.sync_lock.held():
-        if durable_through(store.directory) >= flush.first_sequence:
+        if durable_through(store.head_path) >= flush.first_sequence:
             return  # published by another writer's fsync: part of the chain now
         try:
             st = os.stat(store.log_path)
@@ -194,7 +193,7 @@ def cut_back(store: ChainStore, flush: Flush) -> None:
         finally:
             os.close(fd)
         try:  # the pending head named the records cut off: name the last durable one instead
-            store.note_pending(read_whole(store.directory / HEAD_NAME).rstrip())
+            store.note_pending(read_whole(store.head_path).rstrip())
         except OSError as exc:
             log.warning("audit: pending head not reset after a failed append: %s", exc.strerror)
 

@@ -45,7 +45,7 @@ from neurocds.audit.chain import (
     PENDING_HEAD_NAME,
     SYNC_LOCK_NAME,
     ScanResult,
-    read_head,
+    read_head_at,
     scan,
 )
 from neurocds.audit.compact import NodeKeys, compact
@@ -86,7 +86,8 @@ class ChainStore:
         self._lock_path = str(directory / LOCK_NAME)
         self._next_path = str(directory / NEXT_NAME)
         self._in_flight_path = str(directory / IN_FLIGHT_NAME)
-        self._pending_path = directory / PENDING_HEAD_NAME
+        self.head_path = str(directory / HEAD_NAME)
+        self.pending_path = str(directory / PENDING_HEAD_NAME)
         self.sync_lock = SyncLock(str(directory / SYNC_LOCK_NAME))
         self.state: StoreState | None = None
         self.recovered: list[Appended] = []
@@ -101,7 +102,7 @@ class ChainStore:
             log_path = self.directory / LOG_NAME
             if log_path.exists():
                 return
-            head, _ = read_head(self.directory)
+            head, _ = read_head_at(self.head_path)
             if head is not None and head["sequence"] > 0:
                 raise AuditIntegrityError(
                     f"log file is missing but the head file records {head['sequence']} records",
@@ -129,13 +130,13 @@ class ChainStore:
 
     def publish_head(self, data: bytes) -> None:
         """Replace the head file with ``data`` (:func:`neurocds.audit.tail.head_bytes`); under the sync lock."""
-        write_head_file(self.directory / HEAD_NAME, data)
+        write_head_file(self.head_path, data)
 
     def note_pending(self, data: bytes) -> None:
         """Name the newest record written as the head the next fsync publishes (under the append lock);
         if that fails, a writer it does not cover publishes its own (:func:`~neurocds.audit.durable.pending_head`)."""
         try:
-            write_head_file(self._pending_path, data)
+            write_head_file(self.pending_path, data)
         except OSError as exc:
             log.warning("audit: pending head not updated: %s", exc.strerror)
 
@@ -369,7 +370,7 @@ class ChainStore:
 
     def _read_head(self, state: StoreState, result: ScanResult | None = None) -> dict[str, Any]:
         last = (result or state.scan).last_sequence
-        head, why = read_head(self.directory)
+        head, why = read_head_at(self.head_path)
         if head is None:
             raise AuditIntegrityError(
                 f"{why}; refusing to append: without it, removal of records after sequence "

@@ -45,7 +45,7 @@ def write_head(directory: Path, sequence: int, digest: str, index: Mapping[str, 
     write_head_file(directory / HEAD_NAME, head_bytes(sequence, digest, index))
 
 
-def write_head_file(path: Path, data: bytes) -> None:
+def write_head_file(path: Path | str, data: bytes) -> None:
     """Put ``data`` (from :func:`head_bytes`) in the head file at ``path``, or in the pending head."""
     # A head that lags after a crash is tolerated (and recorded on the next append), so
     # the head is not fsynced: the records are, before this, and one fsync per group
@@ -71,7 +71,7 @@ def write_head_file(path: Path, data: bytes) -> None:
             finally:
                 os.close(fd)  # closing releases the flock
         data = block[:-1]
-    replace_durably(path, data + b"\n", sync_directory=False)  # a lagging head is tolerated (above)
+    replace_durably(Path(path), data + b"\n", sync_directory=False)  # a lagging head is tolerated (above)
 
 
 def _read(fd: int, start: int, end: int) -> bytes:
