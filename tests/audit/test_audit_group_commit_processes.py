@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audit_helpers import assert_acknowledged_survive, read_lines
+from audit_helpers import assert_acknowledged_survive, make_facts, make_result, read_lines
 
 from neurocds.audit import AuditLog, verify_log
 
@@ -177,3 +177,34 @@ def test_sigkill_of_processes_committing_together_loses_no_acknowledged_record(
     records = assert_acknowledged_survive(d, acked, keypair[1])
     assert any(r["type"] == "checkpoint" for r in records.values())
     assert os.path.getsize(d / "audit.jsonl") > 0
+
+
+def test_a_roll_makes_the_records_other_writers_await_an_fsync_for_durable_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head a roll publishes tells writers in flight that their records are durable (they then
+    skip their own fsync): the roll must fsync the active file before sealing it."""
+    from neurocds.audit import store as store_module
+    from neurocds.audit.writer import roll_log
+
+    d = tmp_path / "log"
+    log = AuditLog(d)
+    log.record_decision(make_result(), make_facts())
+    store = log._store
+    with store.locked():
+        _, flush = store.write_groups_staged(store.sync(), [[("cards", log.prepare_cards("d", ["c"]).body)]])
+    assert flush is not None
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def watching_fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module.os, "fsync", watching_fsync)
+    assert roll_log(d) is not None  # an auditor's roll, no signing key: no checkpoint to fsync it
+    assert "audit.jsonl" in synced[: synced.index(".audit.jsonl.next")]  # before the new file is made
+    synced.clear()
+    store.make_durable(flush)
+    assert "audit.jsonl" not in synced  # covered: the writer needs no fsync of its own
+    assert verify_log(d).ok

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 from neurocds.audit._canon import loads
 from neurocds.audit.chain import read_head_at, read_whole
 from neurocds.audit.errors import AuditError
+from neurocds.audit.files import sync_file
 
 if TYPE_CHECKING:
     from neurocds.audit.store import ChainStore
@@ -144,11 +145,7 @@ def pending_head(pending_path: str, flush: Flush) -> bytes:
 def fsync_log(log_path: str, flush: Flush) -> None:
     """fsync the active log file; :class:`AuditError` naming the batch's records when it fails."""
     try:
-        fd = os.open(log_path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_file(log_path)
     except OSError as exc:
         raise AuditError(f"could not write {flush.kinds} record(s): {exc}") from exc
 

@@ -59,7 +59,7 @@ from neurocds.audit.durable import (
     truncate_after_failure,
 )
 from neurocds.audit.errors import AuditError, AuditIntegrityError
-from neurocds.audit.files import fsync_dir, write_all, write_synced
+from neurocds.audit.files import fsync_dir, sync_file, write_all, write_synced
 from neurocds.audit.head_checks import head_lag, torn_from
 from neurocds.audit.quarantine import move_to_quarantine, recovery_bodies
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
@@ -274,6 +274,7 @@ class ChainStore:
         with self.sync_lock.held():  # no fsync of another writer runs on either file meanwhile
             if key is not None and state.last_checkpoint_seq != state.scan.last_sequence:
                 self.write_checkpoint(state, key)
+            sync_file(self.log_path)  # others' records awaiting an fsync: the roll's head says they are durable
             rolled = roll(self.directory, state, reason)
             if rolled is None:
                 return None
