@@ -154,3 +154,13 @@ def assert_acknowledged_survive(directory: Path, acked: dict[int, str], public_k
         if record["type"] == "cards":
             assert records[seq - 1]["decision"]["decision_id"] == record["cards"]["decision_id"]
     return records
+
+
+def written_not_durable(log: Any, decision_id: str) -> Any:
+    """Append a cards record to ``log`` as a writer does before its fsync (under the append lock,
+    then released): returns the :class:`neurocds.audit.durable.Flush` that makes it durable."""
+    store = log._store
+    with store.locked():
+        _, flush = store.write_groups_staged(store.sync(), [[("cards", log.prepare_cards(decision_id, ["c"]).body)]])
+    assert flush is not None
+    return flush

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audit_helpers import make_facts, make_result, read_lines
+from audit_helpers import make_facts, make_result, read_lines, written_not_durable
 
 from neurocds.audit import AuditError, AuditLog, verify_log
 from neurocds.audit import store as store_module
@@ -263,16 +263,12 @@ def test_a_head_that_lags_while_another_writer_awaits_its_fsync_is_not_a_crash(t
     first = AuditLog(directory)
     first.record_decision(make_result(), make_facts())
     store = first._store
-    with store.locked():
-        _, flush = store.write_groups_staged(store.sync(), [[("cards", first.prepare_cards("d", ["c"]).body)]])
-    assert flush is not None
+    flush = written_not_durable(first, "d")
     AuditLog(directory).record_decision(make_result(), make_facts())  # while the first awaits its fsync
     store.make_durable(flush)
     assert [r["type"] for r in read_lines(directory)] == ["decision", "cards", "decision"]
 
-    with store.locked():
-        _, flush = store.write_groups_staged(store.sync(), [[("cards", first.prepare_cards("e", ["c"]).body)]])
-    assert flush is not None
+    flush = written_not_durable(first, "e")
     flush.release()  # as a writer killed before its fsync: nobody in flight any more
     AuditLog(directory).record_decision(make_result(), make_facts())
     assert [r["type"] for r in read_lines(directory)][3:] == ["cards", "recovery", "decision"]

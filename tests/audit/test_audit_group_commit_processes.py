@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audit_helpers import assert_acknowledged_survive, make_facts, make_result, read_lines
+from audit_helpers import assert_acknowledged_survive, make_facts, make_result, read_lines, written_not_durable
 
 from neurocds.audit import AuditLog, verify_log
 
@@ -191,9 +191,7 @@ def test_a_roll_makes_the_records_other_writers_await_an_fsync_for_durable_first
     log = AuditLog(d)
     log.record_decision(make_result(), make_facts())
     store = log._store
-    with store.locked():
-        _, flush = store.write_groups_staged(store.sync(), [[("cards", log.prepare_cards("d", ["c"]).body)]])
-    assert flush is not None
+    flush = written_not_durable(log, "d")
     synced: list[str] = []
     real_fsync = os.fsync
 
