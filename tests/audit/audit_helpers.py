@@ -130,3 +130,37 @@ def set_head(directory: Path, records: list[dict[str, Any]]) -> None:
     (directory / HEAD_NAME).write_bytes(
         canonical_json({"sequence": last["sequence"], "hash": last["hash"], "updated_at": "2025-01-01T00:00:00Z"})
     )
+
+
+def assert_acknowledged_survive(directory: Path, acked: dict[int, str], public_key: Path) -> dict[int, dict[str, Any]]:
+    """After SIGKILLs: recover, verify, and check that every acknowledged decision (sequence ->
+    decision id) is in the log, each decision's cards right after it; returns the records."""
+    from neurocds.audit import AuditLog, verify_log
+
+    AuditLog(directory).recover()
+    report = verify_log(directory, public_key=public_key)
+    assert report.ok, report.problems
+    records = {r["sequence"]: r for r in read_lines(directory)}
+    assert sorted(records) == list(range(1, len(records) + 1))
+    for seq, did in acked.items():
+        assert records[seq]["type"] == "decision"
+        assert records[seq]["decision"]["decision_id"] == did
+    ids = [r["decision"]["decision_id"] for r in records.values() if r["type"] == "decision"]
+    assert len(ids) == len(set(ids))
+    # Appended together, kept together: each cards record right after its decision, never alone.
+    for seq, record in records.items():
+        if record.get("atomic_with_next"):
+            assert records[seq + 1]["cards"]["decision_id"] == record["decision"]["decision_id"]
+        if record["type"] == "cards":
+            assert records[seq - 1]["decision"]["decision_id"] == record["cards"]["decision_id"]
+    return records
+
+
+def written_not_durable(log: Any, decision_id: str) -> Any:
+    """Append a cards record to ``log`` as a writer does before its fsync (under the append lock,
+    then released): returns the :class:`neurocds.audit.durable.Flush` that makes it durable."""
+    store = log._store
+    with store.locked():
+        _, flush = store.write_groups_staged(store.sync(), [[("cards", log.prepare_cards(decision_id, ["c"]).body)]])
+    assert flush is not None
+    return flush

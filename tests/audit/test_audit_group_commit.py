@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from audit_helpers import make_facts, make_result, read_lines
+from audit_helpers import make_facts, make_result, read_lines, written_not_durable
 
 from neurocds.audit import AuditError, AuditLog, verify_log
 from neurocds.audit import store as store_module
@@ -113,7 +113,10 @@ def test_a_group_that_fails_the_schema_writes_nothing_and_the_others_of_its_batc
     good = [("cards", log.prepare_cards("d1", ["c1"]).body)]
     bad = [("cards", log.prepare_cards("d2", ["c2"]).body), ("cards", {"not": "a cards body"})]
     also_good = [("cards", log.prepare_cards("d3", ["c3"]).body)]
-    first, failed, last = log._commit([good, bad, also_good])
+    written = log._commit([good, bad, also_good])
+    assert written.then is not None
+    written.then()  # made durable, as the group commit does once the append lock is released
+    first, failed, last = written.outcomes
     assert isinstance(failed, AuditError)
     assert [a.sequence for a in first] == [1] and [a.sequence for a in last] == [2]
     assert [r["cards"]["decision_id"] for r in read_lines(tmp_path / "log")] == ["d1", "d3"]
@@ -165,7 +168,7 @@ def test_a_head_file_that_cannot_be_written_does_not_fail_records_already_on_dis
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as patched:
-        patched.setattr(store_module.ChainStore, "write_head", no_space)
+        patched.setattr(store_module.ChainStore, "publish_head", no_space)
         appended = log.record_decision(make_result(), make_facts())  # fsynced: it stands
     assert appended.sequence == 2
     log.record_decision(make_result(), make_facts())
@@ -227,3 +230,47 @@ def test_decision_nodes_are_encoded_before_the_lock_and_give_the_same_records(tm
         for keys in (real(body), bad):
             with_keys = compact_module.compact(body, keyed.intern, keyed.position, {}, keys)
             assert with_keys["explanation"] == plain["explanation"]
+
+
+def test_a_batch_made_durable_after_its_write_fails_only_the_callers_it_had_not_failed():
+    """A commit in two steps (Written): callers hear of a batch only once its second step (the
+    fsync, outside the log's lock) is done; if that fails, so does every caller not already failed."""
+    from neurocds.audit.group_commit import Written
+
+    steps: list[str] = []
+
+    def make_durable() -> None:
+        steps.append("durable")
+        raise OSError("fsync failed")
+
+    def commit(items: list[int]) -> Written[int]:
+        steps.append("written")
+        return Written([ValueError("own") if i == 9 else i for i in items], make_durable)
+
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    with pytest.raises(OSError, match="fsync failed"):
+        group.submit(2)
+    with pytest.raises(ValueError, match="own"):
+        group.submit(9)
+    assert steps == ["written", "durable"] * 2
+    assert not group._leading and not group._queue  # the next caller can lead
+
+
+def test_a_head_that_lags_while_another_writer_awaits_its_fsync_is_not_a_crash(tmp_path: Path):
+    """Records written and not yet durable leave the head behind: another writer appending
+    meanwhile must not record that as a crash (head_behind); a writer that died would."""
+    directory = tmp_path / "log"
+    first = AuditLog(directory)
+    first.record_decision(make_result(), make_facts())
+    store = first._store
+    flush = written_not_durable(first, "d")
+    AuditLog(directory).record_decision(make_result(), make_facts())  # while the first awaits its fsync
+    store.make_durable(flush)
+    assert [r["type"] for r in read_lines(directory)] == ["decision", "cards", "decision"]
+
+    flush = written_not_durable(first, "e")
+    flush.release()  # as a writer killed before its fsync: nobody in flight any more
+    AuditLog(directory).record_decision(make_result(), make_facts())
+    assert [r["type"] for r in read_lines(directory)][3:] == ["cards", "recovery", "decision"]
+    assert read_lines(directory)[4]["recovery"]["kind"] == "head_behind"
+    assert verify_log(directory).ok

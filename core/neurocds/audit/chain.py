@@ -7,7 +7,9 @@ The scan stops at the first broken link: past it nothing can be trusted.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +24,12 @@ LOG_NAME = "audit.jsonl"
 HEAD_NAME = "head.json"
 CHECKPOINTS_NAME = "checkpoints.jsonl"
 LOCK_NAME = "audit.lock"
+# Group commit across processes (see :mod:`neurocds.audit.durable`): the lock one fsync at a
+# time is taken under, the lock writers hold shared while their records await it, and the
+# head of the newest record written (durable or not), which the next fsync publishes.
+SYNC_LOCK_NAME = "audit.sync.lock"
+IN_FLIGHT_NAME = "audit.inflight.lock"
+PENDING_HEAD_NAME = "head.pending.json"
 QUARANTINE_DIR = "quarantine"
 # The name the writer gives the bytes of an interrupted write it moves aside:
 # the last intact sequence, the file offset they were cut from, and their hash.
@@ -332,9 +340,13 @@ def count_lines(path: Path, offset: int) -> tuple[int, int]:
 
 def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The head file's content, or ``(None, why)`` when missing or unreadable."""
-    path = directory / HEAD_NAME
+    return read_head_at(directory / HEAD_NAME)
+
+
+def read_head_at(path: Path | str) -> tuple[dict[str, Any] | None, str | None]:
+    """:func:`read_head` of the head file at ``path`` (a path joined once: this runs at every append)."""
     try:
-        head = loads(path.read_bytes())  # read before every append: orjson, not json
+        head = loads(read_whole(path))  # read before every append: orjson, not json
     except FileNotFoundError:
         return None, "head file is missing"
     except (OSError, ValueError, UnicodeDecodeError) as exc:
@@ -342,6 +354,21 @@ def read_head(directory: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(head, dict) or not isinstance(head.get("sequence"), int) or not isinstance(head.get("hash"), str):
         return None, "head file does not hold a sequence and a hash"
     return head, None
+
+
+def read_whole(path: Path | str) -> bytes:
+    """A head file's bytes, read under a shared ``flock``: it is rewritten in place (one
+    block, under an exclusive one) by whichever process publishes a group commit, while
+    others read it, and a read racing a write could otherwise see half of each."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        parts = []
+        while chunk := os.read(fd, 1 << 16):  # a head is one 512-byte block, rarely a little more
+            parts.append(chunk)
+        return b"".join(parts)
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def read_checkpoint_file(path: Path) -> tuple[list[dict[str, Any]], list[str], bytes]:

@@ -15,6 +15,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def sync_file(path: str) -> None:
+    """fsync the file at ``path``: what any process wrote to it is on disk on return."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_all(fd: int, data: bytes) -> None:
     """``os.write`` until every byte is written (a write may be partial)."""
     view = memoryview(data)

@@ -8,6 +8,9 @@ Layout of an audit directory::
     head.json          sequence and hash of the last record (truncation evidence)
     checkpoints.jsonl  every signed checkpoint, mirrored (copy it off-host too)
     audit.lock         fcntl.flock target serialising writers across processes
+    audit.sync.lock    one fsync at a time, shared by every writer (group commit
+    audit.inflight.lock  across processes: see :mod:`neurocds.audit.durable`)
+    head.pending.json  the head of the newest record written, published by the next fsync
     quarantine/        bytes of interrupted writes, moved aside, never dropped;
                        each named by a recovery record
     pseudonym.key      only when no pseudonym key was given and redaction is off
@@ -17,7 +20,9 @@ appended, checks it links to what it knew, recovers a torn tail (with any
 records of an append that did not finish), refuses (fails closed) when the chain
 is damaged anywhere else, then writes the line, or the lines of one
 ``write_together`` (or of several callers' appends gathered by the writer's group
-commit), with a single ``write`` and ``fsync`` before returning.
+commit), with a single ``write``. The ``fsync`` follows outside the lock, shared with
+every other writer's records written before it (:mod:`neurocds.audit.durable`); an
+append returns only once it is done.
 """
 
 from __future__ import annotations
@@ -33,21 +38,35 @@ from typing import Any
 from neurocds.audit import mirror
 from neurocds.audit.catalog import Catalog, CatalogProblem
 from neurocds.audit.chain import (
+    HEAD_NAME,
+    IN_FLIGHT_NAME,
     LOCK_NAME,
     LOG_NAME,
+    PENDING_HEAD_NAME,
+    SYNC_LOCK_NAME,
     ScanResult,
-    read_head,
+    read_head_at,
     scan,
 )
 from neurocds.audit.compact import NodeKeys, compact
+from neurocds.audit.durable import (
+    Flush,
+    SyncLock,
+    cut_back,
+    hold_in_flight,
+    make_durable,
+    nobody_in_flight,
+    truncate_after_failure,
+)
 from neurocds.audit.errors import AuditError, AuditIntegrityError
-from neurocds.audit.files import fsync_dir, write_all, write_synced
+from neurocds.audit.files import fsync_dir, sync_file, write_all, write_synced
+from neurocds.audit.head_checks import head_lag, torn_from
 from neurocds.audit.quarantine import move_to_quarantine, recovery_bodies
 from neurocds.audit.records import GENESIS_HASH, schema_errors, seal_line, utc_now
 from neurocds.audit.segments import NEXT_NAME, chain_start, finish_interrupted_roll, roll
 from neurocds.audit.signing import sign_checkpoint
 from neurocds.audit.store_state import Appended, StoreState
-from neurocds.audit.tail import state_from_head, write_head
+from neurocds.audit.tail import head_bytes, state_from_head, write_head, write_head_file
 
 # Only sequence numbers, types, sizes and hashes are ever logged: never facts,
 # never patient ids, never pseudonyms.
@@ -63,9 +82,13 @@ class ChainStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         # Joined once: every append opens these, and a pathlib join costs more than the open's call.
-        self._log_path = str(directory / LOG_NAME)
+        self.log_path = str(directory / LOG_NAME)
         self._lock_path = str(directory / LOCK_NAME)
         self._next_path = str(directory / NEXT_NAME)
+        self._in_flight_path = str(directory / IN_FLIGHT_NAME)
+        self.head_path = str(directory / HEAD_NAME)
+        self.pending_path = str(directory / PENDING_HEAD_NAME)
+        self.sync_lock = SyncLock(str(directory / SYNC_LOCK_NAME))
         self.state: StoreState | None = None
         self.recovered: list[Appended] = []
         self.catalog = Catalog(directory)
@@ -79,14 +102,16 @@ class ChainStore:
             log_path = self.directory / LOG_NAME
             if log_path.exists():
                 return
-            head, _ = read_head(self.directory)
+            head, _ = read_head_at(self.head_path)
             if head is not None and head["sequence"] > 0:
                 raise AuditIntegrityError(
                     f"log file is missing but the head file records {head['sequence']} records",
                     sequence=1,
                 )
             write_synced(log_path, b"", os.O_CREAT | os.O_EXCL)
-            self.write_head(0, GENESIS_HASH)
+            with self.sync_lock.held():
+                self.write_head(0, GENESIS_HASH)
+            self.note_pending(head_bytes(0, GENESIS_HASH))
             fsync_dir(self.directory)
 
     @contextmanager
@@ -102,6 +127,18 @@ class ChainStore:
         """Replace the head file: the last record's sequence and hash, and ``index``
         (:meth:`StoreState.head_index`: where that record ends, and the last checkpoint)."""
         write_head(self.directory, sequence, digest, index)
+
+    def publish_head(self, data: bytes) -> None:
+        """Replace the head file with ``data`` (:func:`neurocds.audit.tail.head_bytes`); under the sync lock."""
+        write_head_file(self.head_path, data)
+
+    def note_pending(self, data: bytes) -> None:
+        """Name the newest record written as the head the next fsync publishes (under the append lock);
+        if that fails, a writer it does not cover publishes its own (:func:`~neurocds.audit.durable.pending_head`)."""
+        try:
+            write_head_file(self.pending_path, data)
+        except OSError as exc:
+            log.warning("audit: pending head not updated: %s", exc.strerror)
 
     def write(self, state: StoreState, rtype: str, body: Mapping[str, Any]) -> Appended:
         return self.write_together(state, [(rtype, body)])[0]
@@ -119,7 +156,23 @@ class ChainStore:
         return outcome
 
     def write_groups(self, state: StoreState, groups: Sequence[Sequence[Item]]) -> list[list[Appended] | AuditError]:
-        """Append several groups of records with one ``write`` and one ``fsync`` (group commit).
+        """Append several groups of records with one ``write`` and one ``fsync`` (group commit):
+        :meth:`write_groups_staged`, then :meth:`make_durable` at once, under the append lock."""
+        outcomes, flush = self.write_groups_staged(state, groups)
+        if flush is not None:
+            try:
+                self.make_durable(flush)
+            except AuditError as exc:
+                self.cut_back(flush)
+                return [o if isinstance(o, AuditError) else exc for o in outcomes]
+        return outcomes
+
+    def write_groups_staged(
+        self, state: StoreState, groups: Sequence[Sequence[Item]]
+    ) -> tuple[list[list[Appended] | AuditError], Flush | None]:
+        """Append several groups of records with one ``write``, not yet durable; the caller holds
+        the append lock, and after releasing it passes the :class:`Flush` to :meth:`make_durable`
+        (``None``: nothing was written). The outcomes hold only once that returns.
 
         Each group is chained and marked as :meth:`write_together` would do on its own,
         so each stays all-or-nothing after a crash. A group whose record does not match
@@ -150,23 +203,23 @@ class ChainStore:
                 continue
             prev_hash = records[-1]["hash"] if records else state.scan.last_hash  # the group is left out
         if not records:
-            return outcomes
+            return outcomes, None
         try:
             self.catalog.flush()  # the entries the records name are on disk before the records
         except OSError as exc:
             self.catalog.discard_pending()
             failed = AuditError(f"could not write the explanation catalog: {exc}")
-            return [o if isinstance(o, AuditError) else failed for o in outcomes]
-        fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND)
+            return [o if isinstance(o, AuditError) else failed for o in outcomes], None
+        start = state.scan.end
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
         try:
             write_all(fd, b"".join(lines))
-            os.fsync(fd)
         except OSError as exc:
-            self._cut_back(fd, state.scan.end)
+            truncate_after_failure(fd, state.scan.end)
             self.state = None  # rescan next time, whatever the cut left
             kinds = ", ".join(sorted({r["type"] for r in records}))
             failed = AuditError(f"could not write {kinds} record(s): {exc}")
-            return [o if isinstance(o, AuditError) else failed for o in outcomes]
+            return [o if isinstance(o, AuditError) else failed for o in outcomes], None
         finally:
             os.close(fd)
         for record, line in zip(records, lines, strict=True):
@@ -176,13 +229,22 @@ class ChainStore:
             state.scan.end += len(line)
             state.scan.last_line = line
             log.debug("audit: appended %s record %d", record["type"], record["sequence"])
-        try:
-            self.write_head(state.scan.last_sequence, state.scan.last_hash, state.head_index())
-        except OSError as exc:
-            # The records are on disk (fsynced): they stand. A head file that lags is what a crash
-            # between the two writes leaves too; the next append records it as a recovery.
-            log.warning("audit: head file not updated after sequence %d: %s", state.scan.last_sequence, exc.strerror)
-        return outcomes
+        head = head_bytes(state.scan.last_sequence, state.scan.last_hash, state.head_index())
+        self.note_pending(head)
+        kinds = ", ".join(sorted({r["type"] for r in records}))
+        flush = Flush(records[0]["sequence"], state.scan.last_sequence, kinds, head, state.inode, start,
+                      state.scan.end, hold_in_flight(self._in_flight_path))  # fmt: skip
+        return outcomes, flush
+
+    def make_durable(self, flush: Flush) -> None:
+        """Return once ``flush``'s records are on disk behind a published head; no append lock needed."""
+        make_durable(self, flush)
+
+    def cut_back(self, flush: Flush) -> None:
+        """After :meth:`make_durable` failed, take ``flush``'s records back off the log's end if
+        nobody has chained on them; under the append lock."""
+        self.state = None  # rescan next time, whatever is left
+        cut_back(self, flush)
 
     def _compacted(self, groups: Sequence[Sequence[Item]]) -> list[list[tuple[str, Mapping[str, Any]]]]:
         """Decision bodies with their explanation in compact form (see :mod:`neurocds.audit.compact`).
@@ -206,31 +268,22 @@ class ChainStore:
             for items in groups
         ]
 
-    def _cut_back(self, fd: int, end: int) -> None:
-        """After a failed write or fsync, remove what it may have left past ``end``.
-
-        Its callers are told the append failed, so none of its records may stay in the
-        log to be taken as valid later. If the cut fails too, the next :meth:`sync`
-        finds the tail and moves it to quarantine (a torn line, or an unfinished append).
-        """
-        try:
-            os.ftruncate(fd, end)
-            os.fsync(fd)
-        except OSError as exc:
-            log.warning("audit: could not cut back a failed append to offset %d: %s", end, exc.strerror)
-
     def roll(self, state: StoreState, reason: str, key: Any = None) -> str | None:
         """Seal the active file as a segment, behind a signed checkpoint when given a ``key``, and
         start the next (see :mod:`neurocds.audit.segments`); returns the sealed file's name."""
-        if key is not None and state.last_checkpoint_seq != state.scan.last_sequence:
-            self.write_checkpoint(state, key)
-        rolled = roll(self.directory, state, reason)
-        if rolled is None:
-            return None
-        self.state = rolled[0]
-        log.info("audit: sealed segment %s (%s)", rolled[1], reason)
-        self.write_head(self.state.scan.last_sequence, self.state.scan.last_hash, self.state.head_index())
-        return rolled[1]
+        with self.sync_lock.held():  # no fsync of another writer runs on either file meanwhile
+            if key is not None and state.last_checkpoint_seq != state.scan.last_sequence:
+                self.write_checkpoint(state, key)
+            sync_file(self.log_path)  # others' records awaiting an fsync: the roll's head says they are durable
+            rolled = roll(self.directory, state, reason)
+            if rolled is None:
+                return None
+            self.state = new = rolled[0]
+            log.info("audit: sealed segment %s (%s)", rolled[1], reason)
+            head = head_bytes(new.scan.last_sequence, new.scan.last_hash, new.head_index())
+            self.note_pending(head)
+            self.publish_head(head)
+            return rolled[1]
 
     def write_checkpoint(self, state: StoreState, key: Any) -> Appended:
         body = sign_checkpoint(
@@ -246,7 +299,7 @@ class ChainStore:
         return appended
 
     def _read_from(self, offset: int) -> bytes:
-        with open(self._log_path, "rb") as fh:
+        with open(self.log_path, "rb") as fh:
             fh.seek(offset)
             return fh.read()
 
@@ -257,7 +310,7 @@ class ChainStore:
         :param from_start: scan from the first record, not from the tail the head file names.
         """
         self.recovered = []
-        log_path = self._log_path
+        log_path = self.log_path
         if os.path.exists(self._next_path) and finish_interrupted_roll(self.directory):
             self.state = None  # a roll a crash interrupted is finished: the active file is new
         try:
@@ -290,14 +343,8 @@ class ChainStore:
             prev_hash=prev.last_hash,
             on_record=lambda rec, start, end, _l: state.note(rec, start, end),
         )
-        head, why = read_head(self.directory)
-        if head is None:
-            raise AuditIntegrityError(
-                f"{why}; refusing to append: without it, removal of records after sequence "
-                f"{result.last_sequence} could not be detected",
-                sequence=result.last_sequence + 1,
-            )
-        cut = self._torn_from(state, result, head, data, prev.end)
+        head = self._read_head(state, result)
+        cut = torn_from(state, result, head, data, prev.end)
         if cut is not None and cut < prev.end:  # what we knew ends inside it: read everything again
             self.state = None
             return self.sync(from_start=True)
@@ -308,73 +355,30 @@ class ChainStore:
             self._quarantine_tail(state, data[cut - prev.end :])
             result.problem, result.problem_offset, result.tail = None, None, b""
         cut_at = (state.scan.last_sequence, state.scan.end)  # where a torn tail would have been cut
-        self._check_head(state, head)
+        lag = head_lag(state, head)
+        if lag is not None and nobody_in_flight(self._in_flight_path):
+            # Read again: the writer whose fsync it awaited may have published and left since. Nobody
+            # is in flight now and nobody can start (this holds the append lock), so the head stays.
+            lag = head_lag(state, self._read_head(state))
+            if lag is not None:  # a crash between the log write and the head update: recorded
+                log.warning("audit: head file lagged at %d behind record %d; resynced", lag["head_sequence"],
+                            state.scan.last_sequence)  # fmt: skip
+                self.recovered.append(self.write(state, "recovery", lag))
         self._record_quarantined(state, *cut_at)
         self._repair_mirror(state)
         self.state = state
         return state
 
-    def _torn_from(
-        self, state: StoreState, result: ScanResult, head: Mapping[str, Any], data: bytes, data_offset: int
-    ) -> int | None:
-        """File offset from which the log's end is an interrupted write (``None``: there is none).
-
-        That is a torn last line, and before it any records of an append that did
-        not finish (rolled back off ``result``). Damage of any other kind is refused.
-        ``data`` is what the scan read, from file offset ``data_offset``.
-        """
-        cut = None
-        if result.problem is not None:
-            rest = data[(result.problem_offset or 0) - data_offset :]
-            torn = result.problem.code in ("torn_tail", "unparseable") and b"\n" not in rest[:-1]
-            if not torn or head["sequence"] > result.last_sequence:
-                problem = result.problem
-                raise AuditIntegrityError(f"refusing to append: {problem.reason}", sequence=problem.sequence)
-            cut = result.problem_offset
-        start = result.open_append
-        if start is not None:
-            if head["sequence"] > start.last_sequence:  # the head is only written once an append is whole
-                raise AuditIntegrityError(
-                    f"refusing to append: the head file records sequence {head['sequence']}, inside an "
-                    "append that did not finish",
-                    sequence=start.last_sequence + 1,
-                )
-            for sequence in range(start.last_sequence + 1, result.last_sequence + 1):
-                state.recent.pop(sequence, None)
-            result.roll_back(start)
-            cut = start.end
-        return cut
-
-    def _check_head(self, state: StoreState, head: Mapping[str, Any]) -> None:
-        last, digest = state.scan.last_sequence, state.scan.last_hash
-        if head["sequence"] > last:
+    def _read_head(self, state: StoreState, result: ScanResult | None = None) -> dict[str, Any]:
+        last = (result or state.scan).last_sequence
+        head, why = read_head_at(self.head_path)
+        if head is None:
             raise AuditIntegrityError(
-                f"log ends at sequence {last} but the head file records {head['sequence']}: "
-                "records were removed from the end",
+                f"{why}; refusing to append: without it, removal of records after sequence "
+                f"{last} could not be detected",
                 sequence=last + 1,
             )
-        if head["sequence"] == last:
-            if head["hash"] != digest:
-                raise AuditIntegrityError("last record does not match the head file (rewritten)", sequence=last)
-            return
-        known = state.recent.get(head["sequence"])
-        if head["sequence"] == 0:
-            known = GENESIS_HASH
-        if known is not None and known != head["hash"]:
-            raise AuditIntegrityError(
-                f"record {head['sequence']} does not match the head file (rewritten)",
-                sequence=head["sequence"],
-            )
-        # A crash between the log fsync and the head update: normal, but recorded.
-        body: dict[str, Any] = {
-            "kind": "head_behind",
-            "head_sequence": head["sequence"],
-            "head_hash": head["hash"],
-        }
-        if known is not None:
-            body["head_matched"] = True
-        log.warning("audit: head file lagged at %d behind record %d; resynced", head["sequence"], last)
-        self.recovered.append(self.write(state, "recovery", body))
+        return head
 
     def _quarantine_tail(self, state: StoreState, torn: bytes) -> None:
         move_to_quarantine(self.directory, state.scan.last_sequence, state.scan.end, torn)

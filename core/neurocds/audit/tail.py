@@ -17,6 +17,7 @@ A record damaged before the window is not seen here: ``neurocds audit verify``
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,18 +34,28 @@ TAIL_WINDOW = 64 * 1024  # bytes before the head's offset whose records are chec
 _MAX_WINDOW = 64 * 1024 * 1024  # a window this large and still without two lines: scan it all
 
 
+def head_bytes(sequence: int, digest: str, index: Mapping[str, Any] | None = None) -> bytes:
+    """The head file's content naming record ``sequence`` (see :func:`write_head`)."""
+    return canonical_json({**(index or {}), "sequence": sequence, "hash": digest, "updated_at": utc_now()})
+
+
 def write_head(directory: Path, sequence: int, digest: str, index: Mapping[str, Any] | None = None) -> None:
     """Rewrite the head file: the last record's sequence and hash, and ``index``
     (:meth:`StoreState.head_index`: where that record ends, and the last checkpoint)."""
+    write_head_file(directory / HEAD_NAME, head_bytes(sequence, digest, index))
+
+
+def write_head_file(path: Path | str, data: bytes) -> None:
+    """Put ``data`` (from :func:`head_bytes`) in the head file at ``path``, or in the pending head."""
     # A head that lags after a crash is tolerated (and recorded on the next append), so
     # the head is not fsynced: the records are, before this, and one fsync per group
     # commit instead of two is what lets the log take thousands of decisions/s. It is
     # rewritten in place as one 512-byte block (a rename cost more than the fsync it
     # saves): a block-sized write lands whole or not at all, so a power loss leaves
-    # the old head or the new one. A head too long for one block (many quarantined
-    # files) is replaced by a rename instead.
-    data = canonical_json({**(index or {}), "sequence": sequence, "hash": digest, "updated_at": utc_now()})
-    path = directory / HEAD_NAME
+    # the old head or the new one. Other processes read it meanwhile (group commit
+    # publishes it outside the append lock): the write holds an exclusive flock, the
+    # reads (:func:`neurocds.audit.chain.read_whole`) a shared one. A head too long for
+    # one block (many quarantined files) is replaced by a rename instead.
     if len(data) < HEAD_BLOCK:
         block = data.ljust(HEAD_BLOCK - 1) + b"\n"
         try:
@@ -54,12 +65,13 @@ def write_head(directory: Path, sequence: int, digest: str, index: Mapping[str, 
         if fd >= 0:
             try:
                 if os.fstat(fd).st_size == HEAD_BLOCK:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
                     os.pwrite(fd, block, 0)
                     return
             finally:
-                os.close(fd)
+                os.close(fd)  # closing releases the flock
         data = block[:-1]
-    replace_durably(path, data + b"\n", sync_directory=False)  # a lagging head is tolerated (above)
+    replace_durably(Path(path), data + b"\n", sync_directory=False)  # a lagging head is tolerated (above)
 
 
 def _read(fd: int, start: int, end: int) -> bytes:

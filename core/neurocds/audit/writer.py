@@ -16,8 +16,9 @@ from typing import Any
 
 from neurocds.audit import privacy, settings
 from neurocds.audit.compact import node_keys
+from neurocds.audit.durable import Flush
 from neurocds.audit.errors import AuditError
-from neurocds.audit.group_commit import GroupCommit
+from neurocds.audit.group_commit import GroupCommit, Written
 from neurocds.audit.records import cards_body, decision_body, feedback_body, rejection_body, violation_dict
 from neurocds.audit.segments import roll_due
 from neurocds.audit.settings import AUDIT_DIR_ENV
@@ -298,29 +299,51 @@ class AuditLog:
             [(r.type, r.body, node_keys(r.body) if r.type == "decision" else None) for r in records]
         )
 
-    def _commit(self, groups: list[list[Item]]) -> list[list[Appended] | AuditError]:
-        """Write a batch of appends (group commit): one lock, one check of the chain, one fsync."""
+    def _commit(self, groups: list[list[Item]]) -> Written[list[Appended]]:
+        """Write a batch of appends (group commit): one append lock, one check of the chain, one
+        write; the fsync that makes them durable runs after the lock is released, and may be
+        shared with other threads' and processes' appends (see :mod:`neurocds.audit.durable`)."""
         with self._thread_lock, self._store.locked():
             state = self._store.sync()
-            outcomes = self._store.write_groups(state, groups)
-            if self._store.state is None:
-                return outcomes  # a write failed: what is on disk is unknown until the next sync
-            every = self.checkpoint_every
-            if (
-                every
-                and self._signing_key is not None
-                and state.scan.last_sequence - state.last_checkpoint_seq >= every
-            ):
+            outcomes, flush = self._store.write_groups_staged(state, groups)
+            if flush is None:
+                return Written(outcomes)  # nothing written, or a write failed: what is on disk is unknown
+            try:
+                every = self.checkpoint_every
+                checkpoint = bool(every and self._signing_key is not None
+                                  and state.scan.last_sequence - state.last_checkpoint_seq >= every)  # fmt: skip
+                reason = roll_due(self.directory, state, self.segment_bytes, self.segment_daily)
+                if not checkpoint and reason is None:
+                    return Written(outcomes, lambda: self._finish(flush))
+                # Durable now, under the lock: a checkpoint never signs records whose fsync failed.
+                try:
+                    self._store.make_durable(flush)
+                except AuditError as exc:
+                    self._store.cut_back(flush)
+                    return Written([o if isinstance(o, AuditError) else exc for o in outcomes])
+            except BaseException:
+                flush.release()
+                raise
+            if checkpoint and self._signing_key is not None:
                 try:
                     self._store.write_checkpoint(state, self._signing_key)
                 except (AuditError, OSError) as exc:
                     # The batch's records are on disk: its callers must hear success. The checkpoint
                     # is still due, so the next append tries it again.
                     log.warning("audit: checkpoint not written, will retry: %s", type(exc).__name__)
-            reason = roll_due(self.directory, state, self.segment_bytes, self.segment_daily)
-            if reason is not None:
-                self._roll(state, reason)
-            return outcomes
+            if reason is not None and self._store.state is not None:
+                self._roll(self._store.state, reason)
+            return Written(outcomes)
+
+    def _finish(self, flush: Flush) -> None:
+        """Make a written batch durable (outside the append lock); if that fails, take its
+        records back off the log's end when nobody has chained on them yet."""
+        try:
+            self._store.make_durable(flush)
+        except AuditError:
+            with self._thread_lock, self._store.locked():
+                self._store.cut_back(flush)
+            raise
 
     def _roll(self, state: StoreState, reason: str) -> None:
         try:
