@@ -219,25 +219,27 @@ class Engine:
                 with_pack = [*self.rules, *rules]
                 own_computing = pack.namespaces if find_impl(self.pm, "neurocds_compute_facts", pack.plugin) else []
                 # Compile and order with this pack's rules added, so a bad rule or a rule cycle
-                # is blamed on the pack that brings it (the compile is skipped for packs that,
-                # by content hash and in this order, compiled before).
-                compiles = LoadCache.key(
-                    b"compiles", checked_key.encode(), repr(self._durable_caps).encode(),
+                # is blamed on the pack that brings it. Both verdicts depend only on these rules,
+                # so both are skipped for packs that, by content hash and in this order, passed before.
+                checks = LoadCache.key(
+                    b"compiles and orders", checked_key.encode(), repr(self._durable_caps).encode(),
                     *(p.sha256.encode() for p in [*self.packs, pack]),
                 )  # fmt: skip
-                if cache.get("compile-checks", compiles) is None:
+                checked_before = cache.get("compile-checks", checks) is not None
+                if not checked_before:
                     compile_rules(with_pack, self._durable_caps)
-                    cache.put("compile-checks", compiles, {"compiled": True})
                 check_references(
                     pack.name,
                     builder.references,
                     concluded | {concluded_key(r) for r in rules},
                     [*computing, *own_computing],
                 )
-                try:
-                    dependency_order(with_pack, concluders_of(with_pack))
-                except PackLoadError as exc:
-                    raise PackLoadError(str(exc).split(" (pack ")[0], pack=pack.name, file=rules[0].file) from None
+                if not checked_before:
+                    try:
+                        dependency_order(with_pack, concluders_of(with_pack))
+                    except PackLoadError as exc:
+                        raise PackLoadError(str(exc).split(" (pack ")[0], pack=pack.name, file=rules[0].file) from None
+                    cache.put("compile-checks", checks, {"compiled": True, "ordered": True})
             except PackLoadError as exc:
                 self._fail(pack, exc, kind="pack_skipped" if blocked else "pack_load")
                 failed.add(pack.name)

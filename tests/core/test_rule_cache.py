@@ -211,19 +211,17 @@ def test_each_rule_file_is_read_once_and_the_pack_hash_is_of_the_bytes_that_load
         assert len(reads) == 1
         (pack,) = [p for p in engine.packs if p.name == "rr"]
         assert [r.id for r in engine.rules if r.pack == "rr"] == ["rr.first"]
-        assert pack.sha256 == content_hash(pack, [RuleFile(path, {}, first, "")])
+        assert pack.sha256 == content_hash(pack, [RuleFile(path, {}, first)])
 
 
-def test_read_rule_file_returns_the_digest_of_the_bytes_it_parsed(tmp_path):
-    import hashlib
-
+def test_read_rule_file_returns_the_bytes_it_parsed(tmp_path):
     from neurocds.rules.ruleset import read_rule_file
 
     plugin = inline_pack(tmp_path, "rd", "rd", [rule("rd.x", LEG)])
     (path,) = plugin.neurocds_register_packs()[0].rule_files
-    read = read_rule_file(path, "rd", LoadCache(tmp_path / "cache"))
-    assert read.data == path.read_bytes() and read.sha256 == hashlib.sha256(read.data).hexdigest()
-    assert read.doc["rules"][0]["id"] == "rd.x"
+    for cache in (LoadCache(tmp_path / "cache"), LoadCache(tmp_path / "cache"), None):  # cold, warm, none
+        read = read_rule_file(path, "rd", cache)
+        assert read.data == path.read_bytes() and read.doc["rules"][0]["id"] == "rd.x"
 
 
 def test_the_key_covers_the_versions_of_the_parsing_and_checking_libraries(tmp_path):
@@ -258,3 +256,29 @@ def test_a_library_upgrade_misses_every_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "library_versions", lambda: b"PyYAML 99.0\njsonschema 99.0")
     engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     assert engine.load_cache.hits == 0
+
+
+CYCLE = [
+    rule("cy.a", {"all": [LEG, {"derived": "cy.b"}]}, derive="cy.a"),
+    rule("cy.b", {"all": [LEG, {"derived": "cy.a"}]}, derive="cy.b"),
+]
+
+
+def test_a_rule_cycle_is_never_marked_and_still_blamed(tmp_path):
+    """The compile-check mark also stands for the rule-order check: a cycle must never earn it."""
+    for _ in range(2):
+        with pytest.raises(PackLoadError, match="cycle") as info:
+            Engine(plugins=[("cy", inline_pack(tmp_path / "p", "cy", "cy", CYCLE))], entry_points=False, cache=tmp_path)
+        assert info.value.pack == "cy"
+    assert not entries(tmp_path, "compile-checks")
+
+
+def test_a_rule_file_edited_into_a_cycle_is_checked_again_despite_the_warm_cache(tmp_path):
+    fine = [rule("cy.a", LEG, derive="cy.a"), CYCLE[1]]
+    plugin = inline_pack(tmp_path / "p", "cy", "cy", fine)
+    for _ in range(2):
+        engine = Engine(plugins=[("cy", plugin)], entry_points=False, cache=tmp_path / "c")
+    assert engine.load_cache.misses == 0 and len(entries(tmp_path / "c", "compile-checks")) == 1
+    edited = inline_pack(tmp_path / "p", "cy", "cy", CYCLE)  # the same file, now with a cycle
+    with pytest.raises(PackLoadError, match="cycle"):
+        Engine(plugins=[("cy", edited)], entry_points=False, cache=tmp_path / "c")
