@@ -24,9 +24,8 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib import import_module
-from typing import Any
+from typing import Any, NamedTuple
 
 INFO_SUFFIXES = (".dist-info", ".egg-info")
 # The grammar importlib.metadata.EntryPoint.load applies to a value (``module:attr [extras]``).
@@ -42,12 +41,22 @@ def normalize(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True)
 class Distribution:
-    """One metadata folder (``*.dist-info`` / ``*.egg-info``) found on ``sys.path``."""
+    """One metadata folder (``*.dist-info`` / ``*.egg-info``) found on ``sys.path``.
 
-    path: str
-    folder_name: str  # the normalised name its folder's name gives, used to find it by name
+    A plain class, as :class:`EntryPoint` is a named tuple: a dataclass costs ~3 M
+    instructions to create at import, a noticeable share of a start.
+    """
+
+    __slots__ = ("_headers", "folder_name", "path")
+
+    def __init__(self, path: str, folder_name: str) -> None:
+        self.path = path
+        self.folder_name = folder_name  # the normalised name its folder's name gives, to find it by name
+        self._headers: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Distribution({self.path!r})"
 
     def read_text(self, filename: str) -> str | None:
         try:
@@ -56,9 +65,11 @@ class Distribution:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
             return None
 
-    @functools.cached_property
+    @property
     def headers(self) -> dict[str, str]:
         """The first value of each header of ``METADATA`` (or ``PKG-INFO``), by lower-case name."""
+        if self._headers is not None:
+            return self._headers
         text = self.read_text("METADATA") or self.read_text("PKG-INFO") or self.read_text("") or ""
         found: dict[str, str] = {}
         for line in text.splitlines():
@@ -69,6 +80,7 @@ class Distribution:
             key, colon, value = line.partition(":")
             if colon:
                 found.setdefault(key.strip().lower(), value.lstrip(" \t").rstrip("\r\n"))
+        self._headers = found
         return found
 
     @property
@@ -100,8 +112,7 @@ class Distribution:
                 yield EntryPoint(name.strip(), value.strip(), group, self)
 
 
-@dataclass(frozen=True)
-class EntryPoint:
+class EntryPoint(NamedTuple):
     """An entry point as ``importlib.metadata.EntryPoint`` has it: ``name = value`` in ``group``."""
 
     name: str
