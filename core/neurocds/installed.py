@@ -48,12 +48,21 @@ class Distribution:
     instructions to create at import, a noticeable share of a start.
     """
 
-    __slots__ = ("_headers", "folder_name", "path")
+    __slots__ = ("_headers", "folder", "in_egg", "path")
 
-    def __init__(self, path: str, folder_name: str) -> None:
+    def __init__(self, path: str, folder: str, *, in_egg: bool = False) -> None:
         self.path = path
-        self.folder_name = folder_name  # the normalised name its folder's name gives, to find it by name
+        self.folder = folder  # the metadata folder's own name
+        self.in_egg = in_egg  # the EGG-INFO folder of an ``*.egg`` folder on sys.path
         self._headers: dict[str, str] | None = None
+
+    @property
+    def folder_name(self) -> str:
+        """The name ``importlib.metadata`` finds this folder by (normalised; an egg's in legacy form)."""
+        if self.in_egg:
+            egg = os.path.basename(os.path.dirname(self.path)).lower()
+            return egg.rpartition(".")[0].partition("-")[0].replace("-", "_")
+        return normalize(self.folder.lower().rpartition(".")[0].partition("-")[0])
 
     def __repr__(self) -> str:
         return f"Distribution({self.path!r})"
@@ -94,20 +103,24 @@ class Distribution:
     @property
     def unique_name(self) -> str:
         """What ``importlib.metadata`` tells distributions apart by: the folder's name, else ``Name``."""
-        base, ext = os.path.splitext(os.path.basename(self.path))
+        base, ext = os.path.splitext(self.folder)
         if ext in INFO_SUFFIXES:
             return normalize(base.partition("-")[0])
         return normalize(self.name or "")
 
-    def entry_points(self) -> Iterator[EntryPoint]:
+    def entry_points(self, wanted: str) -> Iterator[EntryPoint]:
+        """The entry points of group ``wanted`` (a file without that section header is not parsed)."""
+        text = self.read_text("entry_points.txt")
+        if not text or f"[{wanted}]" not in text:
+            return
         group = None
-        for line in (self.read_text("entry_points.txt") or "").splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
             if line.startswith("[") and line.endswith("]"):
                 group = line.strip("[]")
-            elif group is not None:
+            elif group == wanted:
                 name, _, value = line.partition("=")
                 yield EntryPoint(name.strip(), value.strip(), group, self)
 
@@ -147,14 +160,11 @@ def distributions() -> Iterator[Distribution]:
             children = os.listdir(entry or ".")
         except OSError:
             continue
-        base = os.path.basename(entry).lower()
+        in_egg = os.path.basename(entry).lower().endswith(".egg")
         for child in children:
             low = child.lower()
-            if low.endswith(INFO_SUFFIXES):
-                yield Distribution(os.path.join(entry, child), normalize(low.rpartition(".")[0].partition("-")[0]))
-            elif base.endswith(".egg") and low == "egg-info":
-                legacy = base.rpartition(".")[0].partition("-")[0].replace("-", "_")
-                yield Distribution(os.path.join(entry, child), legacy)
+            if low.endswith(INFO_SUFFIXES) or (in_egg and low == "egg-info"):
+                yield Distribution(os.path.join(entry, child), child, in_egg=not low.endswith(INFO_SUFFIXES))
 
 
 def entry_points(group: str) -> list[EntryPoint]:
@@ -166,10 +176,10 @@ def entry_points(group: str) -> list[EntryPoint]:
     seen: set[str] = set()
     found: list[EntryPoint] = []
     for dist in distributions():
-        if dist.unique_name in seen:
-            continue
-        seen.add(dist.unique_name)
-        found.extend(ep for ep in dist.entry_points() if ep.group == group)
+        unique = dist.unique_name
+        if unique not in seen:
+            seen.add(unique)
+            found.extend(dist.entry_points(group))
     return found
 
 
