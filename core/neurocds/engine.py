@@ -21,7 +21,7 @@ from neurocds.factschema import compose_validator
 from neurocds.result import DISCLAIMER, EvaluationClock, Result, new_evaluation_id
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
-from neurocds.rules.compiler import compile_rules
+from neurocds.rules.compiler import compile_cached, compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, WALL_LIMIT_FACTOR, Budget, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
@@ -118,7 +118,7 @@ class Engine:
         self.backend_note = "" if ok else reason
         self.verify = verify and backend == "durable"
         # No cap check here: _load_rules checked these very rules (the last pack's prefix).
-        self.compiled = compile_rules(self.rules, durable_caps=False)
+        self.compiled = compile_cached(self.rules, *self._compiled_key)
         self.reference = ReferenceEvaluator(self.rules)
         self.durable = None
         if backend == "durable":
@@ -248,6 +248,9 @@ class Engine:
             self.rules.extend(rules)
             concluded.update(concluded_key(r) for r in rules)
             computing.extend(own_computing)
+        # The loaded packs' rules are built from their content (hashes, in order) and the schema.
+        packs_key = LoadCache.key(b"compiled", checked_key.encode(), *(p.sha256.encode() for p in self.packs))
+        self._compiled_key = (cache, packs_key)
 
     def _open_audit(self, audit_dir: str | Path | None, options: Mapping[str, Any] | None) -> Any:
         if audit_dir is None:

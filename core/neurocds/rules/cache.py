@@ -1,11 +1,12 @@
 """A per-user cache of what an engine checked at load, so the next one starts without checking it again.
 
-What is stored is data, never code: one JSON file per entry. Two kinds today:
+What is stored is data, never code: one JSON file per entry. The kinds:
 ``rule-files``, each rule-file document exactly as YAML/JSON parsing produced it and
 ``schemas/ruleset.schema.json`` accepted it; ``schemas``, a mark that one composed
 facts schema passed the JSON Schema meta-schema check; and ``compile-checks``, a mark
 that one sequence of packs (by content hash) compiled and its rules have an order (no
-cycle). An entry's key is a SHA-256
+cycle); ``compiled``, the compiled ruleset of one sequence of packs (by content hash), all
+but its rules (rebuilt from the rule files). An entry's key is a SHA-256
 over everything the stored answer depends on: the neurocds version, the source of
 the code that checks (``neurocds.rules``, ``neurocds.facts`` and the reference
 backend's rule ordering, so an edited checkout
@@ -59,7 +60,7 @@ def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
     return root / "neurocds"
 
 
-KINDS = ("rule-files", "schemas", "compile-checks")
+KINDS = ("rule-files", "schemas", "compile-checks", "compiled")
 
 
 class LoadCache:
