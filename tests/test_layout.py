@@ -23,7 +23,7 @@ ROOTS = {"neurocds": REPO / "core" / "neurocds", "neurocds_packs": REPO / "plugi
 # Bottom first. Each layer is a list of sibling groups; a module belongs to the
 # group whose name is its longest matching prefix.
 LAYERS: list[list[str]] = [
-    ["neurocds.errors", "neurocds.resources", "neurocds.hookspecs", "neurocds.version"],
+    ["neurocds.errors", "neurocds.resources", "neurocds.hookspecs", "neurocds.version", "neurocds.installed"],
     ["neurocds.facts"],
     ["neurocds.rules"],
     ["neurocds.backends"],

@@ -21,7 +21,7 @@ from neurocds.factschema import compose_validator
 from neurocds.result import DISCLAIMER, EvaluationClock, Result, new_evaluation_id
 from neurocds.rules import packs as packs_mod
 from neurocds.rules.cache import LoadCache
-from neurocds.rules.compiler import compile_rules
+from neurocds.rules.compiler import compile_cached, compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, WALL_LIMIT_FACTOR, Budget, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
 from neurocds.rules.packs import (
@@ -110,7 +110,7 @@ class Engine:
         self.backend_note = reason
         self.verify = verify and backend == "durable"
         # No cap check here: _load_rules checked these very rules (the last pack's prefix).
-        self.compiled = compile_rules(self.rules, durable_caps=False)
+        self.compiled = compile_cached(self.rules, *self._compiled_key)
         self.reference = ReferenceEvaluator(self.rules)
         self.durable = None
         if backend == "durable":
@@ -208,15 +208,15 @@ class Engine:
                 with_pack = [*self.rules, *rules]
                 own_computing = pack.namespaces if find_impl(self.pm, "neurocds_compute_facts", pack.plugin) else []
                 # Compile and order with this pack's rules added, so a bad rule or a rule cycle
-                # is blamed on the pack that brings it (the compile is skipped for packs that,
-                # by content hash and in this order, compiled before).
-                compiles = LoadCache.key(
-                    b"compiles", checked_key.encode(), repr(self._durable_caps).encode(),
+                # is blamed on the pack that brings it. Both verdicts depend only on these rules,
+                # so both are skipped for packs that, by content hash and in this order, passed before.
+                checks = LoadCache.key(
+                    b"compiles and orders", checked_key.encode(), repr(self._durable_caps).encode(),
                     *(p.sha256.encode() for p in [*self.packs, pack]),
                 )  # fmt: skip
-                if cache.get("compile-checks", compiles) is None:
+                checked_before = cache.get("compile-checks", checks) is not None
+                if not checked_before:
                     compile_rules(with_pack, self._durable_caps)
-                    cache.put("compile-checks", compiles, {"compiled": True})
                 check_detailed_findings(pack.name, pack.record.detailed_findings, rules)
                 check_references(
                     pack.name,
@@ -224,10 +224,12 @@ class Engine:
                     concluded | {concluded_key(r) for r in rules},
                     [*computing, *own_computing],
                 )
-                try:
-                    dependency_order(with_pack, concluders_of(with_pack))
-                except PackLoadError as exc:
-                    raise PackLoadError(str(exc).split(" (pack ")[0], pack=pack.name, file=rules[0].file) from None
+                if not checked_before:
+                    try:
+                        dependency_order(with_pack, concluders_of(with_pack))
+                    except PackLoadError as exc:
+                        raise PackLoadError(str(exc).split(" (pack ")[0], pack=pack.name, file=rules[0].file) from None
+                    cache.put("compile-checks", checks, {"compiled": True, "ordered": True})
             except PackLoadError as exc:
                 self._fail(pack, exc, kind="pack_skipped" if blocked else "pack_load")
                 failed.add(pack.name)
@@ -236,6 +238,9 @@ class Engine:
             self.rules.extend(rules)
             concluded.update(concluded_key(r) for r in rules)
             computing.extend(own_computing)
+        # The loaded packs' rules are built from their content (hashes, in order) and the schema.
+        packs_key = LoadCache.key(b"compiled", checked_key.encode(), *(p.sha256.encode() for p in self.packs))
+        self._compiled_key = (cache, packs_key)
 
     def _open_audit(self, audit_dir: str | Path | None, options: Mapping[str, Any] | None) -> Any:
         if audit_dir is None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from neurocds import Engine, PackLoadError
-from neurocds.rules.cache import LoadCache, default_cache_dir
-from neurocds.rules.compiler import CompileError
+from neurocds.rules.cache import KINDS, LoadCache, default_cache_dir
+from neurocds.rules.compiler import CompileError, compile_rules
 from neurocds.testing import inline_pack, rule
 from neurocds_packs import BUILTIN_PACKS
 
@@ -36,11 +37,13 @@ def entries(folder: Path, kind: str = "rule-files") -> list[Path]:
 def test_second_engine_reads_every_rule_file_from_the_cache_and_answers_the_same(tmp_path):
     cold = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     files = sum(len(p.rule_files) for p in cold.packs)
-    # Every rule file, the composed facts schema's meta-schema check, and each pack's compile check.
-    checks = files + 1 + len(BUILTIN_PACKS)
+    # Every rule file, the composed facts schema's meta-schema check, each pack's compile check
+    # and the compiled ruleset of them all.
+    checks = files + 1 + len(BUILTIN_PACKS) + 1
     assert (cold.load_cache.hits, cold.load_cache.misses) == (0, checks)
     assert len(entries(tmp_path)) == files and len(entries(tmp_path, "schemas")) == 1
     assert len(entries(tmp_path, "compile-checks")) == len(BUILTIN_PACKS)
+    assert len(entries(tmp_path, "compiled")) == 1
     warm = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     assert (warm.load_cache.hits, warm.load_cache.misses) == (checks, 0)
     uncached = Engine(packs=BUILTIN_PACKS, cache=False, **SLACK)
@@ -62,7 +65,7 @@ def test_second_engine_reads_every_rule_file_from_the_cache_and_answers_the_same
 )
 def test_a_damaged_entry_is_ignored_and_rebuilt(tmp_path, damage):
     Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
-    for kind in ("rule-files", "schemas", "compile-checks"):
+    for kind in KINDS:
         for entry in entries(tmp_path, kind):
             entry.write_text(damage(entry.read_text()))
     rebuilt = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
@@ -132,7 +135,7 @@ def test_the_cache_can_be_turned_off_and_placed(tmp_path, monkeypatch):
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
 def test_a_folder_others_may_write_to_is_not_used(tmp_path):
     Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
-    for kind in ("rule-files", "schemas", "compile-checks"):
+    for kind in KINDS:
         (tmp_path / kind).chmod(0o777)
     engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     assert engine.load_cache.hits == 0
@@ -160,9 +163,10 @@ def test_the_schema_mark_is_per_composed_schema(tmp_path):
 
     engine({"type": "object", "properties": {"score": {"type": "integer"}}})
     again = engine({"type": "object", "properties": {"score": {"type": "integer"}}})
-    assert (again.load_cache.hits, again.load_cache.misses) == (3, 0)  # its rule file, schema and compile
+    # Its rule file, schema, compile check and compiled ruleset.
+    assert (again.load_cache.hits, again.load_cache.misses) == (4, 0)
     other = engine({"type": "object", "properties": {"score": {"type": "number"}}})
-    assert (other.load_cache.hits, other.load_cache.misses) == (1, 2)  # the rule file only
+    assert (other.load_cache.hits, other.load_cache.misses) == (1, 3)  # the rule file only
     assert len(entries(tmp_path / "c", "schemas")) == 2
 
 
@@ -211,19 +215,17 @@ def test_each_rule_file_is_read_once_and_the_pack_hash_is_of_the_bytes_that_load
         assert len(reads) == 1
         (pack,) = [p for p in engine.packs if p.name == "rr"]
         assert [r.id for r in engine.rules if r.pack == "rr"] == ["rr.first"]
-        assert pack.sha256 == content_hash(pack, [RuleFile(path, {}, first, "")])
+        assert pack.sha256 == content_hash(pack, [RuleFile(path, {}, first)])
 
 
-def test_read_rule_file_returns_the_digest_of_the_bytes_it_parsed(tmp_path):
-    import hashlib
-
+def test_read_rule_file_returns_the_bytes_it_parsed(tmp_path):
     from neurocds.rules.ruleset import read_rule_file
 
     plugin = inline_pack(tmp_path, "rd", "rd", [rule("rd.x", LEG)])
     (path,) = plugin.neurocds_register_packs()[0].rule_files
-    read = read_rule_file(path, "rd", LoadCache(tmp_path / "cache"))
-    assert read.data == path.read_bytes() and read.sha256 == hashlib.sha256(read.data).hexdigest()
-    assert read.doc["rules"][0]["id"] == "rd.x"
+    for cache in (LoadCache(tmp_path / "cache"), LoadCache(tmp_path / "cache"), None):  # cold, warm, none
+        read = read_rule_file(path, "rd", cache)
+        assert read.data == path.read_bytes() and read.doc["rules"][0]["id"] == "rd.x"
 
 
 def test_the_key_covers_the_versions_of_the_parsing_and_checking_libraries(tmp_path):
@@ -258,3 +260,57 @@ def test_a_library_upgrade_misses_every_entry(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "library_versions", lambda: b"PyYAML 99.0\njsonschema 99.0")
     engine = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
     assert engine.load_cache.hits == 0
+
+
+CYCLE = [
+    rule("cy.a", {"all": [LEG, {"derived": "cy.b"}]}, derive="cy.a"),
+    rule("cy.b", {"all": [LEG, {"derived": "cy.a"}]}, derive="cy.b"),
+]
+
+
+def test_a_rule_cycle_is_never_marked_and_still_blamed(tmp_path):
+    """The compile-check mark also stands for the rule-order check: a cycle must never earn it."""
+    for _ in range(2):
+        with pytest.raises(PackLoadError, match="cycle") as info:
+            Engine(plugins=[("cy", inline_pack(tmp_path / "p", "cy", "cy", CYCLE))], entry_points=False, cache=tmp_path)
+        assert info.value.pack == "cy"
+    assert not entries(tmp_path, "compile-checks")
+
+
+def test_a_rule_file_edited_into_a_cycle_is_checked_again_despite_the_warm_cache(tmp_path):
+    fine = [rule("cy.a", LEG, derive="cy.a"), CYCLE[1]]
+    plugin = inline_pack(tmp_path / "p", "cy", "cy", fine)
+    for _ in range(2):
+        engine = Engine(plugins=[("cy", plugin)], entry_points=False, cache=tmp_path / "c")
+    assert engine.load_cache.misses == 0 and len(entries(tmp_path / "c", "compile-checks")) == 1
+    edited = inline_pack(tmp_path / "p", "cy", "cy", CYCLE)  # the same file, now with a cycle
+    with pytest.raises(PackLoadError, match="cycle"):
+        Engine(plugins=[("cy", edited)], entry_points=False, cache=tmp_path / "c")
+
+
+def compiled_parts(compiled: Any) -> dict[str, Any]:
+    names = ("definition", "rule_of", "referenced", "input_paths", "derived_kinds", "json")
+    return {name: getattr(compiled, name) for name in names}
+
+
+def test_the_compiled_ruleset_from_the_cache_is_the_one_a_compile_gives(tmp_path):
+    cold = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
+    warm = Engine(packs=BUILTIN_PACKS, cache=tmp_path, **SLACK)
+    assert len(entries(tmp_path, "compiled")) == 1 and warm.load_cache.misses == 0
+    fresh = compile_rules(warm.rules, durable_caps=False)
+    assert compiled_parts(warm.compiled) == compiled_parts(fresh) == compiled_parts(cold.compiled)
+    assert warm.compiled.rules is warm.rules
+    assert answer(warm) == answer(Engine(packs=BUILTIN_PACKS, cache=False, **SLACK))
+
+
+def test_an_edited_rule_file_is_compiled_again_despite_the_warm_cache(tmp_path):
+    def engine(threshold: int) -> Engine:
+        when = {"fact": "strength.left_leg", "lte": threshold}
+        plugin = inline_pack(tmp_path / "p", "ed", "ed", [rule("ed.weak", when)])
+        return Engine(plugins=[("ed", plugin)], entry_points=False, cache=tmp_path / "c")
+
+    first = engine(4)
+    edited = engine(3)  # the same file, another threshold
+    assert edited.compiled.definition != first.compiled.definition
+    assert compiled_parts(edited.compiled) == compiled_parts(compile_rules(edited.rules, durable_caps=False))
+    assert len(entries(tmp_path / "c", "compiled")) == 2

@@ -20,7 +20,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from importlib.metadata import entry_points
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -29,6 +28,7 @@ import pluggy
 from neurocds import hookspecs
 from neurocds.errors import PackLoadError
 from neurocds.fhir.mapping import MappingTableError, read_table
+from neurocds.installed import entry_points
 from neurocds.rules.hook_answers import checked_call, unwrap
 from neurocds.rules.hooks import HookFailure, HookRunner
 from neurocds.rules.packs import call_impl, find_impl, import_plugin, parse_allowlist, register_vetted
@@ -72,7 +72,7 @@ def default_mapping_paths(
     pm.add_hookspecs(hookspecs)
     failures: list[MappingSourceFailure] = []
     paths: list[Path] = []
-    group = entry_points(group=hookspecs.FHIR_MAPS_ENTRY_POINT_GROUP)
+    group = entry_points(hookspecs.FHIR_MAPS_ENTRY_POINT_GROUP)
     for ep in sorted(group, key=lambda e: (e.name, e.value)):
         if allowed is not None and ep.name not in allowed:
             continue

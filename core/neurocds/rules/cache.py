@@ -1,12 +1,15 @@
 """A per-user cache of what an engine checked at load, so the next one starts without checking it again.
 
-What is stored is data, never code: one JSON file per entry. Two kinds today:
+What is stored is data, never code: one JSON file per entry. The kinds:
 ``rule-files``, each rule-file document exactly as YAML/JSON parsing produced it and
 ``schemas/ruleset.schema.json`` accepted it; ``schemas``, a mark that one composed
 facts schema passed the JSON Schema meta-schema check; and ``compile-checks``, a mark
-that one sequence of packs (by content hash) compiled. An entry's key is a SHA-256
+that one sequence of packs (by content hash) compiled and its rules have an order (no
+cycle); ``compiled``, the compiled ruleset of one sequence of packs (by content hash), all
+but its rules (rebuilt from the rule files). An entry's key is a SHA-256
 over everything the stored answer depends on: the neurocds version, the source of
-the code that checks (``neurocds.rules`` and ``neurocds.facts``, so an edited checkout
+the code that checks (``neurocds.rules``, ``neurocds.facts`` and the reference
+backend's rule ordering, so an edited checkout
 never reuses a verdict of other code) and the versions of the libraries it uses to
 parse and check (PyYAML, jsonschema and its meta-schemas and resolver), and for a rule file the bytes of the ruleset
 schema, the file's suffix and its bytes. A hit proves the bytes being loaded are the
@@ -57,7 +60,7 @@ def default_cache_dir(environ: Mapping[str, str] = os.environ) -> Path | None:
     return root / "neurocds"
 
 
-KINDS = ("rule-files", "schemas", "compile-checks")
+KINDS = ("rule-files", "schemas", "compile-checks", "compiled")
 
 
 class LoadCache:
@@ -152,9 +155,11 @@ class LoadCache:
 def _code_fingerprint() -> bytes:
     """SHA-256 of the source of the modules whose verdicts are stored (read once per process)."""
     digest = hashlib.sha256()
-    for folder in (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "facts"):
-        for source in sorted(folder.glob("*.py")):
-            digest.update(source.name.encode() + b"\0" + source.read_bytes())
+    package = Path(__file__).resolve().parent.parent
+    # The rule-order check of a compile-check entry is the reference backend's dependency_order.
+    sources = [*sorted((package / "rules").glob("*.py")), *sorted((package / "facts").glob("*.py"))]
+    for source in [*sources, package / "backends" / "reference.py"]:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return digest.digest()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from neurocds.errors import PackLoadError
 from neurocds.rules.alpha_network import MAX_HASH_CHILDREN, first_overflow
+from neurocds.rules.cache import LoadCache
 from neurocds.rules.conditions import (
     NEGATED_OP,
     All,
@@ -116,10 +117,48 @@ class CompiledRuleset:
     referenced: set[tuple[str, str, Any]] = field(default_factory=set)
     input_paths: list[tuple[str, ...]] = field(default_factory=list)
     derived_kinds: dict[str, str] = field(default_factory=dict)  # derived-fact name -> value_kind()
+    encoded: str = ""  # the definition as durable_rules reads it, when already known (a cache hit)
 
     @property
     def json(self) -> str:
-        return encode(self.definition)
+        return self.encoded or encode(self.definition)
+
+    def to_cache(self) -> dict[str, Any]:
+        """Everything but ``rules`` as plain JSON data (the cache's round trip check refuses anything else)."""
+        return {
+            "definition": self.definition,
+            "encoded": self.json,
+            "rule_of": self.rule_of,
+            "referenced": sorted([list(key) for key in self.referenced], key=repr),
+            "input_paths": [list(path) for path in self.input_paths],
+            "derived_kinds": self.derived_kinds,
+        }
+
+    @classmethod
+    def from_cache(cls, stored: dict[str, Any], rules: Sequence[Rule]) -> CompiledRuleset:
+        return cls(
+            stored["definition"],
+            stored["rule_of"],
+            rules,
+            {(kind, name, value) for kind, name, value in stored["referenced"]},
+            [tuple(path) for path in stored["input_paths"]],
+            stored["derived_kinds"],
+            stored["encoded"],
+        )
+
+
+def compile_cached(rules: Sequence[Rule], cache: LoadCache, key: str) -> CompiledRuleset:
+    """:func:`compile_rules` without the durable caps (already checked), from ``cache`` when ``key`` hit.
+
+    ``key`` must name everything ``rules`` were built from (the packs' content hashes in order
+    and the composed facts schema); the cache's own key part adds the compiler's source.
+    """
+    stored = cache.get("compiled", key)
+    if stored is not None:
+        return CompiledRuleset.from_cache(stored, rules)
+    compiled = compile_rules(rules, durable_caps=False)
+    cache.put("compiled", key, compiled.to_cache())
+    return compiled
 
 
 def compile_rules(rules: Sequence[Rule], durable_caps: bool = True) -> CompiledRuleset:

@@ -14,7 +14,6 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -24,6 +23,7 @@ from neurocds import hookspecs
 from neurocds.errors import PackLoadError, PacksUnavailable
 from neurocds.facts.strictjson import canonical_json
 from neurocds.hookspecs import ENTRY_POINT_GROUP, RulePack
+from neurocds.installed import EntryPoint, entry_points, source_name
 from neurocds.rules.cache import LoadCache
 from neurocds.rules.hook_answers import check_records, checked_call, unwrap
 from neurocds.rules.hooks import HookFailure, HookRunner
@@ -113,8 +113,7 @@ def _entry_point_source(ep: EntryPoint, read: dict[int, str]) -> str:
     elif id(dist) in read:
         dist_name = read[id(dist)]
     else:
-        meta = dist.metadata
-        dist_name = read.setdefault(id(dist), f"{meta['Name']} {meta['Version']}")
+        dist_name = read.setdefault(id(dist), source_name(dist))
     return f"entry point {ep.name} = {ep.value} ({dist_name})"
 
 
@@ -122,7 +121,7 @@ def discover(allow: set[str] | None) -> list[tuple[str, str, EntryPoint]]:
     """Allowlisted entry points, sorted by name: (name, source, entry point); see :func:`import_plugin`."""
     seen: dict[str, str] = {}
     found: list[tuple[str, str, EntryPoint]] = []
-    group = entry_points(group=ENTRY_POINT_GROUP)  # held: the ids in ``read`` are of its distributions
+    group = entry_points(ENTRY_POINT_GROUP)  # held: the ids in ``read`` are of its distributions
     read: dict[int, str] = {}
     for ep in sorted(group, key=lambda e: (e.name, e.value)):
         source = _entry_point_source(ep, read)

@@ -134,14 +134,13 @@ def _ruleset_schema_bytes() -> bytes:
 class RuleFile:
     """A rule file as read once: the checked document and the exact bytes it was parsed from.
 
-    ``data`` (and its ``sha256``) is what every later use of the file's content goes by (the
-    pack's content hash, which keys the compile check): a second read could see other bytes.
+    ``data`` is what every later use of the file's content goes by (the pack's content hash,
+    which keys the compile check): a second read could see other bytes.
     """
 
     path: Path
     doc: dict[str, Any]
     data: bytes
-    sha256: str
 
 
 def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> RuleFile:
@@ -154,8 +153,10 @@ def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> Rul
         data = path.read_bytes()
     except OSError as exc:
         raise PackLoadError(f"cannot read rule file: {exc}", pack=pack, file=str(path)) from exc
-    digest = hashlib.sha256(data)
-    key = LoadCache.key(_ruleset_schema_bytes(), path.suffix.encode(), digest.digest()) if cache is not None else ""
+    # Hashed here for the cache key only; the pack's content hash reads ``data`` itself.
+    key = ""
+    if cache is not None:
+        key = LoadCache.key(_ruleset_schema_bytes(), path.suffix.encode(), hashlib.sha256(data).digest())
     doc: Any = cache.get("rule-files", key) if cache is not None else None
     if doc is None:
         doc = _parse_and_check(path, data, pack)
@@ -163,7 +164,7 @@ def read_rule_file(path: Path, pack: str, cache: LoadCache | None = None) -> Rul
             cache.put("rule-files", key, doc)
     if doc["pack"] != pack:
         raise PackLoadError(f"rule file declares pack {doc['pack']!r}", pack=pack, file=str(path), pointer="/pack")
-    return RuleFile(path, doc, data, digest.hexdigest())  # the schema requires an object: doc is a dict
+    return RuleFile(path, doc, data)  # the schema requires an object: doc is a dict
 
 
 def _parse_and_check(path: Path, data: bytes, pack: str) -> Any:
