@@ -24,18 +24,7 @@ from neurocds.rules.cache import LoadCache
 from neurocds.rules.compiler import compile_cached, compile_rules
 from neurocds.rules.hooks import DEFAULT_HOOK_BUDGET_S, LOAD_BUDGET_S, WALL_LIMIT_FACTOR, Budget, HookRunner
 from neurocds.rules.packhooks import FrozenFacts, PackHooks
-from neurocds.rules.packs import (
-    LoadedPack,
-    check_unique,
-    discover,
-    failed_plugin,
-    find_impl,
-    import_plugin,
-    new_plugin_manager,
-    parse_allowlist,
-    read_pack,
-    register_plugin,
-)
+from neurocds.rules.packs import LoadedPack, discover, find_impl, parse_allowlist
 from neurocds.rules.references import check_detailed_findings, check_references, concluded_key
 from neurocds.rules.ruleset import FactsIndex, Rule, RuleBuilder, schema_labels
 
@@ -92,7 +81,7 @@ class Engine:
     ) -> None:
         if on_pack_error not in PACK_ERROR_POLICIES:
             raise ValueError(f"on_pack_error must be one of {', '.join(PACK_ERROR_POLICIES)}, not {on_pack_error!r}")
-        self.pm = new_plugin_manager()
+        self.pm = packs_mod.new_plugin_manager()
         self._runner = HookRunner(hook_budget, load_budget, hook_wall_factor)
         self._limits = parse_limits or ParseLimits()
         self.allowlist = parse_allowlist(packs)
@@ -136,10 +125,10 @@ class Engine:
         loaded: list[LoadedPack] = []
         for name, source, plugin, from_entry_point in candidates:
             try:
-                obj = import_plugin(self._runner, name, source, plugin) if from_entry_point else plugin
-                registered = register_plugin(self.pm, name, obj, source, self._runner)
+                obj = packs_mod.import_plugin(self._runner, name, source, plugin) if from_entry_point else plugin
+                registered = packs_mod.register_plugin(self.pm, name, obj, source, self._runner)
             except PackLoadError as exc:
-                self._fail(failed_plugin(name, source, exc), exc, explicit=not from_entry_point)
+                self._fail(packs_mod.failed_plugin(name, source, exc), exc, explicit=not from_entry_point)
                 continue
             if not from_entry_point:
                 self._explicit.update(p.name for p in registered)
@@ -151,7 +140,7 @@ class Engine:
                 raise PacksUnavailable(
                     f"allowlisted pack(s) not installed: {', '.join(sorted(missing))}", unavailable=frozenset(missing)
                 )
-        check_unique(loaded)
+        packs_mod.check_unique(loaded)
         return loaded
 
     def _fail(self, pack: LoadedPack, exc: PackLoadError, *, explicit: bool = False, kind: str = "pack_load") -> None:
@@ -182,7 +171,7 @@ class Engine:
                 blocked = [d for d in pack.record.depends_on if d in failed]
                 if blocked:
                     raise PackLoadError(f"depends on failed pack(s) {', '.join(blocked)}", pack=pack.name)
-                docs = read_pack(pack, self.load_cache)  # one read per file; sets pack.sha256 over those bytes
+                docs = packs_mod.read_pack(pack, self.load_cache)  # one read per file; sets pack.sha256
                 rules: list[Rule] = []
                 del builder.references[:]
                 for path, doc in zip(pack.rule_files, docs, strict=True):
