@@ -5,6 +5,7 @@
     python tests/perf/bench_population.py --n 2000 --profile     # where one in-process run spends its time
     python tests/perf/bench_population.py --n 300 --instructions # I/O overhead in instructions (callgrind)
     python tests/perf/bench_population.py --n 300 --instructions --stages  # ... stage by stage
+    python tests/perf/bench_population.py --n 2000 --stages --repeat 7   # the same stages, CPU time
 
 Variants, each over the same generated patients (facts NDJSON on disk), measured
 in interleaved rounds; per variant the median over rounds is printed, with its ratio
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import json
 import multiprocessing
 import os
@@ -104,21 +106,25 @@ def _evaluate_half(which: int) -> tuple[float, float]:
     return started, time.time()
 
 
-def _solo_in_memory() -> tuple[float, float]:
-    """The baseline, timed where it runs: (seconds, CPU seconds of the whole process)."""
+def _kernel_seconds() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+def _solo_in_memory() -> tuple[float, float, float]:
+    """The baseline, timed where it runs: (seconds, CPU seconds of the whole process, of which in the kernel)."""
     gc.collect()  # neither variant pays for the garbage the other left
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, kernel = time.perf_counter(), time.process_time(), _kernel_seconds()
     for doc in _WORKER["docs"]:
         _WORKER["engine"].evaluate(doc, trace=_WORKER["settings"].trace).to_dict()
-    return time.perf_counter() - started, time.process_time() - cpu
+    return time.perf_counter() - started, time.process_time() - cpu, _kernel_seconds() - kernel
 
 
-def _solo_run(out: str) -> tuple[float, float]:
+def _solo_run(out: str) -> tuple[float, float, float]:
     """``population run --workers 0`` in the same process as the baseline, timed there."""
     gc.collect()
-    started, cpu = time.perf_counter(), time.process_time()
+    started, cpu, kernel = time.perf_counter(), time.process_time(), _kernel_seconds()
     run_population([_WORKER["source"]], out, _WORKER["settings"], workers=0)
-    measured = time.perf_counter() - started, time.process_time() - cpu
+    measured = time.perf_counter() - started, time.process_time() - cpu, _kernel_seconds() - kernel
     shutil.rmtree(out)
     return measured
 
@@ -137,36 +143,79 @@ STAGES = {
 
 def instruction_workload(source: Path, work: Path, what: str, trace: bool, backend: str | None) -> None:
     """What callgrind counts: the same setup, then one workload (``STAGES``, or nothing: "setup")."""
-    from neurocds.population import InputRecord, evaluate_partition
-    from neurocds.population.partition import _result_line, dumps_line
-
     settings = RunSettings(now=NOW, trace=trace, backend=backend, partition_size=100)
     lines = source.read_bytes().splitlines(keepends=True)
     docs = [json.loads(line) for line in lines]
-    engine = process_engine(settings)
+    process_engine(settings)
     # Every variant first runs a small population (lazy imports, pyarrow's first writer, caches):
     # what is left is the cost per patient, not the first run's.
     warm = work / "warm.ndjson"
     warm.write_bytes(b"".join(lines[:20]))
     run_population([warm], work / "warm", settings, workers=0)
+    if what != "setup":
+        stage_workload(what, source, lines, docs, settings, work)
+
+
+def stage_workload(
+    what: str, source: Path, lines: list[bytes], docs: list[Any], settings: RunSettings, work: Path
+) -> None:
+    """One of ``STAGES`` over every patient, with this process's engine (callgrind counts it; ``--stages`` times it)."""
+    from neurocds.facts.patient import patient_id_of
+    from neurocds.population import InputRecord, evaluate_partition
+    from neurocds.population.partition import _result_line, dumps_line
+
+    engine, trace = process_engine(settings), settings.trace
     if what == "in-memory":
         for doc in docs:
             engine.evaluate(doc, trace=trace).to_dict()
     elif what in ("parse", "encode", "hash"):
         for number, line in enumerate(lines, start=1):
-            result = engine.evaluate(engine.validator.parse_valid(line), trace=trace).to_dict()
+            facts = engine.validator.parse_valid(line)
+            result = engine.evaluate(facts, trace=trace).to_dict()
             if what == "encode":
-                dumps_line({"patient_id": result["facts_sha256"][:8], "source": f"{source}:{number}", "result": result})
+                dumps_line({"patient_id": patient_id_of(facts), "source": f"{source}:{number}", "result": result})
             elif what == "hash":
-                _result_line(result["facts_sha256"][:8], f"{source}:{number}", result)
+                _result_line(patient_id_of(facts), f"{source}:{number}", result)
     elif what == "partition":
         records = (InputRecord(f"{source}:{n}", "facts", line) for n, line in enumerate(lines, start=1))
         with open(work / "part.ndjson", "wb") as fh:
             evaluate_partition(records, settings, engine=engine, sink=fh.write)
+        os.unlink(work / "part.ndjson")
     elif what == "run":
         run_population([source], work / "counted", settings, workers=0)
-    elif what != "setup":
+        shutil.rmtree(work / "counted")
+    else:
         raise SystemExit(f"unknown workload {what!r}")
+
+
+def time_stages(source: Path, work: Path, settings: RunSettings, n: int, repeat: int) -> None:
+    """The same cumulative stages as ``--instructions --stages``, timed on this CPU (its SHA
+    extensions, the kernel's writing and cache effects included, which callgrind does not see),
+    in interleaved rounds, each stage's order rotating; CPU time of this process, medians."""
+    lines = source.read_bytes().splitlines(keepends=True)
+    docs = [json.loads(line) for line in lines]
+    for what in STAGES:  # warm: first uses belong to no stage
+        stage_workload(what, source, lines[:50], docs[:50], settings, work)
+    cpu: dict[str, list[float]] = {what: [] for what in STAGES}
+    for round_no in range(repeat):
+        order = list(STAGES)[round_no % len(STAGES) :] + list(STAGES)[: round_no % len(STAGES)]
+        for what in order:
+            gc.collect()
+            started = time.process_time()
+            stage_workload(what, source, lines, docs, settings, work)
+            cpu[what].append((time.process_time() - started) * 1e6 / n)
+        figures = ", ".join(f"{w} {cpu[w][-1]:.0f}" for w in STAGES)
+        print(f"round {round_no + 1}: {figures} us/patient ({load()})")
+    median = {what: statistics.median(values) for what, values in cpu.items()}
+    evaluate = median["in-memory"]
+    print(f"{n} patients, CPU microseconds per patient (medians of {repeat} rounds):")
+    print(f"  in-memory (evaluate + to_dict)  {evaluate:8.1f}")
+    print(f"  run in process                  {median['run']:8.1f}")
+    print("  what the run adds, by stage (difference of medians of cumulative workloads; noisy under load):")
+    for before, what in itertools.pairwise(STAGES):
+        added = median[what] - median[before]
+        print(f"    {what:10s} {added:+8.1f}  {added / evaluate:+7.1%}  {STAGES[what]}")
+    print(f"I/O overhead by CPU time: {median['run'] / evaluate - 1:.1%} of evaluation")
 
 
 def count_instructions(source: Path, work: Path, args: argparse.Namespace) -> None:
@@ -251,7 +300,9 @@ def main() -> None:
         "--io-only", action="store_true", help="only the baseline and the run in process (more rounds, same time)"
     )
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind instead")
-    parser.add_argument("--stages", action="store_true", help="with --instructions: what each stage of a run adds")
+    parser.add_argument(
+        "--stages", action="store_true", help="what each stage of a run adds, timed (with --instructions: counted)"
+    )
     parser.add_argument("--workload", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -272,6 +323,9 @@ def main() -> None:
         if args.instructions:
             count_instructions(source, work, args)
             return
+        if args.stages:
+            time_stages(source, work, settings, args.n, args.repeat)
+            return
         print(f"{args.n} patients, backend {args.backend or 'default'}, trace {'on' if args.trace else 'off'}")
         print(f"{os.cpu_count()} CPUs; before: {load()}")
         context = multiprocessing.get_context("spawn")
@@ -286,8 +340,8 @@ def main() -> None:
             print(f"LocalCluster start: {time.perf_counter() - started:.1f} s")
         runs = 0
 
-        def run(**kw: object) -> Callable[[], tuple[float, float] | None]:
-            def go() -> tuple[float, float] | None:
+        def run(**kw: object) -> Callable[[], tuple[float, ...] | None]:
+            def go() -> tuple[float, ...] | None:
                 nonlocal runs
                 runs += 1
                 run_population([source], work / f"out-{runs}", settings, **kw)  # type: ignore[arg-type]
@@ -296,17 +350,17 @@ def main() -> None:
 
             return go
 
-        def in_process() -> tuple[float, float] | None:
+        def in_process() -> tuple[float, ...] | None:
             nonlocal runs
             runs += 1
-            measured: tuple[float, float] = solo.apply(_solo_run, (str(work / f"out-{runs}"),))
+            measured: tuple[float, float, float] = solo.apply(_solo_run, (str(work / f"out-{runs}"),))
             return measured
 
-        def in_memory() -> tuple[float, float] | None:
-            measured: tuple[float, float] = solo.apply(_solo_in_memory)
+        def in_memory() -> tuple[float, ...] | None:
+            measured: tuple[float, float, float] = solo.apply(_solo_in_memory)
             return measured
 
-        def in_memory_two() -> tuple[float, float] | None:
+        def in_memory_two() -> tuple[float, ...] | None:
             halves.map(_evaluate_half, [0, 1], chunksize=1)
             return None
 
@@ -323,6 +377,7 @@ def main() -> None:
             )
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         cpu_ms: dict[str, list[float]] = {name: [] for name in variants}
+        kernel_ms: dict[str, list[float]] = {base: [], solo_run: []}  # of cpu_ms, in the kernel (the solo pair)
         for round_no in range(1, args.repeat + 1):
             before = load()
             order = list(variants)
@@ -331,14 +386,18 @@ def main() -> None:
             for name in order:
                 func = variants[name]
                 start, cpu = time.perf_counter(), cpu_seconds()
-                inside = func()  # (seconds, CPU seconds) where the variant measured itself
-                wall, used = inside or (time.perf_counter() - start, cpu_seconds() - cpu)
+                inside = func()  # (seconds, CPU seconds, of which kernel) where the variant measured itself
+                wall, used, *kernel = inside or (time.perf_counter() - start, cpu_seconds() - cpu)
                 seconds[name].append(wall)
                 cpu_ms[name].append(used * 1000 / args.n)
+                if kernel:
+                    kernel_ms[name].append(kernel[0] * 1000 / args.n)
             line = ", ".join(f"{name} {args.n / seconds[name][-1]:.0f}/s" for name in variants)
             overheads = (
                 f"I/O overhead {seconds[solo_run][-1] / seconds[base][-1] - 1:+.0%} wall, "
-                f"{cpu_ms[solo_run][-1] / cpu_ms[base][-1] - 1:+.0%} CPU"
+                f"{cpu_ms[solo_run][-1] / cpu_ms[base][-1] - 1:+.0%} CPU "
+                f"({cpu_ms[base][-1]:.3f} against {cpu_ms[solo_run][-1]:.3f} ms/patient, of which kernel "
+                f"{kernel_ms[base][-1]:.3f} and {kernel_ms[solo_run][-1]:.3f})"
             )
             print(f"round {round_no}: {line}; {overheads} ({before} before, {load()} after)")
 
@@ -381,6 +440,8 @@ def main() -> None:
             "process (its start included)"
         )
         print(f"I/O overhead by CPU time (steadier under load): {cpu_overhead:.0%} in process{one_worker}")
+        kernel_added = median_of(lambda i: (kernel_ms[solo_run][i] - kernel_ms[base][i]) / cpu_ms[base][i])
+        print(f"  of which kernel time (writing the parts, mapping them to count lines): {kernel_added:.0%}")
         print(f"after: {load()}")
         if not args.io_only:
             client.close()
