@@ -23,6 +23,7 @@ from operator import is_
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
+from neurocds.facts.gallop import first_unclean_indexes
 
 __all__ = [
     "MAX_VIOLATIONS",
@@ -298,42 +299,6 @@ def over_structure_limit(
     return "values" if max_values is not None and values > max_values else ""
 
 
-# Containers with fewer children are looked at child by child: galloping costs more there.
-_GALLOP_FROM = 32
-
-
-def _unclean_indexes(values: list[Any], max_depth: int) -> Iterator[int]:
-    """Indexes (in order) of the items of ``values`` that are not plain JSON data.
-
-    Runs of clean items are skipped by asking :func:`is_plain_json` about whole slices,
-    doubling their length while they stay clean, then halving the first unclean one: a
-    walk that names problems then costs C-speed passes over clean stretches instead of
-    a Python step per item (350,000 empty objects before one NaN). ``max_depth`` counts
-    the slice itself as level 1.
-    """
-    count = len(values)
-    if count < _GALLOP_FROM:
-        yield from range(count)
-        return
-    start = 0
-    while start < count:
-        low, width = start, 1
-        high = min(count, low + width)
-        while is_plain_json(values[low:high], max_depth):
-            if high == count:
-                return
-            low, width = high, width * 2
-            high = min(count, low + width)
-        while high - low > 1:  # the first unclean item lies in [low, high)
-            middle = (low + high) // 2
-            if is_plain_json(values[low:middle], max_depth):
-                low = middle
-            else:
-                high = middle
-        yield low
-        start = low + 1
-
-
 def unclean_children(node: dict[Any, Any] | list[Any], max_depth: int) -> Iterator[tuple[Any, Any]]:
     """``(key or index, child)`` for the children of ``node`` that are not plain JSON data, in order.
 
@@ -341,10 +306,15 @@ def unclean_children(node: dict[Any, Any] | list[Any], max_depth: int) -> Iterat
     Every child a problem-naming walk must visit is yielded (a clean child holds no
     problem); only clean ones are skipped.
     """
+    # Runs of clean children are skipped by asking is_plain_json about whole slices
+    # (max_depth counts the slice itself as level 1).
+    def is_clean(part: list[Any]) -> bool:
+        return is_plain_json(part, max_depth)
+
     if isinstance(node, dict):
         keys, values = list(node), list(node.values())
-        return ((keys[i], values[i]) for i in _unclean_indexes(values, max_depth))
-    return ((i, node[i]) for i in _unclean_indexes(node, max_depth))
+        return ((keys[i], values[i]) for i in first_unclean_indexes(values, is_clean))
+    return ((i, node[i]) for i in first_unclean_indexes(node, is_clean))
 
 
 def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:
