@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "ONLY_REPEATED_NAMES",
+    "RepeatedNames",
     "bracket_depth_at_most",
     "deeper_than",
     "exceeds",
@@ -64,8 +64,17 @@ _JSON_WHITESPACE = b" \t\n\r"
 _ATOMS_TO_ZERO = bytes.maketrans(
     bytes(b for b in range(256) if b not in b'[]{},"'), b"0" * (256 - len(b'[]{},"'))
 )
-#: fast_parse's answer where orjson read the whole text and only repeated names are left.
-ONLY_REPEATED_NAMES = object()
+
+
+class RepeatedNames:
+    """fast_parse's answer where orjson read the whole text and only repeated names are
+    left to name: ``value`` is what orjson read (each repeated name kept once)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
 _CONTAINER_TYPES = frozenset({dict, list})
 # "[" -> 2 and "]" -> 0, so that byte - 1 is the change in depth.
 _DEPTH_STEPS = bytes.maketrans(b"[]", b"\x02\x00")
@@ -144,7 +153,7 @@ def fast_parse(text: str, encoded: bytes, max_depth: int) -> tuple[bool, Any]:
     ``(False, None)`` when the exact path must decide: orjson refused the text (a
     syntax error, NaN, a lone surrogate, a non-finite number), an integer may exceed
     64 bits, or the value nests deeper than ``max_depth`` (the text's own scan then says
-    where). ``(False, ONLY_REPEATED_NAMES)`` when everything else was read and some
+    where). ``(False, RepeatedNames(value))`` when everything else was read and some
     object repeats a member name: naming those is all that is left. ``encoded`` is
     ``text`` as UTF-8.
     """
@@ -163,7 +172,7 @@ def fast_parse(text: str, encoded: bytes, max_depth: int) -> tuple[bool, Any]:
     except orjson.JSONEncodeError:  # nesting beyond orjson's writer (only with a raised max_depth)
         return False, None
     if _decoded_colons(encoded) != written.count(b":"):
-        return False, ONLY_REPEATED_NAMES
+        return False, RepeatedNames(value)
     return True, value
 
 

@@ -9,7 +9,7 @@ to its first unclean item.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["first_unclean_indexes"]
@@ -18,7 +18,7 @@ __all__ = ["first_unclean_indexes"]
 _GALLOP_FROM = 32
 
 
-def first_unclean_indexes(values: list[Any], is_clean: Callable[[list[Any]], bool]) -> Iterator[int]:
+def first_unclean_indexes(values: Sequence[Any], is_clean: Callable[[Any], bool]) -> Iterator[int]:
     """Indexes (in order) of the items of ``values`` that ``is_clean`` does not pass alone.
 
     ``is_clean`` judges a slice and must pass it exactly when it passes each of its

@@ -44,11 +44,12 @@ import math
 import re
 import sys
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from neurocds.errors import Violation
 from neurocds.facts.canonical import canonical_json_fast
-from neurocds.facts.fastparse import ONLY_REPEATED_NAMES, fast_parse, no_collection, repeats_a_name
+from neurocds.facts.fastparse import RepeatedNames, fast_parse, no_collection, repeats_a_name
 from neurocds.facts.limits import (
     ParseLimits,
     check_text,
@@ -178,7 +179,7 @@ def _walk_problems(value: Any, check_surrogates: bool) -> list[Violation]:
             )
         elif isinstance(node, dict):
             if isinstance(node, _DupDict):
-                found.extend(duplicate_violations(pointer, repeated_names(node.pairs)))
+                found.extend(duplicate_violations(pointer, repeated_names(map(itemgetter(0), node.pairs))))
             if check_surrogates and has_lone_surrogate("".join(node)):  # C speed; then which ones
                 bad = (k for k in node if has_lone_surrogate(k))
                 found.extend(surrogate_violation(f"{pointer}/{escape_pointer_token(k)}") for k in bad)
@@ -223,14 +224,18 @@ def parse_strict(data: bytes | str, limits: ParseLimits = _DEFAULT_LIMITS) -> An
     trusted, value = fast_parse(text, encoded, limits.max_depth)
     if trusted:
         return value
-    if settled:  # the checks are functions of the text alone: running them late changes no answer
-        check_text(text, encoded, limits)
-    if value is ONLY_REPEATED_NAMES:
+    problems = None
+    if isinstance(value, RepeatedNames):
         # orjson read every number, string and literal: only the repeated names are left,
-        # found and named at C speed (see neurocds.facts.repeated_names).
-        problems = repeated_name_problems(text)
-        if problems:
-            raise capped_error(problems)
+        # found and named at C speed (see neurocds.facts.repeated_names). None: too deep,
+        # or names only the exact parse tells apart.
+        problems = repeated_name_problems(encoded, value.value, limits.max_depth)
+    # The checks are functions of the text alone: running them late changes no answer.
+    # Where raw counts settled the other limits, the names' walk has checked the depth.
+    if settled and problems is None:
+        check_text(text, encoded, limits)
+    if problems:
+        raise capped_error(problems)
     flagged = False
 
     def on_constant(name: str) -> _NonFinite:
