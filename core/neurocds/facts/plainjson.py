@@ -272,24 +272,28 @@ def over_structure_limit(
     """``"containers"``, ``"members"`` or ``"values"`` when ``doc`` holds more than allowed, else ``""``.
 
     What the strict parser counts in a document's text (its brackets, the colons outside
-    strings, the values held by arrays and objects), counted a level at a time at C speed
-    within ``max_depth`` levels (deeper is a ``depth`` problem), and, like the text,
-    containers before members before values. Only exact dicts and lists are counted and
-    descended into (anything else is judged by the other checks).
+    strings, the values held by arrays and objects), counted a level at a time at C speed,
+    and refused as the text is: containers unless one of the first ``max_containers`` + 1
+    (in document order) is nested too deep, then depth, then members, then values. So
+    ``""`` also when the document is too deep where the text would be refused for that
+    (:func:`plain_json_problems` then names it). Only exact dicts and lists are counted
+    and descended into (anything else is judged by the other checks).
     """
     level = [doc]
     depth = containers = members = values = 0
-    while level and depth < max_depth:
-        depth += 1
+    while level and depth <= max_depth:
         types = [*map(type, level)]  # once: a level may hold half a million items
         kinds = set(types)
         if kinds.isdisjoint(_CONTAINER_TYPES):
             break
+        if depth == max_depth:
+            return ""  # a container deeper than allowed: the text is refused for depth first
+        depth += 1
         if not kinds <= _CONTAINER_TYPES:
             level = [*compress(level, map(_CONTAINER_TYPES.__contains__, types))]
         containers += len(level)
         if max_containers is not None and containers > max_containers:
-            return "containers"
+            return "" if _head_too_deep(doc, max_containers + 1, max_depth) else "containers"
         if dict in kinds:
             members += _count_members(level, kinds & _CONTAINER_TYPES)
         values += sum(map(len, level))
@@ -297,6 +301,21 @@ def over_structure_limit(
     if max_members is not None and members > max_members:
         return "members"
     return "values" if max_values is not None and values > max_values else ""
+
+
+def _head_too_deep(doc: Any, count: int, max_depth: int) -> bool:
+    """True when one of the first ``count`` dicts and lists of ``doc`` (document order) is
+    nested deeper than ``max_depth``: the text's depth check then refuses it first."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack and count:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        count -= 1
+        children = [*node.values()] if type(node) is dict else node
+        kids = [*compress(children, map(_CONTAINER_TYPES.__contains__, map(type, children)))]
+        stack.extend(zip(reversed(kids), repeat(depth + 1)))
+    return False
 
 
 def unclean_children(node: dict[Any, Any] | list[Any], max_depth: int) -> Iterator[tuple[Any, Any]]:
