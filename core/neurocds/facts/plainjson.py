@@ -23,6 +23,7 @@ from operator import is_
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
+from neurocds.facts.fastparse import deeper_than
 from neurocds.facts.gallop import first_unclean_indexes
 
 __all__ = [
@@ -305,16 +306,22 @@ def over_structure_limit(
 
 def _head_too_deep(doc: Any, count: int, max_depth: int) -> bool:
     """True when one of the first ``count`` dicts and lists of ``doc`` (document order) is
-    nested deeper than ``max_depth``: the text's depth check then refuses it first."""
-    stack: list[tuple[Any, int]] = [(doc, 1)]
-    while stack and count:
-        node, depth = stack.pop()
-        if depth > max_depth:
+    nested deeper than ``max_depth`` (the text's depth check then refuses it first)."""
+    if not deeper_than(doc, max_depth):  # C speed; most documents over the count are not too deep
+        return False
+    frames = [iter((doc,))]
+    while frames:
+        node = next(frames[-1], None)
+        if node is None:
+            frames.pop()
+            continue
+        if len(frames) > max_depth:
             return True
         count -= 1
+        if not count:
+            return False
         children = [*node.values()] if type(node) is dict else node
-        kids = [*compress(children, map(_CONTAINER_TYPES.__contains__, map(type, children)))]
-        stack.extend(zip(reversed(kids), repeat(depth + 1)))
+        frames.append(iter([*compress(children, map(_CONTAINER_TYPES.__contains__, map(type, children)))]))
     return False
 
 
