@@ -20,7 +20,7 @@ from .support import SYNTHEA_DATA, hook_request, synthea_prefetch
 
 
 def _trusted(document: bytes) -> bool:
-    return fast_parse(document.decode(), document)[0]
+    return fast_parse(document.decode(), document, 64)[0]
 
 
 def test_a_synthea_call_is_parsed_on_the_fast_path_to_the_exact_value() -> None:

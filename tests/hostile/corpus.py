@@ -182,3 +182,41 @@ _OVER_THE_VALUE_LIMIT = {
     "duplicate-numeric-names-at-the-member-limit",
 }
 UNCAPPED.update((name, pointer) for name, _body, pointer in _shapes() if name in _OVER_THE_VALUE_LIMIT)
+
+# FHIR text (a Bundle, a CDS Hooks call with prefetch) is held to size and depth only
+# (neurocds.facts.limits.fhir_limits): no count limits, so each refusal below must stay
+# cheap on its own, whatever the megabyte holds.
+_BUNDLE = b'{"resourceType":"Bundle","type":"collection","entry":['
+_CALL = (
+    b'{"hook":"patient-view","hookInstance":"h1","context":{"userId":"Practitioner/1","patientId":"p1"},'
+    b'"prefetch":{"patient":{"resourceType":"Patient","id":"p1"},"observations":' + _BUNDLE
+)
+
+
+def _bundle_then(item: bytes, last: bytes, *, head: bytes = _BUNDLE, tail: bytes = b"]}") -> tuple[bytes, int]:
+    """``head`` then as many ``item`` as fit, then ``last`` (at the index returned) and ``tail``."""
+    body = _fill(head, item, b"," + last + tail)
+    return body, body.count(item)
+
+
+def fhir_corpus() -> list[tuple[str, bytes, str]]:
+    """The worst FHIR shapes under the 1 MiB limit, each with the pointer its refusal names."""
+    clean = b'{"resource":{"resourceType":"Observation","id":"o","status":"final"}}'
+    repeat_at_end, at = _bundle_then(clean, b'{"resource":{"id":"a","id":"b"}}')
+    nan_at_end, nan_at = _bundle_then(clean, b'{"resource":{"valueQuantity":{"value":NaN}}}')
+    surrogate_at_end, surrogate_at = _bundle_then(clean, b'{"resource":{"id":"\\ud800"}}')
+    integer_at_end, integer_at = _bundle_then(clean, b'{"resource":{"valueInteger":1' + b"0" * 400 + b"}}")
+    call_repeats, _ = _bundle_then(b'{"a":1,"a":1}', b"{}", head=_CALL, tail=b"]}}}")
+    resources_repeating = _fill(_BUNDLE, b'{"resource":{"id":"a","id":"b"}}', b"]}")
+    return [
+        ("fhir-objects-repeating-a-name", _fill(_BUNDLE, b'{"a":1,"a":1}', b"]}"), "/entry/0/a"),
+        ("fhir-resources-repeating-a-name", resources_repeating, "/entry/0/resource/id"),
+        ("fhir-call-prefetch-repeating-a-name", call_repeats, "/prefetch/observations/entry/0/a"),
+        ("fhir-one-repeat-after-clean-resources", repeat_at_end, f"/entry/{at}/resource/id"),
+        ("fhir-nan-after-clean-resources", nan_at_end, f"/entry/{nan_at}/resource/valueQuantity/value"),
+        ("fhir-surrogate-after-clean-resources", surrogate_at_end, f"/entry/{surrogate_at}/resource/id"),
+        ("fhir-integer-beyond-float-after-clean", integer_at_end, f"/entry/{integer_at}/resource/valueInteger"),
+        ("fhir-deep-nesting", _BUNDLE + b"[" * 500_000 + b"]" * 500_000 + b"]}", ""),
+        ("fhir-many-nests-just-too-deep", _fill(_BUNDLE, b'{"a":' * 64 + b"1" + b"}" * 64, b"]}"), ""),
+        ("fhir-empty-objects-then-syntax-error", _fill(_BUNDLE, b"{}", b",}]}"), ""),
+    ]

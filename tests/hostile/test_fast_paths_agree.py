@@ -14,6 +14,7 @@ import json
 import math
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,7 +22,8 @@ from hypothesis import strategies as st
 from neurocds.errors import FactsValidationError
 from neurocds.facts import strictjson
 from neurocds.facts.fastparse import bracket_depth_at_most, outside_brackets
-from neurocds.facts.plainjson import LONE_SURROGATE, is_plain_json
+from neurocds.facts.plainjson import LONE_SURROGATE, capped_error, is_plain_json
+from neurocds.facts.repeated_names import repeated_name_problems
 from neurocds.facts.strictjson import ParseLimits, parse_strict
 
 _OVERFLOW = 2**1024 - 2**970
@@ -119,7 +121,7 @@ def outcome(text: str) -> tuple[str, Any]:
 def test_the_fast_parse_returns_what_the_exact_parse_returns(text: str) -> None:
     fast = outcome(text)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(strictjson, "fast_parse", lambda _text, _encoded: (False, None))
+        patch.setattr(strictjson, "fast_parse", lambda _text, _encoded, _depth: (False, None))
         exact = outcome(text)
     assert fast == exact
     if fast[0] == "value":  # integers stay integers, floats floats, exactly as json.loads reads them
@@ -169,3 +171,51 @@ def test_a_large_text_with_risky_numbers_gets_the_exact_answer(last: str, proble
         value = parse_strict(text)
         assert repr(value) == repr(json.loads(text))  # 7 stays an int, 1e308 stays an int
         assert type(value["a"][-1]) is type(json.loads(last))
+
+
+# Names that read alike once objects are read as lists ("{}:" -> "[],"), escaped colons
+# and braces, and a quote: the repeated-name route must tell them apart or hand over.
+listed_names = st.sampled_from(
+    ['"a"', '"a:b"', '"a,b"', '"\\u003a"', '":"', '","', '"{"', '"["', '"\\u007b"', '"\\""', '"\\\\"']
+)
+member_values = st.sampled_from(["0", '"x:{}"', "[]", "{}", "[1,{}]", '{"a":1,"a":2}', "1.5", "null"])
+small_objects = st.lists(st.tuples(listed_names, member_values), max_size=4).map(_object)
+bodies = st.tuples(
+    st.lists(small_objects | json_texts, max_size=70),  # over 32 entries: runs of them are skipped whole
+    st.sampled_from(["", ' , "meta" : {"a": 1, "a": 2}', ' ,"entry": []']),
+).map(lambda parts: '{"resourceType": "Bundle", "entry": [' + ",\n ".join(parts[0]) + "]" + parts[1] + "}")
+
+
+def outcome_with(text: str, limits: ParseLimits) -> tuple[str, Any]:
+    try:
+        return "value", json.dumps(parse_strict(text.encode(), limits), sort_keys=True, ensure_ascii=True)
+    except FactsValidationError as exc:
+        return "refused", [(v.pointer, v.code, v.message) for v in exc.violations]
+
+
+@settings(max_examples=500, derandomize=True)
+@given(bodies, st.sampled_from([strictjson.ParseLimits(), strictjson.fhir_limits(1_048_576), ParseLimits(max_depth=3)]))
+def test_bodies_get_from_the_repeated_name_route_what_the_exact_parse_gives(text: str, limits: ParseLimits) -> None:
+    """FHIR-like bodies, valid and not: the C-speed route (orjson, the value's depth, objects
+    read as lists to find repeated names) answers exactly what the per-object hook answers,
+    violations in the same order."""
+    fast = outcome_with(text, limits)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(strictjson, "fast_parse", lambda _text, _encoded, _depth: (False, None))
+        exact = outcome_with(text, limits)
+    assert fast == exact
+
+
+def test_many_repeating_objects_are_named_as_the_exact_parse_names_them() -> None:
+    entries = ['{"a":1,"b":{"c":[1,{"d":0,"d":1}]}}'] * 40 + ['{"a":1,"a":2}'] * 150 + ['{"x:y":1,"x,y":2,"x:y":3}']
+    text = '{"entry":[' + ",".join(entries) + "]}"
+    fast = outcome_with(text, strictjson.fhir_limits(1_048_576))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(strictjson, "fast_parse", lambda _text, _encoded, _depth: (False, None))
+        exact = outcome_with(text, strictjson.fhir_limits(1_048_576))
+    assert fast == exact
+    assert fast[1][0][0] == "/entry/0/b/c/1/d" and len(fast[1]) == 100
+    # The route named them itself (an empty answer would hand over to the exact parse).
+    found = repeated_name_problems(text.encode(), orjson.loads(text), 64)
+    assert found is not None
+    assert [(v.pointer, v.code, v.message) for v in capped_error(found).violations] == exact[1]

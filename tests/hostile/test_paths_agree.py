@@ -188,3 +188,29 @@ def test_python_values_json_cannot_hold_are_refused_with_their_pointer(engine: E
     with pytest.raises(FactsValidationError) as info:
         engine.validate({"facts_version": "1", "patient": {"id": "p"}, "labs": {"ck_u_l": value}})
     assert [(v.pointer, v.code) for v in info.value.violations] == [("/labs/ck_u_l", "type")]
+
+
+def _nested(levels: int) -> Any:
+    deep: Any = {"x": 1}
+    for _ in range(levels):
+        deep = {"d": deep}
+    return deep
+
+
+@pytest.mark.parametrize(
+    ("members", "code"),
+    [
+        ({"m": {f"k{i}": 0 for i in range(26_000)}, "deep": _nested(70)}, "depth"),  # over max_members too
+        ({"deep": _nested(70), "v": [0] * 50_001}, "depth"),  # over max_values too
+        ({"deep": _nested(70), "c": [[] for _ in range(10_001)]}, "depth"),  # too deep within the first 10,001
+        ({"c": [[] for _ in range(10_001)], "deep": _nested(70)}, "containers"),  # 10,001 shallow ones first
+    ],
+    ids=["members-and-deep", "values-and-deep", "deep-then-containers", "containers-then-deep"],
+)
+def test_a_document_over_a_count_and_too_deep_is_refused_alike(engine: Engine, members: Any, code: str) -> None:
+    """The text is checked for depth before members and values, and for containers only up
+    to the first one over the limit: the dict path refuses for the same reason."""
+    doc = {"facts_version": "1", **members}
+    as_dict, as_text = outcome(engine, doc), outcome(engine, json.dumps(doc).encode())
+    assert as_dict is not None and as_text is not None
+    assert {c for _, c in as_dict} == {c for _, c in as_text} == {code}

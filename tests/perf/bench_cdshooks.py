@@ -32,8 +32,9 @@ by ``git worktree add`` and ``pip install -e``), measured in the same alternatin
 rounds; the summary gives each server's requests/s and CPU per request against it.
 
 ``--count-parse N`` instead counts, with callgrind, the instructions the strict parser
-(``parse_strict``, which every call's body goes through) takes per body over N passes
-of the same bodies: repeatable where the machine's load makes timings drift.
+(``parse_strict`` with the service's limits, which every call's body goes through) takes
+per body over N passes of the same bodies: repeatable where the machine's load makes
+timings drift.
 
 Synthea's records end years ago, so with the default 30-day observation window
 every lab would be stale and every answer a missing-data card. The server is
@@ -214,13 +215,17 @@ def in_process_baseline(payloads: list[bytes], window_days: float, rounds: int =
 
 
 def parse_workload(passes: int) -> None:
-    """What ``--count-parse`` runs under callgrind: the bodies built, then parsed ``passes`` times."""
-    from neurocds.facts.strictjson import parse_strict
+    """What ``--count-parse`` runs under callgrind: the bodies built, then parsed ``passes`` times
+    with the limits the service parses a call with (size and depth only)."""
+    from neurocds.cdshooks.app import MAX_JSON_DEPTH
+    from neurocds.facts.strictjson import fhir_limits, parse_strict
 
     payloads = bodies(1_048_576)
+    limits = fhir_limits(1_048_576, MAX_JSON_DEPTH)
+    parse_strict(payloads[0], limits)  # first use (lazy imports) in both runs alike
     for _ in range(passes):
         for body in payloads:
-            parse_strict(body)
+            parse_strict(body, limits)
 
 
 def count_parse(passes: int) -> None:

@@ -33,8 +33,9 @@ from typing import Any
 import orjson
 
 __all__ = [
-    "ONLY_REPEATED_NAMES",
+    "RepeatedNames",
     "bracket_depth_at_most",
+    "deeper_than",
     "exceeds",
     "fast_parse",
     "member_count",
@@ -52,7 +53,7 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
 # Long runs placed one by one (inside or outside a string) before a document goes to the exact path.
 _RUNS_PLACED = 8
-_ESCAPED_COLON = ("\\u003a", "\\u003A")
+_ESCAPED_COLON = (b"\\u003a", b"\\u003A")
 # Everything but brackets and quotes deleted, then every bracket made a "[" or "]".
 _NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 _NOT_COLON = bytes(b for b in range(256) if b not in b':"')
@@ -63,19 +64,29 @@ _JSON_WHITESPACE = b" \t\n\r"
 _ATOMS_TO_ZERO = bytes.maketrans(
     bytes(b for b in range(256) if b not in b'[]{},"'), b"0" * (256 - len(b'[]{},"'))
 )
-#: fast_parse's answer where orjson read the whole text and only repeated names are left.
-ONLY_REPEATED_NAMES = object()
+
+
+class RepeatedNames:
+    """fast_parse's answer where orjson read the whole text and only repeated names are
+    left to name: ``value`` is what orjson read (each repeated name kept once)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+_CONTAINER_TYPES = frozenset({dict, list})
 # "[" -> 2 and "]" -> 0, so that byte - 1 is the change in depth.
 _DEPTH_STEPS = bytes.maketrans(b"[]", b"\x02\x00")
 
 
-def _decoded_colons(text: str) -> int:
-    """Colons the text holds once decoded: raw ones plus ``\\u003a`` escapes."""
-    colons = text.count(":")
-    if "\\u003" in text:
+def _decoded_colons(encoded: bytes) -> int:
+    """Colons the UTF-8 text holds once decoded: raw ones plus ``\\u003a`` escapes."""
+    colons = encoded.count(b":")
+    if b"\\u003" in encoded:
         # An escaped backslash followed by "u003a" is text, not an escape: drop the
         # escaped backslashes (pairs, left to right, as JSON reads them) before counting.
-        plain = text.replace("\\\\", "")
+        plain = encoded.replace(b"\\\\", b"")
         colons += sum(plain.count(escape) for escape in _ESCAPED_COLON)
     return colons
 
@@ -104,8 +115,8 @@ class no_collection:  # lower case: used like the function it was, ``with no_col
             gc.enable()
 
 
-def repeats_a_name(text: str, value: Any) -> bool:
-    """True when some object of ``text`` (parsed into ``value``) repeats a member name.
+def repeats_a_name(encoded: bytes, value: Any) -> bool:
+    """True when some object of ``encoded`` (UTF-8 text parsed into ``value``) repeats a member name.
 
     ``value`` may hold what orjson cannot write (integers beyond 64 bits, lone
     surrogates, the strict parser's placeholders): the standard library writes it then.
@@ -114,7 +125,7 @@ def repeats_a_name(text: str, value: Any) -> bool:
         colons = orjson.dumps(value).count(b":")
     except orjson.JSONEncodeError:
         colons = json.dumps(value, ensure_ascii=False).count(":")
-    return _decoded_colons(text) != colons
+    return _decoded_colons(encoded) != colons
 
 
 def _long_run_outside_strings(encoded: bytes, zeroed: bytes) -> bool:
@@ -136,12 +147,13 @@ def _long_run_outside_strings(encoded: bytes, zeroed: bytes) -> bool:
     return start >= 0
 
 
-def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
+def fast_parse(text: str, encoded: bytes, max_depth: int) -> tuple[bool, Any]:
     """``(True, value)`` when orjson parsed ``text`` to exactly what the strict path would accept.
 
     ``(False, None)`` when the exact path must decide: orjson refused the text (a
-    syntax error, NaN, a lone surrogate, a non-finite number) or an integer may exceed
-    64 bits. ``(False, ONLY_REPEATED_NAMES)`` when everything else was read and some
+    syntax error, NaN, a lone surrogate, a non-finite number), an integer may exceed
+    64 bits, or the value nests deeper than ``max_depth`` (the text's own scan then says
+    where). ``(False, RepeatedNames(value))`` when everything else was read and some
     object repeats a member name: naming those is all that is left. ``encoded`` is
     ``text`` as UTF-8.
     """
@@ -153,13 +165,31 @@ def fast_parse(text: str, encoded: bytes) -> tuple[bool, Any]:
     zeroed = encoded.translate(_DIGITS_TO_ZERO)
     if _LONG_DIGIT_RUN in zeroed and _long_run_outside_strings(encoded, zeroed):
         return False, None
+    if deeper_than(value, max_depth):
+        return False, None
     try:
         written = orjson.dumps(value)
     except orjson.JSONEncodeError:  # nesting beyond orjson's writer (only with a raised max_depth)
         return False, None
-    if _decoded_colons(text) != written.count(b":"):
-        return False, ONLY_REPEATED_NAMES
+    if _decoded_colons(encoded) != written.count(b":"):
+        return False, RepeatedNames(value)
     return True, value
+
+
+def deeper_than(value: Any, max_depth: int) -> bool:
+    """True when parsed JSON ``value`` holds a container nested deeper than ``max_depth``.
+
+    A level at a time: ``gc.get_referents`` lists the items of every list and the values
+    of every dict of a level in one C call (atoms have none), so a 45 KiB body costs a
+    few C passes, where scanning its text for brackets outside strings cost 1.8 M
+    instructions. Where no object repeats a name, the value's depth is the text's.
+    """
+    level = [value]
+    for _ in range(max_depth):
+        level = gc.get_referents(*level)
+        if not level:
+            return False
+    return not _CONTAINER_TYPES.isdisjoint(map(type, level))
 
 
 def outside_brackets(encoded: bytes) -> bytes:

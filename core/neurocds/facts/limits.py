@@ -16,11 +16,10 @@ from neurocds.facts.fastparse import bracket_depth_at_most, exceeds, member_coun
 
 __all__ = [
     "ParseLimits",
-    "check_containers",
     "check_depth",
-    "check_members",
-    "check_values",
+    "check_text",
     "containers_violation",
+    "counts_settled",
     "fail",
     "fhir_limits",
     "members_violation",
@@ -120,7 +119,41 @@ def values_violation(max_values: int) -> Violation:
     return _count_violation("max_values", max_values, "values (array items and members)")
 
 
-def check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
+def counts_settled(encoded: bytes, limits: ParseLimits) -> bool:
+    """True when raw counts alone (C speed, nothing parsed) show the text within the
+    container, member and value limits: :func:`check_text` could then refuse it for depth
+    only. Each container takes two bytes at least, each member four ("":0), each value two
+    (itself and a comma or bracket); commas plus opening brackets bound the values from
+    above, raw colons the members, raw brackets the containers.
+    """
+    size = len(encoded)
+    cap_c, cap_m, cap_v = limits.max_containers, limits.max_members, limits.max_values
+    if (cap_c is None or size <= 2 * cap_c) and (cap_m is None or size <= 4 * cap_m) and (
+        cap_v is None or size <= 2 * cap_v + 1
+    ):
+        return True
+    brackets = encoded.count(b"[") + encoded.count(b"{")
+    return (
+        (cap_c is None or brackets <= cap_c)
+        and (cap_m is None or size <= 4 * cap_m or encoded.count(b":") <= cap_m)
+        and (cap_v is None or size <= 2 * cap_v + 1 or encoded.count(b",") + brackets <= cap_v)
+    )
+
+
+def check_text(text: str, encoded: bytes, limits: ParseLimits) -> None:
+    """Refuse a text over its container, depth, member or value limit, before parsing.
+
+    In that order, each refusal alone at the root pointer; the raw brackets (outside
+    strings or not) are counted once for all four checks.
+    """
+    brackets = encoded.count(b"[") + encoded.count(b"{")
+    _check_containers(text, encoded, limits, brackets)
+    check_depth(text, encoded, limits.max_depth, brackets)
+    _check_members(encoded, limits)
+    _check_values(encoded, limits, brackets)
+
+
+def _check_containers(text: str, encoded: bytes, limits: ParseLimits, brackets: int) -> None:
     """Refuse more than ``max_containers`` objects and arrays, before anything builds them.
 
     The raw bracket count (C speed) settles almost every document; brackets inside strings
@@ -130,29 +163,29 @@ def check_containers(text: str, encoded: bytes, limits: ParseLimits) -> None:
     """
     cap = limits.max_containers
     # Each container takes two bytes at least: an ordinary document is settled by its length.
-    if cap is None or len(encoded) <= 2 * cap or text.count("[") + text.count("{") <= cap:
+    if cap is None or len(encoded) <= 2 * cap or brackets <= cap:
         return
-    brackets = outside_brackets(encoded)
-    if brackets.count(b"[") <= cap:
+    outside = outside_brackets(encoded)
+    if outside.count(b"[") <= cap:
         return
     # Up to and including the first container over the limit.
-    head = b"[".join(brackets.split(b"[", cap + 1)[:-1]) + b"["
+    head = b"[".join(outside.split(b"[", cap + 1)[:-1]) + b"["
     if not exceeds(head, limits.max_depth):
         raise FactsValidationError([containers_violation(cap)])
 
 
-def check_members(text: str, encoded: bytes, limits: ParseLimits) -> None:
+def _check_members(encoded: bytes, limits: ParseLimits) -> None:
     """Refuse more than ``max_members`` members (colons outside strings), before parsing.
 
     Run after the depth check: a document nested too deep is refused for that first.
     """
     cap = limits.max_members
     # Each member takes four bytes at least ("":0), so short documents are not counted.
-    if cap is not None and len(encoded) > 4 * cap and text.count(":") > cap and member_count(encoded) > cap:
+    if cap is not None and len(encoded) > 4 * cap and encoded.count(b":") > cap and member_count(encoded) > cap:
         raise FactsValidationError([members_violation(cap)])
 
 
-def check_values(text: str, encoded: bytes, limits: ParseLimits) -> None:
+def _check_values(encoded: bytes, limits: ParseLimits, brackets: int) -> None:
     """Refuse more than ``max_values`` array items and members, before parsing.
 
     Run last of the counts (after containers, depth and members). Each value takes two
@@ -163,13 +196,13 @@ def check_values(text: str, encoded: bytes, limits: ParseLimits) -> None:
     if (
         cap is not None
         and len(encoded) > 2 * cap + 1
-        and text.count(",") + text.count("[") + text.count("{") > cap
+        and encoded.count(b",") + brackets > cap
         and value_count(encoded) > cap
     ):
         raise FactsValidationError([values_violation(cap)])
 
 
-def check_depth(text: str, encoded: bytes, max_depth: int) -> None:
+def check_depth(text: str, encoded: bytes, max_depth: int, brackets: int) -> None:
     """Refuse nesting deeper than ``max_depth`` without parsing (so without recursion).
 
     Every step of the common case runs at C speed on the UTF-8 bytes (see
@@ -178,8 +211,9 @@ def check_depth(text: str, encoded: bytes, max_depth: int) -> None:
     each bracket as a running sum that stops at the first level too deep. The
     position-reporting scan of the original text runs only on failure.
     """
-    # Fast exit: with no more brackets than allowed levels the limit cannot be reached.
-    if text.count("[") + text.count("{") <= max_depth or bracket_depth_at_most(encoded, max_depth):
+    # Fast exit: with no more ``brackets`` (the raw count of "[" and "{") than allowed
+    # levels the limit cannot be reached.
+    if brackets <= max_depth or bracket_depth_at_most(encoded, max_depth):
         return
     if not exceeds(outside_brackets(encoded), max_depth):
         return

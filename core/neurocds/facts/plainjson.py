@@ -23,6 +23,8 @@ from operator import is_
 from typing import Any
 
 from neurocds.errors import FactsValidationError, Violation
+from neurocds.facts.fastparse import deeper_than
+from neurocds.facts.gallop import first_unclean_indexes
 
 __all__ = [
     "MAX_VIOLATIONS",
@@ -271,24 +273,28 @@ def over_structure_limit(
     """``"containers"``, ``"members"`` or ``"values"`` when ``doc`` holds more than allowed, else ``""``.
 
     What the strict parser counts in a document's text (its brackets, the colons outside
-    strings, the values held by arrays and objects), counted a level at a time at C speed
-    within ``max_depth`` levels (deeper is a ``depth`` problem), and, like the text,
-    containers before members before values. Only exact dicts and lists are counted and
-    descended into (anything else is judged by the other checks).
+    strings, the values held by arrays and objects), counted a level at a time at C speed,
+    and refused as the text is: containers unless one of the first ``max_containers`` + 1
+    (in document order) is nested too deep, then depth, then members, then values. So
+    ``""`` also when the document is too deep where the text would be refused for that
+    (:func:`plain_json_problems` then names it). Only exact dicts and lists are counted
+    and descended into (anything else is judged by the other checks).
     """
     level = [doc]
     depth = containers = members = values = 0
-    while level and depth < max_depth:
-        depth += 1
+    while level and depth <= max_depth:
         types = [*map(type, level)]  # once: a level may hold half a million items
         kinds = set(types)
         if kinds.isdisjoint(_CONTAINER_TYPES):
             break
+        if depth == max_depth:
+            return ""  # a container deeper than allowed: the text is refused for depth first
+        depth += 1
         if not kinds <= _CONTAINER_TYPES:
             level = [*compress(level, map(_CONTAINER_TYPES.__contains__, types))]
         containers += len(level)
         if max_containers is not None and containers > max_containers:
-            return "containers"
+            return "" if _head_too_deep(doc, max_containers + 1, max_depth) else "containers"
         if dict in kinds:
             members += _count_members(level, kinds & _CONTAINER_TYPES)
         values += sum(map(len, level))
@@ -298,40 +304,25 @@ def over_structure_limit(
     return "values" if max_values is not None and values > max_values else ""
 
 
-# Containers with fewer children are looked at child by child: galloping costs more there.
-_GALLOP_FROM = 32
-
-
-def _unclean_indexes(values: list[Any], max_depth: int) -> Iterator[int]:
-    """Indexes (in order) of the items of ``values`` that are not plain JSON data.
-
-    Runs of clean items are skipped by asking :func:`is_plain_json` about whole slices,
-    doubling their length while they stay clean, then halving the first unclean one: a
-    walk that names problems then costs C-speed passes over clean stretches instead of
-    a Python step per item (350,000 empty objects before one NaN). ``max_depth`` counts
-    the slice itself as level 1.
-    """
-    count = len(values)
-    if count < _GALLOP_FROM:
-        yield from range(count)
-        return
-    start = 0
-    while start < count:
-        low, width = start, 1
-        high = min(count, low + width)
-        while is_plain_json(values[low:high], max_depth):
-            if high == count:
-                return
-            low, width = high, width * 2
-            high = min(count, low + width)
-        while high - low > 1:  # the first unclean item lies in [low, high)
-            middle = (low + high) // 2
-            if is_plain_json(values[low:middle], max_depth):
-                low = middle
-            else:
-                high = middle
-        yield low
-        start = low + 1
+def _head_too_deep(doc: Any, count: int, max_depth: int) -> bool:
+    """True when one of the first ``count`` dicts and lists of ``doc`` (document order) is
+    nested deeper than ``max_depth`` (the text's depth check then refuses it first)."""
+    if not deeper_than(doc, max_depth):  # C speed; most documents over the count are not too deep
+        return False
+    frames = [iter((doc,))]
+    while frames:
+        node = next(frames[-1], None)
+        if node is None:
+            frames.pop()
+            continue
+        if len(frames) > max_depth:
+            return True
+        count -= 1
+        if not count:
+            return False
+        children = [*node.values()] if type(node) is dict else node
+        frames.append(iter([*compress(children, map(_CONTAINER_TYPES.__contains__, map(type, children)))]))
+    return False
 
 
 def unclean_children(node: dict[Any, Any] | list[Any], max_depth: int) -> Iterator[tuple[Any, Any]]:
@@ -341,10 +332,15 @@ def unclean_children(node: dict[Any, Any] | list[Any], max_depth: int) -> Iterat
     Every child a problem-naming walk must visit is yielded (a clean child holds no
     problem); only clean ones are skipped.
     """
+    # Runs of clean children are skipped by asking is_plain_json about whole slices
+    # (max_depth counts the slice itself as level 1).
+    def is_clean(part: list[Any]) -> bool:
+        return is_plain_json(part, max_depth)
+
     if isinstance(node, dict):
         keys, values = list(node), list(node.values())
-        return ((keys[i], values[i]) for i in _unclean_indexes(values, max_depth))
-    return ((i, node[i]) for i in _unclean_indexes(node, max_depth))
+        return ((keys[i], values[i]) for i in first_unclean_indexes(values, is_clean))
+    return ((i, node[i]) for i in first_unclean_indexes(node, is_clean))
 
 
 def plain_json_problems(doc: Any, max_depth: int) -> list[Violation]:

@@ -6,6 +6,7 @@ their own: which code means which fact is entirely in the table files.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,4 +211,17 @@ def contains_phrase(haystack: tuple[str, ...], phrase: tuple[str, ...]) -> bool:
     n = len(phrase)
     if n == 0 or n > len(haystack):
         return False
-    return any(haystack[i : i + n] == phrase for i in range(len(haystack) - n + 1))
+    # Searched at C speed from each place the first word occurs: a slice compared at
+    # every position cost a third of a Synthea call's FHIR mapping (56,930 calls for 31
+    # bodies, most for phrases whose first word the text does not hold).
+    first = phrase[0]
+    if first not in haystack:
+        return False
+    start = 0
+    with contextlib.suppress(ValueError):  # no further place holds the first word
+        while True:
+            found = haystack.index(first, start)
+            if haystack[found : found + n] == phrase:
+                return True
+            start = found + 1
+    return False
