@@ -28,6 +28,7 @@ from neurocds.errors import Violation
 from neurocds.facts.fastparse import deeper_than, no_collection
 from neurocds.facts.gallop import first_unclean_indexes
 from neurocds.facts.plainjson import MAX_VIOLATIONS, escape_pointer_token, first_names_in_pointer_order
+from neurocds.facts.pointer_walk import PointerWalk
 
 __all__ = ["duplicate_violations", "repeated_name_problems", "repeated_names"]
 
@@ -69,8 +70,8 @@ def _same_members(first: list[Any], second: list[Any]) -> bool:
     return len(orjson.dumps(first)) == len(orjson.dumps(second))
 
 
-def _children_losing_members(value: Any, listed: list[Any]) -> Iterator[tuple[str | int, Any, Any]] | None:
-    """``(pointer token, child, child read as lists)`` of the children of ``value`` under
+def _children_losing_members(value: Any, listed: list[Any]) -> Iterator[tuple[str | int, tuple[Any, Any]]] | None:
+    """``(pointer token, (child, child read as lists))`` of the children of ``value`` under
     which an object lost a member, in order; None where the names cannot be told apart."""
     if isinstance(value, dict):
         keys, children = list(value), list(value.values())
@@ -90,7 +91,7 @@ def _children_losing_members(value: Any, listed: list[Any]) -> Iterator[tuple[st
     def clean(part: range) -> bool:
         return _same_members(children[part.start : part.stop], kept[part.start : part.stop])
 
-    return ((tokens[i], children[i], kept[i]) for i in first_unclean_indexes(judged, clean))
+    return ((tokens[i], (children[i], kept[i])) for i in first_unclean_indexes(judged, clean))
 
 
 def _names_written(keys: list[str], listed: list[Any]) -> list[str] | None:
@@ -122,15 +123,8 @@ def repeated_name_problems(encoded: bytes, value: Any, max_depth: int) -> list[V
     if deeper_than(listed, max_depth):  # it holds every container the text holds
         return None
     found: list[Violation] = []
-    frames: list[tuple[Any, str]] = [(iter((("", value, listed),)), "")]
-    while frames and len(found) <= MAX_VIOLATIONS:
-        children, parent = frames[-1]
-        step = next(children, None)
-        if step is None:
-            frames.pop()
-            continue
-        token, node, node_listed = step
-        pointer = f"{parent}/{token}" if frames[1:] else ""
+    walk: PointerWalk[tuple[Any, Any]] = PointerWalk((value, listed))
+    for pointer, (node, node_listed) in walk:
         if isinstance(node, dict | list):
             if isinstance(node, dict) and len(node_listed) != 2 * len(node):
                 names = _names_written(list(node), node_listed)
@@ -140,5 +134,7 @@ def repeated_name_problems(encoded: bytes, value: Any, max_depth: int) -> list[V
             losing = _children_losing_members(node, node_listed)
             if losing is None:
                 return None
-            frames.append((losing, pointer))
+            walk.descend(pointer, losing)
+        if len(found) > MAX_VIOLATIONS:
+            break
     return found
