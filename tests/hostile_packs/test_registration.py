@@ -202,3 +202,24 @@ def test_a_fhir_maps_plugin_that_raises_while_read_is_named(tmp_path: Path, monk
     assert default_mapping_paths(problems, allow=["listless"]) == []
     (problem,) = problems
     assert "listless" in problem.source and "registration raised RuntimeError: no listing today" in str(problem)
+
+
+def test_depends_on_is_read_once_so_what_is_kept_is_what_was_checked(tmp_path: Path) -> None:
+    from neurocds.hookspecs import RulePack
+    from neurocds.rules.hook_answers import check_records
+
+    class Sly(str):
+        pass
+
+    class Shifty(list[str]):
+        """Plain names on the first pass, a str subclass (pack code in its methods) after."""
+
+        passes = 0
+
+        def __iter__(self) -> Iterator[str]:
+            Shifty.passes += 1
+            return iter(["base"] if Shifty.passes == 1 else [Sly("base")])
+
+    record = RulePack(name="p", version="1", rule_files=[], depends_on=Shifty(["base"]))
+    (kept,) = check_records([record])
+    assert [type(dep) for dep in kept.depends_on] == [str]

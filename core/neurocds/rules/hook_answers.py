@@ -90,7 +90,9 @@ def check_records(out: Any) -> list[RulePack]:
         check_text(record.version, "RulePack.version", MAX_NAME_CHARS)
         if isinstance(record.depends_on, str) or not isinstance(record.depends_on, Sequence):
             raise HookFailure(f"RulePack.depends_on of {record.name!r} must be a list of pack names")
-        for dep in record.depends_on:
+        # Iterated once: a second pass over the pack's sequence could yield what was never checked.
+        depends_on = tuple(record.depends_on)
+        for dep in depends_on:
             check_text(dep, "RulePack.depends_on entry", MAX_NAME_CHARS)
         files: Any = record.rule_files  # typed Sequence[Path], but pack code may return anything
         if isinstance(files, str | bytes) or not isinstance(files, Sequence):
@@ -103,7 +105,7 @@ def check_records(out: Any) -> list[RulePack]:
         records.append(
             dataclasses.replace(
                 record,
-                depends_on=tuple(record.depends_on),
+                depends_on=depends_on,
                 rule_files=tuple(files),
                 facts_schema=_plain_schema(record.name, record.facts_schema),
                 detailed_findings=detailed,
