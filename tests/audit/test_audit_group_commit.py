@@ -274,3 +274,33 @@ def test_a_head_that_lags_while_another_writer_awaits_its_fsync_is_not_a_crash(t
     assert [r["type"] for r in read_lines(directory)][3:] == ["cards", "recovery", "decision"]
     assert read_lines(directory)[4]["recovery"]["kind"] == "head_behind"
     assert verify_log(directory).ok
+
+
+def test_the_log_is_fsynced_through_the_descriptor_its_batch_was_written_through(tmp_path: Path, monkeypatch):
+    # Linux reports a failed write-back once to each descriptor open when it failed: a log
+    # opened afresh for the fsync could hear "success" after another writer heard the error.
+    from neurocds.audit import durable as durable_module
+
+    log = AuditLog(tmp_path / "log")
+    written: list[int] = []
+    synced: list[int] = []
+    real_write_all, real_fsync = store_module.write_all, os.fsync
+
+    def note_write(fd: int, data: bytes) -> None:
+        written.append(fd)
+        real_write_all(fd, data)
+
+    def note_fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(store_module, "write_all", note_write)
+    monkeypatch.setattr(durable_module.os, "fsync", note_fsync)
+
+    def reopened(path: str) -> None:
+        raise AssertionError(f"the log was reopened to be fsynced: {path}")
+
+    monkeypatch.setattr(durable_module, "sync_file", reopened)
+    log.append_together([log.prepare_decision(make_result(), make_facts()), log.prepare_cards("d", ["c"])])
+    assert written and written[-1] in synced
+    assert verify_log(tmp_path / "log").ok

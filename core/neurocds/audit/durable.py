@@ -60,12 +60,19 @@ class Flush:
     start: int  # file offsets of the batch's lines
     end: int
     in_flight: int = field(default=-1)  # fd holding the shared in-flight lock, -1 once released
+    # The descriptor the batch was written through, fsynced by whoever makes it durable: Linux
+    # reports a failed write-back once to each descriptor open when it failed, so a log
+    # opened afresh for the fsync could report success after another writer was told of it.
+    log_fd: int = field(default=-1)
 
     def release(self) -> None:
-        """Stop counting as in flight (closing the fd releases its flock); idempotent."""
+        """Stop counting as in flight (closing the fd releases its flock) and close the
+        batch's log descriptor; idempotent."""
         fd, self.in_flight = self.in_flight, -1
-        if fd >= 0:
-            os.close(fd)
+        log_fd, self.log_fd = self.log_fd, -1
+        for held in (fd, log_fd):
+            if held >= 0:
+                os.close(held)
 
 
 class SyncLock:
@@ -143,9 +150,13 @@ def pending_head(pending_path: str, flush: Flush) -> bytes:
 
 
 def fsync_log(log_path: str, flush: Flush) -> None:
-    """fsync the active log file; :class:`AuditError` naming the batch's records when it fails."""
+    """fsync the log through the batch's own descriptor (the file at ``log_path`` when it has
+    none); :class:`AuditError` naming the batch's records when it fails."""
     try:
-        sync_file(log_path)
+        if flush.log_fd >= 0:
+            os.fsync(flush.log_fd)
+        else:
+            sync_file(log_path)
     except OSError as exc:
         raise AuditError(f"could not write {flush.kinds} record(s): {exc}") from exc
 

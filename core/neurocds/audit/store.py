@@ -211,17 +211,16 @@ class ChainStore:
             failed = AuditError(f"could not write the explanation catalog: {exc}")
             return [o if isinstance(o, AuditError) else failed for o in outcomes], None
         start = state.scan.end
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)  # kept open for the fsync (Flush.log_fd)
         try:
             write_all(fd, b"".join(lines))
         except OSError as exc:
             truncate_after_failure(fd, state.scan.end)
+            os.close(fd)
             self.state = None  # rescan next time, whatever the cut left
             kinds = ", ".join(sorted({r["type"] for r in records}))
             failed = AuditError(f"could not write {kinds} record(s): {exc}")
             return [o if isinstance(o, AuditError) else failed for o in outcomes], None
-        finally:
-            os.close(fd)
         for record, line in zip(records, lines, strict=True):
             state.scan.last_sequence = record["sequence"]
             state.scan.last_hash = record["hash"]
@@ -230,10 +229,14 @@ class ChainStore:
             state.scan.last_line = line
             log.debug("audit: appended %s record %d", record["type"], record["sequence"])
         head = head_bytes(state.scan.last_sequence, state.scan.last_hash, state.head_index())
-        self.note_pending(head)
         kinds = ", ".join(sorted({r["type"] for r in records}))
-        flush = Flush(records[0]["sequence"], state.scan.last_sequence, kinds, head, state.inode, start,
-                      state.scan.end, hold_in_flight(self._in_flight_path))  # fmt: skip
+        try:
+            self.note_pending(head)
+            flush = Flush(records[0]["sequence"], state.scan.last_sequence, kinds, head, state.inode, start,
+                          state.scan.end, hold_in_flight(self._in_flight_path), log_fd=fd)  # fmt: skip
+        except BaseException:
+            os.close(fd)
+            raise
         return outcomes, flush
 
     def make_durable(self, flush: Flush) -> None:
