@@ -277,7 +277,7 @@ class Engine:
         :raises FactsValidationError: the document is invalid (nothing is evaluated).
         """
         try:
-            doc = self.validator._document_to_evaluate(facts)  # a ValidatedFacts: not copied
+            doc = self.validator.document_to_evaluate(facts)  # a ValidatedFacts: not copied
         except FactsValidationError as exc:
             if self._audit is not None:
                 # The rejection is recorded without values; the parsed document (if any) only
@@ -363,7 +363,7 @@ class Engine:
         What coverage tools read (``neurocds.authoring.coverage``): the same evaluation
         ``evaluate`` explains from, without a result, an audit record or durable_rules.
         """
-        doc = self.validator._document_to_evaluate(facts)
+        doc = self.validator.document_to_evaluate(facts)
         computed, _, disabled = self._computed_facts(FrozenFacts(doc), self._hooks.budget(), [])
         return self.reference.run(doc, computed, None, disabled)[1]
 

@@ -1,7 +1,7 @@
 """Naming the objects of a JSON text that repeat a member name, at C speed.
 
 When orjson has read a whole text and only repeated names are left to report
-(:data:`neurocds.facts.fastparse.ONLY_REPEATED_NAMES`), a Python hook per object
+(:class:`neurocds.facts.fastparse.RepeatedNames`), a Python hook per object
 (``object_pairs_hook``) cost 150 ms for 1 MiB of 74,000 such objects. Here the text
 is rewritten at C speed so that objects become lists keeping every member as written
 (:func:`_objects_as_lists`), read by orjson, the repeating objects found a level at a

@@ -325,7 +325,7 @@ class FactsValidator:
         """
         return ValidatedFacts._vouched(self._validate(parse_strict(data, self._limits), known_plain=True), self)
 
-    def _document_to_evaluate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+    def document_to_evaluate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`parse_and_validate` for the engine, which only reads the document: this
         validator's own :class:`ValidatedFacts` is given as it is, without a copy. Private:
         handed to a caller, that document could be changed after it was validated."""
