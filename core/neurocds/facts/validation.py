@@ -15,7 +15,6 @@ only ``Violation.found`` does, and callers that log must drop it.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -31,6 +30,7 @@ from neurocds.facts.plainjson import (
     over_structure_limit,
     plain_json_problems,
 )
+from neurocds.facts.readonly import plain_copy
 from neurocds.facts.regex_safety import UnsafePattern, check_schema_patterns
 from neurocds.facts.rust_schema import compile_rust
 from neurocds.facts.strictjson import (
@@ -91,22 +91,6 @@ def _conforms(checker: FormatChecker, name: str, value: str) -> bool:
     return bool(checker.conforms(value, name))
 
 
-# Immutable leaves of exactly these types are their own copy; deepcopy's machinery cost about
-# 3 M instructions per engine start on the facts schema's leaves (a subclass still goes through it).
-_IMMUTABLE_LEAVES = frozenset({str, int, float, bool, type(None)})
-
-
-def _plain(value: Any) -> Any:
-    """Deep copy with every Mapping made a dict and every tuple a list (schemas, documents)."""
-    if type(value) in _IMMUTABLE_LEAVES:
-        return value
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return copy.deepcopy(value)
-
-
 def _hash_or_none(doc: Any) -> str | None:
     try:
         return sha256_canonical(doc)
@@ -145,7 +129,7 @@ class FactsValidator:
         *,
         schema_checked: bool = False,
     ) -> None:
-        composed = _plain(base_schema)
+        composed = plain_copy(base_schema)
         if extension_schemas:
             slot = composed.get("properties", {}).get(EXTENSIONS_KEY)
             if not isinstance(slot, dict):
@@ -181,7 +165,7 @@ class FactsValidator:
         from jsonschema import Draft202012Validator
         from jsonschema.exceptions import SchemaError
 
-        sub = _plain(schema)
+        sub = plain_copy(schema)
         if isinstance(sub, dict) and str(sub.get("$schema", _DIALECT)).rstrip("#") != _DIALECT:
             raise PackLoadError(f"facts_schema must use JSON Schema {_DIALECT}", pack=name)
         try:
@@ -235,7 +219,7 @@ class FactsValidator:
     @property
     def schema(self) -> dict[str, Any]:
         """A copy of the composed schema (base plus extension sub-schemas)."""
-        copied: dict[str, Any] = _plain(self._schema)  # plain data (dicts, lists, leaves): the same copy, faster
+        copied: dict[str, Any] = plain_copy(self._schema)  # plain data (dicts, lists, leaves): the same copy, faster
         return copied
 
     def is_valid(self, doc: Any) -> bool:
@@ -327,8 +311,8 @@ class FactsValidator:
 
     def document_to_evaluate(self, data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
         """:meth:`parse_and_validate` for the engine, which only reads the document: this
-        validator's own :class:`ValidatedFacts` is given as it is, without a copy. Private:
-        handed to a caller, that document could be changed after it was validated."""
+        validator's own :class:`ValidatedFacts` is given as it is, without a copy. For the
+        engine only: handed to a caller, that document could be changed after it was validated."""
         if type(data) is ValidatedFacts and data._validator is self:
             return data._document
         return self.parse_and_validate(data)
@@ -344,5 +328,5 @@ class FactsValidator:
             return data.to_dict()  # this validator's own verdict: a copy, as the document stays read-only
         # Any other value is judged as the document it is (a list, None, 42: the wrong
         # type at "/"), exactly as the same value written as JSON text would be.
-        doc = _plain(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
+        doc = plain_copy(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
         return self.validate(doc)
