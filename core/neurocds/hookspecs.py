@@ -120,7 +120,8 @@ def neurocds_register_packs() -> list[RulePack]:  # type: ignore[empty-body]  # 
 
     Called once, when an :class:`~neurocds.engine.Engine` is created, before any
     facts are seen, on a worker thread within the load budget (``Engine(load_budget=)``,
-    default 10 s of CPU time, 50 s of wall-clock time). Before it, pluggy reads the
+    default 10 s of CPU time, 50 s of wall-clock time, shared with the plugin's import and
+    registration). Before it, pluggy reads the
     plugin's hooks on that worker too (a ``__dir__`` or ``__eq__`` that hangs or raises
     fails the plugin, not the engine). Rule files are read, validated and compiled right after; an
     error there is a :class:`~neurocds.errors.PackLoadError` naming the pack, the

@@ -9,6 +9,7 @@ and answer.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -223,3 +224,30 @@ def test_depends_on_is_read_once_so_what_is_kept_is_what_was_checked(tmp_path: P
     record = RulePack(name="p", version="1", rule_files=[], depends_on=Shifty(["base"]))
     (kept,) = check_records([record])
     assert [type(dep) for dep in kept.depends_on] == [str]
+
+
+def test_a_plugins_import_and_registration_share_one_load_budget(tmp_path: Path) -> None:
+    # 0.15 s of CPU while pluggy reads it and 0.15 s more in neurocds_register_packs: each
+    # is within the 0.2 s load budget, together they are not (fresh budgets would pass it).
+    record = inline_pack(tmp_path, "reg", "reg", [rule("reg.fires", ALWAYS, urgency="info")]).neurocds_register_packs
+
+    def spin(cpu_s: float) -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < cpu_s:
+            pass
+
+    class Costly:
+        def __dir__(self) -> list[str]:
+            spin(0.15)
+            return list(object.__dir__(self))
+
+        @staticmethod
+        @hookimpl
+        def neurocds_register_packs() -> Any:
+            spin(0.15)
+            return record()
+
+    engine, _ = load(Costly())
+    (failed,) = engine.failed_packs
+    assert failed.name == "reg" and "neurocds_register_packs" in (failed.error or ""), failed.error
+    assert re.search("budget of 200 ms of CPU time|wall-clock limit of 1000 ms", failed.error or "")

@@ -136,7 +136,7 @@ def _paths_of(
         # The answer is checked on the budgeted worker with the call: reading a list subclass
         # or its items runs pack code too.
         produce = partial(call_impl, impl)
-        answer = runner.call(name, HOOK, checked_call, (produce, _checked_paths), runner.load_budget_s)
+        answer = runner.loading.call(name, HOOK, checked_call, produce, _checked_paths)
         paths: list[Path] = unwrap(answer)
         if check_tables:  # a pack's own table must not stop the others' (clashes between tables still do)
             for path in paths:

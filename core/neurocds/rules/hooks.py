@@ -118,6 +118,7 @@ class HookRunner:
         self.budget_s = float(budget_s)
         self.load_budget_s = float(load_budget_s)
         self.wall_factor = float(wall_factor) if _CPU_CLOCKS else 1.0
+        self.loading = Budget(self, self.load_budget_s)  # what each plugin has left of its load budget
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         # (pack, hook) -> a call that overran and is still running, with the words it failed with
@@ -247,25 +248,27 @@ class _Worker:
 
 
 class Budget:
-    """What is left of each pack's budget in one evaluation (all its hook calls share it)."""
+    """What is left of each pack's budget (all its calls share it): one per evaluation, with
+    the hook budget; and each runner's :attr:`HookRunner.loading`, with the load budget, so a
+    plugin's import, registration and ``neurocds_register_packs`` share one load budget."""
 
-    __slots__ = ("_runner", "_spent")
+    __slots__ = ("_limit", "_runner", "_spent")
 
-    def __init__(self, runner: HookRunner) -> None:
+    def __init__(self, runner: HookRunner, limit_s: float | None = None) -> None:
         self._runner = runner
+        self._limit = runner.budget_s if limit_s is None else limit_s
         self._spent: dict[str, tuple[float, float]] = {}  # pack -> (CPU seconds, wall seconds)
 
     def call(self, pack: str, hook: str, fn: Callable[..., Any], *args: Any) -> Any:
-        runner = self._runner
+        runner, limit = self._runner, self._limit
+        wall_limit = limit * runner.wall_factor
         cpu, wall = self._spent.get(pack, (0.0, 0.0))
-        if cpu >= runner.budget_s or wall >= runner.wall_budget_s:
-            raise HookFailure(runner.overrun(hook, "cpu" if cpu >= runner.budget_s else "wall", runner.budget_s))
+        if cpu >= limit or wall >= wall_limit:
+            raise HookFailure(runner.overrun(hook, "cpu" if cpu >= limit else "wall", limit))
         try:
-            value, cpu_used, wall_used = runner.run(
-                pack, hook, fn, args, runner.budget_s - cpu, runner.wall_budget_s - wall, runner.budget_s
-            )
-        except HookOverrun as exc:  # spent: the pack's later calls in this evaluation fail at once
-            self._spent[pack] = (runner.budget_s, wall) if exc.kind == "cpu" else (cpu, runner.wall_budget_s)
+            value, cpu_used, wall_used = runner.run(pack, hook, fn, args, limit - cpu, wall_limit - wall, limit)
+        except HookOverrun as exc:  # spent: the pack's later calls fail at once
+            self._spent[pack] = (limit, wall) if exc.kind == "cpu" else (cpu, wall_limit)
             raise
         except HookFailure as exc:  # it raised: what it spent first is charged all the same
             self._spent[pack] = (cpu + exc.cpu, wall + exc.wall)

@@ -139,7 +139,7 @@ def discover(allow: set[str] | None) -> list[tuple[str, str, EntryPoint]]:
 def import_plugin(runner: HookRunner, name: str, source: str, ep: EntryPoint) -> Any:
     """Import an entry point's plugin (pack code: guarded like a hook)."""
     try:
-        return runner.call(name, "import", ep.load, (), runner.load_budget_s)
+        return runner.loading.call(name, "import", ep.load)
     except HookFailure as exc:
         raise PackLoadError(f"cannot import plugin: {exc}", pack=name, source=source) from exc
 
@@ -229,7 +229,7 @@ def register_vetted(pm: pluggy.PluginManager, name: str, plugin: Any, source: st
     if pm.get_plugin(name) is not None:
         raise PackLoadError(f"plugin name {name!r} registered twice", source=source)
     try:
-        answer = runner.call(name, "registration", vet_plugin, (name, plugin), runner.load_budget_s)
+        answer = runner.loading.call(name, "registration", vet_plugin, name, plugin)
         vetted: VettedPlugin = unwrap(answer)
     except HookFailure as exc:
         raise PackLoadError(str(exc), pack=name, source=source) from exc
@@ -260,7 +260,7 @@ def register_plugin(
 
     try:
         produce = functools.partial(call_impl, impl)
-        answer = runner.call(name, "neurocds_register_packs", checked_call, (produce, loaded), runner.load_budget_s)
+        answer = runner.loading.call(name, "neurocds_register_packs", checked_call, produce, loaded)
         return list(unwrap(answer))
     except HookFailure as exc:
         pm.unregister(vetted)
