@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS findings (finding TEXT NOT NULL, sequence INTEGER NOT
 CREATE INDEX IF NOT EXISTS findings_finding ON findings (finding, sequence);
 CREATE TABLE IF NOT EXISTS packs (name TEXT NOT NULL, version TEXT, sequence INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS packs_name ON packs (name, version, sequence);
-CREATE TABLE IF NOT EXISTS used_tokens (token TEXT PRIMARY KEY, expires_at REAL NOT NULL);
 """
 _VERSION = 2  # of the tables below; another version is rebuilt
 _BATCH = 5000  # rows per transaction while catching up
@@ -58,7 +57,7 @@ def connect(directory: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=OFF")
     if conn.execute("PRAGMA user_version").fetchone()[0] != _VERSION:
-        with conn:  # an index from another version: rebuilt (the used tokens are kept)
+        with conn:  # an index from another version: rebuilt
             for table in ("meta", "records", "findings", "packs"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             conn.execute(f"PRAGMA user_version={_VERSION}")
