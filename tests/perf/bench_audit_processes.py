@@ -32,19 +32,18 @@ from typing import Any
 
 def _decisions(root: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     sys.path[:0] = [str(root / "tests"), str(root / "tests" / "perf")]
-    from bench_cdshooks import bodies  # type: ignore[import-not-found]  # found through sys.path above
+    from bench_cdshooks import bodies, call_facts, service_limits  # type: ignore[import-not-found]  # sys.path above
 
     from neurocds import Engine
-    from neurocds.facts.strictjson import parse_strict
     from neurocds.fhir import FhirConverter
     from neurocds_packs import BUILTIN_PACKS
 
     engine = Engine(packs=BUILTIN_PACKS)
     converter = FhirConverter(observation_window_days=36500)  # Synthea's labs are years old
+    limits = service_limits()
     out = []
     for body in bodies(1_048_576):
-        request = parse_strict(body)
-        facts = converter.convert_prefetch(request["prefetch"], patient_id=request["context"]["patientId"]).facts
+        facts = call_facts(converter, body, limits)
         out.append((engine.evaluate(facts).to_dict(), facts))
     return out
 

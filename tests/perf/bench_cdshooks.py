@@ -58,6 +58,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from neurocds_packs import BUILTIN_PACKS
 
@@ -195,33 +196,49 @@ def in_process_baseline(payloads: list[bytes], window_days: float, rounds: int =
     """Median wall ms and mean CPU ms for the same work without HTTP or JWT: strict parse, FHIR -> facts,
     evaluate."""
     from neurocds import Engine
-    from neurocds.facts.strictjson import parse_strict
     from neurocds.fhir import FhirConverter
 
     engine = Engine(packs=BUILTIN_PACKS)
     # Built once, as the service does (it loads the mapping tables); the same window as the server.
     converter = FhirConverter(observation_window_days=window_days)
+    limits = service_limits()
     times = []
     cpu_start = time.process_time()
     for _ in range(rounds):
         for body in payloads:
             start = time.perf_counter()
-            request = parse_strict(body)
-            facts = converter.convert_prefetch(request["prefetch"], patient_id=request["context"]["patientId"])
-            engine.evaluate(facts.facts)
+            engine.evaluate(call_facts(converter, body, limits))
             times.append(time.perf_counter() - start)
     cpu = (time.process_time() - cpu_start) / len(times)
     return statistics.median(times) * 1e3, cpu * 1e3
 
 
+def service_limits() -> Any:
+    """The limits the service parses a call body with (size and depth only)."""
+    from neurocds.cdshooks.app import MAX_JSON_DEPTH
+    from neurocds.cdshooks.config import DEFAULT_MAX_BODY_BYTES
+    from neurocds.facts.strictjson import fhir_limits
+
+    return fhir_limits(DEFAULT_MAX_BODY_BYTES, MAX_JSON_DEPTH)
+
+
+def call_facts(converter: Any, body: bytes, limits: Any) -> dict[str, Any]:
+    """A call body parsed as the service parses it, its prefetch converted to facts."""
+    from neurocds.facts.strictjson import parse_strict
+
+    request = parse_strict(body, limits)
+    converted = converter.convert_prefetch(request["prefetch"], patient_id=request["context"]["patientId"])
+    facts: dict[str, Any] = converted.facts
+    return facts
+
+
 def parse_workload(passes: int) -> None:
     """What ``--count-parse`` runs under callgrind: the bodies built, then parsed ``passes`` times
     with the limits the service parses a call with (size and depth only)."""
-    from neurocds.cdshooks.app import MAX_JSON_DEPTH
-    from neurocds.facts.strictjson import fhir_limits, parse_strict
+    from neurocds.facts.strictjson import parse_strict
 
     payloads = bodies(1_048_576)
-    limits = fhir_limits(1_048_576, MAX_JSON_DEPTH)
+    limits = service_limits()
     parse_strict(payloads[0], limits)  # first use (lazy imports) in both runs alike
     for _ in range(passes):
         for body in payloads:
